@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# The venv is rebuilt only when pyproject.toml changes (the .stamp file).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp
+
+.PHONY: demo test lint bench sample-data clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/streamcast fit sample_data/load_single.csv -o demo.streamcast --epochs 3
+	$(BIN)/streamcast forecast -m demo.streamcast --horizon 6
+	tail -n 5 sample_data/load_single.csv | cut -d, -f1,2 | $(BIN)/streamcast stream -m demo.streamcast --output-format csv
+
+test: $(STAMP)
+	$(BIN)/ruff check streamcast tests benchmarks
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+sample-data: $(STAMP)
+	$(BIN)/python sample_data/generate.py
+
+clean:
+	rm -rf $(VENV) demo.streamcast

@@ -1,0 +1,58 @@
+"""Shared by the benchmark scripts: where the data is, the machine, and one way to report."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("STREAMCAST_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def require(path: Path) -> Path:
+    """Skip the benchmark, with a clear message and exit code 0, when its dataset is absent."""
+    if not path.exists():
+        print(f"skipped: {path} not found (set STREAMCAST_DATA to the folder holding m4/ and ett/)")
+        sys.exit(0)
+    return path
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(name: str, rows: list[dict], note: str = "") -> None:
+    """Print rows as an aligned table and store them in benchmarks/results/NAME.json."""
+    if not rows:
+        return
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    print(f"## {name}" + (f" — {note}" if note else ""))
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    print(f"machine: {machine()}")
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), "note": note, "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return str(value)

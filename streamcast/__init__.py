@@ -1,0 +1,27 @@
+"""streamcast: forecast time series with stateful recurrent networks, in batch and on streams."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("streamcast")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
+from streamcast.forecaster import Forecaster  # noqa: E402
+from streamcast.modelfile import load, save  # noqa: E402
+from streamcast.reading import read_series  # noqa: E402
+from streamcast.training import FitConfig, fit  # noqa: E402
+
+__all__ = [
+    "DataError",
+    "FitConfig",
+    "Forecaster",
+    "ModelFileError",
+    "StreamcastError",
+    "UsageError",
+    "fit",
+    "load",
+    "read_series",
+    "save",
+]

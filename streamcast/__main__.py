@@ -1,0 +1,5 @@
+"""Makes `python -m streamcast` work like the `streamcast` command."""
+
+from streamcast.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""The `streamcast` command: a thin shell that parses options, calls the library, prints results.
+
+stdout carries data only; progress, tables and warnings go to stderr. Every user error becomes one
+line on stderr and an exit code (2 usage, 1 data or model file, 75 lock timeout); bugs stay tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import streamcast
+from streamcast.errors import StreamcastError, UsageError
+from streamcast.modelfile import DEFAULT_MODEL_PATH
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns the library's user errors into one stderr line and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except StreamcastError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            # `streamcast forecast | head` closing the pipe early is not an error.
+            sys.stderr.close()
+            ctx.exit(0)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(streamcast.__version__, "-V", "--version", prog_name="streamcast")
+def main() -> None:
+    """Forecast time series with stateful recurrent networks, in batch and on live streams.
+
+    \b
+      streamcast fit data.parquet              # train; writes model.streamcast
+      streamcast forecast --horizon 24         # forecast every series from the newest data
+      producer | streamcast stream             # a rolling forecast for every tick on stdin
+      streamcast info                          # what is inside a model file
+    """
+
+
+def data_options(f):
+    """Column options shared by every command that reads series."""
+    f = click.option("--covariate", "covariates", multiple=True, metavar="COL", help="Numeric covariate column (repeatable).")(f)
+    f = click.option("--target", metavar="COL", help="Value column (default: y, value or target).")(f)
+    f = click.option("--time-col", metavar="COL", help="Timestamp column (default: ds, timestamp, time or date).")(f)
+    f = click.option("--id-col", metavar="COL", help="Series id column (default: unique_id, id, series_id or series).")(f)
+    return f
+
+
+def model_option(f):
+    return click.option(
+        "-m", "--model", "model_path", default=DEFAULT_MODEL_PATH, show_default=True, type=click.Path(dir_okay=False),
+        help="Model file written by `streamcast fit`.",
+    )(f)
+
+
+def _floats(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--quantiles takes numbers separated by commas, e.g. 0.1,0.5,0.9; got {text!r}") from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("data", type=str)
+@data_options
+@click.option("-o", "--output", default=DEFAULT_MODEL_PATH, show_default=True, type=click.Path(dir_okay=False), help="Where to write the model.")
+@click.option("--cell", type=click.Choice(["rnn", "rnn-relu", "lstm", "gru"]), default="gru", show_default=True, help="Recurrent cell.")
+@click.option("--hidden", "hidden_size", type=int, default=64, show_default=True, help="Hidden state size.")
+@click.option("--layers", "num_layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
+@click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout between layers and before the head.")
+@click.option("--conv", type=int, default=0, show_default=True, help="Causal 1-D convolution kernel over the inputs (0 = off).")
+@click.option("--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step.")
+@click.option("--quantiles", metavar="Q,Q,..", help="Also learn these quantiles (pinball loss), e.g. 0.1,0.5,0.9.")
+@click.option("--bptt", type=int, default=48, show_default=True, help="Truncated BPTT chunk length in steps.")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Lanes trained in parallel.")
+@click.option("--epochs", type=int, default=30, show_default=True, help="Most epochs (early stopping may end sooner).")
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "rmsprop", "sgd"]), default="adam", show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["plateau", "cosine", "none"]), default="plateau", show_default=True)
+@click.option("--clip", type=float, default=1.0, show_default=True, help="Clip the global gradient norm (0 = off).")
+@click.option("--clip-value", type=float, default=0.0, show_default=True, help="Clip each gradient value (0 = off).")
+@click.option("--loss", type=click.Choice(["mae", "mse", "huber"]), default="mae", show_default=True)
+@click.option("--val-size", type=int, help="Validation steps at the end of each series [default: 2 x horizon].")
+@click.option("--patience", type=int, default=5, show_default=True, help="Epochs without improvement before stopping.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def fit(data, id_col, time_col, target, covariates, output, quantiles, quiet, **options):
+    """Train a forecaster on DATA (Parquet, CSV, .csv.gz, or - for CSV on stdin).
+
+    \b
+      streamcast fit sample_data/load_hourly.parquet --target load --covariate temperature
+      streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
+    """
+    from streamcast.display import FitProgress
+    from streamcast.reading import read_series
+    from streamcast.training import FitConfig
+    from streamcast.training import fit as fit_model
+
+    config = FitConfig(quantiles=_floats(quantiles), covariates=tuple(covariates), **options)
+    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
+    progress = FitProgress(quiet=quiet)
+    progress.notes(series.notes)
+    with progress:
+        forecaster = fit_model(series, config, on_epoch=progress.epoch)
+    path = streamcast.save(forecaster, output)
+    progress.summary(forecaster, path)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model_path", default=DEFAULT_MODEL_PATH, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON on stdout.")
+def info(model_path, as_json):
+    """Show what is inside a model file: config, data, metrics and gradient health.
+
+    \b
+      streamcast info model.streamcast
+      streamcast info --json | jq .info.gradient_health
+    """
+    from streamcast.modelfile import read_metadata
+
+    meta = read_metadata(model_path)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    from streamcast.display import print_info
+
+    print_info(meta, model_path)
+
+
+def _not_yet(name: str):
+    def command():
+        raise UsageError(f"`streamcast {name}` is not available yet in this version")
+
+    return command
+
+
+for _name, _help in [
+    ("forecast", "Forecast every series from a saved model (not available yet)."),
+    ("stream", "Rolling forecasts for live observations on stdin (not available yet)."),
+]:
+    main.command(_name, help=_help, context_settings=CONTEXT)(_not_yet(_name))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

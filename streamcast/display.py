@@ -1,0 +1,138 @@
+"""What the CLI shows people on stderr: live training progress, summaries and metadata tables.
+
+Only the CLI imports this module. On a terminal it draws with rich; anywhere else (cron, a pipe,
+a CI log) it writes one plain line per event, with no colours or cursor tricks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from streamcast.forecaster import Forecaster
+from streamcast.training import EpochStats
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+class FitProgress:
+    """Epoch-by-epoch training display: a live table on a terminal, log lines elsewhere."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.live: Live | None = None
+        self.rows: list[EpochStats] = []
+        self.started = time.monotonic()
+        self.epochs_total: int | None = None
+
+    def notes(self, notes) -> None:
+        if not self.quiet:
+            for note in notes:
+                stderr.print(f"note: {note}", markup=False)
+
+    def __enter__(self) -> FitProgress:
+        self.started = time.monotonic()
+        if not self.quiet and stderr.is_terminal:
+            self.live = Live(self._table(), console=stderr, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def epoch(self, stats: EpochStats) -> None:
+        self.rows.append(stats)
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.update(self._table())
+            return
+        stderr.print(
+            f"epoch {stats.epoch} train_loss={_fmt(stats.train_loss)} val_loss={_fmt(stats.val_loss)} "
+            f"grad_norm_median={_fmt(stats.grad_norm_median)} grad_norm_max={_fmt(stats.grad_norm_max)} "
+            f"clipped={stats.clipped_share:.0%} skipped={stats.skipped_steps} reach={stats.gradient_reach} "
+            f"lr={stats.lr:.3g} steps_per_s={stats.timesteps_per_second:,.0f} {stats.seconds:.1f}s"
+            + (" *best" if stats.best else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+
+    def _table(self) -> Table:
+        table = Table(title="streamcast fit", title_justify="left", expand=False)
+        for col in ("epoch", "train loss", "val loss", "grad norm p50", "grad norm max", "clipped", "reach", "steps/s", "time"):
+            table.add_column(col, justify="right")
+        for s in self.rows[-15:]:
+            mark = " *" if s.best else ""
+            table.add_row(
+                f"{s.epoch}{mark}", _fmt(s.train_loss), _fmt(s.val_loss), _fmt(s.grad_norm_median, 3),
+                _fmt(s.grad_norm_max, 3), f"{s.clipped_share:.0%}", str(s.gradient_reach),
+                f"{s.timesteps_per_second:,.0f}", f"{s.seconds:.1f}s",
+            )
+        elapsed = time.monotonic() - self.started
+        table.caption = f"elapsed {elapsed:.0f}s · * = best so far · Ctrl-C stops and keeps the best"
+        return table
+
+    def summary(self, forecaster: Forecaster, path: Path) -> None:
+        if self.quiet:
+            return
+        info = forecaster.info
+        health = info["gradient_health"]
+        best = info["history"][info["best_epoch"] - 1]
+        stopped = "interrupted, best kept" if info["interrupted"] else f"{len(info['history'])} epochs"
+        stderr.print(
+            f"best epoch {info['best_epoch']} ({stopped}): val_loss={_fmt(best['val_loss'])} "
+            f"train_loss={_fmt(best['train_loss'])}",
+            markup=False,
+        )
+        stderr.print(
+            f"gradient health: norm p50={_fmt(health['grad_norm_median'], 3)} max={_fmt(health['grad_norm_max'], 3)} "
+            f"clipped={health['clipped_share']:.0%} skipped={health['skipped_steps']} "
+            f"reach={health['gradient_reach']} of bptt {info['fit_config']['bptt']} steps"
+            + _reach_hint(health["gradient_reach"], info["fit_config"]["bptt"]),
+            markup=False,
+        )
+        stderr.print(f"wrote {path}", markup=False)
+
+
+def _reach_hint(reach: int, bptt: int) -> str:
+    if reach < bptt // 4:
+        return " (vanishing: try --cell lstm or gru, or a shorter --bptt)"
+    return ""
+
+
+def print_info(meta: dict, path: str) -> None:
+    """A model file's metadata as readable tables."""
+    info = meta["info"]
+    cfg = meta["model_config"]
+    table = Table(title=str(path), title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    rows = [
+        ("cell", f"{cfg['cell']} hidden={cfg['hidden_size']} layers={cfg['num_layers']} conv={cfg['conv']}"),
+        ("horizon", str(cfg["horizon"])),
+        ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
+        ("inputs", ", ".join(meta["feature_spec"]["calendar"] and ["value", *meta["feature_spec"]["calendar"], *meta["feature_spec"]["covariates"]] or ["value"])),
+        ("frequency", meta["feature_spec"]["freq"]),
+        ("columns", ", ".join(f"{k}={v}" for k, v in meta["columns"].items() if v)),
+        ("data", f"{info['data']['source']} ({info['data']['series']} series, {info['data']['rows']:,} rows)"),
+        ("fingerprint", str(info["data"].get("fingerprint") or "-")),
+        ("best epoch", f"{info['best_epoch']} of {len(info['history'])}" + (" (interrupted)" if info["interrupted"] else "")),
+    ]
+    best = info["history"][info["best_epoch"] - 1]
+    rows.append(("val loss", f"{_fmt(best['val_loss'])} ({info['fit_config']['loss']}, scaled)"))
+    health = info["gradient_health"]
+    rows.append(("gradient health", f"norm p50={_fmt(health['grad_norm_median'], 3)} max={_fmt(health['grad_norm_max'], 3)} clipped={health['clipped_share']:.0%} skipped={health['skipped_steps']} reach={health['gradient_reach']}"))
+    rows.append(("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())))
+    for key, value in rows:
+        table.add_row(key, value)
+    Console(highlight=False).print(table)

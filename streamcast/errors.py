@@ -1,0 +1,36 @@
+"""The exceptions a user can cause, each carrying the exit code the CLI returns for it.
+
+Bugs are not wrapped: they stay ordinary exceptions, so that they surface as tracebacks in tests.
+"""
+
+from __future__ import annotations
+
+
+class StreamcastError(Exception):
+    """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class UsageError(StreamcastError):
+    """Options or arguments that cannot work together (exit code 2, like click's own)."""
+
+    exit_code = 2
+
+
+class DataError(StreamcastError):
+    """Input data that cannot be read or used (exit code 1)."""
+
+    exit_code = 1
+
+
+class ModelFileError(StreamcastError):
+    """A model or state file that is missing, corrupt or not ours (exit code 1)."""
+
+    exit_code = 1
+
+
+class LockTimeout(StreamcastError):
+    """Another run holds the output lock (exit code 75, EX_TEMPFAIL: cron may retry)."""
+
+    exit_code = 75

@@ -1,0 +1,196 @@
+"""From a canonical series frame to the numbers the network sees, and back.
+
+Pure computation, no I/O. Every input row is built the same way in training, forecasting and
+streaming (train the model the way it is served), so all of them call `build_inputs`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DAY = 86400.0
+
+
+def freq_seconds(freq: str) -> float | None:
+    """The length of one step in seconds (a month counts as 30 days); None for a step index."""
+    match = re.fullmatch(r"(\d+)(ns|us|ms|mo|s|m|h|d|w|y|i)", freq)
+    if match is None:
+        raise ValueError(f"unknown frequency {freq!r}")
+    count, unit = int(match[1]), match[2]
+    if unit == "i":
+        return None
+    if unit == "mo":
+        return count * 30 * _DAY
+    if unit == "y":
+        return count * 365 * _DAY
+    return count * _UNIT_SECONDS[unit]
+
+
+def season_length(freq: str) -> int:
+    """The main seasonal period in steps (a day for sub-daily data, a week for daily), for MASE."""
+    seconds = freq_seconds(freq)
+    if seconds is None:
+        return 1
+    if seconds < _DAY:
+        return max(1, round(_DAY / seconds))
+    if seconds < 7 * _DAY:
+        return max(1, round(7 * _DAY / seconds))
+    if seconds < 28 * _DAY:
+        return max(1, round(365.25 * _DAY / seconds))
+    return 12 if seconds < 365 * _DAY else 1
+
+
+def calendar_names(freq: str) -> tuple[str, ...]:
+    """Which calendar cycles are worth encoding at this frequency (each as a sine/cosine pair)."""
+    seconds = freq_seconds(freq)
+    if seconds is None:
+        return ()
+    if seconds < _DAY:
+        cycles = ("time_of_day", "day_of_week")
+    elif seconds < 7 * _DAY:
+        cycles = ("day_of_week", "day_of_year")
+    elif seconds < 28 * _DAY:
+        cycles = ("day_of_year",)
+    else:
+        cycles = ("month_of_year",)
+    return tuple(f"{c}_{f}" for c in cycles for f in ("sin", "cos"))
+
+
+def _cycle_position(ts: pl.Expr, cycle: str) -> pl.Expr:
+    """Where in its cycle a timestamp lies, as a fraction in [0, 1) (local time for zoned data)."""
+    if cycle == "time_of_day":
+        seconds = ts.dt.hour() * 3600 + ts.dt.minute() * 60 + ts.dt.second()
+        return seconds.cast(pl.Float64) / _DAY
+    if cycle == "day_of_week":
+        return (ts.dt.weekday() - 1).cast(pl.Float64) / 7.0
+    if cycle == "day_of_year":
+        return (ts.dt.ordinal_day() - 1).cast(pl.Float64) / 366.0
+    if cycle == "month_of_year":
+        return (ts.dt.month() - 1).cast(pl.Float64) / 12.0
+    raise ValueError(cycle)
+
+
+def calendar_features(timestamps: pl.Series, names: tuple[str, ...]) -> np.ndarray:
+    """(N, len(names)) float32 sine/cosine encodings of the timestamps."""
+    if not names:
+        return np.zeros((len(timestamps), 0), dtype=np.float32)
+    ts = pl.col("ts")
+    exprs = []
+    for name in names:
+        cycle, fn = name.rsplit("_", 1)
+        angle = _cycle_position(ts, cycle) * (2 * math.pi)
+        exprs.append((angle.sin() if fn == "sin" else angle.cos()).alias(name))
+    frame = pl.DataFrame({"ts": timestamps}).select(exprs)
+    return frame.to_numpy().astype(np.float32, copy=False).reshape(len(timestamps), len(names))
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the inputs are: recorded in the model so that serving rebuilds them exactly."""
+
+    freq: str
+    calendar: tuple[str, ...]
+    covariates: tuple[str, ...]
+    covariate_loc: tuple[float, ...]
+    covariate_scale: tuple[float, ...]
+
+    @property
+    def input_size(self) -> int:
+        return 1 + len(self.calendar) + len(self.covariates)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("value", *self.calendar, *self.covariates)
+
+
+def fit_feature_spec(frame: pl.DataFrame, freq: str, covariates: tuple[str, ...]) -> FeatureSpec:
+    """Covariates are scaled globally: their units are shared across series, unlike the targets'."""
+    loc, scale = [], []
+    for col in covariates:
+        values = frame[col].cast(pl.Float64)
+        loc.append(float(values.mean() or 0.0))
+        scale.append(_safe_scale(float(values.std(ddof=0) or 0.0), loc[-1]))
+    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale))
+
+
+def _safe_scale(std: float, loc: float) -> float:
+    """A constant series still needs a usable scale: fall back to its level, then to 1."""
+    if std > 1e-8 * max(1.0, abs(loc)):
+        return std
+    return abs(loc) if abs(loc) > 1e-8 else 1.0
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-series location and scale of the target, fitted on the training part only."""
+
+    loc: dict[str, float]
+    scale: dict[str, float]
+
+    def arrays(self, series_ids: list[str], fallback: Scaler | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """loc and scale per series; series the scaler lacks come from `fallback`."""
+        loc = np.empty(len(series_ids), dtype=np.float64)
+        scale = np.empty(len(series_ids), dtype=np.float64)
+        for i, sid in enumerate(series_ids):
+            source = self if sid in self.loc or fallback is None else fallback
+            loc[i], scale[i] = source.loc[sid], source.scale[sid]
+        return loc, scale
+
+
+def fit_scaler(values: np.ndarray, offsets: np.ndarray, series_ids: list[str], train_lengths: np.ndarray) -> Scaler:
+    """Mean and standard deviation of each series over its first `train_lengths[i]` values."""
+    loc, scale = {}, {}
+    for i, sid in enumerate(series_ids):
+        part = values[offsets[i] : offsets[i] + max(1, int(train_lengths[i]))]
+        mean = float(part.mean())
+        loc[sid] = mean
+        scale[sid] = _safe_scale(float(part.std()), mean)
+    return Scaler(loc, scale)
+
+
+@dataclass
+class SeriesInputs:
+    """Every series' inputs as one contiguous array, cut into series by `offsets` (no copies)."""
+
+    series_ids: list[str]
+    offsets: np.ndarray  # (S + 1,) row where each series starts; the last is the total
+    inputs: np.ndarray  # (N, input_size) float32, column 0 is the scaled value
+    timestamps: pl.Series  # (N,)
+    loc: np.ndarray  # (S,)
+    scale: np.ndarray  # (S,)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def series(self, i: int) -> np.ndarray:
+        return self.inputs[self.offsets[i] : self.offsets[i + 1]]
+
+
+def series_offsets(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Series ids in frame order and where each starts (the frame is sorted by series)."""
+    counts = frame.group_by("series_id", maintain_order=True).len()
+    ids = counts["series_id"].to_list()
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(counts["len"].to_numpy(), out=offsets[1:])
+    return ids, offsets
+
+
+def build_inputs(frame: pl.DataFrame, spec: FeatureSpec, scaler: Scaler, fallback: Scaler | None = None) -> SeriesInputs:
+    """The network's input rows for a canonical frame, scaled per series."""
+    ids, offsets = series_offsets(frame)
+    loc, scale = scaler.arrays(ids, fallback)
+    counts = np.diff(offsets)
+    values = frame["value"].to_numpy().astype(np.float64)
+    scaled = (values - np.repeat(loc, counts)) / np.repeat(scale, counts)
+    parts = [scaled[:, None], calendar_features(frame["timestamp"], spec.calendar)]
+    for col, c_loc, c_scale in zip(spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True):
+        cov = frame[col].cast(pl.Float64).fill_null(c_loc).to_numpy()
+        parts.append(((cov - c_loc) / c_scale)[:, None])
+    inputs = np.concatenate(parts, axis=1).astype(np.float32)
+    return SeriesInputs(ids, offsets, inputs, frame["timestamp"], loc, scale)

@@ -1,0 +1,69 @@
+"""Gradient health: is training exploding (norms, clipping) or vanishing (how far back it reaches)?
+
+Full BPTT's gradients vanish or explode; these numbers let a user see which, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+REACH_THRESHOLD = 0.01
+
+
+class GradientHealth:
+    """Pre-clip global gradient norms of one epoch's steps, and the steps that were skipped."""
+
+    def __init__(self, clip: float) -> None:
+        self.clip = clip
+        self.norms: list[float] = []
+        self.skipped = 0
+
+    def record(self, norm: float) -> None:
+        self.norms.append(norm)
+
+    def record_skip(self) -> None:
+        """A non-finite loss or gradient: the step is not taken, so the weights stay sound."""
+        self.skipped += 1
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.norms)) if self.norms else math.nan
+
+    @property
+    def max(self) -> float:
+        return float(np.max(self.norms)) if self.norms else math.nan
+
+    @property
+    def clipped_share(self) -> float:
+        if not self.norms or self.clip <= 0:
+            return 0.0
+        return float(np.mean(np.asarray(self.norms) > self.clip))
+
+
+def reach_profile(net, x: torch.Tensor) -> np.ndarray:
+    """|d output at the last step / d input k steps back|, relative to k = 0, for k = 0..T-1.
+
+    Measured on the raw network from a zero state, so it shows what one chunk of BPTT can learn.
+    """
+    was_training = net.training
+    net.eval()
+    x = x.detach().clone().requires_grad_(True)
+    y, _ = net(x, net.init_state(x.shape[0]))
+    y[:, -1].sum().backward()
+    net.zero_grad(set_to_none=True)
+    net.train(was_training)
+    per_step = x.grad.norm(dim=-1).mean(dim=0).flip(0).double().numpy()  # (T,) k = 0 is the last step
+    return per_step / max(per_step[0], 1e-30)
+
+
+def gradient_reach(net, table: torch.Tensor, values: torch.Tensor, lanes, config) -> int:
+    """Steps back at which the gradient falls below 1% of its value at the last step (bptt = never)."""
+    take = min(len(lanes), 64)
+    width = min(config.bptt, int(lanes.lengths[:take].min()))
+    rows = torch.from_numpy(lanes.rows[:take, :width])
+    profile = reach_profile(net, table[rows])
+    below = np.flatnonzero(profile < REACH_THRESHOLD)
+    return int(below[0]) if len(below) else width

@@ -1,0 +1,73 @@
+"""Lay series out in lanes for stateful truncated-BPTT training.
+
+As in PyTorch's word_language_model `batchify`, every lane is a contiguous stretch of one series,
+walked in consecutive chunks with the hidden state carried between them. Unlike `batchify`, a lane
+never crosses from one series into the next (their states have nothing to say to each other), and
+a lane that starts mid-series first replays `warmup` earlier steps with the loss masked, so its
+state is not cold when its loss starts counting. Lanes are independent rows: sharding them across
+processes (lanes[rank::world_size]) is all data parallelism needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Lanes:
+    """Row indices into the flat input array, one row of `rows` per lane."""
+
+    rows: np.ndarray  # (N, L) int64 index of the input row at each lane step; padding repeats a row
+    loss_mask: np.ndarray  # (N, L) bool: this step's H targets are known and it is not warm-up
+    lengths: np.ndarray  # (N,) real steps per lane
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shard(self, rank: int, world_size: int) -> Lanes:
+        """This process's share of the lanes under data parallelism."""
+        pick = slice(rank, None, world_size)
+        return Lanes(self.rows[pick], self.loss_mask[pick], self.lengths[pick])
+
+
+MIN_UPDATES_PER_EPOCH = 64
+
+
+def effective_batch_size(train_lengths: np.ndarray, batch_size: int, bptt: int) -> int:
+    """`batch_size` lanes, or fewer when the data is small, so that an epoch still makes at least
+    MIN_UPDATES_PER_EPOCH optimizer steps (one long series would otherwise give one or two)."""
+    total = int(train_lengths.sum())
+    return int(np.clip(total // (bptt * MIN_UPDATES_PER_EPOCH), 1, batch_size))
+
+
+def lane_length_for(train_lengths: np.ndarray, batch_size: int, bptt: int) -> int:
+    """Long enough to keep state flowing, short enough to fill a batch of lanes."""
+    total = int(train_lengths.sum())
+    length = max(bptt * 4, -(-total // max(1, batch_size)))
+    return -(-length // bptt) * bptt
+
+
+def make_lanes(
+    offsets: np.ndarray, train_lengths: np.ndarray, horizon: int, lane_length: int, warmup: int
+) -> Lanes:
+    """Cut each series' training part into lanes of `lane_length` loss steps (plus warm-up)."""
+    starts, stops, loss_starts = [], [], []
+    for i, n in enumerate(train_lengths.tolist()):
+        last_origin = n - 1 - horizon  # the last step whose H targets lie in the training part
+        for begin in range(0, last_origin + 1, lane_length):
+            end = min(begin + lane_length, last_origin + 1)
+            first = max(0, begin - warmup)
+            starts.append(offsets[i] + first)
+            stops.append(offsets[i] + end)
+            loss_starts.append(offsets[i] + begin)
+    starts_a, stops_a, loss_a = (np.asarray(a, dtype=np.int64) for a in (starts, stops, loss_starts))
+    lengths = stops_a - starts_a
+    width = int(lengths.max()) if len(lengths) else 0
+    steps = np.arange(width, dtype=np.int64)
+    rows = starts_a[:, None] + steps[None, :]  # (N, L)
+    real = steps[None, :] < lengths[:, None]
+    loss_mask = real & (rows >= loss_a[:, None])
+    rows = np.where(real, rows, (stops_a - 1)[:, None])
+    return Lanes(rows, loss_mask, lengths)

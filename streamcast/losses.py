@@ -1,0 +1,26 @@
+"""Training losses on scaled values; pinball loss whenever the model emits quantiles."""
+
+from __future__ import annotations
+
+import torch
+
+LOSSES = ("mae", "mse", "huber")
+
+
+def forecast_loss(
+    y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss: str, quantiles: tuple[float, ...]
+) -> torch.Tensor:
+    """Mean loss over the masked steps: y (..., H, Q), target (..., H), mask (...) bool."""
+    if quantiles:
+        q = y.new_tensor(quantiles)  # (Q,)
+        error = target.unsqueeze(-1) - y  # (..., H, Q)
+        per_step = torch.maximum(q * error, (q - 1) * error).mean(dim=(-1, -2))
+    else:
+        error = y[..., 0] - target  # (..., H)
+        if loss == "mae":
+            per_step = error.abs().mean(-1)
+        elif loss == "mse":
+            per_step = error.square().mean(-1)
+        else:
+            per_step = torch.nn.functional.huber_loss(y[..., 0], target, reduction="none").mean(-1)
+    return per_step[mask].mean()

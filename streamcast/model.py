@@ -1,0 +1,166 @@
+"""The forecasting network: one module for every recurrent cell.
+
+The hidden state is the model's memory, so it is always passed in and handed back, never kept on
+the module: `forward(x, state) -> (y, state)`. Every state tensor is batch-first, which lets the
+training loop carry it per lane and the stream keep it per series with plain indexing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+CELLS = ("rnn", "rnn-relu", "lstm", "gru")
+
+State = tuple[torch.Tensor, ...]
+"""(h, [c,] [conv,] [ar]): h and c are (B, num_layers, hidden_size); conv is (B, conv - 1,
+input_size); ar is (B, ar), the last `ar` scaled values. Input column 0 is always the scaled value."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of the network; stored in the model file so that loading rebuilds it exactly."""
+
+    input_size: int
+    cell: str = "gru"
+    hidden_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.0
+    horizon: int = 24
+    quantiles: tuple[float, ...] = field(default=())
+    conv: int = 0
+    ar: int = 0
+    season: int = 1
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
+
+    @property
+    def outputs_per_step(self) -> int:
+        return max(1, len(self.quantiles))
+
+
+class RecurrentForecaster(nn.Module):
+    """A (conv ->) RNN/LSTM/GRU -> linear head that emits all `horizon` values at every step.
+
+    A direct multi-horizon head means one recurrent step gives a whole forecast, so serving a
+    tick costs one step and training sees every horizon at every step.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        rnn_input = config.input_size
+        if config.conv > 1:
+            # Causal: no padding here, the carried buffer of the last conv - 1 inputs plays its part.
+            self.conv = nn.Conv1d(config.input_size, config.hidden_size, config.conv)
+            rnn_input = config.hidden_size
+        rnn_class = {"rnn": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+        extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
+        self.rnn = rnn_class(
+            rnn_input,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+            **extra,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        head_in = config.hidden_size + config.ar
+        self.head = nn.Sequential(
+            nn.Linear(head_in, config.hidden_size),
+            nn.ReLU(),
+            nn.Linear(config.hidden_size, config.horizon * config.outputs_per_step),
+        )
+        if config.ar > 0:
+            # LSTNet's linear "highway": a direct map from the last `ar` values to the forecast,
+            # started as the seasonal naive forecast, so the recurrent part learns corrections.
+            self.ar = nn.Linear(config.ar, config.horizon, bias=False)
+            with torch.no_grad():
+                self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
+                self.head[-1].weight.mul_(0.1)
+
+    def init_state(self, batch: int) -> State:
+        """The state of a series never seen: zeros, as every lane starts in training."""
+        c = self.config
+        zeros = self.head[-1].weight.new_zeros
+        state = [zeros(batch, c.num_layers, c.hidden_size)]
+        if c.cell == "lstm":
+            state.append(zeros(batch, c.num_layers, c.hidden_size))
+        if c.conv > 1:
+            state.append(zeros(batch, c.conv - 1, c.input_size))
+        if c.ar > 0:
+            state.append(zeros(batch, c.ar))
+        return tuple(state)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """x: (B, T, input_size) -> forecasts (B, T, horizon, outputs_per_step) and the new state."""
+        hidden, state = self.encode(x, state)
+        return self.decode(hidden), state
+
+    def encode(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Advance the state over x: what the head needs at every step (B, T, hidden_size [+ ar])
+        and the new state.
+
+        Split from `decode` so that serving can run the head only where a forecast is wanted.
+        """
+        c = self.config
+        parts = list(state)
+        new_state: list[torch.Tensor] = []
+        if c.ar > 0:
+            history = torch.cat([parts.pop(), x[..., 0]], dim=1)  # (B, ar + T)
+            ar_windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
+            ar_state = history[:, -c.ar :]
+        if c.conv > 1:
+            buffer = parts.pop()
+            window = torch.cat([buffer, x], dim=1)  # (B, conv - 1 + T, F)
+            x = torch.relu(self.conv(window.transpose(1, 2))).transpose(1, 2)  # (B, T, hidden)
+            conv_state = window[:, -(c.conv - 1) :]
+        # nn.RNN wants (num_layers, B, H); the state is kept batch-first for per-series indexing.
+        rnn_state = tuple(p.transpose(0, 1).contiguous() for p in parts)
+        out, rnn_state = self.rnn(x, rnn_state if c.cell == "lstm" else rnn_state[0])
+        if c.cell != "lstm":
+            rnn_state = (rnn_state,)
+        new_state.extend(p.transpose(0, 1) for p in rnn_state)
+        if c.conv > 1:
+            new_state.append(conv_state)
+        if c.ar > 0:
+            new_state.append(ar_state)
+            out = torch.cat([out, ar_windows], dim=-1)
+        return out, tuple(new_state)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., hidden_size [+ ar]) from `encode` -> (..., horizon, outputs_per_step) scaled forecasts."""
+        c = self.config
+        y = self.head(self.dropout(features)).unflatten(-1, (c.horizon, c.outputs_per_step))
+        if c.ar > 0:
+            y = y + self.ar(features[..., c.hidden_size :]).unsqueeze(-1)  # the same base for every quantile
+        return y
+
+
+def seasonal_naive_weights(window: int, horizon: int, season: int) -> torch.Tensor:
+    """(horizon, window) weights that copy the last season forward: y[t+1+h] = y[t+1+h-season*k]."""
+    weights = torch.zeros(horizon, window)
+    season = max(1, min(season, window))
+    for h in range(horizon):
+        lag = season * (h // season + 1) - 1 - h  # steps back from the last observed value
+        weights[h, window - 1 - lag] = 1.0
+    return weights
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a chunk boundary: the values carry on, the gradient stops (truncated BPTT)."""
+    return tuple(s.detach() for s in state)
+
+
+def select_state(state: State, index: torch.Tensor | slice) -> State:
+    """The states of some rows of a batch (lanes or series)."""
+    return tuple(s[index] for s in state)
+
+
+def concat_states(states: list[State]) -> State:
+    """Rows of several states as one batch."""
+    return tuple(torch.cat(parts, dim=0) for parts in zip(*states, strict=True))

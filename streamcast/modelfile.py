@@ -1,0 +1,114 @@
+"""The model file: safetensors weights with JSON metadata in its header. Never a pickle.
+
+safetensors stores raw tensors and a JSON header and nothing else, so loading a file from
+elsewhere cannot run code. Per-series scales are tensors too, so 100,000 series stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import safetensors
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+import streamcast
+from streamcast.atomic import atomic_write_bytes
+from streamcast.errors import ModelFileError
+from streamcast.features import FeatureSpec, Scaler
+from streamcast.forecaster import Forecaster
+from streamcast.model import ModelConfig, RecurrentForecaster
+from streamcast.reading import Columns
+
+FORMAT = "streamcast-model"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_PATH = "model.streamcast"
+
+
+def save(forecaster: Forecaster, path: str | Path) -> Path:
+    """Write the model atomically: weights and scales as tensors, everything else as JSON."""
+    ids = list(forecaster.scaler.loc)
+    tensors = {f"net.{k}": v.detach().contiguous() for k, v in forecaster.net.state_dict().items()}
+    tensors["scaler.loc"] = torch.tensor([forecaster.scaler.loc[s] for s in ids], dtype=torch.float64)
+    tensors["scaler.scale"] = torch.tensor([forecaster.scaler.scale[s] for s in ids], dtype=torch.float64)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": asdict(forecaster.net.config),
+        "feature_spec": asdict(forecaster.spec),
+        "columns": asdict(forecaster.columns),
+        "series_ids": ids,
+        "info": forecaster.info,
+        "versions": {
+            "streamcast": streamcast.__version__,
+            "torch": torch.__version__,
+            "polars": pl.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    data = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
+    atomic_write_bytes(path, data)
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON metadata alone, without building the network (for `streamcast info`)."""
+    return _metadata(_read(path), path)
+
+
+def load(path: str | Path) -> Forecaster:
+    """Read a model file written by `save`; a missing, corrupt or foreign file is a ModelFileError."""
+    raw = _read(path)
+    meta = _metadata(raw, path)
+    try:
+        tensors = load_bytes(raw)
+        config = ModelConfig(**{**meta["model_config"], "quantiles": tuple(meta["model_config"]["quantiles"])})
+        spec_fields = meta["feature_spec"]
+        spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
+        columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
+        net = RecurrentForecaster(config)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:
+        raise ModelFileError(f"{path}: the model file is damaged or from an incompatible version ({exc})") from None
+    net.eval()
+    ids = meta["series_ids"]
+    loc = tensors["scaler.loc"].numpy()
+    scale = tensors["scaler.scale"].numpy()
+    scaler = Scaler(dict(zip(ids, loc.tolist(), strict=True)), dict(zip(ids, scale.tolist(), strict=True)))
+    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=meta["info"])
+
+
+def _read(path: str | Path) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        hint = " (run `streamcast fit DATA` first, or pass -m/--model PATH)" if p.name == DEFAULT_MODEL_PATH else ""
+        raise ModelFileError(f"model file {str(p)!r} not found{hint}")
+    return p.read_bytes()
+
+
+def _metadata(raw: bytes, path: str | Path) -> dict:
+    """Parse the safetensors header by hand: a foreign file must fail with a clear message."""
+    problem = f"{path}: not a streamcast model file"
+    if len(raw) < 8:
+        raise ModelFileError(f"{problem} (too short)")
+    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
+    if size > len(raw) - 8:
+        raise ModelFileError(f"{problem} (bad header)")
+    try:
+        header = json.loads(raw[8 : 8 + size])
+        meta = json.loads(header["__metadata__"]["streamcast"])
+    except (ValueError, KeyError, TypeError):
+        raise ModelFileError(f"{problem} (no streamcast metadata)") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(problem)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: written by a newer streamcast (format {meta['format_version']}); upgrade streamcast to load it"
+        )
+    return meta

@@ -1,0 +1,36 @@
+"""Write result tables where the user asked, by suffix, atomically; `-` means CSV on stdout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from streamcast.atomic import atomic_path
+from streamcast.errors import UsageError
+
+SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+def check_output_path(path: str) -> None:
+    """Fail before any work is done, not after, when the output suffix is not one we write."""
+    if path != "-" and Path(path).suffix.lower() not in SUFFIXES:
+        raise UsageError(f"cannot write {path!r}: the output file must end in {', '.join(SUFFIXES)} (or be - for stdout)")
+
+
+def write_frame(frame: pl.DataFrame, path: str) -> None:
+    """Write `frame` to `path` (.csv, .parquet, .jsonl); readers never see a partial file."""
+    check_output_path(path)
+    if path == "-":
+        sys.stdout.write(frame.write_csv())
+        sys.stdout.flush()
+        return
+    suffix = Path(path).suffix.lower()
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            frame.write_csv(tmp)
+        elif suffix == ".parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.write_ndjson(tmp)

@@ -1,0 +1,86 @@
+"""Advance hidden states over observations: the one step that validation, forecast, backtest and
+stream all share, so that every one of them serves the model exactly as training ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from streamcast.model import RecurrentForecaster, State, concat_states, select_state
+
+
+@torch.no_grad()
+def advance(net: RecurrentForecaster, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    """One call over (B, T, F) inputs: the forecasts at every step (B, T, H, Q) and the new state."""
+    return net(x, state)
+
+
+@torch.no_grad()
+def run_series(
+    net: RecurrentForecaster,
+    inputs: np.ndarray,
+    offsets: np.ndarray,
+    positions: Sequence[np.ndarray],
+    *,
+    initial: State | None = None,
+    series_batch: int = 2048,
+    time_chunk: int = 512,
+) -> tuple[torch.Tensor, State]:
+    """Run every series from its start (or from `initial`) to its end, batched across series.
+
+    Returns the forecasts at the requested positions of each series, (R, H, Q) in the order of
+    `positions`, and each series' state after its last step. Memory grows with `series_batch` x
+    `time_chunk`, never with the number of forecasts or the length of the history.
+    """
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch
+    counts = np.array([len(p) for p in positions], dtype=np.int64)
+    out_start = np.concatenate([[0], np.cumsum(counts)])
+    c = net.config
+    outputs = torch.empty(int(out_start[-1]), c.horizon, c.outputs_per_step)
+    final: list[State | None] = [None] * len(lengths)
+    table = torch.from_numpy(inputs)
+    for b in range(0, len(order), series_batch):
+        batch = order[b : b + series_batch]
+        if initial is None:
+            state = net.init_state(len(batch))
+        else:
+            state = select_state(initial, torch.from_numpy(batch))
+        wanted = [(positions[i], out_start[i]) for i in batch.tolist()]
+        finals = _run_batch(net, table, offsets[batch], lengths[batch], wanted, state, outputs, time_chunk)
+        for i, s in zip(batch.tolist(), finals, strict=True):
+            final[i] = s
+    return outputs, concat_states(final)  # type: ignore[arg-type]
+
+
+def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) -> list[State]:
+    """Walk one batch of series through time; a series leaves the batch when its history ends."""
+    final: list[State] = [()] * len(starts)
+    active = np.arange(len(starts))
+    t = 0
+    while len(active):
+        stop = min(t + time_chunk, int(lengths[active].min()))
+        rows = starts[active][:, None] + np.arange(t, stop)[None, :]  # (B, T)
+        hidden, state = net.encode(table[torch.from_numpy(rows)], state)  # (B, T, hidden)
+        pick_row, pick_step, pick_out = [], [], []
+        for j, i in enumerate(active.tolist()):
+            positions, first_out = wanted[i]
+            hit = np.flatnonzero((positions >= t) & (positions < stop))
+            if len(hit):
+                pick_row.append(np.full(len(hit), j))
+                pick_step.append(positions[hit] - t)
+                pick_out.append(first_out + hit)
+        if pick_row:
+            rows_at = torch.from_numpy(np.concatenate(pick_row))
+            steps_at = torch.from_numpy(np.concatenate(pick_step))
+            outputs[torch.from_numpy(np.concatenate(pick_out))] = net.decode(hidden[rows_at, steps_at])
+        done = lengths[active] == stop
+        for j in np.flatnonzero(done).tolist():
+            final[active[j]] = select_state(state, slice(j, j + 1))
+        state = select_state(state, torch.from_numpy(np.flatnonzero(~done)))
+        active = active[~done]
+        t = stop
+    return final

@@ -1,0 +1,359 @@
+"""`fit`: stateful truncated-BPTT training, in one loop you can hold in your head.
+
+Each lane of a series is walked in consecutive chunks of `bptt` steps; the hidden state is carried
+from chunk to chunk and detached at the boundary (as in PyTorch's word_language_model), which is
+exactly how `stream` later carries it tick after tick.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from streamcast.errors import DataError, UsageError
+from streamcast.features import build_inputs, fit_feature_spec, fit_scaler, season_length, series_offsets
+from streamcast.forecaster import Forecaster
+from streamcast.health import GradientHealth, gradient_reach
+from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
+from streamcast.losses import LOSSES, forecast_loss
+from streamcast.model import CELLS, ModelConfig, RecurrentForecaster, detach_state
+from streamcast.reading import SeriesFrame
+from streamcast.stepping import run_series
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("plateau", "cosine", "none")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Every `fit` option; the CLI flags mirror these fields one to one."""
+
+    cell: str = "gru"
+    hidden_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.0
+    conv: int = 0
+    ar: int | None = None
+    horizon: int = 24
+    quantiles: tuple[float, ...] = ()
+    covariates: tuple[str, ...] = ()
+    bptt: int = 48
+    batch_size: int = 128
+    epochs: int = 30
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "plateau"
+    clip: float = 1.0
+    clip_value: float = 0.0
+    loss: str = "mae"
+    val_size: int | None = None
+    patience: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
+            (self.horizon >= 1, "--horizon must be at least 1"),
+            (self.bptt >= 1, "--bptt must be at least 1"),
+            (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden and --layers must be at least 1"),
+            (self.batch_size >= 1 and self.epochs >= 1, "--batch-size and --epochs must be at least 1"),
+            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.clip >= 0 and self.clip_value >= 0, "--clip and --clip-value must be >= 0 (0 = off)"),
+            (all(0 < q < 1 for q in self.quantiles), "--quantiles must lie strictly between 0 and 1"),
+            (self.conv == 0 or self.conv >= 2, "--conv must be 0 (off) or a kernel size of at least 2"),
+            (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
+            (self.val_size is None or self.val_size >= self.horizon, "--val-size must be >= --horizon"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    @property
+    def model_quantiles(self) -> tuple[float, ...]:
+        """Quantiles as the network emits them, the median always among them (the point forecast)."""
+        if not self.quantiles:
+            return ()
+        return tuple(sorted(set(self.quantiles) | {0.5}))
+
+    def resolved_val_size(self) -> int:
+        return self.val_size if self.val_size is not None else 2 * self.horizon
+
+
+@dataclass
+class EpochStats:
+    """One line of the training log, shown live and stored in the model."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    grad_norm_median: float
+    grad_norm_max: float
+    clipped_share: float
+    skipped_steps: int
+    gradient_reach: int
+    lr: float
+    seconds: float
+    timesteps_per_second: float
+    best: bool = False
+
+
+@dataclass
+class FitResult:
+    """What happened in training, for the progress display and the model's metadata."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = 0
+    interrupted: bool = False
+
+
+def fit(
+    data: SeriesFrame,
+    config: FitConfig = FitConfig(),
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> Forecaster:
+    """Train a forecaster on every series of `data`; the last `val_size` steps of each validate.
+
+    Ctrl-C stops training after the current step and keeps the best weights seen so far.
+    """
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    frame = data.frame
+    ids, offsets = series_offsets(frame)
+    lengths = np.diff(offsets)
+    val_size = config.resolved_val_size()
+    _check_lengths(ids, lengths, config.horizon, val_size)
+    train_lengths = lengths - val_size
+    season = season_length(data.freq)
+
+    train_rows = _training_rows(offsets, train_lengths)
+    spec = fit_feature_spec(frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates))
+    scaler = fit_scaler(frame["value"].to_numpy(), offsets, ids, train_lengths)
+    inputs = build_inputs(frame, spec, scaler)
+
+    model_config = ModelConfig(
+        input_size=spec.input_size,
+        cell=config.cell,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        horizon=config.horizon,
+        quantiles=config.model_quantiles,
+        conv=config.conv,
+        ar=max(1, season) if config.ar is None else config.ar,
+        season=season,
+    )
+    net = RecurrentForecaster(model_config)
+    optimizer = _optimizer(net, config)
+    scheduler = _scheduler(optimizer, config)
+    batch_size = effective_batch_size(train_lengths, config.batch_size, config.bptt)
+    lane_length = lane_length_for(train_lengths, batch_size, config.bptt)
+    lanes = make_lanes(offsets, train_lengths, config.horizon, lane_length, config.bptt)
+    table = torch.from_numpy(inputs.inputs)
+    values = table[:, 0].contiguous()
+    val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
+    val_targets = _val_targets(values, offsets, val_positions, config.horizon)
+
+    result = FitResult()
+    best_val, best_weights, waited = math.inf, copy.deepcopy(net.state_dict()), 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            health = GradientHealth(config.clip)
+            train_loss, timesteps = _train_epoch(net, optimizer, table, values, lanes, batch_size, config, rng, health)
+            reach = gradient_reach(net, table, values, lanes, config)
+            val_loss = _val_loss(net, inputs.inputs, offsets, val_positions, val_targets, config)
+            seconds = time.perf_counter() - started
+            improved = val_loss < best_val
+            if improved:
+                best_val, best_weights, waited, result.best_epoch = val_loss, copy.deepcopy(net.state_dict()), 0, epoch
+            else:
+                waited += 1
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                grad_norm_median=health.median,
+                grad_norm_max=health.max,
+                clipped_share=health.clipped_share,
+                skipped_steps=health.skipped,
+                gradient_reach=reach,
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=seconds,
+                timesteps_per_second=timesteps / seconds,
+                best=improved,
+            )
+            result.history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+            _step_scheduler(scheduler, val_loss)
+            if waited >= config.patience:
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    if not result.history:
+        raise UsageError("training was interrupted before the first epoch finished; nothing to keep")
+    net.load_state_dict(best_weights)
+    net.eval()
+    info = {
+        "fit_config": asdict(config),
+        "data": {
+            "source": data.source,
+            "fingerprint": data_fingerprint(data.source),
+            "series": len(ids),
+            "rows": int(lengths.sum()),
+            "freq": data.freq,
+        },
+        "history": [asdict(s) for s in result.history],
+        "gradient_health": health_summary(result.history, result.best_epoch),
+        "best_epoch": result.best_epoch,
+        "interrupted": result.interrupted,
+        "val_size": val_size,
+        "batch_size": batch_size,
+        "lane_length": lane_length,
+        "lanes": len(lanes),
+    }
+    return Forecaster(net=net, spec=spec, scaler=scaler, columns=data.columns, info=info)
+
+
+def data_fingerprint(source: str) -> str | None:
+    """sha256 of the training file, so that a later run can tell whether the data changed."""
+    path = Path(source)
+    if source == "-" or not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def health_summary(history: list[EpochStats], best_epoch: int) -> dict[str, float | int]:
+    """The whole run in a few numbers: did gradients explode (clipping), vanish (reach), or break?"""
+    best = history[best_epoch - 1] if best_epoch else history[-1]
+    return {
+        "grad_norm_median": float(np.median([s.grad_norm_median for s in history])),
+        "grad_norm_max": max(s.grad_norm_max for s in history),
+        "clipped_share": float(np.mean([s.clipped_share for s in history])),
+        "skipped_steps": sum(s.skipped_steps for s in history),
+        "gradient_reach": best.gradient_reach,
+        "timesteps_per_second": float(np.median([s.timesteps_per_second for s in history])),
+    }
+
+
+def _check_lengths(ids: list[str], lengths: np.ndarray, horizon: int, val_size: int) -> None:
+    """Every series needs a training part with at least one full target window, plus validation."""
+    needed = val_size + horizon + 2
+    short = np.flatnonzero(lengths < needed)
+    if len(short):
+        i = int(short[0])
+        raise DataError(
+            f"series {ids[i]!r} has {int(lengths[i])} points but fit needs at least {needed} "
+            f"(--val-size {val_size} + --horizon {horizon} + 2); "
+            f"{len(short)} series are that short: lower --horizon or --val-size, or drop them"
+        )
+
+
+def _training_rows(offsets: np.ndarray, train_lengths: np.ndarray) -> np.ndarray:
+    """A row mask: True for rows in the training part of their series."""
+    mask = np.zeros(int(offsets[-1]), dtype=bool)
+    for start, n in zip(offsets[:-1].tolist(), train_lengths.tolist(), strict=True):
+        mask[start : start + n] = True
+    return mask
+
+
+def _optimizer(net: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
+    params, lr, wd = net.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: FitConfig):
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
+def _step_scheduler(scheduler, val_loss: float) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    elif scheduler is not None:
+        scheduler.step()
+
+
+def chunk_targets(values: torch.Tensor, rows: torch.Tensor, horizon: int) -> torch.Tensor:
+    """(B, T) input rows -> (B, T, H) the next H scaled values of each row's series."""
+    ahead = rows.unsqueeze(-1) + torch.arange(1, horizon + 1)  # (B, T, H)
+    return values[ahead.clamp_(max=len(values) - 1)]
+
+
+def _train_epoch(net, optimizer, table, values, lanes: Lanes, batch_size: int, config: FitConfig, rng, health) -> tuple[float, int]:
+    """One pass over every lane, in shuffled groups of `batch_size` lanes, state carried per group."""
+    net.train()
+    order = rng.permutation(len(lanes))
+    total_loss, total_weight, timesteps = 0.0, 0, 0
+    params = [p for p in net.parameters() if p.requires_grad]
+    for g in range(0, len(order), batch_size):
+        group = order[g : g + batch_size]
+        rows = torch.from_numpy(lanes.rows[group])
+        mask = torch.from_numpy(lanes.loss_mask[group])
+        width = int(lanes.lengths[group].max())
+        state = net.init_state(len(group))
+        for start in range(0, width, config.bptt):
+            chunk_rows = rows[:, start : start + config.bptt]
+            chunk_mask = mask[:, start : start + config.bptt]
+            y, state = net(table[chunk_rows], state)
+            # Truncated BPTT: the state's values flow on to the next chunk, its gradient does not.
+            state = detach_state(state)
+            weight = int(chunk_mask.sum())
+            timesteps += int(chunk_rows.numel())
+            if weight == 0:
+                continue
+            loss = forecast_loss(y, chunk_targets(values, chunk_rows, config.horizon), chunk_mask, config.loss, net.config.quantiles)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
+            if not (math.isfinite(norm) and math.isfinite(loss.item())):
+                health.record_skip()
+                continue
+            health.record(norm)
+            if config.clip_value > 0:
+                nn.utils.clip_grad_value_(params, config.clip_value)
+            optimizer.step()
+            total_loss += loss.item() * weight
+            total_weight += weight
+    return total_loss / max(1, total_weight), timesteps
+
+
+def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:
+    rows = np.concatenate([offsets[i] + p for i, p in enumerate(positions)])
+    return chunk_targets(values, torch.from_numpy(rows), horizon)  # (R, H)
+
+
+def _val_loss(net, inputs, offsets, positions, targets, config: FitConfig) -> float:
+    """The state is warmed over each series' training part first, exactly as `forecast` serves it."""
+    net.eval()
+    outputs, _ = run_series(net, inputs, offsets, positions)
+    mask = torch.ones(outputs.shape[0], dtype=torch.bool)
+    return float(forecast_loss(outputs, targets, mask, config.loss, net.config.quantiles))

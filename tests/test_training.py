@@ -1,0 +1,126 @@
+"""`fit`: reproducible, learns, keeps the best weights, reports gradient health, survives bad steps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from streamcast.errors import DataError, UsageError
+from streamcast.lanes import make_lanes
+from streamcast.reading import read_series
+from streamcast.training import FitConfig, fit
+from tests.conftest import TINY, hourly_frame
+
+
+def weights(forecaster) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in forecaster.net.parameters()]
+
+
+def test_same_seed_and_data_give_the_same_model(tiny_data):
+    a, b = fit(tiny_data, TINY), fit(tiny_data, TINY)
+    for x, y in zip(weights(a), weights(b), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_another_seed_gives_another_model(tiny_data):
+    a = fit(tiny_data, TINY)
+    b = fit(tiny_data, FitConfig(**{**TINY.__dict__, "seed": 1}))
+    assert any(not torch.equal(x, y) for x, y in zip(weights(a), weights(b), strict=True))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "lstm", "gru"])
+def test_every_cell_trains_and_lowers_the_validation_loss(tiny_data, cell):
+    model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "cell": cell, "epochs": 6, "lr": 1e-2}))
+    history = model.info["history"]
+    assert min(h["val_loss"] for h in history) < history[0]["val_loss"]
+    assert model.info["best_epoch"] == min(range(len(history)), key=lambda i: history[i]["val_loss"]) + 1
+
+
+def test_each_epoch_reports_gradient_health(tiny_data):
+    seen = []
+    model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "clip": 1e-6}), on_epoch=seen.append)
+    assert [s.epoch for s in seen] == [1, 2]
+    for s in seen:
+        assert s.grad_norm_max >= s.grad_norm_median > 0
+        assert s.clipped_share == 1.0  # every step's norm exceeds a tiny clip
+        assert 1 <= s.gradient_reach <= TINY.bptt
+        assert s.timesteps_per_second > 0
+    health = model.info["gradient_health"]
+    assert health["clipped_share"] == 1.0
+    assert health["skipped_steps"] == 0
+
+
+def test_quantile_models_always_include_the_median(tiny_data):
+    model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "quantiles": (0.1, 0.9)}))
+    assert model.quantiles == (0.1, 0.5, 0.9)
+    assert model.point_index == 1
+
+
+def test_interrupt_keeps_the_best_model_so_far(tiny_data):
+    def stop_after_first(stats):
+        if stats.epoch == 2:
+            raise KeyboardInterrupt
+
+    model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "epochs": 10}), on_epoch=stop_after_first)
+    assert model.info["interrupted"] is True
+    assert len(model.info["history"]) == 2
+
+
+def test_early_stopping_ends_training_after_patience(tiny_data):
+    model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "epochs": 50, "patience": 1, "lr": 0.5}))
+    assert len(model.info["history"]) < 50
+
+
+def test_non_finite_steps_are_skipped_and_the_weights_stay_finite():
+    frame = hourly_frame(series=2)
+    data = read_series(frame)
+    bad = data.frame.with_columns(
+        pl.when((pl.col("series_id") == "s1") & (pl.int_range(pl.len()).over("series_id") == 50))
+        .then(float("inf"))
+        .otherwise(pl.col("value"))
+        .alias("value")
+    )
+    data = type(data)(bad, data.freq, data.columns, data.source, data.notes)
+    model = fit(data, FitConfig(**{**TINY.__dict__, "batch_size": 1}))
+    assert model.info["gradient_health"]["skipped_steps"] > 0
+    assert all(torch.isfinite(p).all() for p in model.net.parameters())
+
+
+def test_a_series_too_short_for_horizon_and_validation_is_named():
+    data = read_series(hourly_frame(series=2, length=20))
+    with pytest.raises(DataError, match=r"series 's0' has 20 points but fit needs at least 26"):
+        fit(data, FitConfig(horizon=6, val_size=18))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"cell": "tcn"}, "--cell must be one of"), ({"clip": -1.0}, "--clip"), ({"val_size": 2, "horizon": 6}, "--val-size")],
+)
+def test_impossible_options_are_usage_errors(option, message):
+    with pytest.raises(UsageError, match=message):
+        FitConfig(**option)
+
+
+def test_lanes_never_cross_series_and_mask_warmup_steps():
+    offsets = np.array([0, 100, 150])
+    lanes = make_lanes(offsets, np.array([100, 50]), horizon=5, lane_length=40, warmup=10)
+    for rows, mask, n in zip(lanes.rows, lanes.loss_mask, lanes.lengths, strict=True):
+        real = rows[:n]
+        assert (real < 100).all() or (real >= 100).all()  # one series per lane
+        assert (np.diff(real) == 1).all()  # contiguous
+        assert not mask[n:].any()
+    starts = sorted(int(r[m][0]) for r, m in zip(lanes.rows, lanes.loss_mask, strict=True))
+    assert starts == [0, 40, 80, 100, 140]
+    # loss positions cover every step whose 5 targets are known, exactly once
+    covered = np.sort(np.concatenate([r[m] for r, m in zip(lanes.rows, lanes.loss_mask, strict=True)]))
+    assert covered.tolist() == list(range(0, 95)) + list(range(100, 145))
+
+
+def test_validation_loss_is_finite_and_recorded(tiny_model):
+    best = tiny_model.info["history"][tiny_model.info["best_epoch"] - 1]
+    assert math.isfinite(best["val_loss"])
+    assert tiny_model.info["val_size"] == 2 * TINY.horizon

@@ -99,6 +99,7 @@ class FeatureSpec:
     covariates: tuple[str, ...]
     covariate_loc: tuple[float, ...]
     covariate_scale: tuple[float, ...]
+    scaling: str = "mean"
 
     @property
     def input_size(self) -> int:
@@ -109,14 +110,14 @@ class FeatureSpec:
         return ("value", *self.calendar, *self.covariates)
 
 
-def fit_feature_spec(frame: pl.DataFrame, freq: str, covariates: tuple[str, ...]) -> FeatureSpec:
+def fit_feature_spec(frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str) -> FeatureSpec:
     """Covariates are scaled globally: their units are shared across series, unlike the targets'."""
     loc, scale = [], []
     for col in covariates:
         values = frame[col].cast(pl.Float64)
         loc.append(float(values.mean() or 0.0))
         scale.append(_safe_scale(float(values.std(ddof=0) or 0.0), loc[-1]))
-    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale))
+    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale), scaling)
 
 
 def _safe_scale(std: float, loc: float) -> float:
@@ -143,14 +144,25 @@ class Scaler:
         return loc, scale
 
 
-def fit_scaler(values: np.ndarray, offsets: np.ndarray, series_ids: list[str], train_lengths: np.ndarray) -> Scaler:
-    """Mean and standard deviation of each series over its first `train_lengths[i]` values."""
+SCALINGS = ("mean", "std")
+
+
+def fit_scaler(
+    values: np.ndarray, offsets: np.ndarray, series_ids: list[str], train_lengths: np.ndarray, scaling: str = "mean"
+) -> Scaler:
+    """Centre each series on its mean over its first `train_lengths[i]` values, and divide by its
+    mean absolute value ("mean", as DeepAR) or its standard deviation ("std").
+
+    Dividing by the level makes an absolute error in scaled units a relative error in the series'
+    own terms, which is what sMAPE and most users judge; "std" is the usual z-score.
+    """
     loc, scale = {}, {}
     for i, sid in enumerate(series_ids):
         part = values[offsets[i] : offsets[i] + max(1, int(train_lengths[i]))]
         mean = float(part.mean())
         loc[sid] = mean
-        scale[sid] = _safe_scale(float(part.std()), mean)
+        spread = np.abs(part).mean() if scaling == "mean" else part.std()
+        scale[sid] = _safe_scale(float(spread), mean)
     return Scaler(loc, scale)
 
 

@@ -48,7 +48,7 @@ class Forecaster:
         if unseen:
             values = frame["value"].to_numpy()
             lengths = np.diff(offsets)
-            fallback = fit_scaler(values, offsets, ids, lengths)
+            fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling)
         return build_inputs(frame, self.spec, self.scaler, fallback)
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from streamcast.errors import DataError, UsageError
-from streamcast.features import build_inputs, fit_feature_spec, fit_scaler, season_length, series_offsets
+from streamcast.features import SCALINGS, build_inputs, fit_feature_spec, fit_scaler, season_length, series_offsets
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
@@ -48,7 +48,7 @@ class FitConfig:
     quantiles: tuple[float, ...] = ()
     covariates: tuple[str, ...] = ()
     bptt: int = 48
-    batch_size: int = 128
+    batch_size: int = 32
     epochs: int = 30
     lr: float = 3e-3
     optimizer: str = "adam"
@@ -57,6 +57,7 @@ class FitConfig:
     clip: float = 1.0
     clip_value: float = 0.0
     loss: str = "mae"
+    scaling: str = "mean"
     val_size: int | None = None
     patience: int = 5
     seed: int = 0
@@ -67,6 +68,7 @@ class FitConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
+            (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
             (self.horizon >= 1, "--horizon must be at least 1"),
             (self.bptt >= 1, "--bptt must be at least 1"),
             (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden and --layers must be at least 1"),
@@ -91,7 +93,7 @@ class FitConfig:
         return tuple(sorted(set(self.quantiles) | {0.5}))
 
     def resolved_val_size(self) -> int:
-        return self.val_size if self.val_size is not None else 2 * self.horizon
+        return self.val_size if self.val_size is not None else self.horizon
 
 
 @dataclass
@@ -141,8 +143,8 @@ def fit(
     season = season_length(data.freq)
 
     train_rows = _training_rows(offsets, train_lengths)
-    spec = fit_feature_spec(frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates))
-    scaler = fit_scaler(frame["value"].to_numpy(), offsets, ids, train_lengths)
+    spec = fit_feature_spec(frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling)
+    scaler = fit_scaler(frame["value"].to_numpy(), offsets, ids, train_lengths, config.scaling)
     inputs = build_inputs(frame, spec, scaler)
 
     model_config = ModelConfig(

@@ -123,4 +123,4 @@ def test_lanes_never_cross_series_and_mask_warmup_steps():
 def test_validation_loss_is_finite_and_recorded(tiny_model):
     best = tiny_model.info["history"][tiny_model.info["best_epoch"] - 1]
     assert math.isfinite(best["val_loss"])
-    assert tiny_model.info["val_size"] == 2 * TINY.horizon
+    assert tiny_model.info["val_size"] == TINY.horizon

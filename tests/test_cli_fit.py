@@ -1,0 +1,105 @@
+"""`streamcast fit` and `streamcast info` end to end through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import streamcast
+from streamcast.cli import main
+from tests.conftest import hourly_frame
+
+FAST = ["--hidden", "8", "--epochs", "2", "--horizon", "6", "--bptt", "16", "-q"]
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    path = tmp_path / "load.csv"
+    hourly_frame(series=2, length=120).write_csv(path)
+    return path
+
+
+def run(args, **kwargs):
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+
+
+def test_version_prints_the_package_version():
+    result = run(["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"streamcast, version {streamcast.__version__}\n"
+
+
+def test_fit_writes_the_default_model_in_the_working_directory(tmp_path, csv_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(["fit", str(csv_path), *FAST])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""  # stdout is for data only
+    meta = json.loads(run(["info", "--json"]).stdout)
+    assert meta["info"]["data"]["source"] == str(csv_path)
+    assert meta["info"]["data"]["fingerprint"].startswith("sha256:")
+    assert meta["model_config"]["horizon"] == 6
+    assert meta["columns"] == {"id": "series_id", "time": "timestamp", "target": "value", "covariates": []}
+
+
+def test_fit_logs_one_plain_line_per_epoch_when_not_on_a_terminal(tmp_path, csv_path):
+    out = tmp_path / "m.streamcast"
+    result = run(["fit", str(csv_path), *FAST[:-1], "-o", str(out)])
+    assert result.exit_code == 0
+    lines = result.stderr.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2
+    assert "grad_norm_median=" in epochs[0] and "clipped=" in epochs[0] and "reach=" in epochs[0]
+    assert any(line.startswith("gradient health:") for line in lines)
+    assert lines[-1] == f"wrote {out}"
+    assert "\x1b[" not in result.stderr  # no colours or cursor codes in a log
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "lstm", "gru"])
+def test_fit_trains_every_cell_from_the_cli(tmp_path, csv_path, cell):
+    out = tmp_path / f"{cell}.streamcast"
+    result = run(["fit", str(csv_path), *FAST, "--cell", cell, "--conv", "3", "--quantiles", "0.1,0.9", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads(run(["info", str(out), "--json"]).stdout)
+    assert meta["model_config"]["cell"] == cell
+    assert meta["model_config"]["quantiles"] == [0.1, 0.5, 0.9]
+
+
+def test_info_shows_a_table_of_the_model(tmp_path, csv_path):
+    out = tmp_path / "m.streamcast"
+    run(["fit", str(csv_path), *FAST, "-o", str(out)])
+    result = run(["info", str(out)])
+    assert result.exit_code == 0
+    for word in ("cell", "gru hidden=8", "horizon", "gradient health", "frequency", "1h"):
+        assert word in result.stdout
+
+
+def test_fit_on_a_missing_file_is_one_line_and_exit_1(tmp_path):
+    result = run(["fit", str(tmp_path / "nope.csv"), *FAST])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: ")
+    assert "nope.csv" in result.stderr
+
+
+def test_fit_with_bad_quantiles_is_a_usage_error(csv_path):
+    result = run(["fit", str(csv_path), *FAST, "--quantiles", "0.1,abc"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --quantiles takes numbers separated by commas, e.g. 0.1,0.5,0.9; got '0.1,abc'\n"
+
+
+def test_fit_with_a_series_too_short_names_it(tmp_path):
+    path = tmp_path / "short.csv"
+    hourly_frame(series=1, length=10).write_csv(path)
+    result = run(["fit", str(path), *FAST])
+    assert result.exit_code == 1
+    assert "series 's0' has 10 points but fit needs at least 14" in result.stderr
+
+
+def test_info_on_a_file_that_is_not_a_model(tmp_path):
+    path = tmp_path / "x.streamcast"
+    path.write_text("hello")
+    result = run(["info", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {path}: not a streamcast model file (bad header)\n"

@@ -1,0 +1,105 @@
+"""The model file: safetensors + JSON, never a pickle; round trips exactly; refuses what is not ours."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from streamcast.errors import ModelFileError
+from streamcast.modelfile import load, read_metadata, save
+from streamcast.stepping import run_series
+
+COMMITTED = Path(__file__).parent / "data" / "tiny-v1.streamcast"
+
+
+def last_forecasts(forecaster, data) -> torch.Tensor:
+    inputs = forecaster.inputs(data.frame)
+    positions = [np.array([n - 1]) for n in inputs.lengths()]
+    outputs, _ = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions)
+    return outputs
+
+
+def test_save_then_load_gives_identical_forecasts(tmp_path, tiny_model, tiny_data):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    loaded = load(path)
+    assert torch.equal(last_forecasts(tiny_model, tiny_data), last_forecasts(loaded, tiny_data))
+    assert loaded.scaler == tiny_model.scaler
+    assert loaded.spec == tiny_model.spec
+    assert loaded.columns == tiny_model.columns
+    assert loaded.info["history"] == tiny_model.info["history"]
+
+
+def test_the_file_is_plain_safetensors_with_json_metadata(tmp_path, tiny_model):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["streamcast"])
+        assert "scaler.loc" in f.keys()
+    assert meta["format"] == "streamcast-model"
+    assert meta["model_config"]["hidden_size"] == 8
+    assert meta["info"]["data"]["series"] == 3
+    assert set(meta["versions"]) >= {"streamcast", "torch"}
+    header_size = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    assert json.loads(path.read_bytes()[8 : 8 + header_size])  # the whole header is JSON
+
+
+def test_saving_over_an_existing_model_leaves_no_temporary_files(tmp_path, tiny_model):
+    save(tiny_model, tmp_path / "m.streamcast")
+    save(tiny_model, tmp_path / "m.streamcast")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.streamcast"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a streamcast model file"),
+        (b"\x80\x04\x95pickle", "not a streamcast model file"),
+        (struct.pack("<Q", 2) + b"{}", "no streamcast metadata"),
+    ],
+)
+def test_a_foreign_file_is_refused_with_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "x.streamcast"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        load(path)
+
+
+def test_a_truncated_model_file_is_refused(tmp_path, tiny_model):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match="damaged"):
+        load(path)
+
+
+def test_a_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match="run `streamcast fit DATA` first"):
+        load("model.streamcast")
+
+
+def test_a_model_from_a_newer_format_asks_for_an_upgrade(tmp_path, tiny_model):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    meta = json.loads(header["__metadata__"]["streamcast"])
+    meta["format_version"] = 99
+    header["__metadata__"]["streamcast"] = json.dumps(meta)
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size :])
+    with pytest.raises(ModelFileError, match="upgrade streamcast"):
+        read_metadata(path)
+
+
+def test_the_committed_model_file_still_loads_and_forecasts(tiny_data):
+    """A file written by an earlier release must keep loading as the format evolves."""
+    model = load(COMMITTED)
+    outputs = last_forecasts(model, tiny_data)
+    assert outputs.shape == (3, model.horizon, 1)
+    assert torch.isfinite(outputs).all()

@@ -99,7 +99,7 @@ def test_fit_with_a_series_too_short_names_it(tmp_path):
 
 def test_info_on_a_file_that_is_not_a_model(tmp_path):
     path = tmp_path / "x.streamcast"
-    path.write_text("hello")
+    path.write_text("hello, this is plain text")
     result = run(["info", str(path)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: {path}: not a streamcast model file (bad header)\n"

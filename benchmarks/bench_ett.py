@@ -23,7 +23,10 @@ from streamcast.stepping import run_series
 
 PUBLISHED = {  # test MSE / MAE at horizon 96, from ../shared/data/README.md
     ("ETTh1", "S"): "DLinear 0.056/0.180, PatchTST 0.055/0.179, NLinear 0.053/0.177",
-    ("ETTh1", "M"): "DLinear 0.375/0.399, PatchTST 0.370/0.400, SegRNN 0.341/0.376, GRU 1.126/0.831",
+    (
+        "ETTh1",
+        "M",
+    ): "DLinear 0.375/0.399, PatchTST 0.370/0.400, SegRNN 0.341/0.376, GRU 1.126/0.831",
     ("ETTm1", "S"): "DLinear 0.028/0.123, PatchTST 0.026/0.121",
     ("ETTm1", "M"): "DLinear 0.299/0.343, SegRNN 0.282/0.335",
 }
@@ -32,9 +35,9 @@ COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 
 def long_frame(path, columns: list[str], rows: int) -> pl.DataFrame:
     wide = pl.read_csv(path, try_parse_dates=True).head(rows)
-    return wide.unpivot(index="date", on=columns, variable_name="series_id", value_name="value").rename(
-        {"date": "timestamp"}
-    )
+    return wide.unpivot(
+        index="date", on=columns, variable_name="series_id", value_name="value"
+    ).rename({"date": "timestamp"})
 
 
 def evaluate(name: str, mode: str, horizon: int, overrides: dict) -> dict:
@@ -42,10 +45,17 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict) -> dict:
     train_end, val_end, test_end = 8640 * scale, 11520 * scale, 14400 * scale
     path = require(SHARED_DATA / "ett" / f"{name}.csv")
     columns = ["OT"] if mode == "S" else COLUMNS
-    full = sc.read_series(long_frame(path, columns, test_end), id_col="series_id", time_col="timestamp", target="value")
+    full = sc.read_series(
+        long_frame(path, columns, test_end),
+        id_col="series_id",
+        time_col="timestamp",
+        target="value",
+    )
     fit_part = sc.read_series(
         full.frame.filter(pl.int_range(pl.len()).over("series_id") < val_end),
-        id_col="series_id", time_col="timestamp", target="value",
+        id_col="series_id",
+        time_col="timestamp",
+        target="value",
     )
     config = sc.FitConfig(horizon=horizon, val_size=val_end - train_end, **overrides)
     started = time.perf_counter()
@@ -54,13 +64,27 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict) -> dict:
 
     inputs = model.inputs(full.frame)
     origins = np.arange(val_end - 1, test_end - horizon)
-    outputs, _ = run_series(model.net, inputs.inputs, inputs.offsets, [origins] * len(inputs.series_ids))
-    # The network works on values z-scored by the training part: exactly the protocol's scaling.
-    predicted = outputs[..., model.point_index].double().numpy().reshape(len(inputs.series_ids), len(origins), horizon)
-    scaled = inputs.inputs[:, 0].astype(np.float64)
-    actual = np.stack(
-        [scaled[inputs.offsets[i] + origins[:, None] + np.arange(1, horizon + 1)] for i in range(len(inputs.series_ids))]
+    outputs, _ = run_series(
+        model.net, inputs.inputs, inputs.offsets, [origins] * len(inputs.series_ids)
     )
+    n_series = len(inputs.series_ids)
+    points = model.point_and_quantiles(
+        outputs, np.repeat(inputs.loc, len(origins)), np.repeat(inputs.scale, len(origins))
+    )
+    predicted = points[..., model.point_index].reshape(n_series, len(origins), horizon)
+    values = full.frame["value"].to_numpy()
+    actual = np.stack(
+        [
+            values[inputs.offsets[i] + origins[:, None] + np.arange(1, horizon + 1)]
+            for i in range(n_series)
+        ]
+    )
+    # The protocol's scaling: each column z-scored by its training part's mean and population std.
+    train = np.stack(
+        [values[inputs.offsets[i] : inputs.offsets[i] + train_end] for i in range(n_series)]
+    )
+    mean, std = train.mean(axis=1)[:, None, None], train.std(axis=1)[:, None, None]
+    predicted, actual = (predicted - mean) / std, (actual - mean) / std
     return {
         "dataset": f"{name} {mode}",
         "horizon": horizon,
@@ -87,7 +111,11 @@ def main() -> None:
         overrides[key] = value if kind is str else float(value) if kind is float else int(value)
     datasets = ["ETTh1"] if os.environ.get("STREAMCAST_BENCH_QUICK") else args.datasets
     rows = [evaluate(d, m, args.horizon, overrides) for d in datasets for m in args.modes]
-    report("ett", rows, note=f"standard split, scaled MSE/MAE, stride-1 test origins; config {args.set or 'defaults'}")
+    report(
+        "ett",
+        rows,
+        note=f"standard split, scaled MSE/MAE, stride-1 test origins; config {args.set or 'defaults'}",
+    )
 
 
 if __name__ == "__main__":

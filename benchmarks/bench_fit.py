@@ -20,7 +20,10 @@ def synthetic(series: int, length: int) -> pl.DataFrame:
     rng = np.random.default_rng(0)
     t = np.arange(length)
     values = np.concatenate(
-        [10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length) for i in range(series)]
+        [
+            10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length)
+            for i in range(series)
+        ]
     )
     ids = np.repeat([f"s{i:03d}" for i in range(series)], length)
     steps = pl.int_range(pl.len()).over("series_id")
@@ -48,7 +51,11 @@ def main() -> None:
                 }
             )
     rows.append({"cell": "peak RSS MB", "timesteps/s": peak_rss_mb()})
-    report("fit_throughput", rows, note=f"{len(data.series_ids)} series x 2,000 hourly points, bptt 48, horizon 24")
+    report(
+        "fit_throughput",
+        rows,
+        note=f"{len(data.series_ids)} series x 2,000 hourly points, bptt 48, horizon 24",
+    )
 
 
 if __name__ == "__main__":

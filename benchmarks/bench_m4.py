@@ -48,22 +48,32 @@ def parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, value = pair.split("=", 1)
         field_type = type(getattr(sc.FitConfig(), key))
-        out[key] = value if field_type is str else float(value) if field_type is float else int(value)
+        out[key] = (
+            value if field_type is str else float(value) if field_type is float else int(value)
+        )
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--set", nargs="*", default=[], help="FitConfig overrides, e.g. cell=lstm epochs=10")
-    parser.add_argument("--series", type=int, default=0, help="use only the first N series (0 = all)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="FitConfig overrides, e.g. cell=lstm epochs=10"
+    )
+    parser.add_argument(
+        "--series", type=int, default=0, help="use only the first N series (0 = all)"
+    )
     args = parser.parse_args()
     frame = load_m4(require(SHARED_DATA / "m4" / "Hourly-train.csv"))
     if args.series or os.environ.get("STREAMCAST_BENCH_QUICK"):
         keep = frame["series_id"].unique(maintain_order=True).head(args.series or 40)
         frame = frame.filter(pl.col("series_id").is_in(keep.implode()))
     n = frame.group_by("series_id", maintain_order=True).len()
-    cut = frame.with_columns(pl.int_range(pl.len()).over("series_id").alias("i")).join(n, on="series_id")
-    train = cut.filter(pl.col("i") < pl.col("len") - HORIZON).select("series_id", "timestamp", "value")
+    cut = frame.with_columns(pl.int_range(pl.len()).over("series_id").alias("i")).join(
+        n, on="series_id"
+    )
+    train = cut.filter(pl.col("i") < pl.col("len") - HORIZON).select(
+        "series_id", "timestamp", "value"
+    )
     test = cut.filter(pl.col("i") >= pl.col("len") - HORIZON)
 
     data = sc.read_series(train, id_col="series_id", time_col="timestamp", target="value")
@@ -82,15 +92,29 @@ def main() -> None:
 
     model_smape, base_smape = smape(actual, predicted), smape(actual, snaive)
     rows = [
-        {"method": f"streamcast {config.cell} (defaults)", "sMAPE": model_smape, "MASE": mase(actual, predicted, scales)},
+        {
+            "method": f"streamcast {config.cell} (defaults)",
+            "sMAPE": model_smape,
+            "MASE": mase(actual, predicted, scales),
+        },
         {"method": "seasonal naive", "sMAPE": base_smape, "MASE": mase(actual, snaive, scales)},
         {"method": "sMAPE gain over seasonal naive", "sMAPE": 1 - model_smape / base_smape},
         {"method": "fit seconds", "sMAPE": fit_seconds},
-        {"method": "fit timesteps/s (median epoch)", "sMAPE": model.info["gradient_health"]["timesteps_per_second"]},
-        {"method": "epochs (best)", "sMAPE": f"{len(model.info['history'])} ({model.info['best_epoch']})"},
+        {
+            "method": "fit timesteps/s (median epoch)",
+            "sMAPE": model.info["gradient_health"]["timesteps_per_second"],
+        },
+        {
+            "method": "epochs (best)",
+            "sMAPE": f"{len(model.info['history'])} ({model.info['best_epoch']})",
+        },
         {"method": "peak RSS MB", "sMAPE": peak_rss_mb()},
     ]
-    report("m4_hourly", rows, note=f"{len(ids)} series, validation = last 48 of the training file; config {args.set or 'defaults'}")
+    report(
+        "m4_hourly",
+        rows,
+        note=f"{len(ids)} series, validation = last 48 of the training file; config {args.set or 'defaults'}",
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from rich.table import Table
 from streamcast.forecaster import Forecaster
 from streamcast.training import EpochStats
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -69,17 +69,35 @@ class FitProgress:
 
     def _table(self) -> Table:
         table = Table(title="streamcast fit", title_justify="left", expand=False)
-        for col in ("epoch", "train loss", "val loss", "grad norm p50", "grad norm max", "clipped", "reach", "steps/s", "time"):
+        for col in (
+            "epoch",
+            "train loss",
+            "val loss",
+            "grad norm p50",
+            "grad norm max",
+            "clipped",
+            "reach",
+            "steps/s",
+            "time",
+        ):
             table.add_column(col, justify="right")
         for s in self.rows[-15:]:
             mark = " *" if s.best else ""
             table.add_row(
-                f"{s.epoch}{mark}", _fmt(s.train_loss), _fmt(s.val_loss), _fmt(s.grad_norm_median, 3),
-                _fmt(s.grad_norm_max, 3), f"{s.clipped_share:.0%}", str(s.gradient_reach),
-                f"{s.timesteps_per_second:,.0f}", f"{s.seconds:.1f}s",
+                f"{s.epoch}{mark}",
+                _fmt(s.train_loss),
+                _fmt(s.val_loss),
+                _fmt(s.grad_norm_median, 3),
+                _fmt(s.grad_norm_max, 3),
+                f"{s.clipped_share:.0%}",
+                str(s.gradient_reach),
+                f"{s.timesteps_per_second:,.0f}",
+                f"{s.seconds:.1f}s",
             )
         elapsed = time.monotonic() - self.started
-        table.caption = f"elapsed {elapsed:.0f}s · * = best so far · Ctrl-C stops and keeps the best"
+        table.caption = (
+            f"elapsed {elapsed:.0f}s · * = best so far · Ctrl-C stops and keeps the best"
+        )
         return table
 
     def summary(self, forecaster: Forecaster, path: Path) -> None:
@@ -88,7 +106,9 @@ class FitProgress:
         info = forecaster.info
         health = info["gradient_health"]
         best = info["history"][info["best_epoch"] - 1]
-        stopped = "interrupted, best kept" if info["interrupted"] else f"{len(info['history'])} epochs"
+        stopped = (
+            "interrupted, best kept" if info["interrupted"] else f"{len(info['history'])} epochs"
+        )
         stderr.print(
             f"best epoch {info['best_epoch']} ({stopped}): val_loss={_fmt(best['val_loss'])} "
             f"train_loss={_fmt(best['train_loss'])}",
@@ -118,20 +138,46 @@ def print_info(meta: dict, path: str) -> None:
     table.add_column("key", style="bold")
     table.add_column("value")
     rows = [
-        ("cell", f"{cfg['cell']} hidden={cfg['hidden_size']} layers={cfg['num_layers']} conv={cfg['conv']}"),
+        (
+            "cell",
+            f"{cfg['cell']} hidden={cfg['hidden_size']} layers={cfg['num_layers']} conv={cfg['conv']}",
+        ),
         ("horizon", str(cfg["horizon"])),
         ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
-        ("inputs", ", ".join(meta["feature_spec"]["calendar"] and ["value", *meta["feature_spec"]["calendar"], *meta["feature_spec"]["covariates"]] or ["value"])),
+        (
+            "inputs",
+            ", ".join(
+                meta["feature_spec"]["calendar"]
+                and [
+                    "value",
+                    *meta["feature_spec"]["calendar"],
+                    *meta["feature_spec"]["covariates"],
+                ]
+                or ["value"]
+            ),
+        ),
         ("frequency", meta["feature_spec"]["freq"]),
         ("columns", ", ".join(f"{k}={v}" for k, v in meta["columns"].items() if v)),
-        ("data", f"{info['data']['source']} ({info['data']['series']} series, {info['data']['rows']:,} rows)"),
+        (
+            "data",
+            f"{info['data']['source']} ({info['data']['series']} series, {info['data']['rows']:,} rows)",
+        ),
         ("fingerprint", str(info["data"].get("fingerprint") or "-")),
-        ("best epoch", f"{info['best_epoch']} of {len(info['history'])}" + (" (interrupted)" if info["interrupted"] else "")),
+        (
+            "best epoch",
+            f"{info['best_epoch']} of {len(info['history'])}"
+            + (" (interrupted)" if info["interrupted"] else ""),
+        ),
     ]
     best = info["history"][info["best_epoch"] - 1]
     rows.append(("val loss", f"{_fmt(best['val_loss'])} ({info['fit_config']['loss']}, scaled)"))
     health = info["gradient_health"]
-    rows.append(("gradient health", f"norm p50={_fmt(health['grad_norm_median'], 3)} max={_fmt(health['grad_norm_max'], 3)} clipped={health['clipped_share']:.0%} skipped={health['skipped_steps']} reach={health['gradient_reach']}"))
+    rows.append(
+        (
+            "gradient health",
+            f"norm p50={_fmt(health['grad_norm_median'], 3)} max={_fmt(health['grad_norm_max'], 3)} clipped={health['clipped_share']:.0%} skipped={health['skipped_steps']} reach={health['gradient_reach']}",
+        )
+    )
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())))
     for key, value in rows:
         table.add_row(key, value)

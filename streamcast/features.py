@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "ms": 1e-3,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+}
 _DAY = 86400.0
 
 
@@ -110,7 +119,9 @@ class FeatureSpec:
         return ("value", *self.calendar, *self.covariates)
 
 
-def fit_feature_spec(frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str) -> FeatureSpec:
+def fit_feature_spec(
+    frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str
+) -> FeatureSpec:
     """Covariates are scaled globally: their units are shared across series, unlike the targets'."""
     loc, scale = [], []
     for col in covariates:
@@ -134,7 +145,9 @@ class Scaler:
     loc: dict[str, float]
     scale: dict[str, float]
 
-    def arrays(self, series_ids: list[str], fallback: Scaler | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(
+        self, series_ids: list[str], fallback: Scaler | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """loc and scale per series; series the scaler lacks come from `fallback`."""
         loc = np.empty(len(series_ids), dtype=np.float64)
         scale = np.empty(len(series_ids), dtype=np.float64)
@@ -148,7 +161,11 @@ SCALINGS = ("mean", "std")
 
 
 def fit_scaler(
-    values: np.ndarray, offsets: np.ndarray, series_ids: list[str], train_lengths: np.ndarray, scaling: str = "mean"
+    values: np.ndarray,
+    offsets: np.ndarray,
+    series_ids: list[str],
+    train_lengths: np.ndarray,
+    scaling: str = "mean",
 ) -> Scaler:
     """Centre each series on its mean over its first `train_lengths[i]` values, and divide by its
     mean absolute value ("mean", as DeepAR) or its standard deviation ("std").
@@ -193,7 +210,9 @@ def series_offsets(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     return ids, offsets
 
 
-def build_inputs(frame: pl.DataFrame, spec: FeatureSpec, scaler: Scaler, fallback: Scaler | None = None) -> SeriesInputs:
+def build_inputs(
+    frame: pl.DataFrame, spec: FeatureSpec, scaler: Scaler, fallback: Scaler | None = None
+) -> SeriesInputs:
     """The network's input rows for a canonical frame, scaled per series."""
     ids, offsets = series_offsets(frame)
     loc, scale = scaler.arrays(ids, fallback)
@@ -201,7 +220,9 @@ def build_inputs(frame: pl.DataFrame, spec: FeatureSpec, scaler: Scaler, fallbac
     values = frame["value"].to_numpy().astype(np.float64)
     scaled = (values - np.repeat(loc, counts)) / np.repeat(scale, counts)
     parts = [scaled[:, None], calendar_features(frame["timestamp"], spec.calendar)]
-    for col, c_loc, c_scale in zip(spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True):
+    for col, c_loc, c_scale in zip(
+        spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True
+    ):
         cov = frame[col].cast(pl.Float64).fill_null(c_loc).to_numpy()
         parts.append(((cov - c_loc) / c_scale)[:, None])
     inputs = np.concatenate(parts, axis=1).astype(np.float32)

@@ -13,7 +13,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from streamcast.features import FeatureSpec, Scaler, SeriesInputs, build_inputs, fit_scaler, series_offsets
+from streamcast.features import (
+    FeatureSpec,
+    Scaler,
+    SeriesInputs,
+    build_inputs,
+    fit_scaler,
+    series_offsets,
+)
 from streamcast.model import RecurrentForecaster
 from streamcast.reading import Columns
 
@@ -51,7 +58,9 @@ class Forecaster:
             fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling)
         return build_inputs(frame, self.spec, self.scaler, fallback)
 
-    def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    def point_and_quantiles(
+        self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray
+    ) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""
         y = scaled.double().numpy()
         if y.shape[-1] > 1:

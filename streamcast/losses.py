@@ -8,7 +8,11 @@ LOSSES = ("mae", "mse", "huber")
 
 
 def forecast_loss(
-    y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, loss: str, quantiles: tuple[float, ...]
+    y: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    loss: str,
+    quantiles: tuple[float, ...],
 ) -> torch.Tensor:
     """Mean loss over the masked steps: y (..., H, Q), target (..., H), mask (...) bool."""
     if quantiles:

@@ -24,7 +24,9 @@ def rmse(y: np.ndarray, yhat: np.ndarray) -> float:
 def smape(y: np.ndarray, yhat: np.ndarray) -> float:
     """Mean of 200·|y − ŷ| / (|y| + |ŷ|); a point where both are 0 counts as 0."""
     denom = np.abs(y) + np.abs(yhat)
-    ratio = np.divide(2.0 * np.abs(y - yhat), denom, out=np.zeros(np.broadcast(y, yhat).shape), where=denom > 0)
+    ratio = np.divide(
+        2.0 * np.abs(y - yhat), denom, out=np.zeros(np.broadcast(y, yhat).shape), where=denom > 0
+    )
     return float(100.0 * np.mean(ratio))
 
 

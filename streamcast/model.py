@@ -80,7 +80,9 @@ class RecurrentForecaster(nn.Module):
             # started as the seasonal naive forecast, so the recurrent part learns corrections.
             self.ar = nn.Linear(config.ar, config.horizon, bias=False)
             with torch.no_grad():
-                self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
+                self.ar.weight.copy_(
+                    seasonal_naive_weights(config.ar, config.horizon, config.season)
+                )
                 self.head[-1].weight.mul_(0.1)
 
     def init_state(self, batch: int) -> State:
@@ -112,7 +114,9 @@ class RecurrentForecaster(nn.Module):
         new_state: list[torch.Tensor] = []
         if c.ar > 0:
             history = torch.cat([parts.pop(), x[..., 0]], dim=1)  # (B, ar + T)
-            ar_windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
+            ar_windows = history.unfold(1, c.ar, 1)[
+                :, 1:
+            ]  # (B, T, ar): the last ar values at each step
             ar_state = history[:, -c.ar :]
         if c.conv > 1:
             buffer = parts.pop()
@@ -135,10 +139,16 @@ class RecurrentForecaster(nn.Module):
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         """(..., hidden_size [+ ar]) from `encode` -> (..., horizon, outputs_per_step) scaled forecasts."""
         c = self.config
-        y = self.head(self.dropout(features)).unflatten(-1, (c.horizon, c.outputs_per_step))
-        if c.ar > 0:
-            y = y + self.ar(features[..., c.hidden_size :]).unsqueeze(-1)  # the same base for every quantile
-        return y
+        if c.ar == 0:
+            return self.head(self.dropout(features)).unflatten(-1, (c.horizon, c.outputs_per_step))
+        hidden, window = features[..., : c.hidden_size], features[..., c.hidden_size :]
+        # The head sees the recent values relative to the last one: a level shift moves the base
+        # forecast with it instead of pushing the head's inputs out of the range it was trained on.
+        shape = window - window[..., -1:]
+        y = self.head(self.dropout(torch.cat([hidden, shape], dim=-1))).unflatten(
+            -1, (c.horizon, c.outputs_per_step)
+        )
+        return y + self.ar(window).unsqueeze(-1)  # the same base for every quantile
 
 
 def seasonal_naive_weights(window: int, horizon: int, season: int) -> torch.Tensor:

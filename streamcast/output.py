@@ -16,7 +16,9 @@ SUFFIXES = (".csv", ".parquet", ".jsonl")
 def check_output_path(path: str) -> None:
     """Fail before any work is done, not after, when the output suffix is not one we write."""
     if path != "-" and Path(path).suffix.lower() not in SUFFIXES:
-        raise UsageError(f"cannot write {path!r}: the output file must end in {', '.join(SUFFIXES)} (or be - for stdout)")
+        raise UsageError(
+            f"cannot write {path!r}: the output file must end in {', '.join(SUFFIXES)} (or be - for stdout)"
+        )
 
 
 def write_frame(frame: pl.DataFrame, path: str) -> None:

@@ -32,7 +32,13 @@ ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
 TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
 TARGET_NAMES = ("y", "value", "target")
 EPOCH_THRESHOLD = 100_000_000  # integers above this in a time column are epoch seconds (after 1973)
-_UNITS = (("w", 604_800_000_000), ("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000))
+_UNITS = (
+    ("w", 604_800_000_000),
+    ("d", 86_400_000_000),
+    ("h", 3_600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,12 @@ def read_table(source: str | Path | pl.DataFrame) -> pl.DataFrame:
     elif str(source) == "-":
         raw = sys.stdin.buffer.read()
         if not raw.strip():
-            raise DataError("no data on stdin: pipe a CSV file in, or pass a file path instead of -")
-        frame = _polars_read(lambda: pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000), "stdin")
+            raise DataError(
+                "no data on stdin: pipe a CSV file in, or pass a file path instead of -"
+            )
+        frame = _polars_read(
+            lambda: pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000), "stdin"
+        )
         name = "stdin"
     else:
         path = Path(source)
@@ -86,7 +96,9 @@ def read_table(source: str | Path | pl.DataFrame) -> pl.DataFrame:
         elif path.suffix.lower() == ".csv" or suffixes.endswith(".csv.gz"):
             frame = _polars_read(lambda: pl.read_csv(path, infer_schema_length=10_000), name)
         else:
-            raise UsageError(f"cannot read {name!r}: use a .parquet, .csv or .csv.gz file, or - for CSV on stdin")
+            raise UsageError(
+                f"cannot read {name!r}: use a .parquet, .csv or .csv.gz file, or - for CSV on stdin"
+            )
     if frame.height == 0:
         raise DataError(f"{name} has no rows: give a file with at least one observation")
     return frame
@@ -96,7 +108,9 @@ def _polars_read(read, name: str) -> pl.DataFrame:
     try:
         return read()
     except pl.exceptions.NoDataError:
-        raise DataError(f"{name} is empty: give a file with a header and at least one row") from None
+        raise DataError(
+            f"{name} is empty: give a file with a header and at least one row"
+        ) from None
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {name}: {first}") from None
@@ -126,44 +140,70 @@ def read_series(
     numeric = [c for c in cols if c not in taken and raw[c].dtype.is_numeric()]
 
     if id_name is None and target_name is None and len(numeric) > 1:
-        frame = raw.unpivot(index=[c for c in (time_name, *covariates) if c], on=numeric, variable_name="series_id", value_name="value")
+        frame = raw.unpivot(
+            index=[c for c in (time_name, *covariates) if c],
+            on=numeric,
+            variable_name="series_id",
+            value_name="value",
+        )
         columns = Columns(None, time_name, "value", covariates)
     else:
         if target_name is None:
             if len(numeric) != 1:
                 listed = ", ".join(numeric) or "none"
-                raise DataError(f"{name}: cannot tell which column to forecast (numeric columns: {listed}); pass --target COL")
+                raise DataError(
+                    f"{name}: cannot tell which column to forecast (numeric columns: {listed}); pass --target COL"
+                )
             target_name = numeric[0]
         if not raw[target_name].dtype.is_numeric():
-            raise DataError(f"{name}: target column {target_name!r} is not numeric ({raw[target_name].dtype}); pass --target with a numeric column")
+            raise DataError(
+                f"{name}: target column {target_name!r} is not numeric ({raw[target_name].dtype}); pass --target with a numeric column"
+            )
         series_id = pl.col(id_name).cast(pl.String) if id_name else pl.lit(target_name)
         keep = [c for c in (time_name, *covariates) if c]
         frame = raw.select(series_id.alias("series_id"), *keep, pl.col(target_name).alias("value"))
         columns = Columns(id_name, time_name, target_name, covariates)
     for cov in covariates:
         if not frame[cov].dtype.is_numeric():
-            raise DataError(f"{name}: covariate {cov!r} is not numeric ({frame[cov].dtype}); give numeric covariates only")
+            raise DataError(
+                f"{name}: covariate {cov!r} is not numeric ({frame[cov].dtype}); give numeric covariates only"
+            )
 
-    frame = frame.with_columns(pl.col("value").cast(pl.Float64).fill_nan(None), *(pl.col(c).cast(pl.Float64).fill_nan(None) for c in covariates))
+    frame = frame.with_columns(
+        pl.col("value").cast(pl.Float64).fill_nan(None),
+        *(pl.col(c).cast(pl.Float64).fill_nan(None) for c in covariates),
+    )
     if time_name is None:
-        frame = frame.with_columns(pl.int_range(pl.len()).over("series_id").cast(pl.Int64).alias("timestamp"))
+        frame = frame.with_columns(
+            pl.int_range(pl.len()).over("series_id").cast(pl.Int64).alias("timestamp")
+        )
     else:
-        frame = frame.with_columns(_parse_time(frame[time_name], name, time_name).alias("timestamp"))
+        frame = frame.with_columns(
+            _parse_time(frame[time_name], name, time_name).alias("timestamp")
+        )
         if time_name != "timestamp":
             frame = frame.drop(time_name)
-    frame = frame.select("series_id", "timestamp", "value", *covariates).sort("series_id", "timestamp", maintain_order=True)
+    frame = frame.select("series_id", "timestamp", "value", *covariates).sort(
+        "series_id", "timestamp", maintain_order=True
+    )
 
     notes: list[str] = []
     deduped = frame.unique(subset=["series_id", "timestamp"], keep="last", maintain_order=True)
     if deduped.height < frame.height:
-        notes.append(f"{frame.height - deduped.height} rows with a repeated timestamp: the last row of each was kept")
+        notes.append(
+            f"{frame.height - deduped.height} rows with a repeated timestamp: the last row of each was kept"
+        )
     freq, step = _infer(deduped, name)
     frame, gap_notes = _fill_gaps(deduped, freq, step, covariates, max_gap)
     notes += gap_notes
     if frame["value"].null_count():
         bad = frame.filter(pl.col("value").is_null())["series_id"][0]
-        raise DataError(f"{name}: series {bad!r} has no numeric values at all; drop it or fix the target column")
-    lengths = frame.group_by("series_id", maintain_order=True).len().filter(pl.col("len") < min_length)
+        raise DataError(
+            f"{name}: series {bad!r} has no numeric values at all; drop it or fix the target column"
+        )
+    lengths = (
+        frame.group_by("series_id", maintain_order=True).len().filter(pl.col("len") < min_length)
+    )
     if lengths.height:
         sid, n = lengths.row(0)
         raise DataError(
@@ -177,7 +217,9 @@ def _column(cols: list[str], given: str | None, candidates: Sequence[str], flag:
     if given is not None:
         if given in cols:
             return given
-        raise UsageError(f"column {given!r} (from {flag}) is not in the data; the columns are: {', '.join(cols)}")
+        raise UsageError(
+            f"column {given!r} (from {flag}) is not in the data; the columns are: {', '.join(cols)}"
+        )
     lower = {c.lower(): c for c in cols}
     return next((lower[c] for c in candidates if c in lower), None)
 
@@ -191,7 +233,9 @@ def _parse_time(col: pl.Series, name: str, time_name: str) -> pl.Series:
         return col.cast(pl.Datetime("us"))
     if dtype.is_integer() or dtype.is_float():
         if col.null_count():
-            raise DataError(f"{name}: column {time_name!r} has empty timestamps; fill or drop those rows")
+            raise DataError(
+                f"{name}: column {time_name!r} has empty timestamps; fill or drop those rows"
+            )
         if col.min() > EPOCH_THRESHOLD:
             return (col.cast(pl.Float64) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
         return col.cast(pl.Int64)
@@ -225,15 +269,25 @@ def _infer(frame: pl.DataFrame, name: str) -> tuple[str, int]:
     """The dataset's step: the most common difference, which every series must share."""
     is_index = frame["timestamp"].dtype == pl.Int64
     diff = pl.col("timestamp").diff().over("series_id")
-    diffs = frame.select(diff.cast(pl.Int64).alias("d") if is_index else diff.dt.total_microseconds().alias("d"), "series_id")
+    diffs = frame.select(
+        diff.cast(pl.Int64).alias("d") if is_index else diff.dt.total_microseconds().alias("d"),
+        "series_id",
+    )
     diffs = diffs.filter(pl.col("d").is_not_null() & (pl.col("d") > 0))
     if diffs.height == 0:
         return ("1i", 1) if is_index else ("1h", _UNITS[2][1])
-    modes = diffs.group_by("series_id", "d").len().sort("len", "d", descending=[True, False]).unique("series_id", keep="first")
+    modes = (
+        diffs.group_by("series_id", "d")
+        .len()
+        .sort("len", "d", descending=[True, False])
+        .unique("series_id", keep="first")
+    )
     overall = diffs.group_by("d").len().sort("len", "d", descending=[True, False])["d"][0]
     monthly = not is_index and 28 * 86_400_000_000 <= overall <= 31 * 86_400_000_000
     if monthly:
-        odd = modes.filter((pl.col("d") < 28 * 86_400_000_000) | (pl.col("d") > 31 * 86_400_000_000))
+        odd = modes.filter(
+            (pl.col("d") < 28 * 86_400_000_000) | (pl.col("d") > 31 * 86_400_000_000)
+        )
     else:
         odd = modes.filter(pl.col("d") != overall)
     if odd.height:
@@ -256,9 +310,13 @@ def _freq(step: int, is_index: bool) -> str:
     return f"{step}us"
 
 
-def _fill_gaps(frame: pl.DataFrame, freq: str, step: int, covariates: tuple[str, ...], max_gap: int):
+def _fill_gaps(
+    frame: pl.DataFrame, freq: str, step: int, covariates: tuple[str, ...], max_gap: int
+):
     """Put every series on its regular grid and interpolate what is missing (see the module doc)."""
-    bounds = frame.group_by("series_id", maintain_order=True).agg(pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi"))
+    bounds = frame.group_by("series_id", maintain_order=True).agg(
+        pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi")
+    )
     if freq.endswith("i"):
         grid = pl.int_ranges("lo", pl.col("hi") + 1, step)
     else:
@@ -272,14 +330,24 @@ def _fill_gaps(frame: pl.DataFrame, freq: str, step: int, covariates: tuple[str,
     if missing:
         runs = (
             merged.with_columns(pl.col("value").is_null().alias("gap"))
-            .with_columns((pl.col("gap") != pl.col("gap").shift(1)).fill_null(True).cum_sum().over("series_id").alias("run"))
+            .with_columns(
+                (pl.col("gap") != pl.col("gap").shift(1))
+                .fill_null(True)
+                .cum_sum()
+                .over("series_id")
+                .alias("run")
+            )
             .filter(pl.col("gap"))
             .group_by("series_id", "run", maintain_order=True)
             .agg(pl.col("timestamp").first().alias("start"), pl.len().alias("steps"))
         )
-        notes.append(f"filled {missing} missing values by linear interpolation in {runs['series_id'].n_unique()} series")
+        notes.append(
+            f"filled {missing} missing values by linear interpolation in {runs['series_id'].n_unique()} series"
+        )
         for sid, _, start, steps in runs.filter(pl.col("steps") > max_gap).iter_rows():
-            notes.append(f"long gap in series {sid!r}: {steps} steps from {start} were interpolated; check the source")
+            notes.append(
+                f"long gap in series {sid!r}: {steps} steps from {start} were interpolated; check the source"
+            )
     merged = merged.with_columns(
         pl.col("value").interpolate().forward_fill().backward_fill().over("series_id"),
         *(pl.col(c).forward_fill().backward_fill().over("series_id") for c in covariates),

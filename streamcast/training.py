@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from streamcast.errors import DataError, UsageError
-from streamcast.features import SCALINGS, build_inputs, fit_feature_spec, fit_scaler, season_length, series_offsets
+from streamcast.features import (
+    SCALINGS,
+    build_inputs,
+    fit_feature_spec,
+    fit_scaler,
+    season_length,
+    series_offsets,
+)
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
@@ -71,15 +78,33 @@ class FitConfig:
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
             (self.horizon >= 1, "--horizon must be at least 1"),
             (self.bptt >= 1, "--bptt must be at least 1"),
-            (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden and --layers must be at least 1"),
-            (self.batch_size >= 1 and self.epochs >= 1, "--batch-size and --epochs must be at least 1"),
+            (
+                self.hidden_size >= 1 and self.num_layers >= 1,
+                "--hidden and --layers must be at least 1",
+            ),
+            (
+                self.batch_size >= 1 and self.epochs >= 1,
+                "--batch-size and --epochs must be at least 1",
+            ),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             (self.lr > 0, "--lr must be positive"),
-            (self.clip >= 0 and self.clip_value >= 0, "--clip and --clip-value must be >= 0 (0 = off)"),
-            (all(0 < q < 1 for q in self.quantiles), "--quantiles must lie strictly between 0 and 1"),
-            (self.conv == 0 or self.conv >= 2, "--conv must be 0 (off) or a kernel size of at least 2"),
+            (
+                self.clip >= 0 and self.clip_value >= 0,
+                "--clip and --clip-value must be >= 0 (0 = off)",
+            ),
+            (
+                all(0 < q < 1 for q in self.quantiles),
+                "--quantiles must lie strictly between 0 and 1",
+            ),
+            (
+                self.conv == 0 or self.conv >= 2,
+                "--conv must be 0 (off) or a kernel size of at least 2",
+            ),
             (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
-            (self.val_size is None or self.val_size >= self.horizon, "--val-size must be >= --horizon"),
+            (
+                self.val_size is None or self.val_size >= self.horizon,
+                "--val-size must be >= --horizon",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -143,7 +168,9 @@ def fit(
     season = season_length(data.freq)
 
     train_rows = _training_rows(offsets, train_lengths)
-    spec = fit_feature_spec(frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling)
+    spec = fit_feature_spec(
+        frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling
+    )
     scaler = fit_scaler(frame["value"].to_numpy(), offsets, ids, train_lengths, config.scaling)
     inputs = build_inputs(frame, spec, scaler)
 
@@ -167,7 +194,9 @@ def fit(
     lanes = make_lanes(offsets, train_lengths, config.horizon, lane_length, config.bptt)
     table = torch.from_numpy(inputs.inputs)
     values = table[:, 0].contiguous()
-    val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
+    val_positions = [
+        np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()
+    ]
     val_targets = _val_targets(values, offsets, val_positions, config.horizon)
 
     result = FitResult()
@@ -176,13 +205,20 @@ def fit(
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
             health = GradientHealth(config.clip)
-            train_loss, timesteps = _train_epoch(net, optimizer, table, values, lanes, batch_size, config, rng, health)
+            train_loss, timesteps = _train_epoch(
+                net, optimizer, table, values, lanes, batch_size, config, rng, health
+            )
             reach = gradient_reach(net, table, values, lanes, config)
             val_loss = _val_loss(net, inputs.inputs, offsets, val_positions, val_targets, config)
             seconds = time.perf_counter() - started
             improved = val_loss < best_val
             if improved:
-                best_val, best_weights, waited, result.best_epoch = val_loss, copy.deepcopy(net.state_dict()), 0, epoch
+                best_val, best_weights, waited, result.best_epoch = (
+                    val_loss,
+                    copy.deepcopy(net.state_dict()),
+                    0,
+                    epoch,
+                )
             else:
                 waited += 1
             stats = EpochStats(
@@ -208,13 +244,15 @@ def fit(
     except KeyboardInterrupt:
         result.interrupted = True
     if not result.history:
-        raise UsageError("training was interrupted before the first epoch finished; nothing to keep")
+        raise UsageError(
+            "training was interrupted before the first epoch finished; nothing to keep"
+        )
     net.load_state_dict(best_weights)
     net.eval()
     info = {
         "fit_config": asdict(config),
         "data": {
-            "source": data.source,
+            "source": _absolute(data.source),
             "fingerprint": data_fingerprint(data.source),
             "series": len(ids),
             "rows": int(lengths.sum()),
@@ -230,6 +268,12 @@ def fit(
         "lanes": len(lanes),
     }
     return Forecaster(net=net, spec=spec, scaler=scaler, columns=data.columns, info=info)
+
+
+def _absolute(source: str) -> str:
+    """Where the data is, from anywhere: cron runs `forecast` in another working directory."""
+    path = Path(source)
+    return str(path.resolve()) if source not in ("-", "<frame>") and path.is_file() else source
 
 
 def data_fingerprint(source: str) -> str | None:
@@ -310,7 +354,9 @@ def chunk_targets(values: torch.Tensor, rows: torch.Tensor, horizon: int) -> tor
     return values[ahead.clamp_(max=len(values) - 1)]
 
 
-def _train_epoch(net, optimizer, table, values, lanes: Lanes, batch_size: int, config: FitConfig, rng, health) -> tuple[float, int]:
+def _train_epoch(
+    net, optimizer, table, values, lanes: Lanes, batch_size: int, config: FitConfig, rng, health
+) -> tuple[float, int]:
     """One pass over every lane, in shuffled groups of `batch_size` lanes, state carried per group."""
     net.train()
     order = rng.permutation(len(lanes))
@@ -332,10 +378,18 @@ def _train_epoch(net, optimizer, table, values, lanes: Lanes, batch_size: int, c
             timesteps += int(chunk_rows.numel())
             if weight == 0:
                 continue
-            loss = forecast_loss(y, chunk_targets(values, chunk_rows, config.horizon), chunk_mask, config.loss, net.config.quantiles)
+            loss = forecast_loss(
+                y,
+                chunk_targets(values, chunk_rows, config.horizon),
+                chunk_mask,
+                config.loss,
+                net.config.quantiles,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
+            norm = float(
+                nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf)
+            )
             if not (math.isfinite(norm) and math.isfinite(loss.item())):
                 health.record_skip()
                 continue

@@ -12,14 +12,18 @@ from streamcast.reading import read_series
 from streamcast.training import FitConfig, fit
 
 
-def hourly_frame(series: int = 3, length: int = 200, seed: int = 0, start: datetime = datetime(2024, 1, 1)) -> pl.DataFrame:
+def hourly_frame(
+    series: int = 3, length: int = 200, seed: int = 0, start: datetime = datetime(2024, 1, 1)
+) -> pl.DataFrame:
     """Long-format hourly series with a daily cycle, a per-series level and a little noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(length)
     ids, values = [], []
     for i in range(series):
         ids += [f"s{i}"] * length
-        values.append(10.0 * (i + 1) + 3.0 * np.sin(2 * np.pi * (t + 3 * i) / 24) + rng.normal(0, 0.3, length))
+        values.append(
+            10.0 * (i + 1) + 3.0 * np.sin(2 * np.pi * (t + 3 * i) / 24) + rng.normal(0, 0.3, length)
+        )
     steps = pl.int_range(pl.len()).over("series_id")
     return pl.DataFrame({"series_id": ids, "value": np.concatenate(values)}).select(
         "series_id", (pl.lit(start) + pl.duration(hours=steps)).alias("timestamp"), "value"

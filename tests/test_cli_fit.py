@@ -40,7 +40,12 @@ def test_fit_writes_the_default_model_in_the_working_directory(tmp_path, csv_pat
     assert meta["info"]["data"]["source"] == str(csv_path)
     assert meta["info"]["data"]["fingerprint"].startswith("sha256:")
     assert meta["model_config"]["horizon"] == 6
-    assert meta["columns"] == {"id": "series_id", "time": "timestamp", "target": "value", "covariates": []}
+    assert meta["columns"] == {
+        "id": "series_id",
+        "time": "timestamp",
+        "target": "value",
+        "covariates": [],
+    }
 
 
 def test_fit_logs_one_plain_line_per_epoch_when_not_on_a_terminal(tmp_path, csv_path):
@@ -59,7 +64,21 @@ def test_fit_logs_one_plain_line_per_epoch_when_not_on_a_terminal(tmp_path, csv_
 @pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "lstm", "gru"])
 def test_fit_trains_every_cell_from_the_cli(tmp_path, csv_path, cell):
     out = tmp_path / f"{cell}.streamcast"
-    result = run(["fit", str(csv_path), *FAST, "--cell", cell, "--conv", "3", "--quantiles", "0.1,0.9", "-o", str(out)])
+    result = run(
+        [
+            "fit",
+            str(csv_path),
+            *FAST,
+            "--cell",
+            cell,
+            "--conv",
+            "3",
+            "--quantiles",
+            "0.1,0.9",
+            "-o",
+            str(out),
+        ]
+    )
     assert result.exit_code == 0, result.stderr
     meta = json.loads(run(["info", str(out), "--json"]).stdout)
     assert meta["model_config"]["cell"] == cell
@@ -86,7 +105,10 @@ def test_fit_on_a_missing_file_is_one_line_and_exit_1(tmp_path):
 def test_fit_with_bad_quantiles_is_a_usage_error(csv_path):
     result = run(["fit", str(csv_path), *FAST, "--quantiles", "0.1,abc"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: --quantiles takes numbers separated by commas, e.g. 0.1,0.5,0.9; got '0.1,abc'\n"
+    assert (
+        result.stderr
+        == "Error: --quantiles takes numbers separated by commas, e.g. 0.1,0.5,0.9; got '0.1,abc'\n"
+    )
 
 
 def test_fit_with_a_series_too_short_names_it(tmp_path):

@@ -6,14 +6,29 @@ import pytest
 import torch
 
 from streamcast.health import reach_profile
-from streamcast.model import CELLS, ModelConfig, RecurrentForecaster, concat_states, detach_state, select_state
+from streamcast.model import (
+    CELLS,
+    ModelConfig,
+    RecurrentForecaster,
+    concat_states,
+    detach_state,
+    select_state,
+)
 
 CASES = [(cell, conv) for cell in CELLS for conv in (0, 3)]
 
 
 def make_net(cell: str, conv: int = 0, quantiles=()) -> RecurrentForecaster:
     torch.manual_seed(0)
-    config = ModelConfig(input_size=3, cell=cell, hidden_size=8, num_layers=2, horizon=5, quantiles=quantiles, conv=conv)
+    config = ModelConfig(
+        input_size=3,
+        cell=cell,
+        hidden_size=8,
+        num_layers=2,
+        horizon=5,
+        quantiles=quantiles,
+        conv=conv,
+    )
     return RecurrentForecaster(config).eval()
 
 
@@ -94,12 +109,15 @@ def test_reach_is_one_step_when_the_recurrence_is_cut():
 
 def test_reach_spans_the_chunk_when_the_recurrence_is_the_identity():
     torch.manual_seed(0)
-    net = RecurrentForecaster(ModelConfig(input_size=1, cell="rnn-relu", hidden_size=4, horizon=1)).eval()
+    net = RecurrentForecaster(
+        ModelConfig(input_size=1, cell="rnn-relu", hidden_size=4, horizon=1)
+    ).eval()
     with torch.no_grad():
         net.rnn.weight_hh_l0.copy_(torch.eye(4))
         net.rnn.weight_ih_l0.fill_(1.0)
         net.rnn.bias_ih_l0.zero_()
         net.rnn.bias_hh_l0.zero_()
-        net.head[0].weight.fill_(1.0); net.head[2].weight.fill_(1.0)
+        net.head[0].weight.fill_(1.0)
+        net.head[2].weight.fill_(1.0)
     profile = reach_profile(net, torch.ones(2, 30, 1))
     assert profile.min() == pytest.approx(1.0)

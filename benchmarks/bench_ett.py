@@ -35,9 +35,9 @@ COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 
 def long_frame(path, columns: list[str], rows: int) -> pl.DataFrame:
     wide = pl.read_csv(path, try_parse_dates=True).head(rows)
-    return wide.unpivot(
-        index="date", on=columns, variable_name="series_id", value_name="value"
-    ).rename({"date": "timestamp"})
+    return wide.unpivot(index="date", on=columns, variable_name="series_id", value_name="value").rename(
+        {"date": "timestamp"}
+    )
 
 
 def evaluate(name: str, mode: str, horizon: int, overrides: dict) -> dict:
@@ -64,9 +64,7 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict) -> dict:
 
     inputs = model.inputs(full.frame)
     origins = np.arange(val_end - 1, test_end - horizon)
-    outputs, _ = run_series(
-        model.net, inputs.inputs, inputs.offsets, [origins] * len(inputs.series_ids)
-    )
+    outputs, _ = run_series(model.net, inputs.inputs, inputs.offsets, [origins] * len(inputs.series_ids))
     n_series = len(inputs.series_ids)
     points = model.point_and_quantiles(
         outputs, np.repeat(inputs.loc, len(origins)), np.repeat(inputs.scale, len(origins))
@@ -74,15 +72,10 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict) -> dict:
     predicted = points[..., model.point_index].reshape(n_series, len(origins), horizon)
     values = full.frame["value"].to_numpy()
     actual = np.stack(
-        [
-            values[inputs.offsets[i] + origins[:, None] + np.arange(1, horizon + 1)]
-            for i in range(n_series)
-        ]
+        [values[inputs.offsets[i] + origins[:, None] + np.arange(1, horizon + 1)] for i in range(n_series)]
     )
     # The protocol's scaling: each column z-scored by its training part's mean and population std.
-    train = np.stack(
-        [values[inputs.offsets[i] : inputs.offsets[i] + train_end] for i in range(n_series)]
-    )
+    train = np.stack([values[inputs.offsets[i] : inputs.offsets[i] + train_end] for i in range(n_series)])
     mean, std = train.mean(axis=1)[:, None, None], train.std(axis=1)[:, None, None]
     predicted, actual = (predicted - mean) / std, (actual - mean) / std
     return {

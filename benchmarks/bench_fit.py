@@ -20,10 +20,7 @@ def synthetic(series: int, length: int) -> pl.DataFrame:
     rng = np.random.default_rng(0)
     t = np.arange(length)
     values = np.concatenate(
-        [
-            10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length)
-            for i in range(series)
-        ]
+        [10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length) for i in range(series)]
     )
     ids = np.repeat([f"s{i:03d}" for i in range(series)], length)
     steps = pl.int_range(pl.len()).over("series_id")

@@ -48,32 +48,22 @@ def parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, value = pair.split("=", 1)
         field_type = type(getattr(sc.FitConfig(), key))
-        out[key] = (
-            value if field_type is str else float(value) if field_type is float else int(value)
-        )
+        out[key] = value if field_type is str else float(value) if field_type is float else int(value)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--set", nargs="*", default=[], help="FitConfig overrides, e.g. cell=lstm epochs=10"
-    )
-    parser.add_argument(
-        "--series", type=int, default=0, help="use only the first N series (0 = all)"
-    )
+    parser.add_argument("--set", nargs="*", default=[], help="FitConfig overrides, e.g. cell=lstm epochs=10")
+    parser.add_argument("--series", type=int, default=0, help="use only the first N series (0 = all)")
     args = parser.parse_args()
     frame = load_m4(require(SHARED_DATA / "m4" / "Hourly-train.csv"))
     if args.series or os.environ.get("STREAMCAST_BENCH_QUICK"):
         keep = frame["series_id"].unique(maintain_order=True).head(args.series or 40)
         frame = frame.filter(pl.col("series_id").is_in(keep.implode()))
     n = frame.group_by("series_id", maintain_order=True).len()
-    cut = frame.with_columns(pl.int_range(pl.len()).over("series_id").alias("i")).join(
-        n, on="series_id"
-    )
-    train = cut.filter(pl.col("i") < pl.col("len") - HORIZON).select(
-        "series_id", "timestamp", "value"
-    )
+    cut = frame.with_columns(pl.int_range(pl.len()).over("series_id").alias("i")).join(n, on="series_id")
+    train = cut.filter(pl.col("i") < pl.col("len") - HORIZON).select("series_id", "timestamp", "value")
     test = cut.filter(pl.col("i") >= pl.col("len") - HORIZON)
 
     data = sc.read_series(train, id_col="series_id", time_col="timestamp", target="value")

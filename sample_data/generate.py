@@ -32,9 +32,7 @@ def meters(rng: np.random.Generator, n_meters: int = 20, days: int = 90) -> pl.D
     for m in range(n_meters):
         level = rng.uniform(40, 160)
         daily = (
-            level
-            * rng.uniform(0.15, 0.35)
-            * np.sin(2 * np.pi * (hour_of_day - 7 - rng.integers(0, 3)) / 24)
+            level * rng.uniform(0.15, 0.35) * np.sin(2 * np.pi * (hour_of_day - 7 - rng.integers(0, 3)) / 24)
         )
         weekly = np.where(weekday >= 5, -level * rng.uniform(0.05, 0.2), 0.0)
         trend = level * rng.uniform(-0.1, 0.15) * hours / len(hours)

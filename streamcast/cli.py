@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -56,9 +55,7 @@ def data_options(f):
         metavar="COL",
         help="Numeric covariate column (repeatable).",
     )(f)
-    f = click.option("--target", metavar="COL", help="Value column (default: y, value or target).")(
-        f
-    )
+    f = click.option("--target", metavar="COL", help="Value column (default: y, value or target).")(f)
     f = click.option(
         "--time-col", metavar="COL", help="Timestamp column (default: ds, timestamp, time or date)."
     )(f)
@@ -111,9 +108,7 @@ def _floats(text: str | None) -> tuple[float, ...]:
     show_default=True,
     help="Recurrent cell.",
 )
-@click.option(
-    "--hidden", "hidden_size", type=int, default=64, show_default=True, help="Hidden state size."
-)
+@click.option("--hidden", "hidden_size", type=int, default=64, show_default=True, help="Hidden state size.")
 @click.option(
     "--layers",
     "num_layers",
@@ -149,9 +144,7 @@ def _floats(text: str | None) -> tuple[float, ...]:
     metavar="Q,Q,..",
     help="Also learn these quantiles (pinball loss), e.g. 0.1,0.5,0.9.",
 )
-@click.option(
-    "--bptt", type=int, default=48, show_default=True, help="Truncated BPTT chunk length in steps."
-)
+@click.option("--bptt", type=int, default=48, show_default=True, help="Truncated BPTT chunk length in steps.")
 @click.option(
     "--batch-size",
     type=int,
@@ -194,9 +187,7 @@ def _floats(text: str | None) -> tuple[float, ...]:
     show_default=True,
     help="Clip each gradient value (0 = off).",
 )
-@click.option(
-    "--loss", type=click.Choice(["mae", "mse", "huber"]), default="mae", show_default=True
-)
+@click.option("--loss", type=click.Choice(["mae", "mse", "huber"]), default="mae", show_default=True)
 @click.option(
     "--scaling",
     type=click.Choice(["mean", "std"]),
@@ -204,9 +195,7 @@ def _floats(text: str | None) -> tuple[float, ...]:
     show_default=True,
     help="Per-series scale: mean absolute value or standard deviation.",
 )
-@click.option(
-    "--val-size", type=int, help="Validation steps at the end of each series [default: horizon]."
-)
+@click.option("--val-size", type=int, help="Validation steps at the end of each series [default: horizon].")
 @click.option(
     "--patience",
     type=int,
@@ -229,9 +218,7 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, quiet, **
     from streamcast.training import fit as fit_model
 
     config = FitConfig(quantiles=_floats(quantiles), covariates=tuple(covariates), **options)
-    series = read_series(
-        data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
-    )
+    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
     progress = FitProgress(quiet=quiet)
     progress.notes(series.notes)
     with progress:

@@ -95,9 +95,7 @@ class FitProgress:
                 f"{s.seconds:.1f}s",
             )
         elapsed = time.monotonic() - self.started
-        table.caption = (
-            f"elapsed {elapsed:.0f}s · * = best so far · Ctrl-C stops and keeps the best"
-        )
+        table.caption = f"elapsed {elapsed:.0f}s · * = best so far · Ctrl-C stops and keeps the best"
         return table
 
     def summary(self, forecaster: Forecaster, path: Path) -> None:
@@ -106,9 +104,7 @@ class FitProgress:
         info = forecaster.info
         health = info["gradient_health"]
         best = info["history"][info["best_epoch"] - 1]
-        stopped = (
-            "interrupted, best kept" if info["interrupted"] else f"{len(info['history'])} epochs"
-        )
+        stopped = "interrupted, best kept" if info["interrupted"] else f"{len(info['history'])} epochs"
         stderr.print(
             f"best epoch {info['best_epoch']} ({stopped}): val_loss={_fmt(best['val_loss'])} "
             f"train_loss={_fmt(best['train_loss'])}",

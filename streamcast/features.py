@@ -145,9 +145,7 @@ class Scaler:
     loc: dict[str, float]
     scale: dict[str, float]
 
-    def arrays(
-        self, series_ids: list[str], fallback: Scaler | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(self, series_ids: list[str], fallback: Scaler | None = None) -> tuple[np.ndarray, np.ndarray]:
         """loc and scale per series; series the scaler lacks come from `fallback`."""
         loc = np.empty(len(series_ids), dtype=np.float64)
         scale = np.empty(len(series_ids), dtype=np.float64)
@@ -220,9 +218,7 @@ def build_inputs(
     values = frame["value"].to_numpy().astype(np.float64)
     scaled = (values - np.repeat(loc, counts)) / np.repeat(scale, counts)
     parts = [scaled[:, None], calendar_features(frame["timestamp"], spec.calendar)]
-    for col, c_loc, c_scale in zip(
-        spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True
-    ):
+    for col, c_loc, c_scale in zip(spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True):
         cov = frame[col].cast(pl.Float64).fill_null(c_loc).to_numpy()
         parts.append(((cov - c_loc) / c_scale)[:, None])
     inputs = np.concatenate(parts, axis=1).astype(np.float32)

@@ -58,9 +58,7 @@ class Forecaster:
             fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling)
         return build_inputs(frame, self.spec, self.scaler, fallback)
 
-    def point_and_quantiles(
-        self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray
-    ) -> np.ndarray:
+    def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""
         y = scaled.double().numpy()
         if y.shape[-1] > 1:

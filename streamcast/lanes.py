@@ -62,9 +62,7 @@ def make_lanes(
             starts.append(offsets[i] + first)
             stops.append(offsets[i] + end)
             loss_starts.append(offsets[i] + begin)
-    starts_a, stops_a, loss_a = (
-        np.asarray(a, dtype=np.int64) for a in (starts, stops, loss_starts)
-    )
+    starts_a, stops_a, loss_a = (np.asarray(a, dtype=np.int64) for a in (starts, stops, loss_starts))
     lengths = stops_a - starts_a
     width = int(lengths.max()) if len(lengths) else 0
     steps = np.arange(width, dtype=np.int64)

@@ -80,9 +80,7 @@ class RecurrentForecaster(nn.Module):
             # started as the seasonal naive forecast, so the recurrent part learns corrections.
             self.ar = nn.Linear(config.ar, config.horizon, bias=False)
             with torch.no_grad():
-                self.ar.weight.copy_(
-                    seasonal_naive_weights(config.ar, config.horizon, config.season)
-                )
+                self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
                 self.head[-1].weight.mul_(0.1)
 
     def init_state(self, batch: int) -> State:
@@ -114,9 +112,7 @@ class RecurrentForecaster(nn.Module):
         new_state: list[torch.Tensor] = []
         if c.ar > 0:
             history = torch.cat([parts.pop(), x[..., 0]], dim=1)  # (B, ar + T)
-            ar_windows = history.unfold(1, c.ar, 1)[
-                :, 1:
-            ]  # (B, T, ar): the last ar values at each step
+            ar_windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
             ar_state = history[:, -c.ar :]
         if c.conv > 1:
             buffer = parts.pop()

@@ -35,12 +35,8 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     """Write the model atomically: weights and scales as tensors, everything else as JSON."""
     ids = list(forecaster.scaler.loc)
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in forecaster.net.state_dict().items()}
-    tensors["scaler.loc"] = torch.tensor(
-        [forecaster.scaler.loc[s] for s in ids], dtype=torch.float64
-    )
-    tensors["scaler.scale"] = torch.tensor(
-        [forecaster.scaler.scale[s] for s in ids], dtype=torch.float64
-    )
+    tensors["scaler.loc"] = torch.tensor([forecaster.scaler.loc[s] for s in ids], dtype=torch.float64)
+    tensors["scaler.scale"] = torch.tensor([forecaster.scaler.scale[s] for s in ids], dtype=torch.float64)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -76,9 +72,7 @@ def load(path: str | Path) -> Forecaster:
             **{**meta["model_config"], "quantiles": tuple(meta["model_config"]["quantiles"])}
         )
         spec_fields = meta["feature_spec"]
-        spec = FeatureSpec(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()}
-        )
+        spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
         net = RecurrentForecaster(config)
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
@@ -90,9 +84,7 @@ def load(path: str | Path) -> Forecaster:
     ids = meta["series_ids"]
     loc = tensors["scaler.loc"].numpy()
     scale = tensors["scaler.scale"].numpy()
-    scaler = Scaler(
-        dict(zip(ids, loc.tolist(), strict=True)), dict(zip(ids, scale.tolist(), strict=True))
-    )
+    scaler = Scaler(dict(zip(ids, loc.tolist(), strict=True)), dict(zip(ids, scale.tolist(), strict=True)))
     return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=meta["info"])
 
 

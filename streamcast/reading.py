@@ -78,12 +78,8 @@ def read_table(source: str | Path | pl.DataFrame) -> pl.DataFrame:
     elif str(source) == "-":
         raw = sys.stdin.buffer.read()
         if not raw.strip():
-            raise DataError(
-                "no data on stdin: pipe a CSV file in, or pass a file path instead of -"
-            )
-        frame = _polars_read(
-            lambda: pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000), "stdin"
-        )
+            raise DataError("no data on stdin: pipe a CSV file in, or pass a file path instead of -")
+        frame = _polars_read(lambda: pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000), "stdin")
         name = "stdin"
     else:
         path = Path(source)
@@ -108,9 +104,7 @@ def _polars_read(read, name: str) -> pl.DataFrame:
     try:
         return read()
     except pl.exceptions.NoDataError:
-        raise DataError(
-            f"{name} is empty: give a file with a header and at least one row"
-        ) from None
+        raise DataError(f"{name} is empty: give a file with a header and at least one row") from None
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {name}: {first}") from None
@@ -174,13 +168,9 @@ def read_series(
         *(pl.col(c).cast(pl.Float64).fill_nan(None) for c in covariates),
     )
     if time_name is None:
-        frame = frame.with_columns(
-            pl.int_range(pl.len()).over("series_id").cast(pl.Int64).alias("timestamp")
-        )
+        frame = frame.with_columns(pl.int_range(pl.len()).over("series_id").cast(pl.Int64).alias("timestamp"))
     else:
-        frame = frame.with_columns(
-            _parse_time(frame[time_name], name, time_name).alias("timestamp")
-        )
+        frame = frame.with_columns(_parse_time(frame[time_name], name, time_name).alias("timestamp"))
         if time_name != "timestamp":
             frame = frame.drop(time_name)
     frame = frame.select("series_id", "timestamp", "value", *covariates).sort(
@@ -201,9 +191,7 @@ def read_series(
         raise DataError(
             f"{name}: series {bad!r} has no numeric values at all; drop it or fix the target column"
         )
-    lengths = (
-        frame.group_by("series_id", maintain_order=True).len().filter(pl.col("len") < min_length)
-    )
+    lengths = frame.group_by("series_id", maintain_order=True).len().filter(pl.col("len") < min_length)
     if lengths.height:
         sid, n = lengths.row(0)
         raise DataError(
@@ -233,9 +221,7 @@ def _parse_time(col: pl.Series, name: str, time_name: str) -> pl.Series:
         return col.cast(pl.Datetime("us"))
     if dtype.is_integer() or dtype.is_float():
         if col.null_count():
-            raise DataError(
-                f"{name}: column {time_name!r} has empty timestamps; fill or drop those rows"
-            )
+            raise DataError(f"{name}: column {time_name!r} has empty timestamps; fill or drop those rows")
         if col.min() > EPOCH_THRESHOLD:
             return (col.cast(pl.Float64) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
         return col.cast(pl.Int64)
@@ -285,9 +271,7 @@ def _infer(frame: pl.DataFrame, name: str) -> tuple[str, int]:
     overall = diffs.group_by("d").len().sort("len", "d", descending=[True, False])["d"][0]
     monthly = not is_index and 28 * 86_400_000_000 <= overall <= 31 * 86_400_000_000
     if monthly:
-        odd = modes.filter(
-            (pl.col("d") < 28 * 86_400_000_000) | (pl.col("d") > 31 * 86_400_000_000)
-        )
+        odd = modes.filter((pl.col("d") < 28 * 86_400_000_000) | (pl.col("d") > 31 * 86_400_000_000))
     else:
         odd = modes.filter(pl.col("d") != overall)
     if odd.height:
@@ -310,9 +294,7 @@ def _freq(step: int, is_index: bool) -> str:
     return f"{step}us"
 
 
-def _fill_gaps(
-    frame: pl.DataFrame, freq: str, step: int, covariates: tuple[str, ...], max_gap: int
-):
+def _fill_gaps(frame: pl.DataFrame, freq: str, step: int, covariates: tuple[str, ...], max_gap: int):
     """Put every series on its regular grid and interpolate what is missing (see the module doc)."""
     bounds = frame.group_by("series_id", maintain_order=True).agg(
         pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi")

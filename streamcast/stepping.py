@@ -50,9 +50,7 @@ def run_series(
         else:
             state = select_state(initial, torch.from_numpy(batch))
         wanted = [(positions[i], out_start[i]) for i in batch.tolist()]
-        finals = _run_batch(
-            net, table, offsets[batch], lengths[batch], wanted, state, outputs, time_chunk
-        )
+        finals = _run_batch(net, table, offsets[batch], lengths[batch], wanted, state, outputs, time_chunk)
         for i, s in zip(batch.tolist(), finals, strict=True):
             final[i] = s
     return outputs, concat_states(final)  # type: ignore[arg-type]
@@ -78,9 +76,7 @@ def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) 
         if pick_row:
             rows_at = torch.from_numpy(np.concatenate(pick_row))
             steps_at = torch.from_numpy(np.concatenate(pick_step))
-            outputs[torch.from_numpy(np.concatenate(pick_out))] = net.decode(
-                hidden[rows_at, steps_at]
-            )
+            outputs[torch.from_numpy(np.concatenate(pick_out))] = net.decode(hidden[rows_at, steps_at])
         done = lengths[active] == stop
         for j in np.flatnonzero(done).tolist():
             final[active[j]] = select_state(state, slice(j, j + 1))

@@ -194,9 +194,7 @@ def fit(
     lanes = make_lanes(offsets, train_lengths, config.horizon, lane_length, config.bptt)
     table = torch.from_numpy(inputs.inputs)
     values = table[:, 0].contiguous()
-    val_positions = [
-        np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()
-    ]
+    val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
     val_targets = _val_targets(values, offsets, val_positions, config.horizon)
 
     result = FitResult()
@@ -244,9 +242,7 @@ def fit(
     except KeyboardInterrupt:
         result.interrupted = True
     if not result.history:
-        raise UsageError(
-            "training was interrupted before the first epoch finished; nothing to keep"
-        )
+        raise UsageError("training was interrupted before the first epoch finished; nothing to keep")
     net.load_state_dict(best_weights)
     net.eval()
     info = {
@@ -387,9 +383,7 @@ def _train_epoch(
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = float(
-                nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf)
-            )
+            norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
             if not (math.isfinite(norm) and math.isfinite(loss.item())):
                 health.record_skip()
                 continue

@@ -109,9 +109,7 @@ def test_reach_is_one_step_when_the_recurrence_is_cut():
 
 def test_reach_spans_the_chunk_when_the_recurrence_is_the_identity():
     torch.manual_seed(0)
-    net = RecurrentForecaster(
-        ModelConfig(input_size=1, cell="rnn-relu", hidden_size=4, horizon=1)
-    ).eval()
+    net = RecurrentForecaster(ModelConfig(input_size=1, cell="rnn-relu", hidden_size=4, horizon=1)).eval()
     with torch.no_grad():
         net.rnn.weight_hh_l0.copy_(torch.eye(4))
         net.rnn.weight_ih_l0.fill_(1.0)

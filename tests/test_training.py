@@ -37,10 +37,7 @@ def test_every_cell_trains_and_lowers_the_validation_loss(tiny_data, cell):
     model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "cell": cell, "epochs": 6, "lr": 1e-2}))
     history = model.info["history"]
     assert min(h["val_loss"] for h in history) < history[0]["val_loss"]
-    assert (
-        model.info["best_epoch"]
-        == min(range(len(history)), key=lambda i: history[i]["val_loss"]) + 1
-    )
+    assert model.info["best_epoch"] == min(range(len(history)), key=lambda i: history[i]["val_loss"]) + 1
 
 
 def test_each_epoch_reports_gradient_health(tiny_data):
@@ -123,9 +120,7 @@ def test_lanes_never_cross_series_and_mask_warmup_steps():
     starts = sorted(int(r[m][0]) for r, m in zip(lanes.rows, lanes.loss_mask, strict=True))
     assert starts == [0, 40, 80, 100, 140]
     # loss positions cover every step whose 5 targets are known, exactly once
-    covered = np.sort(
-        np.concatenate([r[m] for r, m in zip(lanes.rows, lanes.loss_mask, strict=True)])
-    )
+    covered = np.sort(np.concatenate([r[m] for r, m in zip(lanes.rows, lanes.loss_mask, strict=True)]))
     assert covered.tolist() == list(range(0, 95)) + list(range(100, 145))
 
 

@@ -9,6 +9,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
 from streamcast.forecaster import Forecaster  # noqa: E402
+from streamcast.forecasting import forecast  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
 from streamcast.training import FitConfig, fit  # noqa: E402
@@ -21,6 +22,7 @@ __all__ = [
     "StreamcastError",
     "UsageError",
     "fit",
+    "forecast",
     "load",
     "read_series",
     "save",

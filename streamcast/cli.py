@@ -10,6 +10,7 @@ import json
 import sys
 
 import click
+import polars as pl
 
 import streamcast
 from streamcast.errors import StreamcastError, UsageError
@@ -248,6 +249,69 @@ def info(model_path, as_json):
     print_info(meta, model_path)
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("data", required=False)
+@model_option
+@data_options
+@click.option("--horizon", type=int, help="Steps to forecast [default: the trained horizon]; longer ones roll forward.")
+@click.option("--context", type=int, metavar="N", help="Warm the state over the last N steps only [default: all].")
+@click.option("--as-of", metavar="TIMESTAMP", help="Forecast from this past time (backfills, checks).")
+@click.option("--series", multiple=True, metavar="ID", help="Only this series (repeatable).")
+@click.option("-o", "--output", metavar="PATH", help="Write .csv, .parquet or .jsonl atomically instead of CSV on stdout.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another run writing the same output.")
+@click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
+def forecast(data, model_path, id_col, time_col, target, covariates, horizon, context, as_of, series, output, lock_timeout, quiet):
+    """Forecast every series from a saved model; CSV on stdout unless -o.
+
+    With no DATA, re-reads the data file recorded in the model, so a cron job sees the newest rows.
+
+    \b
+      streamcast forecast --horizon 24 > forecast.csv
+      streamcast forecast new.parquet -m model.streamcast --series meter_01 -o out.parquet
+      streamcast forecast --as-of 2024-03-01T00:00 --horizon 48
+    """
+    from streamcast.forecasting import forecast as run_forecast
+    from streamcast.locking import output_lock
+    from streamcast.output import check_output_path, write_frame
+
+    if output:
+        check_output_path(output)
+    forecaster = streamcast.load(model_path)
+    series_data = _read_for_model(forecaster, data, id_col, time_col, target, covariates)
+    if horizon and horizon > forecaster.horizon and not quiet:
+        _warn(f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades")
+    table = run_forecast(forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series)
+    new = table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
+    if new and not quiet:
+        _warn(f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column")
+    if output:
+        with output_lock(output, lock_timeout):
+            write_frame(table, output)
+    else:
+        write_frame(table, "-")
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _read_for_model(forecaster, data, id_col, time_col, target, covariates):
+    """Read DATA, or the model's own data source, with the model's column mapping unless overridden."""
+    from streamcast.reading import read_series
+
+    source = data or forecaster.info.get("data", {}).get("source")
+    if not source or source in ("-", "<frame>"):
+        raise UsageError("this model records no data file to re-read: pass DATA (a path, or - for stdin)")
+    cols = forecaster.columns
+    return read_series(
+        source,
+        id_col=id_col or cols.id,
+        time_col=time_col or cols.time,
+        target=target or cols.target,
+        covariates=covariates or cols.covariates,
+    )
+
+
 def _not_yet(name: str):
     def command():
         raise UsageError(f"`streamcast {name}` is not available yet in this version")
@@ -256,7 +320,6 @@ def _not_yet(name: str):
 
 
 for _name, _help in [
-    ("forecast", "Forecast every series from a saved model (not available yet)."),
     ("stream", "Rolling forecasts for live observations on stdin (not available yet)."),
 ]:
     main.command(_name, help=_help, context_settings=CONTEXT)(_not_yet(_name))

@@ -25,14 +25,20 @@ def write_frame(frame: pl.DataFrame, path: str) -> None:
     """Write `frame` to `path` (.csv, .parquet, .jsonl); readers never see a partial file."""
     check_output_path(path)
     if path == "-":
-        sys.stdout.write(frame.write_csv())
+        sys.stdout.write(frame.write_csv(datetime_format=_datetime_format(frame)))
         sys.stdout.flush()
         return
     suffix = Path(path).suffix.lower()
     with atomic_path(path) as tmp:
         if suffix == ".csv":
-            frame.write_csv(tmp)
+            frame.write_csv(tmp, datetime_format=_datetime_format(frame))
         elif suffix == ".parquet":
             frame.write_parquet(tmp)
         else:
             frame.write_ndjson(tmp)
+
+
+def _datetime_format(frame: pl.DataFrame) -> str:
+    """ISO 8601 to the second, with the UTC offset when the timestamps carry a time zone."""
+    zoned = any(isinstance(t, pl.Datetime) and t.time_zone for t in frame.dtypes)
+    return "%Y-%m-%dT%H:%M:%S%:z" if zoned else "%Y-%m-%dT%H:%M:%S"

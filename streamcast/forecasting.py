@@ -1,0 +1,153 @@
+"""Batch forecasts: warm every series' state over its history, then forecast from its last step.
+
+Warm-up runs batched across series through `stepping.run_series`, the step that training's
+validation uses too. Horizons beyond the trained one roll the model forward on its own forecasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import torch
+
+from streamcast.errors import DataError, UsageError
+from streamcast.features import calendar_features
+from streamcast.forecaster import Forecaster
+from streamcast.model import State
+from streamcast.reading import SeriesFrame
+from streamcast.stepping import advance, run_series
+
+COLUMNS = ("series_id", "origin", "timestamp", "step", "forecast")
+
+
+def quantile_column(q: float) -> str:
+    return f"q{q:g}"
+
+
+def select_history(
+    data: SeriesFrame, *, series: Sequence[str] = (), as_of: str | datetime | int | None = None, context: int | None = None
+) -> pl.DataFrame:
+    """The rows a forecast starts from: chosen series, up to `as_of`, the last `context` steps."""
+    frame = data.frame
+    if series:
+        missing = sorted(set(series) - set(frame["series_id"].unique().to_list()))
+        if missing:
+            raise DataError(f"series {missing[0]!r} is not in {data.source}; check --series (ids are case-sensitive)")
+        frame = frame.filter(pl.col("series_id").is_in(list(series)))
+    if as_of is not None:
+        cutoff = parse_as_of(as_of, frame["timestamp"].dtype)
+        frame = frame.filter(pl.col("timestamp") <= cutoff)
+        if frame.height == 0:
+            raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
+    if context is not None:
+        if context < 1:
+            raise UsageError("--context must be at least 1 step")
+        frame = frame.filter(pl.int_range(pl.len()).reverse().over("series_id") < context)
+    return frame
+
+
+def parse_as_of(value: str | datetime | int, dtype: pl.DataType):
+    """--as-of in the data's own terms: a step number for indexed data, else a timestamp."""
+    if dtype == pl.Int64:
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"--as-of {value!r}: this data has no timestamps, give a step number") from None
+    try:
+        parsed = pl.Series([value]).cast(pl.String).str.to_datetime(time_unit="us", strict=True)
+    except pl.exceptions.PolarsError:
+        raise UsageError(f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2024-03-01T12:00") from None
+    zone = getattr(dtype, "time_zone", None)
+    if zone is not None:
+        parsed = parsed.dt.replace_time_zone(zone)
+    return parsed[0]
+
+
+def forecast(
+    forecaster: Forecaster,
+    data: SeriesFrame,
+    *,
+    horizon: int | None = None,
+    context: int | None = None,
+    as_of: str | datetime | int | None = None,
+    series: Sequence[str] = (),
+) -> pl.DataFrame:
+    """One row per series and step: series_id, origin, timestamp, step, forecast[, q...], new_series.
+
+    >>> forecast(load("model.streamcast"), read_series("load.parquet"), horizon=24)  # doctest: +SKIP
+    """
+    horizon = horizon or forecaster.horizon
+    if horizon < 1:
+        raise UsageError("--horizon must be at least 1")
+    frame = select_history(data, series=series, as_of=as_of, context=context)
+    inputs = forecaster.inputs(frame)
+    lengths = inputs.lengths()
+    positions = [np.array([n - 1]) for n in lengths]
+    outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions)
+    origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)
+    last_inputs = torch.from_numpy(inputs.inputs[inputs.offsets[1:] - 1])
+    scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
+    values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
+    return _table(forecaster, inputs.series_ids, origins, values, horizon)
+
+
+def _roll_forward(forecaster: Forecaster, outputs: torch.Tensor, state: State, origins: pl.Series, last: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Feed the model its own point forecasts until `horizon` steps are covered.
+
+    Calendar features advance with the future timestamps; covariates, unknown in the future, hold
+    their last value. Within the trained horizon this is just the head's output, sliced.
+    """
+    trained = forecaster.horizon
+    pieces = [outputs]
+    point = forecaster.point_index
+    done = trained
+    while done < horizon:
+        future = future_timestamps(origins, forecaster.freq, done - trained + 1, trained)  # (S * trained,)
+        calendar = calendar_features(future, forecaster.spec.calendar).reshape(len(origins), trained, -1)
+        x = last.unsqueeze(1).repeat(1, trained, 1)  # (S, trained, F): covariates held
+        x[..., 0] = pieces[-1][..., point]
+        x[..., 1 : 1 + calendar.shape[-1]] = torch.from_numpy(calendar)
+        y, state = advance(forecaster.net, x, state)
+        pieces.append(y[:, -1])
+        last = x[:, -1]
+        done += trained
+    return torch.cat(pieces, dim=1)[:, :horizon]
+
+
+def future_timestamps(origins: pl.Series, freq: str, first_step: int, steps: int) -> pl.Series:
+    """For each origin, the timestamps `first_step` .. `first_step + steps - 1` steps after it."""
+    frame = pl.DataFrame({"origin": origins}).with_columns(
+        pl.int_ranges(first_step, first_step + steps).alias("step")
+    ).explode("step")
+    return frame.select(_offset(pl.col("origin"), pl.col("step"), freq)).to_series()
+
+
+def _offset(origin: pl.Expr, step: pl.Expr, freq: str) -> pl.Expr:
+    digits = len(freq) - len(freq.lstrip("0123456789"))
+    count, unit = int(freq[:digits]), freq[digits:]
+    if unit == "i":
+        return origin + step * count
+    return origin.dt.offset_by(pl.format("{}" + unit, step * count))
+
+
+def _table(forecaster: Forecaster, ids: list[str], origins: pl.Series, values: np.ndarray, horizon: int) -> pl.DataFrame:
+    n = len(ids)
+    base = pl.DataFrame(
+        {
+            "series_id": pl.Series(np.repeat(ids, horizon), dtype=pl.String),
+            "origin": origins.gather(np.repeat(np.arange(n), horizon)),
+            "step": pl.Series(np.tile(np.arange(1, horizon + 1), n), dtype=pl.Int32),
+        }
+    )
+    base = base.with_columns(_offset(pl.col("origin"), pl.col("step"), forecaster.freq).alias("timestamp"))
+    columns = {"forecast": values[..., forecaster.point_index].reshape(-1)}
+    for i, q in enumerate(forecaster.quantiles):
+        columns[quantile_column(q)] = values[..., i].reshape(-1)
+    known = set(forecaster.scaler.loc)
+    new_series = pl.Series("new_series", np.repeat([sid not in known for sid in ids], horizon))
+    return base.select(*COLUMNS[:-1], pl.Series("forecast", columns.pop("forecast"))).with_columns(
+        *(pl.Series(k, v) for k, v in columns.items()), new_series
+    )

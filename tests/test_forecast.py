@@ -1,0 +1,200 @@
+"""`forecast`: batched warm-up equals serving, horizons, --as-of, unseen series; and the CLI under cron."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.cli import main
+from streamcast.forecasting import forecast
+from streamcast.locking import output_lock
+from streamcast.training import FitConfig
+from tests.conftest import TINY, hourly_frame
+
+
+@pytest.fixture(scope="module")
+def quantile_model(tiny_data):
+    return sc.fit(tiny_data, FitConfig(**{**TINY.__dict__, "quantiles": (0.1, 0.9)}))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny_model):
+    """A cron-like working directory: data.csv and the default model trained on it."""
+    monkeypatch.chdir(tmp_path)
+    hourly_frame().write_csv(tmp_path / "data.csv")
+    data = sc.read_series(tmp_path / "data.csv")
+    model = sc.fit(data, TINY)
+    sc.save(model, tmp_path / "model.streamcast")
+    return tmp_path
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_forecast_has_one_row_per_series_and_step(tiny_model, tiny_data):
+    table = forecast(tiny_model, tiny_data)
+    assert table.columns == ["series_id", "origin", "timestamp", "step", "forecast", "new_series"]
+    assert table.height == 3 * 6
+    assert table["step"].to_list()[:6] == [1, 2, 3, 4, 5, 6]
+    first = table.filter(pl.col("series_id") == "s0")
+    last_seen = tiny_data.frame.filter(pl.col("series_id") == "s0")["timestamp"].max()
+    assert (first["origin"] == last_seen).all()
+
+
+def test_target_timestamps_continue_the_grid(tiny_model, tiny_data):
+    table = forecast(tiny_model, tiny_data).filter(pl.col("series_id") == "s1")
+    diffs = (table["timestamp"] - table["origin"]).dt.total_hours().to_list()
+    assert diffs == [1, 2, 3, 4, 5, 6]
+
+
+def test_forecast_equals_feeding_the_network_tick_by_tick(tiny_model, tiny_data):
+    """Train the model the way it is served: the batched warm-up is the same step, one tick at a time."""
+    table = forecast(tiny_model, tiny_data).filter(pl.col("series_id") == "s2")
+    inputs = tiny_model.inputs(tiny_data.frame)
+    x = torch.from_numpy(inputs.series(2))[None]
+    state = tiny_model.net.init_state(1)
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            y, state = tiny_model.net(x[:, t : t + 1], state)
+    expected = y[0, 0, :, 0].double().numpy() * inputs.scale[2] + inputs.loc[2]
+    np.testing.assert_allclose(table["forecast"].to_numpy(), expected, rtol=1e-5)
+
+
+def test_a_shorter_horizon_slices_the_head(tiny_model, tiny_data):
+    full = forecast(tiny_model, tiny_data)
+    short = forecast(tiny_model, tiny_data, horizon=2)
+    assert short.height == 3 * 2
+    assert short["forecast"].to_list() == full.filter(pl.col("step") <= 2)["forecast"].to_list()
+
+
+def test_a_longer_horizon_rolls_forward_and_keeps_the_first_block(tiny_model, tiny_data):
+    full = forecast(tiny_model, tiny_data)
+    long = forecast(tiny_model, tiny_data, horizon=15)
+    assert long.height == 3 * 15
+    assert long.filter(pl.col("step") <= 6)["forecast"].to_list() == full["forecast"].to_list()
+    assert long["forecast"].is_finite().all()
+
+
+def test_as_of_forecasts_from_a_past_point(tiny_model, tiny_data):
+    table = forecast(tiny_model, tiny_data, as_of="2024-01-05 10:00")
+    assert set(table["origin"].dt.to_string("%Y-%m-%d %H:%M").to_list()) == {"2024-01-05 10:00"}
+
+
+def test_context_limits_the_warm_up_and_changes_the_forecast(tiny_model, tiny_data):
+    full = forecast(tiny_model, tiny_data)
+    short = forecast(tiny_model, tiny_data, context=5)
+    assert short["origin"].to_list() == full["origin"].to_list()
+    assert short["forecast"].to_list() != full["forecast"].to_list()
+
+
+def test_series_the_model_never_saw_are_forecast_and_flagged(tiny_model):
+    other = sc.read_series(hourly_frame(series=1, seed=5).with_columns(pl.lit("new").alias("series_id")))
+    table = forecast(tiny_model, other)
+    assert table["new_series"].all()
+    assert table["forecast"].is_finite().all()
+
+
+def test_quantile_models_add_ordered_quantile_columns(quantile_model, tiny_data):
+    table = forecast(quantile_model, tiny_data)
+    assert table.columns[-4:] == ["q0.1", "q0.5", "q0.9", "new_series"]
+    assert (table["q0.1"] <= table["q0.5"]).all() and (table["q0.5"] <= table["q0.9"]).all()
+    assert table["forecast"].to_list() == table["q0.5"].to_list()
+
+
+def test_cli_rereads_the_recorded_data_with_no_arguments(workdir):
+    result = run(["forecast", "--horizon", "3"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "series_id,origin,timestamp,step,forecast,new_series"
+    assert len(lines) == 1 + 3 * 3
+    assert lines[1].startswith("s0,2024-01-09T07:00:00,2024-01-09T08:00:00,1,")
+
+
+def test_cli_sees_rows_appended_since_the_model_was_fitted(workdir):
+    longer = hourly_frame(length=210)
+    longer.write_csv(workdir / "data.csv")
+    result = run(["forecast", "--horizon", "1", "--series", "s0"])
+    assert result.stdout.splitlines()[1].startswith("s0,2024-01-09T17:00:00,")
+
+
+def test_cli_output_is_byte_identical_across_runs(workdir):
+    assert run(["forecast"]).stdout == run(["forecast"]).stdout
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_cli_writes_the_output_file_by_suffix(workdir, suffix):
+    out = workdir / f"out{suffix}"
+    result = run(["forecast", "-o", str(out), "--horizon", "2"])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    if suffix == ".parquet":
+        table = pl.read_parquet(out)
+    elif suffix == ".csv":
+        table = pl.read_csv(out)
+    else:
+        table = pl.DataFrame([json.loads(line) for line in out.read_text().splitlines()])
+    assert table.height == 6
+    assert table.columns[:5] == ["series_id", "origin", "timestamp", "step", "forecast"]
+
+
+def test_a_failed_run_leaves_the_previous_output_intact(workdir):
+    out = workdir / "out.csv"
+    run(["forecast", "-o", str(out)])
+    before = out.read_bytes()
+    result = run(["forecast", "-o", str(out), "--as-of", "1999-01-01"])
+    assert result.exit_code == 1
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".out")) == []
+
+
+def test_an_overlapping_run_gives_up_with_exit_75(workdir):
+    out = workdir / "out.csv"
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with output_lock(str(out), timeout=5):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+        result = run(["forecast", "-o", str(out), "--lock-timeout", "0.2"])
+    finally:
+        release.set()
+        thread.join()
+    assert result.exit_code == 75
+    assert result.stderr.startswith(f"Error: another run is writing {out}")
+    assert not out.exists()
+
+
+def test_a_longer_horizon_warns_once_on_stderr(workdir):
+    result = run(["forecast", "--horizon", "9"])
+    assert result.exit_code == 0
+    assert result.stderr == "warning: --horizon 9 is longer than the trained 6: later steps are fed the model's own forecasts, and accuracy degrades\n"
+    assert run(["forecast", "--horizon", "9", "-q"]).stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["-m", "missing.streamcast"], 1, "Error: model file 'missing.streamcast' not found\n"),
+        (["--series", "nope"], 1, "Error: series 'nope' is not in"),
+        (["--as-of", "soon"], 2, "Error: --as-of 'soon' is not a timestamp"),
+        (["-o", "out.xlsx"], 2, "Error: cannot write 'out.xlsx': the output file must end in .csv, .parquet, .jsonl"),
+    ],
+)
+def test_cli_errors_are_one_line_with_an_exit_code(workdir, args, code, message):
+    result = run(["forecast", *args])
+    assert result.exit_code == code
+    assert result.stderr.startswith(message)
+    assert result.stderr.count("\n") == 1

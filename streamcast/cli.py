@@ -312,17 +312,66 @@ def _read_for_model(forecaster, data, id_col, time_col, target, covariates):
     )
 
 
-def _not_yet(name: str):
-    def command():
-        raise UsageError(f"`streamcast {name}` is not available yet in this version")
+@main.command(context_settings=CONTEXT)
+@model_option
+@data_options
+@click.option("--format", "input_format", type=click.Choice(["csv", "jsonl"]), help="Input lines [default: detected from the first line].")
+@click.option("--output-format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--every", type=int, default=1, show_default=True, help="Emit every Nth forecast of each series.")
+@click.option("--warmup", "warmup_data", metavar="DATA", help="Pre-warm series states from this history file.")
+@click.option("--warmup-ticks", type=int, help="Ticks a new series scales itself over [default: two seasons].")
+@click.option("--state", "state_path", metavar="FILE", help="Checkpoint every series' state here, and resume from it.")
+@click.option("--checkpoint-every", type=int, default=10_000, show_default=True, help="Lines between checkpoints.")
+@click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True, help="Seconds between checkpoints.")
+@click.option("--max-gap", type=int, default=24, show_default=True, help="Longest gap (periods) filled; longer resets the series.")
+@click.option("--strict", is_flag=True, help="Stop with an error at the first bad line.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
+def stream(model_path, id_col, time_col, target, covariates, input_format, output_format, every, warmup_data, warmup_ticks, state_path, checkpoint_every, checkpoint_seconds, max_gap, strict, quiet):
+    """Rolling forecasts: one line out for every observation on stdin, flushed at once.
 
-    return command
+    \b
+      tail -f meter.csv | streamcast stream -m model.streamcast
+      cat ticks.jsonl | streamcast stream --state stream.state --output-format csv
+      producer | streamcast stream --warmup history.parquet --every 4
+    """
+    import signal
 
+    from streamcast.stream_session import StreamOptions, StreamSession, read_batches
 
-for _name, _help in [
-    ("stream", "Rolling forecasts for live observations on stdin (not available yet)."),
-]:
-    main.command(_name, help=_help, context_settings=CONTEXT)(_not_yet(_name))
+    if every < 1:
+        raise UsageError("--every must be at least 1")
+    forecaster = streamcast.load(model_path)
+    if id_col or time_col or target:
+        from dataclasses import replace
+
+        cols = forecaster.columns
+        forecaster.columns = replace(cols, id=id_col or cols.id, time=time_col or cols.time, target=target or cols.target)
+    options = StreamOptions(input_format, output_format, every, state_path, checkpoint_every, checkpoint_seconds, max_gap, warmup_ticks, strict)
+    session = StreamSession(forecaster, options, warn=(lambda m: None) if quiet else lambda m: click.echo(m, err=True))
+    if warmup_data:
+        warmed = session.prewarm(_read_for_model(forecaster, warmup_data, None, None, None, ()))
+        click.echo(f"warmed {warmed} series from {warmup_data}", err=True)
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    out = sys.stdout
+    for lines in read_batches(sys.stdin.buffer, stop=lambda: stop["signal"] is not None):
+        text = session.feed(lines)
+        if text:
+            out.write(text)
+            out.flush()
+        if session.checkpoint_due():
+            session.checkpoint()
+        if stop["signal"] is not None:
+            break
+    session.checkpoint()
+    click.echo(f"stream: {session.counts.summary()}", err=True)
+    if stop["signal"] == signal.SIGINT:
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,17 +2,24 @@
 
 Canonical form (polars, long): `series_id` (String), `timestamp` (Datetime("us"), time zone kept;
 or Int64 step index when the input has no time column), `value` (Float64), then the covariate
-columns (Float64). Sorted by series_id then timestamp, each series on a regular grid.
+columns (Float64, named as in the source). Sorted by series_id then timestamp, each series on a
+regular grid of `freq`, no missing value.
 
 Policies, applied in this order:
-- Layout: an id column means long format; otherwise a named or detected target means one series;
-  otherwise every numeric column (but time and covariates) is a series of a wide table.
+- Layout: an id column means long format; otherwise a named or detected target (`y`, `value`,
+  `target`) or a single numeric column means one series; otherwise every numeric column (but the
+  time column and covariates) is a series of a wide table, named by its column.
+- Timestamps: datetimes and dates as they are (time zone kept), ISO 8601 strings (those with an
+  offset become UTC), integers above 1e8 as epoch seconds (UTC), YYYYMMDD integers as dates, other
+  integers as a step index. No time column: each series is numbered 0..n-1 in row order ("1i").
 - Duplicate timestamps within a series: the last row wins (a later row is taken as a correction).
 - Frequency: the most common step between consecutive timestamps, per series; all series must
-  agree ("mixed frequencies" otherwise). Steps of 28 to 31 days are monthly ("1mo").
-- Gaps (missing rows, null or NaN values): every series is put on its regular grid and missing
-  values are interpolated linearly (covariates carried forward, then back). Gaps longer than
-  `max_gap` steps are still filled, and reported in `notes` so that the user can decide.
+  agree ("mixed frequencies" otherwise). Steps of 28 to 31 days between timestamps on the same day
+  of the month are monthly ("1mo"); likewise "3mo", "6mo" and "1y".
+- Gaps (missing rows, null or NaN values): every series is put on its regular grid, from its first
+  to its last observed value, and missing values are interpolated linearly (covariates carried
+  forward, then back). Gaps longer than `max_gap` steps are still filled, and reported in `notes`
+  so that the user can decide. A timestamp off the grid is an error: resample such data first.
 """
 
 from __future__ import annotations
@@ -31,19 +38,23 @@ from streamcast.errors import DataError, UsageError
 ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
 TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
 TARGET_NAMES = ("y", "value", "target")
-EPOCH_THRESHOLD = 100_000_000  # integers above this in a time column are epoch seconds (after 1973)
-_UNITS = (
-    ("w", 604_800_000_000),
-    ("d", 86_400_000_000),
-    ("h", 3_600_000_000),
-    ("m", 60_000_000),
-    ("s", 1_000_000),
-)
+RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
+MISSING = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-")
+EPOCH_SECONDS_MIN = 100_000_000  # integers above this in a time column are epoch seconds (1973+)
+CSV_SCHEMA_ROWS = 10_000
+LISTED_GAPS = 10  # long gaps reported one by one; the rest are counted, to keep warnings readable
+_DAY_US = 86_400_000_000
+_UNITS = (("w", 7 * _DAY_US), ("d", _DAY_US), ("h", 3_600_000_000), ("m", 60_000_000))
+_UNITS += (("s", 1_000_000), ("ms", 1_000))
+_CALENDAR = (("1mo", 28, 31), ("3mo", 89, 92), ("6mo", 181, 184), ("1y", 365, 366))
 
 
 @dataclass(frozen=True)
 class Columns:
-    """The column names as found in the source, recorded in the model to read new data the same way."""
+    """The column names as found in the source, recorded in a model to read new data the same way.
+
+    `target` is "" for a wide table, where every numeric column is a series.
+    """
 
     id: str | None
     time: str | None
@@ -71,43 +82,63 @@ class SeriesFrame:
 
 
 def read_table(source: str | Path | pl.DataFrame) -> pl.DataFrame:
-    """The raw table: Parquet, CSV, .csv.gz by suffix, `-` for CSV on stdin, or a DataFrame."""
+    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, `-`
+    for CSV on stdin, or a DataFrame as it is."""
+    where = _where(source)
     if isinstance(source, pl.DataFrame):
         frame = source
-        name = "<frame>"
     elif str(source) == "-":
-        raw = sys.stdin.buffer.read()
-        if not raw.strip():
-            raise DataError("no data on stdin: pipe a CSV file in, or pass a file path instead of -")
-        frame = _polars_read(lambda: pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000), "stdin")
-        name = "stdin"
+        frame = _read_csv(sys.stdin.buffer.read(), where)
     else:
-        path = Path(source)
-        name = str(source)
-        if not path.is_file():
-            raise DataError(f"file {name!r} not found: check the path")
-        suffixes = "".join(path.suffixes[-2:]).lower()
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = _polars_read(lambda: pl.read_parquet(path), name)
-        elif path.suffix.lower() == ".csv" or suffixes.endswith(".csv.gz"):
-            frame = _polars_read(lambda: pl.read_csv(path, infer_schema_length=10_000), name)
-        else:
-            raise UsageError(
-                f"cannot read {name!r}: use a .parquet, .csv or .csv.gz file, or - for CSV on stdin"
-            )
+        frame = _read_file(Path(source), where)
     if frame.height == 0:
-        raise DataError(f"{name} has no rows: give a file with at least one observation")
+        raise DataError(f"{where} has no rows: give it at least one observation")
     return frame
 
 
-def _polars_read(read, name: str) -> pl.DataFrame:
+def _where(source: str | Path | pl.DataFrame) -> str:
+    if isinstance(source, pl.DataFrame):
+        return "<frame>"
+    return "stdin" if str(source) == "-" else str(source)
+
+
+def _read_file(path: Path, where: str) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"file {where!r} not found: check the path, or use - for CSV on stdin")
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise DataError(f"cannot read {where} as Parquet ({_first_line(exc)})") from None
+    if name.endswith((".csv", ".csv.gz")):
+        return _read_csv(path, where)
+    raise UsageError(
+        f"cannot read {where!r}: unknown format; use a .parquet, .csv or .csv.gz file, or - for CSV on stdin"
+    )
+
+
+def _read_csv(data: Path | bytes, where: str) -> pl.DataFrame:
+    def read(schema_rows: int | None) -> pl.DataFrame:
+        return pl.read_csv(
+            data if isinstance(data, Path) else io.BytesIO(data), infer_schema_length=schema_rows
+        )
+
     try:
-        return read()
+        try:
+            return read(CSV_SCHEMA_ROWS)
+        except pl.exceptions.ComputeError:
+            # A column that changes type after the first rows: infer the types from every row.
+            return read(None)
     except pl.exceptions.NoDataError:
-        raise DataError(f"{name} is empty: give a file with a header and at least one row") from None
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {name}: {first}") from None
+        raise DataError(f"{where} is empty: give a CSV header and at least one row") from None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {where} as CSV ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_series(
@@ -120,229 +151,350 @@ def read_series(
     min_length: int = 1,
     max_gap: int = 24,
 ) -> SeriesFrame:
-    """Read `source` into canonical series; every user error is one clear DataError or UsageError."""
+    """Read `source` into canonical series (see the module doc for the policies).
+
+    >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
+    """
+    where = _where(source)
     raw = read_table(source)
-    name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
+    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates))
+    frame = _canonical(raw, columns, wide, where)
+    frame, notes = _drop_duplicates(frame)
+    freq = _dataset_freq(frame, where)
+    frame, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
+    _check_lengths(frame, min_length, where)
+    source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
+    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes))
+
+
+def _find_columns(
+    raw: pl.DataFrame,
+    id_col: str | None,
+    time_col: str | None,
+    target: str | None,
+    covariates: tuple[str, ...],
+) -> tuple[Columns, tuple[str, ...]]:
+    """Which source column plays which part; for a wide table, also the columns that are series."""
     cols = raw.columns
-    id_name = _column(cols, id_col, ID_NAMES, "--id-col")
-    time_name = _column(cols, time_col, TIME_NAMES, "--time-col")
-    covariates = tuple(covariates)
     for cov in covariates:
-        _column(cols, cov, (), "--covariate")
-    taken = {id_name, time_name, *covariates}
-    target_name = _column(cols, target, TARGET_NAMES, "--target")
+        _column(cols, cov, (), "--covariate", ())
+        if cov in RESERVED:
+            raise UsageError(f"covariate {cov!r} has a reserved name: rename that column")
+    id_name = _column(cols, id_col, ID_NAMES, "--id-col", covariates)
+    time_name = _column(cols, time_col, TIME_NAMES, "--time-col", (id_name, *covariates))
+    taken = (id_name, time_name, *covariates)
+    target_name = _column(cols, target, TARGET_NAMES, "--target", taken)
     numeric = [c for c in cols if c not in taken and raw[c].dtype.is_numeric()]
-
     if id_name is None and target_name is None and len(numeric) > 1:
-        frame = raw.unpivot(
-            index=[c for c in (time_name, *covariates) if c],
-            on=numeric,
-            variable_name="series_id",
-            value_name="value",
-        )
-        columns = Columns(None, time_name, "value", covariates)
-    else:
-        if target_name is None:
-            if len(numeric) != 1:
-                listed = ", ".join(numeric) or "none"
-                raise DataError(
-                    f"{name}: cannot tell which column to forecast (numeric columns: {listed}); pass --target COL"
-                )
-            target_name = numeric[0]
-        if not raw[target_name].dtype.is_numeric():
-            raise DataError(
-                f"{name}: target column {target_name!r} is not numeric ({raw[target_name].dtype}); pass --target with a numeric column"
-            )
-        series_id = pl.col(id_name).cast(pl.String) if id_name else pl.lit(target_name)
-        keep = [c for c in (time_name, *covariates) if c]
-        frame = raw.select(series_id.alias("series_id"), *keep, pl.col(target_name).alias("value"))
-        columns = Columns(id_name, time_name, target_name, covariates)
-    for cov in covariates:
-        if not frame[cov].dtype.is_numeric():
-            raise DataError(
-                f"{name}: covariate {cov!r} is not numeric ({frame[cov].dtype}); give numeric covariates only"
-            )
-
-    frame = frame.with_columns(
-        pl.col("value").cast(pl.Float64).fill_nan(None),
-        *(pl.col(c).cast(pl.Float64).fill_nan(None) for c in covariates),
-    )
-    if time_name is None:
-        frame = frame.with_columns(pl.int_range(pl.len()).over("series_id").cast(pl.Int64).alias("timestamp"))
-    else:
-        frame = frame.with_columns(_parse_time(frame[time_name], name, time_name).alias("timestamp"))
-        if time_name != "timestamp":
-            frame = frame.drop(time_name)
-    frame = frame.select("series_id", "timestamp", "value", *covariates).sort(
-        "series_id", "timestamp", maintain_order=True
-    )
-
-    notes: list[str] = []
-    deduped = frame.unique(subset=["series_id", "timestamp"], keep="last", maintain_order=True)
-    if deduped.height < frame.height:
-        notes.append(
-            f"{frame.height - deduped.height} rows with a repeated timestamp: the last row of each was kept"
-        )
-    freq, step = _infer(deduped, name)
-    frame, gap_notes = _fill_gaps(deduped, freq, step, covariates, max_gap)
-    notes += gap_notes
-    if frame["value"].null_count():
-        bad = frame.filter(pl.col("value").is_null())["series_id"][0]
-        raise DataError(
-            f"{name}: series {bad!r} has no numeric values at all; drop it or fix the target column"
-        )
-    lengths = frame.group_by("series_id", maintain_order=True).len().filter(pl.col("len") < min_length)
-    if lengths.height:
-        sid, n = lengths.row(0)
-        raise DataError(
-            f"{name}: series {sid!r} has {n} points but at least {min_length} are needed "
-            f"({lengths.height} series are that short): drop them or lower the horizon"
-        )
-    return SeriesFrame(frame, freq, columns, name, tuple(notes))
+        return Columns(None, time_name, "", covariates), tuple(numeric)
+    if target_name is None:
+        if len(numeric) != 1:
+            found = f"numeric columns: {', '.join(numeric)}" if numeric else "no numeric column"
+            raise DataError(f"cannot tell which column to forecast ({found}); pass --target COL")
+        target_name = numeric[0]
+    return Columns(id_name, time_name, target_name, covariates), ()
 
 
-def _column(cols: list[str], given: str | None, candidates: Sequence[str], flag: str) -> str | None:
-    if given is not None:
-        if given in cols:
-            return given
+def _column(
+    cols: list[str], given: str | None, candidates: Sequence[str], flag: str, taken: Sequence
+) -> str | None:
+    """The column named by an option, or else the first candidate name present (any case)."""
+    if given is None:
+        lower = {c.lower(): c for c in cols if c not in taken}
+        return next((lower[c] for c in candidates if c in lower), None)
+    if given not in cols:
         raise UsageError(
             f"column {given!r} (from {flag}) is not in the data; the columns are: {', '.join(cols)}"
         )
-    lower = {c.lower(): c for c in cols}
-    return next((lower[c] for c in candidates if c in lower), None)
+    if given in taken:
+        raise UsageError(f"column {given!r} (from {flag}) is already used for another part")
+    return given
 
 
-def _parse_time(col: pl.Series, name: str, time_name: str) -> pl.Series:
-    """Datetimes (zones kept), dates, ISO strings, epoch seconds, or small integers as a step index."""
+def _canonical(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], where: str) -> pl.DataFrame:
+    """Source columns renamed, typed and sorted; duplicates and gaps still in place."""
+    time = [pl.col(columns.time).alias("timestamp")] if columns.time else []
+    covs = columns.covariates
+    if wide:
+        frame = raw.select(*time, *covs, *(pl.col(c).cast(pl.Float64) for c in wide)).unpivot(
+            index=[*(["timestamp"] if time else []), *covs],
+            on=list(wide),
+            variable_name="series_id",
+            value_name="value",
+        )
+    else:
+        series_id = pl.col(columns.id).cast(pl.String) if columns.id else pl.lit(columns.target)
+        value = pl.col(columns.target).alias("value")
+        frame = raw.select(series_id.alias("series_id"), *time, value, *covs)
+    if frame["series_id"].null_count():
+        n = frame["series_id"].null_count()
+        raise DataError(f"{where}: {n} rows have no id in column {columns.id!r}; fill or drop them")
+    frame = frame.with_columns(
+        _numeric(frame["value"], columns.target or "value", where),
+        *(_numeric(frame[c], c, where) for c in covs),
+    )
+    if columns.time is None:
+        # Row order within each series is the step order.
+        timestamp = pl.int_range(pl.len(), dtype=pl.Int64).over("series_id")
+    else:
+        timestamp = _parse_time(frame["timestamp"], columns.time, where)
+    frame = frame.with_columns(timestamp.alias("timestamp"))
+    frame = frame.select("series_id", "timestamp", "value", *covs)
+    return frame.sort("series_id", "timestamp", maintain_order=True)
+
+
+def _numeric(col: pl.Series, name: str, where: str) -> pl.Series:
+    """Float64 with NaN as null; text like "NA" counts as missing, other text is an error."""
+    if col.dtype.is_numeric():
+        return col.cast(pl.Float64).fill_nan(None)
+    if col.dtype == pl.String:
+        text = col.str.strip_chars()
+        parsed = text.cast(pl.Float64, strict=False)
+        bad = col.filter(parsed.is_null() & text.is_not_null() & ~text.is_in(MISSING))
+        if bad.len() == 0:
+            return parsed.fill_nan(None)
+        example = f"e.g. {bad[0]!r}"
+    else:
+        example = f"type {col.dtype}"
+    raise DataError(
+        f"{where}: column {name!r} is not numeric ({example}); "
+        "give numbers, or pick another column with --target"
+    )
+
+
+def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
+    """Datetimes (zones kept), dates, ISO strings, epoch seconds, YYYYMMDD, or a step index."""
+    if col.null_count():
+        raise DataError(
+            f"{where}: column {name!r} has {col.null_count()} empty timestamps; fill or drop them"
+        )
     dtype = col.dtype
     if isinstance(dtype, pl.Datetime):
         return col.dt.cast_time_unit("us")
     if dtype == pl.Date:
         return col.cast(pl.Datetime("us"))
-    if dtype.is_integer() or dtype.is_float():
-        if col.null_count():
-            raise DataError(f"{name}: column {time_name!r} has empty timestamps; fill or drop those rows")
-        if col.min() > EPOCH_THRESHOLD:
-            return (col.cast(pl.Float64) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
-        return col.cast(pl.Int64)
+    if dtype.is_integer():
+        return _parse_integers(col)
+    if dtype.is_float() and (col % 1 == 0).all():
+        return _parse_integers(col.cast(pl.Int64))
+    if dtype.is_float() and col.min() > EPOCH_SECONDS_MIN:
+        return (col * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
     if dtype == pl.String:
-        parsed = _parse_strings(col)
-        if parsed is not None:
+        parsed = _parse_strings(col.str.strip_chars())
+        bad = col.filter(parsed.is_null()) if parsed is not None else col
+        if bad.len() == 0:
             return parsed
-    bad = col.head(1).to_list()[0]
-    raise DataError(
-        f"{name}: cannot parse timestamps in column {time_name!r} (e.g. {bad!r}); "
-        "use ISO 8601 like 2024-01-31 13:00, or pass the right column with --time-col"
-    )
-
-
-def _parse_strings(col: pl.Series) -> pl.Series | None:
-    for kwargs in ({}, {"time_zone": "UTC"}):
-        try:
-            parsed = col.str.to_datetime(strict=False, time_unit="us", **kwargs)
-        except pl.exceptions.PolarsError:
-            continue
-        if parsed.null_count() == col.null_count() and col.null_count() == 0:
-            return parsed
-        if parsed.null_count() > col.null_count():
-            bad = col.filter(parsed.is_null() & col.is_not_null()).head(1).to_list()
-            if bad:
-                return None
-    return None
-
-
-def _infer(frame: pl.DataFrame, name: str) -> tuple[str, int]:
-    """The dataset's step: the most common difference, which every series must share."""
-    is_index = frame["timestamp"].dtype == pl.Int64
-    diff = pl.col("timestamp").diff().over("series_id")
-    diffs = frame.select(
-        diff.cast(pl.Int64).alias("d") if is_index else diff.dt.total_microseconds().alias("d"),
-        "series_id",
-    )
-    diffs = diffs.filter(pl.col("d").is_not_null() & (pl.col("d") > 0))
-    if diffs.height == 0:
-        return ("1i", 1) if is_index else ("1h", _UNITS[2][1])
-    modes = (
-        diffs.group_by("series_id", "d")
-        .len()
-        .sort("len", "d", descending=[True, False])
-        .unique("series_id", keep="first")
-    )
-    overall = diffs.group_by("d").len().sort("len", "d", descending=[True, False])["d"][0]
-    monthly = not is_index and 28 * 86_400_000_000 <= overall <= 31 * 86_400_000_000
-    if monthly:
-        odd = modes.filter((pl.col("d") < 28 * 86_400_000_000) | (pl.col("d") > 31 * 86_400_000_000))
+        example = repr(bad[0])
     else:
-        odd = modes.filter(pl.col("d") != overall)
-    if odd.height:
-        sid, step = odd["series_id"][0], odd["d"][0]
+        example = f"type {dtype}"
+    raise DataError(
+        f"{where}: cannot parse timestamp {example} in column {name!r}; use ISO 8601 "
+        "(2024-01-31 or 2024-01-31T13:00:00+01:00) throughout, or pick another --time-col"
+    )
+
+
+def _parse_integers(col: pl.Series) -> pl.Series:
+    low, high = col.min(), col.max()
+    if low > EPOCH_SECONDS_MIN:
+        return (col.cast(pl.Int64) * 1_000_000).cast(pl.Datetime("us", "UTC"))
+    if 19_000_101 <= low and high <= 21_001_231:
+        dates = col.cast(pl.String).str.to_date("%Y%m%d", strict=False)
+        if dates.null_count() == 0:
+            return dates.cast(pl.Datetime("us"))
+    return col.cast(pl.Int64)
+
+
+def _parse_strings(text: pl.Series) -> pl.Series | None:
+    """The parsed datetimes (null where a value does not parse), or None when no format fits."""
+    if text.str.contains(r"^\d{4}-\d{2}$").all():  # "2024-01": monthly data
+        return (text + "-01").str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
+    try:
+        return text.str.to_datetime(strict=False, time_unit="us")
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _drop_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """Keep the last row of each repeated timestamp in a series: it is taken as a correction."""
+    # The sort kept the source order among equal keys, so "followed by the same key" = superseded.
+    superseded = (pl.col("series_id") == pl.col("series_id").shift(-1)) & (
+        pl.col("timestamp") == pl.col("timestamp").shift(-1)
+    )
+    kept = frame.filter(~superseded.fill_null(False))
+    dropped = frame.height - kept.height
+    if not dropped:
+        return frame, []
+    first = frame.filter(superseded.fill_null(False)).row(0, named=True)
+    note = (
+        f"{dropped} rows repeated a timestamp of their series (e.g. {first['series_id']!r} at "
+        f"{first['timestamp']}); the last row of each was kept"
+    )
+    return kept, [note]
+
+
+def infer_freq(timestamps: pl.Series | Sequence[datetime] | Sequence[int]) -> str:
+    """The step of one series' timestamps: the most common positive difference, named as a polars
+    duration ("15m", "1h", "1d", "1mo") or "Ni" for integers.
+
+    >>> infer_freq([datetime(2024, 1, 1), datetime(2024, 2, 1), datetime(2024, 3, 1)])
+    '1mo'
+    """
+    ts = pl.Series("timestamp", timestamps)
+    if ts.dtype == pl.Date:
+        ts = ts.cast(pl.Datetime("us"))
+    frame = pl.DataFrame({"series_id": [""] * ts.len()}).with_columns(ts.sort())
+    return _dataset_freq(frame, "the timestamps")
+
+
+def _dataset_freq(frame: pl.DataFrame, where: str) -> str:
+    """The step every series shares: each series' most common step, which must agree."""
+    is_index = frame["timestamp"].dtype == pl.Int64
+    same_series = pl.col("series_id") == pl.col("series_id").shift(1)
+    diff = pl.col("timestamp").diff()
+    step = diff if is_index else diff.dt.total_microseconds()
+    steps = frame.select("series_id", pl.when(same_series).then(step).alias("step"))
+    steps = steps.filter(pl.col("step") > 0)
+    if steps.height == 0:
+        if is_index:
+            return "1i"
         raise DataError(
-            f"{name}: mixed frequencies: series {sid!r} steps by {_freq(step, is_index)} but most series "
-            f"by {_freq(overall, is_index)}; resample the data to one frequency first"
+            f"{where}: cannot infer the frequency from a single timestamp per series; "
+            "give at least two timestamps in a series"
         )
-    if monthly:
-        return "1mo", 0
-    return _freq(overall, is_index), int(overall)
+    modes = steps.group_by("series_id").agg(pl.col("step").mode().min())
+    modes = _name_steps(frame, modes, is_index)
+    ranked = modes.group_by("freq").agg(pl.len(), pl.col("step").min())
+    overall = ranked.sort("len", "step", descending=[True, False])["freq"][0]
+    odd = modes.filter(pl.col("freq") != overall).sort("series_id")
+    if odd.height:
+        sid, _, freq = odd.row(0)
+        raise DataError(
+            f"{where}: mixed frequencies: series {sid!r} steps by {freq} but most series by "
+            f"{overall}; resample the data to one frequency, or read those series separately"
+        )
+    return overall
 
 
-def _freq(step: int, is_index: bool) -> str:
+def _name_steps(frame: pl.DataFrame, modes: pl.DataFrame, is_index: bool) -> pl.DataFrame:
+    """Add each series' frequency name; calendar steps need timestamps on one day of the month."""
+    names = {s: _step_name(s, is_index) for s in modes["step"].unique().to_list()}
+    modes = modes.with_columns(pl.col("step").replace_strict(names).alias("freq"))
+    calendar = [name for name, _, _ in _CALENDAR]
+    if is_index or not modes["freq"].is_in(calendar).any():
+        return modes
+    ts = pl.col("timestamp")
+    # Monthly data sits on one day of the month (or on month ends); four-weekly data drifts.
+    aligned = frame.group_by("series_id").agg(
+        ((ts.dt.day().n_unique() == 1) | (ts == ts.dt.month_end()).all()).alias("aligned")
+    )
+    modes = modes.join(aligned, on="series_id")
+    fixed = pl.col("step").replace_strict({s: _fixed_name(s) for s in names})
+    freq = pl.when(pl.col("freq").is_in(calendar) & ~pl.col("aligned")).then(fixed)
+    return modes.select("series_id", "step", freq.otherwise("freq").alias("freq"))
+
+
+def _step_name(step: int, is_index: bool) -> str:
     if is_index:
         return f"{step}i"
+    for name, low, high in _CALENDAR:
+        if low * _DAY_US <= step <= high * _DAY_US:
+            return name
+    return _fixed_name(step)
+
+
+def _fixed_name(step: int) -> str:
     for unit, size in _UNITS:
         if step % size == 0:
             return f"{step // size}{unit}"
     return f"{step}us"
 
 
-def _fill_gaps(frame: pl.DataFrame, freq: str, step: int, covariates: tuple[str, ...], max_gap: int):
+def _fill_gaps(
+    frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], max_gap: int, where: str
+) -> tuple[pl.DataFrame, list[str]]:
     """Put every series on its regular grid and interpolate what is missing (see the module doc)."""
-    bounds = frame.group_by("series_id", maintain_order=True).agg(
-        pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi")
+    ts = pl.col("timestamp")
+    observed = frame.filter(pl.col("value").is_not_null())
+    bounds = observed.group_by("series_id", maintain_order=True).agg(
+        ts.min().alias("lo"), ts.max().alias("hi")
     )
-    if freq.endswith("i"):
-        grid = pl.int_ranges("lo", pl.col("hi") + 1, step)
+    if bounds.height < frame["series_id"].n_unique():
+        empty = frame.join(bounds, on="series_id", how="anti")["series_id"][0]
+        raise DataError(f"{where}: series {empty!r} has no values; drop it or fix its data")
+    count, unit = _split(freq)
+    if unit == "i":
+        grid = pl.int_ranges("lo", pl.col("hi") + 1, count, dtype=pl.Int64)
     else:
         grid = pl.datetime_ranges("lo", "hi", interval=freq)
     full = bounds.select("series_id", grid.alias("timestamp")).explode("timestamp")
-    if full["timestamp"].dtype != frame["timestamp"].dtype:
-        full = full.with_columns(pl.col("timestamp").cast(frame["timestamp"].dtype))
-    merged = full.join(frame, on=["series_id", "timestamp"], how="left", maintain_order="left")
-    notes = []
-    missing = merged["value"].null_count()
-    if missing:
-        runs = (
-            merged.with_columns(pl.col("value").is_null().alias("gap"))
-            .with_columns(
-                (pl.col("gap") != pl.col("gap").shift(1))
-                .fill_null(True)
-                .cum_sum()
-                .over("series_id")
-                .alias("run")
-            )
-            .filter(pl.col("gap"))
-            .group_by("series_id", "run", maintain_order=True)
-            .agg(pl.col("timestamp").first().alias("start"), pl.len().alias("steps"))
+    on = ["series_id", "timestamp"]
+    merged = full.join(frame, on=on, how="left", maintain_order="left")
+    if merged["value"].count() < observed.height:
+        off = observed.join(full, on=on, how="anti").row(0, named=True)
+        raise DataError(
+            f"{where}: irregular timestamps: series {off['series_id']!r} has {off['timestamp']}, "
+            f"which is off its {freq} grid; resample the data to a regular frequency first"
         )
-        notes.append(
-            f"filled {missing} missing values by linear interpolation in {runs['series_id'].n_unique()} series"
-        )
-        for sid, _, start, steps in runs.filter(pl.col("steps") > max_gap).iter_rows():
-            notes.append(
-                f"long gap in series {sid!r}: {steps} steps from {start} were interpolated; check the source"
-            )
+    notes = _gap_notes(merged, max_gap)
     merged = merged.with_columns(
-        pl.col("value").interpolate().forward_fill().backward_fill().over("series_id"),
+        # Every series starts and ends with an observed value, so nothing leaks across series.
+        pl.col("value").interpolate(),
         *(pl.col(c).forward_fill().backward_fill().over("series_id") for c in covariates),
     )
+    for cov in covariates:
+        if merged[cov].null_count():
+            sid = merged.filter(pl.col(cov).is_null())["series_id"][0]
+            raise DataError(f"{where}: covariate {cov!r} has no values in series {sid!r}")
     return merged, notes
 
 
+def _gap_notes(merged: pl.DataFrame, max_gap: int) -> list[str]:
+    missing = merged["value"].null_count()
+    if not missing:
+        return []
+    gap = pl.col("value").is_null()
+    runs = (
+        merged.select("series_id", "timestamp", gap.alias("gap"), (~gap).cum_sum().alias("run"))
+        .filter("gap")
+        .group_by("run", maintain_order=True)
+        .agg(pl.col("series_id").first(), pl.col("timestamp").first(), pl.len().alias("steps"))
+    )
+    series = runs["series_id"].n_unique()
+    notes = [f"filled {missing} missing values in {series} series by linear interpolation"]
+    long = runs.filter(pl.col("steps") > max_gap)
+    for _, sid, start, steps in long.head(LISTED_GAPS).iter_rows():
+        notes.append(
+            f"long gap in series {sid!r}: {steps} steps from {start} were interpolated "
+            f"(more than max_gap={max_gap}); check the source"
+        )
+    if long.height > LISTED_GAPS:
+        notes.append(f"... and {long.height - LISTED_GAPS} more gaps longer than {max_gap} steps")
+    return notes
+
+
+def _check_lengths(frame: pl.DataFrame, min_length: int, where: str) -> None:
+    short = frame.group_by("series_id", maintain_order=True).len()
+    short = short.filter(pl.col("len") < min_length)
+    if short.height:
+        sid, n = short.row(0)
+        raise DataError(
+            f"{where}: series {sid!r} has {n} points but at least {min_length} are needed "
+            f"({short.height} series that short); give more history, drop them, or shorten the "
+            "horizon"
+        )
+
+
 def future_timestamps(last: datetime | int, freq: str, steps: int) -> list:
-    """The `steps` timestamps after `last` on the grid of `freq` (calendar months stay aligned)."""
-    if freq.endswith("i"):
-        size = int(freq[:-1])
-        return [last + size * k for k in range(1, steps + 1)]
+    """The `steps` timestamps after `last` on the grid of `freq` (months by polars `offset_by`).
+
+    >>> future_timestamps(datetime(2024, 1, 31), "1mo", 2)
+    [datetime.datetime(2024, 2, 29, 0, 0), datetime.datetime(2024, 3, 31, 0, 0)]
+    """
     count, unit = _split(freq)
+    if unit == "i":
+        return [last + count * k for k in range(1, steps + 1)]
+    if steps <= 0:
+        return []
     offsets = pl.Series([f"{count * k}{unit}" for k in range(1, steps + 1)])
     return pl.select(pl.lit(last).dt.offset_by(offsets)).to_series().to_list()
 

@@ -253,14 +253,43 @@ def info(model_path, as_json):
 @click.argument("data", required=False)
 @model_option
 @data_options
-@click.option("--horizon", type=int, help="Steps to forecast [default: the trained horizon]; longer ones roll forward.")
-@click.option("--context", type=int, metavar="N", help="Warm the state over the last N steps only [default: all].")
+@click.option(
+    "--horizon", type=int, help="Steps to forecast [default: the trained horizon]; longer ones roll forward."
+)
+@click.option(
+    "--context", type=int, metavar="N", help="Warm the state over the last N steps only [default: all]."
+)
 @click.option("--as-of", metavar="TIMESTAMP", help="Forecast from this past time (backfills, checks).")
 @click.option("--series", multiple=True, metavar="ID", help="Only this series (repeatable).")
-@click.option("-o", "--output", metavar="PATH", help="Write .csv, .parquet or .jsonl atomically instead of CSV on stdout.")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another run writing the same output.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="Write .csv, .parquet or .jsonl atomically instead of CSV on stdout.",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another run writing the same output.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
-def forecast(data, model_path, id_col, time_col, target, covariates, horizon, context, as_of, series, output, lock_timeout, quiet):
+def forecast(
+    data,
+    model_path,
+    id_col,
+    time_col,
+    target,
+    covariates,
+    horizon,
+    context,
+    as_of,
+    series,
+    output,
+    lock_timeout,
+    quiet,
+):
     """Forecast every series from a saved model; CSV on stdout unless -o.
 
     With no DATA, re-reads the data file recorded in the model, so a cron job sees the newest rows.
@@ -279,11 +308,17 @@ def forecast(data, model_path, id_col, time_col, target, covariates, horizon, co
     forecaster = streamcast.load(model_path)
     series_data = _read_for_model(forecaster, data, id_col, time_col, target, covariates)
     if horizon and horizon > forecaster.horizon and not quiet:
-        _warn(f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades")
-    table = run_forecast(forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series)
+        _warn(
+            f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades"
+        )
+    table = run_forecast(
+        forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series
+    )
     new = table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
     if new and not quiet:
-        _warn(f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column")
+        _warn(
+            f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column"
+        )
     if output:
         with output_lock(output, lock_timeout):
             write_frame(table, output)
@@ -315,18 +350,58 @@ def _read_for_model(forecaster, data, id_col, time_col, target, covariates):
 @main.command(context_settings=CONTEXT)
 @model_option
 @data_options
-@click.option("--format", "input_format", type=click.Choice(["csv", "jsonl"]), help="Input lines [default: detected from the first line].")
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Input lines [default: detected from the first line].",
+)
 @click.option("--output-format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--every", type=int, default=1, show_default=True, help="Emit every Nth forecast of each series.")
-@click.option("--warmup", "warmup_data", metavar="DATA", help="Pre-warm series states from this history file.")
-@click.option("--warmup-ticks", type=int, help="Ticks a new series scales itself over [default: two seasons].")
-@click.option("--state", "state_path", metavar="FILE", help="Checkpoint every series' state here, and resume from it.")
-@click.option("--checkpoint-every", type=int, default=10_000, show_default=True, help="Lines between checkpoints.")
-@click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True, help="Seconds between checkpoints.")
-@click.option("--max-gap", type=int, default=24, show_default=True, help="Longest gap (periods) filled; longer resets the series.")
+@click.option(
+    "--every", type=int, default=1, show_default=True, help="Emit every Nth forecast of each series."
+)
+@click.option(
+    "--warmup", "warmup_data", metavar="DATA", help="Pre-warm series states from this history file."
+)
+@click.option(
+    "--warmup-ticks", type=int, help="Ticks a new series scales itself over [default: two seasons]."
+)
+@click.option(
+    "--state", "state_path", metavar="FILE", help="Checkpoint every series' state here, and resume from it."
+)
+@click.option(
+    "--checkpoint-every", type=int, default=10_000, show_default=True, help="Lines between checkpoints."
+)
+@click.option(
+    "--checkpoint-seconds", type=float, default=30.0, show_default=True, help="Seconds between checkpoints."
+)
+@click.option(
+    "--max-gap",
+    type=int,
+    default=24,
+    show_default=True,
+    help="Longest gap (periods) filled; longer resets the series.",
+)
 @click.option("--strict", is_flag=True, help="Stop with an error at the first bad line.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
-def stream(model_path, id_col, time_col, target, covariates, input_format, output_format, every, warmup_data, warmup_ticks, state_path, checkpoint_every, checkpoint_seconds, max_gap, strict, quiet):
+def stream(
+    model_path,
+    id_col,
+    time_col,
+    target,
+    covariates,
+    input_format,
+    output_format,
+    every,
+    warmup_data,
+    warmup_ticks,
+    state_path,
+    checkpoint_every,
+    checkpoint_seconds,
+    max_gap,
+    strict,
+    quiet,
+):
     """Rolling forecasts: one line out for every observation on stdin, flushed at once.
 
     \b
@@ -345,9 +420,23 @@ def stream(model_path, id_col, time_col, target, covariates, input_format, outpu
         from dataclasses import replace
 
         cols = forecaster.columns
-        forecaster.columns = replace(cols, id=id_col or cols.id, time=time_col or cols.time, target=target or cols.target)
-    options = StreamOptions(input_format, output_format, every, state_path, checkpoint_every, checkpoint_seconds, max_gap, warmup_ticks, strict)
-    session = StreamSession(forecaster, options, warn=(lambda m: None) if quiet else lambda m: click.echo(m, err=True))
+        forecaster.columns = replace(
+            cols, id=id_col or cols.id, time=time_col or cols.time, target=target or cols.target
+        )
+    options = StreamOptions(
+        input_format,
+        output_format,
+        every,
+        state_path,
+        checkpoint_every,
+        checkpoint_seconds,
+        max_gap,
+        warmup_ticks,
+        strict,
+    )
+    session = StreamSession(
+        forecaster, options, warn=(lambda m: None) if quiet else lambda m: click.echo(m, err=True)
+    )
     if warmup_data:
         warmed = session.prewarm(_read_for_model(forecaster, warmup_data, None, None, None, ()))
         click.echo(f"warmed {warmed} series from {warmup_data}", err=True)

@@ -28,14 +28,20 @@ def quantile_column(q: float) -> str:
 
 
 def select_history(
-    data: SeriesFrame, *, series: Sequence[str] = (), as_of: str | datetime | int | None = None, context: int | None = None
+    data: SeriesFrame,
+    *,
+    series: Sequence[str] = (),
+    as_of: str | datetime | int | None = None,
+    context: int | None = None,
 ) -> pl.DataFrame:
     """The rows a forecast starts from: chosen series, up to `as_of`, the last `context` steps."""
     frame = data.frame
     if series:
         missing = sorted(set(series) - set(frame["series_id"].unique().to_list()))
         if missing:
-            raise DataError(f"series {missing[0]!r} is not in {data.source}; check --series (ids are case-sensitive)")
+            raise DataError(
+                f"series {missing[0]!r} is not in {data.source}; check --series (ids are case-sensitive)"
+            )
         frame = frame.filter(pl.col("series_id").is_in(list(series)))
     if as_of is not None:
         cutoff = parse_as_of(as_of, frame["timestamp"].dtype)
@@ -59,7 +65,9 @@ def parse_as_of(value: str | datetime | int, dtype: pl.DataType):
     try:
         parsed = pl.Series([value]).cast(pl.String).str.to_datetime(time_unit="us", strict=True)
     except pl.exceptions.PolarsError:
-        raise UsageError(f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2024-03-01T12:00") from None
+        raise UsageError(
+            f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2024-03-01T12:00"
+        ) from None
     zone = getattr(dtype, "time_zone", None)
     if zone is not None:
         parsed = parsed.dt.replace_time_zone(zone)
@@ -94,7 +102,14 @@ def forecast(
     return _table(forecaster, inputs.series_ids, origins, values, horizon)
 
 
-def _roll_forward(forecaster: Forecaster, outputs: torch.Tensor, state: State, origins: pl.Series, last: torch.Tensor, horizon: int) -> torch.Tensor:
+def _roll_forward(
+    forecaster: Forecaster,
+    outputs: torch.Tensor,
+    state: State,
+    origins: pl.Series,
+    last: torch.Tensor,
+    horizon: int,
+) -> torch.Tensor:
     """Feed the model its own point forecasts until `horizon` steps are covered.
 
     Calendar features advance with the future timestamps; covariates, unknown in the future, hold
@@ -119,9 +134,11 @@ def _roll_forward(forecaster: Forecaster, outputs: torch.Tensor, state: State, o
 
 def future_timestamps(origins: pl.Series, freq: str, first_step: int, steps: int) -> pl.Series:
     """For each origin, the timestamps `first_step` .. `first_step + steps - 1` steps after it."""
-    frame = pl.DataFrame({"origin": origins}).with_columns(
-        pl.int_ranges(first_step, first_step + steps).alias("step")
-    ).explode("step")
+    frame = (
+        pl.DataFrame({"origin": origins})
+        .with_columns(pl.int_ranges(first_step, first_step + steps).alias("step"))
+        .explode("step")
+    )
     return frame.select(_offset(pl.col("origin"), pl.col("step"), freq)).to_series()
 
 
@@ -133,7 +150,9 @@ def _offset(origin: pl.Expr, step: pl.Expr, freq: str) -> pl.Expr:
     return origin.dt.offset_by(pl.format("{}" + unit, step * count))
 
 
-def _table(forecaster: Forecaster, ids: list[str], origins: pl.Series, values: np.ndarray, horizon: int) -> pl.DataFrame:
+def _table(
+    forecaster: Forecaster, ids: list[str], origins: pl.Series, values: np.ndarray, horizon: int
+) -> pl.DataFrame:
     n = len(ids)
     base = pl.DataFrame(
         {

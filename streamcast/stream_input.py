@@ -37,7 +37,14 @@ class LineParser:
     then to the usual names (id/series_id/…, timestamp/time/ds/…, value/y/target).
     """
 
-    def __init__(self, columns: Columns, covariates: tuple[str, ...], default_id: str, indexed: bool, fmt: str | None = None):
+    def __init__(
+        self,
+        columns: Columns,
+        covariates: tuple[str, ...],
+        default_id: str,
+        indexed: bool,
+        fmt: str | None = None,
+    ):
         self.columns = columns
         self.covariates = covariates
         self.default_id = default_id
@@ -102,7 +109,13 @@ class LineParser:
             sid, ts, value = fields
         else:
             raise BadLine(f"expected value, time,value or id,time,value; got {len(fields)} fields")
-        return Tick(line_no, sid, self._time(ts), _number(value, "value"), tuple(_number(c, "covariate") for c in covs))
+        return Tick(
+            line_no,
+            sid,
+            self._time(ts),
+            _number(value, "value"),
+            tuple(_number(c, "covariate") for c in covs),
+        )
 
     def _from_json(self, line_no: int, text: str) -> Tick:
         try:

@@ -42,7 +42,9 @@ def format_jsonl(batch: list[TickForecast], forecaster: Forecaster) -> str:
     horizon, freq = values.shape[1], forecaster.freq
     indexed = freq.endswith("i")
     origin = pl.col("origin")
-    targets = pl.concat_list([_text(_offset(origin, pl.lit(k), freq), indexed) for k in range(1, horizon + 1)])
+    targets = pl.concat_list(
+        [_text(_offset(origin, pl.lit(k), freq), indexed) for k in range(1, horizon + 1)]
+    )
     columns = [
         pl.col("series_id"),
         _text(origin, indexed).alias("timestamp"),
@@ -65,7 +67,17 @@ def format_csv(batch: list[TickForecast], forecaster: Forecaster, header: bool) 
     long = long.with_columns(pl.Series("step", np.tile(np.arange(1, horizon + 1), n), dtype=pl.Int32))
     long = long.with_columns(_offset(pl.col("origin"), pl.col("step"), forecaster.freq).alias("timestamp"))
     extra = [pl.Series("forecast", values[..., forecaster.point_index].reshape(-1))]
-    extra += [pl.Series(quantile_column(q), values[..., i].reshape(-1)) for i, q in enumerate(forecaster.quantiles)]
+    extra += [
+        pl.Series(quantile_column(q), values[..., i].reshape(-1)) for i, q in enumerate(forecaster.quantiles)
+    ]
     long = long.with_columns(extra)
-    order = ["series_id", "origin", "timestamp", "step", "forecast", *map(quantile_column, forecaster.quantiles), "warming_up"]
+    order = [
+        "series_id",
+        "origin",
+        "timestamp",
+        "step",
+        "forecast",
+        *map(quantile_column, forecaster.quantiles),
+        "warming_up",
+    ]
     return long.select(order).write_csv(include_header=header, datetime_format=ISO)

@@ -47,7 +47,9 @@ class StrictStop(DataError):
     """--strict: the first bad line ends the stream."""
 
 
-def read_batches(stream: IO[bytes], max_lines: int = 8192, stop: Callable[[], bool] = lambda: False) -> Iterator[list[str]]:
+def read_batches(
+    stream: IO[bytes], max_lines: int = 8192, stop: Callable[[], bool] = lambda: False
+) -> Iterator[list[str]]:
     """Lines in micro-batches: what is already waiting, never waiting for a batch to fill."""
     try:
         fd = stream.fileno()
@@ -89,10 +91,18 @@ class StreamSession:
         state = StreamState()
         if options.state_path and Path(options.state_path).exists():
             state = load_state(options.state_path, self.fingerprint)
-        self.streamer = Streamer(forecaster, state, warmup=options.warmup, max_gap=options.max_gap, report=self._report)
+        self.streamer = Streamer(
+            forecaster, state, warmup=options.warmup, max_gap=options.max_gap, report=self._report
+        )
         known = list(forecaster.scaler.loc)
         default_id = known[0] if len(known) == 1 else forecaster.columns.target
-        self.parser = LineParser(forecaster.columns, forecaster.spec.covariates, default_id, forecaster.freq.endswith("i"), options.input_format)
+        self.parser = LineParser(
+            forecaster.columns,
+            forecaster.spec.covariates,
+            default_id,
+            forecaster.freq.endswith("i"),
+            options.input_format,
+        )
         self.line = 0  # line numbers in messages refer to this run's input
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
@@ -116,12 +126,21 @@ class StreamSession:
         """Warm the states of the series in `history` (no output), as `forecast` does."""
         inputs = self.forecaster.inputs(history.frame)
         ends = inputs.offsets[1:] - 1
-        _, final = run_series(self.forecaster.net, inputs.inputs, inputs.offsets, [np.array([], dtype=np.int64)] * len(ends))
+        _, final = run_series(
+            self.forecaster.net, inputs.inputs, inputs.offsets, [np.array([], dtype=np.int64)] * len(ends)
+        )
         times = history.frame["timestamp"].gather(ends).to_list()
         values = history.frame["value"].gather(ends).to_list()
         for i, sid in enumerate(inputs.series_ids):
             hidden = tuple(t[i : i + 1] for t in final)
-            self.state.series[sid] = SeriesState(hidden, float(inputs.loc[i]), float(inputs.scale[i]), times[i], values[i], int(inputs.lengths()[i]))
+            self.state.series[sid] = SeriesState(
+                hidden,
+                float(inputs.loc[i]),
+                float(inputs.scale[i]),
+                times[i],
+                values[i],
+                int(inputs.lengths()[i]),
+            )
         return len(inputs.series_ids)
 
     def feed(self, lines: list[str]) -> str:
@@ -156,7 +175,8 @@ class StreamSession:
     def checkpoint_due(self) -> bool:
         o = self.options
         return bool(o.state_path) and (
-            self.since_checkpoint >= o.checkpoint_every or time.monotonic() - self.last_checkpoint >= o.checkpoint_seconds
+            self.since_checkpoint >= o.checkpoint_every
+            or time.monotonic() - self.last_checkpoint >= o.checkpoint_seconds
         )
 
     def checkpoint(self) -> None:

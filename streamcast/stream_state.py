@@ -58,11 +58,15 @@ def load_state(path: str | Path, fingerprint: str) -> StreamState:
         tensors = load_bytes(raw)
         meta = json.loads(_metadata(raw))
     except (ValueError, KeyError, safetensors.SafetensorError):
-        raise ModelFileError(f"{path}: not a streamcast state file (damaged?); move it away to start fresh") from None
+        raise ModelFileError(
+            f"{path}: not a streamcast state file (damaged?); move it away to start fresh"
+        ) from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a streamcast state file; move it away to start fresh")
     if meta["model"] != fingerprint:
-        raise ModelFileError(f"{path}: this state was written for another model; use that model or another --state file")
+        raise ModelFileError(
+            f"{path}: this state was written for another model; use that model or another --state file"
+        )
     hidden = [tensors[f"hidden.{i}"] for i in range(len(tensors))]
     state = StreamState(lines=meta["lines"])
     for i, record in enumerate(meta["series"]):
@@ -87,4 +91,3 @@ def _time_out(value):
 
 def _time_in(value):
     return datetime.fromisoformat(value) if isinstance(value, str) else value
-

@@ -87,7 +87,15 @@ Report = Callable[[int, str], None]
 class Streamer:
     """Turns micro-batches of Ticks into forecasts, carrying every series' state between them."""
 
-    def __init__(self, forecaster: Forecaster, state: StreamState | None = None, *, warmup: int | None = None, max_gap: int = 24, report: Report | None = None):
+    def __init__(
+        self,
+        forecaster: Forecaster,
+        state: StreamState | None = None,
+        *,
+        warmup: int | None = None,
+        max_gap: int = 24,
+        report: Report | None = None,
+    ):
         self.forecaster = forecaster
         self.state = state or StreamState()
         self.warmup = warmup if warmup is not None else 2 * season_length(forecaster.freq)
@@ -146,32 +154,47 @@ class Streamer:
                 timestamp = self._next(s.last_time)
                 if timestamp is None:
                     self.counts.skipped += 1
-                    self.report(tick.line, f"a bare value cannot start series {sid!r}: send time,value; line skipped")
+                    self.report(
+                        tick.line, f"a bare value cannot start series {sid!r}: send time,value; line skipped"
+                    )
                     continue
             steps = []
             if s.last_time is not None:
                 k = self._steps_between(s.last_time, timestamp)
                 if k <= 0:
                     self.counts.skipped += 1
-                    self.report(tick.line, f"timestamp {timestamp} is not after the series' last one ({s.last_time}); line skipped")
+                    self.report(
+                        tick.line,
+                        f"timestamp {timestamp} is not after the series' last one ({s.last_time}); line skipped",
+                    )
                     continue
                 if abs(k - round(k)) > 1e-6:
                     self.counts.skipped += 1
-                    self.report(tick.line, f"timestamp {timestamp} is off the {self.forecaster.freq} grid of series {sid!r}; line skipped")
+                    self.report(
+                        tick.line,
+                        f"timestamp {timestamp} is off the {self.forecaster.freq} grid of series {sid!r}; line skipped",
+                    )
                     continue
                 k = int(round(k))
                 if k > self.max_gap + 1:
                     if sid in plan:  # run what came before the gap with the old state first
                         return plan, ticks[n:]
                     self.counts.reset += 1
-                    self.report(tick.line, f"gap of {k - 1} steps in series {sid!r} is longer than --max-gap {self.max_gap}; its state was reset")
+                    self.report(
+                        tick.line,
+                        f"gap of {k - 1} steps in series {sid!r} is longer than --max-gap {self.max_gap}; its state was reset",
+                    )
                     s = self.state.series[sid] = self._new_series(sid)
                 elif k > 1:
                     self.counts.filled += k - 1
-                    self.report(tick.line, f"gap of {k - 1} steps in series {sid!r} filled by linear interpolation")
+                    self.report(
+                        tick.line, f"gap of {k - 1} steps in series {sid!r} filled by linear interpolation"
+                    )
                     for j in range(1, k):
                         filled_value = s.last_value + (tick.value - s.last_value) * j / k
-                        steps.append((None, self._advance_time(s.last_time, j), filled_value, tick.covariates))
+                        steps.append(
+                            (None, self._advance_time(s.last_time, j), filled_value, tick.covariates)
+                        )
             steps.append((tick, timestamp, tick.value, tick.covariates))
             for _, ts, value, _ in steps:
                 if s.warming:
@@ -211,7 +234,9 @@ class Streamer:
         rows, offsets, positions = [], [0], []
         for sid in ids:
             steps = plan[sid]
-            positions.append(np.array([i for i, step in enumerate(steps) if step[0] is not None], dtype=np.int64))
+            positions.append(
+                np.array([i for i, step in enumerate(steps) if step[0] is not None], dtype=np.int64)
+            )
             rows.extend(steps)
             offsets.append(len(rows))
         times = pl.Series([r[1] for r in rows])
@@ -224,17 +249,23 @@ class Streamer:
             parts.append((cov - np.array(spec.covariate_loc)) / np.array(spec.covariate_scale))
         inputs = np.concatenate(parts, axis=1).astype(np.float32)
         initial = concat_states([self.state.series[sid].hidden for sid in ids])
-        outputs, final = run_series(self.forecaster.net, inputs, np.asarray(offsets), positions, initial=initial)
+        outputs, final = run_series(
+            self.forecaster.net, inputs, np.asarray(offsets), positions, initial=initial
+        )
         for i, sid in enumerate(ids):
             self.state.series[sid].hidden = select_state(final, slice(i, i + 1))
         out_rows = [plan[sid][p] for sid, pos in zip(ids, positions, strict=True) for p in pos.tolist()]
         loc = np.array([r[4] for r in out_rows])
         scale = np.array([r[5] for r in out_rows])
         values = self.forecaster.point_and_quantiles(outputs, loc, scale)
-        return [TickForecast(r[0].line, r[0].series_id, r[1], values[i], r[6]) for i, r in enumerate(out_rows)]
+        return [
+            TickForecast(r[0].line, r[0].series_id, r[1], values[i], r[6]) for i, r in enumerate(out_rows)
+        ]
 
 
-def stream(forecaster: Forecaster, batches: Iterable[list[Tick]], state: StreamState | None = None, **options) -> Iterator[TickForecast]:
+def stream(
+    forecaster: Forecaster, batches: Iterable[list[Tick]], state: StreamState | None = None, **options
+) -> Iterator[TickForecast]:
     """For each observation: advance its series' state and yield the forecast made there.
 
     >>> for f in stream(load("model.streamcast"), [[Tick(1, "a", datetime(2024, 1, 1), 3.0)]]):  # doctest: +SKIP
@@ -253,4 +284,3 @@ def hidden_tensors(state: StreamState) -> tuple[list[str], State]:
 
 def restore_hidden(ids: list[str], hidden: State) -> list[State]:
     return [tuple(t[i : i + 1].clone() for t in hidden) for i in range(len(ids))]
-

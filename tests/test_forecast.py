@@ -180,7 +180,10 @@ def test_an_overlapping_run_gives_up_with_exit_75(workdir):
 def test_a_longer_horizon_warns_once_on_stderr(workdir):
     result = run(["forecast", "--horizon", "9"])
     assert result.exit_code == 0
-    assert result.stderr == "warning: --horizon 9 is longer than the trained 6: later steps are fed the model's own forecasts, and accuracy degrades\n"
+    assert (
+        result.stderr
+        == "warning: --horizon 9 is longer than the trained 6: later steps are fed the model's own forecasts, and accuracy degrades\n"
+    )
     assert run(["forecast", "--horizon", "9", "-q"]).stderr == ""
 
 
@@ -190,7 +193,11 @@ def test_a_longer_horizon_warns_once_on_stderr(workdir):
         (["-m", "missing.streamcast"], 1, "Error: model file 'missing.streamcast' not found\n"),
         (["--series", "nope"], 1, "Error: series 'nope' is not in"),
         (["--as-of", "soon"], 2, "Error: --as-of 'soon' is not a timestamp"),
-        (["-o", "out.xlsx"], 2, "Error: cannot write 'out.xlsx': the output file must end in .csv, .parquet, .jsonl"),
+        (
+            ["-o", "out.xlsx"],
+            2,
+            "Error: cannot write 'out.xlsx': the output file must end in .csv, .parquet, .jsonl",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_with_an_exit_code(workdir, args, code, message):

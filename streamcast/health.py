@@ -44,15 +44,16 @@ class GradientHealth:
 
 
 def reach_profile(net, x: torch.Tensor) -> np.ndarray:
-    """|d output at the last step / d input k steps back|, relative to k = 0, for k = 0..T-1.
+    """|d hidden state at the last step / d input k steps back|, relative to k = 0, for k = 0..T-1.
 
-    Measured on the raw network from a zero state, so it shows what one chunk of BPTT can learn.
+    Measured through the recurrent memory only (the AR highway's direct path to recent inputs would
+    hide vanishing), from a zero state, so it shows what one chunk of BPTT can learn.
     """
     was_training = net.training
     net.eval()
     x = x.detach().clone().requires_grad_(True)
-    y, _ = net(x, net.init_state(x.shape[0]))
-    y[:, -1].sum().backward()
+    features, _ = net.encode(x, net.init_state(x.shape[0]))
+    features[:, -1, : net.config.hidden_size].sum().backward()
     net.zero_grad(set_to_none=True)
     net.train(was_training)
     per_step = x.grad.norm(dim=-1).mean(dim=0).flip(0).double().numpy()  # (T,) k = 0 is the last step

@@ -128,3 +128,12 @@ def test_validation_loss_is_finite_and_recorded(tiny_model):
     best = tiny_model.info["history"][tiny_model.info["best_epoch"] - 1]
     assert math.isfinite(best["val_loss"])
     assert tiny_model.info["val_size"] == TINY.horizon
+
+
+def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
+    data = read_series(hourly_frame(series=4, length=600))
+    reach = {}
+    for cell in ("rnn", "lstm", "gru"):
+        model = fit(data, FitConfig(cell=cell, epochs=1, bptt=96, horizon=6, hidden_size=32))
+        reach[cell] = model.info["gradient_health"]["gradient_reach"]
+    assert reach["rnn"] * 2 <= min(reach["lstm"], reach["gru"])

@@ -1,8 +1,9 @@
 """Reading speed: `read_series` on a 10-million-row long Parquet file (1,000 series x 10,000 hours).
 
-Two files: a regular one, and the same with 1% of its rows missing at random (to time the gap
-filling). Each read runs in a fresh process so that its peak RSS is its own, not the generator's;
-the RSS includes the interpreter with torch imported (the "rss before read" column).
+Three files: a sorted, regular one; the same with 1% of its rows missing at random (to time the
+gap filling); and the regular one with its rows shuffled (to time the sort). Each read runs in a fresh process so that its peak RSS is its own, not the generator's;
+the RSS includes the interpreter with torch imported (the "rss before read" column). "cpu seconds"
+(all threads) is steadier than wall seconds on a shared machine.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import numpy as np
 import polars as pl
 from common import peak_rss_mb, report
 
+CASES = (("sorted", 0.0, False), ("1% rows missing", 0.01, False), ("shuffled", 0.0, True))
 
-def write_long(path: Path, series: int, length: int, missing: float, seed: int = 0) -> int:
+
+def write_long(path: Path, series: int, length: int, missing: float, shuffle: bool, seed: int = 0) -> int:
     rng = np.random.default_rng(seed)
     start = np.datetime64("2024-01-01T00:00", "us")
     hours = np.tile(np.arange(length), series)
@@ -35,6 +38,8 @@ def write_long(path: Path, series: int, length: int, missing: float, seed: int =
         keep = rng.random(frame.height) >= missing
         keep[::length] = keep[length - 1 :: length] = True  # ends stay, so the grid is the same
         frame = frame.filter(pl.Series(keep))
+    if shuffle:
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=seed)
     frame.write_parquet(path)
     return frame.height
 
@@ -44,10 +49,11 @@ def read_once(path: str) -> None:
     from streamcast.reading import read_series
 
     before = peak_rss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     data = read_series(path)
     seconds = time.perf_counter() - started
-    out = {"seconds": seconds, "rows out": data.frame.height, "rss before read MB": before}
+    out = {"seconds": seconds, "cpu seconds": time.process_time() - cpu, "rows out": data.frame.height}
+    out["rss before read MB"] = before
     print(json.dumps({**out, "peak RSS MB": peak_rss_mb()}))
 
 
@@ -56,9 +62,9 @@ def main() -> None:
     series, length = (100, 10_000) if quick else (1_000, 10_000)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, missing in (("regular", 0.0), ("1% rows missing", 0.01)):
+        for label, missing, shuffle in CASES:
             path = Path(tmp) / f"{label.split()[0]}.parquet"
-            rows_in = write_long(path, series, length, missing)
+            rows_in = write_long(path, series, length, missing, shuffle)
             child = [sys.executable, __file__, "--read", str(path)]
             result = json.loads(subprocess.run(child, capture_output=True, check=True).stdout)
             rows.append(

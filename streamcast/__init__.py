@@ -7,23 +7,33 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
+from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
 from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
 from streamcast.forecaster import Forecaster  # noqa: E402
 from streamcast.forecasting import forecast  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
+from streamcast.streaming import Observations, StreamConfig, StreamState, stream  # noqa: E402
 from streamcast.training import FitConfig, fit  # noqa: E402
 
 __all__ = [
+    "BacktestResult",
     "DataError",
     "FitConfig",
     "Forecaster",
     "ModelFileError",
+    "Observations",
+    "StreamConfig",
+    "StreamState",
     "StreamcastError",
     "UsageError",
+    "backtest",
     "fit",
+    "fit_and_backtest",
     "forecast",
+    "holdout",
     "load",
     "read_series",
     "save",
+    "stream",
 ]

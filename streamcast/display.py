@@ -178,3 +178,69 @@ def print_info(meta: dict, path: str) -> None:
     for key, value in rows:
         table.add_row(key, value)
     Console(highlight=False).print(table)
+
+
+_METRIC_LABELS = {"mae": "MAE", "rmse": "RMSE", "smape": "sMAPE %", "mase": "MASE", "pinball": "pinball"}
+
+
+def print_backtest(result, title: str, console: Console | None = None) -> None:
+    """A backtest's tables on a terminal: overall against both baselines, per step, per series."""
+    console = console or Console(highlight=False)
+    console.print(f"[bold]{title}[/bold]")
+    console.print(
+        f"{result.series} series × {result.windows} origins, {result.stride} steps apart · "
+        f"horizon {result.horizon} · season {result.season} · {result.points:,} points per method",
+        markup=False,
+    )
+    overall = Table(title="overall", title_justify="left")
+    for col in ("metric", "model", "naive", "seasonal naive", "gain vs naive", "gain vs seasonal naive"):
+        overall.add_column(col, justify="left" if col == "metric" else "right")
+    for row in result.overall.iter_rows(named=True):
+        overall.add_row(
+            _metric_label(row["metric"], result.interval),
+            _fmt(row["model"]),
+            _fmt(row["naive"]),
+            _fmt(row["seasonal_naive"]),
+            _gain(row["gain_naive"]),
+            _gain(row["gain_seasonal_naive"]),
+        )
+    overall.caption = "gain = 1 − model / baseline: +20% is 20% less error than the baseline"
+    console.print(overall)
+    console.print(_breakdown(result.per_step, "step", "per horizon step"))
+    if result.per_series is not None:
+        console.print(_breakdown(result.per_series, "series_id", "per series"))
+
+
+def _breakdown(table, key: str, title: str) -> Table:
+    """One row per step (or series): the model's metrics, then its MASE gain over each baseline."""
+    metrics = table["metric"].unique(maintain_order=True).to_list()
+    out = Table(title=title, title_justify="left")
+    out.add_column("step" if key == "step" else "series")
+    for metric in metrics:
+        out.add_column(_METRIC_LABELS.get(metric, metric), justify="right")
+    out.add_column("MASE gain vs naive", justify="right")
+    out.add_column("vs seasonal naive", justify="right")
+    for _, rows in table.group_by(key, maintain_order=True):
+        by_metric = {r["metric"]: r for r in rows.iter_rows(named=True)}
+        mase = by_metric["mase"]
+        out.add_row(
+            str(rows[key][0]),
+            *(_fmt(by_metric[m]["model"]) for m in metrics),
+            _gain(mase["gain_naive"]),
+            _gain(mase["gain_seasonal_naive"]),
+        )
+    return out
+
+
+def _metric_label(metric: str, interval) -> str:
+    if metric == "coverage":
+        lo, hi = interval
+        return f"coverage q{lo:g}–q{hi:g} (nominal {hi - lo:.0%})"
+    return _METRIC_LABELS[metric]
+
+
+def _gain(x: float | None) -> str:
+    if x is None:
+        return "-"
+    colour = "green" if x > 0 else "red"
+    return f"[{colour}]{x:+.1%}[/{colour}]"

@@ -223,3 +223,17 @@ def build_inputs(
         parts.append(((cov - c_loc) / c_scale)[:, None])
     inputs = np.concatenate(parts, axis=1).astype(np.float32)
     return SeriesInputs(ids, offsets, inputs, frame["timestamp"], loc, scale)
+
+
+def input_rows(
+    scaled: np.ndarray, timestamps: pl.Series, covariates: np.ndarray, spec: FeatureSpec
+) -> np.ndarray:
+    """The rows `build_inputs` makes, from values already scaled (N,) and raw covariates (N, C).
+
+    For a caller whose scale changes row by row (a new series warming up in `stream`) or who cannot
+    afford a frame and a group-by per tick.
+    """
+    parts = [scaled[:, None], calendar_features(timestamps, spec.calendar)]
+    if spec.covariates:
+        parts.append((covariates - np.asarray(spec.covariate_loc)) / np.asarray(spec.covariate_scale))
+    return np.concatenate(parts, axis=1).astype(np.float32)

@@ -90,7 +90,9 @@ class RecurrentForecaster(nn.Module):
         c = self.config
         if c.cell not in ("lstm", "gru"):
             return
-        gate = slice(c.hidden_size, 2 * c.hidden_size)  # forget gate (LSTM: i,f,g,o), update gate (GRU: r,z,n)
+        gate = slice(
+            c.hidden_size, 2 * c.hidden_size
+        )  # forget gate (LSTM: i,f,g,o), update gate (GRU: r,z,n)
         with torch.no_grad():
             for name, bias in self.rnn.named_parameters():
                 if name.startswith("bias_hh"):

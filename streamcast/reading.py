@@ -44,8 +44,14 @@ EPOCH_SECONDS_MIN = 100_000_000  # integers above this in a time column are epoc
 CSV_SCHEMA_ROWS = 10_000
 LISTED_GAPS = 10  # long gaps reported one by one; the rest are counted, to keep warnings readable
 _DAY_US = 86_400_000_000
-_UNITS = (("w", 7 * _DAY_US), ("d", _DAY_US), ("h", 3_600_000_000), ("m", 60_000_000))
-_UNITS += (("s", 1_000_000), ("ms", 1_000))
+_UNITS = (
+    ("w", 7 * _DAY_US),
+    ("d", _DAY_US),
+    ("h", 3_600_000_000),
+    ("m", 60_000_000),
+    ("s", 1_000_000),
+    ("ms", 1_000),
+)
 _CALENDAR = (("1mo", 28, 31), ("3mo", 89, 92), ("6mo", 181, 184), ("1y", 365, 366))
 
 
@@ -157,7 +163,7 @@ def read_series(
     """
     where = _where(source)
     raw = read_table(source)
-    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates))
+    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
     freq = _dataset_freq(frame, where)
@@ -173,6 +179,7 @@ def _find_columns(
     time_col: str | None,
     target: str | None,
     covariates: tuple[str, ...],
+    where: str,
 ) -> tuple[Columns, tuple[str, ...]]:
     """Which source column plays which part; for a wide table, also the columns that are series."""
     cols = raw.columns
@@ -190,7 +197,7 @@ def _find_columns(
     if target_name is None:
         if len(numeric) != 1:
             found = f"numeric columns: {', '.join(numeric)}" if numeric else "no numeric column"
-            raise DataError(f"cannot tell which column to forecast ({found}); pass --target COL")
+            raise DataError(f"{where}: cannot tell which column to forecast ({found}); pass --target COL")
         target_name = numeric[0]
     return Columns(id_name, time_name, target_name, covariates), ()
 
@@ -239,13 +246,42 @@ def _canonical(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], where
     else:
         timestamp = _parse_time(frame["timestamp"], columns.time, where)
     frame = frame.with_columns(timestamp.alias("timestamp"))
-    frame = frame.select("series_id", "timestamp", "value", *covs)
-    return frame.sort("series_id", "timestamp", maintain_order=True)
+    return _sort(frame.select("series_id", "timestamp", "value", *covs))
+
+
+def _sort(frame: pl.DataFrame) -> pl.DataFrame:
+    """By series_id then timestamp, keeping the source order of repeated timestamps (the last one
+    wins); most inputs are sorted already, and checking is much cheaper than sorting."""
+    sid, ts = pl.col("series_id"), pl.col("timestamp")
+    in_order = (sid > sid.shift(1)) | ((sid == sid.shift(1)) & (ts >= ts.shift(1)))
+    if frame.select(in_order.fill_null(True).all()).item():
+        return frame
+    ids = frame["series_id"].unique().sort()
+    rank = frame["series_id"].replace_strict(ids, pl.int_range(ids.len(), eager=True))
+    order = _stable_order(rank, frame["timestamp"].to_physical(), ids.len())
+    rows = frame.drop("series_id")[order]
+    # Rebuilding the ids from their ranks is cheaper than moving 10M strings around.
+    return rows.insert_column(0, ids.gather(rank.gather(order)))
+
+
+def _stable_order(rank: pl.Series, time: pl.Series, n_ids: int) -> pl.Series:
+    """Row order by (rank, time), ties in source order. Polars sorts one integer key many times
+    faster than several, so both are packed into one where they fit in 63 bits."""
+    low, span = time.min(), time.max() - time.min() + 1
+    if span * n_ids < 2**62:
+        return _stable_argsort(rank * span + (time - low))
+    by_time = _stable_argsort(time)  # then by rank: stable sorts compose
+    return by_time.gather(_stable_argsort(rank.gather(by_time)))
+
+
+def _stable_argsort(key: pl.Series) -> pl.Series:
+    rows = pl.DataFrame({"key": key}).with_row_index("row")
+    return rows.sort("key", maintain_order=True)["row"]
 
 
 def _numeric(col: pl.Series, name: str, where: str) -> pl.Series:
     """Float64 with NaN as null; text like "NA" counts as missing, other text is an error."""
-    if col.dtype.is_numeric():
+    if col.dtype.is_numeric() or col.dtype == pl.Boolean:
         return col.cast(pl.Float64).fill_nan(None)
     if col.dtype == pl.String:
         text = col.str.strip_chars()
@@ -264,6 +300,8 @@ def _numeric(col: pl.Series, name: str, where: str) -> pl.Series:
 
 def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
     """Datetimes (zones kept), dates, ISO strings, epoch seconds, YYYYMMDD, or a step index."""
+    if col.dtype.is_float():
+        col = col.fill_nan(None)
     if col.null_count():
         raise DataError(
             f"{where}: column {name!r} has {col.null_count()} empty timestamps; fill or drop them"
@@ -340,8 +378,10 @@ def infer_freq(timestamps: pl.Series | Sequence[datetime] | Sequence[int]) -> st
     '1mo'
     """
     ts = pl.Series("timestamp", timestamps)
-    if ts.dtype == pl.Date:
-        ts = ts.cast(pl.Datetime("us"))
+    if ts.dtype.is_integer():
+        ts = ts.cast(pl.Int64)
+    elif ts.dtype == pl.Date or isinstance(ts.dtype, pl.Datetime):
+        ts = ts.cast(pl.Datetime("us", getattr(ts.dtype, "time_zone", None)))
     frame = pl.DataFrame({"series_id": [""] * ts.len()}).with_columns(ts.sort())
     return _dataset_freq(frame, "the timestamps")
 
@@ -414,27 +454,22 @@ def _fill_gaps(
 ) -> tuple[pl.DataFrame, list[str]]:
     """Put every series on its regular grid and interpolate what is missing (see the module doc)."""
     ts = pl.col("timestamp")
-    observed = frame.filter(pl.col("value").is_not_null())
-    bounds = observed.group_by("series_id", maintain_order=True).agg(
-        ts.min().alias("lo"), ts.max().alias("hi")
+    bounds = (
+        frame.filter(pl.col("value").is_not_null())
+        .group_by("series_id", maintain_order=True)
+        .agg(ts.min().alias("lo"), ts.max().alias("hi"))
     )
     if bounds.height < frame["series_id"].n_unique():
         empty = frame.join(bounds, on="series_id", how="anti")["series_id"][0]
         raise DataError(f"{where}: series {empty!r} has no values; drop it or fix its data")
     count, unit = _split(freq)
-    if unit == "i":
-        grid = pl.int_ranges("lo", pl.col("hi") + 1, count, dtype=pl.Int64)
+    zone = getattr(frame["timestamp"].dtype, "time_zone", None)
+    # Days and weeks are calendar steps in a zone with daylight saving: only there a join is needed.
+    if unit in ("i", "us", "ms", "s", "m", "h") or (unit in ("d", "w") and zone in (None, "UTC")):
+        step = count * dict(_UNITS).get(unit, 1)  # microseconds, or index units for "i"
+        merged = _place_by_offset(frame, bounds, freq, step, covariates, where)
     else:
-        grid = pl.datetime_ranges("lo", "hi", interval=freq)
-    full = bounds.select("series_id", grid.alias("timestamp")).explode("timestamp")
-    on = ["series_id", "timestamp"]
-    merged = full.join(frame, on=on, how="left", maintain_order="left")
-    if merged["value"].count() < observed.height:
-        off = observed.join(full, on=on, how="anti").row(0, named=True)
-        raise DataError(
-            f"{where}: irregular timestamps: series {off['series_id']!r} has {off['timestamp']}, "
-            f"which is off its {freq} grid; resample the data to a regular frequency first"
-        )
+        merged = _place_by_join(frame, bounds, freq, where)
     notes = _gap_notes(merged, max_gap)
     merged = merged.with_columns(
         # Every series starts and ends with an observed value, so nothing leaks across series.
@@ -446,6 +481,66 @@ def _fill_gaps(
             sid = merged.filter(pl.col(cov).is_null())["series_id"][0]
             raise DataError(f"{where}: covariate {cov!r} has no values in series {sid!r}")
     return merged, notes
+
+
+def _grid(bounds: pl.DataFrame, freq: str) -> pl.DataFrame:
+    """Every grid point of every series, from its first to its last observed value."""
+    count, unit = _split(freq)
+    if unit == "i":
+        grid = pl.int_ranges("lo", pl.col("hi") + 1, count, dtype=pl.Int64)
+    else:
+        grid = pl.datetime_ranges("lo", "hi", interval=freq)
+    return bounds.select("series_id", grid.alias("timestamp")).explode("timestamp")
+
+
+def _place_by_offset(
+    frame: pl.DataFrame,
+    bounds: pl.DataFrame,
+    freq: str,
+    step: int,
+    covariates: tuple[str, ...],
+    where: str,
+) -> pl.DataFrame:
+    """Rows scattered onto the grid by arithmetic, for steps of fixed length (no join needed)."""
+    code = frame["series_id"].rle_id()  # series number; `bounds` lists the series in that order
+    offset = frame["timestamp"] - bounds["lo"].gather(code)
+    span = bounds["hi"] - bounds["lo"]
+    if frame["timestamp"].dtype != pl.Int64:
+        offset, span = offset.dt.total_microseconds(), span.dt.total_microseconds()
+    on_grid = offset % step == 0
+    off = frame.filter(~on_grid & frame["value"].is_not_null())
+    if off.height:
+        _off_grid(off, freq, where)
+    # Rows without a value before the first or after the last observed one fall off the grid.
+    keep = on_grid & (offset >= 0) & (offset <= span.gather(code))
+    sizes = span // step + 1
+    if keep.all() and frame.height == sizes.sum():
+        return frame
+    position = ((sizes.cum_sum() - sizes).gather(code) + offset // step).filter(keep)
+    placed = frame.filter(keep)
+    full = _grid(bounds, freq)
+    empty = pl.repeat(None, full.height, dtype=pl.Float64, eager=True)
+    columns = ("value", *covariates)
+    return full.with_columns(empty.scatter(position, placed[c]).alias(c) for c in columns)
+
+
+def _place_by_join(frame: pl.DataFrame, bounds: pl.DataFrame, freq: str, where: str) -> pl.DataFrame:
+    """Rows matched to the grid by timestamp, for calendar steps (months, days across DST)."""
+    full = _grid(bounds, freq)
+    on = ["series_id", "timestamp"]
+    merged = full.join(frame, on=on, how="left", maintain_order="left")
+    observed = frame.filter(pl.col("value").is_not_null())
+    if merged["value"].count() < observed.height:
+        _off_grid(observed.join(full, on=on, how="anti"), freq, where)
+    return merged
+
+
+def _off_grid(rows: pl.DataFrame, freq: str, where: str) -> None:
+    sid, ts = rows["series_id"][0], rows["timestamp"][0]
+    raise DataError(
+        f"{where}: irregular timestamps: series {sid!r} has {ts}, which is off its {freq} grid "
+        f"({rows.height} such rows); resample the data to a regular frequency first"
+    )
 
 
 def _gap_notes(merged: pl.DataFrame, max_gap: int) -> list[str]:

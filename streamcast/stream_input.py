@@ -1,183 +1,556 @@
-"""Parse live observations from stdin lines: CSV (with or without a header) or JSON lines.
+"""Lines on stdin to observations: read as they arrive, parsed with as little Python as possible.
 
-Parsing is per line and cheap (the bulk regime needs tens of thousands of lines a second); a line
-that cannot be used raises BadLine with the reason, and the stream reports it and goes on.
+Formats, detected from the first line that parses (or forced with `--format`):
+- JSON lines: one object per line; keys as in `fit` (`--id-col`, `--time-col`, `--target`, else the
+  model's column names, else the usual names such as `series_id`, `timestamp`, `value`).
+- CSV with a header: a first line naming the target column (or any known column name).
+- CSV without a header, by the number of fields: `value`, `time,value` or `id,time,value`, each
+  followed by the model's covariates in the model's order.
+
+Per-line rules (the stream goes on; each bad line is an `Event` with its line number):
+- a line that cannot be split into the expected fields, a missing, non-numeric, NaN or infinite
+  value, a missing series id or an unreadable timestamp: the line is skipped;
+- a missing or non-numeric covariate: filled with the series' last value of it (the training mean
+  for a series without one);
+- an unknown column or key: ignored, reported once;
+- blank lines are ignored silently; a repeated CSV header line is skipped.
+
+Timestamps are read as `fit` reads them: ISO 8601 strings (`2024-01` for a month), YYYYMMDD, or epoch
+seconds; they become int64 microseconds since the epoch (UTC for timestamps with an offset and for
+epoch seconds, wall time for naive ones). For a model without a time axis (freq
+`1i`) the time column is an integer step index.
 """
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import os
+import select
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import BinaryIO
 
-from streamcast.reading import ID_NAMES, TARGET_NAMES, TIME_NAMES, Columns
+import numpy as np
 
+from streamcast.errors import UsageError
+from streamcast.forecaster import Forecaster
+from streamcast.reading import EPOCH_SECONDS_MIN, ID_NAMES, MISSING, TARGET_NAMES, TIME_NAMES, Columns
 
-class BadLine(ValueError):
-    """A line the stream skips: the message says why."""
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+FORMATS = ("csv", "jsonl")
 
 
 @dataclass(frozen=True)
-class Tick:
-    """One observation, in input order."""
+class Event:
+    """Something wrong with one input line, and what was done about it."""
 
     line: int
-    series_id: str
-    timestamp: datetime | int | None
-    value: float
-    covariates: tuple[float, ...] = ()
+    kind: str  # "skipped", "filled", "reset" or "ignored"
+    reason: str
+
+    @property
+    def message(self) -> str:
+        action = {"skipped": "skipped", "ignored": "ignored"}.get(self.kind, "")
+        return f"line {self.line}: {self.reason}" + (f"; {action}" if action else "")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Observations:
+    """A micro-batch of parsed observations in input order, column by column."""
+
+    lines: np.ndarray  # (N,) int64, 1-based input line numbers
+    series_ids: list[str]
+    values: np.ndarray  # (N,) float64, always finite
+    times: np.ndarray | None  # (N,) int64 microseconds or step index; None: the lines carry no time
+    covariates: np.ndarray  # (N, C) float64; NaN where missing (filled per series later)
+    events: list[Event] = field(default_factory=list)
+    time_zone: str | None = None  # "UTC" when the timestamps carried a UTC offset
+
+    def __len__(self) -> int:
+        return len(self.series_ids)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping], forecaster: Forecaster) -> Observations:
+        """Observations from dicts, e.g. {"series_id": "a", "timestamp": "2024-01-01 05:00", "value": 3.2}.
+
+        Keys follow the rules of JSON lines; timestamps may also be datetime objects.
+        """
+        return parser_for(forecaster, fmt="jsonl").parse_objects(list(records), first_line=1)
+
+
+def parser_for(
+    forecaster: Forecaster,
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target: str | None = None,
+    fmt: str | None = None,
+) -> LineParser:
+    """A parser for the model's columns (each overridable); lines without an id belong to the model's
+    only series, or to a series named after the target."""
+    cols = forecaster.columns
+    columns = Columns(
+        id_col or cols.id, time_col or cols.time, target or cols.target or "value", forecaster.spec.covariates
+    )
+    known = list(forecaster.scaler.loc)
+    default_id = known[0] if len(known) == 1 else columns.target
+    return LineParser(columns, forecaster.freq, default_id, fmt)
+
+
+class BadLine(Exception):
+    """A line that cannot become an observation; the message is the reason."""
 
 
 class LineParser:
-    """Turns lines into Ticks, following the model's column mapping.
+    """Turns lines into Observations; remembers the format and layout found on the first good line."""
 
-    Headerless CSV is read by position: `value`, `time,value`, `id,time,value`, then covariates in
-    the model's order. A CSV header, or JSON keys, are matched to the model's column names first,
-    then to the usual names (id/series_id/…, timestamp/time/ds/…, value/y/target).
-    """
-
-    def __init__(
-        self,
-        columns: Columns,
-        covariates: tuple[str, ...],
-        default_id: str,
-        indexed: bool,
-        fmt: str | None = None,
-    ):
+    def __init__(self, columns: Columns, freq: str, default_id: str, fmt: str | None = None) -> None:
+        if fmt is not None and fmt not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.columns = columns
-        self.covariates = covariates
+        self.covariates = tuple(columns.covariates)
+        self.index_time = freq.endswith("i")
         self.default_id = default_id
-        self.indexed = indexed
-        self.fmt = fmt
-        self.header: dict[str, int] | None = None
-        self.decided = False
+        self.format = fmt
+        # CSV field positions (id, time, value, covariates, width) or JSON keys (id, time, value),
+        # fixed by the first line that parses.
+        self.layout: tuple[int | None, int | None, int, tuple[int, ...], int] | None = None
+        self.keys: tuple[str | None, str | None, str] | None = None
+        self.has_time = True
+        self.header: str | None = None
+        self.reported: set[str] = set()
+        self.time_zone: str | None = None
+        self._time_cache: dict[str, int] = {}
 
-    def parse(self, line_no: int, text: str) -> Tick | None:
-        """A Tick, None for a header or blank line, or BadLine."""
-        text = text.strip()
-        if not text:
-            return None
-        if not self.decided:
-            self.decided = True
-            if self.fmt is None:
-                self.fmt = "jsonl" if text.startswith("{") else "csv"
-            if self.fmt == "csv" and self._looks_like_header(text):
-                names = [f.strip() for f in text.split(",")]
-                self.header = {n: i for i, n in enumerate(names)}
-                if self._pick(self.header, self.columns.target, TARGET_NAMES) is None:
-                    raise BadLine(f"header has no value column ({self.columns.target} or value/y/target)")
-                return None
-        if self.fmt == "jsonl":
-            return self._from_json(line_no, text)
-        return self._from_csv(line_no, text)
-
-    def _looks_like_header(self, text: str) -> bool:
-        first = text.split(",")[-1].strip()
-        try:
-            float(first)
-            return False
-        except ValueError:
-            return True
-
-    @staticmethod
-    def _pick(names, preferred: str | None, fallbacks) -> str | None:
-        if preferred and preferred in names:
-            return preferred
-        lower = {n.lower(): n for n in names}
-        return next((lower[f] for f in fallbacks if f in lower), None)
-
-    def _from_csv(self, line_no: int, text: str) -> Tick:
-        fields = [f.strip() for f in text.split(",")]
-        if self.header is not None:
-            if len(fields) != len(self.header):
-                raise BadLine(f"expected {len(self.header)} fields like the header, got {len(fields)}")
-            record = {name: fields[i] for name, i in self.header.items()}
-            return self._from_record(line_no, record)
-        n_cov = len(self.covariates)
-        if n_cov:
-            if len(fields) < 2 + n_cov:
-                raise BadLine(f"expected [id,]time,value and {n_cov} covariates, got {len(fields)} fields")
-            covs, fields = fields[-n_cov:], fields[:-n_cov]
+    def parse(self, lines: list[str], first_line: int) -> Observations:
+        """Parse `lines`, numbered from `first_line`; bad lines become events, never exceptions."""
+        batch = _Batch(len(self.covariates))
+        if self.format is None:
+            start = next((k for k, line in enumerate(lines) if line.strip()), None)
+            if start is None:
+                return batch.observations(self.time_zone)
+            self.format = "jsonl" if lines[start].lstrip().startswith("{") else "csv"
+        if self.format == "jsonl":
+            self._parse_json(lines, first_line, batch)
         else:
-            covs = []
-        if len(fields) == 1:
-            sid, ts, value = self.default_id, None, fields[0]
-        elif len(fields) == 2:
-            sid, (ts, value) = self.default_id, fields
-        elif len(fields) == 3:
-            sid, ts, value = fields
-        else:
-            raise BadLine(f"expected value, time,value or id,time,value; got {len(fields)} fields")
-        return Tick(
-            line_no,
+            self._parse_csv(lines, first_line, batch)
+        return batch.observations(self.time_zone)
+
+    def parse_objects(self, objects: list[Mapping], first_line: int) -> Observations:
+        batch = _Batch(len(self.covariates))
+        for k, obj in enumerate(objects):
+            self._object(obj, first_line + k, batch)
+        return batch.observations(self.time_zone)
+
+    def _parse_json(self, lines: list[str], first_line: int, batch: _Batch) -> None:
+        import json
+
+        for k, line in enumerate(lines):
+            if not line or line.isspace():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                batch.bad(first_line + k, "not valid JSON")
+                continue
+            if not isinstance(obj, dict):
+                batch.bad(first_line + k, "not a JSON object")
+                continue
+            self._object(obj, first_line + k, batch)
+
+    def _object(self, obj: Mapping, number: int, batch: _Batch) -> None:
+        if self.keys is None:
+            target = _find(obj, self.columns.target, TARGET_NAMES)
+            if target is None:
+                batch.bad(number, f"no {self.columns.target!r} key (pass --target KEY)")
+                return
+            self.keys = (
+                _find(obj, self.columns.id, ID_NAMES),
+                _find(obj, self.columns.time, TIME_NAMES),
+                target,
+            )
+            self.has_time = self.keys[1] is not None
+        id_key, time_key, target_key = self.keys
+        for key in obj:
+            if key not in self.keys and key not in self.covariates and key not in self.reported:
+                self.reported.add(key)
+                batch.events.append(Event(number, "ignored", f"unknown column {key!r}"))
+        if target_key not in obj:
+            batch.bad(number, f"no {target_key!r} key")
+            return
+        if time_key is not None and time_key not in obj:
+            batch.bad(number, f"no {time_key!r} key")
+            return
+        sid = obj.get(id_key, self.default_id) if id_key is not None else self.default_id
+        self._record(
+            number,
             sid,
-            self._time(ts),
-            _number(value, "value"),
-            tuple(_number(c, "covariate") for c in covs),
+            obj.get(time_key) if time_key else None,
+            obj[target_key],
+            [obj.get(c) for c in self.covariates],
+            batch,
         )
 
-    def _from_json(self, line_no: int, text: str) -> Tick:
-        try:
-            record = json.loads(text)
-        except ValueError:
-            raise BadLine("not valid JSON") from None
-        if not isinstance(record, dict):
-            raise BadLine("a JSON line must be an object")
-        return self._from_record(line_no, record)
+    def _parse_csv(self, lines: list[str], first_line: int, batch: _Batch) -> None:
+        for k, line in enumerate(lines):
+            if not line or line.isspace():
+                continue
+            number = first_line + k
+            parts = _split_csv(line)
+            if self.layout is None:
+                if self._try_header(parts, line, number, batch):
+                    continue
+                width = len(parts) - len(self.covariates)
+                if width not in (1, 2, 3):
+                    batch.bad(number, f"expected {_expected(self.covariates)}, got {len(parts)} fields")
+                    continue
+                before = len(batch.values)
+                self.layout = _positional(width, len(self.covariates))
+                self.has_time = self.layout[1] is not None
+                self._csv_line(parts, number, batch)
+                if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
+                    self.layout = None
+                continue
+            if self.header is not None and line.strip() == self.header:
+                batch.bad(number, "a repeated header line")
+                continue
+            self._csv_line(parts, number, batch)
 
-    def _from_record(self, line_no: int, record: dict) -> Tick:
-        target = self._pick(record, self.columns.target, TARGET_NAMES)
-        if target is None:
-            raise BadLine(f"no value field ({self.columns.target} or value/y/target)")
-        id_key = self._pick(record, self.columns.id, ID_NAMES)
-        time_key = self._pick(record, self.columns.time, TIME_NAMES)
-        covs = []
+    def _csv_line(self, parts: list[str], number: int, batch: _Batch) -> None:
+        id_at, time_at, value_at, cov_at, width = self.layout  # type: ignore[misc]
+        if len(parts) != width:
+            batch.bad(number, f"expected {width} fields, got {len(parts)}")
+            return
+        sid = parts[id_at] if id_at is not None else self.default_id
+        when = parts[time_at] if time_at is not None else None
+        self._record(number, sid, when, parts[value_at], [parts[c] for c in cov_at], batch)
+
+    def _try_header(self, parts: list[str], line: str, number: int, batch: _Batch) -> bool:
+        """A first line naming known columns is a header; one naming some but not the target is an error."""
+        c = self.columns
+        names = [p.strip() for p in parts]
+        lower = {n.lower(): i for i, n in enumerate(names)}
+        known = {x.lower() for x in (c.id, c.time, c.target, *self.covariates) if x} | set(
+            ID_NAMES + TIME_NAMES + TARGET_NAMES
+        )
+        if not known & set(lower):
+            return False
+        target_at = _pick(lower, c.target, TARGET_NAMES)
+        if target_at is None:
+            raise UsageError(
+                f"line {number} looks like a header but has no target column {c.target!r} "
+                f"(columns: {', '.join(names)}); pass --target COL"
+            )
+        cov_at = []
         for cov in self.covariates:
-            if cov not in record:
-                raise BadLine(f"missing covariate {cov!r}")
-            covs.append(_number(record[cov], "covariate"))
-        sid = str(record[id_key]) if id_key else self.default_id
-        ts = self._time(record[time_key]) if time_key else None
-        return Tick(line_no, sid, ts, _number(record[target], "value"), tuple(covs))
-
-    def _time(self, raw) -> datetime | int:
-        if raw is None or raw == "":
-            raise BadLine("missing timestamp")
-        if self.indexed:
-            try:
-                return int(raw)
-            except (TypeError, ValueError):
-                raise BadLine(f"step {raw!r} is not an integer") from None
-        if isinstance(raw, int | float) or _is_number(raw):
-            seconds = float(raw)
-            if not math.isfinite(seconds):
-                raise BadLine(f"timestamp {raw!r} is not finite")
-            return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
-        try:
-            parsed = datetime.fromisoformat(str(raw))
-        except ValueError:
-            raise BadLine(f"cannot parse timestamp {raw!r}; use ISO 8601") from None
-        if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-        return parsed
-
-
-def _is_number(text) -> bool:
-    try:
-        float(text)
+            if cov.lower() not in lower:
+                raise UsageError(
+                    f"the model uses covariate {cov!r} but the header on line {number} has no such column"
+                )
+            cov_at.append(lower[cov.lower()])
+        id_at, time_at = _pick(lower, c.id, ID_NAMES), _pick(lower, c.time, TIME_NAMES)
+        used = {id_at, time_at, target_at, *cov_at}
+        for i, name in enumerate(names):
+            if i not in used:
+                batch.events.append(Event(number, "ignored", f"unknown column {name!r}"))
+        self.layout = (id_at, time_at, target_at, tuple(cov_at), len(parts))
+        self.has_time = time_at is not None
+        self.header = line.strip()
         return True
-    except (TypeError, ValueError):
-        return False
+
+    def _record(self, number: int, sid, when, value, covs: list, batch: _Batch) -> None:
+        """Validate one observation's fields and append it; a bad field skips the whole line."""
+        try:
+            v = _number(value, "value")
+            if v is None:
+                raise BadLine("value is missing")
+            if not math.isfinite(v):
+                raise BadLine(f"value is {'NaN' if v != v else 'infinite'}")
+            sid = (
+                sid.strip()
+                if isinstance(sid, str)
+                else ("" if sid is None or isinstance(sid, (bool, dict, list)) else str(sid))
+            )
+            if not sid:
+                raise BadLine("series id is missing")
+            t = self._time(when)
+        except BadLine as exc:
+            batch.bad(number, str(exc))
+            return
+        row = []
+        for name, raw in zip(self.covariates, covs, strict=True):
+            try:
+                x = _number(raw, name)
+            except BadLine:
+                x = None
+            if x is None or not math.isfinite(x):
+                batch.events.append(
+                    Event(
+                        number,
+                        "filled",
+                        f"covariate {name!r} is missing or not a number; filled with the series' last value",
+                    )
+                )
+                x = math.nan
+            row.append(x)
+        batch.add(number, sid, t, v, row)
+
+    def _time(self, raw) -> int | None:
+        if raw is None:
+            if not self.has_time:
+                return None
+            raise BadLine("timestamp is missing")
+        if isinstance(raw, str):
+            cached = self._time_cache.get(raw)
+            if cached is not None:
+                return cached
+            parsed = self._time_text(raw)
+            if len(self._time_cache) > 4096:
+                self._time_cache.clear()
+            self._time_cache[raw] = parsed
+            return parsed
+        if isinstance(raw, datetime):
+            return self._datetime(raw)
+        if isinstance(raw, date):
+            return self._datetime(datetime(raw.year, raw.month, raw.day))
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return self._numeric_time(raw, repr(raw))
+        raise BadLine(f"timestamp {_show(raw)} is not a date")
+
+    def _time_text(self, text: str) -> int:
+        stripped = text.strip()
+        if self.index_time:
+            try:
+                return int(stripped)
+            except ValueError:
+                raise BadLine(f"time {_show(text)} is not a whole step number") from None
+        if len(stripped) == 7 and stripped[4] == "-":  # "2024-01": monthly data
+            stripped += "-01"
+        try:
+            return self._datetime(datetime.fromisoformat(stripped))
+        except ValueError:
+            pass
+        try:
+            number = float(stripped)
+        except ValueError:
+            raise BadLine(
+                f"timestamp {_show(text)} is not a date (use ISO 8601 like 2024-01-31 13:00)"
+            ) from None
+        return self._numeric_time(number, _show(text))
+
+    def _numeric_time(self, number: float, shown: str) -> int:
+        if self.index_time:
+            if number != int(number):
+                raise BadLine(f"time {shown} is not a whole step number")
+            return int(number)
+        if 19_000_101 <= number <= 21_001_231 and number == int(number):  # YYYYMMDD
+            try:
+                return self._datetime(datetime.strptime(str(int(number)), "%Y%m%d"))
+            except ValueError:
+                pass
+        if not math.isfinite(number) or number <= EPOCH_SECONDS_MIN or number > 1e11:
+            raise BadLine(f"timestamp {shown} is not a date (numbers are read as epoch seconds)")
+        self.time_zone = self.time_zone or "UTC"
+        return int(round(number * 1_000_000))
+
+    def _datetime(self, dt: datetime) -> int:
+        if self.index_time:
+            raise BadLine(
+                f"timestamp {_show(dt.isoformat())} given, but the model counts steps (its data had no time column)"
+            )
+        if dt.tzinfo is None:
+            return (dt - _EPOCH) // _MICROSECOND
+        self.time_zone = self.time_zone or "UTC"
+        return (dt - _EPOCH_UTC) // _MICROSECOND
 
 
-def _number(raw, what: str) -> float:
-    if raw is None or raw == "":
-        raise BadLine(f"missing {what}")
+class _Batch:
+    """Column lists filled line by line, turned into arrays once."""
+
+    def __init__(self, n_covariates: int) -> None:
+        self.lines: list[int] = []
+        self.ids: list[str] = []
+        self.times: list[int | None] = []
+        self.values: list[float] = []
+        self.covs: list[list[float]] = []
+        self.events: list[Event] = []
+        self.n_covariates = n_covariates
+
+    def add(self, number: int, sid: str, t: int | None, v: float, covs: list[float]) -> None:
+        self.lines.append(number)
+        self.ids.append(sid)
+        self.times.append(t)
+        self.values.append(v)
+        self.covs.append(covs)
+
+    def bad(self, number: int, reason: str) -> None:
+        self.events.append(Event(number, "skipped", reason))
+
+    def observations(self, time_zone: str | None) -> Observations:
+        n = len(self.values)
+        timed = n > 0 and self.times[0] is not None
+        return Observations(
+            lines=np.array(self.lines, dtype=np.int64),
+            series_ids=self.ids,
+            values=np.array(self.values, dtype=np.float64),
+            times=np.array(self.times, dtype=np.int64) if timed else None,
+            covariates=np.array(self.covs, dtype=np.float64).reshape(n, self.n_covariates),
+            events=self.events,
+            time_zone=time_zone,
+        )
+
+
+def _split_csv(line: str) -> list[str]:
+    if '"' in line:
+        try:
+            return next(csv.reader([line]), [])
+        except csv.Error:
+            return []  # reported as a line with the wrong number of fields
+    return line.split(",")
+
+
+def _positional(width: int, n_covariates: int) -> tuple[int | None, int | None, int, tuple[int, ...], int]:
+    """Field positions of a headerless line: value | time,value | id,time,value, then covariates."""
+    id_at = 0 if width == 3 else None
+    time_at = width - 2 if width >= 2 else None
+    value_at = width - 1
+    return id_at, time_at, value_at, tuple(range(width, width + n_covariates)), width + n_covariates
+
+
+def _expected(covariates: tuple[str, ...]) -> str:
+    tail = "".join(f",{c}" for c in covariates)
+    return f"value{tail}, time,value{tail} or id,time,value{tail} (or a header line)"
+
+
+def _find(obj: Mapping, given: str | None, candidates: tuple[str, ...]) -> str | None:
+    if given is not None and given in obj:
+        return given
+    lower = {k.lower(): k for k in obj if isinstance(k, str)}
+    return next((lower[c] for c in candidates if c in lower), None)
+
+
+def _pick(lower: dict[str, int], given: str | None, candidates: tuple[str, ...]) -> int | None:
+    if given is not None and given.lower() in lower:
+        return lower[given.lower()]
+    return next((lower[c] for c in candidates if c in lower), None)
+
+
+def _number(raw, name: str) -> float | None:
+    if raw is None:
+        return None
+    if isinstance(raw, float):
+        return raw
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise BadLine(f"{name} {_show(raw)} is not a number")
+    if isinstance(raw, str) and raw.strip() in MISSING:
+        return None
     try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise BadLine(f"{what} {raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise BadLine(f"{what} is {raw}, not a finite number")
-    return value
+        return float(raw)
+    except (ValueError, OverflowError):
+        raise BadLine(f"{name} {_show(raw)} is not a number") from None
+
+
+def _show(raw) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class LineReader:
+    """Complete lines from a byte stream, as many as are ready right now: one micro-batch.
+
+    Waiting never holds back a line that has arrived, so a slow producer gets each forecast at once,
+    while a fast one (a file through `cat`) fills batches of up to `max_lines`.
+    """
+
+    def __init__(self, source: BinaryIO, max_lines: int = 8192, wake_fd: int | None = None) -> None:
+        self.source = source
+        self.max_lines = max_lines
+        self.wake_fd = wake_fd
+        self.buffer = bytearray()
+        self.pending: list[str] = []
+        self.eof = False
+        self.lines_read = 0
+        try:
+            self.fd: int | None = source.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self.fd = None
+        if self.fd is not None:
+            _grow_pipe(self.fd)
+
+    def read(self, timeout: float | None = None) -> tuple[int, list[str]] | None:
+        """(number of the first line, lines) ready within `timeout` seconds, possibly none; None at the end."""
+        if not self.pending and not self.eof:
+            self._fill(timeout)
+        if not self.pending:
+            if self.eof:
+                return None
+            return self.lines_read + 1, []
+        lines, self.pending = self.pending[: self.max_lines], self.pending[self.max_lines :]
+        first = self.lines_read + 1
+        self.lines_read += len(lines)
+        return first, lines
+
+    def _fill(self, timeout: float | None) -> None:
+        if self.fd is None:
+            chunk = self.source.read(1 << 20)
+            self._take(chunk)
+            return
+        watched = [self.fd] if self.wake_fd is None else [self.fd, self.wake_fd]
+        ready = select.select(watched, [], [], timeout)[0]
+        if self.wake_fd is not None and self.wake_fd in ready:
+            _drain(self.wake_fd)
+        if self.fd not in ready:
+            return
+        while True:
+            chunk = os.read(self.fd, 1 << 20)
+            self._take(chunk)
+            if self.eof or self.buffer.count(b"\n") >= self.max_lines:
+                return
+            if not select.select([self.fd], [], [], 0)[0]:
+                return
+
+    def _take(self, chunk: bytes) -> None:
+        if not chunk:
+            self.eof = True
+            if self.buffer:
+                self.pending += self._decode(bytes(self.buffer)).split("\n")
+                self.buffer.clear()
+            return
+        self.buffer += chunk
+        cut = self.buffer.rfind(b"\n")
+        if cut < 0:
+            return
+        text = self._decode(bytes(self.buffer[:cut]))
+        del self.buffer[: cut + 1]
+        self.pending += text.split("\n")
+
+    @staticmethod
+    def _decode(raw: bytes) -> str:
+        text = raw.decode("utf-8", errors="replace")
+        return text.replace("\r\n", "\n") if "\r" in text else text
+
+
+def _grow_pipe(fd: int) -> None:
+    """A larger pipe lets a bulk producer fill bigger micro-batches (Linux only; harmless elsewhere)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+    except (ImportError, OSError):
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, OSError):
+        pass

@@ -1,83 +1,130 @@
-"""Format a micro-batch of stream forecasts as JSON lines or CSV, vectorised with polars.
+"""Stream forecasts as text: one line per observation, JSON lines or CSV, built for a whole batch.
 
-One polars pass per micro-batch instead of per-line string work keeps the bulk regime fast.
-JSON lines: one object per observation. CSV: one row per observation and step, with the same
-columns as `streamcast forecast` (series_id, origin, timestamp, step, forecast, quantiles) plus
-warming_up.
+Numbers are formatted by polars in one vectorised pass (float32 precision, the network's own, in
+the shortest form that reads back exactly), timestamps once per distinct time in the batch; what is
+left per line is one string template, so the bulk regime stays fast.
+
+JSON lines: {"series_id", "timestamp", "forecast": [H], "timestamps": [H target times],
+"q0.1": [H] ... (models with quantiles), "warming_up"}. CSV: a header, then one row per observation:
+series_id, timestamp, warming_up, f1..fH (the forecast h periods after `timestamp`), then
+q0.1_1..q0.1_H and so on per quantile; the target times are left out (timestamp + h periods).
+Timestamps are ISO 8601 (`2024-01-01T05:00:00`, with `+00:00` for zoned input), or the step
+number for a model without a time axis.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 
-from streamcast.forecaster import Forecaster
-from streamcast.forecasting import _offset, quantile_column
-from streamcast.streaming import TickForecast
+from streamcast.forecasting import quantile_column
+from streamcast.streaming import StreamBatch
 
-ISO = "%Y-%m-%dT%H:%M:%S"
-
-
-def _frame(batch: list[TickForecast], forecaster: Forecaster) -> tuple[pl.DataFrame, np.ndarray]:
-    values = np.stack([f.values for f in batch])  # (R, H, Q)
-    frame = pl.DataFrame(
-        {
-            "series_id": [f.series_id for f in batch],
-            "origin": [f.timestamp for f in batch],
-            "warming_up": [f.warming_up for f in batch],
-        }
-    )
-    return frame, values
+OUTPUT_FORMATS = ("jsonl", "csv")
 
 
-def _text(expr: pl.Expr, indexed: bool) -> pl.Expr:
-    return expr if indexed else expr.dt.to_string(ISO)
+class _Text:
+    """Shared pieces: series ids and times as text, cached, and float blocks joined by polars."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def numbers(self, values: np.ndarray) -> list[str]:
+        """(R, K) floats -> R strings "v1,v2,...,vK"."""
+        rows, width = values.shape
+        if rows == 0:
+            return []
+        flat = pl.Series(values.astype(np.float32).reshape(-1)).cast(pl.String)
+        return flat.reshape((rows, width)).arr.join(",").to_list()
+
+    def times(self, batch: StreamBatch, steps: int) -> tuple[np.ndarray, list[list[str]]]:
+        """For each row, the index of its time among the distinct ones; their texts and `steps` after."""
+        unique, inverse = np.unique(batch.times, return_inverse=True)
+        k = np.arange(steps + 1)
+        grid = batch.grid.shift(np.repeat(unique, steps + 1), np.tile(k, len(unique)))
+        flat = batch.grid.text(grid, batch.time_zone)
+        return inverse, [flat[u * (steps + 1) : (u + 1) * (steps + 1)] for u in range(len(unique))]
 
 
-def format_jsonl(batch: list[TickForecast], forecaster: Forecaster) -> str:
-    """{"series_id", "timestamp", "forecast": [H], "timestamps": [H], "q0.1": [H]..., "warming_up"} per line."""
-    if not batch:
+class JsonLines(_Text):
+    """One JSON object per observation."""
+
+    def header(self) -> str:
         return ""
-    frame, values = _frame(batch, forecaster)
-    horizon, freq = values.shape[1], forecaster.freq
-    indexed = freq.endswith("i")
-    origin = pl.col("origin")
-    targets = pl.concat_list(
-        [_text(_offset(origin, pl.lit(k), freq), indexed) for k in range(1, horizon + 1)]
-    )
-    columns = [
-        pl.col("series_id"),
-        _text(origin, indexed).alias("timestamp"),
-        pl.Series("forecast", values[..., forecaster.point_index]),
-        targets.alias("timestamps"),
-    ]
-    columns += [pl.Series(quantile_column(q), values[..., i]) for i, q in enumerate(forecaster.quantiles)]
-    columns.append(pl.col("warming_up"))
-    return frame.select(columns).write_ndjson()
+
+    def format(self, batch: StreamBatch) -> str:
+        n = len(batch)
+        if n == 0:
+            return ""
+        horizon = batch.values.shape[1]
+        inverse, stamps = self.times(batch, horizon)
+        indexed = batch.grid.indexed
+        heads, tails = [], []
+        for texts in stamps:
+            quoted = texts if indexed else [f'"{t}"' for t in texts]
+            heads.append(quoted[0])
+            tails.append(",".join(quoted[1:]))
+        point = self.numbers(batch.values[:, :, batch.point_index])
+        quantiles = [
+            (json.dumps(quantile_column(q)), self.numbers(batch.values[:, :, i]))
+            for i, q in enumerate(batch.quantiles)
+        ]
+        out = []
+        for r, sid in enumerate(batch.series_ids):
+            u = inverse[r]
+            extra = "".join(f",{name}:[{text[r]}]" for name, text in quantiles)
+            warm = "true" if batch.warming_up[r] else "false"
+            out.append(
+                f'{{"series_id":{self._id(sid)},"timestamp":{heads[u]},"forecast":[{point[r]}],'
+                f'"timestamps":[{tails[u]}]{extra},"warming_up":{warm}}}\n'
+            )
+        return "".join(out)
+
+    def _id(self, sid: str) -> str:
+        text = self.ids.get(sid)
+        if text is None:
+            text = self.ids[sid] = json.dumps(sid, ensure_ascii=False)
+        return text
 
 
-def format_csv(batch: list[TickForecast], forecaster: Forecaster, header: bool) -> str:
-    """Rows of series_id, origin, timestamp, step, forecast[, q...], warming_up."""
-    if not batch:
-        return ""
-    frame, values = _frame(batch, forecaster)
-    horizon = values.shape[1]
-    n = len(batch)
-    long = frame.select(pl.all().gather(np.repeat(np.arange(n), horizon)))
-    long = long.with_columns(pl.Series("step", np.tile(np.arange(1, horizon + 1), n), dtype=pl.Int32))
-    long = long.with_columns(_offset(pl.col("origin"), pl.col("step"), forecaster.freq).alias("timestamp"))
-    extra = [pl.Series("forecast", values[..., forecaster.point_index].reshape(-1))]
-    extra += [
-        pl.Series(quantile_column(q), values[..., i].reshape(-1)) for i, q in enumerate(forecaster.quantiles)
-    ]
-    long = long.with_columns(extra)
-    order = [
-        "series_id",
-        "origin",
-        "timestamp",
-        "step",
-        "forecast",
-        *map(quantile_column, forecaster.quantiles),
-        "warming_up",
-    ]
-    return long.select(order).write_csv(include_header=header, datetime_format=ISO)
+class Csv(_Text):
+    """A header, then one row per observation: id, time, warming_up, the H forecasts, the quantiles."""
+
+    def __init__(self, horizon: int, quantiles: tuple[float, ...]) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.quantiles = quantiles
+
+    def header(self) -> str:
+        cols = ["series_id", "timestamp", "warming_up", *(f"f{h}" for h in range(1, self.horizon + 1))]
+        for q in self.quantiles:
+            cols += [f"{quantile_column(q)}_{h}" for h in range(1, self.horizon + 1)]
+        return ",".join(cols) + "\n"
+
+    def format(self, batch: StreamBatch) -> str:
+        if len(batch) == 0:
+            return ""
+        inverse, stamps = self.times(batch, 0)
+        blocks = [self.numbers(batch.values[:, :, batch.point_index])]
+        blocks += [self.numbers(batch.values[:, :, i]) for i in range(len(batch.quantiles))]
+        out = []
+        for r, sid in enumerate(batch.series_ids):
+            numbers = ",".join(block[r] for block in blocks)
+            warm = "true" if batch.warming_up[r] else "false"
+            out.append(f"{self._id(sid)},{stamps[inverse[r]][0]},{warm},{numbers}\n")
+        return "".join(out)
+
+    def _id(self, sid: str) -> str:
+        text = self.ids.get(sid)
+        if text is None:
+            needs_quotes = any(c in sid for c in ',"\n\r') or sid != sid.strip()
+            text = self.ids[sid] = '"' + sid.replace('"', '""') + '"' if needs_quotes else sid
+        return text
+
+
+def formatter(output_format: str, horizon: int, quantiles: tuple[float, ...]) -> JsonLines | Csv:
+    if output_format == "csv":
+        return Csv(horizon, quantiles)
+    return JsonLines()

@@ -1,186 +1,172 @@
-"""Run a stream end to end: lines in, forecast text out, checkpoints on time, a summary at the end.
+"""`stream` as a process: lines from a byte stream, forecasts out, checkpoints, signals, a summary.
 
-The CLI wires this to stdin, stdout and signals; tests and other programs can drive it directly.
-Lines are read in micro-batches: whatever is already waiting (up to `max_lines`), so a file piped
-in bulk runs in large batches while a slow producer gets each forecast at once.
+Checkpoints (with a state file) are written after the output of a micro-batch is flushed: once at
+least `checkpoint_every` observations or `checkpoint_seconds` have passed since the last one, at
+the end of input, on SIGTERM (exit 0) and SIGINT (exit 130) after the micro-batch in hand, and
+before a --strict error exit. A run killed without warning (SIGKILL) and restarted with the same
+state file and the same input resumes from its last checkpoint: lines up to it are recognised as
+replays and skipped, and what came after it is computed and printed again (the replay window).
 """
 
 from __future__ import annotations
 
-import io
 import os
-import select
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
-
-import numpy as np
+from typing import BinaryIO, TextIO
 
 from streamcast.errors import DataError
 from streamcast.forecaster import Forecaster
-from streamcast.reading import SeriesFrame
-from streamcast.stepping import run_series
-from streamcast.stream_input import BadLine, LineParser
-from streamcast.stream_output import format_csv, format_jsonl
-from streamcast.stream_state import load_state, model_fingerprint, save_state
-from streamcast.streaming import SeriesState, Streamer, StreamState
+from streamcast.modelfile import save as save_model
+from streamcast.stream_input import LineParser, LineReader, Observations
+from streamcast.stream_output import formatter
+from streamcast.stream_state import StreamState
+from streamcast.streaming import StreamBatch, StreamConfig, stream
+
+COUNTS = ("accepted", "skipped", "filled", "reset", "replayed", "ignored")
 
 
 @dataclass(frozen=True)
-class StreamOptions:
-    """The `stream` command's options."""
+class SessionOptions:
+    """How the process around `stream()` reads, writes and checkpoints."""
 
-    input_format: str | None = None
     output_format: str = "jsonl"
-    every: int = 1
     state_path: str | None = None
     checkpoint_every: int = 10_000
-    checkpoint_seconds: float = 30.0
-    max_gap: int = 24
-    warmup: int | None = None
-    strict: bool = False
-
-
-class StrictStop(DataError):
-    """--strict: the first bad line ends the stream."""
-
-
-def read_batches(
-    stream: IO[bytes], max_lines: int = 8192, stop: Callable[[], bool] = lambda: False
-) -> Iterator[list[str]]:
-    """Lines in micro-batches: what is already waiting, never waiting for a batch to fill."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, io.UnsupportedOperation):
-        fd = None
-    if fd is None:  # an in-memory stream (tests): plain chunks
-        lines = stream.read().decode("utf-8", "replace").splitlines()
-        for i in range(0, len(lines), max_lines):
-            yield lines[i : i + max_lines]
-        return
-    pending = b""
-    while not stop():
-        if not select.select([fd], [], [], 0.2)[0]:
-            continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            break
-        pending += chunk
-        while pending.count(b"\n") < max_lines and select.select([fd], [], [], 0)[0]:
-            more = os.read(fd, 1 << 16)
-            if not more:
-                break
-            pending += more
-        *complete, pending = pending.split(b"\n")
-        if complete:
-            yield [line.decode("utf-8", "replace") for line in complete]
-    if pending.strip():
-        yield [pending.decode("utf-8", "replace")]
+    checkpoint_seconds: float = 60.0
+    save_model: str | None = None
+    batch_lines: int = 8192
+    quiet: bool = False
 
 
 class StreamSession:
-    """One run of `stream`: parses, forecasts, formats, checkpoints and counts."""
+    """One run of `stream` over a byte stream."""
 
-    def __init__(self, forecaster: Forecaster, options: StreamOptions, warn: Callable[[str], None]):
+    def __init__(
+        self,
+        forecaster: Forecaster,
+        state: StreamState,
+        config: StreamConfig,
+        parser: LineParser,
+        options: SessionOptions,
+        out: BinaryIO,
+        err: TextIO,
+    ) -> None:
         self.forecaster = forecaster
+        self.state = state
+        self.config = config
+        self.parser = parser
         self.options = options
-        self.warn = warn
-        self.fingerprint = model_fingerprint(forecaster)
-        state = StreamState()
-        if options.state_path and Path(options.state_path).exists():
-            state = load_state(options.state_path, self.fingerprint)
-        self.streamer = Streamer(
-            forecaster, state, warmup=options.warmup, max_gap=options.max_gap, report=self._report
-        )
-        known = list(forecaster.scaler.loc)
-        default_id = known[0] if len(known) == 1 else forecaster.columns.target
-        self.parser = LineParser(
-            forecaster.columns,
-            forecaster.spec.covariates,
-            default_id,
-            forecaster.freq.endswith("i"),
-            options.input_format,
-        )
-        self.line = 0  # line numbers in messages refer to this run's input
-        self.since_checkpoint = 0
-        self.last_checkpoint = time.monotonic()
+        self.out = out
+        self.err = err
+        self.format = formatter(options.output_format, forecaster.horizon, forecaster.quantiles)
+        self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
+        self.lines = 0
         self.header_written = False
-        self.emitted: dict[str, int] = {}
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+        self.stop_signal: int | None = None
 
-    @property
-    def state(self) -> StreamState:
-        return self.streamer.state
-
-    @property
-    def counts(self):
-        return self.streamer.counts
-
-    def _report(self, line: int, message: str) -> None:
-        if self.options.strict:
-            raise StrictStop(f"line {line}: {message.split(';')[0]} (--strict)")
-        self.warn(f"line {line}: {message}")
-
-    def prewarm(self, history: SeriesFrame) -> int:
-        """Warm the states of the series in `history` (no output), as `forecast` does."""
-        inputs = self.forecaster.inputs(history.frame)
-        ends = inputs.offsets[1:] - 1
-        _, final = run_series(
-            self.forecaster.net, inputs.inputs, inputs.offsets, [np.array([], dtype=np.int64)] * len(ends)
-        )
-        times = history.frame["timestamp"].gather(ends).to_list()
-        values = history.frame["value"].gather(ends).to_list()
-        for i, sid in enumerate(inputs.series_ids):
-            hidden = tuple(t[i : i + 1] for t in final)
-            self.state.series[sid] = SeriesState(
-                hidden,
-                float(inputs.loc[i]),
-                float(inputs.scale[i]),
-                times[i],
-                values[i],
-                int(inputs.lengths()[i]),
-            )
-        return len(inputs.series_ids)
-
-    def feed(self, lines: list[str]) -> str:
-        """Forecast text for one micro-batch of lines."""
-        ticks = []
-        for text in lines:
-            self.line += 1
+    def run(self, source: BinaryIO) -> int:
+        """Stream `source` to the end or to a signal; the exit code (0, or 130 after SIGINT)."""
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        handlers = self._install(wake_write)
+        try:
+            reader = LineReader(source, self.options.batch_lines, wake_fd=wake_read)
             try:
-                tick = self.parser.parse(self.line, text)
-            except BadLine as exc:
-                self.counts.skipped += 1
-                self._report(self.line, f"{exc}; line skipped")
-                continue
-            if tick is not None:
-                ticks.append(tick)
-        forecasts = self.streamer.process(ticks)
-        if self.options.every > 1:
-            forecasts = [f for f in forecasts if self._due(f.series_id)]
-        self.state.lines += len(lines)
-        self.since_checkpoint += len(lines)
-        if self.options.output_format == "csv":
-            text = format_csv(forecasts, self.forecaster, header=not self.header_written)
-            self.header_written = self.header_written or bool(forecasts)
-            return text
-        return format_jsonl(forecasts, self.forecaster)
+                for batch in stream(self.forecaster, self._observations(reader), self.state, self.config):
+                    self._emit(batch)
+                    if self._checkpoint_due():
+                        self.checkpoint()
+            except DataError:
+                self.checkpoint()
+                self.err.write(self.summary() + "\n")
+                raise
+            self.checkpoint()
+        finally:
+            self._restore(handlers)
+            os.close(wake_read)
+            os.close(wake_write)
+        self.err.write(self.summary() + "\n")
+        self.err.flush()
+        return 130 if self.stop_signal == signal.SIGINT else 0
 
-    def _due(self, series_id: str) -> bool:
-        n = self.emitted.get(series_id, 0) + 1
-        self.emitted[series_id] = n
-        return n % self.options.every == 0
+    def _observations(self, reader: LineReader) -> Iterator[Observations]:
+        while self.stop_signal is None:
+            got = reader.read(self._timeout())
+            if got is None:
+                return
+            first, lines = got
+            self.lines += len(lines)
+            self.state.lines += len(lines)
+            yield self.parser.parse(lines, first)
 
-    def checkpoint_due(self) -> bool:
-        o = self.options
-        return bool(o.state_path) and (
-            self.since_checkpoint >= o.checkpoint_every
-            or time.monotonic() - self.last_checkpoint >= o.checkpoint_seconds
-        )
+    def _emit(self, batch: StreamBatch) -> None:
+        text = self.format.format(batch)
+        if text:
+            if not self.header_written:
+                text = self.format.header() + text
+                self.header_written = True
+            self.out.write(text.encode())
+            self.out.flush()
+        self.counts["accepted"] += len(batch)
+        self.counts["replayed"] += batch.replayed
+        self.unsaved += len(batch)
+        for event in batch.events:
+            self.counts[event.kind] += 1
+        if batch.events and not self.options.quiet:
+            self.err.write("".join(f"{e.message}\n" for e in batch.events))
+            self.err.flush()
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={self.counts[k]}" for k in COUNTS)
+        return f"stream: {self.lines} lines, {counts}"
 
     def checkpoint(self) -> None:
+        """Save the state file and the adapted model, where asked for."""
         if self.options.state_path:
-            save_state(self.state, self.options.state_path, self.fingerprint)
-            self.since_checkpoint = 0
-            self.last_checkpoint = time.monotonic()
+            self.state.save(self.options.state_path)
+        if self.options.save_model and self.state.learner is not None:
+            save_model(self.state.learner.adapted(self.forecaster), self.options.save_model)
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        if not self.unsaved:
+            return False
+        return self.unsaved >= self.options.checkpoint_every or self._seconds_left() <= 0
+
+    def _seconds_left(self) -> float:
+        return self.options.checkpoint_seconds - (time.monotonic() - self.saved_at)
+
+    def _timeout(self) -> float | None:
+        """Wait for input no longer than until the next timed checkpoint is due."""
+        if not self.unsaved or not (self.options.state_path or self.options.save_model):
+            return None
+        return max(0.0, self._seconds_left())
+
+    def _install(self, wake_fd: int):
+        """Signals set a flag (the micro-batch in hand finishes) and wake the reader's select()."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_signal(signum, frame):
+            self.stop_signal = signum
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return previous, signal.set_wakeup_fd(wake_fd)
+
+    @staticmethod
+    def _restore(handlers) -> None:
+        if handlers is None:
+            return
+        previous, wake = handlers
+        signal.set_wakeup_fd(wake)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

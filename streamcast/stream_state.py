@@ -1,93 +1,225 @@
-"""Checkpoint and restore every series' stream state: safetensors + JSON, written atomically.
+"""Every series' stream state, keyed by series id, and its checkpoint file.
 
-A state file belongs to one model: it records the model's fingerprint and refuses another model.
-On restart, each series skips lines at or before its checkpointed timestamp (replays), so feeding
-the producer's stream again from an earlier point neither loses nor duplicates anything before
-the checkpoint; what came after it is recomputed.
+The file is safetensors (hidden states, scales, clocks as tensors; never a pickle) with JSON metadata,
+written atomically, so a kill at any moment leaves the previous checkpoint whole. It records a
+fingerprint of the model's weights and scales and refuses any other model. With online learning it
+also holds the adapted weights, the optimizer's moments and each series' learning window, so that a
+restart continues exactly where the checkpoint left off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+import time
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import safetensors
+import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+import streamcast
 from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import ModelFileError
 from streamcast.forecaster import Forecaster
-from streamcast.model import concat_states
-from streamcast.streaming import SeriesState, StreamState
+from streamcast.model import State
+from streamcast.online import OnlineLearner
 
 FORMAT = "streamcast-stream-state"
-_FIELDS = ("loc", "scale", "last_value", "ticks", "warming", "count", "mean", "abs_mean", "m2")
+FORMAT_VERSION = 1
 
 
 def model_fingerprint(forecaster: Forecaster) -> str:
-    """Changes whenever the weights do, so that a state never runs on a model it was not made by."""
+    """Changes whenever the weights, shape, features or scales do: a state only fits its own model."""
     digest = hashlib.sha256()
+    digest.update(
+        json.dumps([asdict(forecaster.net.config), asdict(forecaster.spec)], sort_keys=True).encode()
+    )
     for name, tensor in sorted(forecaster.net.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    digest.update(json.dumps([forecaster.scaler.loc, forecaster.scaler.scale], sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()[:32]
 
 
-def save_state(state: StreamState, path: str | Path, fingerprint: str) -> None:
-    ids = list(state.series)
-    tensors = {}
-    if ids:
-        stacked = concat_states([state.series[s].hidden for s in ids])
-        tensors = {f"hidden.{i}": t.contiguous() for i, t in enumerate(stacked)}
-    series = []
-    for sid in ids:
-        s = state.series[sid]
-        record = {"id": sid, "last_time": _time_out(s.last_time)}
-        record.update({f: getattr(s, f) for f in _FIELDS})
-        series.append(record)
-    meta = {"format": FORMAT, "version": 1, "model": fingerprint, "lines": state.lines, "series": series}
-    atomic_write_bytes(path, save_bytes(tensors, metadata={"streamcast": json.dumps(meta)}))
+class StreamState:
+    """Hidden state rows, scale, last time and value, and tick counts of every series seen so far.
+
+    Scalars live in plain lists (the per-tick rules read them one at a time, where numpy scalars are
+    slow); hidden states live in one growing tensor per state part, a row per series.
+    """
+
+    def __init__(self, forecaster: Forecaster) -> None:
+        self.fingerprint = model_fingerprint(forecaster)
+        self._scaler = forecaster.scaler
+        self._template = forecaster.net.init_state(1)
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.hidden: State = tuple(p.new_zeros((16, *p.shape[1:])) for p in self._template)
+        self.loc: list[float] = []
+        self.scale: list[float] = []
+        self.frozen: list[bool] = []  # the scale is final (the model's, the warm-up data's, or warmed up)
+        self.welford: list[list[float]] = []  # count, mean, M2, sum of |x| while the scale warms up
+        self.last_time: list[int | None] = []
+        self.last_value: list[float] = []
+        self.last_covariates: list[list[float] | None] = []
+        self.ticks: list[int] = []  # observations taken since the series was first seen
+        self.since_reset: list[int] = []  # observations since its state was last zero
+        self.resumed: list[bool] = []  # loaded from a checkpoint, no new line yet in this run
+        self.time_zone: str | None = None
+        self.lines = 0  # input lines consumed (for reports)
+        self.accepted = 0  # observations taken overall (online learning runs on this clock)
+        self.learner: OnlineLearner | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def load(cls, path: str | Path, forecaster: Forecaster) -> StreamState:
+        """Resume from a checkpoint written by `save` for the same model."""
+        return load_state(path, forecaster)
+
+    def series_index(self, series_id: str) -> int:
+        """The row of `series_id`, added with a zero state if it is new."""
+        s = self.index.get(series_id)
+        if s is not None:
+            return s
+        s = self.index[series_id] = len(self.ids)
+        self.ids.append(series_id)
+        if s >= self.hidden[0].shape[0]:
+            self.hidden = tuple(torch.cat([p, torch.zeros_like(p)]) for p in self.hidden)
+        known = series_id in self._scaler.loc
+        self.loc.append(self._scaler.loc[series_id] if known else 0.0)
+        self.scale.append(self._scaler.scale[series_id] if known else 1.0)
+        self.frozen.append(known)
+        self.welford.append([0, 0.0, 0.0, 0.0])
+        self.last_time.append(None)
+        self.last_value.append(0.0)
+        self.last_covariates.append(None)
+        self.ticks.append(0)
+        self.since_reset.append(0)
+        self.resumed.append(False)
+        return s
+
+    def rows(self, series: list[int], fresh: list[bool]) -> State:
+        """The states of `series` as one batch; rows marked fresh start from zero."""
+        index = torch.tensor(series, dtype=torch.long)
+        zero = torch.tensor(fresh, dtype=torch.bool)
+        return tuple(p[index].masked_fill(zero.view(-1, *[1] * (p.dim() - 1)), 0.0) for p in self.hidden)
+
+    def set_rows(self, series: list[int], state: State) -> None:
+        index = torch.tensor(series, dtype=torch.long)
+        for part, rows in zip(self.hidden, state, strict=True):
+            part[index] = rows
+
+    def check_model(self, forecaster: Forecaster) -> None:
+        if model_fingerprint(forecaster) != self.fingerprint:
+            raise ModelFileError(
+                "this stream state was made with another model; use that model or a new state"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint atomically."""
+        n = len(self.ids)
+        tensors = {f"hidden.{j}": p[:n].contiguous() for j, p in enumerate(self.hidden)}
+        covs = [c if c is not None else [] for c in self.last_covariates]
+        width = max((len(c) for c in covs), default=0)
+        tensors.update(
+            {
+                "loc": torch.tensor(self.loc, dtype=torch.float64),
+                "scale": torch.tensor(self.scale, dtype=torch.float64),
+                "frozen": torch.tensor(self.frozen, dtype=torch.bool),
+                "welford": torch.tensor(self.welford, dtype=torch.float64).reshape(n, 4),
+                "timed": torch.tensor([t is not None for t in self.last_time], dtype=torch.bool),
+                "last_time": torch.tensor([t or 0 for t in self.last_time], dtype=torch.int64),
+                "last_value": torch.tensor(self.last_value, dtype=torch.float64),
+                "has_covariates": torch.tensor(
+                    [c is not None for c in self.last_covariates], dtype=torch.bool
+                ),
+                "last_covariates": torch.tensor(
+                    [c or [0.0] * width for c in covs], dtype=torch.float64
+                ).reshape(n, width),
+                "ticks": torch.tensor(self.ticks, dtype=torch.int64),
+                "since_reset": torch.tensor(self.since_reset, dtype=torch.int64),
+            }
+        )
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.fingerprint,
+            "series_ids": self.ids,
+            "time_zone": self.time_zone,
+            "lines": self.lines,
+            "accepted": self.accepted,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "streamcast": streamcast.__version__,
+        }
+        if self.learner is not None:
+            learned, meta["learner"] = self.learner.to_tensors()
+            tensors.update({f"learn.{k}": v for k, v in learned.items()})
+        atomic_write_bytes(path, save_bytes(tensors, metadata={"streamcast": json.dumps(meta)}))
+        return Path(path)
 
 
-def load_state(path: str | Path, fingerprint: str) -> StreamState:
+def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
+    """Read a checkpoint for `forecaster`; a foreign, damaged or other-model file is a ModelFileError."""
     raw = Path(path).read_bytes()
+    meta = _metadata(raw, path)
+    state = StreamState(forecaster)
+    if meta["model"] != state.fingerprint:
+        raise ModelFileError(
+            f"{path}: this state file was written for another model (fingerprint {meta['model'][:15]}, "
+            f"the model has {state.fingerprint[:15]}): pass the model it was made with, or a new --state file"
+        )
     try:
         tensors = load_bytes(raw)
-        meta = json.loads(_metadata(raw))
-    except (ValueError, KeyError, safetensors.SafetensorError):
+        ids = meta["series_ids"]
+        for sid in ids:
+            state.series_index(sid)
+        state.set_rows(list(range(len(ids))), tuple(tensors[f"hidden.{j}"] for j in range(len(state.hidden))))
+        state.loc = tensors["loc"].tolist()
+        state.scale = tensors["scale"].tolist()
+        state.frozen = tensors["frozen"].tolist()
+        state.welford = tensors["welford"].tolist()
+        timed = tensors["timed"].tolist()
+        state.last_time = [
+            t if ok else None for t, ok in zip(tensors["last_time"].tolist(), timed, strict=True)
+        ]
+        state.last_value = tensors["last_value"].tolist()
+        has = tensors["has_covariates"].tolist()
+        state.last_covariates = [
+            c if ok else None for c, ok in zip(tensors["last_covariates"].tolist(), has, strict=True)
+        ]
+        state.ticks = tensors["ticks"].tolist()
+        state.since_reset = tensors["since_reset"].tolist()
+        state.resumed = [True] * len(ids)
+        state.time_zone = meta["time_zone"]
+        state.lines = meta["lines"]
+        state.accepted = meta["accepted"]
+        if "learner" in meta:
+            learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
+            state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
+    except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:
         raise ModelFileError(
-            f"{path}: not a streamcast state file (damaged?); move it away to start fresh"
+            f"{path}: the state file is damaged ({exc}); move it away to start fresh"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a streamcast state file; move it away to start fresh")
-    if meta["model"] != fingerprint:
-        raise ModelFileError(
-            f"{path}: this state was written for another model; use that model or another --state file"
-        )
-    hidden = [tensors[f"hidden.{i}"] for i in range(len(tensors))]
-    state = StreamState(lines=meta["lines"])
-    for i, record in enumerate(meta["series"]):
-        s = SeriesState(tuple(t[i : i + 1].clone() for t in hidden), record["loc"], record["scale"])
-        for f in _FIELDS:
-            setattr(s, f, record[f])
-        s.last_time = _time_in(record["last_time"])
-        state.series[record["id"]] = s
-        if s.last_time is not None:
-            state.replay_until[record["id"]] = s.last_time
     return state
 
 
-def _metadata(raw: bytes) -> str:
-    size = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8 : 8 + size])["__metadata__"]["streamcast"]
-
-
-def _time_out(value):
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _time_in(value):
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+def _metadata(raw: bytes, path: str | Path) -> dict:
+    problem = f"{path}: not a streamcast state file; move it away or pass another --state file"
+    if len(raw) < 8:
+        raise ModelFileError(problem)
+    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
+    try:
+        meta = json.loads(json.loads(raw[8 : 8 + size])["__metadata__"]["streamcast"])
+    except (ValueError, KeyError, TypeError):
+        raise ModelFileError(problem) from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(problem)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer streamcast; upgrade streamcast to resume from it")
+    return meta

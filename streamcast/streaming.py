@@ -1,286 +1,559 @@
-"""Rolling forecasts on a live stream: for each observation, advance its series' state and forecast.
+"""Rolling forecasts on a live stream: for each observation, advance its series' state, then forecast.
 
-Each series keeps its own hidden state, scale and last timestamp (`StreamState`), so a keyed stream
-can be split over processes by series. Observations come in micro-batches; within a batch each
-series' consecutive ticks run through the network in one call and all series in one batch, through
-`stepping.run_series`, the same step training's validation and `forecast` use: the output is
-identical to feeding the ticks one at a time.
+Each series keeps its own hidden state, scale and clock in a `StreamState`, so a keyed stream can be
+split over processes by series. Observations come in micro-batches; in a batch each series' ticks
+run through the network in one call and all series together, through `stepping.run_series` (the
+step training's validation and `forecast` use) with input rows laid out as `features.build_inputs`
+lays them out for training (`features.input_rows`): the output equals feeding the ticks one at a time, up to float rounding. Forecasting never moves a state.
 
-Rules, per series, for each tick (documented in the README):
-- a series the model never saw starts from a zero state and scales itself by a running mean of
-  its own values, frozen after `warmup` ticks; its forecasts say `warming_up` until then;
-- a timestamp at or before the series' last one is skipped (after a restart from a checkpoint,
-  such lines are replays and are skipped silently);
-- a gap of up to `max_gap` periods is filled by linear interpolation (the state advances over the
-  filled steps, which get no output); a longer gap resets the series as if new.
+Rules, per series and observation, in this order:
+- replay: after a restart from a state file, a line at or before the series' checkpointed time is
+  a replay of what the state already holds: skipped silently and counted as `replayed`;
+- a timestamp that repeats or goes back, or lies off the model's time grid: the line is skipped;
+- a gap of k missing periods, k <= `max_gap`: the missing steps are filled by linear interpolation
+  between the last value and this one (covariates hold their last value); the state advances over
+  them and they get no output;
+- a longer gap: the series' state is reset to zero (it keeps its scale) and warms up again;
+- a series never seen: zero state; the model's scale if the model knows the series, otherwise a
+  running mean and spread (Welford) of its own first `warmup` values, then frozen;
+- `warming_up` is true for the first `warmup` observations after a zero state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
+import torch
 
-from streamcast.features import calendar_features, freq_seconds, season_length
+from streamcast.errors import DataError, UsageError
+from streamcast.features import _safe_scale, freq_seconds, input_rows, season_length
 from streamcast.forecaster import Forecaster
-from streamcast.model import State, concat_states, select_state
+from streamcast.model import select_state
+from streamcast.online import LearnConfig, OnlineLearner
+from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
-from streamcast.stream_input import Tick
+from streamcast.stream_input import Event, Observations
+from streamcast.stream_state import StreamState
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The `stream` command's per-tick rules; the CLI flags mirror these fields."""
+
+    warmup: int | None = (
+        None  # observations a new state warms up over [default: two seasons, at least the horizon]
+    )
+    max_gap: int = 24  # longest gap, in periods, that is filled; a longer one resets the series
+    every: int = 1  # emit the forecast of every Nth observation of each series
+    strict: bool = False  # the first bad line raises DataError instead of being skipped
+    start: datetime | int | None = (
+        None  # time of a new series' first value when lines carry no time [default: now]
+    )
+    learn: LearnConfig | None = None  # online learning; None: the weights stay as loaded
+
+    def __post_init__(self) -> None:
+        if self.warmup is not None and self.warmup < 1:
+            raise UsageError("--warmup-ticks must be at least 1")
+        if self.max_gap < 0:
+            raise UsageError("--max-gap must be >= 0")
+        if self.every < 1:
+            raise UsageError("--every must be at least 1")
+
+
+def default_warmup(forecaster: Forecaster) -> int:
+    """Two seasons, and at least one horizon: long enough for a state to forget its zero start."""
+    return max(2 * season_length(forecaster.freq), forecaster.horizon)
 
 
 @dataclass
-class SeriesState:
-    """Everything one series carries from tick to tick."""
-
-    hidden: State
-    loc: float
-    scale: float
-    last_time: datetime | int | None = None
-    last_value: float = 0.0
-    ticks: int = 0
-    warming: bool = False
-    # running statistics of a new series' values until its scale is frozen
-    count: int = 0
-    mean: float = 0.0
-    abs_mean: float = 0.0
-    m2: float = 0.0
-
-
-@dataclass
-class StreamState:
-    """Every series' state, plus the line count, for checkpoints and restarts."""
-
-    series: dict[str, SeriesState] = field(default_factory=dict)
-    lines: int = 0
-    replay_until: dict[str, datetime | int] = field(default_factory=dict)
-
-
-@dataclass
-class Counts:
-    accepted: int = 0
-    skipped: int = 0
-    filled: int = 0
-    reset: int = 0
-    replayed: int = 0
-
-    def summary(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.__dict__.items())
-
-
-@dataclass
-class TickForecast:
+class Forecast:
     """The forecast made at one observation, in the series' own units."""
 
-    line: int
     series_id: str
     timestamp: datetime | int
-    values: np.ndarray  # (H, Q)
+    forecast: list[float]
+    timestamps: list[datetime | int]
+    quantiles: dict[float, list[float]]
     warming_up: bool
 
 
-Report = Callable[[int, str], None]
+@dataclass
+class StreamBatch:
+    """The forecasts of one micro-batch, in input order, and what happened to its bad lines."""
 
+    series_ids: list[str]
+    times: np.ndarray  # (R,) int64: microseconds since the epoch, or a step index
+    lines: np.ndarray  # (R,) int64 input line numbers
+    values: np.ndarray  # (R, H, Q) float64 in the series' own units
+    warming_up: np.ndarray  # (R,) bool
+    grid: Grid
+    quantiles: tuple[float, ...]
+    point_index: int
+    time_zone: str | None
+    events: list[Event] = field(default_factory=list)
+    replayed: int = 0
 
-class Streamer:
-    """Turns micro-batches of Ticks into forecasts, carrying every series' state between them."""
+    def __len__(self) -> int:
+        return len(self.series_ids)
 
-    def __init__(
-        self,
-        forecaster: Forecaster,
-        state: StreamState | None = None,
-        *,
-        warmup: int | None = None,
-        max_gap: int = 24,
-        report: Report | None = None,
-    ):
-        self.forecaster = forecaster
-        self.state = state or StreamState()
-        self.warmup = warmup if warmup is not None else 2 * season_length(forecaster.freq)
-        self.max_gap = max_gap
-        self.report = report or (lambda line, message: None)
-        self.counts = Counts()
-        seconds = freq_seconds(forecaster.freq)
-        self.step_us = None if seconds is None else int(round(seconds * 1_000_000))
-        self.monthly = forecaster.freq.endswith("mo")
-        self.index_step = int(forecaster.freq[:-1]) if forecaster.freq.endswith("i") else None
-
-    # -- per-series rules -------------------------------------------------------------------
-    def _new_series(self, series_id: str) -> SeriesState:
-        scaler = self.forecaster.scaler
-        hidden = self.forecaster.net.init_state(1)
-        if series_id in scaler.loc:
-            return SeriesState(hidden, scaler.loc[series_id], scaler.scale[series_id])
-        return SeriesState(hidden, 0.0, 1.0, warming=True)
-
-    def _steps_between(self, before, after) -> float:
-        if self.index_step is not None:
-            return (after - before) / self.index_step
-        if self.monthly:
-            return (after.year - before.year) * 12 + after.month - before.month
-        delta = after - before
-        return (delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds) / self.step_us
-
-    def _update_scale(self, s: SeriesState, value: float) -> None:
-        """Welford's running mean and variance, so a new series can scale itself as it warms up."""
-        s.count += 1
-        delta = value - s.mean
-        s.mean += delta / s.count
-        s.m2 += delta * (value - s.mean)
-        s.abs_mean += (abs(value) - s.abs_mean) / s.count
-        spread = s.abs_mean if self.forecaster.spec.scaling == "mean" else (s.m2 / s.count) ** 0.5
-        s.loc = s.mean
-        s.scale = spread if spread > 1e-8 * max(1.0, abs(s.mean)) else (abs(s.mean) or 1.0)
-        if s.count >= self.warmup:
-            s.warming = False
-
-    def _plan(self, ticks: list[Tick]) -> tuple[dict[str, list], list[Tick]]:
-        """Apply the rules: per series, the steps to run (None marks a filled step without output),
-        and the ticks left for another pass (after a reset of a series already in this batch)."""
-        plan: dict[str, list] = {}
-        for n, tick in enumerate(ticks):
-            sid = tick.series_id
-            s = self.state.series.get(sid)
-            replay = self.state.replay_until.get(sid)
-            if replay is not None and tick.timestamp is not None and tick.timestamp <= replay:
-                self.counts.replayed += 1
-                continue
-            if s is None:
-                s = self.state.series[sid] = self._new_series(sid)
-            timestamp = tick.timestamp
-            if timestamp is None:  # a bare value: the next step on the series' grid
-                timestamp = self._next(s.last_time)
-                if timestamp is None:
-                    self.counts.skipped += 1
-                    self.report(
-                        tick.line, f"a bare value cannot start series {sid!r}: send time,value; line skipped"
-                    )
-                    continue
-            steps = []
-            if s.last_time is not None:
-                k = self._steps_between(s.last_time, timestamp)
-                if k <= 0:
-                    self.counts.skipped += 1
-                    self.report(
-                        tick.line,
-                        f"timestamp {timestamp} is not after the series' last one ({s.last_time}); line skipped",
-                    )
-                    continue
-                if abs(k - round(k)) > 1e-6:
-                    self.counts.skipped += 1
-                    self.report(
-                        tick.line,
-                        f"timestamp {timestamp} is off the {self.forecaster.freq} grid of series {sid!r}; line skipped",
-                    )
-                    continue
-                k = int(round(k))
-                if k > self.max_gap + 1:
-                    if sid in plan:  # run what came before the gap with the old state first
-                        return plan, ticks[n:]
-                    self.counts.reset += 1
-                    self.report(
-                        tick.line,
-                        f"gap of {k - 1} steps in series {sid!r} is longer than --max-gap {self.max_gap}; its state was reset",
-                    )
-                    s = self.state.series[sid] = self._new_series(sid)
-                elif k > 1:
-                    self.counts.filled += k - 1
-                    self.report(
-                        tick.line, f"gap of {k - 1} steps in series {sid!r} filled by linear interpolation"
-                    )
-                    for j in range(1, k):
-                        filled_value = s.last_value + (tick.value - s.last_value) * j / k
-                        steps.append(
-                            (None, self._advance_time(s.last_time, j), filled_value, tick.covariates)
-                        )
-            steps.append((tick, timestamp, tick.value, tick.covariates))
-            for _, ts, value, _ in steps:
-                if s.warming:
-                    self._update_scale(s, value)
-                s.last_time, s.last_value = ts, value
-                s.ticks += 1
-            plan.setdefault(sid, []).extend((t, ts, v, c, s.loc, s.scale, s.warming) for t, ts, v, c in steps)
-            self.counts.accepted += 1
-        return plan, []
-
-    def _next(self, last):
-        if last is None:
-            return 0 if self.index_step is not None else None
-        return self._advance_time(last, 1)
-
-    def _advance_time(self, last, k: int):
-        if self.index_step is not None:
-            return last + k * self.index_step
-        if self.monthly:
-            return pl.Series([last]).dt.offset_by(f"{k}mo")[0]
-        return last + timedelta(microseconds=k * self.step_us)
-
-    # -- one micro-batch through the network ----------------------------------------------------
-    def process(self, ticks: list[Tick]) -> list[TickForecast]:
-        """Forecasts for the accepted ticks of one micro-batch, in input order."""
-        results: list[TickForecast] = []
-        while ticks:
-            plan, ticks = self._plan(ticks)
-            if plan:
-                results.extend(self._run(plan))
-        results.sort(key=lambda f: f.line)
-        return results
-
-    def _run(self, plan: dict[str, list]) -> list[TickForecast]:
-        ids = list(plan)
-        spec = self.forecaster.spec
-        rows, offsets, positions = [], [0], []
-        for sid in ids:
-            steps = plan[sid]
-            positions.append(
-                np.array([i for i, step in enumerate(steps) if step[0] is not None], dtype=np.int64)
+    def __iter__(self) -> Iterator[Forecast]:
+        horizon = self.values.shape[1]
+        ahead = self.grid.shift(np.repeat(self.times, horizon), np.tile(np.arange(1, horizon + 1), len(self)))
+        ahead = self.grid.to_python(ahead, self.time_zone)
+        stamps = self.grid.to_python(self.times, self.time_zone)
+        for r, sid in enumerate(self.series_ids):
+            yield Forecast(
+                sid,
+                stamps[r],
+                self.values[r, :, self.point_index].tolist(),
+                ahead[r * horizon : (r + 1) * horizon],
+                {q: self.values[r, :, i].tolist() for i, q in enumerate(self.quantiles)},
+                bool(self.warming_up[r]),
             )
-            rows.extend(steps)
-            offsets.append(len(rows))
-        times = pl.Series([r[1] for r in rows])
-        if times.dtype == pl.Object or times.dtype == pl.Null:
-            raise ValueError("timestamps of mixed types in one batch")
-        value = np.array([(r[2] - r[4]) / r[5] for r in rows], dtype=np.float64)
-        parts = [value[:, None], calendar_features(times, spec.calendar)]
-        if spec.covariates:
-            cov = np.array([r[3] for r in rows], dtype=np.float64).reshape(len(rows), -1)
-            parts.append((cov - np.array(spec.covariate_loc)) / np.array(spec.covariate_scale))
-        inputs = np.concatenate(parts, axis=1).astype(np.float32)
-        initial = concat_states([self.state.series[sid].hidden for sid in ids])
-        outputs, final = run_series(
-            self.forecaster.net, inputs, np.asarray(offsets), positions, initial=initial
-        )
-        for i, sid in enumerate(ids):
-            self.state.series[sid].hidden = select_state(final, slice(i, i + 1))
-        out_rows = [plan[sid][p] for sid, pos in zip(ids, positions, strict=True) for p in pos.tolist()]
-        loc = np.array([r[4] for r in out_rows])
-        scale = np.array([r[5] for r in out_rows])
-        values = self.forecaster.point_and_quantiles(outputs, loc, scale)
-        return [
-            TickForecast(r[0].line, r[0].series_id, r[1], values[i], r[6]) for i, r in enumerate(out_rows)
-        ]
+
+
+class Grid:
+    """The model's frequency as arithmetic on int64 times (microseconds since the epoch, or steps)."""
+
+    def __init__(self, freq: str) -> None:
+        digits = len(freq) - len(freq.lstrip("0123456789"))
+        count, unit = int(freq[:digits]), freq[digits:]
+        self.freq = freq
+        self.indexed = unit == "i"
+        self.months = count * (12 if unit == "y" else 1) if unit in ("mo", "y") else 0
+        seconds = freq_seconds(freq)
+        self.step = count if self.indexed else 0 if self.months else int(round(seconds * 1_000_000))
+
+    def steps(self, last: int, t: int) -> int | None:
+        """Periods from `last` to `t` (<= 0: not after it); None when `t` is off the grid."""
+        if t <= last:
+            return 0 if t == last else -1
+        if self.months:
+            a, b = _datetime(last), _datetime(t)
+            months = (b.year - a.year) * 12 + b.month - a.month
+            return months // self.months if months % self.months == 0 and months > 0 else None
+        k, rest = divmod(t - last, self.step)
+        return None if rest else k
+
+    def shift(self, t, k):
+        """`t` moved `k` periods on (both int64 arrays or ints); months keep the calendar."""
+        if not self.months:
+            return (
+                t + np.asarray(k, dtype=np.int64) * self.step
+                if isinstance(t, np.ndarray)
+                else t + k * self.step
+            )
+        base = pl.Series(np.atleast_1d(np.asarray(t, dtype=np.int64))).cast(pl.Datetime("us"))
+        offsets = pl.Series(np.atleast_1d(np.asarray(k, dtype=np.int64)) * self.months).cast(pl.String) + "mo"
+        moved = pl.DataFrame({"t": base, "k": offsets}).select(pl.col("t").dt.offset_by(pl.col("k")))
+        out = moved.to_series().dt.epoch("us").to_numpy()
+        return out if isinstance(t, np.ndarray) else int(out[0])
+
+    def floor(self, t: int) -> int:
+        if self.months:
+            d = _datetime(t)
+            return (datetime(d.year, d.month, 1) - _EPOCH) // timedelta(microseconds=1)
+        return t - t % self.step
+
+    def series(self, times: np.ndarray, time_zone: str | None) -> pl.Series:
+        """int64 times as the polars column that features and formatting take."""
+        s = pl.Series("timestamp", times, dtype=pl.Int64)
+        return s if self.indexed else s.cast(pl.Datetime("us", time_zone))
+
+    def to_python(self, times: np.ndarray, time_zone: str | None) -> list:
+        return self.series(times, time_zone).to_list()
+
+    def text(self, times: np.ndarray, time_zone: str | None) -> list[str]:
+        """ISO 8601 to the second (with the UTC offset for zoned times), or the step number."""
+        s = self.series(times, time_zone)
+        if self.indexed:
+            return s.cast(pl.String).to_list()
+        return s.dt.to_string("%Y-%m-%dT%H:%M:%S%:z" if time_zone else "%Y-%m-%dT%H:%M:%S").to_list()
+
+
+def _datetime(t: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(t))
 
 
 def stream(
-    forecaster: Forecaster, batches: Iterable[list[Tick]], state: StreamState | None = None, **options
-) -> Iterator[TickForecast]:
-    """For each observation: advance its series' state and yield the forecast made there.
+    forecaster: Forecaster,
+    batches: Iterable[Observations],
+    state: StreamState | None = None,
+    config: StreamConfig = StreamConfig(),
+) -> Iterator[StreamBatch]:
+    """For each micro-batch of observations: advance every series over its ticks, yield the forecasts.
 
-    >>> for f in stream(load("model.streamcast"), [[Tick(1, "a", datetime(2024, 1, 1), 3.0)]]):  # doctest: +SKIP
-    ...     print(f.series_id, f.values[:, 0])
+    >>> state = StreamState(model)  # doctest: +SKIP
+    >>> for batch in stream(model, [Observations.from_records(rows, model)], state):
+    ...     for f in batch:
+    ...         print(f.series_id, f.timestamp, f.forecast[:3], f.warming_up)
     """
-    streamer = Streamer(forecaster, state, **options)
-    for batch in batches:
-        yield from streamer.process(batch)
+    engine = _Engine(forecaster, state if state is not None else StreamState(forecaster), config)
+    for observations in batches:
+        batch, error = engine.process(observations)
+        yield batch
+        if error is not None:
+            raise DataError(f"line {error.line}: {error.reason} (--strict stops at the first bad line)")
 
 
-def hidden_tensors(state: StreamState) -> tuple[list[str], State]:
-    """All series' hidden states stacked in one batch, for saving."""
-    ids = list(state.series)
-    return ids, concat_states([state.series[s].hidden for s in ids]) if ids else ()
+class _Columns:
+    """An Observations batch as plain lists, read once: the rules index them element by element."""
+
+    def __init__(self, obs: Observations, with_covariates: bool) -> None:
+        self.series_ids = obs.series_ids
+        self.times = obs.times.tolist() if obs.times is not None else None
+        self.values = obs.values.tolist()
+        self.covariates = obs.covariates.tolist() if with_covariates else None
+        self.lines = obs.lines.tolist()
 
 
-def restore_hidden(ids: list[str], hidden: State) -> list[State]:
-    return [tuple(t[i : i + 1].clone() for t in hidden) for i in range(len(ids))]
+@dataclass
+class _Plan:
+    """One segment of a micro-batch after the rules: the rows to run (observed and filled)."""
+
+    run_series: list[int] = field(default_factory=list)  # series index of each run
+    run_fresh: list[bool] = field(default_factory=list)  # the run starts from a zero state
+    row_run: list[int] = field(default_factory=list)
+    row_time: list[int] = field(default_factory=list)
+    row_value: list[float] = field(default_factory=list)
+    row_loc: list[float] = field(default_factory=list)
+    row_scale: list[float] = field(default_factory=list)
+    row_obs: list[int] = field(default_factory=list)  # index in the Observations; -1: a filled step
+    row_emit: list[bool] = field(default_factory=list)
+    row_warming: list[bool] = field(default_factory=list)
+    row_cov: list[list[float]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    replayed: int = 0
+    next: int = 0
+    learn_due: bool = False
+    error: Event | None = None
+
+
+class _Engine:
+    """The per-tick rules (a sequential pass in plain Python) and the batched network step."""
+
+    def __init__(self, forecaster: Forecaster, state: StreamState, config: StreamConfig) -> None:
+        state.check_model(forecaster)
+        self.forecaster = forecaster
+        self.state = state
+        self.config = config
+        self.grid = Grid(forecaster.freq)
+        self.warmup = config.warmup if config.warmup is not None else default_warmup(forecaster)
+        self.scaling = forecaster.spec.scaling
+        self.cov_loc = list(forecaster.spec.covariate_loc)
+        if config.learn is not None and state.learner is None:
+            loss = forecaster.info.get("fit_config", {}).get("loss", "mae")
+            state.learner = OnlineLearner(forecaster.net, loss, config.learn)
+        elif config.learn is not None:
+            state.learner.config = config.learn
+
+    @property
+    def net(self):
+        return self.state.learner.serving if self.state.learner is not None else self.forecaster.net
+
+    def _first_time(self) -> int:
+        """Where a series whose lines carry no time starts: --start, else now on the model's grid."""
+        start = self.config.start
+        if self.grid.indexed:
+            return int(start or 0)
+        if start is None:
+            now = (datetime.now(timezone.utc) - _EPOCH.replace(tzinfo=timezone.utc)) // timedelta(
+                microseconds=1
+            )
+            return self.grid.floor(now)
+        if isinstance(start, datetime):
+            base = _EPOCH.replace(tzinfo=timezone.utc) if start.tzinfo else _EPOCH
+            return (start - base) // timedelta(microseconds=1)
+        return int(start)
+
+    def process(self, obs: Observations) -> tuple[StreamBatch, Event | None]:
+        """Forecasts for one micro-batch, in input order, and the error that stops a --strict run."""
+        state = self.state
+        if state.time_zone is None and obs.time_zone is not None:
+            state.time_zone = obs.time_zone
+        events = list(obs.events)
+        # --strict stops at the first reported line, a parse problem included.
+        stop_line = min((e.line for e in events), default=None) if self.config.strict else None
+        pieces, replayed, error, begin = [], 0, None, 0
+        columns = _Columns(obs, bool(self.cov_loc))
+        while begin < len(obs):
+            plan = self._plan(columns, begin, stop_line)
+            pieces.append(self._run(plan))
+            events += plan.events
+            replayed += plan.replayed
+            begin = plan.next
+            if plan.learn_due:
+                state.learner.update()
+            if plan.error is not None:
+                error = plan.error
+                break
+        if self.config.strict and error is None and stop_line is not None:
+            error = next(e for e in events if e.line == stop_line)
+        if self.config.strict:
+            events = [e for e in events if error is None or e.line < error.line]
+        events.sort(key=lambda e: e.line)
+        return self._batch(pieces, obs, events, replayed), error
+
+    def _plan(self, obs: _Columns, begin: int, stop_line: int | None) -> _Plan:
+        """Apply the rules line by line; stop at a learning boundary or a --strict error."""
+        st, grid, plan = self.state, self.grid, _Plan()
+        run_of: dict[int, int] = {}
+        times, values, covs, lines = obs.times, obs.values, obs.covariates, obs.lines
+        strict, max_gap, warmup, every = (
+            self.config.strict,
+            self.config.max_gap,
+            self.warmup,
+            self.config.every,
+        )
+        learn_every = self.config.learn.every if self.config.learn is not None else 0
+        i = begin
+        for i in range(begin, len(values)):
+            line = lines[i]
+            if stop_line is not None and line >= stop_line:
+                plan.next = len(values)
+                return plan
+            s = st.series_index(obs.series_ids[i])
+            last = st.last_time[s]
+            if times is not None:
+                t = times[i]
+            else:
+                t = self._first_time() if last is None else grid.shift(last, 1)
+            fresh = last is None
+            event = None
+            if last is not None:
+                k = grid.steps(last, t)
+                if k is not None and k <= 0 and st.resumed[s]:
+                    plan.replayed += 1
+                    continue
+                if k is None:
+                    event = Event(
+                        line,
+                        "skipped",
+                        f"series {obs.series_ids[i]!r}: timestamp {self._show(t)} is off the {grid.freq} grid after {self._show(last)}",
+                    )
+                elif k == 0:
+                    event = Event(
+                        line,
+                        "skipped",
+                        f"series {obs.series_ids[i]!r}: timestamp {self._show(t)} repeats the last one",
+                    )
+                elif k < 0:
+                    event = Event(
+                        line,
+                        "skipped",
+                        f"series {obs.series_ids[i]!r}: timestamp {self._show(t)} goes back before {self._show(last)}",
+                    )
+                elif k - 1 > max_gap:
+                    event = Event(
+                        line,
+                        "reset",
+                        f"series {obs.series_ids[i]!r}: gap of {k - 1} periods after {self._show(last)} is longer than --max-gap {max_gap}; state reset",
+                    )
+                elif k > 1:
+                    event = Event(
+                        line,
+                        "filled",
+                        f"series {obs.series_ids[i]!r}: gap of {k - 1} periods after {self._show(last)}; filled by linear interpolation",
+                    )
+                if event is not None:
+                    if strict:
+                        plan.error = event
+                        plan.next = len(values)
+                        return plan
+                    plan.events.append(event)
+                    if event.kind == "skipped":
+                        continue
+            st.resumed[s] = False
+            if event is not None and event.kind == "reset":
+                st.since_reset[s] = 0  # the run below starts from zero; its end becomes the state
+                fresh = True
+            r = run_of.get(s)
+            if r is None or fresh:
+                r = run_of[s] = len(plan.run_series)
+                plan.run_series.append(s)
+                plan.run_fresh.append(fresh)
+            row_cov = held = None
+            if covs is not None:
+                row_cov, held = covs[i], st.last_covariates[s]
+                if any(x != x for x in row_cov):  # NaN: missing, reported by the parser
+                    fallback = held if held is not None else self.cov_loc
+                    row_cov = [f if x != x else x for x, f in zip(row_cov, fallback, strict=True)]
+            v = values[i]
+            if event is not None and event.kind == "filled":
+                self._fill(plan, r, s, last, k, v, held if held is not None else row_cov)
+            if not st.frozen[s]:
+                self._update_scale(s, v)
+            st.since_reset[s] += 1
+            st.ticks[s] += 1
+            st.last_time[s], st.last_value[s] = t, v
+            if covs is not None:
+                st.last_covariates[s] = row_cov
+            plan.row_run.append(r)
+            plan.row_time.append(t)
+            plan.row_value.append(v)
+            plan.row_loc.append(st.loc[s])
+            plan.row_scale.append(st.scale[s])
+            plan.row_obs.append(i)
+            plan.row_emit.append(st.ticks[s] % every == 0)
+            plan.row_warming.append(st.since_reset[s] <= warmup)
+            if covs is not None:
+                plan.row_cov.append(row_cov)
+            st.accepted += 1
+            if learn_every and st.accepted % learn_every == 0:
+                plan.learn_due = True
+                plan.next = i + 1
+                return plan
+        plan.next = len(values)
+        return plan
+
+    def _fill(self, plan: _Plan, r: int, s: int, last: int, k: int, v: float, cov) -> None:
+        """The k - 1 missing steps between the last value and `v`, on a straight line."""
+        st = self.state
+        before = st.last_value[s]
+        stamps = self.grid.shift(np.full(k - 1, last, dtype=np.int64), np.arange(1, k)).tolist()
+        for j in range(1, k):
+            plan.row_run.append(r)
+            plan.row_time.append(stamps[j - 1])
+            plan.row_value.append(before + (v - before) * j / k)
+            plan.row_loc.append(st.loc[s])
+            plan.row_scale.append(st.scale[s])
+            plan.row_obs.append(-1)
+            plan.row_emit.append(False)
+            plan.row_warming.append(False)
+            if cov is not None:
+                plan.row_cov.append(cov)
+
+    def _update_scale(self, s: int, v: float) -> None:
+        """Welford's running mean and variance: a new series scales itself while it warms up."""
+        st = self.state
+        n, mean, m2, abs_sum = st.welford[s]
+        n += 1
+        delta = v - mean
+        mean += delta / n
+        m2 += delta * (v - mean)
+        abs_sum += abs(v)
+        st.welford[s] = [n, mean, m2, abs_sum]
+        spread = abs_sum / n if self.scaling == "mean" else math.sqrt(m2 / n)
+        st.loc[s], st.scale[s] = mean, _safe_scale(spread, mean)
+        if n >= self.warmup:
+            st.frozen[s] = True
+
+    def _show(self, t: int) -> str:
+        return self.grid.text(np.array([t], dtype=np.int64), self.state.time_zone)[0]
+
+    def _run(self, plan: _Plan) -> dict:
+        """Run the plan's rows through the network: every run in one batched call."""
+        if not plan.row_run:
+            return {}
+        st, f = self.state, self.forecaster
+        run = np.asarray(plan.row_run, dtype=np.int64)
+        order = np.argsort(run, kind="stable")  # rows grouped by run, in time order within each
+        n_runs = len(plan.run_series)
+        counts = np.bincount(run, minlength=n_runs)
+        offsets = np.zeros(n_runs + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        loc = np.asarray(plan.row_loc)[order]
+        scale = np.asarray(plan.row_scale)[order]
+        scaled = (np.asarray(plan.row_value)[order] - loc) / scale
+        stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
+        cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
+        inputs = input_rows(scaled, stamps, cov, f.spec)
+        emit = np.asarray(plan.row_emit)[order]
+        within = np.arange(len(order)) - np.repeat(offsets[:-1], counts)
+        emitted_run = run[order][emit]
+        positions = np.split(within[emit], np.cumsum(np.bincount(emitted_run, minlength=n_runs))[:-1])
+        initial = st.rows(plan.run_series, plan.run_fresh)
+        outputs, final = run_series(self.net, inputs, offsets, positions, initial=initial)
+        last_run = {s: r for r, s in enumerate(plan.run_series)}
+        st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
+        if st.learner is not None and self.config.learn is not None:
+            st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
+        values = f.point_and_quantiles(outputs, loc[emit], scale[emit])
+        obs_index = np.asarray(plan.row_obs, dtype=np.int64)[order][emit]
+        back = np.argsort(obs_index, kind="stable")  # input order
+        return {
+            "obs": obs_index[back],
+            "values": values[back],
+            "warming": np.asarray(plan.row_warming)[order][emit][back],
+            "times": np.asarray(plan.row_time, dtype=np.int64)[order][emit][back],
+        }
+
+    def _batch(
+        self, pieces: list[dict], obs: Observations, events: list[Event], replayed: int
+    ) -> StreamBatch:
+        pieces = [p for p in pieces if p]
+        f = self.forecaster
+        c = self.net.config
+        if pieces:
+            index = np.concatenate([p["obs"] for p in pieces])
+            values = np.concatenate([p["values"] for p in pieces])
+            warming = np.concatenate([p["warming"] for p in pieces])
+            times = np.concatenate([p["times"] for p in pieces])
+        else:
+            index = np.zeros(0, dtype=np.int64)
+            values = np.zeros((0, c.horizon, c.outputs_per_step))
+            warming = np.zeros(0, dtype=bool)
+            times = np.zeros(0, dtype=np.int64)
+        return StreamBatch(
+            series_ids=[obs.series_ids[i] for i in index.tolist()],
+            times=times,
+            lines=obs.lines[index] if len(obs) else index,
+            values=values,
+            warming_up=warming,
+            grid=self.grid,
+            quantiles=f.quantiles,
+            point_index=f.point_index,
+            time_zone=self.state.time_zone,
+            events=events,
+            replayed=replayed,
+        )
+
+
+def warm_up(forecaster: Forecaster, state: StreamState, history: SeriesFrame) -> list[str]:
+    """Warm the states of the series in `history` over it, as `forecast` does (no output).
+
+    A series the model never saw is scaled by its whole history, as in `forecast`. Series the state
+    already holds (from a checkpoint) are left alone: the checkpoint is newer. Returns the ids warmed.
+    """
+    if history.freq != forecaster.freq:
+        raise DataError(
+            f"{history.source}: the history steps by {history.freq} but the model by {forecaster.freq}; give history at the model's frequency"
+        )
+    frame = history.frame.filter(~pl.col("series_id").is_in(list(state.index)))
+    if frame.height == 0:
+        return []
+    inputs = forecaster.inputs(frame)
+    empty = [np.zeros(0, dtype=np.int64)] * len(inputs.series_ids)
+    net = state.learner.serving if state.learner is not None else forecaster.net
+    _, final = run_series(net, inputs.inputs, inputs.offsets, empty)
+    ends = inputs.offsets[1:] - 1
+    stamps = frame["timestamp"]
+    if isinstance(stamps.dtype, pl.Datetime):
+        if state.time_zone is None:
+            state.time_zone = stamps.dtype.time_zone
+        stamps = stamps.dt.epoch("us")
+    last_times = stamps.gather(ends).to_list()
+    last_values = frame["value"].gather(ends).to_list()
+    covs = (
+        frame.select(forecaster.spec.covariates).to_numpy()[ends].tolist()
+        if forecaster.spec.covariates
+        else None
+    )
+    lengths = inputs.lengths().tolist()
+    indices = [state.series_index(sid) for sid in inputs.series_ids]
+    state.set_rows(indices, final)
+    for j, s in enumerate(indices):
+        state.loc[s], state.scale[s] = float(inputs.loc[j]), float(inputs.scale[j])
+        state.frozen[s] = True
+        state.last_time[s], state.last_value[s] = last_times[j], last_values[j]
+        state.ticks[s] = state.since_reset[s] = lengths[j]
+        if covs is not None:
+            state.last_covariates[s] = covs[j]
+    return inputs.series_ids

@@ -1,0 +1,113 @@
+"""`streamcast stream` in both regimes, through real pipes to a real process.
+
+Bulk: a file of 100 interleaved hourly series piped in with `cat`, forecasts to /dev/null; ticks per
+second over the whole run and after subtracting the process start-up (importing torch), measured
+separately with empty input. Interactive: one line written at a time, the clock running from the
+write until its forecast line has been read back; p50/p90/p99 over `LATENCY_LINES` lines.
+GRU, hidden 64, horizon 24 (one epoch of training: speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from common import machine, report
+
+import streamcast as sc
+
+SERIES = 100
+HISTORY = 200
+LIVE = 3000  # ticks per series in the bulk file: 300,000 lines
+LATENCY_LINES = 1000
+
+
+def synthetic(series: int, length: int) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    t = np.arange(length)
+    values = np.concatenate(
+        [10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length) for i in range(series)]
+    )
+    ids = np.repeat([f"s{i:03d}" for i in range(series)], length)
+    steps = pl.int_range(pl.len()).over("series_id")
+    return pl.DataFrame({"series_id": ids, "value": values}).with_columns(
+        (pl.datetime(2024, 1, 1) + pl.duration(hours=steps)).alias("timestamp")
+    )
+
+
+def command(model: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "streamcast", "stream", "-m", str(model), "-q", *args]
+
+
+def bulk(model: Path, lines: Path, n: int, output_format: str, startup: float) -> dict:
+    cmd = " ".join(command(model, "--output-format", output_format))
+    started = time.perf_counter()
+    subprocess.run(f"cat {lines} | {cmd} > /dev/null", shell=True, check=True, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    return {
+        "regime": f"bulk, {output_format} out",
+        "lines": n,
+        "seconds": seconds,
+        "ticks/s": n / seconds,
+        "ticks/s after start-up": n / (seconds - startup),
+    }
+
+
+def interactive(model: Path, lines: list[str]) -> dict:
+    proc = subprocess.Popen(
+        command(model), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    latencies = []
+    try:
+        for i, line in enumerate(lines):
+            started = time.perf_counter()
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+            proc.stdout.readline()
+            if i >= 50:  # the first lines pay for lazy imports and allocations
+                latencies.append(time.perf_counter() - started)
+            time.sleep(0.002)  # a slow producer: the stream is idle between lines
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+    ms = np.array(latencies) * 1000
+    return {
+        "regime": "interactive, one line at a time",
+        "lines": len(latencies),
+        "p50 ms": float(np.percentile(ms, 50)),
+        "p90 ms": float(np.percentile(ms, 90)),
+        "p99 ms": float(np.percentile(ms, 99)),
+        "max ms": float(ms.max()),
+    }
+
+
+def main() -> None:
+    quick = bool(os.environ.get("STREAMCAST_BENCH_QUICK"))
+    live = 500 if quick else LIVE
+    frame = synthetic(SERIES, HISTORY + live)
+    cutoff = pl.datetime(2024, 1, 1) + pl.duration(hours=HISTORY)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "gru64.streamcast"
+        history = sc.read_series(frame.filter(pl.col("timestamp") < cutoff))
+        sc.save(sc.fit(history, sc.FitConfig(hidden_size=64, horizon=24, epochs=1)), model)
+        ticks = frame.filter(pl.col("timestamp") >= cutoff).sort("timestamp", "series_id")
+        text = [f"{sid},{ts:%Y-%m-%d %H:%M},{v:.3f}" for sid, v, ts in ticks.iter_rows()]
+        lines = Path(tmp) / "live.csv"
+        lines.write_text("\n".join(text) + "\n")
+        started = time.perf_counter()
+        subprocess.run(command(model), input=b"", check=True, capture_output=True)
+        startup = time.perf_counter() - started
+        rows = [{"regime": "start-up (empty input)", "seconds": startup}]
+        rows += [bulk(model, lines, len(text), fmt, startup) for fmt in ("jsonl", "csv")]
+        rows.append(interactive(model, text[: LATENCY_LINES + 50]))
+    report("stream", rows, note=f"{SERIES} interleaved series, GRU hidden 64, horizon 24; {machine()}")
+
+
+if __name__ == "__main__":
+    main()

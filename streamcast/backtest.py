@@ -1,0 +1,353 @@
+"""Rolling-origin evaluation: how a forecaster would have done at the last K origins of each series,
+next to the naive and seasonal naive forecasts made at exactly the same origins, for the same points.
+
+The model's forecasts at every origin come from one stateful pass over each series (the step that
+training, `forecast` and `stream` share), batched across series: the network at step t has only seen
+inputs up to t, so one pass equals warming up afresh to each origin. Nothing after an origin leaks
+into its forecast: a series the model never saw is scaled by its history before the first origin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from streamcast import metrics
+from streamcast.errors import DataError, UsageError
+from streamcast.features import SeriesInputs, build_inputs, fit_scaler, season_length, series_offsets
+from streamcast.forecaster import Forecaster
+from streamcast.reading import SeriesFrame
+from streamcast.stepping import run_series
+from streamcast.training import EpochStats, FitConfig, data_fingerprint, fit
+
+DEFAULT_WINDOWS = 5
+METHODS = ("model", "naive", "seasonal_naive")
+POINT_METRICS = ("mae", "rmse", "smape", "mase")
+QUANTILE_METRICS = ("coverage", "pinball")
+COLUMNS = ("metric", *METHODS, "gain_naive", "gain_seasonal_naive")
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Scores of the model and both baselines, overall, per horizon step and (optionally) per series.
+
+    Each table has one row per metric with a column per method, and the model's gain over each
+    baseline, 1 − model / baseline (higher is better; 0.2 = 20% lower error). coverage is the share
+    of actual values inside the model's outermost quantile interval (`interval`), pinball the mean
+    pinball loss over its quantiles; both only for quantile models, and never for the baselines.
+    """
+
+    overall: pl.DataFrame  # metric, model, naive, seasonal_naive, gain_naive, gain_seasonal_naive
+    per_step: pl.DataFrame  # step, then the overall columns
+    per_series: pl.DataFrame | None  # series_id, then the overall columns
+    origins: pl.DataFrame  # series_id, origin: every forecast origin evaluated
+    horizon: int
+    windows: int
+    stride: int
+    season: int
+    interval: tuple[float, float] | None
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def series(self) -> int:
+        return self.origins["series_id"].n_unique()
+
+    @property
+    def points(self) -> int:
+        """Forecast values scored per method: series × windows × horizon."""
+        return self.origins.height * self.horizon
+
+    def score(self, metric: str, method: str = "model") -> float | None:
+        """One overall figure, e.g. `result.score("mase", "seasonal_naive")`."""
+        return self.overall.filter(pl.col("metric") == metric)[method].item()
+
+    def to_frame(self) -> pl.DataFrame:
+        """Every table in one long frame (scope = overall, step or series), for CSV and Parquet."""
+        no_series, no_step = pl.lit(None, pl.String).alias("series_id"), pl.lit(None, pl.Int32).alias("step")
+        parts = [
+            self.overall.select(pl.lit("overall").alias("scope"), no_series, no_step, *COLUMNS),
+            self.per_step.select(pl.lit("step").alias("scope"), no_series, "step", *COLUMNS),
+        ]
+        if self.per_series is not None:
+            parts.append(
+                self.per_series.select(pl.lit("series").alias("scope"), "series_id", no_step, *COLUMNS)
+            )
+        return pl.concat(parts)
+
+    def to_dict(self) -> dict:
+        """The settings and every table, for JSON: `overall` is keyed by metric."""
+        out = {
+            "horizon": self.horizon,
+            "windows": self.windows,
+            "stride": self.stride,
+            "season": self.season,
+            "series": self.series,
+            "points": self.points,
+            "interval": list(self.interval) if self.interval else None,
+            "overall": {row.pop("metric"): row for row in self.overall.to_dicts()},
+            "per_step": self.per_step.to_dicts(),
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+        }
+        if self.per_series is not None:
+            out["per_series"] = self.per_series.to_dicts()
+        return out
+
+
+def holdout_steps(horizon: int, windows: int, stride: int) -> int:
+    """How many points at the end of each series a backtest scores: (windows − 1) × stride + horizon."""
+    return (windows - 1) * stride + horizon
+
+
+def holdout(
+    data: SeriesFrame, *, horizon: int, windows: int = DEFAULT_WINDOWS, stride: int | None = None
+) -> SeriesFrame:
+    """Each series minus the points a backtest with these settings scores: the data to fit on.
+
+    >>> model = fit(holdout(data, horizon=24, windows=5), FitConfig(horizon=24))  # doctest: +SKIP
+    >>> backtest(model, data, windows=5)  # doctest: +SKIP
+    """
+    span = holdout_steps(horizon, windows, _stride(stride, horizon))
+    position = pl.int_range(pl.len()).over("series_id")
+    frame = data.frame.filter(position < pl.len().over("series_id") - span)
+    return replace(data, frame=frame)
+
+
+def backtest(
+    forecaster: Forecaster,
+    data: SeriesFrame,
+    *,
+    windows: int = DEFAULT_WINDOWS,
+    stride: int | None = None,
+    season: int | None = None,
+    per_series: bool = False,
+) -> BacktestResult:
+    """Score `forecaster` at the last `windows` origins of each series, `stride` steps apart
+    (default: the horizon, so the scored windows do not overlap), against naive and seasonal naive.
+
+    The last origin is the horizon's length before the end of each series, so every target is known.
+    `season` (default: from the frequency, e.g. 24 for hourly data) sets the seasonal naive forecast
+    and the MASE scale, which comes from each series' history up to its first origin.
+
+    >>> result = backtest(load("model.streamcast"), read_series("load.parquet"), windows=7)  # doctest: +SKIP
+    >>> result.score("mase"), result.score("mase", "seasonal_naive")  # doctest: +SKIP
+    """
+    horizon = forecaster.horizon
+    stride = _stride(stride, horizon)
+    season = _season(season, data.freq)
+    if windows < 1:
+        raise UsageError("--windows must be at least 1")
+    span = holdout_steps(horizon, windows, stride)
+    frame, notes = _long_enough(data.frame, span + season + 1, windows, stride, horizon, season)
+    ids, offsets = series_offsets(frame)
+    first = np.diff(offsets) - span - 1  # (S,) each series' first origin: the last point of its history
+    origin_at = first[:, None] + stride * np.arange(windows)  # (S, K) positions within each series
+
+    inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1)
+    outputs, _ = run_series(forecaster.net, inputs.inputs, offsets, list(origin_at))  # (S * K, H, Q)
+    forecasts = forecaster.point_and_quantiles(
+        outputs, np.repeat(inputs.loc, windows), np.repeat(inputs.scale, windows)
+    )
+    values = frame["value"].to_numpy().astype(np.float64)
+    rows = (offsets[:-1, None] + origin_at).reshape(-1)  # (R,) the frame row of every origin
+    steps = np.arange(horizon)
+    actual = values[rows[:, None] + steps + 1]  # (R, H)
+    point = {
+        "model": forecasts[..., forecaster.point_index],
+        "naive": np.repeat(values[rows][:, None], horizon, axis=1),
+        "seasonal_naive": values[rows[:, None] - season + 1 + steps % season],
+    }
+    scale = np.array(
+        [metrics.mase_scale(values[o : o + n], season) for o, n in zip(offsets[:-1], first + 1, strict=True)]
+    )
+    if not (scale > 0).all():
+        notes.append(
+            f"{int((~(scale > 0)).sum())} series repeat exactly every {season} steps before their first "
+            "origin (no in-sample seasonal naive error to scale by) and are left out of MASE"
+        )
+    scorer = _Scorer(actual, point, np.repeat(scale, windows), forecasts, forecaster.quantiles)
+    origins = pl.DataFrame(
+        {
+            "series_id": pl.Series(np.repeat(ids, windows), dtype=pl.String),
+            "origin": frame["timestamp"].gather(rows),
+        }
+    )
+    overlap = _training_overlap(forecaster, data, span)
+    per_step = [
+        line for h in steps.tolist() for line in scorer.lines(slice(None), slice(h, h + 1), step=h + 1)
+    ]
+    return BacktestResult(
+        overall=_table(scorer.lines(slice(None), slice(None))),
+        per_step=_table(per_step, {"step": pl.Int32}),
+        per_series=_per_series(scorer, ids, windows) if per_series else None,
+        origins=origins,
+        horizon=horizon,
+        windows=windows,
+        stride=stride,
+        season=season,
+        interval=scorer.interval,
+        notes=tuple(notes),
+        warnings=(overlap,) if overlap else (),
+    )
+
+
+def _per_series(scorer: _Scorer, ids: list[str], windows: int) -> pl.DataFrame:
+    """Rows of the forecast grid are grouped by series, `windows` consecutive rows each."""
+    lines = [
+        line
+        for i, sid in enumerate(ids)
+        for line in scorer.lines(slice(i * windows, (i + 1) * windows), slice(None), series_id=sid)
+    ]
+    return _table(lines, {"series_id": pl.String})
+
+
+def fit_and_backtest(
+    data: SeriesFrame,
+    config: FitConfig,
+    *,
+    windows: int = DEFAULT_WINDOWS,
+    stride: int | None = None,
+    season: int | None = None,
+    per_series: bool = False,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[Forecaster, BacktestResult]:
+    """Fit on each series minus the points the backtest scores, then backtest on all of `data`.
+
+    The model never trains, validates or scales on a point it is scored on. Series too short for
+    both the fit and the backtest are left out of both, with a note.
+    """
+    stride = _stride(stride, config.horizon)
+    season = _season(season, data.freq)
+    if windows < 1:
+        raise UsageError("--windows must be at least 1")
+    span = holdout_steps(config.horizon, windows, stride)
+    needed = span + max(season + 1, config.resolved_val_size() + config.horizon + 2)
+    frame, notes = _long_enough(data.frame, needed, windows, stride, config.horizon, season)
+    data = replace(data, frame=frame)
+    forecaster = fit(holdout(data, horizon=config.horizon, windows=windows, stride=stride), config, on_epoch)
+    forecaster.info["holdout"] = {"steps": span, "windows": windows, "stride": stride}
+    result = backtest(forecaster, data, windows=windows, stride=stride, season=season, per_series=per_series)
+    return forecaster, replace(result, notes=(*notes, *result.notes))
+
+
+def _stride(stride: int | None, horizon: int) -> int:
+    if stride is None:
+        return horizon
+    if stride < 1:
+        raise UsageError("--stride must be at least 1")
+    return stride
+
+
+def _season(season: int | None, freq: str) -> int:
+    if season is None:
+        return season_length(freq)
+    if season < 1:
+        raise UsageError("--season must be at least 1")
+    return season
+
+
+def _long_enough(
+    frame: pl.DataFrame, needed: int, windows: int, stride: int, horizon: int, season: int
+) -> tuple[pl.DataFrame, list[str]]:
+    """Leave out the series too short to score; fail if none is long enough."""
+    length = pl.len().over("series_id")
+    short = frame.filter(length < needed)["series_id"].unique(maintain_order=True).to_list()
+    settings = f"--windows {windows} --stride {stride} with horizon {horizon} and season {season}"
+    if not short:
+        return frame, []
+    kept = frame.filter(length >= needed)
+    if kept.height == 0:
+        raise DataError(
+            f"every series is shorter than the {needed} points that {settings} need; lower --windows or --stride"
+        )
+    return kept, [
+        f"{len(short)} series shorter than {needed} points (e.g. {short[0]!r}) were left out: {settings} need that many"
+    ]
+
+
+def _inputs_before(
+    forecaster: Forecaster, frame: pl.DataFrame, ids: list[str], offsets: np.ndarray, known: np.ndarray
+) -> SeriesInputs:
+    """Input rows as `Forecaster.inputs` builds them, except that a series the model never saw is
+    scaled by its first `known` points (its history up to the first origin), not its whole length."""
+    unseen = [sid for sid in ids if sid not in forecaster.scaler.loc]
+    fallback = None
+    if unseen:
+        values = frame["value"].to_numpy()
+        fallback = fit_scaler(values, offsets, ids, known, forecaster.spec.scaling)
+    return build_inputs(frame, forecaster.spec, forecaster.scaler, fallback)
+
+
+def _training_overlap(forecaster: Forecaster, data: SeriesFrame, span: int) -> str | None:
+    """A warning when the model was fitted on this very file, on the points now being scored."""
+    fitted_on = forecaster.info.get("data", {}).get("fingerprint")
+    if not fitted_on or fitted_on != data_fingerprint(data.source):
+        return None
+    held = forecaster.info.get("holdout", {}).get("steps", 0)
+    if span <= held:
+        return None
+    return (
+        f"the model was trained on {data.source} up to {held} steps before each series' end, and these "
+        f"windows score its last {span}: the scores are optimistic; run `streamcast backtest DATA` "
+        "without -m to fit with the windows held out"
+    )
+
+
+class _Scorer:
+    """Every metric for every method over any block of the (rows, steps) forecast grid."""
+
+    def __init__(self, actual, point, scale, forecasts, quantiles: tuple[float, ...]) -> None:
+        self.actual = actual  # (R, H)
+        self.point = point  # method -> (R, H)
+        self.scale = scale  # (R,) the MASE scale of each row's series
+        self.quantiles = quantiles
+        self.forecasts = forecasts  # (R, H, Q), quantiles sorted as `quantiles`
+        self.interval = (min(quantiles), max(quantiles)) if len(quantiles) > 1 else None
+
+    def lines(self, rows: slice, steps: slice, **key) -> list[dict]:
+        """One row per metric for this block, each starting with `key` (a step or a series id)."""
+        y = self.actual[rows, steps]
+        scale = self.scale[rows]
+        scores = {
+            method: {
+                "mae": metrics.mae(y, yhat[rows, steps]),
+                "rmse": metrics.rmse(y, yhat[rows, steps]),
+                "smape": metrics.smape(y, yhat[rows, steps]),
+                "mase": _mase(y, yhat[rows, steps], scale),
+            }
+            for method, yhat in self.point.items()
+        }
+        lines = [_line(key, metric, {m: scores[m][metric] for m in METHODS}) for metric in POINT_METRICS]
+        if self.interval is not None:
+            q = self.forecasts[rows, steps]
+            lines.append(_line(key, "coverage", {"model": metrics.coverage(y, q[..., 0], q[..., -1])}))
+            lines.append(_line(key, "pinball", {"model": metrics.pinball(y, q, self.quantiles)}))
+        return lines
+
+
+def _mase(y: np.ndarray, yhat: np.ndarray, scale: np.ndarray) -> float:
+    return metrics.mase(y, yhat, scale) if (scale > 0).any() else math.nan
+
+
+def _line(key: dict, metric: str, values: dict[str, float]) -> dict:
+    """One table row; undefined figures (a baseline with no error, a metric it lacks) are null."""
+    row = {**key, "metric": metric, **{m: _finite(values.get(m)) for m in METHODS}}
+    for base in ("naive", "seasonal_naive"):
+        model, other = row["model"], row[base]
+        ok = model is not None and other is not None and other > 0
+        row[f"gain_{base}"] = 1.0 - model / other if ok else None
+    return row
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _table(lines: list[dict], key: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    schema = {**(key or {}), **{c: pl.String if c == "metric" else pl.Float64 for c in COLUMNS}}
+    return pl.DataFrame(lines, schema=schema)

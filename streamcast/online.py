@@ -1,0 +1,160 @@
+"""Online learning for `stream --learn`: the model keeps training on the stream, so it follows drift.
+
+Once the `horizon` true values after a tick have arrived, that tick's forecast can be scored. Each
+series keeps the inputs since its learning anchor and the hidden state at that anchor; when a window
+of `window` ticks plus their `horizon` targets is complete, one truncated-BPTT step runs over the
+window from the anchor state, the state is carried on detached (exactly as `fit` carries it from
+chunk to chunk), and the anchor moves `window` ticks on. All series ready at an update share one
+batched step; updates happen every `every` observations, counted on the stream's own clock, so
+the result does not depend on how the input was cut into micro-batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from streamcast.errors import UsageError
+from streamcast.forecaster import Forecaster
+from streamcast.losses import forecast_loss
+from streamcast.model import RecurrentForecaster, State, concat_states, detach_state, select_state
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """`--learn-rate`, `--learn-window`, `--learn-every` and the gradient clip."""
+
+    lr: float = 1e-3
+    window: int = 24
+    every: int = 256
+    clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise UsageError("--learn-rate must be positive")
+        if self.window < 1 or self.every < 1:
+            raise UsageError("--learn-window and --learn-every must be at least 1")
+
+
+class OnlineLearner:
+    """A training copy of the network, its optimizer, and each series' window since its anchor."""
+
+    def __init__(self, net: RecurrentForecaster, loss: str, config: LearnConfig) -> None:
+        self.config = config
+        self.loss = loss
+        self.net = copy.deepcopy(net).train()
+        self.serving = copy.deepcopy(net).eval()  # what the stream forecasts with; synced after updates
+        self.serving.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.anchor: dict[int, State] = {}  # series -> the state before its first buffered input
+        self.buffer: dict[int, np.ndarray] = {}  # series -> (T, F) inputs since the anchor
+        self.steps = 0
+
+    def observe(
+        self, series: list[int], fresh: list[bool], initial: State, inputs: np.ndarray, offsets: np.ndarray
+    ) -> None:
+        """Record the inputs each run fed the network; a fresh run (new or reset series) re-anchors."""
+        for r, s in enumerate(series):
+            rows = inputs[offsets[r] : offsets[r + 1]]
+            if fresh[r] or s not in self.anchor:
+                self.anchor[s] = tuple(p.clone() for p in select_state(initial, slice(r, r + 1)))
+                self.buffer[s] = rows.copy()
+            else:
+                self.buffer[s] = np.concatenate([self.buffer[s], rows])
+
+    @torch.enable_grad()
+    def update(self) -> int:
+        """Train on every complete window; returns the optimizer steps taken."""
+        window, horizon = self.config.window, self.net.config.horizon
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        taken = 0
+        for lr_group in self.optimizer.param_groups:
+            lr_group["lr"] = self.config.lr
+        while True:
+            ready = [s for s, rows in self.buffer.items() if len(rows) >= window + horizon]
+            if not ready:
+                break
+            x = torch.from_numpy(np.stack([self.buffer[s][: window + horizon] for s in ready]))  # (B, W+H, F)
+            y, state = self.net(x[:, :window], concat_states([self.anchor[s] for s in ready]))
+            targets = x[:, 1:, 0].unfold(1, horizon, 1)[
+                :, :window
+            ]  # (B, W, H): the next H values of each step
+            mask = torch.ones(len(ready), window, dtype=torch.bool)
+            loss = forecast_loss(y, targets, mask, self.loss, self.net.config.quantiles)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.clip))
+            if math.isfinite(norm) and math.isfinite(loss.item()):
+                self.optimizer.step()
+                taken += 1
+            # Truncated BPTT: the state's values carry on to the next window, its gradient does not.
+            state = detach_state(state)
+            for j, s in enumerate(ready):
+                self.anchor[s] = select_state(state, slice(j, j + 1))
+                self.buffer[s] = self.buffer[s][window:]
+        if taken:
+            self.serving.load_state_dict(self.net.state_dict())
+            self.steps += taken
+        return taken
+
+    def adapted(self, forecaster: Forecaster) -> Forecaster:
+        """The forecaster with the weights learnt so far (for --save-model)."""
+        info = {**forecaster.info, "online_learning": {**asdict(self.config), "steps": self.steps}}
+        net = copy.deepcopy(self.serving)
+        return Forecaster(
+            net=net, spec=forecaster.spec, scaler=forecaster.scaler, columns=forecaster.columns, info=info
+        )
+
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to resume learning exactly: weights, Adam moments, windows and anchors."""
+        tensors = {f"net.{k}": v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for i, entry in opt["state"].items():
+            for name, value in entry.items():
+                tensors[f"adam.{i}.{name}"] = torch.as_tensor(value).clone().contiguous()
+        series = sorted(self.anchor)
+        tensors["series"] = torch.tensor(series, dtype=torch.int64)
+        tensors["lengths"] = torch.tensor([len(self.buffer[s]) for s in series], dtype=torch.int64)
+        width = self.net.config.input_size
+        rows = [self.buffer[s] for s in series]
+        tensors["buffer"] = torch.from_numpy(
+            np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+        )
+        if series:
+            for j, part in enumerate(concat_states([self.anchor[s] for s in series])):
+                tensors[f"anchor.{j}"] = part.contiguous()
+        meta = {
+            "config": asdict(self.config),
+            "loss": self.loss,
+            "steps": self.steps,
+            "param_groups": opt["param_groups"],
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_tensors(
+        cls, forecaster: Forecaster, tensors: dict[str, torch.Tensor], meta: dict
+    ) -> OnlineLearner:
+        learner = cls(forecaster.net, meta["loss"], LearnConfig(**meta["config"]))
+        weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        learner.net.load_state_dict(weights)
+        learner.serving.load_state_dict(weights)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("adam."):
+                _, i, name = key.split(".", 2)
+                state.setdefault(int(i), {})[name] = value
+        learner.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        series = tensors["series"].tolist()
+        ends = np.cumsum([0, *tensors["lengths"].tolist()])
+        buffer = tensors["buffer"].numpy()
+        parts = [tensors[f"anchor.{j}"] for j in range(len(forecaster.net.init_state(1)))] if series else []
+        for j, s in enumerate(series):
+            learner.buffer[s] = buffer[ends[j] : ends[j + 1]].copy()
+            learner.anchor[s] = tuple(p[j : j + 1].clone() for p in parts)
+        learner.steps = meta["steps"]
+        return learner

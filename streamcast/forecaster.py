@@ -6,8 +6,9 @@ Holds no hidden state of any series: states are passed to and returned from the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -22,7 +23,11 @@ from streamcast.features import (
     series_offsets,
 )
 from streamcast.model import RecurrentForecaster
-from streamcast.reading import Columns
+from streamcast.reading import Columns, SeriesFrame, read_series
+
+if TYPE_CHECKING:
+    from streamcast.backtest import BacktestResult
+    from streamcast.training import FitConfig
 
 
 @dataclass
@@ -34,6 +39,57 @@ class Forecaster:
     scaler: Scaler
     columns: Columns
     info: dict[str, Any] = field(default_factory=dict)
+
+    # The object-style entry points below are thin doors into the modules that build on this one
+    # (training, modelfile, forecasting, backtest); they import them when called, so that those
+    # modules can keep importing this one and nothing imports in a circle.
+
+    @classmethod
+    def fit(
+        cls, data: SeriesFrame | str | Path | pl.DataFrame, config: FitConfig | None = None, **options: Any
+    ) -> Forecaster:
+        """Train on `data` (read with `read_series` unless it already is a SeriesFrame).
+
+        `options` are `read_series` options (target, id_col, time_col, covariates); covariates given
+        here are also the model's covariates.
+        """
+        from streamcast.training import FitConfig, fit
+
+        config = config or FitConfig()
+        if not isinstance(data, SeriesFrame):
+            options.setdefault("covariates", config.covariates)
+            data = read_series(data, **options)
+        if tuple(data.columns.covariates) != tuple(config.covariates):
+            config = replace(config, covariates=tuple(data.columns.covariates))
+        return fit(data, config)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Forecaster:
+        from streamcast.modelfile import load
+
+        return load(path)
+
+    def save(self, path: str | Path) -> Path:
+        from streamcast.modelfile import save
+
+        return save(self, path)
+
+    def forecast(self, data: SeriesFrame | str | Path | pl.DataFrame, **options: Any) -> pl.DataFrame:
+        """`forecasting.forecast` on `data`, read with the model's own column mapping."""
+        from streamcast.forecasting import forecast
+
+        return forecast(self, self._read(data), **options)
+
+    def backtest(self, data: SeriesFrame | str | Path | pl.DataFrame, **options: Any) -> BacktestResult:
+        from streamcast.backtest import backtest
+
+        return backtest(self, self._read(data), **options)
+
+    def _read(self, data: SeriesFrame | str | Path | pl.DataFrame) -> SeriesFrame:
+        if isinstance(data, SeriesFrame):
+            return data
+        c = self.columns
+        return read_series(data, id_col=c.id, time_col=c.time, target=c.target, covariates=c.covariates)
 
     @property
     def horizon(self) -> int:

@@ -16,7 +16,7 @@ Policies, applied in this order:
 - Frequency: the most common step between consecutive timestamps, per series; all series must
   agree ("mixed frequencies" otherwise). Steps of 28 to 31 days between timestamps on the same day
   of the month are monthly ("1mo"); likewise "3mo", "6mo" and "1y".
-- Gaps (missing rows, null or NaN values): every series is put on its regular grid, from its first
+- Gaps (missing rows, null, NaN or infinite values): every series is put on its regular grid, from its first
   to its last observed value, and missing values are interpolated linearly (covariates carried
   forward, then back). Gaps longer than `max_gap` steps are still filled, and reported in `notes`
   so that the user can decide. A timestamp off the grid is an error: resample such data first.
@@ -280,15 +280,16 @@ def _stable_argsort(key: pl.Series) -> pl.Series:
 
 
 def _numeric(col: pl.Series, name: str, where: str) -> pl.Series:
-    """Float64 with NaN as null; text like "NA" counts as missing, other text is an error."""
+    """Float64 with NaN and ±inf as null (a gap, filled like any other); text like "NA" counts as
+    missing, other text is an error."""
     if col.dtype.is_numeric() or col.dtype == pl.Boolean:
-        return col.cast(pl.Float64).fill_nan(None)
+        return _finite(col.cast(pl.Float64))
     if col.dtype == pl.String:
         text = col.str.strip_chars()
         parsed = text.cast(pl.Float64, strict=False)
         bad = col.filter(parsed.is_null() & text.is_not_null() & ~text.is_in(MISSING))
         if bad.len() == 0:
-            return parsed.fill_nan(None)
+            return _finite(parsed)
         example = f"e.g. {bad[0]!r}"
     else:
         example = f"type {col.dtype}"
@@ -296,6 +297,10 @@ def _numeric(col: pl.Series, name: str, where: str) -> pl.Series:
         f"{where}: column {name!r} is not numeric ({example}); "
         "give numbers, or pick another column with --target"
     )
+
+
+def _finite(values: pl.Series) -> pl.Series:
+    return values.set(values.is_infinite(), None).fill_nan(None)
 
 
 def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,19 @@ def test_every_fit_option_is_documented():
         for opt in param.opts:
             if opt.startswith("--") and opt != "--help":
                 assert opt in README, f"{opt} is not in the README"
+
+
+def test_the_readme_python_examples_run_in_order(tmp_path, monkeypatch):
+    """The Python twins in the README are what users copy: run them all, in order, on the sample data."""
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(blocks) >= 5
+    (tmp_path / "sample_data").symlink_to(Path(__file__).parent.parent / "sample_data")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for number, block in enumerate(blocks, 1):
+        exec(compile(block, f"README.md python block {number}", "exec"), namespace)
+    assert (tmp_path / "model.streamcast").exists()
+    assert (tmp_path / "live.state").exists()
+    assert (tmp_path / "scores.csv").read_text().startswith("scope,")
+    assert namespace["frame"]["step"].to_list() == list(range(1, 49))
+    assert (tmp_path / "meter_01.png").stat().st_size > 10_000

@@ -469,6 +469,14 @@ def test_null_and_nan_values_are_gaps_too():
     assert data.frame["value"].to_list() == [1, 2, 3, 4]
 
 
+def test_infinite_values_are_gaps_in_numbers_and_in_csv_text(tmp_path):
+    data = read_series(pl.DataFrame({"ds": hours(4), "y": [1.0, float("inf"), float("-inf"), 4]}))
+    assert data.frame["value"].to_list() == [1, 2, 3, 4]
+    path = tmp_path / "inf.csv"
+    path.write_text("ds,y\n2024-01-01 00:00,1\n2024-01-01 01:00,inf\n2024-01-01 02:00,3\n")
+    assert read_series(path).frame["value"].to_list() == [1, 2, 3]
+
+
 def test_leading_and_trailing_missing_values_are_trimmed_not_invented():
     data = read_series(pl.DataFrame({"ds": hours(5), "y": [None, 1.0, 2, None, None]}))
     assert data.frame["timestamp"].to_list() == hours(5)[1:3]

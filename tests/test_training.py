@@ -75,6 +75,7 @@ def test_early_stopping_ends_training_after_patience(tiny_data):
     assert len(model.info["history"]) < 50
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the inf is injected on purpose
 def test_non_finite_steps_are_skipped_and_the_weights_stay_finite():
     frame = hourly_frame(series=2)
     data = read_series(frame)

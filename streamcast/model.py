@@ -90,9 +90,8 @@ class RecurrentForecaster(nn.Module):
         c = self.config
         if c.cell not in ("lstm", "gru"):
             return
-        gate = slice(
-            c.hidden_size, 2 * c.hidden_size
-        )  # forget gate (LSTM: i,f,g,o), update gate (GRU: r,z,n)
+        # The forget gate (LSTM gates: i, f, g, o) or the update gate (GRU gates: r, z, n).
+        gate = slice(c.hidden_size, 2 * c.hidden_size)
         with torch.no_grad():
             for name, bias in self.rnn.named_parameters():
                 if name.startswith("bias_hh"):

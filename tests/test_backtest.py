@@ -1,0 +1,153 @@
+"""`backtest`: scores that agree with serving, baselines computed on the same points, the CLI's
+tables, files and errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.backtest import backtest, fit_and_backtest, holdout
+from streamcast.cli import main
+from tests.conftest import TINY, hourly_frame
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("backtest") / "series.parquet"
+    hourly_frame(series=3, length=240).write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("backtest_model") / "model.streamcast"
+    sc.save(tiny_model, path)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["backtest", *map(str, args)])
+
+
+def test_model_scores_equal_forecasts_made_as_of_each_origin(tiny_model, tiny_data):
+    """One stateful pass over the history gives what `forecast --as-of` serves at each origin."""
+    result = backtest(tiny_model, tiny_data, windows=3, stride=5)
+    errors = []
+    for sid, origin in result.origins.iter_rows():
+        served = sc.forecast(tiny_model, tiny_data, as_of=origin, series=[sid])
+        actual = served.join(
+            tiny_data.frame.filter(pl.col("series_id") == sid), on=["series_id", "timestamp"]
+        )
+        assert actual.height == tiny_model.horizon
+        errors.append((actual["forecast"] - actual["value"]).abs().to_numpy())
+    assert result.score("mae") == pytest.approx(np.mean(errors), rel=1e-5)
+
+
+def test_baselines_are_scored_on_exactly_the_same_points(tiny_model, tiny_data):
+    windows, stride, horizon, season = 2, 7, tiny_model.horizon, 24
+    result = backtest(tiny_model, tiny_data, windows=windows, stride=stride)
+    naive, seasonal = [], []
+    for sid, group in tiny_data.frame.group_by("series_id", maintain_order=True):
+        y = group["value"].to_numpy()
+        last_origin = len(y) - horizon - 1
+        for origin in (last_origin - stride, last_origin):
+            future = y[origin + 1 : origin + 1 + horizon]
+            naive.append(np.abs(future - y[origin]))
+            seasonal.append(np.abs(future - y[origin + 1 - season : origin + 1 - season + horizon]))
+    assert result.score("mae", "naive") == pytest.approx(np.mean(naive))
+    assert result.score("mae", "seasonal_naive") == pytest.approx(np.mean(seasonal))
+    gain = 1 - result.score("mae") / result.score("mae", "seasonal_naive")
+    overall = result.overall.filter(pl.col("metric") == "mae")
+    assert overall["gain_seasonal_naive"].item() == pytest.approx(gain)
+    assert result.points == 3 * windows * horizon
+    assert result.per_step["step"].to_list() == [s for s in range(1, horizon + 1) for _ in range(4)]
+
+
+def test_fit_and_backtest_never_trains_on_a_scored_point(tiny_data):
+    model, result = fit_and_backtest(tiny_data, replace(TINY, epochs=1), windows=2, stride=6)
+    span = (2 - 1) * 6 + TINY.horizon
+    assert model.info["holdout"]["steps"] == span
+    assert model.info["data"]["rows"] == tiny_data.frame.height - 3 * span
+    held = holdout(tiny_data, horizon=TINY.horizon, windows=2, stride=6)
+    assert held.frame.group_by("series_id").len()["len"].to_list() == [200 - span] * 3
+    assert result.warnings == ()  # fitted with the windows held out: nothing optimistic to warn about
+
+
+def test_quantile_models_get_coverage_and_pinball_and_per_series_rows(tiny_data):
+    model = sc.fit(tiny_data, replace(TINY, quantiles=(0.1, 0.5, 0.9), epochs=1))
+    result = backtest(model, tiny_data, windows=2, per_series=True)
+    assert set(result.overall["metric"]) == {"mae", "rmse", "smape", "mase", "coverage", "pinball"}
+    coverage = result.score("coverage")
+    assert 0.0 <= coverage <= 1.0
+    assert result.interval == (0.1, 0.9)
+    assert result.overall.filter(pl.col("metric") == "coverage")["naive"].item() is None
+    assert sorted(result.per_series["series_id"].unique()) == ["s0", "s1", "s2"]
+
+
+def test_cli_scores_a_saved_model_as_json(model_path, data_path):
+    result = invoke("-m", model_path, data_path, "--windows", 3, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["windows"] == 3 and report["series"] == 3 and report["points"] == 3 * 3 * 6
+    assert set(report["overall"]) == {"mae", "rmse", "smape", "mase"}
+    for scores in report["overall"].values():
+        assert {"model", "naive", "seasonal_naive", "gain_naive", "gain_seasonal_naive"} <= set(scores)
+    assert len(report["per_step"]) == 6 * 4
+
+
+def test_cli_in_a_pipe_prints_csv_and_o_writes_the_same_tables_to_a_file(model_path, data_path, tmp_path):
+    piped = invoke("-m", model_path, data_path, "--windows", 2, "--per-series", "-q")
+    assert piped.exit_code == 0, piped.output
+    lines = piped.stdout.splitlines()
+    assert lines[0].startswith("scope,series_id,step,metric,model,naive,seasonal_naive")
+    out = tmp_path / "scores.parquet"
+    written = invoke("-m", model_path, data_path, "--windows", 2, "--per-series", "-o", out, "-q")
+    assert written.exit_code == 0, written.output
+    assert written.stdout == ""
+    table = pl.read_parquet(out)
+    assert set(table["scope"]) == {"overall", "step", "series"}
+    assert table.filter(pl.col("scope") == "series")["series_id"].n_unique() == 3
+    assert len(lines) == table.height + 1
+
+
+def test_cli_fits_with_the_windows_held_out_and_can_keep_the_model(data_path, tmp_path):
+    kept = tmp_path / "held.streamcast"
+    args = ["--hidden", 8, "--epochs", 1, "--horizon", 6, "--bptt", 16, "--windows", 2]
+    result = invoke(data_path, *args, "--save-model", kept, "--json", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["points"] == 3 * 2 * 6
+    assert sc.load(kept).info["holdout"]["steps"] == 12
+
+
+def test_cli_warns_when_a_saved_model_was_trained_on_the_scored_points(tmp_path, data_path):
+    model = tmp_path / "m.streamcast"
+    fitted = CliRunner().invoke(
+        main,
+        ["fit", str(data_path), "-o", str(model), "--hidden", "8", "--epochs", "1", "--horizon", "6", "-q"],
+    )
+    assert fitted.exit_code == 0, fitted.output
+    result = invoke("-m", model, data_path, "--windows", 2, "--json")
+    assert result.exit_code == 0
+    assert "optimistic" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--windows", "0"], 2, "--windows must be at least 1"),
+        (["--stride", "0"], 2, "--stride must be at least 1"),
+        (["--windows", "100"], 1, "lower --windows or --stride"),
+        (["--hidden", "8"], 2, "-m"),
+    ],
+)
+def test_cli_errors_are_one_line_with_an_exit_code(model_path, data_path, args, code, message):
+    result = invoke("-m", model_path, data_path, *args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output

@@ -53,7 +53,7 @@ def test_baselines_are_scored_on_exactly_the_same_points(tiny_model, tiny_data):
     windows, stride, horizon, season = 2, 7, tiny_model.horizon, 24
     result = backtest(tiny_model, tiny_data, windows=windows, stride=stride)
     naive, seasonal = [], []
-    for sid, group in tiny_data.frame.group_by("series_id", maintain_order=True):
+    for _sid, group in tiny_data.frame.group_by("series_id", maintain_order=True):
         y = group["value"].to_numpy()
         last_origin = len(y) - horizon - 1
         for origin in (last_origin - stride, last_origin):

@@ -86,9 +86,9 @@ def fit_options(f):
         click.option(
             "--cell",
             type=click.Choice(["rnn", "rnn-relu", "lstm", "gru"]),
-            default="gru",
+            default="lstm",
             show_default=True,
-            help="Recurrent cell.",
+            help="Recurrent cell (lstm: on CPU twice as fast as gru, as accurate on M4 Hourly).",
         ),
         click.option(
             "--hidden", "hidden_size", type=int, default=64, show_default=True, help="Hidden state size."
@@ -118,7 +118,7 @@ def fit_options(f):
         click.option(
             "--ar",
             type=int,
-            help="Linear highway over the last N values, started as seasonal naive (0 = off) [default: one season].",
+            help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week of steps for sub-daily data, 168 hourly].",
         ),
         click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."

@@ -55,6 +55,32 @@ def season_length(freq: str) -> int:
     return 12 if seconds < 365 * _DAY else 1
 
 
+MAX_WINDOW = 1024
+
+
+def window_length(freq: str) -> int:
+    """How many past values the forecast head sees by default (`--ar`): the longest cycle that fits
+    in `MAX_WINDOW` steps, a week for sub-daily data (168 for hourly), four weeks for daily, a year
+    for weekly, two years for monthly, 32 steps without a time axis.
+
+    One day is not enough context: on M4 Hourly a week-long window cut the sMAPE by a tenth
+    (validation part, benchmarks/bench_m4.py), because many series also cycle weekly.
+    """
+    seconds = freq_seconds(freq)
+    if seconds is None:
+        return 32
+    if seconds < _DAY:
+        for cycle in (7 * _DAY, _DAY):
+            if cycle / seconds <= MAX_WINDOW:
+                return max(1, round(cycle / seconds))
+        return MAX_WINDOW
+    if seconds < 7 * _DAY:
+        return max(1, round(28 * _DAY / seconds))
+    if seconds < 28 * _DAY:
+        return max(1, round(365.25 * _DAY / seconds))
+    return 24 if seconds < 365 * _DAY else 8
+
+
 def calendar_names(freq: str) -> tuple[str, ...]:
     """Which calendar cycles are worth encoding at this frequency (each as a sine/cosine pair)."""
     seconds = freq_seconds(freq)

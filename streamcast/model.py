@@ -24,7 +24,7 @@ class ModelConfig:
     """The shape of the network; stored in the model file so that loading rebuilds it exactly."""
 
     input_size: int
-    cell: str = "gru"
+    cell: str = "lstm"
     hidden_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0

@@ -27,6 +27,7 @@ from streamcast.features import (
     fit_feature_spec,
     fit_scaler,
     season_length,
+    window_length,
     series_offsets,
 )
 from streamcast.forecaster import Forecaster
@@ -45,7 +46,7 @@ SCHEDULES = ("plateau", "cosine", "none")
 class FitConfig:
     """Every `fit` option; the CLI flags mirror these fields one to one."""
 
-    cell: str = "gru"
+    cell: str = "lstm"
     hidden_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0
@@ -183,7 +184,7 @@ def fit(
         horizon=config.horizon,
         quantiles=config.model_quantiles,
         conv=config.conv,
-        ar=max(1, season) if config.ar is None else config.ar,
+        ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
     )
     net = RecurrentForecaster(model_config)

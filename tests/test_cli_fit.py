@@ -90,7 +90,7 @@ def test_info_shows_a_table_of_the_model(tmp_path, csv_path):
     run(["fit", str(csv_path), *FAST, "-o", str(out)])
     result = run(["info", str(out)])
     assert result.exit_code == 0
-    for word in ("cell", "gru hidden=8", "horizon", "gradient health", "frequency", "1h"):
+    for word in ("cell", "lstm hidden=8", "horizon", "gradient health", "frequency", "1h"):
         assert word in result.stdout
 
 

@@ -18,7 +18,7 @@ import polars as pl
 from common import peak_rss_mb, report
 
 import streamcast as sc
-from streamcast.features import FeatureSpec, Scaler, calendar_names
+from streamcast.features import FeatureSpec, Scaler, calendar_names, window_length
 from streamcast.forecaster import Forecaster
 from streamcast.model import ModelConfig, RecurrentForecaster
 from streamcast.reading import Columns, SeriesFrame
@@ -37,7 +37,11 @@ def frame(series: int, length: int) -> SeriesFrame:
 
 def untrained(ids: list[str]) -> Forecaster:
     spec = FeatureSpec("1h", calendar_names("1h"), (), (), ())
-    net = RecurrentForecaster(ModelConfig(input_size=spec.input_size, cell="gru", hidden_size=64, horizon=24, ar=24, season=24)).eval()
+    # The shape `fit` gives hourly data by default, with the GRU the issue names.
+    config = ModelConfig(
+        input_size=spec.input_size, cell="gru", hidden_size=64, horizon=24, ar=window_length("1h"), season=24
+    )
+    net = RecurrentForecaster(config).eval()
     scaler = Scaler(dict.fromkeys(ids, 100.0), dict.fromkeys(ids, 10.0))
     return Forecaster(net, spec, scaler, Columns("series_id", "timestamp", "value"))
 

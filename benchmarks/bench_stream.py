@@ -95,7 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "gru64.streamcast"
         history = sc.read_series(frame.filter(pl.col("timestamp") < cutoff))
-        sc.save(sc.fit(history, sc.FitConfig(hidden_size=64, horizon=24, epochs=1)), model)
+        sc.save(sc.fit(history, sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1)), model)
         ticks = frame.filter(pl.col("timestamp") >= cutoff).sort("timestamp", "series_id")
         text = [f"{sid},{ts:%Y-%m-%d %H:%M},{v:.3f}" for sid, v, ts in ticks.iter_rows()]
         lines = Path(tmp) / "live.csv"

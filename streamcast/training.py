@@ -27,8 +27,8 @@ from streamcast.features import (
     fit_feature_spec,
     fit_scaler,
     season_length,
-    window_length,
     series_offsets,
+    window_length,
 )
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach

@@ -9,24 +9,9 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
-import polars as pl
-from common import peak_rss_mb, report
+from common import peak_rss_mb, report, synthetic
 
 import streamcast as sc
-
-
-def synthetic(series: int, length: int) -> pl.DataFrame:
-    rng = np.random.default_rng(0)
-    t = np.arange(length)
-    values = np.concatenate(
-        [10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length) for i in range(series)]
-    )
-    ids = np.repeat([f"s{i:03d}" for i in range(series)], length)
-    steps = pl.int_range(pl.len()).over("series_id")
-    return pl.DataFrame({"series_id": ids, "value": values}).with_columns(
-        (pl.datetime(2024, 1, 1) + pl.duration(hours=steps)).alias("timestamp")
-    )
 
 
 def main() -> None:

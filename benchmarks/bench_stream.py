@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from common import machine, report
+from common import machine, report, synthetic
 
 import streamcast as sc
 
@@ -26,19 +26,6 @@ SERIES = 100
 HISTORY = 200
 LIVE = 3000  # ticks per series in the bulk file: 300,000 lines
 LATENCY_LINES = 1000
-
-
-def synthetic(series: int, length: int) -> pl.DataFrame:
-    rng = np.random.default_rng(0)
-    t = np.arange(length)
-    values = np.concatenate(
-        [10 + i % 7 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, length) for i in range(series)]
-    )
-    ids = np.repeat([f"s{i:03d}" for i in range(series)], length)
-    steps = pl.int_range(pl.len()).over("series_id")
-    return pl.DataFrame({"series_id": ids, "value": values}).with_columns(
-        (pl.datetime(2024, 1, 1) + pl.duration(hours=steps)).alias("timestamp")
-    )
 
 
 def command(model: Path, *args: str) -> list[str]:

@@ -7,6 +7,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from streamcast.reading import read_series
 from streamcast.training import FitConfig, fit
@@ -41,3 +42,12 @@ def tiny_data():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data):
     return fit(tiny_data, TINY)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Streams run on one torch thread, as the CLI runs them: small steps wait on a second one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

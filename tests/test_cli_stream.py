@@ -13,7 +13,6 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from click.testing import CliRunner
 
 import streamcast as sc
@@ -24,13 +23,7 @@ from tests.conftest import hourly_frame
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Streams run on one torch thread, as the CLI runs them: small steps wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lines_for(frame) -> list[str]:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,13 +27,7 @@ GOOD_JSON = [
 EXPECTED = [f"2024-01-01T0{h}:00:00" for h in range(6)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Streams run on one torch thread, as the CLI runs them: small steps wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 garbage_text = st.text(

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,13 +26,7 @@ from tests.conftest import TINY, hourly_frame
 START = datetime(2024, 1, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Streams run on one torch thread, as the CLI runs them: small steps wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def records(frame: pl.DataFrame) -> list[dict]:

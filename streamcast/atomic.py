@@ -8,6 +8,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from streamcast.errors import UsageError
+
+
+def check_writable(path: str | Path, what: str = "output") -> None:
+    """Fail before any work is done when `path` cannot be written: a folder, or a place without
+    write permission (where a lock file could not be made either, so a run would only time out)."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{what} {str(path)!r} is a folder; give a file path")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # atomic_path creates the missing folders
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {what} {str(path)!r}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {what} {str(path)!r}: no permission to write in {parent}; choose another path")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

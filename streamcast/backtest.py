@@ -291,10 +291,12 @@ def _training_overlap(forecaster: Forecaster, data: SeriesFrame, span: int) -> s
     held = forecaster.info.get("holdout", {}).get("steps", 0)
     if span <= held:
         return None
+    trained_on = (
+        f"all of {data.source}" if held == 0 else f"{data.source} but its last {held} steps of each series"
+    )
     return (
-        f"the model was trained on {data.source} up to {held} steps before each series' end, and these "
-        f"windows score its last {span}: the scores are optimistic; run `streamcast backtest DATA` "
-        "without -m to fit with the windows held out"
+        f"the model was trained on {trained_on}, and these windows score the last {span}, so the "
+        "scores are optimistic; run `streamcast backtest DATA` without -m to fit with the windows held out"
     )
 
 

@@ -13,7 +13,8 @@ import click
 import polars as pl
 
 import streamcast
-from streamcast.errors import StreamcastError, UsageError
+from streamcast.atomic import check_writable
+from streamcast.errors import DataError, StreamcastError, UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -32,6 +33,12 @@ class _Group(click.Group):
             # `streamcast forecast | head` closing the pipe early is not an error.
             sys.stderr.close()
             ctx.exit(0)
+        except OSError as exc:
+            # A path that is a folder, a disk that is full, a permission: the system's own words
+            # say it best, on one line, and the atomic writes have left every old file intact.
+            where = f" {exc.filename!r}" if exc.filename else ""
+            click.echo(f"Error: cannot use{where}: {exc.strerror or exc}; check the path and its permissions", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -241,6 +248,7 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
     from streamcast.training import fit as fit_model
 
     config = FitConfig(quantiles=_floats(quantiles), covariates=tuple(covariates), **options)
+    check_writable(output, "model")
     if report:
         from streamcast.plotting import check_figure_path
 
@@ -338,6 +346,7 @@ def forecast(
       streamcast forecast --as-of 2024-03-01T00:00 --horizon 48
     """
     from streamcast.forecasting import forecast as run_forecast
+    from streamcast.forecasting import parse_as_of
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frame
 
@@ -345,10 +354,15 @@ def forecast(
         check_output_path(output)
     forecaster = streamcast.load(model_path)
     series_data = _read_for_model(forecaster, data, id_col, time_col, target, covariates)
-    if horizon and horizon > forecaster.horizon and not quiet:
+    if horizon is not None and horizon > forecaster.horizon and not quiet:
         _warn(
             f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades"
         )
+    if as_of is not None and not quiet:
+        cutoff = parse_as_of(as_of, series_data.frame["timestamp"].dtype)
+        last = series_data.frame["timestamp"].max()
+        if cutoff > last:
+            _warn(f"--as-of {as_of} is after the last observation ({last}): forecasting from the last one")
     table = run_forecast(
         forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series
     )
@@ -373,7 +387,7 @@ def _read_for_model(forecaster, data, id_col, time_col, target, covariates):
     from streamcast.reading import read_series
 
     source = data or forecaster.info.get("data", {}).get("source")
-    if not source or source in ("-", "<frame>"):
+    if not source or (not data and source in ("-", "<frame>")):
         raise UsageError("this model records no data file to re-read: pass DATA (a path, or - for stdin)")
     cols = forecaster.columns
     return read_series(
@@ -512,6 +526,9 @@ def stream(
 
     if save_model and not learn:
         raise UsageError("--save-model writes the model adapted by --learn: add --learn")
+    for path, what in ((state_path, "--state file"), (save_model, "--save-model file")):
+        if path:
+            check_writable(path, what)
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -557,9 +574,8 @@ def stream(
         code = session.run(sys.stdin.buffer)
     else:
         if not Path(source).is_file():
-            raise UsageError(
-                f"input {source!r} not found: give a file of lines, or - (the default) for stdin"
-            )
+            what = "is a folder" if Path(source).is_dir() else "not found"
+            raise DataError(f"input {source!r} {what}: give a file of lines, or - (the default) for stdin")
         with open(source, "rb") as f:
             code = session.run(f)
     sys.exit(code)
@@ -621,6 +637,8 @@ def backtest(ctx, data, model_path, id_col, time_col, target, covariates, window
     if output:
         check_output_path(output)
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
+    if save_model:
+        check_writable(save_model, "--save-model file")
     if model_path:
         _only_when_fitting(ctx, save_model)
         forecaster = streamcast.load(model_path)
@@ -717,7 +735,7 @@ def plot(data, model_path, id_col, time_col, target, covariates, output, series,
     if not series and len(series_data.series_ids) > 4:
         _notes([f"drew the first 4 of {len(series_data.series_ids)} series; choose others with --series ID"], quiet)
     table = run_forecast(forecaster, series_data, horizon=horizon, as_of=as_of, series=chosen)
-    title = f"{model_path}: {horizon or forecaster.horizon}-step forecast" + (f" as of {as_of}" if as_of else "")
+    title = f"{model_path}: {forecaster.horizon if horizon is None else horizon}-step forecast" + (f" as of {as_of}" if as_of else "")
     plot_forecasts(series_data, table, output, history=history, title=title)
     if not quiet:
         click.echo(f"wrote {output}", err=True)

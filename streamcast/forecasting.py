@@ -69,8 +69,14 @@ def parse_as_of(value: str | datetime | int, dtype: pl.DataType):
             f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2024-03-01T12:00"
         ) from None
     zone = getattr(dtype, "time_zone", None)
+    offset = parsed.dtype.time_zone is not None  # the text carried a UTC offset or a Z
     if zone is not None:
-        parsed = parsed.dt.replace_time_zone(zone)
+        # An offset names an instant: convert it. Without one, it is the data's local time.
+        parsed = parsed.dt.convert_time_zone(zone) if offset else parsed.dt.replace_time_zone(zone)
+    elif offset:
+        raise UsageError(
+            f"--as-of {value!r} has a UTC offset but the data's timestamps have none; give it without one"
+        )
     return parsed[0]
 
 
@@ -87,7 +93,7 @@ def forecast(
 
     >>> forecast(load("model.streamcast"), read_series("load.parquet"), horizon=24)  # doctest: +SKIP
     """
-    horizon = horizon or forecaster.horizon
+    horizon = forecaster.horizon if horizon is None else horizon
     if horizon < 1:
         raise UsageError("--horizon must be at least 1")
     frame = select_history(data, series=series, as_of=as_of, context=context)

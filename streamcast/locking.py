@@ -14,6 +14,10 @@ from streamcast.errors import LockTimeout
 def output_lock(path: str, timeout: float) -> Iterator[None]:
     """Hold `PATH.lock` while writing PATH; give up after `timeout` seconds with LockTimeout (75)."""
     lock_path = f"{path}.lock"
+    # filelock retries a lock file it cannot create until the timeout, as if another run held it:
+    # create it first, so that a folder without write permission fails at once with its reason.
+    with open(lock_path, "a"):
+        pass
     try:
         with FileLock(lock_path, timeout=timeout):
             yield

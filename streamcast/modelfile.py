@@ -90,6 +90,8 @@ def load(path: str | Path) -> Forecaster:
 
 def _read(path: str | Path) -> bytes:
     p = Path(path)
+    if p.is_dir():
+        raise ModelFileError(f"{str(p)!r} is a folder, not a model or state file: give the file's path")
     if not p.is_file():
         hint = (
             " (run `streamcast fit DATA` first, or pass -m/--model PATH)"

@@ -7,18 +7,22 @@ from pathlib import Path
 
 import polars as pl
 
-from streamcast.atomic import atomic_path
+from streamcast.atomic import atomic_path, check_writable
 from streamcast.errors import UsageError
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 
 def check_output_path(path: str) -> None:
-    """Fail before any work is done, not after, when the output suffix is not one we write."""
-    if path != "-" and Path(path).suffix.lower() not in SUFFIXES:
+    """Fail before any work is done, not after, when the output cannot be written or its suffix
+    is not one we write."""
+    if path == "-":
+        return
+    if Path(path).suffix.lower() not in SUFFIXES:
         raise UsageError(
             f"cannot write {path!r}: the output file must end in {', '.join(SUFFIXES)} (or be - for stdout)"
         )
+    check_writable(path)
 
 
 def write_frame(frame: pl.DataFrame, path: str) -> None:
@@ -35,7 +39,9 @@ def write_frame(frame: pl.DataFrame, path: str) -> None:
         elif suffix == ".parquet":
             frame.write_parquet(tmp)
         else:
-            frame.write_ndjson(tmp)
+            # JSON has no datetime type: write the same ISO 8601 text as the CSV does.
+            iso = _datetime_format(frame)
+            frame.with_columns(pl.col(pl.Datetime).dt.strftime(iso)).write_ndjson(tmp)
 
 
 def _datetime_format(frame: pl.DataFrame) -> str:

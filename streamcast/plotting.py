@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from streamcast.atomic import atomic_path
+from streamcast.atomic import atomic_path, check_writable
 from streamcast.errors import UsageError
 from streamcast.reading import SeriesFrame
 
@@ -28,6 +28,7 @@ def check_figure_path(path: str | Path) -> None:
     or matplotlib not installed."""
     if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
         raise UsageError(f"cannot draw {str(path)!r}: the picture must end in {', '.join(FIGURE_SUFFIXES)}")
+    check_writable(path, "picture")
     _figure_class()
 
 

@@ -109,6 +109,8 @@ def _where(source: str | Path | pl.DataFrame) -> str:
 
 
 def _read_file(path: Path, where: str) -> pl.DataFrame:
+    if path.is_dir():
+        raise DataError(f"{where!r} is a folder, not a data file: give the path of a Parquet or CSV file")
     if not path.is_file():
         raise DataError(f"file {where!r} not found: check the path, or use - for CSV on stdin")
     name = path.name.lower()

@@ -102,7 +102,15 @@ def parser_for(
     )
     known = list(forecaster.scaler.loc)
     default_id = known[0] if len(known) == 1 else columns.target
-    return LineParser(columns, forecaster.freq, default_id, fmt)
+    given = {"--id-col": id_col, "--time-col": time_col, "--target": target}
+    return LineParser(
+        columns,
+        forecaster.freq,
+        default_id,
+        fmt,
+        given={option: name for option, name in given.items() if name},
+        series_count=len(known),
+    )
 
 
 class BadLine(Exception):
@@ -112,10 +120,25 @@ class BadLine(Exception):
 class LineParser:
     """Turns lines into Observations; remembers the format and layout found on the first good line."""
 
-    def __init__(self, columns: Columns, freq: str, default_id: str, fmt: str | None = None) -> None:
+    def __init__(
+        self,
+        columns: Columns,
+        freq: str,
+        default_id: str,
+        fmt: str | None = None,
+        *,
+        given: Mapping[str, str] | None = None,
+        series_count: int = 1,
+    ) -> None:
         if fmt is not None and fmt not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.columns = columns
+        # Column names the user passed: a header or first object without them is an error, not
+        # a silent fall-back to the usual names.
+        self.given = dict(given or {})
+        # A model of many series cannot tell whose a line without an id is: such lines would all
+        # land in one made-up series, so the layout must carry an id.
+        self.series_count = series_count
         self.covariates = tuple(columns.covariates)
         self.index_time = freq.endswith("i")
         self.default_id = default_id
@@ -177,6 +200,11 @@ class LineParser:
                 _find(obj, self.columns.time, TIME_NAMES),
                 target,
             )
+            self._check_layout(
+                {"--id-col": self.keys[0], "--time-col": self.keys[1], "--target": target},
+                [str(k) for k in obj],
+                f"the object on line {number}",
+            )
             self.has_time = self.keys[1] is not None
         id_key, time_key, target_key = self.keys
         for key in obj:
@@ -218,6 +246,11 @@ class LineParser:
                 self._csv_line(parts, number, batch)
                 if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
                     self.layout = None
+                elif width < 3 and self.series_count > 1:
+                    raise UsageError(
+                        f"line {number} has no series id, but the model forecasts {self.series_count} series: "
+                        f"send id,time,value{''.join(',' + c for c in self.covariates)} lines, or a header line"
+                    )
                 continue
             if self.header is not None and line.strip() == self.header:
                 batch.bad(number, "a repeated header line")
@@ -257,6 +290,15 @@ class LineParser:
                 )
             cov_at.append(lower[cov.lower()])
         id_at, time_at = _pick(lower, c.id, ID_NAMES), _pick(lower, c.time, TIME_NAMES)
+        self._check_layout(
+            {
+                "--id-col": None if id_at is None else names[id_at],
+                "--time-col": None if time_at is None else names[time_at],
+                "--target": names[target_at],
+            },
+            names,
+            f"the header on line {number}",
+        )
         used = {id_at, time_at, target_at, *cov_at}
         for i, name in enumerate(names):
             if i not in used:
@@ -265,6 +307,25 @@ class LineParser:
         self.has_time = time_at is not None
         self.header = line.strip()
         return True
+
+    def _check_layout(self, found: Mapping[str, str | None], names: list[str], where: str) -> None:
+        """The columns a header or first object names must include the ones passed as options, and
+        an id when the model has many series; otherwise stop before a line is misread."""
+        listed = ", ".join(names)
+        for option, name in self.given.items():
+            if found[option] is None or found[option].lower() != name.lower():
+                raise UsageError(f"{option} {name!r} is not in {where} (it has: {listed}); fix the option")
+        if found["--id-col"] is None and self.series_count > 1:
+            raise UsageError(
+                f"{where} has no series id (it has: {listed}), but the model forecasts "
+                f"{self.series_count} series; pass --id-col NAME"
+            )
+        plain = {n.lower() for n in names} - {x.lower() for x in (*found.values(), *self.covariates) if x}
+        if found["--time-col"] is None and not self.index_time and plain:
+            raise UsageError(
+                f"{where} has no time column (it has: {listed}); pass --time-col NAME, "
+                "or send only the value and covariates to stamp lines with the clock"
+            )
 
     def _record(self, number: int, sid, when, value, covs: list, batch: _Batch) -> None:
         """Validate one observation's fields and append it; a bad field skips the whole line."""

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.stream_state import StreamState
-from tests.conftest import hourly_frame
+from tests.conftest import TINY, hourly_frame
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,14 +133,57 @@ def test_json_lines_are_detected_and_an_unknown_key_is_reported_once(model_path)
     assert result.stderr.splitlines()[-1].endswith("ignored=1")
 
 
-def test_bare_values_step_on_from_start_one_period_at_a_time(model_path):
-    result = run(model_path, ["--start", "2024-03-01T00:00"], "10\n11\n\n12\n")
+@pytest.fixture(scope="module")
+def single_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stream_single") / "single.streamcast"
+    sc.save(sc.fit(sc.read_series(hourly_frame(series=1)), TINY), path)
+    return path
+
+
+def test_bare_values_step_on_from_start_one_period_at_a_time(single_model_path):
+    result = run(single_model_path, ["--start", "2024-03-01T00:00"], "10\n11\n\n12\n")
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(o["series_id"], o["timestamp"]) for o in out] == [
-        ("value", "2024-03-01T00:00:00"),
-        ("value", "2024-03-01T01:00:00"),
-        ("value", "2024-03-01T02:00:00"),
+        ("s0", "2024-03-01T00:00:00"),
+        ("s0", "2024-03-01T01:00:00"),
+        ("s0", "2024-03-01T02:00:00"),
     ]
+
+
+def test_lines_without_an_id_for_a_model_of_many_series_are_a_usage_error(model_path):
+    result = run(model_path, [], "10\n11\n")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "line 1 has no series id, but the model forecasts 3 series" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "header", "message"),
+    [
+        ([], "meter,ts,value", "has no series id (it has: meter, ts, value)"),
+        (["--id-col", "meter"], "meter,ts,value", "has no time column (it has: meter, ts, value); pass --time-col"),
+        (["--id-col", "nope"], "series_id,timestamp,value", "--id-col 'nope' is not in the header on line 1"),
+        (["--time-col", "nope"], "series_id,timestamp,value", "--time-col 'nope' is not in the header"),
+    ],
+)
+def test_a_header_that_cannot_be_mapped_stops_before_any_line_is_misread(model_path, args, header, message):
+    result = run(model_path, args, f"{header}\ns0,2024-01-01 00:00,10\n")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_renamed_columns_are_mapped_by_the_options(model_path):
+    result = run(model_path, ["--id-col", "meter", "--time-col", "ts"], "meter,ts,value\ns1,2024-01-01 00:00,10\n")
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["series_id"] for line in result.stdout.splitlines()] == ["s1"]
+
+
+def test_a_json_object_without_an_id_for_a_model_of_many_series_is_a_usage_error(model_path):
+    result = run(model_path, [], json.dumps({"timestamp": "2024-01-01T00:00", "value": 1.0}) + "\n")
+    assert result.exit_code == 2
+    assert "has no series id" in result.stderr
 
 
 def test_the_layout_is_fixed_by_the_first_line_that_parses(model_path):
@@ -280,3 +323,18 @@ def assert_same_forecasts(lines_a: list[str], lines_b: list[str]) -> None:
     keys = ("series_id", "timestamp", "timestamps", "warming_up")
     assert [[x[k] for k in keys] for x in a] == [[x[k] for k in keys] for x in b]
     np.testing.assert_allclose([x["forecast"] for x in a], [x["forecast"] for x in b], rtol=1e-5)
+
+
+def test_a_missing_input_file_is_a_data_error(model_path, tmp_path):
+    result = run(model_path, [str(tmp_path / "nope.csv")], "")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: input '{tmp_path / 'nope.csv'}' not found: give a file of lines, or - (the default) for stdin\n"
+
+
+@pytest.mark.parametrize("option", ["--state", "--save-model"])
+def test_a_folder_as_state_or_model_file_is_refused_before_reading(model_path, tmp_path, option):
+    args = [option, str(tmp_path), *(["--learn"] if option == "--save-model" else [])]
+    result = run(model_path, args, "s0,2024-01-01 00:00,10\n")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {option} file '{tmp_path}' is a folder; give a file path\n"

@@ -1,0 +1,158 @@
+"""`streamcast backtest`: score a fitted or saved model next to the naive baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+import streamcast
+from streamcast.atomic import check_writable
+from streamcast.cli_options import (
+    CONTEXT,
+    data_options,
+    fit_options,
+    notes,
+    parse_floats,
+    read_for_model,
+    warn,
+)
+from streamcast.errors import UsageError
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("data", required=False)
+@click.option(
+    "-m",
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False),
+    help="Score this saved model [default: fit one on DATA with the scored windows held out].",
+)
+@data_options
+@click.option(
+    "--windows",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Forecast origins scored per series: the last K.",
+)
+@click.option("--stride", type=int, help="Steps between origins [default: the horizon].")
+@click.option(
+    "--season", type=int, help="Seasonal period of seasonal naive and MASE [default: from the frequency]."
+)
+@click.option("--per-series", is_flag=True, help="Also score every series.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option(
+    "-o", "--output", metavar="PATH", help="Write every table to .csv, .parquet or .jsonl atomically."
+)
+@click.option(
+    "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
+)
+@fit_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
+@click.pass_context
+def backtest(
+    ctx,
+    data,
+    model_path,
+    id_col,
+    time_col,
+    target,
+    covariates,
+    windows,
+    stride,
+    season,
+    per_series,
+    as_json,
+    output,
+    save_model,
+    quantiles,
+    quiet,
+    **options,
+):
+    """Score forecasts at the last --windows origins of every series, next to naive and seasonal naive.
+
+    Without -m, first fits a model with fit's options on each series minus the points it is scored
+    on. Prints tables on a terminal, CSV in a pipe, JSON with --json.
+
+    \b
+      streamcast backtest sample_data/load_hourly.parquet --target load --windows 7 --epochs 10
+      streamcast backtest -m model.streamcast data.parquet --per-series -o scores.csv
+      streamcast backtest -m model.streamcast --json | jq .overall.mase
+    """
+    from streamcast.backtest import backtest as run_backtest
+    from streamcast.backtest import fit_and_backtest
+    from streamcast.output import check_output_path
+
+    if output:
+        check_output_path(output)
+    settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
+    if save_model:
+        check_writable(save_model, "--save-model file")
+    if model_path:
+        _only_when_fitting(ctx, save_model)
+        forecaster = streamcast.load(model_path)
+        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+        notes(series_data.notes, quiet)
+        result = run_backtest(forecaster, series_data, **settings)
+        scored = model_path
+    else:
+        if not data:
+            raise UsageError("backtest needs DATA to fit a model on, or -m MODEL to score a saved one")
+        from streamcast.display import FitProgress
+        from streamcast.reading import read_series
+        from streamcast.training import FitConfig
+
+        config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+        series_data = read_series(
+            data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
+        )
+        progress = FitProgress(quiet=quiet)
+        progress.notes(series_data.notes)
+        with progress:
+            forecaster, result = fit_and_backtest(series_data, config, on_epoch=progress.epoch, **settings)
+        if save_model:
+            progress.summary(forecaster, streamcast.save(forecaster, save_model))
+        scored = f"{config.cell} fitted without the scored windows"
+    notes(result.notes, quiet)
+    for warning in result.warnings:
+        warn(warning)
+    _print_backtest(result, scored, series_data.source, as_json, output, quiet)
+
+
+def _only_when_fitting(ctx: click.Context, save_model: str | None) -> None:
+    """With -m nothing is fitted: a fit option given anyway is a mistake worth saying so."""
+    from dataclasses import fields
+
+    from streamcast.training import FitConfig
+
+    names = {f.name for f in fields(FitConfig)} - {"covariates"}
+    for param in ctx.command.params:
+        if param.name in names and ctx.get_parameter_source(param.name) != click.core.ParameterSource.DEFAULT:
+            raise UsageError(
+                f"{param.opts[0]} sets how backtest fits a model, but -m scores a saved one: drop one of them"
+            )
+    if save_model:
+        raise UsageError(
+            "--save-model keeps the model backtest fits, but -m scores a saved one: drop one of them"
+        )
+
+
+def _print_backtest(result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool) -> None:
+    """The tables are the result: rich on a terminal, CSV in a pipe (unless -o), JSON on request."""
+    from streamcast.output import write_frame
+
+    if output:
+        write_frame(result.to_frame(), output)
+    if as_json:
+        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict()}, indent=2))
+    elif sys.stdout.isatty():
+        from streamcast.display import print_backtest
+
+        print_backtest(result, f"backtest: {scored} on {source}")
+    elif not output:
+        write_frame(result.to_frame(), "-")
+    if output and not quiet:
+        click.echo(f"wrote {output}", err=True)

@@ -1,0 +1,96 @@
+"""`streamcast fit` and `streamcast info`: train a model file, and show what is in one."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+import streamcast
+from streamcast.atomic import check_writable
+from streamcast.cli_options import (
+    CONTEXT,
+    data_options,
+    fit_options,
+    parse_floats,
+)
+from streamcast.modelfile import DEFAULT_MODEL_PATH
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("data", type=str)
+@data_options
+@click.option(
+    "-o",
+    "--output",
+    default=DEFAULT_MODEL_PATH,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the model.",
+)
+@fit_options
+@click.option(
+    "--report",
+    metavar="PATH",
+    help="Also draw the training curves (loss, gradient norm, clipping, reach) to .png, .svg or .pdf.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def fit(data, id_col, time_col, target, covariates, output, quantiles, report, quiet, **options):
+    """Train a forecaster on DATA (Parquet, CSV, .csv.gz, or - for CSV on stdin).
+
+    \b
+      streamcast fit sample_data/load_hourly.parquet --target load --covariate temperature
+      streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
+      streamcast fit data.csv --report training.png
+    """
+    from streamcast.display import FitProgress
+    from streamcast.reading import read_series
+    from streamcast.training import FitConfig
+    from streamcast.training import fit as fit_model
+
+    config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+    check_writable(output, "model")
+    if report:
+        from streamcast.plotting import check_figure_path
+
+        check_figure_path(report)  # before training, not after
+    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
+    progress = FitProgress(quiet=quiet)
+    progress.notes(series.notes)
+    with progress:
+        forecaster = fit_model(series, config, on_epoch=progress.epoch)
+    path = streamcast.save(forecaster, output)
+    progress.summary(forecaster, path)
+    if report:
+        _training_report(forecaster, report, path, quiet)
+
+
+def _training_report(forecaster, report: str, model_path, quiet: bool) -> None:
+    from streamcast.plotting import plot_training
+
+    cfg = forecaster.info["fit_config"]
+    title = f"{model_path}: {cfg['cell']}, hidden {cfg['hidden_size']}, bptt {cfg['bptt']}, lr {cfg['lr']:g}"
+    plot_training(forecaster.info["history"], report, clip=cfg["clip"], title=title)
+    if not quiet:
+        click.echo(f"wrote {report}", err=True)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("model_path", default=DEFAULT_MODEL_PATH, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON on stdout.")
+def info(model_path, as_json):
+    """Show what is inside a model file: config, data, metrics and gradient health.
+
+    \b
+      streamcast info model.streamcast
+      streamcast info --json | jq .info.gradient_health
+    """
+    from streamcast.modelfile import read_metadata
+
+    meta = read_metadata(model_path)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    from streamcast.display import print_info
+
+    print_info(meta, model_path)

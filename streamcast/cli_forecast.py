@@ -1,0 +1,152 @@
+"""`streamcast forecast` and `streamcast plot`: batch forecasts from a saved model, as a table or a picture."""
+
+from __future__ import annotations
+
+import click
+import polars as pl
+
+import streamcast
+from streamcast.cli_options import (
+    CONTEXT,
+    data_options,
+    model_option,
+    notes,
+    read_for_model,
+    warn,
+)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("data", required=False)
+@model_option
+@data_options
+@click.option(
+    "--horizon", type=int, help="Steps to forecast [default: the trained horizon]; longer ones roll forward."
+)
+@click.option(
+    "--context", type=int, metavar="N", help="Warm the state over the last N steps only [default: all]."
+)
+@click.option("--as-of", metavar="TIMESTAMP", help="Forecast from this past time (backfills, checks).")
+@click.option("--series", multiple=True, metavar="ID", help="Only this series (repeatable).")
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="Write .csv, .parquet or .jsonl atomically instead of CSV on stdout.",
+)
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another run writing the same output.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
+def forecast(
+    data,
+    model_path,
+    id_col,
+    time_col,
+    target,
+    covariates,
+    horizon,
+    context,
+    as_of,
+    series,
+    output,
+    lock_timeout,
+    quiet,
+):
+    """Forecast every series from a saved model; CSV on stdout unless -o.
+
+    With no DATA, re-reads the data file recorded in the model, so a cron job sees the newest rows.
+
+    \b
+      streamcast forecast --horizon 24 > forecast.csv
+      streamcast forecast new.parquet -m model.streamcast --series meter_01 -o out.parquet
+      streamcast forecast --as-of 2024-03-01T00:00 --horizon 48
+    """
+    from streamcast.forecasting import forecast as run_forecast
+    from streamcast.forecasting import parse_as_of
+    from streamcast.locking import output_lock
+    from streamcast.output import check_output_path, write_frame
+
+    if output:
+        check_output_path(output)
+    forecaster = streamcast.load(model_path)
+    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+    if horizon is not None and horizon > forecaster.horizon and not quiet:
+        warn(
+            f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades"
+        )
+    if as_of is not None and not quiet:
+        cutoff = parse_as_of(as_of, series_data.frame["timestamp"].dtype)
+        last = series_data.frame["timestamp"].max()
+        if cutoff > last:
+            warn(f"--as-of {as_of} is after the last observation ({last}): forecasting from the last one")
+    table = run_forecast(
+        forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series
+    )
+    new = table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
+    if new and not quiet:
+        warn(
+            f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column"
+        )
+    if output:
+        with output_lock(output, lock_timeout):
+            write_frame(table, output)
+    else:
+        write_frame(table, "-")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("data", required=False)
+@model_option
+@data_options
+@click.option(
+    "-o", "--output", required=True, metavar="PATH", help="The picture to write: .png, .svg or .pdf."
+)
+@click.option(
+    "--series", multiple=True, metavar="ID", help="Draw this series (repeatable) [default: the first 4]."
+)
+@click.option(
+    "--as-of", metavar="TIMESTAMP", help="Forecast from this past time and draw the actual values after it."
+)
+@click.option("--horizon", type=int, help="Steps to forecast [default: the trained horizon].")
+@click.option(
+    "--history",
+    type=int,
+    metavar="N",
+    help="Steps of history drawn before the origin [default: 4 x horizon].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No notes on stderr.")
+def plot(
+    data, model_path, id_col, time_col, target, covariates, output, series, as_of, horizon, history, quiet
+):
+    """Draw chosen series: their history, the forecast and its interval, and the actual values after
+    the origin when known (with --as-of). With no DATA, re-reads the data file recorded in the model.
+
+    \b
+      streamcast plot -m model.streamcast data.parquet --series meter_01 -o meter_01.png
+      streamcast plot --as-of 2024-03-25T12:00 --series meter_01 --series meter_04 -o check.svg
+    """
+    from streamcast.forecasting import forecast as run_forecast
+    from streamcast.plotting import check_figure_path, plot_forecasts
+
+    check_figure_path(output)
+    forecaster = streamcast.load(model_path)
+    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+    notes(series_data.notes, quiet)
+    chosen = series or series_data.series_ids[:4]
+    if not series and len(series_data.series_ids) > 4:
+        notes(
+            [f"drew the first 4 of {len(series_data.series_ids)} series; choose others with --series ID"],
+            quiet,
+        )
+    table = run_forecast(forecaster, series_data, horizon=horizon, as_of=as_of, series=chosen)
+    title = f"{model_path}: {forecaster.horizon if horizon is None else horizon}-step forecast" + (
+        f" as of {as_of}" if as_of else ""
+    )
+    plot_forecasts(series_data, table, output, history=history, title=title)
+    if not quiet:
+        click.echo(f"wrote {output}", err=True)

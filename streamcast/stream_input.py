@@ -150,7 +150,11 @@ class LineParser:
         self.has_time = True
         self.header: str | None = None
         self.reported: set[str] = set()
-        self.time_zone: str | None = None
+        self.time_zone: str | None = None  # "UTC" once any timestamp carried an offset
+        # The zone the output is written in, fixed by the first accepted line, so that a stream
+        # that mixes naive and zoned timestamps prints the same text however lines are batched.
+        self.stream_zone: str | None = None
+        self._zone_fixed = False
         self._time_cache: dict[str, int] = {}
 
     def parse(self, lines: list[str], first_line: int) -> Observations:
@@ -159,19 +163,19 @@ class LineParser:
         if self.format is None:
             start = next((k for k, line in enumerate(lines) if line.strip()), None)
             if start is None:
-                return batch.observations(self.time_zone)
+                return batch.observations(self.stream_zone)
             self.format = "jsonl" if lines[start].lstrip().startswith("{") else "csv"
         if self.format == "jsonl":
             self._parse_json(lines, first_line, batch)
         else:
             self._parse_csv(lines, first_line, batch)
-        return batch.observations(self.time_zone)
+        return batch.observations(self.stream_zone)
 
     def parse_objects(self, objects: list[Mapping], first_line: int) -> Observations:
         batch = _Batch(len(self.covariates))
         for k, obj in enumerate(objects):
             self._object(obj, first_line + k, batch)
-        return batch.observations(self.time_zone)
+        return batch.observations(self.stream_zone)
 
     def _parse_json(self, lines: list[str], first_line: int, batch: _Batch) -> None:
         import json
@@ -363,6 +367,8 @@ class LineParser:
                 x = math.nan
             row.append(x)
         batch.add(number, sid, t, v, row)
+        if not self._zone_fixed:
+            self._zone_fixed, self.stream_zone = True, self.time_zone
 
     def _time(self, raw) -> int | None:
         if raw is None:

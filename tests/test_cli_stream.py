@@ -338,3 +338,21 @@ def test_a_folder_as_state_or_model_file_is_refused_before_reading(model_path, t
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == f"Error: {option} file '{tmp_path}' is a folder; give a file path\n"
+
+
+def test_mixed_naive_and_zoned_timestamps_print_the_same_however_lines_are_batched(model_path):
+    text = "s0,2024-01-01T00:00,10\ns0,2024-01-01T01:00Z,11\ns0,2024-01-01T02:00,12\n"
+    bulk = run(model_path, ["--output-format", "csv"], text)
+    single = run(model_path, ["--output-format", "csv", "--batch-lines", "1"], text)
+    assert bulk.exit_code == single.exit_code == 0
+
+    def stamps(out):
+        return [line.split(",")[:3] for line in out.splitlines()]
+
+    assert stamps(bulk.stdout) == stamps(single.stdout)
+    # The first line fixes the zone: naive, so every line is written naive.
+    assert [line.split(",")[1] for line in bulk.stdout.splitlines()[1:]] == [
+        "2024-01-01T00:00:00",
+        "2024-01-01T01:00:00",
+        "2024-01-01T02:00:00",
+    ]

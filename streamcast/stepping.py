@@ -27,13 +27,14 @@ def run_series(
     *,
     initial: State | None = None,
     series_batch: int = 2048,
-    time_chunk: int = 512,
+    time_chunk: int = 128,
 ) -> tuple[torch.Tensor, State]:
     """Run every series from its start (or from `initial`) to its end, batched across series.
 
     Returns the forecasts at the requested positions of each series, (R, H, Q) in the order of
     `positions`, and each series' state after its last step. Memory grows with `series_batch` x
-    `time_chunk`, never with the number of forecasts or the length of the history.
+    `time_chunk`, never with the number of forecasts or the length of the history; 128 steps
+    measured fastest and halved the peak memory of 512 (benchmarks/bench_forecast.py).
     """
     lengths = np.diff(offsets)
     order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch

@@ -81,7 +81,7 @@ def fit_options(f):
         click.option(
             "--ar",
             type=int,
-            help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week of steps for sub-daily data, 168 hourly].",
+            help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week for hourly data (168), a day for finer, 28 daily].",
         ),
         click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."

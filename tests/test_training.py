@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from streamcast.errors import DataError, UsageError
+from streamcast.features import window_length
 from streamcast.lanes import make_lanes
 from streamcast.reading import read_series
 from streamcast.training import FitConfig, fit
@@ -138,3 +140,16 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
         model = fit(data, FitConfig(cell=cell, epochs=1, bptt=96, horizon=6, hidden_size=32))
         reach[cell] = model.info["gradient_health"]["gradient_reach"]
     assert reach["rnn"] * 2 <= min(reach["lstm"], reach["gru"])
+
+
+@pytest.mark.parametrize(
+    ("freq", "steps"),
+    [("1h", 168), ("30m", 336), ("15m", 96), ("1m", 336), ("1d", 28), ("1w", 52), ("1mo", 24), ("1y", 8), ("1i", 32)],
+)
+def test_the_head_window_is_the_longest_cycle_that_fits(freq, steps):
+    assert window_length(freq) == steps
+
+
+def test_fit_gives_hourly_data_a_week_long_head_window_unless_told(tiny_data):
+    assert fit(tiny_data, replace(TINY, epochs=1)).net.config.ar == 168
+    assert fit(tiny_data, replace(TINY, epochs=1, ar=12)).net.config.ar == 12

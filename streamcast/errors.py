@@ -24,6 +24,14 @@ class DataError(StreamcastError):
     exit_code = 1
 
 
+class StrictStop(DataError):
+    """`stream --strict` met a bad line (exit code 1); `line` says where the stream stopped."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason} (--strict stops at the first bad line)")
+        self.line = line
+
+
 class ModelFileError(StreamcastError):
     """A model or state file that is missing, corrupt or not ours (exit code 1)."""
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from streamcast.errors import DataError
+from streamcast.errors import StrictStop
 from streamcast.forecaster import Forecaster
 from streamcast.modelfile import save as save_model
 from streamcast.stream_input import LineParser, LineReader, Observations
@@ -84,7 +84,8 @@ class StreamSession:
                     self._emit(batch)
                     if self._checkpoint_due():
                         self.checkpoint()
-            except DataError:
+            except StrictStop as stop:
+                self.lines = stop.line  # the lines after it were read ahead, never processed
                 self.checkpoint()
                 self.err.write(self.summary() + "\n")
                 raise

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from streamcast.errors import DataError, UsageError
+from streamcast.errors import DataError, StrictStop, UsageError
 from streamcast.features import _safe_scale, freq_seconds, input_rows, season_length
 from streamcast.forecaster import Forecaster
 from streamcast.model import select_state
@@ -200,7 +200,7 @@ def stream(
         batch, error = engine.process(observations)
         yield batch
         if error is not None:
-            raise DataError(f"line {error.line}: {error.reason} (--strict stops at the first bad line)")
+            raise StrictStop(error.line, error.reason)
 
 
 class _Columns:

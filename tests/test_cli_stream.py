@@ -120,6 +120,7 @@ def test_strict_exits_1_at_the_first_bad_line_after_printing_the_good_ones(model
         result.stderr.splitlines()[-1]
         == "Error: line 2: value 'x' is not a number (--strict stops at the first bad line)"
     )
+    assert result.stderr.splitlines()[-2].startswith("stream: 2 lines, accepted=1, skipped=0")
 
 
 def test_json_lines_are_detected_and_an_unknown_key_is_reported_once(model_path):

@@ -6,6 +6,7 @@ line on stderr and an exit code (2 usage, 1 data or model file, 75 lock timeout)
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -17,6 +18,18 @@ from streamcast.cli_forecast import forecast, plot
 from streamcast.cli_options import CONTEXT
 from streamcast.cli_stream import stream
 from streamcast.errors import StreamcastError
+
+_PATH_ERRORS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENAMETOOLONG,
+}
 
 
 class _Group(click.Group):
@@ -35,6 +48,9 @@ class _Group(click.Group):
         except OSError as exc:
             # A path that is a folder, a disk that is full, a permission: the system's own words
             # say it best, on one line, and the atomic writes have left every old file intact.
+            # Other OS errors are not the user's to fix: they stay tracebacks.
+            if exc.errno not in _PATH_ERRORS:
+                raise
             where = f" {exc.filename!r}" if exc.filename else ""
             click.echo(
                 f"Error: cannot use{where}: {exc.strerror or exc}; check the path and its permissions",

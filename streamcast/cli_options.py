@@ -81,7 +81,7 @@ def fit_options(f):
         click.option(
             "--ar",
             type=int,
-            help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week for hourly data (168), a day for finer, 28 daily].",
+            help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week hourly (168), a day for 15-minute data (96), at most 336 steps; 28 daily].",
         ),
         click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."

@@ -175,6 +175,8 @@ def stream(
     else:
         state = StreamState(forecaster)
     parser = parser_for(forecaster, id_col=id_col, time_col=time_col, target=target, fmt=input_format)
+    if len(state):
+        parser.fix_zone(state.time_zone)
     if warmup_data:
         cols = parser.columns
         history = read_series(

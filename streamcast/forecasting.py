@@ -72,7 +72,13 @@ def parse_as_of(value: str | datetime | int, dtype: pl.DataType):
     offset = parsed.dtype.time_zone is not None  # the text carried a UTC offset or a Z
     if zone is not None:
         # An offset names an instant: convert it. Without one, it is the data's local time.
-        parsed = parsed.dt.convert_time_zone(zone) if offset else parsed.dt.replace_time_zone(zone)
+        try:
+            parsed = parsed.dt.convert_time_zone(zone) if offset else parsed.dt.replace_time_zone(zone)
+        except pl.exceptions.PolarsError:
+            raise UsageError(
+                f"--as-of {value!r} does not exist or is ambiguous in {zone} (a clock change); "
+                "give it with a UTC offset, e.g. 2024-03-31T02:30+01:00"
+            ) from None
     elif offset:
         raise UsageError(
             f"--as-of {value!r} has a UTC offset but the data's timestamps have none; give it without one"

@@ -199,16 +199,16 @@ class LineParser:
             if target is None:
                 batch.bad(number, f"no {self.columns.target!r} key (pass --target KEY)")
                 return
-            self.keys = (
-                _find(obj, self.columns.id, ID_NAMES),
-                _find(obj, self.columns.time, TIME_NAMES),
-                target,
-            )
-            self._check_layout(
-                {"--id-col": self.keys[0], "--time-col": self.keys[1], "--target": target},
+            keys = (_find(obj, self.columns.id, ID_NAMES), _find(obj, self.columns.time, TIME_NAMES), target)
+            self._check_options(
+                {"--id-col": keys[0], "--time-col": keys[1], "--target": target},
                 [str(k) for k in obj],
                 f"the object on line {number}",
             )
+            if keys[0] is None and self.series_count > 1:
+                batch.bad(number, self._no_id())  # a stray object must not fix the layout
+                return
+            self.keys = keys
             self.has_time = self.keys[1] is not None
         id_key, time_key, target_key = self.keys
         for key in obj:
@@ -221,7 +221,9 @@ class LineParser:
         if time_key is not None and time_key not in obj:
             batch.bad(number, f"no {time_key!r} key")
             return
-        sid = obj.get(id_key, self.default_id) if id_key is not None else self.default_id
+        sid = obj.get(id_key) if id_key is not None else None
+        if sid is None and self.series_count == 1:
+            sid = self.default_id  # a model of one series knows whose the line is
         self._record(
             number,
             sid,
@@ -244,17 +246,15 @@ class LineParser:
                 if width not in (1, 2, 3):
                     batch.bad(number, f"expected {_expected(self.covariates)}, got {len(parts)} fields")
                     continue
+                if width < 3 and self.series_count > 1:
+                    batch.bad(number, self._no_id())  # a stray line must not fix the layout
+                    continue
                 before = len(batch.values)
                 self.layout = _positional(width, len(self.covariates))
                 self.has_time = self.layout[1] is not None
                 self._csv_line(parts, number, batch)
                 if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
                     self.layout = None
-                elif width < 3 and self.series_count > 1:
-                    raise UsageError(
-                        f"line {number} has no series id, but the model forecasts {self.series_count} series: "
-                        f"send id,time,value{''.join(',' + c for c in self.covariates)} lines, or a header line"
-                    )
                 continue
             if self.header is not None and line.strip() == self.header:
                 batch.bad(number, "a repeated header line")
@@ -294,15 +294,14 @@ class LineParser:
                 )
             cov_at.append(lower[cov.lower()])
         id_at, time_at = _pick(lower, c.id, ID_NAMES), _pick(lower, c.time, TIME_NAMES)
-        self._check_layout(
-            {
-                "--id-col": None if id_at is None else names[id_at],
-                "--time-col": None if time_at is None else names[time_at],
-                "--target": names[target_at],
-            },
-            names,
-            f"the header on line {number}",
-        )
+        found = {
+            "--id-col": None if id_at is None else names[id_at],
+            "--time-col": None if time_at is None else names[time_at],
+            "--target": names[target_at],
+        }
+        where = f"the header on line {number}"
+        self._check_options(found, names, where)
+        self._check_header(found, names, where)
         used = {id_at, time_at, target_at, *cov_at}
         for i, name in enumerate(names):
             if i not in used:
@@ -312,13 +311,19 @@ class LineParser:
         self.header = line.strip()
         return True
 
-    def _check_layout(self, found: Mapping[str, str | None], names: list[str], where: str) -> None:
-        """The columns a header or first object names must include the ones passed as options, and
-        an id when the model has many series; otherwise stop before a line is misread."""
-        listed = ", ".join(names)
+    def _check_options(self, found: Mapping[str, str | None], names: list[str], where: str) -> None:
+        """Columns passed as options must be there: a silent fall-back to the usual names would
+        misread every line."""
         for option, name in self.given.items():
             if found[option] is None or found[option].lower() != name.lower():
-                raise UsageError(f"{option} {name!r} is not in {where} (it has: {listed}); fix the option")
+                raise UsageError(
+                    f"{option} {name!r} is not in {where} (it has: {', '.join(names)}); fix the option"
+                )
+
+    def _check_header(self, found: Mapping[str, str | None], names: list[str], where: str) -> None:
+        """A header declares the layout of every line to come: without an id for a model of many
+        series, or with unknown columns and no time, each line would be misread, so stop now."""
+        listed = ", ".join(names)
         if found["--id-col"] is None and self.series_count > 1:
             raise UsageError(
                 f"{where} has no series id (it has: {listed}), but the model forecasts "
@@ -330,6 +335,16 @@ class LineParser:
                 f"{where} has no time column (it has: {listed}); pass --time-col NAME, "
                 "or send only the value and covariates to stamp lines with the clock"
             )
+
+    def _no_id(self) -> str:
+        tail = "".join(f",{c}" for c in self.covariates)
+        return (
+            f"series id is missing (the model forecasts {self.series_count} series: send id,time,value{tail})"
+        )
+
+    def fix_zone(self, zone: str | None) -> None:
+        """Resume a stream in the zone its state was written in, whatever the next line carries."""
+        self._zone_fixed, self.stream_zone = True, zone
 
     def _record(self, number: int, sid, when, value, covs: list, batch: _Batch) -> None:
         """Validate one observation's fields and append it; a bad field skips the whole line."""
@@ -501,6 +516,8 @@ def _find(obj: Mapping, given: str | None, candidates: tuple[str, ...]) -> str |
     if given is not None and given in obj:
         return given
     lower = {k.lower(): k for k in obj if isinstance(k, str)}
+    if given is not None and given.lower() in lower:
+        return lower[given.lower()]
     return next((lower[c] for c in candidates if c in lower), None)
 
 

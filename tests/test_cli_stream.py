@@ -151,11 +151,17 @@ def test_bare_values_step_on_from_start_one_period_at_a_time(single_model_path):
     ]
 
 
-def test_lines_without_an_id_for_a_model_of_many_series_are_a_usage_error(model_path):
-    result = run(model_path, [], "10\n11\n")
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    assert "line 1 has no series id, but the model forecasts 3 series" in result.stderr
+def test_lines_without_an_id_for_a_model_of_many_series_are_skipped_and_the_stream_goes_on(model_path):
+    result = run(model_path, [], "10\ns0,2024-01-01 00:00,10\n,2024-01-01 01:00,11\ns0,2024-01-01 01:00,11\n")
+    assert result.exit_code == 0
+    assert [json.loads(line)["timestamp"] for line in result.stdout.splitlines()] == [
+        "2024-01-01T00:00:00",
+        "2024-01-01T01:00:00",
+    ]
+    assert result.stderr.splitlines()[0] == (
+        "line 1: series id is missing (the model forecasts 3 series: send id,time,value); skipped"
+    )
+    assert result.stderr.splitlines()[1] == "line 3: series id is missing; skipped"
 
 
 @pytest.mark.parametrize(
@@ -181,17 +187,31 @@ def test_renamed_columns_are_mapped_by_the_options(model_path):
     assert [json.loads(line)["series_id"] for line in result.stdout.splitlines()] == ["s1"]
 
 
-def test_a_json_object_without_an_id_for_a_model_of_many_series_is_a_usage_error(model_path):
-    result = run(model_path, [], json.dumps({"timestamp": "2024-01-01T00:00", "value": 1.0}) + "\n")
-    assert result.exit_code == 2
-    assert "has no series id" in result.stderr
+def test_json_objects_without_an_id_for_a_model_of_many_series_are_skipped(model_path):
+    objects = [
+        {"timestamp": "2024-01-01T00:00", "value": 1.0},
+        {"series_id": "s0", "timestamp": "2024-01-01T00:00", "value": 1.0},
+        {"timestamp": "2024-01-01T01:00", "value": 2.0},
+    ]
+    result = run(model_path, [], "".join(json.dumps(o) + "\n" for o in objects))
+    assert result.exit_code == 0
+    assert [json.loads(line)["series_id"] for line in result.stdout.splitlines()] == ["s0"]
+    assert result.stderr.splitlines()[-1].startswith("stream: 3 lines, accepted=1, skipped=2")
+
+
+def test_a_resumed_stream_keeps_the_time_zone_it_started_in(model_path, tmp_path):
+    state = str(tmp_path / "live.state")
+    first = run(model_path, ["--state", state, "--output-format", "csv"], "s0,2024-01-01T00:00,10\n")
+    again = run(model_path, ["--state", state, "--output-format", "csv"], "s0,2024-01-01T01:00Z,11\n")
+    assert first.exit_code == again.exit_code == 0
+    assert again.stdout.splitlines()[1].split(",")[1] == "2024-01-01T01:00:00"
 
 
 def test_the_layout_is_fixed_by_the_first_line_that_parses(model_path):
     result = run(model_path, [], "###\ns0,2024-01-01 00:00,10\n5\n")
     assert len(result.stdout.splitlines()) == 1
     assert result.stderr.splitlines()[:2] == [
-        "line 1: value '###' is not a number; skipped",
+        "line 1: series id is missing (the model forecasts 3 series: send id,time,value); skipped",
         "line 3: expected 3 fields, got 1; skipped",
     ]
 

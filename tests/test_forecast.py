@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.forecasting import forecast
+from streamcast.errors import UsageError
+from streamcast.forecasting import forecast, parse_as_of
 from streamcast.locking import output_lock
 from streamcast.training import FitConfig
 from tests.conftest import TINY, hourly_frame
@@ -242,8 +243,8 @@ def test_an_output_place_nobody_can_write_fails_at_once_not_after_the_lock_timeo
     started = time.perf_counter()
     result = run(["forecast", "-o", "/proc/out.csv", "--lock-timeout", "30"])
     assert time.perf_counter() - started < 20  # it did not wait for the lock timeout
-    assert result.exit_code == 1
-    assert result.stderr.startswith("Error: cannot use '/proc/out.csv.lock'")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: cannot write /proc/out.csv: /proc does not take new files (")
     assert result.stderr.count("\n") == 1
 
 
@@ -251,3 +252,17 @@ def test_an_output_under_a_file_is_a_usage_error(workdir):
     result = run(["forecast", "-o", "data.csv/out.csv"])
     assert result.exit_code == 2
     assert result.stderr == "Error: cannot write output 'data.csv/out.csv': data.csv is a file, not a folder\n"
+
+
+def test_an_output_in_a_new_folder_is_written_under_its_lock(workdir):
+    result = run(["forecast", "-o", "new/sub/out.csv", "--horizon", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert pl.read_csv(workdir / "new" / "sub" / "out.csv").height == 3
+    assert sorted(p.name for p in (workdir / "new" / "sub").iterdir()) == ["out.csv", "out.csv.lock"]
+
+
+def test_an_as_of_that_a_clock_change_skips_is_a_usage_error():
+    with pytest.raises(UsageError, match="does not exist or is ambiguous in Europe/Berlin"):
+        parse_as_of("2024-03-31T02:30", pl.Datetime("us", "Europe/Berlin"))
+    zoned = parse_as_of("2024-03-31T02:30+01:00", pl.Datetime("us", "Europe/Berlin"))
+    assert zoned.isoformat() == "2024-03-31T03:30:00+02:00"

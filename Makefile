@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/streamcast fit sample_data/load_single.csv -o demo.streamcast --epochs 3
 	$(BIN)/streamcast forecast -m demo.streamcast --horizon 6
-	tail -n 5 sample_data/load_single.csv | cut -d, -f1,2 | $(BIN)/streamcast stream -m demo.streamcast --output-format csv
+	tail -n 5 sample_data/load_single.csv | $(BIN)/streamcast stream -m demo.streamcast --output-format csv
 
 test: $(STAMP)
 	$(BIN)/ruff check streamcast tests benchmarks

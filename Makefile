@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check streamcast tests benchmarks
+	$(BIN)/ruff format --check streamcast tests benchmarks
 	$(BIN)/pytest
 
 bench: $(STAMP)

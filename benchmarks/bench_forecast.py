@@ -27,11 +27,15 @@ from streamcast.reading import Columns, SeriesFrame
 def frame(series: int, length: int) -> SeriesFrame:
     rng = np.random.default_rng(0)
     values = rng.normal(100, 10, series * length)
-    ids = pl.Series("series_id", [f"s{i:05d}" for i in range(series)]).gather(np.repeat(np.arange(series), length))
+    ids = pl.Series("series_id", [f"s{i:05d}" for i in range(series)]).gather(
+        np.repeat(np.arange(series), length)
+    )
     steps = pl.Series(np.tile(np.arange(length), series))
-    data = pl.DataFrame({"series_id": ids, "value": values}).with_columns(
-        (pl.datetime(2024, 1, 1) + pl.duration(hours=steps)).alias("timestamp")
-    ).select("series_id", "timestamp", "value")
+    data = (
+        pl.DataFrame({"series_id": ids, "value": values})
+        .with_columns((pl.datetime(2024, 1, 1) + pl.duration(hours=steps)).alias("timestamp"))
+        .select("series_id", "timestamp", "value")
+    )
     return SeriesFrame(data, "1h", Columns("series_id", "timestamp", "value"), "<synthetic>")
 
 
@@ -71,7 +75,9 @@ def main() -> None:
     sizes = [1000, 2000] if os.environ.get("STREAMCAST_BENCH_QUICK") else [1000, 5000, 10000]
     rows = []
     for series in sizes:
-        out = subprocess.run([sys.executable, __file__, str(series), "1000"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, str(series), "1000"], capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     report("forecast_throughput", rows, note="GRU hidden 64, horizon 24, 1,000 hourly points per series")
 

@@ -39,7 +39,9 @@ def synthetic() -> pl.DataFrame:
         values = level + amplitude * np.sin(2 * np.pi * (hours - phase) / 24) + rng.normal(0, 0.7, len(hours))
         frames.append(pl.DataFrame({"series_id": f"s{i}", "hour": hours, "value": values}))
     frame = pl.concat(frames)
-    return frame.with_columns((pl.datetime(2024, 1, 1) + pl.duration(hours=pl.col("hour"))).alias("timestamp"))
+    return frame.with_columns(
+        (pl.datetime(2024, 1, 1) + pl.duration(hours=pl.col("hour"))).alias("timestamp")
+    )
 
 
 def stream_mae(model: Path, lines: Path, truth: dict, args: list[str]) -> tuple[dict, float]:
@@ -55,7 +57,13 @@ def stream_mae(model: Path, lines: Path, truth: dict, args: list[str]) -> tuple[
         if None in actual:
             continue  # the stream ends before these targets
         hour = truth[(f["series_id"], "hour", f["timestamp"])]
-        regime = "as trained" if hour < SHIFT_DAY * 24 else "level shift" if hour < SEASON_DAY * 24 else "season change"
+        regime = (
+            "as trained"
+            if hour < SHIFT_DAY * 24
+            else "level shift"
+            if hour < SEASON_DAY * 24
+            else "season change"
+        )
         errors[regime].append(float(np.mean(np.abs(np.array(f["forecast"]) - np.array(actual)))))
     return {k: float(np.mean(v)) for k, v in errors.items()}, seconds
 
@@ -66,7 +74,9 @@ def main() -> None:
     cutoff = TRAIN_DAYS * 24
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.streamcast"
-        train = sc.read_series(frame.filter(pl.col("hour") < cutoff).select("series_id", "timestamp", "value"))
+        train = sc.read_series(
+            frame.filter(pl.col("hour") < cutoff).select("series_id", "timestamp", "value")
+        )
         config = sc.FitConfig(hidden_size=32, horizon=HORIZON, epochs=3 if quick else 15, seed=0)
         sc.save(sc.fit(train, config), model)
         live = frame.filter(pl.col("hour") >= cutoff).sort("timestamp", "series_id")
@@ -84,7 +94,10 @@ def main() -> None:
             ("--learn (defaults)", ["--learn"]),
             ("--learn --learn-rate 3e-3", ["--learn", "--learn-rate", "3e-3"]),
             ("--learn --learn-rate 1e-2", ["--learn", "--learn-rate", "1e-2"]),
-            ("--learn --learn-rate 3e-3 --learn-window 12", ["--learn", "--learn-rate", "3e-3", "--learn-window", "12"]),
+            (
+                "--learn --learn-rate 3e-3 --learn-window 12",
+                ["--learn", "--learn-rate", "3e-3", "--learn-window", "12"],
+            ),
         ]:
             mae, seconds = stream_mae(model, lines, truth, base + args)
             rows.append({"run": name, **{f"MAE {k}": v for k, v in mae.items()}, "seconds": seconds})

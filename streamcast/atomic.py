@@ -22,8 +22,15 @@ def check_writable(path: str | Path, what: str = "output") -> None:
         parent = parent.parent  # atomic_path creates the missing folders
     if not parent.is_dir():
         raise UsageError(f"cannot write {what} {str(path)!r}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {what} {str(path)!r}: no permission to write in {parent}; choose another path")
+    # Try it rather than ask os.access: root passes every permission check, yet /proc or a
+    # read-only mount still refuses new files, which would only show after all the work.
+    try:
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {what} {str(path)!r}: {parent} does not take new files ({exc.strerror}); "
+            "choose another path"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ class BacktestResult:
     interval: tuple[float, float] | None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    imputed: int = 0  # forecast points left out of every score: their actual value was filled in
 
     @property
     def series(self) -> int:
@@ -59,8 +60,8 @@ class BacktestResult:
 
     @property
     def points(self) -> int:
-        """Forecast values scored per method: series × windows × horizon."""
-        return self.origins.height * self.horizon
+        """Forecast values scored per method: series × windows × horizon, less the imputed ones."""
+        return self.origins.height * self.horizon - self.imputed
 
     def score(self, metric: str, method: str = "model") -> float | None:
         """One overall figure, e.g. `result.score("mase", "seasonal_naive")`."""
@@ -88,6 +89,7 @@ class BacktestResult:
             "season": self.season,
             "series": self.series,
             "points": self.points,
+            "imputed": self.imputed,
             "interval": list(self.interval) if self.interval else None,
             "overall": {row.pop("metric"): row for row in self.overall.to_dicts()},
             "per_step": self.per_step.to_dicts(),
@@ -170,7 +172,20 @@ def backtest(
             f"{int((~(scale > 0)).sum())} series repeat exactly every {season} steps before their first "
             "origin (no in-sample seasonal naive error to scale by) and are left out of MASE"
         )
-    scorer = _Scorer(actual, point, np.repeat(scale, windows), forecasts, forecaster.quantiles)
+    imputed = _imputed(frame, data.filled)
+    # A filled-in actual is not an observation, and a filled-in origin has seen the value after it.
+    observed = ~(imputed[rows[:, None] + steps + 1] | imputed[rows][:, None])  # (R, H)
+    if not observed.any():
+        raise DataError(
+            "every scored point or its origin was filled in by interpolation (gaps in the data); "
+            "score other points with --windows and --stride, or fix the gaps"
+        )
+    if not observed.all():
+        notes.append(
+            f"{int((~observed).sum())} of {observed.size} forecast points are left out of the scores: "
+            "their actual value or their origin's was filled in by interpolation"
+        )
+    scorer = _Scorer(actual, point, np.repeat(scale, windows), forecasts, forecaster.quantiles, observed)
     origins = pl.DataFrame(
         {
             "series_id": pl.Series(np.repeat(ids, windows), dtype=pl.String),
@@ -193,7 +208,16 @@ def backtest(
         interval=scorer.interval,
         notes=tuple(notes),
         warnings=(overlap,) if overlap else (),
+        imputed=int((~observed).sum()),
     )
+
+
+def _imputed(frame: pl.DataFrame, filled: pl.DataFrame | None) -> np.ndarray:
+    """(N,) True for each row of `frame` whose value was filled in while reading."""
+    if filled is None or filled.height == 0:
+        return np.zeros(frame.height, dtype=bool)
+    keys = pl.struct("series_id", "timestamp")
+    return frame.select(keys.is_in(filled.select(keys).to_series().implode()))["series_id"].to_numpy()
 
 
 def _per_series(scorer: _Scorer, ids: list[str], windows: int) -> pl.DataFrame:
@@ -262,9 +286,8 @@ def _long_enough(
         return frame, []
     kept = frame.filter(length >= needed)
     if kept.height == 0:
-        raise DataError(
-            f"every series is shorter than the {needed} points that {settings} need; lower --windows or --stride"
-        )
+        fix = "--season" if season > holdout_steps(horizon, windows, stride) else "--windows or --stride"
+        raise DataError(f"every series is shorter than the {needed} points that {settings} need; lower {fix}")
     return kept, [
         f"{len(short)} series shorter than {needed} points (e.g. {short[0]!r}) were left out: {settings} need that many"
     ]
@@ -303,8 +326,9 @@ def _training_overlap(forecaster: Forecaster, data: SeriesFrame, span: int) -> s
 class _Scorer:
     """Every metric for every method over any block of the (rows, steps) forecast grid."""
 
-    def __init__(self, actual, point, scale, forecasts, quantiles: tuple[float, ...]) -> None:
+    def __init__(self, actual, point, scale, forecasts, quantiles: tuple[float, ...], observed) -> None:
         self.actual = actual  # (R, H)
+        self.observed = observed  # (R, H) False where the point is left out
         self.point = point  # method -> (R, H)
         self.scale = scale  # (R,) the MASE scale of each row's series
         self.quantiles = quantiles
@@ -313,20 +337,25 @@ class _Scorer:
 
     def lines(self, rows: slice, steps: slice, **key) -> list[dict]:
         """One row per metric for this block, each starting with `key` (a step or a series id)."""
-        y = self.actual[rows, steps]
-        scale = self.scale[rows]
-        scores = {
-            method: {
-                "mae": metrics.mae(y, yhat[rows, steps]),
-                "rmse": metrics.rmse(y, yhat[rows, steps]),
-                "smape": metrics.smape(y, yhat[rows, steps]),
-                "mase": _mase(y, yhat[rows, steps], scale),
+        keep = self.observed[rows, steps]  # (r, h)
+        if not keep.any():  # every point of this block was filled in: nothing to score
+            names = POINT_METRICS + (QUANTILE_METRICS if self.interval is not None else ())
+            return [_line(key, metric, {}) for metric in names]
+        # The kept points as (P, 1) blocks: every metric averages over what it is given.
+        y = self.actual[rows, steps][keep][:, None]
+        scale = np.broadcast_to(self.scale[rows][:, None], keep.shape)[keep]
+        scores = {}
+        for method, yhat in self.point.items():
+            yhat = yhat[rows, steps][keep][:, None]
+            scores[method] = {
+                "mae": metrics.mae(y, yhat),
+                "rmse": metrics.rmse(y, yhat),
+                "smape": metrics.smape(y, yhat),
+                "mase": _mase(y, yhat, scale),
             }
-            for method, yhat in self.point.items()
-        }
         lines = [_line(key, metric, {m: scores[m][metric] for m in METHODS}) for metric in POINT_METRICS]
         if self.interval is not None:
-            q = self.forecasts[rows, steps]
+            q = self.forecasts[rows, steps][keep][:, None]  # (P, 1, Q)
             lines.append(_line(key, "coverage", {"model": metrics.coverage(y, q[..., 0], q[..., -1])}))
             lines.append(_line(key, "pinball", {"model": metrics.pinball(y, q, self.quantiles)}))
         return lines

@@ -88,6 +88,8 @@ def backtest(
 
     if output:
         check_output_path(output)
+    if output == "-" and as_json:
+        raise UsageError("-o - and --json both print to stdout: choose one")
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
     if save_model:
         check_writable(save_model, "--save-model file")
@@ -146,6 +148,8 @@ def _print_backtest(result, scored: str, source: str, as_json: bool, output: str
 
     if output:
         write_frame(result.to_frame(), output)
+    if output == "-":
+        return  # the tables went to stdout as CSV: nothing else may follow them there
     if as_json:
         click.echo(json.dumps({"model": scored, "data": source, **result.to_dict()}, indent=2))
     elif sys.stdout.isatty():

@@ -67,7 +67,6 @@ def forecast(
       streamcast forecast --as-of 2024-03-01T00:00 --horizon 48
     """
     from streamcast.forecasting import forecast as run_forecast
-    from streamcast.forecasting import parse_as_of
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frame
 
@@ -75,15 +74,7 @@ def forecast(
         check_output_path(output)
     forecaster = streamcast.load(model_path)
     series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
-    if horizon is not None and horizon > forecaster.horizon and not quiet:
-        warn(
-            f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades"
-        )
-    if as_of is not None and not quiet:
-        cutoff = parse_as_of(as_of, series_data.frame["timestamp"].dtype)
-        last = series_data.frame["timestamp"].max()
-        if cutoff > last:
-            warn(f"--as-of {as_of} is after the last observation ({last}): forecasting from the last one")
+    _warn_about_settings(forecaster, series_data, horizon, as_of, quiet)
     table = run_forecast(
         forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series
     )
@@ -97,6 +88,25 @@ def forecast(
             write_frame(table, output)
     else:
         write_frame(table, "-")
+
+
+def _warn_about_settings(
+    forecaster, series_data, horizon: int | None, as_of: str | None, quiet: bool
+) -> None:
+    """Settings that run but may not give what the user meant: say so before the result."""
+    from streamcast.forecasting import parse_as_of
+
+    if quiet:
+        return
+    if horizon is not None and horizon > forecaster.horizon:
+        warn(
+            f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades"
+        )
+    if as_of is not None:
+        cutoff = parse_as_of(as_of, series_data.frame["timestamp"].dtype)
+        last = series_data.frame["timestamp"].max()
+        if cutoff > last:
+            warn(f"--as-of {as_of} is after the last observation ({last}): forecasting from the last one")
 
 
 @click.command(context_settings=CONTEXT)
@@ -143,6 +153,7 @@ def plot(
             [f"drew the first 4 of {len(series_data.series_ids)} series; choose others with --series ID"],
             quiet,
         )
+    _warn_about_settings(forecaster, series_data, horizon, as_of, quiet)
     table = run_forecast(forecaster, series_data, horizon=horizon, as_of=as_of, series=chosen)
     title = f"{model_path}: {forecaster.horizon if horizon is None else horizon}-step forecast" + (
         f" as of {as_of}" if as_of else ""

@@ -203,16 +203,19 @@ def plot_training(
 
     bars = clipped.bar(epochs, [100 * h["clipped_share"] for h in history], color="tab:red", alpha=0.7)
     clipped.bar_label(bars, fmt="%.0f%%", fontsize="small")
-    clipped.set(title="Steps clipped", ylabel="share of optimizer steps", ylim=(0, 100), xlabel="epoch")
+    # Headroom above 100% for the bar labels; the ticks stop at 100%.
+    clipped.set(title="Steps clipped", ylabel="share of optimizer steps", ylim=(0, 115), xlabel="epoch")
+    clipped.set_yticks(range(0, 101, 25))
     clipped.yaxis.set_major_formatter(PercentFormatter())
 
     reach.plot(epochs, [h["gradient_reach"] for h in history], "o-", color="tab:brown")
     reach.set(title="Gradient reach (1% of the last step's gradient)", ylabel="steps back", xlabel="epoch")
-    reach.set_ylim(bottom=0)
+    reach.set_ylim(0, 1.1 * max(h["gradient_reach"] for h in history) + 1)
 
     for ax in (loss, norm, clipped, reach):
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    loss.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # shared: whole epochs even for a single one
     fig.suptitle(title, fontsize="large")
     return _save(fig, path)
 

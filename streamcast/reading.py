@@ -77,6 +77,9 @@ class SeriesFrame:
     columns: Columns
     source: str
     notes: tuple[str, ...] = ()
+    filled: pl.DataFrame | None = None
+    """(series_id, timestamp) of every value filled in by interpolation: scores must not count
+    them as observed (an interpolated value has seen the next real one)."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -169,10 +172,10 @@ def read_series(
     frame = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
     freq = _dataset_freq(frame, where)
-    frame, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
+    frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
-    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes))
+    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
 
 
 def _find_columns(
@@ -458,8 +461,9 @@ def _fixed_name(step: int) -> str:
 
 def _fill_gaps(
     frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], max_gap: int, where: str
-) -> tuple[pl.DataFrame, list[str]]:
-    """Put every series on its regular grid and interpolate what is missing (see the module doc)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Put every series on its regular grid and interpolate what is missing (see the module doc);
+    also return where values were filled in."""
     ts = pl.col("timestamp")
     bounds = (
         frame.filter(pl.col("value").is_not_null())
@@ -477,7 +481,8 @@ def _fill_gaps(
         merged = _place_by_offset(frame, bounds, freq, step, covariates, where)
     else:
         merged = _place_by_join(frame, bounds, freq, where)
-    notes = _gap_notes(merged, max_gap)
+    notes = _gap_notes(merged, max_gap) + _edge_notes(frame, bounds)
+    filled = merged.filter(pl.col("value").is_null()).select("series_id", "timestamp")
     merged = merged.with_columns(
         # Every series starts and ends with an observed value, so nothing leaks across series.
         pl.col("value").interpolate(),
@@ -487,7 +492,7 @@ def _fill_gaps(
         if merged[cov].null_count():
             sid = merged.filter(pl.col(cov).is_null())["series_id"][0]
             raise DataError(f"{where}: covariate {cov!r} has no values in series {sid!r}")
-    return merged, notes
+    return merged, filled, notes
 
 
 def _grid(bounds: pl.DataFrame, freq: str) -> pl.DataFrame:
@@ -572,6 +577,19 @@ def _gap_notes(merged: pl.DataFrame, max_gap: int) -> list[str]:
     if long.height > LISTED_GAPS:
         notes.append(f"... and {long.height - LISTED_GAPS} more gaps longer than {max_gap} steps")
     return notes
+
+
+def _edge_notes(frame: pl.DataFrame, bounds: pl.DataFrame) -> list[str]:
+    """Empty values before a series' first or after its last observation are dropped, not filled:
+    nothing to interpolate from. Say so, since a trailing empty row often means a late feed."""
+    ts = pl.col("timestamp")
+    edges = frame.join(bounds, on="series_id").filter((ts < pl.col("lo")) | (ts > pl.col("hi")))
+    if edges.height == 0:
+        return []
+    return [
+        f"dropped {edges.height} empty values before the first or after the last observation of "
+        f"{edges['series_id'].n_unique()} series (e.g. {edges['series_id'][0]!r} at {edges['timestamp'][0]})"
+    ]
 
 
 def _check_lengths(frame: pl.DataFrame, min_length: int, where: str) -> None:

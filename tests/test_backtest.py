@@ -4,6 +4,7 @@ tables, files and errors."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -67,6 +68,47 @@ def test_baselines_are_scored_on_exactly_the_same_points(tiny_model, tiny_data):
     assert overall["gain_seasonal_naive"].item() == pytest.approx(gain)
     assert result.points == 3 * windows * horizon
     assert result.per_step["step"].to_list() == [s for s in range(1, horizon + 1) for _ in range(4)]
+
+
+def test_points_filled_in_by_interpolation_are_left_out_of_every_score(tiny_model):
+    """A filled-in actual is not an observation, and a filled-in origin has seen the value after
+    it: neither may flatter the model or the baselines."""
+    frame = hourly_frame()
+    step = pl.int_range(pl.len()).over("series_id")
+    gap = (pl.col("series_id") == "s1") & step.is_between(190, 192)  # inside s1's first window
+    data = sc.read_series(
+        frame.with_columns(pl.when(gap).then(None).otherwise(pl.col("value")).alias("value"))
+    )
+    result = backtest(tiny_model, data, windows=2, stride=6)
+    # Origins 187 (targets 188..193) and 193 (targets 194..199) in every series; s1 loses 190..192.
+    assert result.imputed == 3
+    assert result.points == 3 * 2 * 6 - 3
+    assert any("3 of 36 forecast points are left out" in note for note in result.notes)
+    clean = backtest(tiny_model, sc.read_series(frame), windows=2, stride=6)
+    naive = []
+    for (sid,), group in data.frame.group_by("series_id", maintain_order=True):
+        y = group["value"].to_numpy()
+        for origin in (187, 193):
+            for h in range(1, 7):
+                if not (sid == "s1" and 190 <= origin + h <= 192):
+                    naive.append(abs(y[origin + h] - y[origin]))
+    assert result.score("mae", "naive") == pytest.approx(np.mean(naive))
+    assert result.score("mae", "naive") != pytest.approx(clean.score("mae", "naive"))
+
+
+def test_a_filled_in_origin_leaves_its_whole_window_out():
+    frame = hourly_frame(series=1, length=200)
+    gap = pl.int_range(pl.len()).is_between(192, 193)  # the last origin, 193, is filled
+    data = sc.read_series(
+        frame.with_columns(pl.when(gap).then(None).otherwise(pl.col("value")).alias("value"))
+    )
+    model = sc.fit(sc.read_series(frame), replace(TINY, epochs=1))
+    result = backtest(model, data, windows=2, stride=6)
+    assert result.imputed == 6 + 2  # the filled origin's window, and 192..193 as targets of origin 187
+    per_step = result.per_step.filter(pl.col("metric") == "mae")
+    # Steps 5 and 6 of the first window are the filled 192..193: those steps have nothing to score.
+    assert per_step["model"].is_null().to_list() == [False] * 4 + [True] * 2
+    assert per_step["naive"].is_null().to_list() == [False] * 4 + [True] * 2
 
 
 def test_fit_and_backtest_never_trains_on_a_scored_point(tiny_data):
@@ -143,6 +185,8 @@ def test_cli_warns_when_a_saved_model_was_trained_on_the_scored_points(tmp_path,
         (["--windows", "0"], 2, "--windows must be at least 1"),
         (["--stride", "0"], 2, "--stride must be at least 1"),
         (["--windows", "100"], 1, "lower --windows or --stride"),
+        (["--season", "100000"], 1, "lower --season"),
+        (["-o", "-", "--json"], 2, "-o - and --json both print to stdout: choose one"),
         (["--hidden", "8"], 2, "-m"),
     ],
 )
@@ -151,3 +195,23 @@ def test_cli_errors_are_one_line_with_an_exit_code(model_path, data_path, args, 
     assert result.exit_code == code, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self"), reason="needs Linux /proc, where nobody may create files"
+)
+def test_cli_refuses_an_output_place_nobody_can_write_before_fitting(data_path):
+    result = invoke(data_path, "--epochs", 1, "-o", "/proc/scores.csv")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "Error: cannot write output '/proc/scores.csv': /proc does not take new files"
+    )
+    assert "epoch" not in result.stderr  # nothing was fitted first
+
+
+def test_cli_o_dash_prints_only_the_csv_tables(model_path, data_path):
+    result = invoke("-m", model_path, data_path, "--windows", 2, "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("scope,series_id,step,metric,")
+    assert pl.read_csv(result.stdout.encode())["scope"].unique().sort().to_list() == ["overall", "step"]
+    assert "wrote" not in result.stderr

@@ -130,10 +130,15 @@ def test_info_on_a_file_that_is_not_a_model(tmp_path):
 def test_fit_on_a_folder_says_so(tmp_path):
     result = run(["fit", str(tmp_path), *FAST])
     assert result.exit_code == 1
-    assert result.stderr == f"Error: '{tmp_path}' is a folder, not a data file: give the path of a Parquet or CSV file\n"
+    assert (
+        result.stderr
+        == f"Error: '{tmp_path}' is a folder, not a data file: give the path of a Parquet or CSV file\n"
+    )
 
 
 def test_fit_refuses_a_model_path_that_is_a_folder_before_training(tmp_path, csv_path):
     result = run(["fit", str(csv_path), *FAST, "-o", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.stderr.endswith(f"Error: Invalid value for '-o' / '--output': File '{tmp_path}' is a directory.\n")
+    assert result.stderr.endswith(
+        f"Error: Invalid value for '-o' / '--output': File '{tmp_path}' is a directory.\n"
+    )

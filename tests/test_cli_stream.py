@@ -168,7 +168,11 @@ def test_lines_without_an_id_for_a_model_of_many_series_are_skipped_and_the_stre
     ("args", "header", "message"),
     [
         ([], "meter,ts,value", "has no series id (it has: meter, ts, value)"),
-        (["--id-col", "meter"], "meter,ts,value", "has no time column (it has: meter, ts, value); pass --time-col"),
+        (
+            ["--id-col", "meter"],
+            "meter,ts,value",
+            "has no time column (it has: meter, ts, value); pass --time-col",
+        ),
         (["--id-col", "nope"], "series_id,timestamp,value", "--id-col 'nope' is not in the header on line 1"),
         (["--time-col", "nope"], "series_id,timestamp,value", "--time-col 'nope' is not in the header"),
     ],
@@ -182,7 +186,9 @@ def test_a_header_that_cannot_be_mapped_stops_before_any_line_is_misread(model_p
 
 
 def test_renamed_columns_are_mapped_by_the_options(model_path):
-    result = run(model_path, ["--id-col", "meter", "--time-col", "ts"], "meter,ts,value\ns1,2024-01-01 00:00,10\n")
+    result = run(
+        model_path, ["--id-col", "meter", "--time-col", "ts"], "meter,ts,value\ns1,2024-01-01 00:00,10\n"
+    )
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line)["series_id"] for line in result.stdout.splitlines()] == ["s1"]
 
@@ -349,7 +355,10 @@ def assert_same_forecasts(lines_a: list[str], lines_b: list[str]) -> None:
 def test_a_missing_input_file_is_a_data_error(model_path, tmp_path):
     result = run(model_path, [str(tmp_path / "nope.csv")], "")
     assert result.exit_code == 1
-    assert result.stderr == f"Error: input '{tmp_path / 'nope.csv'}' not found: give a file of lines, or - (the default) for stdin\n"
+    assert (
+        result.stderr
+        == f"Error: input '{tmp_path / 'nope.csv'}' not found: give a file of lines, or - (the default) for stdin\n"
+    )
 
 
 @pytest.mark.parametrize("option", ["--state", "--save-model"])

@@ -202,7 +202,11 @@ def test_a_longer_horizon_warns_once_on_stderr(workdir):
             "Error: cannot write 'out.xlsx': the output file must end in .csv, .parquet, .jsonl",
         ),
         (["--horizon", "0"], 2, "Error: --horizon must be at least 1"),
-        (["--as-of", "2024-01-02T00:00+02:00"], 2, "Error: --as-of '2024-01-02T00:00+02:00' has a UTC offset"),
+        (
+            ["--as-of", "2024-01-02T00:00+02:00"],
+            2,
+            "Error: --as-of '2024-01-02T00:00+02:00' has a UTC offset",
+        ),
         (["-o", "folder.csv"], 2, "Error: output 'folder.csv' is a folder; give a file path"),
         (["elsewhere"], 1, "Error: 'elsewhere' is a folder, not a data file"),
     ],
@@ -217,7 +221,9 @@ def test_cli_errors_are_one_line_with_an_exit_code(workdir, args, code, message)
 
 
 def test_data_on_stdin_with_a_dash(workdir):
-    result = CliRunner().invoke(main, ["forecast", "-", "--horizon", "2"], input=(workdir / "data.csv").read_text())
+    result = CliRunner().invoke(
+        main, ["forecast", "-", "--horizon", "2"], input=(workdir / "data.csv").read_text()
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == run(["forecast", "--horizon", "2"]).stdout
 
@@ -238,20 +244,26 @@ def test_an_as_of_after_the_data_warns_and_forecasts_from_the_last_observation(w
     assert result.stdout == run(["forecast", "--horizon", "1"]).stdout
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, where nobody may create files")
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self"), reason="needs Linux /proc, where nobody may create files"
+)
 def test_an_output_place_nobody_can_write_fails_at_once_not_after_the_lock_timeout(workdir):
     started = time.perf_counter()
     result = run(["forecast", "-o", "/proc/out.csv", "--lock-timeout", "30"])
     assert time.perf_counter() - started < 20  # it did not wait for the lock timeout
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: cannot write /proc/out.csv: /proc does not take new files (")
+    assert result.stderr.startswith(
+        "Error: cannot write output '/proc/out.csv': /proc does not take new files ("
+    )
     assert result.stderr.count("\n") == 1
 
 
 def test_an_output_under_a_file_is_a_usage_error(workdir):
     result = run(["forecast", "-o", "data.csv/out.csv"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: cannot write output 'data.csv/out.csv': data.csv is a file, not a folder\n"
+    assert (
+        result.stderr == "Error: cannot write output 'data.csv/out.csv': data.csv is a file, not a folder\n"
+    )
 
 
 def test_an_output_in_a_new_folder_is_written_under_its_lock(workdir):

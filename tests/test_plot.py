@@ -85,6 +85,15 @@ def test_plot_errors_are_one_line_and_write_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_plot_warns_like_forecast_about_a_long_horizon_and_a_late_as_of(model_path, data_path, tmp_path):
+    out = tmp_path / "late.png"
+    result = invoke("plot", "-m", model_path, data_path, "--as-of", "2030-01-01", "--horizon", 9, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "warning: --horizon 9 is longer than the trained 6" in result.stderr
+    assert "warning: --as-of 2030-01-01 is after the last observation" in result.stderr
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
 def test_fit_report_draws_the_training_curves(data_path, tmp_path):
     report = tmp_path / "training.png"
     result = invoke(

@@ -464,6 +464,20 @@ def test_gaps_are_filled_by_linear_interpolation_and_noted():
     assert any("filled 2 missing values in 1 series" in note for note in data.notes)
 
 
+def test_empty_values_after_the_last_observation_are_dropped_and_noted():
+    data = read_series(pl.DataFrame({"ds": hours(5), "y": [1.0, 2, 3, None, None]}))
+    assert data.frame["value"].to_list() == [1, 2, 3]
+    assert data.filled.height == 0
+    assert any(
+        note.startswith("dropped 2 empty values before the first or after the last") for note in data.notes
+    )
+
+
+def test_filled_values_are_recorded_by_series_and_time():
+    data = read_series(pl.DataFrame({"ds": hours(5), "y": [1.0, None, 3, None, 5]}))
+    assert data.filled["timestamp"].to_list() == [hours(5)[1], hours(5)[3]]
+
+
 def test_null_and_nan_values_are_gaps_too():
     data = read_series(pl.DataFrame({"ds": hours(4), "y": [1.0, None, float("nan"), 4]}))
     assert data.frame["value"].to_list() == [1, 2, 3, 4]

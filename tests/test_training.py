@@ -144,7 +144,17 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
 
 @pytest.mark.parametrize(
     ("freq", "steps"),
-    [("1h", 168), ("30m", 336), ("15m", 96), ("1m", 336), ("1d", 28), ("1w", 52), ("1mo", 24), ("1y", 8), ("1i", 32)],
+    [
+        ("1h", 168),
+        ("30m", 336),
+        ("15m", 96),
+        ("1m", 336),
+        ("1d", 28),
+        ("1w", 52),
+        ("1mo", 24),
+        ("1y", 8),
+        ("1i", 32),
+    ],
 )
 def test_the_head_window_is_the_longest_cycle_that_fits(freq, steps):
     assert window_length(freq) == steps

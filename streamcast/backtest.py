@@ -139,6 +139,7 @@ def backtest(
     >>> result = backtest(load("model.streamcast"), read_series("load.parquet"), windows=7)  # doctest: +SKIP
     >>> result.score("mase"), result.score("mase", "seasonal_naive")  # doctest: +SKIP
     """
+    forecaster.check_freq(data)
     horizon = forecaster.horizon
     stride = _stride(stride, horizon)
     season = _season(season, data.freq)
@@ -172,7 +173,7 @@ def backtest(
             f"{int((~(scale > 0)).sum())} series repeat exactly every {season} steps before their first "
             "origin (no in-sample seasonal naive error to scale by) and are left out of MASE"
         )
-    imputed = _imputed(frame, data.filled)
+    imputed = frame.with_columns(data.imputed().alias("imputed"))["imputed"].to_numpy()  # (N,)
     # A filled-in actual is not an observation, and a filled-in origin has seen the value after it.
     observed = ~(imputed[rows[:, None] + steps + 1] | imputed[rows][:, None])  # (R, H)
     if not observed.any():
@@ -210,14 +211,6 @@ def backtest(
         warnings=(overlap,) if overlap else (),
         imputed=int((~observed).sum()),
     )
-
-
-def _imputed(frame: pl.DataFrame, filled: pl.DataFrame | None) -> np.ndarray:
-    """(N,) True for each row of `frame` whose value was filled in while reading."""
-    if filled is None or filled.height == 0:
-        return np.zeros(frame.height, dtype=bool)
-    keys = pl.struct("series_id", "timestamp")
-    return frame.select(keys.is_in(filled.select(keys).to_series().implode()))["series_id"].to_numpy()
 
 
 def _per_series(scorer: _Scorer, ids: list[str], windows: int) -> pl.DataFrame:

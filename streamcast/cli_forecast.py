@@ -14,6 +14,7 @@ from streamcast.cli_options import (
     read_for_model,
     warn,
 )
+from streamcast.errors import UsageError
 
 
 @click.command(context_settings=CONTEXT)
@@ -66,28 +67,38 @@ def forecast(
       streamcast forecast new.parquet -m model.streamcast --series meter_01 -o out.parquet
       streamcast forecast --as-of 2024-03-01T00:00 --horizon 48
     """
-    from streamcast.forecasting import forecast as run_forecast
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frame
 
-    if output:
-        check_output_path(output)
+    if lock_timeout < 0:
+        raise UsageError("--lock-timeout must be >= 0 seconds")
+    settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series}
+    columns = (id_col, time_col, target, covariates)
+    if not output:
+        write_frame(_forecast_table(model_path, data, columns, settings, quiet), "-")
+        return
+    check_output_path(output)
+    # The whole run holds the lock, not just the write: a run that started earlier on older data
+    # must not finish later and replace a newer forecast.
+    with output_lock(output, lock_timeout):
+        write_frame(_forecast_table(model_path, data, columns, settings, quiet), output)
+
+
+def _forecast_table(model_path, data, columns: tuple, settings: dict, quiet: bool) -> pl.DataFrame:
+    """Load, read, forecast, and tell the user what they should know about the result."""
+    from streamcast.forecasting import forecast as run_forecast
+
     forecaster = streamcast.load(model_path)
-    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
-    _warn_about_settings(forecaster, series_data, horizon, as_of, quiet)
-    table = run_forecast(
-        forecaster, series_data, horizon=horizon, context=context, as_of=as_of, series=series
-    )
+    series_data = read_for_model(forecaster, data, *columns)
+    notes(series_data.notes, quiet)
+    _warn_about_settings(forecaster, series_data, settings["horizon"], settings["as_of"], quiet)
+    table = run_forecast(forecaster, series_data, **settings)
     new = table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
     if new and not quiet:
         warn(
             f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column"
         )
-    if output:
-        with output_lock(output, lock_timeout):
-            write_frame(table, output)
-    else:
-        write_frame(table, "-")
+    return table
 
 
 def _warn_about_settings(

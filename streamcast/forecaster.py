@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from streamcast.errors import DataError
 from streamcast.features import (
     FeatureSpec,
     Scaler,
@@ -102,6 +103,14 @@ class Forecaster:
     @property
     def freq(self) -> str:
         return self.spec.freq
+
+    def check_freq(self, data: SeriesFrame) -> None:
+        """Data at another frequency would be read as if it stepped at the model's: refuse it."""
+        if data.freq != self.freq:
+            raise DataError(
+                f"{data.source} steps by {data.freq} but the model by {self.freq}; "
+                "give data at the model's frequency, or fit a model on this data"
+            )
 
     def inputs(self, frame: pl.DataFrame) -> SeriesInputs:
         """Input rows for a canonical frame; a series the model never saw is scaled by its own history."""

@@ -17,7 +17,7 @@ from streamcast.errors import DataError, UsageError
 from streamcast.features import calendar_features
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
-from streamcast.reading import SeriesFrame
+from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import advance, run_series
 
 COLUMNS = ("series_id", "origin", "timestamp", "step", "forecast")
@@ -46,6 +46,10 @@ def select_history(
     if as_of is not None:
         cutoff = parse_as_of(as_of, frame["timestamp"].dtype)
         frame = frame.filter(pl.col("timestamp") <= cutoff)
+        # A value filled in after a series' last observation before the cutoff was interpolated
+        # towards a later one: the origin is that last observation, as if the data ended there.
+        observed = (~data.imputed()).cum_max(reverse=True).over("series_id")
+        frame = frame.filter(observed)
         if frame.height == 0:
             raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
     if context is not None:
@@ -102,6 +106,7 @@ def forecast(
     horizon = forecaster.horizon if horizon is None else horizon
     if horizon < 1:
         raise UsageError("--horizon must be at least 1")
+    forecaster.check_freq(data)
     frame = select_history(data, series=series, as_of=as_of, context=context)
     inputs = forecaster.inputs(frame)
     lengths = inputs.lengths()
@@ -151,15 +156,7 @@ def future_timestamps(origins: pl.Series, freq: str, first_step: int, steps: int
         .with_columns(pl.int_ranges(first_step, first_step + steps).alias("step"))
         .explode("step")
     )
-    return frame.select(_offset(pl.col("origin"), pl.col("step"), freq)).to_series()
-
-
-def _offset(origin: pl.Expr, step: pl.Expr, freq: str) -> pl.Expr:
-    digits = len(freq) - len(freq.lstrip("0123456789"))
-    count, unit = int(freq[:digits]), freq[digits:]
-    if unit == "i":
-        return origin + step * count
-    return origin.dt.offset_by(pl.format("{}" + unit, step * count))
+    return frame.select(periods_after(pl.col("origin"), pl.col("step"), freq)).to_series()
 
 
 def _table(
@@ -173,7 +170,9 @@ def _table(
             "step": pl.Series(np.tile(np.arange(1, horizon + 1), n), dtype=pl.Int32),
         }
     )
-    base = base.with_columns(_offset(pl.col("origin"), pl.col("step"), forecaster.freq).alias("timestamp"))
+    base = base.with_columns(
+        periods_after(pl.col("origin"), pl.col("step"), forecaster.freq).alias("timestamp")
+    )
     columns = {"forecast": values[..., forecaster.point_index].reshape(-1)}
     for i, q in enumerate(forecaster.quantiles):
         columns[quantile_column(q)] = values[..., i].reshape(-1)

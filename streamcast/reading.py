@@ -85,6 +85,13 @@ class SeriesFrame:
     def series_ids(self) -> list[str]:
         return self.frame["series_id"].unique(maintain_order=True).to_list()
 
+    def imputed(self) -> pl.Expr:
+        """True for the rows whose value was filled in, in `frame` or any subset of its rows."""
+        if self.filled is None or self.filled.height == 0:
+            return pl.lit(False)
+        keys = pl.struct("series_id", "timestamp")
+        return keys.is_in(self.filled.select(keys).to_series().implode())
+
     def lengths(self) -> dict[str, int]:
         counts = self.frame.group_by("series_id", maintain_order=True).len()
         return dict(zip(counts["series_id"].to_list(), counts["len"].to_list(), strict=True))
@@ -500,9 +507,24 @@ def _grid(bounds: pl.DataFrame, freq: str) -> pl.DataFrame:
     count, unit = _split(freq)
     if unit == "i":
         grid = pl.int_ranges("lo", pl.col("hi") + 1, count, dtype=pl.Int64)
-    else:
-        grid = pl.datetime_ranges("lo", "hi", interval=freq)
-    return bounds.select("series_id", grid.alias("timestamp")).explode("timestamp")
+        return bounds.select("series_id", grid.alias("timestamp")).explode("timestamp")
+    lo, hi = pl.col("lo"), pl.col("hi")
+    # A series on month ends steps from month start to month start, then rolls to the end:
+    # stepping from April 30 would land on May 30.
+    month_end = (
+        (lo == lo.dt.month_end()) & (hi == hi.dt.month_end()) if unit in ("mo", "y") else pl.lit(False)
+    )
+    grid = (
+        pl.when(month_end)
+        .then(pl.datetime_ranges(lo.dt.month_start(), hi.dt.month_start(), interval=freq))
+        .otherwise(pl.datetime_ranges(lo, hi, interval=freq))
+    )
+    ts = pl.col("timestamp")
+    return (
+        bounds.select("series_id", month_end.alias("month_end"), grid.alias("timestamp"))
+        .explode("timestamp")
+        .select("series_id", pl.when("month_end").then(ts.dt.month_end()).otherwise(ts).alias("timestamp"))
+    )
 
 
 def _place_by_offset(
@@ -607,16 +629,30 @@ def _check_lengths(frame: pl.DataFrame, min_length: int, where: str) -> None:
 def future_timestamps(last: datetime | int, freq: str, steps: int) -> list:
     """The `steps` timestamps after `last` on the grid of `freq` (months by polars `offset_by`).
 
-    >>> future_timestamps(datetime(2024, 1, 31), "1mo", 2)
-    [datetime.datetime(2024, 2, 29, 0, 0), datetime.datetime(2024, 3, 31, 0, 0)]
+    >>> future_timestamps(datetime(2024, 2, 29), "1mo", 2)
+    [datetime.datetime(2024, 3, 31, 0, 0), datetime.datetime(2024, 4, 30, 0, 0)]
+    """
+    if steps <= 0:
+        return []
+    frame = pl.DataFrame({"t": [last] * steps, "k": range(1, steps + 1)})
+    return frame.select(periods_after(pl.col("t"), pl.col("k"), freq)).to_series().to_list()
+
+
+def periods_after(t: pl.Expr, k: pl.Expr, freq: str) -> pl.Expr:
+    """`t` moved on by `k` periods of `freq`: the one rule for every future timestamp.
+
+    Months and years follow the calendar, and a timestamp on the last day of its month stays on
+    month ends (February 29 -> March 31), as month-end data expects; a series on the 28th to 30th
+    whose last point falls on a month end is read as month-end data too.
     """
     count, unit = _split(freq)
     if unit == "i":
-        return [last + count * k for k in range(1, steps + 1)]
-    if steps <= 0:
-        return []
-    offsets = pl.Series([f"{count * k}{unit}" for k in range(1, steps + 1)])
-    return pl.select(pl.lit(last).dt.offset_by(offsets)).to_series().to_list()
+        return t + k * count
+    offset = pl.format("{}" + unit, k * count)
+    if unit not in ("mo", "y"):
+        return t.dt.offset_by(offset)
+    on_month_end = t.dt.month_start().dt.offset_by(offset).dt.month_end()
+    return pl.when(t == t.dt.month_end()).then(on_month_end).otherwise(t.dt.offset_by(offset))
 
 
 def _split(freq: str) -> tuple[int, str]:

@@ -30,12 +30,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from streamcast.errors import DataError, StrictStop, UsageError
+from streamcast.errors import StrictStop, UsageError
 from streamcast.features import _safe_scale, freq_seconds, input_rows, season_length
 from streamcast.forecaster import Forecaster
 from streamcast.model import select_state
 from streamcast.online import LearnConfig, OnlineLearner
-from streamcast.reading import SeriesFrame
+from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import run_series
 from streamcast.stream_input import Event, Observations
 from streamcast.stream_state import StreamState
@@ -151,8 +151,10 @@ class Grid:
                 else t + k * self.step
             )
         base = pl.Series(np.atleast_1d(np.asarray(t, dtype=np.int64))).cast(pl.Datetime("us"))
-        offsets = pl.Series(np.atleast_1d(np.asarray(k, dtype=np.int64)) * self.months).cast(pl.String) + "mo"
-        moved = pl.DataFrame({"t": base, "k": offsets}).select(pl.col("t").dt.offset_by(pl.col("k")))
+        periods = pl.Series(np.atleast_1d(np.asarray(k, dtype=np.int64)))
+        moved = pl.DataFrame({"t": base, "k": periods}).select(
+            periods_after(pl.col("t"), pl.col("k"), self.freq)
+        )
         out = moved.to_series().dt.epoch("us").to_numpy()
         return out if isinstance(t, np.ndarray) else int(out[0])
 
@@ -522,10 +524,7 @@ def warm_up(forecaster: Forecaster, state: StreamState, history: SeriesFrame) ->
     A series the model never saw is scaled by its whole history, as in `forecast`. Series the state
     already holds (from a checkpoint) are left alone: the checkpoint is newer. Returns the ids warmed.
     """
-    if history.freq != forecaster.freq:
-        raise DataError(
-            f"{history.source}: the history steps by {history.freq} but the model by {forecaster.freq}; give history at the model's frequency"
-        )
+    forecaster.check_freq(history)
     frame = history.frame.filter(~pl.col("series_id").is_in(list(state.index)))
     if frame.height == 0:
         return []

@@ -278,3 +278,93 @@ def test_an_as_of_that_a_clock_change_skips_is_a_usage_error():
         parse_as_of("2024-03-31T02:30", pl.Datetime("us", "Europe/Berlin"))
     zoned = parse_as_of("2024-03-31T02:30+01:00", pl.Datetime("us", "Europe/Berlin"))
     assert zoned.isoformat() == "2024-03-31T03:30:00+02:00"
+
+
+def test_a_run_holds_the_output_lock_while_it_reads_and_forecasts(workdir, monkeypatch):
+    """A run that read older data must not finish after a newer one and replace its output."""
+    import streamcast.cli_forecast as cli_forecast
+    from streamcast.errors import LockTimeout
+
+    out = workdir / "out.csv"
+    seen = []
+
+    def try_the_lock():
+        try:
+            with output_lock(str(out), timeout=0):
+                seen.append("free")
+        except LockTimeout:
+            seen.append("held")
+
+    real_read = cli_forecast.read_for_model
+
+    def reading(*args):
+        thread = threading.Thread(target=try_the_lock)
+        thread.start()
+        thread.join()
+        return real_read(*args)
+
+    monkeypatch.setattr(cli_forecast, "read_for_model", reading)
+    assert run(["forecast", "-o", str(out)]).exit_code == 0
+    assert seen == ["held"]
+
+
+def test_a_negative_lock_timeout_is_a_usage_error(workdir):
+    result = run(["forecast", "-o", "out.csv", "--lock-timeout", "-1"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --lock-timeout must be >= 0 seconds\n"
+
+
+def test_forecast_prints_the_reading_notes_unless_quiet(workdir):
+    frame = hourly_frame()
+    gap = (pl.col("series_id") == "s0") & pl.int_range(pl.len()).over("series_id").is_between(50, 51)
+    frame.with_columns(pl.when(gap).then(None).otherwise(pl.col("value")).alias("value")).write_csv("gap.csv")
+    result = run(["forecast", "gap.csv"])
+    assert result.exit_code == 0
+    assert "note: filled 2 missing values in 1 series by linear interpolation\n" in result.stderr
+    assert run(["forecast", "gap.csv", "-q"]).stderr == ""
+
+
+def test_as_of_after_a_gap_starts_from_the_last_real_observation(tiny_model):
+    """Values filled in after the cutoff's last observation were interpolated towards a later one."""
+    frame = hourly_frame()
+    step = pl.int_range(pl.len()).over("series_id")
+    gap = (pl.col("series_id") == "s0") & step.is_between(150, 152)
+    with_gap = sc.read_series(
+        frame.with_columns(pl.when(gap).then(None).otherwise(pl.col("value")).alias("value"))
+    )
+    cutoff = frame["timestamp"][151]  # inside the gap
+    served = forecast(tiny_model, with_gap, as_of=cutoff)
+    truncated = sc.read_series(frame.filter(~gap & (pl.col("timestamp") <= cutoff)))
+    assert served.equals(forecast(tiny_model, truncated))
+    assert served.filter(pl.col("series_id") == "s0")["origin"][0] == frame["timestamp"][149]
+
+
+def test_data_at_another_frequency_than_the_model_is_refused(workdir):
+    daily = hourly_frame().with_columns(
+        (pl.datetime(2024, 1, 1) + pl.duration(days=pl.int_range(pl.len()).over("series_id"))).alias(
+            "timestamp"
+        )
+    )
+    daily.write_csv("daily.csv")
+    result = run(["forecast", "daily.csv"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: daily.csv steps by 1d but the model by 1h; give data at the model's frequency, "
+        "or fit a model on this data\n"
+    )
+
+
+def test_month_end_data_is_read_and_forecast_on_month_ends(tmp_path):
+    ends = pl.date_range(pl.date(2019, 4, 1), pl.date(2023, 12, 1), "1mo", eager=True).dt.month_end()
+    frame = pl.DataFrame({"ds": ends, "y": np.sin(np.arange(len(ends)) / 2) + 10})
+    data = sc.read_series(frame.filter(pl.col("ds") != pl.date(2020, 6, 30)))  # a gap to fill
+    assert data.freq == "1mo"
+    assert data.frame["timestamp"].dt.date().to_list() == ends.to_list()
+    model = sc.fit(data, FitConfig(hidden_size=8, epochs=1, horizon=3, bptt=12, batch_size=4))
+    table = forecast(model, data, horizon=4)
+    assert [str(t.date()) for t in table["timestamp"]] == [
+        "2024-01-31",
+        "2024-02-29",
+        "2024-03-31",
+        "2024-04-30",
+    ]

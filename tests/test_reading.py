@@ -576,6 +576,18 @@ def test_future_timestamps_keep_the_time_zone_and_its_calendar_days():
     assert future_timestamps(datetime(2024, 3, 31, 1, tzinfo=berlin), "1h", 1)[0].hour == 3
 
 
+def test_future_timestamps_of_month_ends_stay_on_month_ends_and_mid_month_stays_mid_month():
+    assert future_timestamps(datetime(2024, 2, 29), "1mo", 2) == [
+        datetime(2024, 3, 31),
+        datetime(2024, 4, 30),
+    ]
+    assert future_timestamps(datetime(2023, 4, 30), "1mo", 1) == [datetime(2023, 5, 31)]
+    assert future_timestamps(datetime(2024, 1, 15), "1mo", 2) == [
+        datetime(2024, 2, 15),
+        datetime(2024, 3, 15),
+    ]
+
+
 # Properties
 
 FREQS = st.sampled_from(

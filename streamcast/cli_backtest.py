@@ -111,7 +111,7 @@ def backtest(
         series_data = read_series(
             data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
         )
-        progress = FitProgress(quiet=quiet)
+        progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)
         with progress:
             forecaster, result = fit_and_backtest(series_data, config, on_epoch=progress.epoch, **settings)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
+from pathlib import Path
 
 import click
 
@@ -14,6 +17,7 @@ from streamcast.cli_options import (
     fit_options,
     parse_floats,
 )
+from streamcast.errors import ModelFileError, UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
 
 
@@ -49,13 +53,15 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
     from streamcast.training import fit as fit_model
 
     config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+    if data != "-" and Path(output).resolve() == Path(data).resolve():
+        raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
     check_writable(output, "model")
     if report:
         from streamcast.plotting import check_figure_path
 
         check_figure_path(report)  # before training, not after
     series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
-    progress = FitProgress(quiet=quiet)
+    progress = FitProgress(quiet=quiet, epochs=config.epochs)
     progress.notes(series.notes)
     with progress:
         forecaster = fit_model(series, config, on_epoch=progress.epoch)
@@ -63,6 +69,8 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
     progress.summary(forecaster, path)
     if report:
         _training_report(forecaster, report, path, quiet)
+    if forecaster.info["interrupted"]:
+        sys.exit(130)  # the best model is saved, but a script must not mistake this for a full run
 
 
 def _training_report(forecaster, report: str, model_path, quiet: bool) -> None:
@@ -89,8 +97,22 @@ def info(model_path, as_json):
 
     meta = read_metadata(model_path)
     if as_json:
-        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        # Strict JSON: a metric that is not a number (a diverged epoch) is null, never a bare NaN.
+        click.echo(json.dumps(_finite(meta), indent=2, sort_keys=True, allow_nan=False))
         return
     from streamcast.display import print_info
 
-    print_info(meta, model_path)
+    try:
+        print_info(meta, model_path)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"{model_path}: the model file's metadata is damaged (missing {exc})") from None
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

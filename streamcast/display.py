@@ -27,12 +27,12 @@ def _fmt(x: float, digits: int = 4) -> str:
 class FitProgress:
     """Epoch-by-epoch training display: a live table on a terminal, log lines elsewhere."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, epochs: int | None = None) -> None:
         self.quiet = quiet
         self.live: Live | None = None
         self.rows: list[EpochStats] = []
         self.started = time.monotonic()
-        self.epochs_total: int | None = None
+        self.epochs_total = epochs
 
     def notes(self, notes) -> None:
         if not self.quiet:
@@ -42,7 +42,10 @@ class FitProgress:
     def __enter__(self) -> FitProgress:
         self.started = time.monotonic()
         if not self.quiet and stderr.is_terminal:
-            self.live = Live(self._table(), console=stderr, refresh_per_second=4, transient=False)
+            # A callable renderable: the clock in the caption keeps moving between epochs.
+            self.live = Live(
+                get_renderable=self._table, console=stderr, refresh_per_second=4, transient=False
+            )
             self.live.__enter__()
         return self
 
@@ -55,7 +58,7 @@ class FitProgress:
         if self.quiet:
             return
         if self.live is not None:
-            self.live.update(self._table())
+            self.live.refresh()
             return
         stderr.print(
             f"epoch {stats.epoch} train_loss={_fmt(stats.train_loss)} val_loss={_fmt(stats.val_loss)} "
@@ -76,7 +79,9 @@ class FitProgress:
             "grad norm p50",
             "grad norm max",
             "clipped",
+            "skipped",
             "reach",
+            "lr",
             "steps/s",
             "time",
         ):
@@ -90,13 +95,25 @@ class FitProgress:
                 _fmt(s.grad_norm_median, 3),
                 _fmt(s.grad_norm_max, 3),
                 f"{s.clipped_share:.0%}",
+                str(s.skipped_steps),
                 str(s.gradient_reach),
+                f"{s.lr:.3g}",
                 f"{s.timesteps_per_second:,.0f}",
                 f"{s.seconds:.1f}s",
             )
         elapsed = time.monotonic() - self.started
-        table.caption = f"elapsed {elapsed:.0f}s · * = best so far · Ctrl-C stops and keeps the best"
+        table.caption = (
+            f"elapsed {elapsed:.0f}s{self._eta()} · * = best so far · Ctrl-C stops and keeps the best"
+        )
         return table
+
+    def _eta(self) -> str:
+        """Time left if every epoch runs; early stopping may end sooner, hence "at most"."""
+        if not self.rows or not self.epochs_total:
+            return ""
+        left = self.epochs_total - self.rows[-1].epoch
+        mean = sum(s.seconds for s in self.rows) / len(self.rows)
+        return f" · ETA at most {left * mean:.0f}s ({left} epochs left)" if left > 0 else ""
 
     def summary(self, forecaster: Forecaster, path: Path) -> None:
         if self.quiet:
@@ -114,14 +131,16 @@ class FitProgress:
             f"gradient health: norm p50={_fmt(health['grad_norm_median'], 3)} max={_fmt(health['grad_norm_max'], 3)} "
             f"clipped={health['clipped_share']:.0%} skipped={health['skipped_steps']} "
             f"reach={health['gradient_reach']} of bptt {info['fit_config']['bptt']} steps"
-            + _reach_hint(health["gradient_reach"], info["fit_config"]["bptt"]),
+            + _reach_hint(health["gradient_reach"], info["fit_config"]),
             markup=False,
         )
         stderr.print(f"wrote {path}", markup=False)
 
 
-def _reach_hint(reach: int, bptt: int) -> str:
-    if reach < bptt // 4:
+def _reach_hint(reach: int, config: dict) -> str:
+    """Only a plain RNN gets the gated-cell advice: an LSTM or GRU with a short reach on long
+    chunks has simply learnt that the far past does not matter."""
+    if config["cell"] in ("rnn", "rnn-relu") and reach < config["bptt"] // 4:
         return " (vanishing: try --cell lstm or gru, or a shorter --bptt)"
     return ""
 
@@ -166,7 +185,8 @@ def print_info(meta: dict, path: str) -> None:
         ),
     ]
     best = info["history"][info["best_epoch"] - 1]
-    rows.append(("val loss", f"{_fmt(best['val_loss'])} ({info['fit_config']['loss']}, scaled)"))
+    loss = "pinball" if cfg.get("quantiles") else info["fit_config"]["loss"]  # quantiles train on pinball
+    rows.append(("val loss", f"{_fmt(best['val_loss'])} ({loss}, scaled)"))
     health = info["gradient_health"]
     rows.append(
         (

@@ -38,6 +38,12 @@ class ModelFileError(StreamcastError):
     exit_code = 1
 
 
+class Interrupted(StreamcastError):
+    """Ctrl-C before anything worth keeping was made (exit code 130, as a shell reports SIGINT)."""
+
+    exit_code = 130
+
+
 class LockTimeout(StreamcastError):
     """Another run holds the output lock (exit code 75, EX_TEMPFAIL: cron may retry)."""
 

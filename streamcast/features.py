@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from streamcast.errors import DataError
+
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -202,9 +204,16 @@ def fit_scaler(
     loc, scale = {}, {}
     for i, sid in enumerate(series_ids):
         part = values[offsets[i] : offsets[i] + max(1, int(train_lengths[i]))]
-        mean = float(part.mean())
+        part = part[np.isfinite(part)]  # a scale from the finite values, never from a stray inf
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = float(part.mean()) if part.size else 0.0
+            spread = (np.abs(part).mean() if scaling == "mean" else part.std()) if part.size else 0.0
         loc[sid] = mean
-        spread = np.abs(part).mean() if scaling == "mean" else part.std()
+        if not (math.isfinite(mean) and math.isfinite(spread)):
+            raise DataError(
+                f"series {sid!r} has values too large to scale (up to {np.abs(part).max():.3g}); "
+                "rescale the data (e.g. to other units) first"
+            )
         scale[sid] = _safe_scale(float(spread), mean)
     return Scaler(loc, scale)
 

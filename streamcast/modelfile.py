@@ -6,6 +6,7 @@ elsewhere cannot run code. Per-series scales are tensors too, so 100,000 series 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import asdict
@@ -52,9 +53,19 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             "python": platform.python_version(),
         },
     }
+    # The tensors' bytes do not depend on the header: hash them once, then write them with the hash,
+    # so that a file damaged on disk or in transfer is refused instead of forecasting garbage.
+    unsigned = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
+    meta["tensors_sha256"] = hashlib.sha256(_tensor_bytes(unsigned)).hexdigest()
     data = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
     atomic_write_bytes(path, data)
     return Path(path)
+
+
+def _tensor_bytes(raw: bytes) -> bytes:
+    """What follows the header: the tensors' data."""
+    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
+    return raw[8 + size :]
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -76,16 +87,25 @@ def load(path: str | Path) -> Forecaster:
         columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
         net = RecurrentForecaster(config)
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:
+        ids = meta["series_ids"]
+        loc = tensors["scaler.loc"].numpy().tolist()
+        scale = tensors["scaler.scale"].numpy().tolist()
+        scaler = Scaler(dict(zip(ids, loc, strict=True)), dict(zip(ids, scale, strict=True)))
+        info = dict(meta["info"])
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+        safetensors.SafetensorError,
+    ) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(
-            f"{path}: the model file is damaged or from an incompatible version ({exc})"
+            f"{path}: the model file is damaged or from an incompatible version ({reason})"
         ) from None
     net.eval()
-    ids = meta["series_ids"]
-    loc = tensors["scaler.loc"].numpy()
-    scale = tensors["scaler.scale"].numpy()
-    scaler = Scaler(dict(zip(ids, loc.tolist(), strict=True)), dict(zip(ids, scale.tolist(), strict=True)))
-    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=meta["info"])
+    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info)
 
 
 def _read(path: str | Path) -> bytes:
@@ -115,10 +135,19 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
         meta = json.loads(header["__metadata__"]["streamcast"])
     except (ValueError, KeyError, TypeError):
         raise ModelFileError(f"{problem} (no streamcast metadata)") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(problem)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
+        raise ModelFileError(f"{problem} (format version {version!r})")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"{path}: written by a newer streamcast (format {meta['format_version']}); upgrade streamcast to load it"
+            f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
+        )
+    expected = meta.get("tensors_sha256")  # files from before the checksum have none
+    if expected is not None and hashlib.sha256(raw[8 + size :]).hexdigest() != expected:
+        raise ModelFileError(
+            f"{path}: the model file is damaged (its weights do not match their checksum); "
+            "copy it again or fit a new one"
         )
     return meta

@@ -20,7 +20,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from streamcast.errors import DataError, UsageError
+from streamcast.errors import DataError, Interrupted, UsageError
 from streamcast.features import (
     SCALINGS,
     build_inputs,
@@ -88,7 +88,13 @@ class FitConfig:
                 "--batch-size and --epochs must be at least 1",
             ),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (self.lr > 0, "--lr must be positive"),
+            (0 < self.lr < math.inf, "--lr must be a positive number"),
+            (0 <= self.weight_decay < math.inf, "--weight-decay must be >= 0"),
+            (self.patience >= 1, "--patience must be at least 1 epoch"),
+            (
+                len(set(self.covariates)) == len(self.covariates),
+                "each --covariate may be given once",
+            ),
             (
                 self.clip >= 0 and self.clip_value >= 0,
                 "--clip and --clip-value must be >= 0 (0 = off)",
@@ -168,6 +174,11 @@ def fit(
     train_lengths = lengths - val_size
     season = season_length(data.freq)
 
+    missing = [c for c in config.covariates if c not in frame.columns]
+    if missing:
+        raise UsageError(
+            f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
+        )
     train_rows = _training_rows(offsets, train_lengths)
     spec = fit_feature_spec(
         frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling
@@ -243,7 +254,13 @@ def fit(
     except KeyboardInterrupt:
         result.interrupted = True
     if not result.history:
-        raise UsageError("training was interrupted before the first epoch finished; nothing to keep")
+        raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
+    if result.best_epoch == 0:
+        skipped = sum(s.skipped_steps for s in result.history)
+        raise DataError(
+            f"training diverged: no epoch gave a finite validation loss ({skipped} steps skipped for a "
+            "non-finite loss or gradient); lower --lr, keep --clip on, or check the data for extreme values"
+        )
     net.load_state_dict(best_weights)
     net.eval()
     info = {
@@ -394,7 +411,8 @@ def _train_epoch(
             optimizer.step()
             total_loss += loss.item() * weight
             total_weight += weight
-    return total_loss / max(1, total_weight), timesteps
+    # Every step skipped (a diverged run) has no loss to report, not a perfect one.
+    return (total_loss / total_weight if total_weight else math.nan), timesteps
 
 
 def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:

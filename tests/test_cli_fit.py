@@ -142,3 +142,76 @@ def test_fit_refuses_a_model_path_that_is_a_folder_before_training(tmp_path, csv
     assert result.stderr.endswith(
         f"Error: Invalid value for '-o' / '--output': File '{tmp_path}' is a directory.\n"
     )
+
+
+def test_fit_refuses_to_write_the_model_over_its_own_data(csv_path):
+    result = run(["fit", str(csv_path), "-o", str(csv_path), *FAST])
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"Error: -o {csv_path} is the data file: the model would overwrite it; choose another path\n"
+    )
+    assert csv_path.read_text().startswith("series_id,timestamp,value")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--patience", "0"], "--patience must be at least 1 epoch"),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--lr", "inf"], "--lr must be a positive number"),
+        (["--covariate", "value", "--covariate", "value"], "each --covariate may be given once"),
+    ],
+)
+def test_fit_refuses_options_that_cannot_train(csv_path, option, message):
+    result = run(["fit", str(csv_path), *FAST, *option])
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {message}\n"
+
+
+def test_ctrl_c_keeps_the_best_model_and_exits_130(tmp_path, csv_path, monkeypatch):
+    from streamcast.display import FitProgress
+
+    def interrupt_after_epoch_1(self, stats):
+        self.rows.append(stats)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FitProgress, "epoch", interrupt_after_epoch_1)
+    out = tmp_path / "m.streamcast"
+    result = run(["fit", str(csv_path), "-o", str(out), *FAST[:-1]])
+    assert result.exit_code == 130
+    assert "best epoch 1 (interrupted, best kept)" in result.stderr
+    assert streamcast.load(out).info["interrupted"] is True
+
+
+def test_info_json_is_strict_json_even_after_a_diverged_epoch(tmp_path, csv_path):
+    out = tmp_path / "m.streamcast"
+    assert run(["fit", str(csv_path), "-o", str(out), *FAST]).exit_code == 0
+    model = streamcast.load(out)
+    model.info["history"][0]["val_loss"] = float("nan")
+    streamcast.save(model, out)
+    text = run(["info", str(out), "--json"]).stdout
+    meta = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    assert meta["info"]["history"][0]["val_loss"] is None
+
+
+def test_info_names_the_pinball_loss_of_a_quantile_model(tmp_path, csv_path):
+    out = tmp_path / "q.streamcast"
+    assert run(["fit", str(csv_path), "-o", str(out), *FAST, "--quantiles", "0.1,0.9"]).exit_code == 0
+    assert "(pinball, scaled)" in run(["info", str(out)]).stdout
+
+
+def test_the_live_table_shows_skipped_steps_lr_and_an_eta():
+    from rich.console import Console
+
+    from streamcast.display import FitProgress
+    from streamcast.training import EpochStats
+
+    progress = FitProgress(epochs=10)
+    for epoch in (1, 2):
+        progress.rows.append(EpochStats(epoch, 0.5, 0.4, 0.1, 0.2, 0.0, 3, 20, 0.003, 2.0, 1000.0))
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(progress._table())
+    text = console.export_text()
+    assert "skipped" in text and "lr" in text and "0.003" in text
+    assert "ETA at most 16s (8 epochs left)" in text

@@ -97,6 +97,52 @@ def test_a_model_from_a_newer_format_asks_for_an_upgrade(tmp_path, tiny_model):
         read_metadata(path)
 
 
+def rewrite_metadata(path: Path, change) -> None:
+    """Edit a model file's JSON metadata in place, keeping its tensors."""
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    meta = change(json.loads(header["__metadata__"]["streamcast"]))
+    header["__metadata__"]["streamcast"] = json.dumps(meta)
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size :])
+
+
+def test_weights_damaged_on_disk_fail_their_checksum(tmp_path, tiny_model):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    raw = bytearray(path.read_bytes())
+    raw[-60:-10] = bytes(50)  # zero 50 bytes of tensor data: still a valid safetensors file
+    path.write_bytes(bytes(raw))
+    for reader in (load, read_metadata):
+        with pytest.raises(ModelFileError, match="damaged \\(its weights do not match their checksum\\)"):
+            reader(path)
+
+
+def test_a_truncated_file_fails_even_where_only_the_metadata_is_read(tmp_path, tiny_model):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match="damaged"):
+        read_metadata(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda meta: [meta], "not a streamcast model file"),
+        (lambda meta: {**meta, "format_version": "2"}, "format version '2'"),
+        (lambda meta: {**meta, "series_ids": meta["series_ids"][:1]}, "damaged or from an incompatible"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "info"}, "damaged or from an incompatible"),
+    ],
+)
+def test_metadata_that_does_not_fit_its_tensors_is_refused_in_one_line(tmp_path, tiny_model, change, message):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    rewrite_metadata(path, change)
+    with pytest.raises(ModelFileError, match=message) as raised:
+        load(path)
+    assert "\n" not in str(raised.value)
+
+
 def test_the_committed_model_file_still_loads_and_forecasts(tiny_data):
     """A file written by an earlier release must keep loading as the format evolves."""
     model = load(COMMITTED)

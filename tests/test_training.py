@@ -78,7 +78,27 @@ def test_early_stopping_ends_training_after_patience(tiny_data):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the inf is injected on purpose
-def test_non_finite_steps_are_skipped_and_the_weights_stay_finite():
+def test_non_finite_steps_are_skipped_and_the_weights_stay_finite(monkeypatch):
+    import streamcast.training as training
+
+    real_loss, calls = training.forecast_loss, []
+
+    def every_third_training_loss_is_nan(*args):
+        loss = real_loss(*args)
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) % 3 == 0:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(training, "forecast_loss", every_third_training_loss_is_nan)
+    model = fit(read_series(hourly_frame(series=2)), FitConfig(**{**TINY.__dict__, "batch_size": 1}))
+    assert model.info["gradient_health"]["skipped_steps"] == len(calls) // 3 > 0
+    assert all(torch.isfinite(p).all() for p in model.net.parameters())
+    assert all(math.isfinite(h["train_loss"]) for h in model.info["history"])
+
+
+def test_a_run_with_no_finite_validation_loss_is_a_data_error_not_a_model():
     frame = hourly_frame(series=2)
     data = read_series(frame)
     bad = data.frame.with_columns(
@@ -88,9 +108,18 @@ def test_non_finite_steps_are_skipped_and_the_weights_stay_finite():
         .alias("value")
     )
     data = type(data)(bad, data.freq, data.columns, data.source, data.notes)
-    model = fit(data, FitConfig(**{**TINY.__dict__, "batch_size": 1}))
-    assert model.info["gradient_health"]["skipped_steps"] > 0
-    assert all(torch.isfinite(p).all() for p in model.net.parameters())
+    epochs = []
+    with pytest.raises(
+        DataError, match=r"training diverged: no epoch gave a finite validation loss \(\d+ steps skipped"
+    ):
+        fit(data, FitConfig(**{**TINY.__dict__, "batch_size": 1}), on_epoch=epochs.append)
+    assert epochs and all(e.skipped_steps > 0 for e in epochs)
+
+
+def test_values_too_large_to_scale_are_a_data_error():
+    frame = hourly_frame(series=2).with_columns(pl.col("value") * 1e306)
+    with pytest.raises(DataError, match="series 's0' has values too large to scale"):
+        fit(read_series(frame), FitConfig(**{**TINY.__dict__, "scaling": "std"}))
 
 
 def test_a_series_too_short_for_horizon_and_validation_is_named():

@@ -190,10 +190,20 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
     if not source or (not data and source in ("-", "<frame>")):
         raise UsageError("this model records no data file to re-read: pass DATA (a path, or - for stdin)")
     cols = forecaster.columns
-    return read_series(
-        source,
-        id_col=id_col or cols.id,
-        time_col=time_col or cols.time,
-        target=target or cols.target,
-        covariates=covariates or cols.covariates,
-    )
+    try:
+        return read_series(
+            source,
+            id_col=id_col or cols.id,
+            time_col=time_col or cols.time,
+            target=target or cols.target,
+            covariates=covariates or cols.covariates,
+        )
+    except UsageError as exc:
+        # A column the user did not name came from the model: say so, not "from --covariate".
+        message = str(exc)
+        for flag, given in (("--id-col", id_col), ("--time-col", time_col), ("--target", target)):
+            if not given:
+                message = message.replace(f"(from {flag})", f"(the model's {flag[2:]} column)")
+        if not covariates:
+            message = message.replace("(from --covariate)", "(a covariate of the model)")
+        raise UsageError(message) from None

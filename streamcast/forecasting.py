@@ -52,6 +52,12 @@ def select_history(
         frame = frame.filter(observed)
         if frame.height == 0:
             raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
+        late = sorted(set(series) - set(frame["series_id"].unique().to_list()))
+        if late:
+            raise DataError(
+                f"series {late[0]!r} has no observations at or before --as-of {as_of}; "
+                "pick a later time or drop it from --series"
+            )
     if context is not None:
         if context < 1:
             raise UsageError("--context must be at least 1 step")

@@ -368,3 +368,35 @@ def test_month_end_data_is_read_and_forecast_on_month_ends(tmp_path):
         "2024-03-31",
         "2024-04-30",
     ]
+
+
+def test_a_requested_series_that_starts_after_the_as_of_time_is_an_error(tiny_model):
+    frame = hourly_frame().with_columns(
+        pl.when(pl.col("series_id") == "s2")
+        .then(pl.col("timestamp") + pl.duration(days=30))
+        .otherwise(pl.col("timestamp"))
+        .alias("timestamp")
+    )
+    data = sc.read_series(frame)
+    with pytest.raises(sc.DataError, match="series 's2' has no observations at or before --as-of"):
+        forecast(tiny_model, data, as_of=frame["timestamp"][100], series=["s0", "s2"])
+    assert forecast(tiny_model, data, as_of=frame["timestamp"][100])[
+        "series_id"
+    ].unique().sort().to_list() == [
+        "s0",
+        "s1",
+    ]
+
+
+def test_a_model_column_missing_from_new_data_is_named_as_the_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    frame = hourly_frame().with_columns((pl.col("value") * 0.1).alias("temperature"))
+    frame.write_csv("with.csv")
+    model = sc.fit(sc.read_series("with.csv", covariates=["temperature"]), TINY)
+    sc.save(model, "model.streamcast")
+    frame.drop("temperature").write_csv("without.csv")
+    result = run(["forecast", "without.csv"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "Error: column 'temperature' (a covariate of the model) is not in the data"
+    )

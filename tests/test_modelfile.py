@@ -82,21 +82,6 @@ def test_a_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
         load("model.streamcast")
 
 
-def test_a_model_from_a_newer_format_asks_for_an_upgrade(tmp_path, tiny_model):
-    path = save(tiny_model, tmp_path / "m.streamcast")
-    raw = path.read_bytes()
-    size = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8 : 8 + size])
-    meta = json.loads(header["__metadata__"]["streamcast"])
-    meta["format_version"] = 99
-    header["__metadata__"]["streamcast"] = json.dumps(meta)
-    new_header = json.dumps(header).encode()
-    new_header += b" " * (-len(new_header) % 8)
-    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size :])
-    with pytest.raises(ModelFileError, match="upgrade streamcast"):
-        read_metadata(path)
-
-
 def rewrite_metadata(path: Path, change) -> None:
     """Edit a model file's JSON metadata in place, keeping its tensors."""
     raw = path.read_bytes()
@@ -107,6 +92,13 @@ def rewrite_metadata(path: Path, change) -> None:
     new_header = json.dumps(header).encode()
     new_header += b" " * (-len(new_header) % 8)
     path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size :])
+
+
+def test_a_model_from_a_newer_format_asks_for_an_upgrade(tmp_path, tiny_model):
+    path = save(tiny_model, tmp_path / "m.streamcast")
+    rewrite_metadata(path, lambda meta: {**meta, "format_version": 99})
+    with pytest.raises(ModelFileError, match="upgrade streamcast"):
+        read_metadata(path)
 
 
 def test_weights_damaged_on_disk_fail_their_checksum(tmp_path, tiny_model):

@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -234,7 +235,8 @@ def print_backtest(result, title: str, console: Console | None = None) -> None:
 def _breakdown(table, key: str, title: str) -> Table:
     """One row per step (or series): the model's metrics, then its MASE gain over each baseline."""
     metrics = table["metric"].unique(maintain_order=True).to_list()
-    out = Table(title=title, title_justify="left")
+    # Light borders: with quantile metrics nine columns must still fit an 80-column terminal.
+    out = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     out.add_column("step" if key == "step" else "series")
     for metric in metrics:
         out.add_column(_METRIC_LABELS.get(metric, metric), justify="right")

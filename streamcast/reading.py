@@ -10,8 +10,8 @@ Policies, applied in this order:
   `target`) or a single numeric column means one series; otherwise every numeric column (but the
   time column and covariates) is a series of a wide table, named by its column.
 - Timestamps: datetimes and dates as they are (time zone kept), ISO 8601 strings (those with an
-  offset become UTC), integers above 1e8 as epoch seconds (UTC), YYYYMMDD integers as dates, other
-  integers as a step index. No time column: each series is numbered 0..n-1 in row order ("1i").
+  offset become UTC), integers above 1e8 as epoch seconds (UTC; milli-, micro- and nanoseconds
+  told apart by magnitude), YYYYMMDD integers as dates, other integers as a step index. No time column: each series is numbered 0..n-1 in row order ("1i").
 - Duplicate timestamps within a series: the last row wins (a later row is taken as a correction).
 - Frequency: the most common step between consecutive timestamps, per series; all series must
   agree ("mixed frequencies" otherwise). Steps of 28 to 31 days between timestamps on the same day
@@ -24,7 +24,9 @@ Policies, applied in this order:
 
 from __future__ import annotations
 
+import gzip
 import io
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,16 +99,16 @@ class SeriesFrame:
         return dict(zip(counts["series_id"].to_list(), counts["len"].to_list(), strict=True))
 
 
-def read_table(source: str | Path | pl.DataFrame) -> pl.DataFrame:
+def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> pl.DataFrame:
     """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, `-`
     for CSV on stdin, or a DataFrame as it is."""
     where = _where(source)
     if isinstance(source, pl.DataFrame):
         frame = source
     elif str(source) == "-":
-        frame = _read_csv(sys.stdin.buffer.read(), where)
+        frame = _read_csv(sys.stdin.buffer.read(), where, id_col)
     else:
-        frame = _read_file(Path(source), where)
+        frame = _read_file(Path(source), where, id_col)
     if frame.height == 0:
         raise DataError(f"{where} has no rows: give it at least one observation")
     return frame
@@ -118,7 +120,7 @@ def _where(source: str | Path | pl.DataFrame) -> str:
     return "stdin" if str(source) == "-" else str(source)
 
 
-def _read_file(path: Path, where: str) -> pl.DataFrame:
+def _read_file(path: Path, where: str, id_col: str | None = None) -> pl.DataFrame:
     if path.is_dir():
         raise DataError(f"{where!r} is a folder, not a data file: give the path of a Parquet or CSV file")
     if not path.is_file():
@@ -130,28 +132,55 @@ def _read_file(path: Path, where: str) -> pl.DataFrame:
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataError(f"cannot read {where} as Parquet ({_first_line(exc)})") from None
     if name.endswith((".csv", ".csv.gz")):
-        return _read_csv(path, where)
+        return _read_csv(path, where, id_col)
     raise UsageError(
         f"cannot read {where!r}: unknown format; use a .parquet, .csv or .csv.gz file, or - for CSV on stdin"
     )
 
 
-def _read_csv(data: Path | bytes, where: str) -> pl.DataFrame:
-    def read(schema_rows: int | None) -> pl.DataFrame:
-        return pl.read_csv(
-            data if isinstance(data, Path) else io.BytesIO(data), infer_schema_length=schema_rows
-        )
+def _read_csv(data: Path | bytes, where: str, id_col: str | None = None) -> pl.DataFrame:
+    """CSV as spreadsheets write it too: `;` separators with decimal commas, NA-like tokens as
+    missing values, and series ids kept as text ("007" is not 7)."""
+    options = _csv_dialect(_head(data))
+
+    def read(**more) -> pl.DataFrame:
+        return pl.read_csv(data if isinstance(data, Path) else io.BytesIO(data), **options, **more)
 
     try:
+        names = [name.strip() for name in read(n_rows=0).columns]
+        ids = {name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col}
+        options.update(null_values=list(MISSING), schema_overrides=ids or None)
         try:
-            return read(CSV_SCHEMA_ROWS)
+            frame = read(infer_schema_length=CSV_SCHEMA_ROWS, new_columns=names)
         except pl.exceptions.ComputeError:
             # A column that changes type after the first rows: infer the types from every row.
-            return read(None)
+            frame = read(infer_schema_length=None, new_columns=names)
+        return frame
     except pl.exceptions.NoDataError:
         raise DataError(f"{where} is empty: give a CSV header and at least one row") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"cannot read {where} as CSV ({_first_line(exc)})") from None
+
+
+def _head(data: Path | bytes) -> str:
+    """The start of a CSV, as text, to tell its dialect."""
+    if isinstance(data, bytes):
+        raw = data[:65536]
+    else:
+        try:
+            with (gzip.open if data.name.lower().endswith(".gz") else open)(data, "rb") as f:
+                raw = f.read(65536)
+        except OSError:
+            return ""
+    return raw.decode("utf-8", errors="replace").lstrip("\ufeff")
+
+
+def _csv_dialect(head: str) -> dict:
+    """`;` between fields when the header has no comma; then `1,5` is one and a half."""
+    first = head.split("\n", 1)[0]
+    if ";" not in first or "," in first:
+        return {}
+    return {"separator": ";", "decimal_comma": bool(re.search(r"\d,\d", head))}
 
 
 def _first_line(exc: Exception) -> str:
@@ -174,10 +203,11 @@ def read_series(
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
     where = _where(source)
-    raw = read_table(source)
+    raw = read_table(source, id_col)
     columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
+    notes += _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
@@ -212,6 +242,26 @@ def _find_columns(
             raise DataError(f"{where}: cannot tell which column to forecast ({found}); pass --target COL")
         target_name = numeric[0]
     return Columns(id_name, time_name, target_name, covariates), ()
+
+
+def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], repeats: bool) -> list[str]:
+    """A text column left unused while no time or no id was found is probably that column under
+    a name we do not know: say so, since the result would be silently wrong."""
+    used = {columns.id, columns.time, columns.target, *columns.covariates, *wide}
+    text = [c for c in raw.columns if c not in used and raw[c].dtype == pl.String]
+    if not text:
+        return []
+    notes = []
+    if columns.time is None:
+        notes.append(
+            f"no time column found, so rows are numbered in file order; if {text[0]!r} holds the "
+            f"time, pass --time-col {text[0]}"
+        )
+    if columns.id is None and not wide and repeats:
+        notes.append(
+            f"one series has repeated timestamps; if {text[0]!r} names the series, pass --id-col {text[0]}"
+        )
+    return notes
 
 
 def _column(
@@ -351,7 +401,16 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
 def _parse_integers(col: pl.Series) -> pl.Series:
     low, high = col.min(), col.max()
     if low > EPOCH_SECONDS_MIN:
-        return (col.cast(pl.Int64) * 1_000_000).cast(pl.Datetime("us", "UTC"))
+        # Seconds until the year 5138; beyond, the same era counted in finer units.
+        if high > 10**17:
+            micros = col.cast(pl.Int64) // 1_000
+        elif high > 10**14:
+            micros = col.cast(pl.Int64)
+        elif high > 10**11:
+            micros = col.cast(pl.Int64) * 1_000
+        else:
+            micros = col.cast(pl.Int64) * 1_000_000
+        return micros.cast(pl.Datetime("us", "UTC"))
     if 19_000_101 <= low and high <= 21_001_231:
         dates = col.cast(pl.String).str.to_date("%Y%m%d", strict=False)
         if dates.null_count() == 0:
@@ -571,9 +630,21 @@ def _place_by_join(frame: pl.DataFrame, bounds: pl.DataFrame, freq: str, where: 
 
 def _off_grid(rows: pl.DataFrame, freq: str, where: str) -> None:
     sid, ts = rows["series_id"][0], rows["timestamp"][0]
+    fix = "resample the data to a regular frequency first"
+    if getattr(rows["timestamp"].dtype, "time_zone", None) == "UTC" and _split(freq)[1] in (
+        "d",
+        "w",
+        "mo",
+        "y",
+    ):
+        # Local midnights written with their UTC offset are 23 or 25 hours apart at a clock change.
+        fix = (
+            "if the times carry UTC offsets that change with daylight saving, they were converted "
+            "to UTC: write them without the offset, or as a zoned Parquet column; otherwise " + fix
+        )
     raise DataError(
         f"{where}: irregular timestamps: series {sid!r} has {ts}, which is off its {freq} grid "
-        f"({rows.height} such rows); resample the data to a regular frequency first"
+        f"({rows.height} such rows); {fix}"
     )
 
 

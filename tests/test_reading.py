@@ -653,3 +653,67 @@ def test_iso_strings_parse_back_to_the_instants_they_name(start, freq, sep, offs
     assert data.freq == name
     expected = stamps if zone is None else [s.astimezone(timezone.utc) for s in stamps]
     assert [t.replace(tzinfo=t.tzinfo and timezone.utc) for t in data.frame["timestamp"]] == expected
+
+
+# Spreadsheet-style CSV and unusual layouts
+
+
+def test_csv_series_ids_stay_text_so_leading_zeros_never_merge_series(tmp_path):
+    rows = ["id,ds,y"] + [f"{sid},2024-01-01 0{h}:00,{h}" for sid in ("007", "7") for h in range(3)]
+    (tmp_path / "ids.csv").write_text("\n".join(rows) + "\n")
+    data = read_series(tmp_path / "ids.csv")
+    assert data.series_ids == ["007", "7"]
+    assert data.notes == ()
+
+
+def test_a_wide_column_with_na_tokens_is_still_a_series(tmp_path):
+    (tmp_path / "wide.csv").write_text(
+        "ds,s1,s2\n2024-01-01 00:00,1,5\n2024-01-01 01:00,2,NA\n2024-01-01 02:00,3,7\n"
+    )
+    data = read_series(tmp_path / "wide.csv")
+    assert data.series_ids == ["s1", "s2"]
+    assert data.frame.filter(pl.col("series_id") == "s2")["value"].to_list() == [5, 6, 7]
+
+
+@pytest.mark.parametrize("unit", [1, 1_000, 1_000_000, 1_000_000_000])
+def test_epoch_times_in_seconds_or_finer_units_are_told_apart_by_magnitude(tmp_path, unit):
+    seconds = [1_700_000_000 + 3600 * k for k in range(4)]
+    lines = ["time,y"] + [f"{s * unit},{k}" for k, s in enumerate(seconds)]
+    (tmp_path / "epoch.csv").write_text("\n".join(lines) + "\n")
+    data = read_series(tmp_path / "epoch.csv")
+    assert data.freq == "1h"
+    assert data.frame["timestamp"][0] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=ZoneInfo("UTC"))
+
+
+def test_semicolon_csv_with_decimal_commas_is_read(tmp_path):
+    (tmp_path / "eu.csv").write_text(
+        "ds;y\n2024-01-01 00:00;1,5\n2024-01-01 01:00;2,5\n2024-01-01 02:00;3,25\n"
+    )
+    assert read_series(tmp_path / "eu.csv").frame["value"].to_list() == [1.5, 2.5, 3.25]
+
+
+def test_header_names_are_read_without_surrounding_spaces(tmp_path):
+    (tmp_path / "spaces.csv").write_text("unique_id, ds, y\na,2024-01-01 00:00,1\na,2024-01-01 01:00,2\n")
+    assert read_series(tmp_path / "spaces.csv").columns == Columns("unique_id", "ds", "y")
+
+
+def test_an_unknown_time_column_name_gets_a_note_naming_it():
+    data = read_series(pl.DataFrame({"when": ["2024-01-01 01:00", "2024-01-01 00:00"], "y": [1.0, 2.0]}))
+    assert data.freq == "1i"
+    assert data.notes == (
+        "no time column found, so rows are numbered in file order; if 'when' holds the time, pass --time-col when",
+    )
+
+
+def test_an_unknown_id_column_name_gets_a_note_when_timestamps_repeat():
+    frame = pl.DataFrame({"store": ["a", "a", "b", "b"], "ds": hours(2) * 2, "y": [1.0, 2, 3, 4]})
+    data = read_series(frame)
+    assert "if 'store' names the series, pass --id-col store" in data.notes[-1]
+    assert read_series(frame, id_col="store").series_ids == ["a", "b"]
+
+
+def test_daily_local_midnights_with_changing_offsets_explain_the_utc_conversion(tmp_path):
+    days = [f"2024-03-{d:02d}T00:00:00+0{1 if d < 31 else 2}:00" for d in range(28, 32)]
+    (tmp_path / "dst.csv").write_text("ds,y\n" + "".join(f"{d},{k}\n" for k, d in enumerate(days)))
+    with raises(DataError, "off its 1d grid", "daylight saving", "write them without the offset"):
+        read_series(tmp_path / "dst.csv")

@@ -148,6 +148,11 @@ def stream(
 
     if save_model and not learn:
         raise UsageError("--save-model writes the model adapted by --learn: add --learn")
+    if save_model and model_path != "-" and Path(save_model).resolve() == Path(model_path).resolve():
+        raise UsageError(
+            "--save-model is the -m model itself: a restart would load the adapted model, which the "
+            "--state file does not belong to; write the adapted model to another path"
+        )
     for path, what in ((state_path, "--state file"), (save_model, "--save-model file")):
         if path:
             check_writable(path, what)

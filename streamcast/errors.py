@@ -44,6 +44,12 @@ class Interrupted(StreamcastError):
     exit_code = 130
 
 
+class OutputClosed(StreamcastError):
+    """`stream`'s stdout was closed by its reader (exit code 1): the stream cannot go on."""
+
+    exit_code = 1
+
+
 class LockTimeout(StreamcastError):
     """Another run holds the output lock (exit code 75, EX_TEMPFAIL: cron may retry)."""
 

@@ -160,11 +160,24 @@ class LineParser:
     def parse(self, lines: list[str], first_line: int) -> Observations:
         """Parse `lines`, numbered from `first_line`; bad lines become events, never exceptions."""
         batch = _Batch(len(self.covariates))
-        if self.format is None:
-            start = next((k for k, line in enumerate(lines) if line.strip()), None)
-            if start is None:
-                return batch.observations(self.stream_zone)
-            self.format = "jsonl" if lines[start].lstrip().startswith("{") else "csv"
+        for k, line in enumerate(lines):
+            if line is TOO_LONG:
+                batch.bad(first_line + k, f"longer than {MAX_LINE_BYTES >> 20} MiB")
+        if any(line is TOO_LONG for line in lines):
+            lines = ["" if line is TOO_LONG else line for line in lines]
+        k = 0
+        while self.format is None and k < len(lines):
+            # Detect line by line until one parses: a stray first line must not fix the format.
+            line = lines[k]
+            if line.strip():
+                guess = "jsonl" if line.lstrip().startswith("{") else "csv"
+                (self._parse_json if guess == "jsonl" else self._parse_csv)([line], first_line + k, batch)
+                if (self.keys if guess == "jsonl" else self.layout) is not None:
+                    self.format = guess
+            k += 1
+        lines, first_line = lines[k:], first_line + k
+        if not lines:
+            return batch.observations(self.stream_zone)
         if self.format == "jsonl":
             self._parse_json(lines, first_line, batch)
         else:
@@ -536,6 +549,8 @@ def _number(raw, name: str) -> float | None:
         raise BadLine(f"{name} {_show(raw)} is not a number")
     if isinstance(raw, str) and raw.strip() in MISSING:
         return None
+    if isinstance(raw, str) and "_" in raw:  # Python reads 1_000 as 1000; a CSV never means that
+        raise BadLine(f"{name} {_show(raw)} is not a number")
     try:
         return float(raw)
     except (ValueError, OverflowError):
@@ -545,6 +560,10 @@ def _number(raw, name: str) -> float | None:
 def _show(raw) -> str:
     text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+MAX_LINE_BYTES = 1 << 20
+TOO_LONG = "\x00 line too long"  # stands in, by identity, for a line the reader dropped
 
 
 class LineReader:
@@ -562,6 +581,8 @@ class LineReader:
         self.pending: list[str] = []
         self.eof = False
         self.lines_read = 0
+        self.started = False  # a byte-order mark may open the first line only
+        self.dropping = False  # inside a line longer than MAX_LINE_BYTES: skip to its end
         try:
             self.fd: int | None = source.fileno()
         except (AttributeError, OSError, io.UnsupportedOperation):
@@ -604,21 +625,39 @@ class LineReader:
     def _take(self, chunk: bytes) -> None:
         if not chunk:
             self.eof = True
-            if self.buffer:
+            if self.dropping:
+                self.pending.append(TOO_LONG)
+            elif self.buffer:
                 self.pending += self._decode(bytes(self.buffer)).split("\n")
-                self.buffer.clear()
+            self.buffer.clear()
             return
+        if self.dropping:
+            # Memory stays bounded whatever a producer sends: the rest of a too long line is dropped.
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            self.pending.append(TOO_LONG)
+            self.dropping, chunk = False, chunk[end + 1 :]
+        start = len(self.buffer)
         self.buffer += chunk
-        cut = self.buffer.rfind(b"\n")
+        cut = self.buffer.rfind(b"\n", start)
         if cut < 0:
+            if len(self.buffer) > MAX_LINE_BYTES:
+                self.buffer.clear()
+                self.dropping = True
             return
         text = self._decode(bytes(self.buffer[:cut]))
         del self.buffer[: cut + 1]
         self.pending += text.split("\n")
+        if len(self.buffer) > MAX_LINE_BYTES:
+            self.buffer.clear()
+            self.dropping = True
 
-    @staticmethod
-    def _decode(raw: bytes) -> str:
+    def _decode(self, raw: bytes) -> str:
         text = raw.decode("utf-8", errors="replace")
+        if not self.started:
+            self.started = True
+            text = text.removeprefix("\ufeff")
         return text.replace("\r\n", "\n") if "\r" in text else text
 
 

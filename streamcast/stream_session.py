@@ -10,6 +10,7 @@ replays and skipped, and what came after it is computed and printed again (the r
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import threading
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
-from streamcast.errors import StrictStop
+from streamcast.errors import OutputClosed, StrictStop
 from streamcast.forecaster import Forecaster
 from streamcast.modelfile import save as save_model
 from streamcast.stream_input import LineParser, LineReader, Observations
@@ -89,6 +90,15 @@ class StreamSession:
                 self.checkpoint()
                 self.err.write(self.summary() + "\n")
                 raise
+            except BrokenPipeError:
+                # The reader of stdout has gone: the forecasts of this batch were lost, so no final
+                # checkpoint (a restart replays from the last one), and a supervisor must see it.
+                _silence_stdout(self.out)
+                self.err.write(self.summary() + "\n")
+                raise OutputClosed(
+                    "stdout was closed by its reader; stopped without a final checkpoint, "
+                    "so a restart with the same --state replays from the last one"
+                ) from None
             self.checkpoint()
         finally:
             self._restore(handlers)
@@ -116,9 +126,9 @@ class StreamSession:
                 self.header_written = True
             self.out.write(text.encode())
             self.out.flush()
-        self.counts["accepted"] += len(batch)
+        self.counts["accepted"] += batch.accepted
         self.counts["replayed"] += batch.replayed
-        self.unsaved += len(batch)
+        self.unsaved += batch.accepted
         for event in batch.events:
             self.counts[event.kind] += 1
         if batch.events and not self.options.quiet:
@@ -126,6 +136,7 @@ class StreamSession:
             self.err.flush()
 
     def summary(self) -> str:
+        """One line of counts for stderr at the end of a run."""
         counts = ", ".join(f"{k}={self.counts[k]}" for k in COUNTS)
         return f"stream: {self.lines} lines, {counts}"
 
@@ -171,3 +182,11 @@ class StreamSession:
         signal.set_wakeup_fd(wake)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _silence_stdout(out: BinaryIO) -> None:
+    """Point the closed stdout at /dev/null, so that the interpreter's final flush stays quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass

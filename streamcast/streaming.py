@@ -99,6 +99,7 @@ class StreamBatch:
     time_zone: str | None
     events: list[Event] = field(default_factory=list)
     replayed: int = 0
+    accepted: int = 0  # observations taken in, emitted or not (--every)
 
     def __len__(self) -> int:
         return len(self.series_ids)
@@ -233,6 +234,7 @@ class _Plan:
     row_cov: list[list[float]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     replayed: int = 0
+    accepted: int = 0  # observations taken (filled steps are not observations)
     next: int = 0
     learn_due: bool = False
     error: Event | None = None
@@ -281,15 +283,18 @@ class _Engine:
         if state.time_zone is None and obs.time_zone is not None:
             state.time_zone = obs.time_zone
         events = list(obs.events)
-        # --strict stops at the first reported line, a parse problem included.
-        stop_line = min((e.line for e in events), default=None) if self.config.strict else None
-        pieces, replayed, error, begin = [], 0, None, 0
+        # --strict stops at the first bad line, a parse problem included; an unknown column is
+        # documented as ignored, not bad.
+        bad = [e.line for e in events if e.kind != "ignored"]
+        stop_line = min(bad, default=None) if self.config.strict else None
+        pieces, replayed, accepted, error, begin = [], 0, 0, None, 0
         columns = _Columns(obs, bool(self.cov_loc))
         while begin < len(obs):
             plan = self._plan(columns, begin, stop_line)
             pieces.append(self._run(plan))
             events += plan.events
             replayed += plan.replayed
+            accepted += plan.accepted
             begin = plan.next
             if plan.learn_due:
                 state.learner.update()
@@ -301,7 +306,7 @@ class _Engine:
         if self.config.strict:
             events = [e for e in events if error is None or e.line < error.line]
         events.sort(key=lambda e: e.line)
-        return self._batch(pieces, obs, events, replayed), error
+        return self._batch(pieces, obs, events, replayed, accepted), error
 
     def _plan(self, obs: _Columns, begin: int, stop_line: int | None) -> _Plan:
         """Apply the rules line by line; stop at a learning boundary or a --strict error."""
@@ -408,6 +413,7 @@ class _Engine:
             if covs is not None:
                 plan.row_cov.append(row_cov)
             st.accepted += 1
+            plan.accepted += 1
             if learn_every and st.accepted % learn_every == 0:
                 plan.learn_due = True
                 plan.next = i + 1
@@ -488,7 +494,7 @@ class _Engine:
         }
 
     def _batch(
-        self, pieces: list[dict], obs: Observations, events: list[Event], replayed: int
+        self, pieces: list[dict], obs: Observations, events: list[Event], replayed: int, accepted: int
     ) -> StreamBatch:
         pieces = [p for p in pieces if p]
         f = self.forecaster
@@ -515,6 +521,7 @@ class _Engine:
             time_zone=self.state.time_zone,
             events=events,
             replayed=replayed,
+            accepted=accepted,
         )
 
 

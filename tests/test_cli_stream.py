@@ -386,3 +386,75 @@ def test_mixed_naive_and_zoned_timestamps_print_the_same_however_lines_are_batch
         "2024-01-01T01:00:00",
         "2024-01-01T02:00:00",
     ]
+
+
+def test_a_bad_first_line_does_not_fix_the_format_for_the_lines_after_it(model_path):
+    objects = [
+        json.dumps({"series_id": "s0", "timestamp": f"2024-01-01 0{h}:00", "value": 10 + h}) for h in range(3)
+    ]
+    result = run(model_path, [], "hello world\n" + "\n".join(objects) + "\n")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 3
+    assert "stream: 4 lines, accepted=3, skipped=1" in result.stderr
+
+
+@pytest.mark.parametrize("first", ["series_id,timestamp,value\n", ""])
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_line(model_path, first):
+    text = "\ufeff" + first + "s0,2024-01-01 00:00,10\ns0,2024-01-01 01:00,11\n"
+    result = CliRunner().invoke(main, ["stream", "-m", str(model_path)], input=text.encode("utf-8"))
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["series_id"] for line in result.stdout.splitlines()] == ["s0", "s0"]
+
+
+def test_every_n_still_counts_and_checkpoints_every_observation(model_path, tmp_path):
+    state = tmp_path / "every.state"
+    text = "\n".join(lines_for(hourly_frame(length=10))) + "\n"
+    result = run(model_path, ["--every", "2", "--state", str(state)], text)
+    assert len(result.stdout.splitlines()) == 15  # every 2nd of 10 ticks of 3 series
+    assert "accepted=30" in result.stderr
+    assert StreamState.load(state, sc.load(model_path)).accepted == 30
+
+
+def test_python_only_number_spellings_are_not_numbers(model_path):
+    result = run(model_path, [], "s0,2024-01-01 00:00,1_000\n")
+    assert result.stdout == ""
+    assert "line 1: value '1_000' is not a number; skipped" in result.stderr
+
+
+def test_strict_does_not_stop_at_an_ignored_unknown_column(model_path):
+    text = "series_id,timestamp,value,note\ns0,2024-01-01 00:00,10,x\n"
+    result = run(model_path, ["--strict"], text)
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1
+
+
+def test_save_model_over_the_served_model_is_refused(model_path):
+    result = run(model_path, ["--learn", "--save-model", str(model_path)], "")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --save-model is the -m model itself")
+
+
+def test_a_line_longer_than_a_mebibyte_is_skipped_and_the_stream_goes_on(model_path):
+    proc = spawn(model_path)
+    huge = b"s0,2024-01-01 00:00," + b"9" * (3 << 20) + b"\n"
+    out, err = proc.communicate(huge + b"s0,2024-01-01 01:00,11\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["timestamp"] for line in out.decode().splitlines()] == ["2024-01-01T01:00:00"]
+    assert "line 1: longer than 1 MiB; skipped" in err.decode()
+
+
+def test_a_reader_that_closes_stdout_stops_the_stream_with_an_error(model_path, tmp_path):
+    state = tmp_path / "closed.state"
+    proc = spawn(model_path, "--state", str(state), "--batch-lines", "1")
+    proc.stdout.close()  # the consumer went away
+    lines = "".join(f"{line}\n" for line in lines_for(hourly_frame(length=40)))
+    try:
+        proc.stdin.write(lines.encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert err.splitlines()[-1].startswith(
+        "Error: stdout was closed by its reader; stopped without a final checkpoint"
+    )

@@ -160,10 +160,10 @@ class LineParser:
     def parse(self, lines: list[str], first_line: int) -> Observations:
         """Parse `lines`, numbered from `first_line`; bad lines become events, never exceptions."""
         batch = _Batch(len(self.covariates))
-        for k, line in enumerate(lines):
-            if line is TOO_LONG:
-                batch.bad(first_line + k, f"longer than {MAX_LINE_BYTES >> 20} MiB")
-        if any(line is TOO_LONG for line in lines):
+        if TOO_LONG in lines:  # rare: one scan at C speed first
+            for k, line in enumerate(lines):
+                if line is TOO_LONG:
+                    batch.bad(first_line + k, f"longer than {MAX_LINE_BYTES >> 20} MiB")
             lines = ["" if line is TOO_LONG else line for line in lines]
         k = 0
         while self.format is None and k < len(lines):

@@ -54,3 +54,13 @@ class LockTimeout(StreamcastError):
     """Another run holds the output lock (exit code 75, EX_TEMPFAIL: cron may retry)."""
 
     exit_code = 75
+
+
+DAMAGED_FILE = (KeyError, TypeError, ValueError, AttributeError, RuntimeError)
+"""What reading a model or state file whose contents do not fit together can raise."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line for stderr; its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

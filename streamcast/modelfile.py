@@ -21,7 +21,7 @@ from safetensors.torch import save as save_bytes
 
 import streamcast
 from streamcast.atomic import atomic_write_bytes
-from streamcast.errors import ModelFileError
+from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.features import FeatureSpec, Scaler
 from streamcast.forecaster import Forecaster
 from streamcast.model import ModelConfig, RecurrentForecaster
@@ -92,15 +92,8 @@ def load(path: str | Path) -> Forecaster:
         scale = tensors["scaler.scale"].numpy().tolist()
         scaler = Scaler(dict(zip(ids, loc, strict=True)), dict(zip(ids, scale, strict=True)))
         info = dict(meta["info"])
-    except (
-        KeyError,
-        TypeError,
-        ValueError,
-        AttributeError,
-        RuntimeError,
-        safetensors.SafetensorError,
-    ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
+        reason = first_line(exc)
         raise ModelFileError(
             f"{path}: the model file is damaged or from an incompatible version ({reason})"
         ) from None

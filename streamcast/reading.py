@@ -35,7 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
-from streamcast.errors import DataError, UsageError
+from streamcast.errors import DataError, UsageError, first_line
 
 ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
 TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
@@ -130,7 +130,7 @@ def _read_file(path: Path, where: str, id_col: str | None = None) -> pl.DataFram
         try:
             return pl.read_parquet(path)
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise DataError(f"cannot read {where} as Parquet ({_first_line(exc)})") from None
+            raise DataError(f"cannot read {where} as Parquet ({first_line(exc)})") from None
     if name.endswith((".csv", ".csv.gz")):
         return _read_csv(path, where, id_col)
     raise UsageError(
@@ -159,7 +159,7 @@ def _read_csv(data: Path | bytes, where: str, id_col: str | None = None) -> pl.D
     except pl.exceptions.NoDataError:
         raise DataError(f"{where} is empty: give a CSV header and at least one row") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"cannot read {where} as CSV ({_first_line(exc)})") from None
+        raise DataError(f"cannot read {where} as CSV ({first_line(exc)})") from None
 
 
 def _head(data: Path | bytes) -> str:
@@ -181,11 +181,6 @@ def _csv_dialect(head: str) -> dict:
     if ";" not in first or "," in first:
         return {}
     return {"separator": ";", "decimal_comma": bool(re.search(r"\d,\d", head))}
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_series(

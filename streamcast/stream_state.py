@@ -23,7 +23,7 @@ from safetensors.torch import save as save_bytes
 
 import streamcast
 from streamcast.atomic import atomic_write_bytes
-from streamcast.errors import ModelFileError
+from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.online import OnlineLearner
@@ -169,9 +169,9 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     raw = Path(path).read_bytes()
     meta = _metadata(raw, path)
     state = StreamState(forecaster)
-    if meta["model"] != state.fingerprint:
+    if meta.get("model") != state.fingerprint:
         raise ModelFileError(
-            f"{path}: this state file was written for another model (fingerprint {meta['model'][:15]}, "
+            f"{path}: this state file was written for another model (fingerprint {str(meta.get('model'))[:15]}, "
             f"the model has {state.fingerprint[:15]}): pass the model it was made with, or a new --state file"
         )
     try:
@@ -202,9 +202,10 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         if "learner" in meta:
             learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
             state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
-    except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:
+    except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
+        reason = first_line(exc)
         raise ModelFileError(
-            f"{path}: the state file is damaged ({exc}); move it away to start fresh"
+            f"{path}: the state file is damaged ({reason}); move it away to start fresh"
         ) from None
     return state
 
@@ -218,7 +219,9 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
         meta = json.loads(json.loads(raw[8 : 8 + size])["__metadata__"]["streamcast"])
     except (ValueError, KeyError, TypeError):
         raise ModelFileError(problem) from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(problem)
+    if not isinstance(meta.get("format_version", 0), int):
         raise ModelFileError(problem)
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written by a newer streamcast; upgrade streamcast to resume from it")

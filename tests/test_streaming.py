@@ -266,6 +266,35 @@ def test_a_file_that_is_not_a_state_file_is_refused(tiny_model, tmp_path):
         StreamState.load(tmp_path / "junk", tiny_model)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda meta: [meta], "not a streamcast state file"),
+        (lambda meta: {**meta, "format_version": "1"}, "not a streamcast state file"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "model"}, "written for another model"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "lines"}, "the state file is damaged"),
+    ],
+)
+def test_state_metadata_that_does_not_fit_is_refused_in_one_line(tiny_model, tmp_path, change, message):
+    import json
+    import struct
+
+    path = tmp_path / "s.state"
+    StreamState(tiny_model).save(path)
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    header["__metadata__"]["streamcast"] = json.dumps(
+        change(json.loads(header["__metadata__"]["streamcast"]))
+    )
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size :])
+    with pytest.raises(ModelFileError, match=message) as raised:
+        StreamState.load(path, tiny_model)
+    assert "\n" not in str(raised.value)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     series=st.dictionaries(

@@ -12,8 +12,9 @@ from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageE
 from streamcast.forecaster import Forecaster  # noqa: E402
 from streamcast.forecasting import forecast  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
+from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
-from streamcast.streaming import Observations, StreamConfig, StreamState, stream  # noqa: E402
+from streamcast.streaming import Observations, StreamConfig, StreamState, stream, warm_up  # noqa: E402
 from streamcast.training import FitConfig, fit  # noqa: E402
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "DataError",
     "FitConfig",
     "Forecaster",
+    "LearnConfig",
     "ModelFileError",
     "Observations",
     "StreamConfig",
@@ -36,4 +38,5 @@ __all__ = [
     "read_series",
     "save",
     "stream",
+    "warm_up",
 ]

@@ -65,6 +65,12 @@ class BacktestResult:
 
     def score(self, metric: str, method: str = "model") -> float | None:
         """One overall figure, e.g. `result.score("mase", "seasonal_naive")`."""
+        metrics = self.overall["metric"].to_list()
+        if metric not in metrics or method not in METHODS:
+            raise UsageError(
+                f"no score for {metric!r} by {method!r}: metrics here are {', '.join(metrics)}; "
+                f"methods are {', '.join(METHODS)}"
+            )
         return self.overall.filter(pl.col("metric") == metric)[method].item()
 
     def to_frame(self) -> pl.DataFrame:
@@ -114,9 +120,19 @@ def holdout(
     >>> model = fit(holdout(data, horizon=24, windows=5), FitConfig(horizon=24))  # doctest: +SKIP
     >>> backtest(model, data, windows=5)  # doctest: +SKIP
     """
+    if windows < 1:
+        raise UsageError("--windows must be at least 1")
     span = holdout_steps(horizon, windows, _stride(stride, horizon))
-    position = pl.int_range(pl.len()).over("series_id")
-    frame = data.frame.filter(position < pl.len().over("series_id") - span)
+    lengths = data.frame.group_by("series_id", maintain_order=True).len()
+    short = lengths.filter(pl.col("len") <= span)
+    if short.height:
+        sid, n = short.row(0)
+        raise DataError(
+            f"series {sid!r} has {n} points, not more than the {span} that {windows} windows score; "
+            "lower windows or stride, or drop the short series"
+        )
+    position = pl.int_range(pl.len(), dtype=pl.Int64).over("series_id")
+    frame = data.frame.filter(position < pl.len().over("series_id").cast(pl.Int64) - span)
     return replace(data, frame=frame)
 
 

@@ -36,6 +36,8 @@ def select_history(
 ) -> pl.DataFrame:
     """The rows a forecast starts from: chosen series, up to `as_of`, the last `context` steps."""
     frame = data.frame
+    if isinstance(series, str):
+        series = [series]  # one id, not its characters
     if series:
         missing = sorted(set(series) - set(frame["series_id"].unique().to_list()))
         if missing:

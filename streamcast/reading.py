@@ -198,6 +198,8 @@ def read_series(
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
     where = _where(source)
+    if isinstance(covariates, str):
+        covariates = (covariates,)  # one column, not its characters
     raw = read_table(source, id_col)
     columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame = _canonical(raw, columns, wide, where)

@@ -166,6 +166,8 @@ class StreamState:
 
 def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     """Read a checkpoint for `forecaster`; a foreign, damaged or other-model file is a ModelFileError."""
+    if not Path(path).is_file():
+        raise ModelFileError(f"state file {str(path)!r} not found: check the path, or start without one")
     raw = Path(path).read_bytes()
     meta = _metadata(raw, path)
     state = StreamState(forecaster)

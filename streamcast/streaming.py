@@ -302,7 +302,7 @@ class _Engine:
                 error = plan.error
                 break
         if self.config.strict and error is None and stop_line is not None:
-            error = next(e for e in events if e.line == stop_line)
+            error = next(e for e in events if e.line == stop_line and e.kind != "ignored")
         if self.config.strict:
             events = [e for e in events if error is None or e.line < error.line]
         events.sort(key=lambda e: e.line)

@@ -12,7 +12,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +164,16 @@ def fit(
 
     Ctrl-C stops training after the current step and keeps the best weights seen so far.
     """
-    torch.manual_seed(config.seed)
+    # The seed makes the model reproducible without resetting the caller's own torch generator.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _fit(data, config, on_epoch)
+
+
+def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], None] | None) -> Forecaster:
+    """`fit` under its own seed: covariates read with the data are used unless the config names others."""
+    if not config.covariates and data.columns.covariates:
+        config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
     rng = np.random.default_rng(config.seed)
     frame = data.frame
     ids, offsets = series_offsets(frame)

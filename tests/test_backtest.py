@@ -215,3 +215,16 @@ def test_cli_o_dash_prints_only_the_csv_tables(model_path, data_path):
     assert result.stdout.startswith("scope,series_id,step,metric,")
     assert pl.read_csv(result.stdout.encode())["scope"].unique().sort().to_list() == ["overall", "step"]
     assert "wrote" not in result.stderr
+
+
+def test_holdout_refuses_series_no_longer_than_what_it_holds_out(tiny_data):
+    with pytest.raises(sc.DataError, match=r"series 's0' has 200 points, not more than the 204"):
+        holdout(tiny_data, horizon=6, windows=34, stride=6)
+    with pytest.raises(sc.UsageError, match="--windows must be at least 1"):
+        holdout(tiny_data, horizon=6, windows=0)
+
+
+def test_asking_for_a_score_that_is_not_there_names_the_ones_that_are(tiny_model, tiny_data):
+    result = backtest(tiny_model, tiny_data, windows=1)
+    with pytest.raises(sc.UsageError, match="metrics here are mae, rmse, smape, mase"):
+        result.score("coverage")

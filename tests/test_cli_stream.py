@@ -458,3 +458,12 @@ def test_a_reader_that_closes_stdout_stops_the_stream_with_an_error(model_path, 
     assert err.splitlines()[-1].startswith(
         "Error: stdout was closed by its reader; stopped without a final checkpoint"
     )
+
+
+def test_strict_names_the_bad_value_not_an_ignored_key_on_the_same_line(model_path):
+    line = json.dumps({"series_id": "s0", "timestamp": "2024-01-01 00:00", "value": "abc", "note": "x"})
+    result = run(model_path, ["--strict"], line + "\n")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: line 1: value 'abc' is not a number (--strict stops at the first bad line)"
+    )

@@ -400,3 +400,7 @@ def test_a_model_column_missing_from_new_data_is_named_as_the_models(tmp_path, m
     assert result.stderr.startswith(
         "Error: column 'temperature' (a covariate of the model) is not in the data"
     )
+
+
+def test_one_series_id_given_as_a_string_is_one_id(tiny_model, tiny_data):
+    assert forecast(tiny_model, tiny_data, series="s1")["series_id"].unique().to_list() == ["s1"]

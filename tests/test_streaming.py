@@ -398,3 +398,8 @@ def test_lines_without_an_id_belong_to_the_models_only_series():
     parser = parser_for(model)
     obs = parser.parse(["timestamp,load", "2024-01-02 16:00,11.5"], first_line=1)
     assert obs.series_ids == ["load"] and obs.values.tolist() == [11.5]
+
+
+def test_a_missing_state_file_is_a_model_file_error(tiny_model, tmp_path):
+    with pytest.raises(ModelFileError, match="state file .* not found"):
+        StreamState.load(tmp_path / "nope.state", tiny_model)

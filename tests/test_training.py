@@ -192,3 +192,17 @@ def test_the_head_window_is_the_longest_cycle_that_fits(freq, steps):
 def test_fit_gives_hourly_data_a_week_long_head_window_unless_told(tiny_data):
     assert fit(tiny_data, replace(TINY, epochs=1)).net.config.ar == 168
     assert fit(tiny_data, replace(TINY, epochs=1, ar=12)).net.config.ar == 12
+
+
+def test_fit_leaves_the_callers_torch_random_generator_alone(tiny_data):
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    fit(tiny_data, FitConfig(**{**TINY.__dict__, "epochs": 1, "seed": 7}))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_covariates_read_with_the_data_are_used_by_fit():
+    frame = hourly_frame(series=2).with_columns((pl.col("value") * 0.5).alias("temperature"))
+    model = fit(read_series(frame, covariates=["temperature"]), FitConfig(**{**TINY.__dict__, "epochs": 1}))
+    assert model.spec.covariates == ("temperature",)

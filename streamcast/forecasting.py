@@ -21,6 +21,7 @@ from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import advance, run_series
 
 COLUMNS = ("series_id", "origin", "timestamp", "step", "forecast")
+MAX_HORIZON = 100_000  # steps; beyond it a roll-out is noise, and its table would not fit in memory
 
 
 def quantile_column(q: float) -> str:
@@ -114,6 +115,11 @@ def forecast(
     horizon = forecaster.horizon if horizon is None else horizon
     if horizon < 1:
         raise UsageError("--horizon must be at least 1")
+    if horizon > MAX_HORIZON:
+        raise UsageError(
+            f"--horizon {horizon} is more than {MAX_HORIZON:,} steps, far beyond what a recursive "
+            f"roll-out of a {forecaster.horizon}-step model can say; ask for fewer steps"
+        )
     forecaster.check_freq(data)
     frame = select_history(data, series=series, as_of=as_of, context=context)
     inputs = forecaster.inputs(frame)

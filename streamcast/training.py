@@ -91,6 +91,7 @@ class FitConfig:
             (0 < self.lr < math.inf, "--lr must be a positive number"),
             (0 <= self.weight_decay < math.inf, "--weight-decay must be >= 0"),
             (self.patience >= 1, "--patience must be at least 1 epoch"),
+            (0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
             (
                 len(set(self.covariates)) == len(self.covariates),
                 "each --covariate may be given once",

@@ -160,6 +160,7 @@ def test_fit_refuses_to_write_the_model_over_its_own_data(csv_path):
         (["--patience", "0"], "--patience must be at least 1 epoch"),
         (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
         (["--lr", "inf"], "--lr must be a positive number"),
+        (["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
         (["--covariate", "value", "--covariate", "value"], "each --covariate may be given once"),
     ],
 )

@@ -404,3 +404,8 @@ def test_a_model_column_missing_from_new_data_is_named_as_the_models(tmp_path, m
 
 def test_one_series_id_given_as_a_string_is_one_id(tiny_model, tiny_data):
     assert forecast(tiny_model, tiny_data, series="s1")["series_id"].unique().to_list() == ["s1"]
+
+
+def test_an_absurd_horizon_is_refused_instead_of_rolling_out_forever(tiny_model, tiny_data):
+    with pytest.raises(UsageError, match="--horizon 99999999999 is more than 100,000 steps"):
+        forecast(tiny_model, tiny_data, horizon=99_999_999_999)

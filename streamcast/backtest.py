@@ -131,8 +131,8 @@ def holdout(
             f"series {sid!r} has {n} points, not more than the {span} that {windows} windows score; "
             "lower windows or stride, or drop the short series"
         )
-    position = pl.int_range(pl.len(), dtype=pl.Int64).over("series_id")
-    frame = data.frame.filter(position < pl.len().over("series_id").cast(pl.Int64) - span)
+    position = pl.int_range(pl.len()).over("series_id")
+    frame = data.frame.filter(position < pl.len().over("series_id") - span)  # every length > span
     return replace(data, frame=frame)
 
 

@@ -40,7 +40,7 @@ def select_history(
     if isinstance(series, str):
         series = [series]  # one id, not its characters
     if series:
-        missing = sorted(set(series) - set(frame["series_id"].unique().to_list()))
+        missing = _absent(series, frame)
         if missing:
             raise DataError(
                 f"series {missing[0]!r} is not in {data.source}; check --series (ids are case-sensitive)"
@@ -55,7 +55,7 @@ def select_history(
         frame = frame.filter(observed)
         if frame.height == 0:
             raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
-        late = sorted(set(series) - set(frame["series_id"].unique().to_list()))
+        late = _absent(series, frame)
         if late:
             raise DataError(
                 f"series {late[0]!r} has no observations at or before --as-of {as_of}; "
@@ -66,6 +66,11 @@ def select_history(
             raise UsageError("--context must be at least 1 step")
         frame = frame.filter(pl.int_range(pl.len()).reverse().over("series_id") < context)
     return frame
+
+
+def _absent(series: Sequence[str], frame: pl.DataFrame) -> list[str]:
+    """The ids asked for that have no rows in `frame`, sorted."""
+    return sorted(set(series) - set(frame["series_id"].unique().to_list()))
 
 
 def parse_as_of(value: str | datetime | int, dtype: pl.DataType):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from streamcast.errors import LockTimeout, UsageError
+from streamcast.atomic import check_writable
+from streamcast.errors import LockTimeout
 
 
 @contextlib.contextmanager
@@ -17,17 +17,11 @@ def output_lock(path: str, timeout: float) -> Iterator[None]:
     """Hold `PATH.lock` while writing PATH; give up after `timeout` seconds with LockTimeout (75)."""
     lock_path = f"{path}.lock"
     # filelock retries a lock file it cannot create until the timeout, as if another run held it:
-    # make sure the folder exists and takes new files first, so that one that does not fails at
-    # once with its reason (a probe file, not the lock file: an empty lock file left behind would
-    # look held to filelock's fallback lock on filesystems without flock).
-    folder = Path(lock_path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write {path}: {folder} does not take new files ({exc.strerror}); choose another path"
-        ) from None
+    # make sure the folder takes new files first, so that one that does not fails at once with
+    # its reason (check_writable probes with a temporary file, not the lock file: an empty lock
+    # file left behind would look held to filelock's fallback lock on filesystems without flock).
+    check_writable(path)
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock_path, timeout=timeout):
             yield

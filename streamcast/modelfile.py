@@ -138,7 +138,7 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
             f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
         )
     expected = meta.get("tensors_sha256")  # files from before the checksum have none
-    if expected is not None and hashlib.sha256(raw[8 + size :]).hexdigest() != expected:
+    if expected is not None and hashlib.sha256(_tensor_bytes(raw)).hexdigest() != expected:
         raise ModelFileError(
             f"{path}: the model file is damaged (its weights do not match their checksum); "
             "copy it again or fit a new one"

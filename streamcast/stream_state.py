@@ -223,8 +223,9 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
         raise ModelFileError(problem) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(problem)
-    if not isinstance(meta.get("format_version", 0), int):
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
         raise ModelFileError(problem)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written by a newer streamcast; upgrade streamcast to resume from it")
     return meta

@@ -285,8 +285,10 @@ class _Engine:
         events = list(obs.events)
         # --strict stops at the first bad line, a parse problem included; an unknown column is
         # documented as ignored, not bad.
-        bad = [e.line for e in events if e.kind != "ignored"]
-        stop_line = min(bad, default=None) if self.config.strict else None
+        first_bad = None
+        if self.config.strict:
+            first_bad = min((e for e in events if e.kind != "ignored"), key=lambda e: e.line, default=None)
+        stop_line = first_bad.line if first_bad is not None else None
         pieces, replayed, accepted, error, begin = [], 0, 0, None, 0
         columns = _Columns(obs, bool(self.cov_loc))
         while begin < len(obs):
@@ -302,7 +304,7 @@ class _Engine:
                 error = plan.error
                 break
         if self.config.strict and error is None and stop_line is not None:
-            error = next(e for e in events if e.line == stop_line and e.kind != "ignored")
+            error = first_bad
         if self.config.strict:
             events = [e for e in events if error is None or e.line < error.line]
         events.sort(key=lambda e: e.line)

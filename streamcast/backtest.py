@@ -311,7 +311,7 @@ def _inputs_before(
     fallback = None
     if unseen:
         values = frame["value"].to_numpy()
-        fallback = fit_scaler(values, offsets, ids, known, forecaster.spec.scaling)
+        fallback = fit_scaler(values, offsets, ids, known, forecaster.spec.scaling, forecaster.spec.transform)
     return build_inputs(frame, forecaster.spec, forecaster.scaler, fallback)
 
 

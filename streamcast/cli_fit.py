@@ -61,7 +61,7 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
 
         check_figure_path(report)  # before training, not after
     series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
-    progress = FitProgress(quiet=quiet, epochs=config.epochs)
+    progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
     progress.notes(series.notes)
     with progress:
         forecaster = fit_model(series, config, on_epoch=progress.epoch)

@@ -145,6 +145,26 @@ def fit_options(f):
             help="Per-series scale: mean absolute value or standard deviation.",
         ),
         click.option(
+            "--transform",
+            type=click.Choice(["auto", "log", "none"]),
+            default="auto",
+            show_default=True,
+            help="Model the log of the values (log), or the values (none); auto: log when every value is positive. Forecasts come back in the data's units.",
+        ),
+        click.option(
+            "--ensemble",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Train N members (seeds --seed, --seed+1, ..) and forecast their median; every command serves the one file.",
+        ),
+        click.option(
+            "--ensemble-cells",
+            metavar="CELL,CELL,..",
+            callback=lambda ctx, param, value: tuple(c.strip() for c in value.split(",")) if value else (),
+            help="Cells the members take in turn, e.g. lstm,gru [default: --cell for all].",
+        ),
+        click.option(
             "--val-size", type=int, help="Validation steps at the end of each series [default: horizon]."
         ),
         click.option(

@@ -28,12 +28,13 @@ def _fmt(x: float, digits: int = 4) -> str:
 class FitProgress:
     """Epoch-by-epoch training display: a live table on a terminal, log lines elsewhere."""
 
-    def __init__(self, quiet: bool = False, epochs: int | None = None) -> None:
+    def __init__(self, quiet: bool = False, epochs: int | None = None, members: int = 1) -> None:
         self.quiet = quiet
         self.live: Live | None = None
         self.rows: list[EpochStats] = []
         self.started = time.monotonic()
         self.epochs_total = epochs
+        self.members = members
 
     def notes(self, notes) -> None:
         if not self.quiet:
@@ -62,7 +63,7 @@ class FitProgress:
             self.live.refresh()
             return
         stderr.print(
-            f"epoch {stats.epoch} train_loss={_fmt(stats.train_loss)} val_loss={_fmt(stats.val_loss)} "
+            f"{self._member(stats)}epoch {stats.epoch} train_loss={_fmt(stats.train_loss)} val_loss={_fmt(stats.val_loss)} "
             f"grad_norm_median={_fmt(stats.grad_norm_median)} grad_norm_max={_fmt(stats.grad_norm_max)} "
             f"clipped={stats.clipped_share:.0%} skipped={stats.skipped_steps} reach={stats.gradient_reach} "
             f"lr={stats.lr:.3g} steps_per_s={stats.timesteps_per_second:,.0f} {stats.seconds:.1f}s"
@@ -90,7 +91,7 @@ class FitProgress:
         for s in self.rows[-15:]:
             mark = " *" if s.best else ""
             table.add_row(
-                f"{s.epoch}{mark}",
+                f"{self._member(s)}{s.epoch}{mark}",
                 _fmt(s.train_loss),
                 _fmt(s.val_loss),
                 _fmt(s.grad_norm_median, 3),
@@ -112,9 +113,13 @@ class FitProgress:
         """Time left if every epoch runs; early stopping may end sooner, hence "at most"."""
         if not self.rows or not self.epochs_total:
             return ""
-        left = self.epochs_total - self.rows[-1].epoch
+        last = self.rows[-1]
+        left = self.epochs_total - last.epoch + (self.members - last.member) * self.epochs_total
         mean = sum(s.seconds for s in self.rows) / len(self.rows)
         return f" · ETA at most {left * mean:.0f}s ({left} epochs left)" if left > 0 else ""
+
+    def _member(self, stats: EpochStats) -> str:
+        return f"member {stats.member}/{self.members} " if self.members > 1 else ""
 
     def summary(self, forecaster: Forecaster, path: Path) -> None:
         if self.quiet:
@@ -135,6 +140,12 @@ class FitProgress:
             + _reach_hint(health["gradient_reach"], info["fit_config"]),
             markup=False,
         )
+        if "members" in info:
+            stderr.print(
+                f"ensemble of {len(info['members'])} members: val_loss={_fmt(info['ensemble_val_loss'])} "
+                f"(members {', '.join(_fmt(m['val_loss']) for m in info['members'])})",
+                markup=False,
+            )
         stderr.print(f"wrote {path}", markup=False)
 
 
@@ -159,6 +170,7 @@ def print_info(meta: dict, path: str) -> None:
             f"{cfg['cell']} hidden={cfg['hidden_size']} layers={cfg['num_layers']} conv={cfg['conv']}",
         ),
         ("horizon", str(cfg["horizon"])),
+        ("transform", meta["feature_spec"].get("transform", "none")),
         ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
         (
             "inputs",
@@ -188,6 +200,14 @@ def print_info(meta: dict, path: str) -> None:
     best = info["history"][info["best_epoch"] - 1]
     loss = "pinball" if cfg.get("quantiles") else info["fit_config"]["loss"]  # quantiles train on pinball
     rows.append(("val loss", f"{_fmt(best['val_loss'])} ({loss}, scaled)"))
+    if "members" in info:
+        cells = ", ".join(m["cell"] for m in info["members"])
+        rows.append(
+            (
+                "ensemble",
+                f"{len(info['members'])} members ({cells}), median val loss {_fmt(info['ensemble_val_loss'])}",
+            )
+        )
     health = info["gradient_health"]
     rows.append(
         (

@@ -139,6 +139,7 @@ class FeatureSpec:
     covariate_loc: tuple[float, ...]
     covariate_scale: tuple[float, ...]
     scaling: str = "mean"
+    transform: str = "none"  # "none" or "log": what `fit` resolved `--transform` to
 
     @property
     def input_size(self) -> int:
@@ -150,7 +151,7 @@ class FeatureSpec:
 
 
 def fit_feature_spec(
-    frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str
+    frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str, transform: str = "none"
 ) -> FeatureSpec:
     """Covariates are scaled globally: their units are shared across series, unlike the targets'."""
     loc, scale = [], []
@@ -158,7 +159,61 @@ def fit_feature_spec(
         values = frame[col].cast(pl.Float64)
         loc.append(float(values.mean() or 0.0))
         scale.append(_safe_scale(float(values.std(ddof=0) or 0.0), loc[-1]))
-    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale), scaling)
+    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale), scaling, transform)
+
+
+TRANSFORMS = ("none", "log", "auto")
+
+
+def choose_transform(values: np.ndarray, requested: str) -> str:
+    """`--transform auto`: log when every value is positive, else none.
+
+    Positive data (load, sales, traffic) mostly varies in proportion to its level: in logs a level
+    change is a shift, a relative error is an absolute one, and forecasts stay positive. Data that
+    crosses zero has no log, and its errors are usually absolute anyway.
+    """
+    if requested != "auto":
+        return requested
+    finite = values[np.isfinite(values)]
+    return "log" if finite.size and bool((finite > 0).all()) else "none"
+
+
+def to_model_units(values: np.ndarray, transform: str) -> np.ndarray:
+    """Raw values -> the units the scaler and network work in (non-positive values become NaN
+    under log; `check_positive` names them first where that is an error)."""
+    if transform != "log":
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
+
+
+def from_model_units(values: np.ndarray, transform: str) -> np.ndarray:
+    """The exact inverse of `to_model_units`; monotone, so quantiles stay quantiles."""
+    if transform != "log":
+        return values
+    with np.errstate(over="ignore"):
+        return np.exp(values)
+
+
+def check_positive(values: np.ndarray, offsets: np.ndarray, series_ids: list[str], transform: str) -> None:
+    """A log-transformed model cannot take a value <= 0: name the first series that has one."""
+    if transform != "log":
+        return
+    bad = np.flatnonzero(values <= 0)
+    if len(bad):
+        i = int(np.searchsorted(offsets, bad[0], side="right")) - 1
+        raise DataError(
+            f"series {series_ids[i]!r} has a value <= 0 ({values[bad[0]]:g}) but the model was fitted "
+            "with --transform log; give positive values, or fit with --transform none"
+        )
+
+
+def spread_of(abs_mean: float, std: float, scaling: str, transform: str) -> float:
+    """A series' scale before `_safe_scale`: under log, dividing by the level is already done by the
+    log ("mean" scaling becomes 1), and "std" is the spread of the log values."""
+    if scaling == "std":
+        return std
+    return 1.0 if transform == "log" else abs_mean
 
 
 def _safe_scale(std: float, loc: float) -> float:
@@ -194,20 +249,23 @@ def fit_scaler(
     series_ids: list[str],
     train_lengths: np.ndarray,
     scaling: str = "mean",
+    transform: str = "none",
 ) -> Scaler:
     """Centre each series on its mean over its first `train_lengths[i]` values, and divide by its
     mean absolute value ("mean", as DeepAR) or its standard deviation ("std").
 
     Dividing by the level makes an absolute error in scaled units a relative error in the series'
-    own terms, which is what sMAPE and most users judge; "std" is the usual z-score.
+    own terms, which is what sMAPE and most users judge; "std" is the usual z-score. `values` are
+    raw: under a log transform the statistics are those of the logs.
     """
+    values = to_model_units(values, transform)
     loc, scale = {}, {}
     for i, sid in enumerate(series_ids):
         part = values[offsets[i] : offsets[i] + max(1, int(train_lengths[i]))]
         part = part[np.isfinite(part)]  # a scale from the finite values, never from a stray inf
         with np.errstate(over="ignore", invalid="ignore"):
             mean = float(part.mean()) if part.size else 0.0
-            spread = (np.abs(part).mean() if scaling == "mean" else part.std()) if part.size else 0.0
+            spread = spread_of(float(np.abs(part).mean()), float(part.std()), scaling, transform) if part.size else 0.0
         loc[sid] = mean
         if not (math.isfinite(mean) and math.isfinite(spread)):
             raise DataError(
@@ -252,7 +310,9 @@ def build_inputs(
     ids, offsets = series_offsets(frame)
     loc, scale = scaler.arrays(ids, fallback)
     counts = np.diff(offsets)
-    values = frame["value"].to_numpy().astype(np.float64)
+    raw = frame["value"].to_numpy().astype(np.float64)
+    check_positive(raw, offsets, ids, spec.transform)
+    values = to_model_units(raw, spec.transform)
     scaled = (values - np.repeat(loc, counts)) / np.repeat(scale, counts)
     parts = [scaled[:, None], calendar_features(frame["timestamp"], spec.calendar)]
     for col, c_loc, c_scale in zip(spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True):

@@ -21,9 +21,10 @@ from streamcast.features import (
     SeriesInputs,
     build_inputs,
     fit_scaler,
+    from_model_units,
     series_offsets,
 )
-from streamcast.model import RecurrentForecaster
+from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 class Forecaster:
     """What `fit` returns, `save` writes and `load` reads back."""
 
-    net: RecurrentForecaster
+    net: Network
     spec: FeatureSpec
     scaler: Scaler
     columns: Columns
@@ -120,7 +121,7 @@ class Forecaster:
         if unseen:
             values = frame["value"].to_numpy()
             lengths = np.diff(offsets)
-            fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling)
+            fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling, self.spec.transform)
         return build_inputs(frame, self.spec, self.scaler, fallback)
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -128,7 +129,7 @@ class Forecaster:
         y = scaled.double().numpy()
         if y.shape[-1] > 1:
             y = np.sort(y, axis=-1)
-        return y * scale[:, None, None] + loc[:, None, None]
+        return from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
 
     @property
     def point_index(self) -> int:

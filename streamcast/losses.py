@@ -14,7 +14,11 @@ def forecast_loss(
     loss: str,
     quantiles: tuple[float, ...],
 ) -> torch.Tensor:
-    """Mean loss over the masked steps: y (..., H, Q), target (..., H), mask (...) bool."""
+    """Mean loss over the masked steps: y (..., H, Q), target (..., H), mask (...) bool.
+
+    The target broadcasts against y, so an ensemble's members (..., N, H, Q) share one (..., 1, H).
+    """
+    target = target.expand(y.shape[:-1])
     if quantiles:
         q = y.new_tensor(quantiles)  # (Q,)
         error = target.unsqueeze(-1) - y  # (..., H, Q)

@@ -110,10 +110,21 @@ class RecurrentForecaster(nn.Module):
             state.append(zeros(batch, c.ar))
         return tuple(state)
 
+    @property
+    def feature_size(self) -> int:
+        """The width of what `encode` hands `decode` at each step."""
+        return self.config.hidden_size + self.config.ar
+
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """x: (B, T, input_size) -> forecasts (B, T, horizon, outputs_per_step) and the new state."""
         hidden, state = self.encode(x, state)
         return self.decode(hidden), state
+
+    def member_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """As `forward`, with a members axis (B, T, 1, horizon, outputs_per_step): what training
+        scores, so that one loop trains a single model and an ensemble's members alike."""
+        y, state = self.forward(x, state)
+        return y.unsqueeze(-3), state
 
     def encode(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Advance the state over x: what the head needs at every step (B, T, hidden_size [+ ar])
@@ -159,6 +170,80 @@ class RecurrentForecaster(nn.Module):
             -1, (c.horizon, c.outputs_per_step)
         )
         return y + self.ar(window).unsqueeze(-1)  # the same base for every quantile
+
+
+class EnsembleForecaster(nn.Module):
+    """Several forecasters trained apart (other seeds, cells or windows), served as one.
+
+    The state is the members' states side by side, so every caller that carries, selects or saves
+    a state carries an ensemble's too; the forecast is the members' median, quantile by quantile.
+    """
+
+    def __init__(self, configs: list[ModelConfig]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(RecurrentForecaster(c) for c in configs)
+        shared = {(c.input_size, c.horizon, c.quantiles) for c in configs}
+        if len(shared) != 1:
+            raise ValueError("ensemble members must share inputs, horizon and quantiles")
+        self.config = configs[0]
+        self._state_sizes = [len(m.init_state(1)) for m in self.members]
+
+    @property
+    def feature_size(self) -> int:
+        return sum(m.feature_size for m in self.members)
+
+    def init_state(self, batch: int) -> State:
+        return tuple(s for m in self.members for s in m.init_state(batch))
+
+    def _split_state(self, state: State) -> list[State]:
+        parts, at = [], 0
+        for size in self._state_sizes:
+            parts.append(tuple(state[at : at + size]))
+            at += size
+        return parts
+
+    def encode(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Each member over x; their features side by side (B, T, sum of feature sizes)."""
+        features, new_state = [], []
+        for member, part in zip(self.members, self._split_state(state), strict=True):
+            f, s = member.encode(x, part)
+            features.append(f)
+            new_state.extend(s)
+        return torch.cat(features, dim=-1), tuple(new_state)
+
+    def decode_members(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., sum of feature sizes) -> (..., members, horizon, outputs_per_step)."""
+        sizes = [m.feature_size for m in self.members]
+        pieces = features.split(sizes, dim=-1)
+        return torch.stack([m.decode(f) for m, f in zip(self.members, pieces, strict=True)], dim=-3)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        return median_of_members(self.decode_members(features))
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        features, state = self.encode(x, state)
+        return self.decode(features), state
+
+    def member_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        features, state = self.encode(x, state)
+        return self.decode_members(features), state
+
+
+def median_of_members(y: torch.Tensor) -> torch.Tensor:
+    """(..., N, H, Q) -> (..., H, Q): the median over members (the mean of the middle two for even N).
+
+    A median, not a mean: one member that learnt something odd for a series cannot drag it. Each
+    member's quantiles are put in order first, as a single model's are served, so the result is
+    the median of the forecasts the members would serve alone (and stays in order itself).
+    """
+    if y.shape[-1] > 1:
+        y = y.sort(dim=-1).values
+    ordered = y.sort(dim=-3).values
+    n = y.shape[-3]
+    return (ordered.select(-3, (n - 1) // 2) + ordered.select(-3, n // 2)) / 2
+
+
+Network = RecurrentForecaster | EnsembleForecaster
 
 
 def seasonal_naive_weights(window: int, horizon: int, season: int) -> torch.Tensor:

@@ -24,11 +24,13 @@ from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.features import FeatureSpec, Scaler
 from streamcast.forecaster import Forecaster
-from streamcast.model import ModelConfig, RecurrentForecaster
+from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.reading import Columns
 
 FORMAT = "streamcast-model"
-FORMAT_VERSION = 1
+# 2: ensembles (member_configs) and target transforms; a reader of version 1 refuses these files
+# with "upgrade streamcast" rather than misreading them. Version 1 files still load.
+FORMAT_VERSION = 2
 DEFAULT_MODEL_PATH = "model.streamcast"
 
 
@@ -38,14 +40,20 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in forecaster.net.state_dict().items()}
     tensors["scaler.loc"] = torch.tensor([forecaster.scaler.loc[s] for s in ids], dtype=torch.float64)
     tensors["scaler.scale"] = torch.tensor([forecaster.scaler.scale[s] for s in ids], dtype=torch.float64)
+    net = forecaster.net
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_config": asdict(forecaster.net.config),
+        "model_config": asdict(net.config),
         "feature_spec": asdict(forecaster.spec),
         "columns": asdict(forecaster.columns),
         "series_ids": ids,
         "info": forecaster.info,
+        **(
+            {"member_configs": [asdict(m.config) for m in net.members]}
+            if isinstance(net, EnsembleForecaster)
+            else {}
+        ),
         "versions": {
             "streamcast": streamcast.__version__,
             "torch": torch.__version__,
@@ -79,13 +87,11 @@ def load(path: str | Path) -> Forecaster:
     meta = _metadata(raw, path)
     try:
         tensors = load_bytes(raw)
-        config = ModelConfig(
-            **{**meta["model_config"], "quantiles": tuple(meta["model_config"]["quantiles"])}
-        )
+        configs = [_model_config(c) for c in meta.get("member_configs") or [meta["model_config"]]]
         spec_fields = meta["feature_spec"]
         spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
-        net = RecurrentForecaster(config)
+        net = RecurrentForecaster(configs[0]) if len(configs) == 1 else EnsembleForecaster(configs)
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ids = meta["series_ids"]
         loc = tensors["scaler.loc"].numpy().tolist()
@@ -99,6 +105,10 @@ def load(path: str | Path) -> Forecaster:
         ) from None
     net.eval()
     return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info)
+
+
+def _model_config(fields: dict) -> ModelConfig:
+    return ModelConfig(**{**fields, "quantiles": tuple(fields["quantiles"])})
 
 
 def _read(path: str | Path) -> bytes:

@@ -21,7 +21,7 @@ import torch
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.losses import forecast_loss
-from streamcast.model import RecurrentForecaster, State, concat_states, detach_state, select_state
+from streamcast.model import Network, State, concat_states, detach_state, select_state
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class LearnConfig:
 class OnlineLearner:
     """A training copy of the network, its optimizer, and each series' window since its anchor."""
 
-    def __init__(self, net: RecurrentForecaster, loss: str, config: LearnConfig) -> None:
+    def __init__(self, net: Network, loss: str, config: LearnConfig) -> None:
         self.config = config
         self.loss = loss
         self.net = copy.deepcopy(net).train()
@@ -79,12 +79,13 @@ class OnlineLearner:
             if not ready:
                 break
             x = torch.from_numpy(np.stack([self.buffer[s][: window + horizon] for s in ready]))  # (B, W+H, F)
-            y, state = self.net(x[:, :window], concat_states([self.anchor[s] for s in ready]))
-            targets = x[:, 1:, 0].unfold(1, horizon, 1)[
-                :, :window
-            ]  # (B, W, H): the next H values of each step
+            # (B, W, N, H, Q): every member of an ensemble learns from its own forecast, not the median.
+            y, state = self.net.member_forward(x[:, :window], concat_states([self.anchor[s] for s in ready]))
+            targets = x[:, 1:, 0].unfold(1, horizon, 1)[:, :window]  # (B, W, H): the next H values
             mask = torch.ones(len(ready), window, dtype=torch.bool)
-            loss = forecast_loss(y, targets, mask, self.loss, self.net.config.quantiles)
+            # Summed over members, so that each member takes the step it would take alone.
+            members = y.shape[-3]
+            loss = forecast_loss(y, targets.unsqueeze(-2), mask, self.loss, self.net.config.quantiles) * members
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.clip))

@@ -9,18 +9,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from streamcast.model import RecurrentForecaster, State, concat_states, select_state
+from streamcast.model import Network, State, concat_states, select_state
 
 
 @torch.no_grad()
-def advance(net: RecurrentForecaster, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+def advance(net: Network, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
     """One call over (B, T, F) inputs: the forecasts at every step (B, T, H, Q) and the new state."""
     return net(x, state)
 
 
 @torch.no_grad()
 def run_series(
-    net: RecurrentForecaster,
+    net: Network,
     inputs: np.ndarray,
     offsets: np.ndarray,
     positions: Sequence[np.ndarray],

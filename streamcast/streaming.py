@@ -31,7 +31,14 @@ import polars as pl
 import torch
 
 from streamcast.errors import StrictStop, UsageError
-from streamcast.features import _safe_scale, freq_seconds, input_rows, season_length
+from streamcast.features import (
+    _safe_scale,
+    freq_seconds,
+    input_rows,
+    season_length,
+    spread_of,
+    to_model_units,
+)
 from streamcast.forecaster import Forecaster
 from streamcast.model import select_state
 from streamcast.online import LearnConfig, OnlineLearner
@@ -251,6 +258,7 @@ class _Engine:
         self.grid = Grid(forecaster.freq)
         self.warmup = config.warmup if config.warmup is not None else default_warmup(forecaster)
         self.scaling = forecaster.spec.scaling
+        self.transform = forecaster.spec.transform
         self.cov_loc = list(forecaster.spec.covariate_loc)
         if config.learn is not None and state.learner is None:
             loss = forecaster.info.get("fit_config", {}).get("loss", "mae")
@@ -336,6 +344,18 @@ class _Engine:
                 t = self._first_time() if last is None else grid.shift(last, 1)
             fresh = last is None
             event = None
+            if self.transform == "log" and values[i] <= 0:
+                event = Event(
+                    line,
+                    "skipped",
+                    f"series {obs.series_ids[i]!r}: value is not positive, and this model forecasts in logs (fitted with --transform log)",
+                )
+                if strict:
+                    plan.error = event
+                    plan.next = len(values)
+                    return plan
+                plan.events.append(event)
+                continue
             if last is not None:
                 k = grid.steps(last, t)
                 if k is not None and k <= 0 and st.resumed[s]:
@@ -443,6 +463,8 @@ class _Engine:
     def _update_scale(self, s: int, v: float) -> None:
         """Welford's running mean and variance: a new series scales itself while it warms up."""
         st = self.state
+        if self.transform == "log":
+            v = math.log(v)  # the scale is the logs' (raw values stay raw: gaps fill as in reading)
         n, mean, m2, abs_sum = st.welford[s]
         n += 1
         delta = v - mean
@@ -450,7 +472,7 @@ class _Engine:
         m2 += delta * (v - mean)
         abs_sum += abs(v)
         st.welford[s] = [n, mean, m2, abs_sum]
-        spread = abs_sum / n if self.scaling == "mean" else math.sqrt(m2 / n)
+        spread = spread_of(abs_sum / n, math.sqrt(m2 / n), self.scaling, self.transform)
         st.loc[s], st.scale[s] = mean, _safe_scale(spread, mean)
         if n >= self.warmup:
             st.frozen[s] = True
@@ -471,7 +493,7 @@ class _Engine:
         np.cumsum(counts, out=offsets[1:])
         loc = np.asarray(plan.row_loc)[order]
         scale = np.asarray(plan.row_scale)[order]
-        scaled = (np.asarray(plan.row_value)[order] - loc) / scale
+        scaled = (to_model_units(np.asarray(plan.row_value)[order], self.transform) - loc) / scale
         stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
         inputs = input_rows(scaled, stamps, cov, f.spec)

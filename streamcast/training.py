@@ -23,7 +23,9 @@ from torch import nn
 from streamcast.errors import DataError, Interrupted, UsageError
 from streamcast.features import (
     SCALINGS,
+    TRANSFORMS,
     build_inputs,
+    choose_transform,
     fit_feature_spec,
     fit_scaler,
     season_length,
@@ -34,7 +36,7 @@ from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
 from streamcast.losses import LOSSES, forecast_loss
-from streamcast.model import CELLS, ModelConfig, RecurrentForecaster, detach_state
+from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 
@@ -66,9 +68,12 @@ class FitConfig:
     clip_value: float = 0.0
     loss: str = "mae"
     scaling: str = "mean"
+    transform: str = "auto"
     val_size: int | None = None
     patience: int = 5
     seed: int = 0
+    ensemble: int = 1
+    ensemble_cells: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,6 +82,7 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
+            (self.transform in TRANSFORMS, f"--transform must be one of {', '.join(TRANSFORMS)}"),
             (self.horizon >= 1, "--horizon must be at least 1"),
             (self.bptt >= 1, "--bptt must be at least 1"),
             (
@@ -92,6 +98,11 @@ class FitConfig:
             (0 <= self.weight_decay < math.inf, "--weight-decay must be >= 0"),
             (self.patience >= 1, "--patience must be at least 1 epoch"),
             (0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
+            (1 <= self.ensemble <= 64, "--ensemble must be between 1 and 64 members"),
+            (
+                all(c in CELLS for c in self.ensemble_cells),
+                f"--ensemble-cells must name cells among {', '.join(CELLS)}",
+            ),
             (
                 len(set(self.covariates)) == len(self.covariates),
                 "each --covariate may be given once",
@@ -145,6 +156,7 @@ class EpochStats:
     seconds: float
     timesteps_per_second: float
     best: bool = False
+    member: int = 1  # which ensemble member this epoch trained (1 for a single model)
 
 
 @dataclass
@@ -175,7 +187,6 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
     if not config.covariates and data.columns.covariates:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
-    rng = np.random.default_rng(config.seed)
     frame = data.frame
     ids, offsets = series_offsets(frame)
     lengths = np.diff(offsets)
@@ -190,10 +201,12 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
             f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
         )
     train_rows = _training_rows(offsets, train_lengths)
+    raw = frame["value"].to_numpy()
+    transform = choose_transform(raw[train_rows], config.transform)
     spec = fit_feature_spec(
-        frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling
+        frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling, transform
     )
-    scaler = fit_scaler(frame["value"].to_numpy(), offsets, ids, train_lengths, config.scaling)
+    scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
     inputs = build_inputs(frame, spec, scaler)
 
     model_config = ModelConfig(
@@ -208,9 +221,6 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
         ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
     )
-    net = RecurrentForecaster(model_config)
-    optimizer = _optimizer(net, config)
-    scheduler = _scheduler(optimizer, config)
     batch_size = effective_batch_size(train_lengths, config.batch_size, config.bptt)
     lane_length = lane_length_for(train_lengths, batch_size, config.bptt)
     lanes = make_lanes(offsets, train_lengths, config.horizon, lane_length, config.bptt)
@@ -218,7 +228,95 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
     values = table[:, 0].contiguous()
     val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
     val_targets = _val_targets(values, offsets, val_positions, config.horizon)
+    work = _Work(table, values, lanes, batch_size, inputs.inputs, offsets, val_positions, val_targets)
 
+    trained: list[tuple[RecurrentForecaster, FitResult]] = []
+    for m in range(config.ensemble):
+        cells = config.ensemble_cells or (config.cell,)
+        member_config = replace(model_config, cell=cells[m % len(cells)])
+        net, result = _train_member(member_config, config, member_seed(config.seed, m), m + 1, work, on_epoch)
+        if result.history:
+            trained.append((net, result))
+        if result.interrupted:
+            break
+    if not trained:
+        raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
+    net, result = trained[0]
+    if len(trained) > 1:
+        net = EnsembleForecaster([n.config for n, _ in trained])
+        for member, (n, _) in zip(net.members, trained, strict=True):
+            member.load_state_dict(n.state_dict())
+        net.eval()
+    info = {
+        "fit_config": asdict(config),
+        "data": {
+            "source": _absolute(data.source),
+            "fingerprint": data_fingerprint(data.source),
+            "series": len(ids),
+            "rows": int(lengths.sum()),
+            "freq": data.freq,
+        },
+        "history": [asdict(s) for s in result.history],
+        "gradient_health": health_summary(result.history, result.best_epoch),
+        "best_epoch": result.best_epoch,
+        "interrupted": any(r.interrupted for _, r in trained),
+        "val_size": val_size,
+        "batch_size": batch_size,
+        "lane_length": lane_length,
+        "lanes": len(lanes),
+    }
+    if len(trained) > 1:
+        info["members"] = [
+            {
+                "cell": n.config.cell,
+                "seed": member_seed(config.seed, m),
+                "best_epoch": r.best_epoch,
+                "val_loss": r.history[r.best_epoch - 1].val_loss,
+                "history": [asdict(s) for s in r.history],
+            }
+            for m, (n, r) in enumerate(trained)
+        ]
+        info["ensemble_val_loss"] = _val_loss(net, work, config)
+    return Forecaster(net=net, spec=spec, scaler=scaler, columns=data.columns, info=info)
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Member m (from 0) trains under --seed + m, wrapped into the seeds numpy takes."""
+    return (seed + member) % 2**32
+
+
+@dataclass
+class _Work:
+    """What every member trains and validates on: the input table, lanes and validation targets."""
+
+    table: torch.Tensor
+    values: torch.Tensor
+    lanes: Lanes
+    batch_size: int
+    inputs: np.ndarray
+    offsets: np.ndarray
+    val_positions: list[np.ndarray]
+    val_targets: torch.Tensor
+
+
+def _train_member(
+    model_config: ModelConfig,
+    config: FitConfig,
+    seed: int,
+    member: int,
+    work: _Work,
+    on_epoch: Callable[[EpochStats], None] | None,
+) -> tuple[RecurrentForecaster, FitResult]:
+    """Train one network with early stopping; it comes back with its best weights.
+
+    Each member draws its own initial weights and lane order from `seed`; the first member's seed
+    is --seed itself, so a one-member fit is the single model it always was.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = RecurrentForecaster(model_config)
+    optimizer = _optimizer(net, config)
+    scheduler = _scheduler(optimizer, config)
     result = FitResult()
     best_val, best_weights, waited = math.inf, copy.deepcopy(net.state_dict()), 0
     try:
@@ -226,10 +324,10 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
             started = time.perf_counter()
             health = GradientHealth(config.clip)
             train_loss, timesteps = _train_epoch(
-                net, optimizer, table, values, lanes, batch_size, config, rng, health
+                net, optimizer, work.table, work.values, work.lanes, work.batch_size, config, rng, health
             )
-            reach = gradient_reach(net, table, values, lanes, config)
-            val_loss = _val_loss(net, inputs.inputs, offsets, val_positions, val_targets, config)
+            reach = gradient_reach(net, work.table, work.values, work.lanes, config)
+            val_loss = _val_loss(net, work, config)
             seconds = time.perf_counter() - started
             improved = val_loss < best_val
             if improved:
@@ -254,6 +352,7 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
                 seconds=seconds,
                 timesteps_per_second=timesteps / seconds,
                 best=improved,
+                member=member,
             )
             result.history.append(stats)
             if on_epoch is not None:
@@ -263,9 +362,7 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
                 break
     except KeyboardInterrupt:
         result.interrupted = True
-    if not result.history:
-        raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
-    if result.best_epoch == 0:
+    if result.history and result.best_epoch == 0:
         skipped = sum(s.skipped_steps for s in result.history)
         raise DataError(
             f"training diverged: no epoch gave a finite validation loss ({skipped} steps skipped for a "
@@ -273,25 +370,7 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
         )
     net.load_state_dict(best_weights)
     net.eval()
-    info = {
-        "fit_config": asdict(config),
-        "data": {
-            "source": _absolute(data.source),
-            "fingerprint": data_fingerprint(data.source),
-            "series": len(ids),
-            "rows": int(lengths.sum()),
-            "freq": data.freq,
-        },
-        "history": [asdict(s) for s in result.history],
-        "gradient_health": health_summary(result.history, result.best_epoch),
-        "best_epoch": result.best_epoch,
-        "interrupted": result.interrupted,
-        "val_size": val_size,
-        "batch_size": batch_size,
-        "lane_length": lane_length,
-        "lanes": len(lanes),
-    }
-    return Forecaster(net=net, spec=spec, scaler=scaler, columns=data.columns, info=info)
+    return net, result
 
 
 def _absolute(source: str) -> str:
@@ -430,9 +509,9 @@ def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:
     return chunk_targets(values, torch.from_numpy(rows), horizon)  # (R, H)
 
 
-def _val_loss(net, inputs, offsets, positions, targets, config: FitConfig) -> float:
+def _val_loss(net, work: _Work, config: FitConfig) -> float:
     """The state is warmed over each series' training part first, exactly as `forecast` serves it."""
     net.eval()
-    outputs, _ = run_series(net, inputs, offsets, positions)
+    outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
     mask = torch.ones(outputs.shape[0], dtype=torch.bool)
-    return float(forecast_loss(outputs, targets, mask, config.loss, net.config.quantiles))
+    return float(forecast_loss(outputs, work.val_targets, mask, config.loss, net.config.quantiles))

@@ -182,8 +182,9 @@ def test_a_new_series_scales_itself_over_its_warm_up_then_freezes_the_scale(tiny
     got = run(tiny_model, [Observations.from_records(rows, tiny_model)], state, StreamConfig(warmup=20))
     assert [w for *_, w in got] == [True] * 20 + [False] * 10
     s = state.index["fresh"]
-    assert state.loc[s] == pytest.approx(np.mean(values[:20]))
-    assert state.scale[s] == pytest.approx(np.mean(np.abs(values[:20])))  # "mean" scaling, as in fit
+    assert tiny_model.spec.transform == "log"  # positive data: the scale is that of the logs, as in fit
+    assert state.loc[s] == pytest.approx(np.mean(np.log(values[:20])))
+    assert state.scale[s] == 1.0  # "mean" scaling in logs: dividing by the level is the log's job
     assert 900 < got[-1][2][0, 0] < 1100  # in the series' own units
 
 

@@ -119,7 +119,7 @@ def test_a_run_with_no_finite_validation_loss_is_a_data_error_not_a_model():
 def test_values_too_large_to_scale_are_a_data_error():
     frame = hourly_frame(series=2).with_columns(pl.col("value") * 1e306)
     with pytest.raises(DataError, match="series 's0' has values too large to scale"):
-        fit(read_series(frame), FitConfig(**{**TINY.__dict__, "scaling": "std"}))
+        fit(read_series(frame), FitConfig(**{**TINY.__dict__, "scaling": "std", "transform": "none"}))
 
 
 def test_a_series_too_short_for_horizon_and_validation_is_named():

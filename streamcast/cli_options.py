@@ -118,7 +118,7 @@ def fit_options(f):
         click.option("--weight-decay", type=float, default=0.0, show_default=True),
         click.option(
             "--lr-schedule",
-            type=click.Choice(["plateau", "cosine", "none"]),
+            type=click.Choice(["plateau", "cosine", "warmup-cosine", "none"]),
             default="plateau",
             show_default=True,
         ),
@@ -150,6 +150,13 @@ def fit_options(f):
             default="auto",
             show_default=True,
             help="Model the log of the values (log), or the values (none); auto: log when every value is positive. Forecasts come back in the data's units.",
+        ),
+        click.option(
+            "--series-weight",
+            type=click.Choice(["equal", "mase"]),
+            default="equal",
+            show_default=True,
+            help="mase: weigh each series' loss by 1 / its in-sample seasonal naive error (the loss becomes MASE; weights kept within 10x of their median).",
         ),
         click.option(
             "--ensemble",

@@ -265,7 +265,11 @@ def fit_scaler(
         part = part[np.isfinite(part)]  # a scale from the finite values, never from a stray inf
         with np.errstate(over="ignore", invalid="ignore"):
             mean = float(part.mean()) if part.size else 0.0
-            spread = spread_of(float(np.abs(part).mean()), float(part.std()), scaling, transform) if part.size else 0.0
+            spread = (
+                spread_of(float(np.abs(part).mean()), float(part.std()), scaling, transform)
+                if part.size
+                else 0.0
+            )
         loc[sid] = mean
         if not (math.isfinite(mean) and math.isfinite(spread)):
             raise DataError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 LOSSES = ("mae", "mse", "huber")
+SERIES_WEIGHTS = ("equal", "mase")
 
 
 def forecast_loss(
@@ -13,6 +14,7 @@ def forecast_loss(
     mask: torch.Tensor,
     loss: str,
     quantiles: tuple[float, ...],
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean loss over the masked steps: y (..., H, Q), target (..., H), mask (...) bool.
 
@@ -31,4 +33,10 @@ def forecast_loss(
             per_step = error.square().mean(-1)
         else:
             per_step = torch.nn.functional.huber_loss(y[..., 0], target, reduction="none").mean(-1)
-    return per_step[mask].mean()
+    if weights is None:
+        return per_step[mask].mean()
+    # Weighted by series (mask-shaped weights); a members axis in per_step broadcasts over them.
+    w = weights[mask]
+    picked = per_step[mask]
+    w = w.reshape(w.shape + (1,) * (picked.dim() - 1))
+    return (picked * w).sum() / (w.sum() * (picked.numel() // max(1, len(w))))

@@ -85,7 +85,9 @@ class OnlineLearner:
             mask = torch.ones(len(ready), window, dtype=torch.bool)
             # Summed over members, so that each member takes the step it would take alone.
             members = y.shape[-3]
-            loss = forecast_loss(y, targets.unsqueeze(-2), mask, self.loss, self.net.config.quantiles) * members
+            loss = (
+                forecast_loss(y, targets.unsqueeze(-2), mask, self.loss, self.net.config.quantiles) * members
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.clip))

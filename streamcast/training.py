@@ -24,6 +24,8 @@ from streamcast.errors import DataError, Interrupted, UsageError
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
+    FeatureSpec,
+    Scaler,
     build_inputs,
     choose_transform,
     fit_feature_spec,
@@ -35,13 +37,13 @@ from streamcast.features import (
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
-from streamcast.losses import LOSSES, forecast_loss
+from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss
 from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("plateau", "cosine", "none")
+SCHEDULES = ("plateau", "cosine", "warmup-cosine", "none")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class FitConfig:
     loss: str = "mae"
     scaling: str = "mean"
     transform: str = "auto"
+    series_weight: str = "equal"
     val_size: int | None = None
     patience: int = 5
     seed: int = 0
@@ -83,6 +86,10 @@ class FitConfig:
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
             (self.transform in TRANSFORMS, f"--transform must be one of {', '.join(TRANSFORMS)}"),
+            (
+                self.series_weight in SERIES_WEIGHTS,
+                f"--series-weight must be one of {', '.join(SERIES_WEIGHTS)}",
+            ),
             (self.horizon >= 1, "--horizon must be at least 1"),
             (self.bptt >= 1, "--bptt must be at least 1"),
             (
@@ -185,6 +192,44 @@ def fit(
 
 def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], None] | None) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
+    prepared = prepare(data, config)
+    cells = config.ensemble_cells or (config.cell,)
+    plans = [
+        MemberPlan(
+            replace(prepared.model_config, cell=cells[m % len(cells)]), config, member_seed(config.seed, m)
+        )
+        for m in range(config.ensemble)
+    ]
+    return assemble(prepared, train_members(plans, prepared.work, on_epoch))
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """One network to train: its shape, the options it trains with, and its seed."""
+
+    model: ModelConfig
+    config: FitConfig
+    seed: int
+
+
+@dataclass
+class Prepared:
+    """Everything members share: scaled inputs, lanes, validation targets, and what the file records."""
+
+    data: SeriesFrame
+    config: FitConfig
+    spec: FeatureSpec
+    scaler: Scaler
+    model_config: ModelConfig
+    work: _Work
+    series: int
+    rows: int
+    val_size: int
+    lane_length: int
+
+
+def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
+    """Scale the data and lay out lanes and validation once, for every member to train on."""
     if not config.covariates and data.columns.covariates:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
     frame = data.frame
@@ -228,23 +273,59 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
     values = table[:, 0].contiguous()
     val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
     val_targets = _val_targets(values, offsets, val_positions, config.horizon)
-    work = _Work(table, values, lanes, batch_size, inputs.inputs, offsets, val_positions, val_targets)
+    row_weight = val_weight = None
+    if config.series_weight == "mase":
+        weights = mase_weights(inputs.inputs[:, 0], offsets, train_lengths, season)
+        row_weight = torch.from_numpy(np.repeat(weights, lengths).astype(np.float32))
+        val_rows = torch.from_numpy(np.concatenate([offsets[i] + p for i, p in enumerate(val_positions)]))
+        val_weight = row_weight[val_rows]
+    work = _Work(
+        table,
+        values,
+        lanes,
+        batch_size,
+        inputs.inputs,
+        offsets,
+        val_positions,
+        val_targets,
+        row_weight,
+        val_weight,
+    )
+    return Prepared(
+        data, config, spec, scaler, model_config, work, len(ids), int(lengths.sum()), val_size, lane_length
+    )
 
-    trained: list[tuple[RecurrentForecaster, FitResult]] = []
-    for m in range(config.ensemble):
-        cells = config.ensemble_cells or (config.cell,)
-        member_config = replace(model_config, cell=cells[m % len(cells)])
-        net, result = _train_member(member_config, config, member_seed(config.seed, m), m + 1, work, on_epoch)
+
+def train_members(
+    plans: list[MemberPlan],
+    work: _Work,
+    on_epoch: Callable[[EpochStats], None] | None,
+    deadline: float | None = None,
+) -> list[tuple[MemberPlan, RecurrentForecaster, FitResult]]:
+    """Train each plan in turn; Ctrl-C (or the deadline) ends the run and keeps what is trained."""
+    trained = []
+    for m, plan in enumerate(plans):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        net, result = _train_member(plan, m + 1, work, on_epoch, deadline)
         if result.history:
-            trained.append((net, result))
+            trained.append((plan, net, result))
         if result.interrupted:
             break
     if not trained:
         raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
-    net, result = trained[0]
+    return trained
+
+
+def assemble(
+    prepared: Prepared, trained: list[tuple[MemberPlan, RecurrentForecaster, FitResult]]
+) -> Forecaster:
+    """One network (or an ensemble of the members) with the metadata the model file keeps."""
+    config, data, work = prepared.config, prepared.data, prepared.work
+    _, net, result = trained[0]
     if len(trained) > 1:
-        net = EnsembleForecaster([n.config for n, _ in trained])
-        for member, (n, _) in zip(net.members, trained, strict=True):
+        net = EnsembleForecaster([n.config for _, n, _ in trained])
+        for member, (_, n, _) in zip(net.members, trained, strict=True):
             member.load_state_dict(n.state_dict())
         net.eval()
     info = {
@@ -252,32 +333,58 @@ def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], 
         "data": {
             "source": _absolute(data.source),
             "fingerprint": data_fingerprint(data.source),
-            "series": len(ids),
-            "rows": int(lengths.sum()),
+            "series": prepared.series,
+            "rows": prepared.rows,
             "freq": data.freq,
         },
         "history": [asdict(s) for s in result.history],
         "gradient_health": health_summary(result.history, result.best_epoch),
         "best_epoch": result.best_epoch,
-        "interrupted": any(r.interrupted for _, r in trained),
-        "val_size": val_size,
-        "batch_size": batch_size,
-        "lane_length": lane_length,
-        "lanes": len(lanes),
+        "interrupted": any(r.interrupted for *_, r in trained),
+        "val_size": prepared.val_size,
+        "batch_size": work.batch_size,
+        "lane_length": prepared.lane_length,
+        "lanes": len(work.lanes),
     }
     if len(trained) > 1:
         info["members"] = [
             {
                 "cell": n.config.cell,
-                "seed": member_seed(config.seed, m),
+                "hidden_size": n.config.hidden_size,
+                "ar": n.config.ar,
+                "lr": plan.config.lr,
+                "seed": plan.seed,
                 "best_epoch": r.best_epoch,
                 "val_loss": r.history[r.best_epoch - 1].val_loss,
                 "history": [asdict(s) for s in r.history],
             }
-            for m, (n, r) in enumerate(trained)
+            for plan, n, r in trained
         ]
-        info["ensemble_val_loss"] = _val_loss(net, work, config)
-    return Forecaster(net=net, spec=spec, scaler=scaler, columns=data.columns, info=info)
+        info["ensemble_val_loss"] = validation_loss(net, work, config)
+    return Forecaster(net=net, spec=prepared.spec, scaler=prepared.scaler, columns=data.columns, info=info)
+
+
+MAX_WEIGHT_RATIO = 10.0
+
+
+def mase_weights(
+    scaled: np.ndarray, offsets: np.ndarray, train_lengths: np.ndarray, season: int
+) -> np.ndarray:
+    """`--series-weight mase`: each series' loss divided by its in-sample seasonal naive error, so that
+    the loss is the MASE that users and the M4 rules judge by, not a relative error.
+
+    A very smooth series would then outweigh all others (a 0.5% error can be a MASE of 9), so the
+    weights stay within MAX_WEIGHT_RATIO of their median either way.
+    """
+    weights = np.empty(len(train_lengths))
+    for i, n in enumerate(train_lengths.tolist()):
+        part = scaled[offsets[i] : offsets[i] + n].astype(np.float64)
+        lag = season if n > season else 1
+        step = np.abs(part[lag:] - part[:-lag]).mean() if n > lag else 0.0
+        weights[i] = 1.0 / step if step > 1e-12 else np.inf
+    finite = weights[np.isfinite(weights)]
+    middle = float(np.median(finite)) if finite.size else 1.0
+    return np.clip(weights / middle, 1 / MAX_WEIGHT_RATIO, MAX_WEIGHT_RATIO)
 
 
 def member_seed(seed: int, member: int) -> int:
@@ -297,37 +404,38 @@ class _Work:
     offsets: np.ndarray
     val_positions: list[np.ndarray]
     val_targets: torch.Tensor
+    row_weight: torch.Tensor | None = None  # (N,) --series-weight of each input row's series
+    val_weight: torch.Tensor | None = None  # (R,) the same for the validation origins
 
 
 def _train_member(
-    model_config: ModelConfig,
-    config: FitConfig,
-    seed: int,
+    plan: MemberPlan,
     member: int,
     work: _Work,
     on_epoch: Callable[[EpochStats], None] | None,
+    deadline: float | None = None,
 ) -> tuple[RecurrentForecaster, FitResult]:
     """Train one network with early stopping; it comes back with its best weights.
 
-    Each member draws its own initial weights and lane order from `seed`; the first member's seed
-    is --seed itself, so a one-member fit is the single model it always was.
+    Each member draws its own initial weights and lane order from its seed; the first member's
+    seed is --seed itself, so a one-member fit is the single model it always was. Past `deadline`
+    (time.monotonic) no new epoch starts.
     """
+    model_config, config, seed = plan.model, plan.config, plan.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = RecurrentForecaster(model_config)
     optimizer = _optimizer(net, config)
-    scheduler = _scheduler(optimizer, config)
+    scheduler = _scheduler(optimizer, config, _steps_per_epoch(work.lanes, work.batch_size, config.bptt))
     result = FitResult()
     best_val, best_weights, waited = math.inf, copy.deepcopy(net.state_dict()), 0
     try:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
             health = GradientHealth(config.clip)
-            train_loss, timesteps = _train_epoch(
-                net, optimizer, work.table, work.values, work.lanes, work.batch_size, config, rng, health
-            )
+            train_loss, timesteps = _train_epoch(net, optimizer, work, config, rng, health, scheduler)
             reach = gradient_reach(net, work.table, work.values, work.lanes, config)
-            val_loss = _val_loss(net, work, config)
+            val_loss = validation_loss(net, work, config)
             seconds = time.perf_counter() - started
             improved = val_loss < best_val
             if improved:
@@ -358,7 +466,7 @@ def _train_member(
             if on_epoch is not None:
                 on_epoch(stats)
             _step_scheduler(scheduler, val_loss)
-            if waited >= config.patience:
+            if waited >= config.patience or (deadline is not None and time.monotonic() >= deadline):
                 break
     except KeyboardInterrupt:
         result.interrupted = True
@@ -436,7 +544,20 @@ def _optimizer(net: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: FitConfig):
+def _scheduler(optimizer: torch.optim.Optimizer, config: FitConfig, steps_per_epoch: int):
+    if config.lr_schedule == "warmup-cosine":
+        # Per optimizer step: a linear warm-up over the first epoch (Adam's early moments are
+        # noisy), then a cosine decay to a hundredth of --lr at the last epoch, which settles
+        # the weights where the validation curve would otherwise keep jumping.
+        warmup, total = steps_per_epoch, max(1, steps_per_epoch * config.epochs)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if config.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
     if config.lr_schedule == "cosine":
@@ -445,6 +566,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: FitConfig):
 
 
 def _step_scheduler(scheduler, val_loss: float) -> None:
+    """Once an epoch; the per-step warm-up-cosine schedule steps in `_train_epoch` instead."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        return
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step(val_loss)
     elif scheduler is not None:
@@ -457,10 +581,22 @@ def chunk_targets(values: torch.Tensor, rows: torch.Tensor, horizon: int) -> tor
     return values[ahead.clamp_(max=len(values) - 1)]
 
 
-def _train_epoch(
-    net, optimizer, table, values, lanes: Lanes, batch_size: int, config: FitConfig, rng, health
-) -> tuple[float, int]:
+def _steps_per_epoch(lanes: Lanes, batch_size: int, bptt: int) -> int:
+    """Optimizer steps in one epoch: groups of lanes x the chunks that hold a loss step (a lane's
+    warm-up chunk holds none and takes no step)."""
+    if not len(lanes):
+        return 1
+    mask = lanes.loss_mask
+    chunks = -(-mask.shape[1] // bptt)
+    padded = np.zeros((len(lanes), chunks * bptt), dtype=bool)
+    padded[:, : mask.shape[1]] = mask
+    with_loss = int(padded.reshape(len(lanes), chunks, bptt).any(-1).sum(-1).max())
+    return max(1, -(-len(lanes) // batch_size) * with_loss)
+
+
+def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler) -> tuple[float, int]:
     """One pass over every lane, in shuffled groups of `batch_size` lanes, state carried per group."""
+    table, values, lanes, batch_size = work.table, work.values, work.lanes, work.batch_size
     net.train()
     order = rng.permutation(len(lanes))
     total_loss, total_weight, timesteps = 0.0, 0, 0
@@ -487,6 +623,7 @@ def _train_epoch(
                 chunk_mask,
                 config.loss,
                 net.config.quantiles,
+                work.row_weight[chunk_rows] if work.row_weight is not None else None,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -498,6 +635,8 @@ def _train_epoch(
             if config.clip_value > 0:
                 nn.utils.clip_grad_value_(params, config.clip_value)
             optimizer.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                scheduler.step()
             total_loss += loss.item() * weight
             total_weight += weight
     # Every step skipped (a diverged run) has no loss to report, not a perfect one.
@@ -509,9 +648,11 @@ def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:
     return chunk_targets(values, torch.from_numpy(rows), horizon)  # (R, H)
 
 
-def _val_loss(net, work: _Work, config: FitConfig) -> float:
+def validation_loss(net, work: _Work, config: FitConfig) -> float:
     """The state is warmed over each series' training part first, exactly as `forecast` serves it."""
     net.eval()
     outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
     mask = torch.ones(outputs.shape[0], dtype=torch.bool)
-    return float(forecast_loss(outputs, work.val_targets, mask, config.loss, net.config.quantiles))
+    return float(
+        forecast_loss(outputs, work.val_targets, mask, config.loss, net.config.quantiles, work.val_weight)
+    )

@@ -13,8 +13,9 @@ import torch
 from streamcast.errors import DataError, UsageError
 from streamcast.features import window_length
 from streamcast.lanes import make_lanes
+from streamcast.losses import forecast_loss
 from streamcast.reading import read_series
-from streamcast.training import FitConfig, fit
+from streamcast.training import FitConfig, fit, mase_weights
 from tests.conftest import TINY, hourly_frame
 
 
@@ -206,3 +207,38 @@ def test_covariates_read_with_the_data_are_used_by_fit():
     frame = hourly_frame(series=2).with_columns((pl.col("value") * 0.5).alias("temperature"))
     model = fit(read_series(frame, covariates=["temperature"]), FitConfig(**{**TINY.__dict__, "epochs": 1}))
     assert model.spec.covariates == ("temperature",)
+
+
+def test_mase_weights_favour_smooth_series_within_ten_times_the_median():
+    rng = np.random.default_rng(0)
+    t = np.arange(96)
+    smooth = np.sin(2 * np.pi * t / 24) + 0.001 * rng.normal(size=96)  # seasonal naive is almost exact
+    medium = np.sin(2 * np.pi * t / 24) + 0.1 * rng.normal(size=96)
+    noisy = rng.normal(size=96)
+    scaled = np.concatenate([smooth, medium, noisy])
+    weights = mase_weights(scaled, np.array([0, 96, 192, 288]), np.array([96, 96, 96]), season=24)
+    assert weights[0] == 10.0  # capped, not the ~100x its error would give
+    assert weights[1] == 1.0  # the median series
+    assert 0.1 <= weights[2] < 1.0
+
+
+def test_weighted_loss_is_the_weighted_mean_of_the_steps():
+    y = torch.tensor([[[[1.0]], [[3.0]]]])  # (B=1, T=2, H=1, Q=1)
+    target = torch.zeros(1, 2, 1)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert forecast_loss(y, target, mask, "mae", ()).item() == 2.0
+    weighted = forecast_loss(y, target, mask, "mae", (), torch.tensor([[3.0, 1.0]]))
+    assert weighted.item() == pytest.approx((3 * 1 + 1 * 3) / 4)
+
+
+def test_mase_series_weight_trains_and_is_recorded(tiny_data):
+    model = fit(tiny_data, FitConfig(**{**TINY.__dict__, "series_weight": "mase"}))
+    assert model.info["fit_config"]["series_weight"] == "mase"
+    assert np.isfinite(model.info["history"][-1]["val_loss"])
+
+
+def test_warmup_cosine_warms_up_within_the_first_epoch_then_decays(tiny_data):
+    config = FitConfig(**{**TINY.__dict__, "epochs": 4, "patience": 10, "lr_schedule": "warmup-cosine"})
+    lrs = [e["lr"] for e in fit(tiny_data, config).info["history"]]
+    assert lrs[0] == pytest.approx(config.lr, rel=0.05)  # warm-up ends with the first epoch
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2 * config.lr

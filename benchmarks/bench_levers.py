@@ -1,0 +1,102 @@
+"""What each accuracy lever changes, on validation parts only, over several seeds.
+
+M4 Hourly: fit on each series minus its last 48 points, score those 48 (sMAPE, MASE); the official
+test part is never used. ETT: fit on the training part, score the validation part (MSE on the
+protocol's z-scores, stride-1 origins); the test part is not read. Each lever is a set of FitConfig
+overrides; the table gives the mean over seeds and the spread (max - min), so a gain can be told
+from noise. Run `--quick` for one seed on 40 M4 series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import polars as pl
+import torch
+from bench_ett import evaluate as evaluate_ett
+from bench_m4 import HORIZON, SEASON, load_m4
+from common import SHARED_DATA, report, require
+
+import streamcast as sc
+from streamcast.metrics import mase, mase_scale, smape
+
+LEVERS = {
+    "before (no transform, 1 model)": {"transform": "none"},
+    "log transform": {"transform": "log"},
+    "log + mase series weight": {"transform": "log", "series_weight": "mase"},
+    "log + warm-up/cosine lr": {"transform": "log", "lr_schedule": "warmup-cosine"},
+    "defaults": {},
+    "defaults + ensemble 3": {"ensemble": 3},
+}
+
+
+def m4_split(series: int) -> tuple[sc.SeriesFrame, np.ndarray, np.ndarray]:
+    frame = load_m4(require(SHARED_DATA / "m4" / "Hourly-train.csv"))
+    if series:
+        keep = frame["series_id"].unique(maintain_order=True).head(series)
+        frame = frame.filter(pl.col("series_id").is_in(keep.implode()))
+    n = frame.group_by("series_id", maintain_order=True).len()
+    cut = frame.with_columns(pl.int_range(pl.len()).over("series_id").alias("i")).join(n, on="series_id")
+    train = cut.filter(pl.col("i") < pl.col("len") - HORIZON).select("series_id", "timestamp", "value")
+    test = cut.filter(pl.col("i") >= pl.col("len") - HORIZON).sort("series_id", "i")
+    data = sc.read_series(train, id_col="series_id", time_col="timestamp", target="value")
+    actual = test["value"].to_numpy().reshape(len(data.series_ids), HORIZON)
+    history = [g["value"].to_numpy() for _, g in train.group_by("series_id", maintain_order=True)]
+    scales = np.array([mase_scale(h, SEASON) for h in history])
+    return data, actual, scales
+
+
+def score_m4(split, overrides: dict) -> dict:
+    data, actual, scales = split
+    started = time.process_time()
+    model = sc.fit(data, sc.FitConfig(horizon=HORIZON, **overrides))
+    cpu = time.process_time() - started
+    predicted = sc.forecast(model, data).sort("series_id", "step")["forecast"].to_numpy()
+    predicted = predicted.reshape(actual.shape)
+    return {
+        "M4 sMAPE": smape(actual, predicted),
+        "M4 MASE": mase(actual, predicted, scales),
+        "M4 fit CPU s": cpu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levers", nargs="*", default=list(LEVERS), help="which rows (names as in LEVERS)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--data", nargs="*", default=["m4", "ETTh1", "ETTm1"])
+    parser.add_argument("--quick", action="store_true", help="one seed, 40 M4 series, ETTh1 S only")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("STREAMCAST_BENCH_THREADS", "1")))
+    quick = args.quick or bool(os.environ.get("STREAMCAST_BENCH_QUICK"))
+    seeds = args.seeds[:1] if quick else args.seeds
+    split = m4_split(40 if quick else 0) if "m4" in args.data else None
+    ett = [(d, m) for d in args.data if d.startswith("ETT") for m in (("S",) if quick else ("S", "M"))]
+    rows = []
+    for lever in args.levers:
+        runs = []
+        for seed in seeds:
+            overrides = {**LEVERS[lever], "seed": seed}
+            run = score_m4(split, overrides) if split else {}
+            for name, mode in ett:
+                result = evaluate_ett(name, mode, 96, overrides, part="validation")
+                run[f"{name} {mode} MSE"] = result["validation MSE"]
+            runs.append(run)
+        row = {"lever": lever}
+        for key in runs[0]:
+            values = np.array([r[key] for r in runs])
+            row[key] = (
+                f"{values.mean():.4g} ±{(values.max() - values.min()) / 2:.2g}"
+                if len(runs) > 1
+                else values[0]
+            )
+        rows.append(row)
+        print(row, flush=True)
+    report("levers", rows, note=f"validation parts only; seeds {seeds}; mean ±half the spread over seeds")
+
+
+if __name__ == "__main__":
+    main()

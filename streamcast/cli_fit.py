@@ -38,12 +38,28 @@ from streamcast.modelfile import DEFAULT_MODEL_PATH
     metavar="PATH",
     help="Also draw the training curves (loss, gradient norm, clipping, reach) to .png, .svg or .pdf.",
 )
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="Try a few configurations (cell, width, learning rate, head window, seed) within --time-budget; keep the best on validation, or the median of the best three when that validates better.",
+)
+@click.option(
+    "--time-budget",
+    type=float,
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --auto: no candidate starts an epoch after this many seconds.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def fit(data, id_col, time_col, target, covariates, output, quantiles, report, quiet, **options):
+def fit(
+    data, id_col, time_col, target, covariates, output, quantiles, report, auto, time_budget, quiet, **options
+):
     """Train a forecaster on DATA (Parquet, CSV, .csv.gz, or - for CSV on stdin).
 
     \b
       streamcast fit sample_data/load_hourly.parquet --target load --covariate temperature
+      streamcast fit data.csv --auto --time-budget 120
       streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
       streamcast fit data.csv --report training.png
     """
@@ -55,6 +71,10 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
     config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
     if data != "-" and Path(output).resolve() == Path(data).resolve():
         raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
+    if auto:
+        from streamcast.autofit import check_auto
+
+        check_auto(config, time_budget)
     check_writable(output, "model")
     if report:
         from streamcast.plotting import check_figure_path
@@ -63,8 +83,15 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
     series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
     progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
     progress.notes(series.notes)
-    with progress:
-        forecaster = fit_model(series, config, on_epoch=progress.epoch)
+    if auto:
+        from streamcast.autofit import fit_auto
+
+        progress.members, progress.budget = 0, time_budget  # unknown: as many as the budget allows
+        with progress:
+            forecaster = fit_auto(series, config, time_budget, on_epoch=progress.epoch)
+    else:
+        with progress:
+            forecaster = fit_model(series, config, on_epoch=progress.epoch)
     path = streamcast.save(forecaster, output)
     progress.summary(forecaster, path)
     if report:

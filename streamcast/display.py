@@ -34,7 +34,8 @@ class FitProgress:
         self.rows: list[EpochStats] = []
         self.started = time.monotonic()
         self.epochs_total = epochs
-        self.members = members
+        self.members = members  # 0: `fit --auto`, as many candidates as the budget allows
+        self.budget: float | None = None
 
     def notes(self, notes) -> None:
         if not self.quiet:
@@ -111,6 +112,8 @@ class FitProgress:
 
     def _eta(self) -> str:
         """Time left if every epoch runs; early stopping may end sooner, hence "at most"."""
+        if self.budget is not None:
+            return f" · budget left {max(0.0, self.budget - (time.monotonic() - self.started)):.0f}s"
         if not self.rows or not self.epochs_total:
             return ""
         last = self.rows[-1]
@@ -119,6 +122,8 @@ class FitProgress:
         return f" · ETA at most {left * mean:.0f}s ({left} epochs left)" if left > 0 else ""
 
     def _member(self, stats: EpochStats) -> str:
+        if self.members == 0:
+            return f"candidate {stats.member} "
         return f"member {stats.member}/{self.members} " if self.members > 1 else ""
 
     def summary(self, forecaster: Forecaster, path: Path) -> None:
@@ -140,6 +145,14 @@ class FitProgress:
             + _reach_hint(health["gradient_reach"], info["fit_config"]),
             markup=False,
         )
+        for i, tried in enumerate(info.get("auto", {}).get("tried", []), 1):
+            chosen = " *chosen" if i in info["auto"]["chosen"] else ""
+            stderr.print(
+                f"tried {i}: {tried['cell']} hidden={tried['hidden_size']} ar={tried['ar']} lr={tried['lr']:g} "
+                f"seed={tried['seed']}: val_loss={_fmt(tried['val_loss'])} ({tried['epochs']} epochs, "
+                f"{tried['seconds']:.0f}s){chosen}",
+                markup=False,
+            )
         if "members" in info:
             stderr.print(
                 f"ensemble of {len(info['members'])} members: val_loss={_fmt(info['ensemble_val_loss'])} "

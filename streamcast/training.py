@@ -305,8 +305,8 @@ def train_members(
     """Train each plan in turn; Ctrl-C (or the deadline) ends the run and keeps what is trained."""
     trained = []
     for m, plan in enumerate(plans):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
+        if deadline is not None and trained and time.monotonic() >= deadline:
+            break  # the first member always trains: a budget never leaves nothing to keep
         net, result = _train_member(plan, m + 1, work, on_epoch, deadline)
         if result.history:
             trained.append((plan, net, result))

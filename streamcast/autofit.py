@@ -1,0 +1,114 @@
+"""`fit --auto`: try a few configurations within a time budget and keep what validates best.
+
+Every candidate trains on the same scaled inputs, lanes and validation part (`training.prepare`),
+so their validation losses compare like for like. The best few become an ensemble when their median
+validates better than the best one alone; otherwise the best one is the model. What was tried, and
+how each did, goes into the model file (`info.auto`) and the CLI's summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from streamcast.errors import UsageError
+from streamcast.forecaster import Forecaster
+from streamcast.model import EnsembleForecaster
+from streamcast.reading import SeriesFrame
+from streamcast.training import (
+    EpochStats,
+    FitConfig,
+    MemberPlan,
+    Prepared,
+    assemble,
+    member_seed,
+    prepare,
+    train_members,
+    validation_loss,
+)
+
+DEFAULT_BUDGET = 300.0  # seconds: "a few minutes" of a 2-core machine
+KEEP = 3  # the best few that may form the ensemble
+
+
+def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
+    """The configurations to try, most promising first: the defaults, then one change at a time
+    (another cell, a wider network, a slower learning rate, a longer head window, another seed)."""
+    base, config = prepared.model_config, prepared.config
+    other_cell = "gru" if base.cell != "gru" else "lstm"
+    variants = [
+        (base, config),
+        (replace(base, cell=other_cell), config),
+        (replace(base, hidden_size=base.hidden_size * 2), config),
+        (base, replace(config, lr=config.lr / 3)),
+        (replace(base, ar=base.ar * 2), config) if base.ar else None,
+        (base, config),  # the defaults again under another seed
+    ]
+    plans = [v for v in variants if v is not None]
+    return [MemberPlan(model, cfg, member_seed(config.seed, i)) for i, (model, cfg) in enumerate(plans)]
+
+
+def check_auto(config: FitConfig, time_budget: float) -> None:
+    """The options --auto cannot take, refused before any data is read."""
+    if not 0 < time_budget < float("inf"):
+        raise UsageError("--time-budget must be a positive number of seconds")
+    if config.ensemble > 1:
+        raise UsageError("--auto chooses the ensemble itself: leave out --ensemble")
+
+
+def fit_auto(
+    data: SeriesFrame,
+    config: FitConfig | None = None,
+    time_budget: float = DEFAULT_BUDGET,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> Forecaster:
+    """Train candidates until `time_budget` seconds are spent; keep the best one or the best few.
+
+    >>> model = fit_auto(read_series("load.parquet"), FitConfig(horizon=48), time_budget=120)  # doctest: +SKIP
+    >>> model.info["auto"]["chosen"]  # doctest: +SKIP
+    """
+    config = config or FitConfig()
+    check_auto(config, time_budget)
+    with torch.random.fork_rng(devices=[]):  # each candidate seeds itself; the caller's generator stays
+        return _fit_auto(data, config, time_budget, on_epoch)
+
+
+def _fit_auto(data, config, time_budget, on_epoch) -> Forecaster:
+    started = time.monotonic()
+    prepared = prepare(data, replace(config, ensemble=1))
+    trained = train_members(candidate_plans(prepared), prepared.work, on_epoch, started + time_budget)
+    ranked = sorted(trained, key=lambda t: t[2].history[t[2].best_epoch - 1].val_loss)
+    best_alone = ranked[0][2].history[ranked[0][2].best_epoch - 1].val_loss
+    chosen = ranked[:1]
+    if len(ranked) >= 2:
+        few = ranked[:KEEP]
+        ensemble = EnsembleForecaster([n.config for _, n, _ in few])
+        for member, (_, n, _) in zip(ensemble.members, few, strict=True):
+            member.load_state_dict(n.state_dict())
+        if validation_loss(ensemble.eval(), prepared.work, prepared.config) < best_alone:
+            chosen = few
+    model = assemble(prepared, chosen)
+    model.info["auto"] = {
+        "time_budget": time_budget,
+        "seconds": time.monotonic() - started,
+        "tried": [_describe(plan, net, result) for plan, net, result in trained],
+        "chosen": [trained.index(t) + 1 for t in chosen],
+    }
+    return model
+
+
+def _describe(plan: MemberPlan, net, result) -> dict:
+    best = result.history[result.best_epoch - 1]
+    return {
+        "cell": plan.model.cell,
+        "hidden_size": plan.model.hidden_size,
+        "ar": plan.model.ar,
+        "lr": plan.config.lr,
+        "seed": plan.seed,
+        "epochs": len(result.history),
+        "val_loss": best.val_loss,
+        "seconds": sum(s.seconds for s in result.history),
+    }

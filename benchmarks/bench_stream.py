@@ -75,6 +75,7 @@ def interactive(model: Path, lines: list[str]) -> dict:
 
 
 def main() -> None:
+    members = int(sys.argv[1]) if len(sys.argv) > 1 else 1  # an ensemble of this many GRUs
     quick = bool(os.environ.get("STREAMCAST_BENCH_QUICK"))
     live = 500 if quick else LIVE
     frame = synthetic(SERIES, HISTORY + live)
@@ -82,7 +83,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "gru64.streamcast"
         history = sc.read_series(frame.filter(pl.col("timestamp") < cutoff))
-        sc.save(sc.fit(history, sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1)), model)
+        config = sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=members)
+        sc.save(sc.fit(history, config), model)
         ticks = frame.filter(pl.col("timestamp") >= cutoff).sort("timestamp", "series_id")
         text = [f"{sid},{ts:%Y-%m-%d %H:%M},{v:.3f}" for sid, v, ts in ticks.iter_rows()]
         lines = Path(tmp) / "live.csv"
@@ -93,7 +95,11 @@ def main() -> None:
         rows = [{"regime": "start-up (empty input)", "seconds": startup}]
         rows += [bulk(model, lines, len(text), fmt, startup) for fmt in ("jsonl", "csv")]
         rows.append(interactive(model, text[: LATENCY_LINES + 50]))
-    report("stream", rows, note=f"{SERIES} interleaved series, GRU hidden 64, horizon 24; {machine()}")
+    report(
+        "stream" if members == 1 else f"stream_ensemble{members}",
+        rows,
+        note=f"{SERIES} interleaved series, GRU hidden 64 x {members} members, horizon 24; {machine()}",
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from streamcast.cli_options import (
     data_options,
     fit_options,
     parse_floats,
+    threads_option,
 )
 from streamcast.errors import ModelFileError, UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
@@ -38,8 +39,9 @@ from streamcast.modelfile import DEFAULT_MODEL_PATH
     metavar="PATH",
     help="Also draw the training curves (loss, gradient norm, clipping, reach) to .png, .svg or .pdf.",
 )
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def fit(data, id_col, time_col, target, covariates, output, quantiles, report, quiet, **options):
+def fit(data, id_col, time_col, target, covariates, output, quantiles, report, threads, quiet, **options):
     """Train a forecaster on DATA (Parquet, CSV, .csv.gz, or - for CSV on stdin).
 
     \b
@@ -49,6 +51,7 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
     """
     from streamcast.display import FitProgress
     from streamcast.reading import read_series
+    from streamcast.threads import set_process_threads
     from streamcast.training import FitConfig
     from streamcast.training import fit as fit_model
 
@@ -60,11 +63,12 @@ def fit(data, id_col, time_col, target, covariates, output, quantiles, report, q
         from streamcast.plotting import check_figure_path
 
         check_figure_path(report)  # before training, not after
+    set_process_threads(threads)
     series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
     progress = FitProgress(quiet=quiet, epochs=config.epochs)
     progress.notes(series.notes)
     with progress:
-        forecaster = fit_model(series, config, on_epoch=progress.epoch)
+        forecaster = fit_model(series, config, on_epoch=progress.epoch, threads=threads)
     path = streamcast.save(forecaster, output)
     progress.summary(forecaster, path)
     if report:

@@ -39,8 +39,9 @@ def threads_option(f):
         type=int,
         metavar="N",
         callback=_threads,
-        help=f"Torch threads [default: 1, or ${ENV}]. One is fastest for these small recurrent steps, "
-        "and a second one stalls every step while another process holds a core (see README).",
+        help=f"Torch threads [default: 1, or ${ENV}]. One, because these recurrent steps are small: "
+        "on 2 shared cores a second thread made every command 3-27x slower, spin-waiting while "
+        "another process holds a core (see README, Benchmarks).",
     )(f)
 
 

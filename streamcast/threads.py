@@ -2,10 +2,11 @@
 
 streamcast's recurrent steps are small (a batch of lanes or series through one cell step), so
 torch's intra-op threads spend more time waiting for each other than working; when another process
-holds a core, they spin-wait for one that is not running, and every step stalls (issue 11: a one-epoch
-fit took 221 s on 2 threads beside a busy neighbour and 14 s on one). `benchmarks/bench_threads.py`
-measures it; the README quotes the table. One thread is the default; `--threads N`, `threads=N` or
-the STREAMCAST_THREADS environment variable choose more.
+holds a core, they spin-wait for one that is not running, and every step stalls (issue 11: a
+one-epoch fit took 221 s on 2 threads beside another torch job and 14 s on one).
+`benchmarks/bench_threads.py` measured fit, forecast and stream with hidden 64 and 256 on 2 shared
+cores: two threads were 3-27x slower than one in every case, so one is the default for every model
+size; `--threads N`, `threads=N` or the STREAMCAST_THREADS environment variable choose more.
 """
 
 from __future__ import annotations

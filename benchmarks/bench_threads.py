@@ -169,7 +169,7 @@ def main() -> None:
     report(
         "threads",
         rows,
-        note="LSTM, horizon 24; neighbour: a torch loop on 2 threads beside it, or none; others busy: cores the rest of the machine kept busy meanwhile",
+        note="LSTM, horizon 24, torch threads as each row says; neighbour: a torch loop on 2 threads beside it, or none; others busy: cores the rest of the machine kept busy meanwhile",
     )
 
 

@@ -34,6 +34,7 @@ def default_threads() -> int:
 
 
 def check_threads(threads: int, name: str = "--threads") -> int:
+    """`threads` itself, or a usage error naming where a count below one came from."""
     if threads < 1:
         raise UsageError(f"{name} must be at least 1 (torch threads); got {threads}")
     return threads

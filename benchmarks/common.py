@@ -13,6 +13,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from streamcast.threads import default_threads
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("STREAMCAST_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,7 +43,9 @@ def require(path: Path) -> Path:
 
 
 def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """The machine and the torch threads streamcast computes on (its default unless a row says otherwise)."""
+    threads = default_threads()
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {threads} thread{'s' * (threads > 1)}"
 
 
 def peak_rss_mb() -> float:

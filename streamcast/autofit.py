@@ -18,6 +18,7 @@ from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
+from streamcast.threads import torch_threads
 from streamcast.training import (
     EpochStats,
     FitConfig,
@@ -64,6 +65,7 @@ def fit_auto(
     config: FitConfig | None = None,
     time_budget: float = DEFAULT_BUDGET,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    threads: int | None = None,
 ) -> Forecaster:
     """Train candidates until `time_budget` seconds are spent; keep the best one or the best few.
 
@@ -72,7 +74,8 @@ def fit_auto(
     """
     config = config or FitConfig()
     check_auto(config, time_budget)
-    with torch.random.fork_rng(devices=[]):  # each candidate seeds itself; the caller's generator stays
+    # Each candidate seeds itself; the caller's generator and thread count stay as they were.
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
         return _fit_auto(data, config, time_budget, on_epoch)
 
 

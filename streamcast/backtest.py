@@ -22,6 +22,7 @@ from streamcast.features import SeriesInputs, build_inputs, fit_scaler, season_l
 from streamcast.forecaster import Forecaster
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
+from streamcast.threads import torch_threads
 from streamcast.training import EpochStats, FitConfig, data_fingerprint, fit
 
 DEFAULT_WINDOWS = 5
@@ -144,13 +145,15 @@ def backtest(
     stride: int | None = None,
     season: int | None = None,
     per_series: bool = False,
+    threads: int | None = None,
 ) -> BacktestResult:
     """Score `forecaster` at the last `windows` origins of each series, `stride` steps apart
     (default: the horizon, so the scored windows do not overlap), against naive and seasonal naive.
 
     The last origin is the horizon's length before the end of each series, so every target is known.
     `season` (default: from the frequency, e.g. 24 for hourly data) sets the seasonal naive forecast
-    and the MASE scale, which comes from each series' history up to its first origin.
+    and the MASE scale, which comes from each series' history up to its first origin. `threads`:
+    torch threads for the run (default: `streamcast.threads.default_threads()`, one).
 
     >>> result = backtest(load("model.streamcast"), read_series("load.parquet"), windows=7)  # doctest: +SKIP
     >>> result.score("mase"), result.score("mase", "seasonal_naive")  # doctest: +SKIP
@@ -168,7 +171,8 @@ def backtest(
     origin_at = first[:, None] + stride * np.arange(windows)  # (S, K) positions within each series
 
     inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1)
-    outputs, _ = run_series(forecaster.net, inputs.inputs, offsets, list(origin_at))  # (S * K, H, Q)
+    with torch_threads(threads):
+        outputs, _ = run_series(forecaster.net, inputs.inputs, offsets, list(origin_at))  # (S * K, H, Q)
     forecasts = forecaster.point_and_quantiles(
         outputs, np.repeat(inputs.loc, windows), np.repeat(inputs.scale, windows)
     )
@@ -248,11 +252,12 @@ def fit_and_backtest(
     season: int | None = None,
     per_series: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[Forecaster, BacktestResult]:
     """Fit on each series minus the points the backtest scores, then backtest on all of `data`.
 
     The model never trains, validates or scales on a point it is scored on. Series too short for
-    both the fit and the backtest are left out of both, with a note.
+    both the fit and the backtest are left out of both, with a note. `threads` as in `fit`.
     """
     stride = _stride(stride, config.horizon)
     season = _season(season, data.freq)
@@ -262,9 +267,18 @@ def fit_and_backtest(
     needed = span + max(season + 1, config.resolved_val_size() + config.horizon + 2)
     frame, notes = _long_enough(data.frame, needed, windows, stride, config.horizon, season)
     data = replace(data, frame=frame)
-    forecaster = fit(holdout(data, horizon=config.horizon, windows=windows, stride=stride), config, on_epoch)
+    held_out = holdout(data, horizon=config.horizon, windows=windows, stride=stride)
+    forecaster = fit(held_out, config, on_epoch, threads=threads)
     forecaster.info["holdout"] = {"steps": span, "windows": windows, "stride": stride}
-    result = backtest(forecaster, data, windows=windows, stride=stride, season=season, per_series=per_series)
+    result = backtest(
+        forecaster,
+        data,
+        windows=windows,
+        stride=stride,
+        season=season,
+        per_series=per_series,
+        threads=threads,
+    )
     return forecaster, replace(result, notes=(*notes, *result.notes))
 
 

@@ -16,6 +16,7 @@ from streamcast.cli_options import (
     notes,
     parse_floats,
     read_for_model,
+    threads_option,
     warn,
 )
 from streamcast.errors import UsageError
@@ -51,6 +52,7 @@ from streamcast.errors import UsageError
     "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
 )
 @fit_options
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
 @click.pass_context
 def backtest(
@@ -69,6 +71,7 @@ def backtest(
     output,
     save_model,
     quantiles,
+    threads,
     quiet,
     **options,
 ):
@@ -85,6 +88,7 @@ def backtest(
     from streamcast.backtest import backtest as run_backtest
     from streamcast.backtest import fit_and_backtest
     from streamcast.output import check_output_path
+    from streamcast.threads import set_process_threads
 
     if output:
         check_output_path(output)
@@ -93,12 +97,13 @@ def backtest(
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
     if save_model:
         check_writable(save_model, "--save-model file")
+    set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
         forecaster = streamcast.load(model_path)
         series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
         notes(series_data.notes, quiet)
-        result = run_backtest(forecaster, series_data, **settings)
+        result = run_backtest(forecaster, series_data, **settings, threads=threads)
         scored = model_path
     else:
         if not data:
@@ -114,7 +119,9 @@ def backtest(
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)
         with progress:
-            forecaster, result = fit_and_backtest(series_data, config, on_epoch=progress.epoch, **settings)
+            forecaster, result = fit_and_backtest(
+                series_data, config, on_epoch=progress.epoch, **settings, threads=threads
+            )
         if save_model:
             progress.summary(forecaster, streamcast.save(forecaster, save_model))
         scored = f"{config.cell} fitted without the scored windows"

@@ -16,6 +16,7 @@ from streamcast.cli_options import (
     data_options,
     fit_options,
     parse_floats,
+    threads_option,
 )
 from streamcast.errors import ModelFileError, UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
@@ -51,9 +52,10 @@ from streamcast.modelfile import DEFAULT_MODEL_PATH
     metavar="SECONDS",
     help="With --auto: no candidate starts an epoch after this many seconds.",
 )
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def fit(
-    data, id_col, time_col, target, covariates, output, quantiles, report, auto, time_budget, quiet, **options
+    data, id_col, time_col, target, covariates, output, quantiles, report, auto, time_budget, threads, quiet, **options
 ):
     """Train a forecaster on DATA (Parquet, CSV, .csv.gz, or - for CSV on stdin).
 
@@ -65,6 +67,7 @@ def fit(
     """
     from streamcast.display import FitProgress
     from streamcast.reading import read_series
+    from streamcast.threads import set_process_threads
     from streamcast.training import FitConfig
     from streamcast.training import fit as fit_model
 
@@ -80,6 +83,7 @@ def fit(
         from streamcast.plotting import check_figure_path
 
         check_figure_path(report)  # before training, not after
+    set_process_threads(threads)
     series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
     progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
     progress.notes(series.notes)
@@ -88,10 +92,10 @@ def fit(
 
         progress.members, progress.budget = 0, time_budget  # unknown: as many as the budget allows
         with progress:
-            forecaster = fit_auto(series, config, time_budget, on_epoch=progress.epoch)
+            forecaster = fit_auto(series, config, time_budget, on_epoch=progress.epoch, threads=threads)
     else:
         with progress:
-            forecaster = fit_model(series, config, on_epoch=progress.epoch)
+            forecaster = fit_model(series, config, on_epoch=progress.epoch, threads=threads)
     path = streamcast.save(forecaster, output)
     progress.summary(forecaster, path)
     if report:

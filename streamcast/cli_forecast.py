@@ -12,6 +12,7 @@ from streamcast.cli_options import (
     model_option,
     notes,
     read_for_model,
+    threads_option,
     warn,
 )
 from streamcast.errors import UsageError
@@ -42,6 +43,7 @@ from streamcast.errors import UsageError
     show_default=True,
     help="Seconds to wait for another run writing the same output.",
 )
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
 def forecast(
     data,
@@ -56,6 +58,7 @@ def forecast(
     series,
     output,
     lock_timeout,
+    threads,
     quiet,
 ):
     """Forecast every series from a saved model; CSV on stdout unless -o.
@@ -69,10 +72,12 @@ def forecast(
     """
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frame
+    from streamcast.threads import set_process_threads
 
     if lock_timeout < 0:
         raise UsageError("--lock-timeout must be >= 0 seconds")
-    settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series}
+    set_process_threads(threads)
+    settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series, "threads": threads}
     columns = (id_col, time_col, target, covariates)
     if not output:
         write_frame(_forecast_table(model_path, data, columns, settings, quiet), "-")
@@ -140,9 +145,22 @@ def _warn_about_settings(
     metavar="N",
     help="Steps of history drawn before the origin [default: 4 x horizon].",
 )
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes on stderr.")
 def plot(
-    data, model_path, id_col, time_col, target, covariates, output, series, as_of, horizon, history, quiet
+    data,
+    model_path,
+    id_col,
+    time_col,
+    target,
+    covariates,
+    output,
+    series,
+    as_of,
+    horizon,
+    history,
+    threads,
+    quiet,
 ):
     """Draw chosen series: their history, the forecast and its interval, and the actual values after
     the origin when known (with --as-of). With no DATA, re-reads the data file recorded in the model.
@@ -153,8 +171,10 @@ def plot(
     """
     from streamcast.forecasting import forecast as run_forecast
     from streamcast.plotting import check_figure_path, plot_forecasts
+    from streamcast.threads import set_process_threads
 
     check_figure_path(output)
+    set_process_threads(threads)
     forecaster = streamcast.load(model_path)
     series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
     notes(series_data.notes, quiet)
@@ -165,7 +185,9 @@ def plot(
             quiet,
         )
     _warn_about_settings(forecaster, series_data, horizon, as_of, quiet)
-    table = run_forecast(forecaster, series_data, horizon=horizon, as_of=as_of, series=chosen)
+    table = run_forecast(
+        forecaster, series_data, horizon=horizon, as_of=as_of, series=chosen, threads=threads
+    )
     title = f"{model_path}: {forecaster.horizon if horizon is None else horizon}-step forecast" + (
         f" as of {as_of}" if as_of else ""
     )

@@ -6,6 +6,7 @@ import click
 
 from streamcast.errors import UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
+from streamcast.threads import ENV, check_threads, default_threads
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,6 +30,23 @@ def data_options(f):
         help="Series id column (default: unique_id, id, series_id or series).",
     )(f)
     return f
+
+
+def threads_option(f):
+    """`--threads N` on every command that runs torch; the rule itself lives in streamcast.threads."""
+    return click.option(
+        "--threads",
+        type=int,
+        metavar="N",
+        callback=_threads,
+        help=f"Torch threads [default: 1, or ${ENV}]. One, because these recurrent steps are small: "
+        "on 2 shared cores a second thread made every command 3-27x slower, spin-waiting while "
+        "another process holds a core (see README, Benchmarks).",
+    )(f)
+
+
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
+    return default_threads() if value is None else check_threads(value)
 
 
 def model_option(f):

@@ -48,12 +48,17 @@ class Forecaster:
 
     @classmethod
     def fit(
-        cls, data: SeriesFrame | str | Path | pl.DataFrame, config: FitConfig | None = None, **options: Any
+        cls,
+        data: SeriesFrame | str | Path | pl.DataFrame,
+        config: FitConfig | None = None,
+        *,
+        threads: int | None = None,
+        **options: Any,
     ) -> Forecaster:
         """Train on `data` (read with `read_series` unless it already is a SeriesFrame).
 
         `options` are `read_series` options (target, id_col, time_col, covariates); covariates given
-        here are also the model's covariates.
+        here are also the model's covariates. `threads` as in `streamcast.fit`.
         """
         from streamcast.training import FitConfig, fit
 
@@ -63,7 +68,7 @@ class Forecaster:
             data = read_series(data, **options)
         if tuple(data.columns.covariates) != tuple(config.covariates):
             config = replace(config, covariates=tuple(data.columns.covariates))
-        return fit(data, config)
+        return fit(data, config, threads=threads)
 
     @classmethod
     def load(cls, path: str | Path) -> Forecaster:

@@ -19,6 +19,7 @@ from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import advance, run_series
+from streamcast.threads import torch_threads
 
 COLUMNS = ("series_id", "origin", "timestamp", "step", "forecast")
 MAX_HORIZON = 100_000  # steps; beyond it a roll-out is noise, and its table would not fit in memory
@@ -112,8 +113,11 @@ def forecast(
     context: int | None = None,
     as_of: str | datetime | int | None = None,
     series: Sequence[str] = (),
+    threads: int | None = None,
 ) -> pl.DataFrame:
     """One row per series and step: series_id, origin, timestamp, step, forecast[, q...], new_series.
+
+    `threads`: torch threads for the run (default: `streamcast.threads.default_threads()`, one).
 
     >>> forecast(load("model.streamcast"), read_series("load.parquet"), horizon=24)  # doctest: +SKIP
     """
@@ -130,10 +134,11 @@ def forecast(
     inputs = forecaster.inputs(frame)
     lengths = inputs.lengths()
     positions = [np.array([n - 1]) for n in lengths]
-    outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions)
     origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)
     last_inputs = torch.from_numpy(inputs.inputs[inputs.offsets[1:] - 1])
-    scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
+    with torch_threads(threads):
+        outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions)
+        scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
     return _table(forecaster, inputs.series_ids, origins, values, horizon)
 

@@ -42,6 +42,7 @@ class SessionOptions:
     save_model: str | None = None
     batch_lines: int = 8192
     quiet: bool = False
+    threads: int | None = None  # torch threads; None: streamcast.threads.default_threads()
 
 
 class StreamSession:
@@ -81,7 +82,10 @@ class StreamSession:
         try:
             reader = LineReader(source, self.options.batch_lines, wake_fd=wake_read)
             try:
-                for batch in stream(self.forecaster, self._observations(reader), self.state, self.config):
+                batches = self._observations(reader)
+                for batch in stream(
+                    self.forecaster, batches, self.state, self.config, threads=self.options.threads
+                ):
                     self._emit(batch)
                     if self._checkpoint_due():
                         self.checkpoint()

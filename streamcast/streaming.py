@@ -46,6 +46,7 @@ from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import run_series
 from streamcast.stream_input import Event, Observations
 from streamcast.stream_state import StreamState
+from streamcast.threads import torch_threads
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -197,8 +198,13 @@ def stream(
     batches: Iterable[Observations],
     state: StreamState | None = None,
     config: StreamConfig = StreamConfig(),
+    *,
+    threads: int | None = None,
 ) -> Iterator[StreamBatch]:
     """For each micro-batch of observations: advance every series over its ticks, yield the forecasts.
+
+    `threads`: torch threads while a batch is computed (default: `streamcast.threads.default_threads()`,
+    one); between batches the caller's own count holds.
 
     >>> state = StreamState(model)  # doctest: +SKIP
     >>> for batch in stream(model, [Observations.from_records(rows, model)], state):
@@ -207,7 +213,8 @@ def stream(
     """
     engine = _Engine(forecaster, state if state is not None else StreamState(forecaster), config)
     for observations in batches:
-        batch, error = engine.process(observations)
+        with torch_threads(threads):
+            batch, error = engine.process(observations)
         yield batch
         if error is not None:
             raise StrictStop(error.line, error.reason)
@@ -549,11 +556,14 @@ class _Engine:
         )
 
 
-def warm_up(forecaster: Forecaster, state: StreamState, history: SeriesFrame) -> list[str]:
+def warm_up(
+    forecaster: Forecaster, state: StreamState, history: SeriesFrame, *, threads: int | None = None
+) -> list[str]:
     """Warm the states of the series in `history` over it, as `forecast` does (no output).
 
     A series the model never saw is scaled by its whole history, as in `forecast`. Series the state
     already holds (from a checkpoint) are left alone: the checkpoint is newer. Returns the ids warmed.
+    `threads` as in `stream`.
     """
     forecaster.check_freq(history)
     frame = history.frame.filter(~pl.col("series_id").is_in(list(state.index)))
@@ -562,7 +572,8 @@ def warm_up(forecaster: Forecaster, state: StreamState, history: SeriesFrame) ->
     inputs = forecaster.inputs(frame)
     empty = [np.zeros(0, dtype=np.int64)] * len(inputs.series_ids)
     net = state.learner.serving if state.learner is not None else forecaster.net
-    _, final = run_series(net, inputs.inputs, inputs.offsets, empty)
+    with torch_threads(threads):
+        _, final = run_series(net, inputs.inputs, inputs.offsets, empty)
     ends = inputs.offsets[1:] - 1
     stamps = frame["timestamp"]
     if isinstance(stamps.dtype, pl.Datetime):

@@ -41,6 +41,7 @@ from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss
 from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
+from streamcast.threads import torch_threads
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("plateau", "cosine", "warmup-cosine", "none")
@@ -179,13 +180,16 @@ def fit(
     data: SeriesFrame,
     config: FitConfig = FitConfig(),
     on_epoch: Callable[[EpochStats], None] | None = None,
+    *,
+    threads: int | None = None,
 ) -> Forecaster:
     """Train a forecaster on every series of `data`; the last `val_size` steps of each validate.
 
-    Ctrl-C stops training after the current step and keeps the best weights seen so far.
+    Ctrl-C stops training after the current step and keeps the best weights seen so far. `threads`:
+    torch threads for the run (default: `streamcast.threads.default_threads()`, one).
     """
     # The seed makes the model reproducible without resetting the caller's own torch generator.
-    with torch.random.fork_rng(devices=[]):
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return _fit(data, config, on_epoch)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from streamcast.reading import read_series
+from streamcast.threads import DEFAULT_THREADS, ENV, set_process_threads
 from streamcast.training import FitConfig, fit
 
 
@@ -44,10 +45,14 @@ def tiny_model(tiny_data):
     return fit(tiny_data, TINY)
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Streams run on one torch thread, as the CLI runs them: small steps wait on a second one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The suite runs as the commands do by default: on one torch thread (streamcast.threads), inter-op
+# included, set before any torch work; on 2 busy cores a second thread made the suite slower, not faster.
+set_process_threads(DEFAULT_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """Every test starts on the default, whatever the shell's STREAMCAST_THREADS or a test of
+    `--threads 2` before it (the CLI sets the count of the whole process) left behind."""
+    monkeypatch.delenv(ENV, raising=False)
+    torch.set_num_threads(DEFAULT_THREADS)

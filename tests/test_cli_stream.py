@@ -23,9 +23,6 @@ from tests.conftest import TINY, hourly_frame
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def lines_for(frame) -> list[str]:
     """Headerless id,time,value lines, interleaved by time like a live feed."""
     return [

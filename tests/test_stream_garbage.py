@@ -27,9 +27,6 @@ GOOD_JSON = [
 EXPECTED = [f"2024-01-01T0{h}:00:00" for h in range(6)]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 garbage_text = st.text(
     alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"), max_size=40
 )

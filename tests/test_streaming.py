@@ -26,9 +26,6 @@ from tests.conftest import TINY, hourly_frame
 START = datetime(2024, 1, 1)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def records(frame: pl.DataFrame) -> list[dict]:
     """The frame's rows as dicts, interleaved by time like a live feed."""
     return frame.sort("timestamp", "series_id").to_dicts()

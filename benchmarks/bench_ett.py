@@ -80,7 +80,9 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict, part: str = "t
     )
     # The protocol's scaling: each column z-scored by its training part's mean and population std.
     protocol_train = 8640 * scale  # the protocol's training part, whatever was fitted on
-    train = np.stack([values[inputs.offsets[i] : inputs.offsets[i] + protocol_train] for i in range(n_series)])
+    train = np.stack(
+        [values[inputs.offsets[i] : inputs.offsets[i] + protocol_train] for i in range(n_series)]
+    )
     mean, std = train.mean(axis=1)[:, None, None], train.std(axis=1)[:, None, None]
     predicted, actual = (predicted - mean) / std, (actual - mean) / std
     return {

@@ -7,6 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
+from streamcast.autofit import fit_auto  # noqa: E402
 from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
 from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
 from streamcast.forecaster import Forecaster  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "backtest",
     "fit",
     "fit_and_backtest",
+    "fit_auto",
     "forecast",
     "holdout",
     "load",

@@ -55,7 +55,19 @@ from streamcast.modelfile import DEFAULT_MODEL_PATH
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def fit(
-    data, id_col, time_col, target, covariates, output, quantiles, report, auto, time_budget, threads, quiet, **options
+    data,
+    id_col,
+    time_col,
+    target,
+    covariates,
+    output,
+    quantiles,
+    report,
+    auto,
+    time_budget,
+    threads,
+    quiet,
+    **options,
 ):
     """Train a forecaster on DATA (Parquet, CSV, .csv.gz, or - for CSV on stdin).
 

@@ -14,8 +14,6 @@ from streamcast.errors import UsageError
 from streamcast.training import prepare
 from tests.conftest import TINY, hourly_frame
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_candidates_change_one_thing_at_a_time_from_the_defaults(tiny_data):
     plans = candidate_plans(prepare(tiny_data, TINY))

@@ -21,8 +21,6 @@ from streamcast.stream_state import StreamState
 from streamcast.streaming import StreamConfig, stream
 from tests.conftest import TINY, hourly_frame
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 ENSEMBLE = replace(TINY, ensemble=3, ensemble_cells=("lstm", "gru"), quantiles=(0.1, 0.9))
 
 

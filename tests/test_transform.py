@@ -19,8 +19,6 @@ from streamcast.stream_input import Observations
 from streamcast.streaming import stream
 from tests.conftest import TINY, hourly_frame
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @given(st.lists(st.floats(1e-300, 1e300), min_size=1, max_size=50))
 def test_the_log_transform_inverts_back_to_the_values(values):

@@ -24,12 +24,12 @@ import streamcast as sc
 from streamcast.metrics import mase, mase_scale, smape
 
 LEVERS = {
-    "before (no transform, 1 model)": {"transform": "none"},
-    "log transform": {"transform": "log"},
-    "log + mase series weight": {"transform": "log", "series_weight": "mase"},
-    "log + warm-up/cosine lr": {"transform": "log", "lr_schedule": "warmup-cosine"},
-    "defaults": {},
-    "defaults + ensemble 3": {"ensemble": 3},
+    "before: no transform, plateau lr": {"transform": "none", "lr_schedule": "plateau"},
+    "log transform (auto)": {"transform": "auto", "lr_schedule": "plateau"},
+    "log + warm-up/cosine lr": {"transform": "auto", "lr_schedule": "warmup-cosine"},
+    "log + mase series weight": {"transform": "auto", "lr_schedule": "plateau", "series_weight": "mase"},
+    "log + ensemble of 3": {"transform": "auto", "lr_schedule": "plateau", "ensemble": 3},
+    "log + quantiles 0.1/0.5/0.9": {"transform": "auto", "lr_schedule": "plateau", "quantiles": (0.1, 0.9)},
 }
 
 
@@ -65,7 +65,7 @@ def score_m4(split, overrides: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--levers", nargs="*", default=list(LEVERS), help="which rows (names as in LEVERS)")
+    parser.add_argument("--levers", nargs="*", type=int, help="which rows, by number from 1 [default: all]")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--data", nargs="*", default=["m4", "ETTh1", "ETTm1"])
     parser.add_argument("--quick", action="store_true", help="one seed, 40 M4 series, ETTh1 S only")
@@ -76,7 +76,8 @@ def main() -> None:
     split = m4_split(40 if quick else 0) if "m4" in args.data else None
     ett = [(d, m) for d in args.data if d.startswith("ETT") for m in (("S",) if quick else ("S", "M"))]
     rows = []
-    for lever in args.levers:
+    chosen = [list(LEVERS)[i - 1] for i in args.levers] if args.levers else list(LEVERS)
+    for lever in chosen:
         runs = []
         for seed in seeds:
             overrides = {**LEVERS[lever], "seed": seed}
@@ -95,7 +96,8 @@ def main() -> None:
             )
         rows.append(row)
         print(row, flush=True)
-    report("levers", rows, note=f"validation parts only; seeds {seeds}; mean ±half the spread over seeds")
+    name = "levers_" + "_".join(d.lower() for d in args.data)
+    report(name, rows, note=f"validation parts only; seeds {seeds}; mean ±half the spread over seeds")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def reach_profile(net, x: torch.Tensor) -> np.ndarray:
     net.eval()
     x = x.detach().clone().requires_grad_(True)
     features, _ = net.encode(x, net.init_state(x.shape[0]))
-    features[:, -1, : net.config.hidden_size].sum().backward()
+    features.hidden[:, -1].sum().backward()
     net.zero_grad(set_to_none=True)
     net.train(was_training)
     per_step = x.grad.norm(dim=-1).mean(dim=0).flip(0).double().numpy()  # (T,) k = 0 is the last step

@@ -43,6 +43,33 @@ class ModelConfig:
         return max(1, len(self.quantiles))
 
 
+@dataclass(frozen=True)
+class Features:
+    """What `encode` hands `decode` at each step: the top hidden state (..., hidden_size) and the
+    last `ar` values (..., ar).
+
+    The window is a strided view over the carried history, copied only where it is indexed:
+    serving decodes a few steps of a long warm-up, and copying a week of values for every step
+    of it cost most of `forecast`'s time.
+    """
+
+    hidden: torch.Tensor
+    window: torch.Tensor | None = None
+
+    def __getitem__(self, index) -> Features:
+        return Features(self.hidden[index], None if self.window is None else self.window[index])
+
+
+@dataclass(frozen=True)
+class MemberFeatures:
+    """An ensemble's features: each member's, indexed together."""
+
+    members: tuple[Features, ...]
+
+    def __getitem__(self, index) -> MemberFeatures:
+        return MemberFeatures(tuple(f[index] for f in self.members))
+
+
 class RecurrentForecaster(nn.Module):
     """A (conv ->) RNN/LSTM/GRU -> linear head that emits all `horizon` values at every step.
 
@@ -110,11 +137,6 @@ class RecurrentForecaster(nn.Module):
             state.append(zeros(batch, c.ar))
         return tuple(state)
 
-    @property
-    def feature_size(self) -> int:
-        """The width of what `encode` hands `decode` at each step."""
-        return self.config.hidden_size + self.config.ar
-
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """x: (B, T, input_size) -> forecasts (B, T, horizon, outputs_per_step) and the new state."""
         hidden, state = self.encode(x, state)
@@ -126,9 +148,8 @@ class RecurrentForecaster(nn.Module):
         y, state = self.forward(x, state)
         return y.unsqueeze(-3), state
 
-    def encode(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Advance the state over x: what the head needs at every step (B, T, hidden_size [+ ar])
-        and the new state.
+    def encode(self, x: torch.Tensor, state: State) -> tuple[Features, State]:
+        """Advance the state over x: what the head needs at every step and the new state.
 
         Split from `decode` so that serving can run the head only where a forecast is wanted.
         """
@@ -154,15 +175,15 @@ class RecurrentForecaster(nn.Module):
             new_state.append(conv_state)
         if c.ar > 0:
             new_state.append(ar_state)
-            out = torch.cat([out, ar_windows], dim=-1)
-        return out, tuple(new_state)
+            return Features(out, ar_windows), tuple(new_state)
+        return Features(out), tuple(new_state)
 
-    def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """(..., hidden_size [+ ar]) from `encode` -> (..., horizon, outputs_per_step) scaled forecasts."""
+    def decode(self, features: Features) -> torch.Tensor:
+        """Features from `encode` (indexed or not) -> (..., horizon, outputs_per_step) scaled forecasts."""
         c = self.config
-        if c.ar == 0:
-            return self.head(self.dropout(features)).unflatten(-1, (c.horizon, c.outputs_per_step))
-        hidden, window = features[..., : c.hidden_size], features[..., c.hidden_size :]
+        hidden, window = features.hidden, features.window
+        if window is None:
+            return self.head(self.dropout(hidden)).unflatten(-1, (c.horizon, c.outputs_per_step))
         # The head sees the recent values relative to the last one: a level shift moves the base
         # forecast with it instead of pushing the head's inputs out of the range it was trained on.
         shape = window - window[..., -1:]
@@ -188,10 +209,6 @@ class EnsembleForecaster(nn.Module):
         self.config = configs[0]
         self._state_sizes = [len(m.init_state(1)) for m in self.members]
 
-    @property
-    def feature_size(self) -> int:
-        return sum(m.feature_size for m in self.members)
-
     def init_state(self, batch: int) -> State:
         return tuple(s for m in self.members for s in m.init_state(batch))
 
@@ -202,22 +219,21 @@ class EnsembleForecaster(nn.Module):
             at += size
         return parts
 
-    def encode(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Each member over x; their features side by side (B, T, sum of feature sizes)."""
+    def encode(self, x: torch.Tensor, state: State) -> tuple[MemberFeatures, State]:
+        """Each member over x, in turn."""
         features, new_state = [], []
         for member, part in zip(self.members, self._split_state(state), strict=True):
             f, s = member.encode(x, part)
             features.append(f)
             new_state.extend(s)
-        return torch.cat(features, dim=-1), tuple(new_state)
+        return MemberFeatures(tuple(features)), tuple(new_state)
 
-    def decode_members(self, features: torch.Tensor) -> torch.Tensor:
-        """(..., sum of feature sizes) -> (..., members, horizon, outputs_per_step)."""
-        sizes = [m.feature_size for m in self.members]
-        pieces = features.split(sizes, dim=-1)
-        return torch.stack([m.decode(f) for m, f in zip(self.members, pieces, strict=True)], dim=-3)
+    def decode_members(self, features: MemberFeatures) -> torch.Tensor:
+        """-> (..., members, horizon, outputs_per_step)."""
+        pieces = zip(self.members, features.members, strict=True)
+        return torch.stack([m.decode(f) for m, f in pieces], dim=-3)
 
-    def decode(self, features: torch.Tensor) -> torch.Tensor:
+    def decode(self, features: MemberFeatures) -> torch.Tensor:
         return median_of_members(self.decode_members(features))
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

@@ -65,7 +65,7 @@ def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) 
     while len(active):
         stop = min(t + time_chunk, int(lengths[active].min()))
         rows = starts[active][:, None] + np.arange(t, stop)[None, :]  # (B, T)
-        hidden, state = net.encode(table[torch.from_numpy(rows)], state)  # (B, T, hidden)
+        hidden, state = net.encode(table[torch.from_numpy(rows)], state)  # Features (B, T, ...)
         pick_row, pick_step, pick_out = [], [], []
         for j, i in enumerate(active.tolist()):
             positions, first_out = wanted[i]

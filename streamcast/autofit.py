@@ -88,10 +88,8 @@ def _fit_auto(data, config, time_budget, on_epoch) -> Forecaster:
     chosen = ranked[:1]
     if len(ranked) >= 2:
         few = ranked[:KEEP]
-        ensemble = EnsembleForecaster([n.config for _, n, _ in few])
-        for member, (_, n, _) in zip(ensemble.members, few, strict=True):
-            member.load_state_dict(n.state_dict())
-        if validation_loss(ensemble.eval(), prepared.work, prepared.config) < best_alone:
+        ensemble = EnsembleForecaster.of([n for _, n, _ in few])
+        if validation_loss(ensemble, prepared.work, prepared.config) < best_alone:
             chosen = few
     model = assemble(prepared, chosen)
     model.info["auto"] = {

@@ -209,6 +209,14 @@ class EnsembleForecaster(nn.Module):
         self.config = configs[0]
         self._state_sizes = [len(m.init_state(1)) for m in self.members]
 
+    @classmethod
+    def of(cls, nets: list[RecurrentForecaster]) -> EnsembleForecaster:
+        """The ensemble of trained networks (their weights copied), ready to serve."""
+        ensemble = cls([n.config for n in nets])
+        for member, net in zip(ensemble.members, nets, strict=True):
+            member.load_state_dict(net.state_dict())
+        return ensemble.eval()
+
     def init_state(self, batch: int) -> State:
         return tuple(s for m in self.members for s in m.init_state(batch))
 

@@ -328,10 +328,7 @@ def assemble(
     config, data, work = prepared.config, prepared.data, prepared.work
     _, net, result = trained[0]
     if len(trained) > 1:
-        net = EnsembleForecaster([n.config for _, n, _ in trained])
-        for member, (_, n, _) in zip(net.members, trained, strict=True):
-            member.load_state_dict(n.state_dict())
-        net.eval()
+        net = EnsembleForecaster.of([n for _, n, _ in trained])
     info = {
         "fit_config": asdict(config),
         "data": {

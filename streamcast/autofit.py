@@ -53,11 +53,10 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
 
 
 def check_auto(config: FitConfig, time_budget: float) -> None:
-    """The options --auto cannot take, refused before any data is read."""
+    """The options --auto cannot take, refused before any data is read (its `ensemble` is ignored:
+    --auto chooses the members itself)."""
     if not 0 < time_budget < float("inf"):
         raise UsageError("--time-budget must be a positive number of seconds")
-    if config.ensemble > 1:
-        raise UsageError("--auto chooses the ensemble itself: leave out --ensemble")
 
 
 def fit_auto(

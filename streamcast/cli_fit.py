@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 import streamcast
 from streamcast.atomic import check_writable
@@ -89,6 +90,8 @@ def fit(
     if auto:
         from streamcast.autofit import check_auto
 
+        if click.get_current_context().get_parameter_source("ensemble") is ParameterSource.COMMANDLINE:
+            raise UsageError("--auto chooses the ensemble itself: leave out --ensemble")
         check_auto(config, time_budget)
     check_writable(output, "model")
     if report:

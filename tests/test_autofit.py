@@ -47,9 +47,9 @@ def test_no_candidate_starts_after_the_budget(tiny_data):
     assert len(tried) == 1 and tried[0]["epochs"] == 1  # one epoch always, then the deadline holds
 
 
-def test_auto_refuses_an_ensemble_size_and_a_budget_that_is_not_positive(tiny_data):
-    with pytest.raises(UsageError, match="leave out --ensemble"):
-        fit_auto(tiny_data, replace(TINY, ensemble=2))
+def test_auto_chooses_its_own_members_and_refuses_a_budget_that_is_not_positive(tiny_data):
+    model = fit_auto(tiny_data, replace(TINY, ensemble=5), time_budget=0.01)
+    assert len(model.info["auto"]["tried"]) == 1  # the budget, not --ensemble, decides
     with pytest.raises(UsageError, match="--time-budget must be a positive"):
         fit_auto(tiny_data, TINY, time_budget=0)
 
@@ -69,3 +69,5 @@ def test_fit_auto_from_the_cli_reports_what_it_tried(tmp_path):
     assert len(meta["info"]["auto"]["tried"]) == 6
     bad = runner.invoke(main, ["fit", str(data), *fast, "--auto", "--time-budget", "0"])
     assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "--time-budget" in bad.stderr
+    both = runner.invoke(main, ["fit", str(data), *fast, "--auto", "--ensemble", "2"])
+    assert both.exit_code == 2 and "leave out --ensemble" in both.stderr

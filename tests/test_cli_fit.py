@@ -11,7 +11,7 @@ import streamcast
 from streamcast.cli import main
 from tests.conftest import hourly_frame
 
-FAST = ["--hidden", "8", "--epochs", "2", "--horizon", "6", "--bptt", "16", "-q"]
+FAST = ["--hidden", "8", "--epochs", "2", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
 
 
 @pytest.fixture

@@ -145,6 +145,16 @@ def test_fit_ensemble_from_the_cli_is_served_by_forecast_and_shown_by_info(tmp_p
     assert forecast.exit_code == 0 and len(forecast.stdout.splitlines()) == 1 + 2 * 6
 
 
+def test_fit_trains_an_ensemble_of_three_by_default(tmp_path):
+    data = tmp_path / "d.csv"
+    hourly_frame(series=2, length=120).write_csv(data)
+    out = tmp_path / "m.streamcast"
+    result = run(["fit", str(data), *FAST, "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads(run(["info", "--json", str(out)]).stdout)
+    assert [m["seed"] for m in meta["info"]["members"]] == [0, 1, 2]
+
+
 def test_fit_logs_which_member_each_epoch_trained(tmp_path):
     data = tmp_path / "d.csv"
     hourly_frame(series=2, length=120).write_csv(data)

@@ -15,7 +15,7 @@ from tests.conftest import TINY, hourly_frame
 
 pytest.importorskip("matplotlib")
 
-FAST_FIT = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "-q"]
+FAST_FIT = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
 
 
 @pytest.fixture

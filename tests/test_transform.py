@@ -79,7 +79,7 @@ def test_transform_is_a_fit_option_and_shown_by_info(tmp_path):
     data = tmp_path / "d.csv"
     hourly_frame(series=1, length=120).write_csv(data)
     out = tmp_path / "m.streamcast"
-    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "-q"]
+    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
     runner = CliRunner()
     result = runner.invoke(main, ["fit", str(data), *fast, "--transform", "none", "-o", str(out)])
     assert result.exit_code == 0, result.stderr

@@ -38,6 +38,12 @@ class ModelFileError(StreamcastError):
     exit_code = 1
 
 
+class WriteError(StreamcastError):
+    """An output that could not be written: a full disk, a quota, a file size limit (exit code 1)."""
+
+    exit_code = 1
+
+
 class Interrupted(StreamcastError):
     """Ctrl-C before anything worth keeping was made (exit code 130, as a shell reports SIGINT)."""
 

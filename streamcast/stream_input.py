@@ -38,7 +38,15 @@ import numpy as np
 
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.reading import EPOCH_SECONDS_MIN, ID_NAMES, MISSING, TARGET_NAMES, TIME_NAMES, Columns
+from streamcast.reading import (
+    EPOCH_SECONDS_MIN,
+    ID_NAMES,
+    MAX_VALUE,
+    MISSING,
+    TARGET_NAMES,
+    TIME_NAMES,
+    Columns,
+)
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)
@@ -683,7 +691,6 @@ def _show(raw) -> str:
 
 DETECT_LINES = 64  # the format is detected among the first lines at hand, at most this many
 MAX_LINE_BYTES = 1 << 20
-MAX_VALUE = 1e15  # |value| above this is refused: far beyond any measurement, far below overflow
 MAX_STEP = 10**15  # step numbers of a model without a time axis
 MAX_ID_CHARS = 1000
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")

@@ -7,7 +7,7 @@ elsewhere cannot run code. Per-series scales are tensors too, so 100,000 series 
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -20,15 +20,17 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 import streamcast
+from streamcast import safefile
 from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.features import FeatureSpec, Scaler
 from streamcast.forecaster import Forecaster
 from streamcast.model import ModelConfig, RecurrentForecaster
 from streamcast.reading import Columns
+from streamcast.schema import ModelMeta, validate
 
 FORMAT = "streamcast-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header (1: of the tensors only)
 DEFAULT_MODEL_PATH = "model.streamcast"
 
 
@@ -53,12 +55,11 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             "python": platform.python_version(),
         },
     }
-    # The tensors' bytes do not depend on the header: hash them once, then write them with the hash,
-    # so that a file damaged on disk or in transfer is refused instead of forecasting garbage.
-    unsigned = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
-    meta["tensors_sha256"] = hashlib.sha256(_tensor_bytes(unsigned)).hexdigest()
-    data = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
-    atomic_write_bytes(path, data)
+    # The tensors' bytes do not depend on the header: their hash (read by format 1) is made once;
+    # the whole file, header included, is sealed with another, so that a file damaged on disk or
+    # in transfer is refused instead of forecasting garbage under renamed series.
+    meta["tensors_sha256"] = hashlib.sha256(_tensor_bytes(save_bytes(tensors))).hexdigest()
+    atomic_write_bytes(path, safefile.write(tensors, meta))
     return Path(path)
 
 
@@ -90,6 +91,10 @@ def load(path: str | Path) -> Forecaster:
         ids = meta["series_ids"]
         loc = tensors["scaler.loc"].numpy().tolist()
         scale = tensors["scaler.scale"].numpy().tolist()
+        if not all(math.isfinite(x) for x in loc) or not all(0 < x < math.inf for x in scale):
+            raise ValueError("a series scale is not finite and positive")
+        if not all(bool(torch.isfinite(v).all()) for v in tensors.values() if v.is_floating_point()):
+            raise ValueError("a weight is not finite")
         scaler = Scaler(dict(zip(ids, loc, strict=True)), dict(zip(ids, scale, strict=True)))
         info = dict(meta["info"])
     except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
@@ -116,19 +121,14 @@ def _read(path: str | Path) -> bytes:
 
 
 def _metadata(raw: bytes, path: str | Path) -> dict:
-    """Parse the safetensors header by hand: a foreign file must fail with a clear message."""
+    """Parse the safetensors header by hand: a foreign file must fail with a clear message; then
+    check the whole file's checksum and the metadata's schema."""
     problem = f"{path}: not a streamcast model file"
-    if len(raw) < 8:
-        raise ModelFileError(f"{problem} (too short)")
-    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
-    if size > len(raw) - 8:
-        raise ModelFileError(f"{problem} (bad header)")
     try:
-        header = json.loads(raw[8 : 8 + size])
-        meta = json.loads(header["__metadata__"]["streamcast"])
-    except (ValueError, KeyError, TypeError):
-        raise ModelFileError(f"{problem} (no streamcast metadata)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta = safefile.header(raw)
+    except safefile.Damaged as exc:
+        raise ModelFileError(f"{problem} ({exc})") from None
+    if meta.get("format") != FORMAT:
         raise ModelFileError(problem)
     version = meta.get("format_version", 0)
     if not isinstance(version, int):
@@ -137,10 +137,22 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
         raise ModelFileError(
             f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
         )
-    expected = meta.get("tensors_sha256")  # files from before the checksum have none
-    if expected is not None and hashlib.sha256(_tensor_bytes(raw)).hexdigest() != expected:
+    try:
+        sealed = safefile.check(raw, meta, required=version >= 2)
+    except safefile.Damaged as exc:
+        raise ModelFileError(
+            f"{path}: the model file is damaged ({exc}); copy it again or fit a new one"
+        ) from None
+    expected = meta.get("tensors_sha256")  # format 1; files from before any checksum have none
+    if not sealed and expected is not None and hashlib.sha256(_tensor_bytes(raw)).hexdigest() != expected:
         raise ModelFileError(
             f"{path}: the model file is damaged (its weights do not match their checksum); "
             "copy it again or fit a new one"
         )
+    try:
+        validate(meta, ModelMeta)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path}: the model file's header is invalid ({first_line(exc)}); copy it again or fit a new one"
+        ) from None
     return meta

@@ -15,21 +15,21 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import safetensors
 import torch
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 
 import streamcast
+from streamcast import safefile
 from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.online import OnlineLearner
+from streamcast.schema import StateMeta, validate
 
 FORMAT = "streamcast-stream-state"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
 
 
 def model_fingerprint(forecaster: Forecaster) -> str:
@@ -160,7 +160,7 @@ class StreamState:
         if self.learner is not None:
             learned, meta["learner"] = self.learner.to_tensors()
             tensors.update({f"learn.{k}": v for k, v in learned.items()})
-        atomic_write_bytes(path, save_bytes(tensors, metadata={"streamcast": json.dumps(meta)}))
+        atomic_write_bytes(path, safefile.write(tensors, meta))
         return Path(path)
 
 
@@ -179,6 +179,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     try:
         tensors = load_bytes(raw)
         ids = meta["series_ids"]
+        _check_tensors(tensors, len(ids), len(forecaster.spec.covariates))
         for sid in ids:
             state.series_index(sid)
         state.set_rows(list(range(len(ids))), tuple(tensors[f"hidden.{j}"] for j in range(len(state.hidden))))
@@ -212,20 +213,57 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     return state
 
 
+_PER_SERIES = (
+    "loc",
+    "scale",
+    "frozen",
+    "welford",
+    "timed",
+    "last_time",
+    "last_value",
+    "has_covariates",
+    "last_covariates",
+    "ticks",
+    "since_reset",
+)
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int) -> None:
+    """A row per series in every per-series tensor, finite numbers, counts that count."""
+    for name in _PER_SERIES:
+        if tensors[name].shape[:1] != (n,):
+            raise ValueError(f"tensor {name!r} has {tensors[name].shape[:1]} rows for {n} series")
+    if tensors["welford"].shape != (n, 4) or tensors["last_covariates"].shape[1] not in (0, n_covariates):
+        raise ValueError("a tensor has the wrong shape")
+    if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in tensors.values()):
+        raise ValueError("a number is not finite")
+    if not bool((tensors["scale"] > 0).all()):
+        raise ValueError("a series scale is not positive")
+    if bool((tensors["ticks"] < 0).any()) or bool((tensors["since_reset"] < 0).any()):
+        raise ValueError("a tick count is negative")
+    series = tensors.get("learn.series")
+    if series is not None and bool(((series < 0) | (series >= n)).any()):
+        raise ValueError("the learner names a series the state does not hold")
+
+
 def _metadata(raw: bytes, path: str | Path) -> dict:
     problem = f"{path}: not a streamcast state file; move it away or pass another --state file"
-    if len(raw) < 8:
-        raise ModelFileError(problem)
-    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
     try:
-        meta = json.loads(json.loads(raw[8 : 8 + size])["__metadata__"]["streamcast"])
-    except (ValueError, KeyError, TypeError):
+        meta = safefile.header(raw)
+    except safefile.Damaged:
         raise ModelFileError(problem) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if meta.get("format") != FORMAT:
         raise ModelFileError(problem)
     version = meta.get("format_version", 0)
     if not isinstance(version, int):
         raise ModelFileError(problem)
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written by a newer streamcast; upgrade streamcast to resume from it")
+    try:
+        safefile.check(raw, meta, required=version >= 2)
+        validate(meta, StateMeta)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path}: the state file is damaged ({first_line(exc)}); move it away to start fresh"
+        ) from None
     return meta

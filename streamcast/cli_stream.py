@@ -68,6 +68,24 @@ from streamcast.errors import DataError, UsageError
     help="Longest gap in periods filled by interpolation; a longer one resets the series.",
 )
 @click.option(
+    "--max-jump",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Periods ahead beyond which a line is taken only if its series' next line follows it.",
+)
+@click.option(
+    "--max-series",
+    type=int,
+    metavar="N",
+    help="Hold at most N series; beyond, the least recently seen are evicted [default: no limit].",
+)
+@click.option(
+    "--idle-evict",
+    metavar="DURATION",
+    help="Evict series silent this long before the newest time seen, e.g. 7d, 12h (steps for a step index).",
+)
+@click.option(
     "--start",
     metavar="TIME",
     help="Time of a new series' first value when lines carry no time [default: now].",
@@ -171,6 +189,9 @@ def stream(
         strict=options["strict"],
         start=_stream_start(start, forecaster.freq),
         learn=learn_config,
+        max_jump=options["max_jump"],
+        max_series=options["max_series"],
+        idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
     )
     if state_path and Path(state_path).exists():
         state = StreamState.load(state_path, forecaster)
@@ -208,6 +229,30 @@ def stream(
         with open(source, "rb") as f:
             code = session.run(f)
     sys.exit(code)
+
+
+def _idle_evict(text: str | None, freq: str) -> int | None:
+    """--idle-evict as microseconds, or as steps for a model without a time axis."""
+    if text is None:
+        return None
+    from streamcast.features import freq_seconds
+
+    if freq.endswith("i"):
+        try:
+            return int(text.removesuffix("i"))
+        except ValueError:
+            raise UsageError(
+                f"--idle-evict {text!r}: this model counts steps, give a number of steps"
+            ) from None
+    try:
+        seconds = freq_seconds(text.strip())
+    except ValueError:
+        seconds = None
+    if not seconds:
+        raise UsageError(
+            f"--idle-evict {text!r} is not a duration; use a number and a unit, e.g. 30m, 12h, 7d"
+        )
+    return int(seconds * 1_000_000)
 
 
 def _stream_start(text: str | None, freq: str):

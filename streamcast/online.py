@@ -66,6 +66,11 @@ class OnlineLearner:
             else:
                 self.buffer[s] = np.concatenate([self.buffer[s], rows])
 
+    def renumber(self, rows: dict[int, int]) -> None:
+        """Series moved to new rows (`rows`: old -> new); those not in it were evicted."""
+        self.anchor = {rows[s]: v for s, v in self.anchor.items() if s in rows}
+        self.buffer = {rows[s]: v for s, v in self.buffer.items() if s in rows}
+
     @torch.enable_grad()
     def update(self) -> int:
         """Train on every complete window; returns the optimizer steps taken."""

@@ -69,6 +69,9 @@ class StreamState:
         self.ticks: list[int] = []  # observations taken since the series was first seen
         self.since_reset: list[int] = []  # observations since its state was last zero
         self.resumed: list[bool] = []  # loaded from a checkpoint, no new line yet in this run
+        self.last_seen: list[int] = []  # the `accepted` count at the series' latest observation
+        self.jumps: dict[int, int] = {}  # series -> time of an implausible jump awaiting its next line
+        self.newest: int | None = None  # the latest time of any observation (for --idle-evict)
         self.time_zone: str | None = None
         self.lines = 0  # input lines consumed (for reports)
         self.accepted = 0  # observations taken overall (online learning runs on this clock)
@@ -102,7 +105,41 @@ class StreamState:
         self.ticks.append(0)
         self.since_reset.append(0)
         self.resumed.append(False)
+        self.last_seen.append(self.accepted)
         return s
+
+    _PER_SERIES = (
+        "ids",
+        "loc",
+        "scale",
+        "frozen",
+        "welford",
+        "last_time",
+        "last_value",
+        "last_covariates",
+        "ticks",
+        "since_reset",
+        "resumed",
+        "last_seen",
+    )
+
+    def evict(self, rows: list[int]) -> None:
+        """Forget the series at `rows` entirely; the others keep their order, renumbered."""
+        gone = set(rows)
+        keep = [s for s in range(len(self.ids)) if s not in gone]
+        renumber = {old: new for new, old in enumerate(keep)}
+        for name in self._PER_SERIES:
+            values = getattr(self, name)
+            setattr(self, name, [values[s] for s in keep])
+        index = torch.tensor(keep, dtype=torch.long)
+        room = max(16, len(keep))  # a row for each series kept, and room to grow by doubling
+        self.hidden = tuple(
+            torch.cat([p[index], p.new_zeros((room - len(keep), *p.shape[1:]))]) for p in self.hidden
+        )
+        self.index = {sid: s for s, sid in enumerate(self.ids)}
+        self.jumps = {renumber[s]: t for s, t in self.jumps.items() if s in renumber}
+        if self.learner is not None:
+            self.learner.renumber(renumber)
 
     def rows(self, series: list[int], fresh: list[bool]) -> State:
         """The states of `series` as one batch; rows marked fresh start from zero."""
@@ -199,6 +236,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         state.ticks = tensors["ticks"].tolist()
         state.since_reset = tensors["since_reset"].tolist()
         state.resumed = [True] * len(ids)
+        state.newest = max((t for t in state.last_time if t is not None), default=None)
         state.time_zone = meta["time_zone"]
         state.lines = meta["lines"]
         state.accepted = meta["accepted"]

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.stream_input import MAX_LINE_BYTES, LineReader
+from streamcast.stream_state import StreamState
 from tests.conftest import TINY, hourly_frame
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -147,3 +148,81 @@ def test_stream_output_writes_a_forecast_that_is_not_finite_as_missing(output_fo
 
     values = np.array([[1.5, np.nan, np.inf]])
     assert formatter(output_format, 3, ()).numbers(values) == [f"1.5,{missing},{missing}"]
+
+
+def hours(sid: str, first: int, count: int, day: str = "2024-01-01") -> str:
+    return "".join(f"{sid},{day} {h:02d}:00,{10 + h}\n" for h in range(first, first + count))
+
+
+def test_stream_one_line_dated_far_ahead_does_not_make_later_lines_go_back(model_path, tmp_path):
+    state = tmp_path / "live.state"
+    text = hours("s0", 0, 3) + "s0,2200-12-31 00:00,1\n" + hours("s0", 3, 3)
+    result = run(model_path, text, "--state", str(state))
+    assert result.exit_code == 0
+    assert [f["timestamp"][11:13] for f in forecasts(result)] == ["00", "01", "02", "03", "04", "05"]
+    assert result.stderr.splitlines()[0].startswith(
+        "line 4: series 's0': timestamp 2200-12-31T00:00:00 jumps 1551526 periods after 2024-01-01T02:00:00, "
+        "more than --max-jump 1000; taken only if the next line follows it; skipped"
+    )
+    assert StreamState.load(state, sc.load(model_path)).last_time[0] < 2e15  # 2024, kept so on disk
+
+
+def test_stream_a_jump_followed_by_its_next_line_resets_the_series_there(model_path):
+    text = hours("s0", 0, 3) + hours("s0", 0, 3, day="2025-06-01")
+    result = run(model_path, text, "--max-jump", "100")
+    assert [f["timestamp"] for f in forecasts(result)][3:] == ["2025-06-01T01:00:00", "2025-06-01T02:00:00"]
+    assert "line 5: series 's0': timestamp 2025-06-01T01:00:00 follows the jump" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        "stream: 6 lines, accepted=5, skipped=1, filled=0, reset=1"
+    )
+
+
+def test_stream_max_series_bounds_the_series_held_and_counts_the_evicted(model_path, tmp_path):
+    state = tmp_path / "live.state"
+    text = "".join(f"x{i},2024-01-01 00:00,{i % 7}\n" for i in range(300)) + hours("x299", 1, 2)
+    result = run(model_path, text, "--max-series", "50", "--state", str(state), "-q", "--batch-lines", "64")
+    assert result.exit_code == 0
+    assert len(forecasts(result)) == 302
+    assert result.stderr.splitlines()[-1].endswith("evicted=250")
+    held = StreamState.load(state, sc.load(model_path))
+    assert len(held) == 50 and "x299" in held.ids and "x0" not in held.ids
+
+
+def test_stream_idle_evict_drops_silent_series_and_warmup_brings_them_back(model_path, tmp_path):
+    state = tmp_path / "live.state"
+    text = hours("s1", 0, 2) + hours("s0", 0, 12)
+    result = run(model_path, text, "--idle-evict", "6h", "--state", str(state), "--batch-lines", "4")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[-1].endswith("evicted=1")
+    model = sc.load(model_path)
+    assert StreamState.load(state, model).ids == ["s0"]
+    hourly_frame().write_csv(tmp_path / "history.csv")
+    again = run(model_path, "", "--state", str(state), "--warmup", str(tmp_path / "history.csv"))
+    assert "warmed 2 series" in again.stderr  # s1 and s2: s0 is newer in the state
+    assert sorted(StreamState.load(state, model).ids) == ["s0", "s1", "s2"]
+
+
+def test_stream_eviction_keeps_online_learning_on_the_right_series(model_path, tmp_path):
+    text = "".join(hours(f"s{i}", 0, 20) for i in range(3))
+    result = run(
+        model_path,
+        text,
+        "--learn",
+        "--learn-every",
+        "8",
+        "--learn-window",
+        "4",
+        "--max-series",
+        "1",
+        "--batch-lines",
+        "5",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert len(forecasts(result)) == 60
+
+
+@pytest.mark.parametrize("value", ["0", "-1h", "soon"])
+def test_stream_idle_evict_that_is_not_a_duration_is_a_usage_error(model_path, value):
+    result = run(model_path, "", "--idle-evict", value)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "--idle-evict" in result.stderr

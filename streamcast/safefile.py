@@ -49,24 +49,25 @@ def header(raw: bytes) -> dict:
         raise Damaged("no streamcast metadata") from None
     if not isinstance(meta, dict):
         raise Damaged("no streamcast metadata")
-    if _depth(meta) > MAX_DEPTH:
-        raise Damaged("header nested too deeply")
+    _check_json(meta)
     return meta
 
 
 MAX_DEPTH = 32  # of the metadata's JSON: what streamcast writes needs 5
+MAX_INT = 2**63  # JSON integers are unbounded in Python; no field of ours needs more than int64
 
 
-def _depth(value) -> int:
-    """How deeply lists and dicts nest in `value`, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _check_json(value) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH or with integers beyond int64, without recursion."""
+    stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            if depth <= MAX_DEPTH:
-                stack.extend((x, depth + 1) for x in (item.values() if isinstance(item, dict) else item))
-    return deepest
+            if depth > MAX_DEPTH:
+                raise Damaged("header nested too deeply")
+            stack.extend((x, depth + 1) for x in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, int) and not -MAX_INT <= item < MAX_INT:
+            raise Damaged("a number in the header is out of range")
 
 
 def check(raw: bytes, meta: dict, required: bool) -> bool:

@@ -58,16 +58,25 @@ MAX_INT = 2**63  # JSON integers are unbounded in Python; no field of ours needs
 
 
 def _check_json(value) -> None:
-    """Refuse JSON nested deeper than MAX_DEPTH or with integers beyond int64, without recursion."""
+    """Refuse JSON nested deeper than MAX_DEPTH, with integers beyond int64, or with text that is
+    not valid Unicode (JSON allows lone surrogates, which nothing can print), without recursion."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+            item = list(item.values())
+        if isinstance(item, list):
             if depth > MAX_DEPTH:
                 raise Damaged("header nested too deeply")
-            stack.extend((x, depth + 1) for x in (item.values() if isinstance(item, dict) else item))
+            stack.extend((x, depth + 1) for x in item)
         elif isinstance(item, int) and not -MAX_INT <= item < MAX_INT:
             raise Damaged("a number in the header is out of range")
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Damaged("a text in the header is not valid Unicode") from None
 
 
 def check(raw: bytes, meta: dict, required: bool) -> bool:

@@ -193,3 +193,26 @@ def test_files_without_the_whole_file_checksum_keep_loading(tiny_data, tiny_mode
     meta["format_version"] = 1
     path.write_bytes(safetensors.torch.save(safetensors.torch.load(new), {"streamcast": json.dumps(meta)}))
     assert len(StreamState.load(path, tiny_model)) == 0
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (
+            lambda m: {**m, "info": {**m["info"], "best_epoch": 10**400}},
+            "a number in the header is out of range",
+        ),
+        (
+            lambda m: {**m, "versions": {**m["versions"], "torch": "\ud800"}},
+            "a text in the header is not valid Unicode",
+        ),
+        (lambda m: {**m, "info": {**m["info"], "\udfff": 1}}, "a text in the header is not valid Unicode"),
+    ],
+)
+def test_info_refuses_a_header_it_could_not_print(model_path, tmp_path, change, reason):
+    path = tmp_path / "m.streamcast"
+    path.write_bytes(model_path.read_bytes())
+    reseal(path, change)
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {path}: not a streamcast model file ({reason})\n"

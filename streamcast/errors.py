@@ -62,7 +62,7 @@ class LockTimeout(StreamcastError):
     exit_code = 75
 
 
-DAMAGED_FILE = (KeyError, TypeError, ValueError, AttributeError, RuntimeError)
+DAMAGED_FILE = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError)
 """What reading a model or state file whose contents do not fit together can raise."""
 
 

@@ -108,7 +108,7 @@ class StreamState:
         self.last_seen.append(self.accepted)
         return s
 
-    _PER_SERIES = (
+    _SERIES_LISTS = (
         "ids",
         "loc",
         "scale",
@@ -128,7 +128,7 @@ class StreamState:
         gone = set(rows)
         keep = [s for s in range(len(self.ids)) if s not in gone]
         renumber = {old: new for new, old in enumerate(keep)}
-        for name in self._PER_SERIES:
+        for name in self._SERIES_LISTS:
             values = getattr(self, name)
             setattr(self, name, [values[s] for s in keep])
         index = torch.tensor(keep, dtype=torch.long)
@@ -271,7 +271,12 @@ def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int) 
     for name in _PER_SERIES:
         if tensors[name].shape[:1] != (n,):
             raise ValueError(f"tensor {name!r} has {tensors[name].shape[:1]} rows for {n} series")
-    if tensors["welford"].shape != (n, 4) or tensors["last_covariates"].shape[1] not in (0, n_covariates):
+    covariates = tensors["last_covariates"]
+    if (
+        tensors["welford"].shape != (n, 4)
+        or covariates.dim() != 2
+        or covariates.shape[1] not in (0, n_covariates)
+    ):
         raise ValueError("a tensor has the wrong shape")
     if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in tensors.values()):
         raise ValueError("a number is not finite")

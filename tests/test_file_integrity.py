@@ -216,3 +216,19 @@ def test_info_refuses_a_header_it_could_not_print(model_path, tmp_path, change, 
     result = CliRunner().invoke(main, ["info", str(path)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: {path}: not a streamcast model file ({reason})\n"
+
+
+@pytest.mark.parametrize("name, tensor", [("last_covariates", [1.0, 2.0, 3.0]), ("welford", [[0.0] * 4] * 2)])
+def test_state_with_tensors_of_the_wrong_shape_is_refused_even_with_a_valid_checksum(
+    tiny_model, state_path, tmp_path, name, tensor
+):
+    import torch
+
+    raw = state_path.read_bytes()
+    tensors = safetensors.torch.load(raw)
+    tensors[name] = torch.tensor(tensor, dtype=torch.float64)
+    meta = json.loads(json.loads(raw[8 : header_span(raw)])["__metadata__"]["streamcast"])
+    path = tmp_path / "s.state"
+    path.write_bytes(safefile.write(tensors, meta))
+    with pytest.raises(ModelFileError, match="the state file is damaged"):
+        StreamState.load(path, tiny_model)

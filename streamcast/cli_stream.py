@@ -258,16 +258,26 @@ def _idle_evict(text: str | None, freq: str) -> int | None:
 def _stream_start(text: str | None, freq: str):
     if text is None:
         return None
+    from streamcast.stream_input import MAX_STEP, YEARS
+
     if freq.endswith("i"):
         try:
-            return int(text)
+            step = int(text)
         except ValueError:
             raise UsageError(f"--start {text!r}: this model counts steps, give a step number") from None
+        if abs(step) > MAX_STEP:
+            raise UsageError(f"--start {text!r} is out of range (beyond ±{MAX_STEP:g} steps)")
+        return step
     from datetime import datetime
 
     try:
-        return datetime.fromisoformat(text)
+        start = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
             f"--start {text!r} is not a timestamp; use ISO 8601, e.g. 2024-03-01T12:00"
         ) from None
+    if not YEARS[0] <= start.year <= YEARS[1]:
+        raise UsageError(
+            f"--start {text!r} is out of range: give a time in the years {YEARS[0]} to {YEARS[1]}"
+        )
+    return start

@@ -534,7 +534,9 @@ class LineParser:
         else:
             t = (dt - _EPOCH_UTC) // _MICROSECOND
         if not FIRST_TIME <= t <= LAST_TIME:
-            raise BadLine(f"timestamp {_show(dt.isoformat())} is out of range (years 1678 to 2261)")
+            raise BadLine(
+                f"timestamp {_show(dt.isoformat())} is out of range (years {YEARS[0]} to {YEARS[1]})"
+            )
         if dt.tzinfo is not None:
             self.time_zone = self.time_zone or "UTC"
         return t
@@ -694,9 +696,10 @@ MAX_LINE_BYTES = 1 << 20
 MAX_STEP = 10**15  # step numbers of a model without a time axis
 MAX_ID_CHARS = 1000
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-# Times pandas and numpy hold in nanoseconds: 1678 to 2261 (forecasts beyond stay within datetime).
-FIRST_TIME = (datetime(1678, 1, 1) - _EPOCH) // _MICROSECOND
-LAST_TIME = (datetime(2261, 12, 31, 23, 59, 59) - _EPOCH) // _MICROSECOND
+# Times pandas and numpy hold in nanoseconds (forecasts beyond stay within datetime).
+YEARS = (1678, 2261)
+FIRST_TIME = (datetime(YEARS[0], 1, 1) - _EPOCH) // _MICROSECOND
+LAST_TIME = (datetime(YEARS[1] + 1, 1, 1) - _EPOCH) // _MICROSECOND - 1
 TOO_LONG = "\x00 line too long"  # stands in, by identity, for a line the reader dropped
 
 

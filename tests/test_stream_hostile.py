@@ -226,3 +226,12 @@ def test_stream_idle_evict_that_is_not_a_duration_is_a_usage_error(model_path, v
     result = run(model_path, "", "--idle-evict", value)
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "--idle-evict" in result.stderr
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T00:00", "0001-01-01"])
+def test_stream_start_out_of_the_datetime_range_is_a_usage_error(single_model_path, start):
+    result = run(single_model_path, "5\n", "--start", start)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: --start {start!r} is out of range: give a time in the years 1678 to 2261\n"
+    )

@@ -290,8 +290,15 @@ class LineParser:
         id_key, time_key, target_key = self.keys
         for key in obj:
             if key not in self.keys and key not in self.covariates and key not in self.reported:
+                if len(self.reported) >= MAX_REPORTED:
+                    break  # a producer inventing keys must not grow memory or flood stderr
                 self.reported.add(key)
-                batch.events.append(Event(number, "ignored", f"unknown column {key!r}"))
+                reason = f"unknown column {_show(key)}"
+                if len(self.reported) == MAX_REPORTED:
+                    reason += (
+                        f" (the last of {MAX_REPORTED} reported; later unknown keys are ignored silently)"
+                    )
+                batch.events.append(Event(number, "ignored", reason))
         if target_key not in obj:
             batch.bad(number, f"no {target_key!r} key")
             return
@@ -695,6 +702,7 @@ DETECT_LINES = 64  # the format is detected among the first lines at hand, at mo
 MAX_LINE_BYTES = 1 << 20
 MAX_STEP = 10**15  # step numbers of a model without a time axis
 MAX_ID_CHARS = 1000
+MAX_REPORTED = 100  # unknown JSON keys reported, at most
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Times pandas and numpy hold in nanoseconds (forecasts beyond stay within datetime).
 YEARS = (1678, 2261)

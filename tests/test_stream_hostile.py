@@ -235,3 +235,22 @@ def test_stream_start_out_of_the_datetime_range_is_a_usage_error(single_model_pa
     assert result.stderr == (
         f"Error: --start {start!r} is out of range: give a time in the years 1678 to 2261\n"
     )
+
+
+def test_stream_reports_at_most_100_unknown_keys_however_many_a_producer_invents(model_path):
+    lines = "".join(
+        json.dumps(
+            {
+                "series_id": "s0",
+                "timestamp": f"2024-01-01T{h:02d}:00",
+                "value": h,
+                **{f"k{h}_{j}": j for j in range(20)},
+            }
+        )
+        + "\n"
+        for h in range(12)
+    )
+    result = run(model_path, lines)
+    assert result.exit_code == 0 and len(forecasts(result)) == 12
+    assert result.stderr.splitlines()[-1].endswith("ignored=100, evicted=0")
+    assert "later unknown keys are ignored silently" in result.stderr.splitlines()[-2]

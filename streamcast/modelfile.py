@@ -86,8 +86,10 @@ def load(path: str | Path) -> Forecaster:
         spec_fields = meta["feature_spec"]
         spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
+        weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        _check_shapes(config, weights)
         net = RecurrentForecaster(config)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        net.load_state_dict(weights)
         ids = meta["series_ids"]
         loc = tensors["scaler.loc"].numpy().tolist()
         scale = tensors["scaler.scale"].numpy().tolist()
@@ -104,6 +106,15 @@ def load(path: str | Path) -> Forecaster:
         ) from None
     net.eval()
     return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info)
+
+
+def _check_shapes(config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+    """The weights must be those of the network the header describes: checked on the meta device,
+    before any memory is allocated for a network a crafted header may have made enormous."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in RecurrentForecaster(config).state_dict().items()}
+    if expected != {k: v.shape for k, v in weights.items()}:
+        raise ValueError("the weights do not fit the network the header describes")
 
 
 def _read(path: str | Path) -> bytes:

@@ -156,9 +156,22 @@ def test_fuzz_the_stream_command_answers_in_lines_and_exit_0_or_2(model_path, li
         assert line.startswith(("line ", "stream: ", "Error: "))
 
 
-def rewrite(raw: bytes, meta) -> bytes:
-    """The file with other metadata, sealed with a valid checksum: a crafted file."""
+# A tensor to put in place of one of the file's: which one, its shape, its dtype.
+swaps = st.none() | st.tuples(
+    st.integers(min_value=0),
+    st.lists(st.integers(0, 5), max_size=3),
+    st.sampled_from(["float32", "float64", "int64", "bool"]),
+)
+
+
+def rewrite(raw: bytes, meta, swap=None) -> bytes:
+    """The file with other metadata (and one tensor swapped), sealed with a valid checksum: a crafted file."""
+    import torch
+
     tensors = safetensors.torch.load(raw)
+    if swap is not None:
+        index, shape, dtype = swap
+        tensors[sorted(tensors)[index % len(tensors)]] = torch.zeros(shape, dtype=getattr(torch, dtype))
     if isinstance(meta, dict):
         return safefile.write(tensors, meta)
     return safetensors.torch.save(tensors, metadata={"streamcast": json.dumps(meta)})
@@ -220,11 +233,13 @@ def test_fuzz_model_with_an_arbitrary_header_is_refused(tmp_path_factory, header
 
 
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 4))
-@given(where=st.lists(st.integers(min_value=0), max_size=4), value=json_values)
-def test_fuzz_model_with_crafted_metadata_loads_or_is_refused(model_path, tmp_path_factory, where, value):
+@given(where=st.lists(st.integers(min_value=0), max_size=4), value=json_values, swap=swaps)
+def test_fuzz_model_with_crafted_metadata_loads_or_is_refused(
+    model_path, tmp_path_factory, where, value, swap
+):
     raw = model_path.read_bytes()
     path = tmp_path_factory.mktemp("crafted") / "m.streamcast"
-    path.write_bytes(rewrite(raw, replace_at(metadata(raw), where, value)))
+    path.write_bytes(rewrite(raw, replace_at(metadata(raw), where, value), swap))
     try:
         sc.load(path)
     except ModelFileError as exc:
@@ -239,9 +254,10 @@ def test_fuzz_model_with_crafted_metadata_loads_or_is_refused(model_path, tmp_pa
     where=st.lists(st.integers(min_value=0), max_size=3),
     value=json_values,
     craft=st.booleans(),
+    swap=swaps,
 )
 def test_fuzz_state_file_damaged_or_crafted_loads_or_is_refused(
-    tiny_model, tmp_path_factory, flips, where, value, craft
+    tiny_model, tmp_path_factory, flips, where, value, craft, swap
 ):
     folder = tmp_path_factory.mktemp("state")
     state = StreamState(tiny_model)
@@ -250,7 +266,7 @@ def test_fuzz_state_file_damaged_or_crafted_loads_or_is_refused(
         pass
     raw = state.save(folder / "s.state").read_bytes()
     if craft:
-        raw = rewrite(raw, replace_at(metadata(raw), where, value))
+        raw = rewrite(raw, replace_at(metadata(raw), where, value), swap)
     damaged = bytearray(raw)
     for bit in flips:
         damaged[(bit // 8) % len(damaged)] ^= 1 << (bit % 8)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -193,42 +195,72 @@ def stream(
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
     )
-    if state_path and Path(state_path).exists():
-        state = StreamState.load(state_path, forecaster)
-        click.echo(
-            f"resumed {len(state)} series from {state_path} ({state.accepted} observations so far)", err=True
+    with _state_lock(state_path):
+        if state_path and Path(state_path).exists():
+            state = StreamState.load(state_path, forecaster)
+            click.echo(
+                f"resumed {len(state)} series from {state_path} ({state.accepted} observations so far)",
+                err=True,
+            )
+        else:
+            state = StreamState(forecaster)
+        parser = parser_for(forecaster, id_col=id_col, time_col=time_col, target=target, fmt=input_format)
+        if len(state):
+            parser.fix_zone(state.time_zone)
+        if warmup_data:
+            cols = parser.columns
+            history = read_series(
+                warmup_data,
+                id_col=cols.id,
+                time_col=cols.time,
+                target=cols.target,
+                covariates=cols.covariates,
+            )
+            warmed = warm_up(forecaster, state, history)
+            click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
+        session_options = SessionOptions(
+            output_format,
+            state_path,
+            options["checkpoint_every"],
+            options["checkpoint_seconds"],
+            save_model,
+            options["batch_lines"],
+            quiet,
         )
-    else:
-        state = StreamState(forecaster)
-    parser = parser_for(forecaster, id_col=id_col, time_col=time_col, target=target, fmt=input_format)
-    if len(state):
-        parser.fix_zone(state.time_zone)
-    if warmup_data:
-        cols = parser.columns
-        history = read_series(
-            warmup_data, id_col=cols.id, time_col=cols.time, target=cols.target, covariates=cols.covariates
+        session = StreamSession(
+            forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr
         )
-        warmed = warm_up(forecaster, state, history)
-        click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
-    session_options = SessionOptions(
-        output_format,
-        state_path,
-        options["checkpoint_every"],
-        options["checkpoint_seconds"],
-        save_model,
-        options["batch_lines"],
-        quiet,
-    )
-    session = StreamSession(forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr)
-    if source == "-":
-        code = session.run(sys.stdin.buffer)
-    else:
-        if not Path(source).is_file():
-            what = "is a folder" if Path(source).is_dir() else "not found"
-            raise DataError(f"input {source!r} {what}: give a file of lines, or - (the default) for stdin")
-        with open(source, "rb") as f:
-            code = session.run(f)
+        if source == "-":
+            code = session.run(sys.stdin.buffer)
+        else:
+            if not Path(source).is_file():
+                what = "is a folder" if Path(source).is_dir() else "not found"
+                raise DataError(
+                    f"input {source!r} {what}: give a file of lines, or - (the default) for stdin"
+                )
+            with open(source, "rb") as f:
+                code = session.run(f)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _state_lock(path: str | None) -> Iterator[None]:
+    """One stream per state file: a second one would overwrite the first's checkpoints. Holding
+    the lock, it removes the temporary files of a stream killed while checkpointing."""
+    if path is None:
+        yield
+        return
+    from streamcast.errors import LockTimeout
+    from streamcast.locking import output_lock
+
+    try:
+        with output_lock(path, 0):
+            yield
+    except LockTimeout:
+        raise LockTimeout(
+            f"another stream is using the state file {path} (its lock {path}.lock is held); "
+            "stop that stream first, or pass another --state file"
+        ) from None
 
 
 def _idle_evict(text: str | None, freq: str) -> int | None:

@@ -254,3 +254,21 @@ def test_stream_reports_at_most_100_unknown_keys_however_many_a_producer_invents
     assert result.exit_code == 0 and len(forecasts(result)) == 12
     assert result.stderr.splitlines()[-1].endswith("ignored=100, evicted=0")
     assert "later unknown keys are ignored silently" in result.stderr.splitlines()[-2]
+
+
+def test_stream_state_is_one_streams_and_its_killed_checkpoint_temporaries_are_removed(model_path, tmp_path):
+    from streamcast.locking import output_lock
+
+    state = tmp_path / "live.state"
+    stale = tmp_path / ".live.state.k1ll3d9x.tmp"  # a stream killed while checkpointing leaves one
+    stale.write_bytes(b"")
+    with output_lock(str(state), 10):  # another stream holds the state file
+        result = run(model_path, GOOD, "--state", str(state))
+    assert result.exit_code == 75
+    assert result.stderr == (
+        f"Error: another stream is using the state file {state} (its lock {state}.lock is held); "
+        "stop that stream first, or pass another --state file\n"
+    )
+    result = run(model_path, GOOD, "--state", str(state))
+    assert result.exit_code == 0 and len(forecasts(result)) == 1
+    assert not stale.exists() and state.exists()

@@ -70,7 +70,7 @@ def forecast(
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frame
 
-    if lock_timeout < 0:
+    if not lock_timeout >= 0:  # NaN too
         raise UsageError("--lock-timeout must be >= 0 seconds")
     settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series}
     columns = (id_col, time_col, target, covariates)

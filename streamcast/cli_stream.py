@@ -176,6 +176,8 @@ def stream(
     for path, what in ((state_path, "--state file"), (save_model, "--save-model file")):
         if path:
             check_writable(path, what)
+    if not options["checkpoint_seconds"] > 0:  # NaN too; inf: only by count
+        raise UsageError("--checkpoint-seconds must be a positive number of seconds")
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")

@@ -34,8 +34,8 @@ class LearnConfig:
     clip: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise UsageError("--learn-rate must be positive")
+        if not 0 < self.lr < math.inf:
+            raise UsageError("--learn-rate must be a positive number")
         if self.window < 1 or self.every < 1:
             raise UsageError("--learn-window and --learn-every must be at least 1")
 

@@ -272,3 +272,26 @@ def test_stream_state_is_one_streams_and_its_killed_checkpoint_temporaries_are_r
     result = run(model_path, GOOD, "--state", str(state))
     assert result.exit_code == 0 and len(forecasts(result)) == 1
     assert not stale.exists() and state.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--checkpoint-seconds", "nan"], "--checkpoint-seconds must be a positive number of seconds"),
+        (["--checkpoint-seconds", "0"], "--checkpoint-seconds must be a positive number of seconds"),
+        (["--learn", "--learn-rate", "inf"], "--learn-rate must be a positive number"),
+        (["--learn", "--learn-rate", "nan"], "--learn-rate must be a positive number"),
+    ],
+)
+def test_stream_options_that_are_not_numbers_to_use_are_usage_errors(model_path, args, message):
+    result = run(model_path, GOOD, *args)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {message}\n"
+
+
+def test_forecast_lock_timeout_that_is_not_a_number_is_a_usage_error(model_path, tmp_path):
+    result = CliRunner().invoke(
+        main, ["forecast", "-m", str(model_path), "-o", str(tmp_path / "o.csv"), "--lock-timeout", "nan"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --lock-timeout must be >= 0 seconds\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,7 +31,10 @@ from streamcast.reading import Columns
 from streamcast.schema import ModelMeta, validate
 
 FORMAT = "streamcast-model"
-FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header (1: of the tensors only)
+# 3: a sha256 of the whole file in the header, required from this version on; versions 1 and 2
+# carry a sha256 of the tensors only, and keep loading.
+FORMAT_VERSION = 3
+WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 
 
@@ -87,8 +91,12 @@ def load(path: str | Path) -> Forecaster:
         spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
         weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-        _check_shapes(config, weights)
-        net = RecurrentForecaster(config)
+
+        def build() -> torch.nn.Module:
+            return RecurrentForecaster(config)
+
+        _check_shapes(build, weights)
+        net = build()
         net.load_state_dict(weights)
         ids = meta["series_ids"]
         loc = tensors["scaler.loc"].numpy().tolist()
@@ -108,12 +116,12 @@ def load(path: str | Path) -> Forecaster:
     return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info)
 
 
-def _check_shapes(config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
-    """The weights must be those of the network the header describes: checked on the meta device,
-    before any memory is allocated for a network a crafted header may have made enormous."""
+def _check_shapes(build: Callable[[], torch.nn.Module], weights: dict[str, torch.Tensor]) -> None:
+    """The weights must be those of the network the header describes (`build` makes it): checked on
+    the meta device, before any memory is allocated for a network a crafted header made enormous."""
     try:
         with torch.device("meta"):
-            expected = {k: v.shape for k, v in RecurrentForecaster(config).state_dict().items()}
+            expected = {k: v.shape for k, v in build().state_dict().items()}
     except NotImplementedError:  # a network that cannot be laid out without data: load_state_dict checks
         return
     if expected != {k: v.shape for k, v in weights.items()}:
@@ -152,7 +160,7 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
             f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
         )
     try:
-        sealed = safefile.check(raw, meta, required=version >= 2)
+        sealed = safefile.check(raw, meta, required=version >= WHOLE_FILE_CHECKSUM)
     except safefile.Damaged as exc:
         raise ModelFileError(
             f"{path}: the model file is damaged ({exc}); copy it again or fit a new one"

@@ -1,6 +1,7 @@
 """Lines on stdin to observations: read as they arrive, parsed with as little Python as possible.
 
-Formats, detected from the first line that parses (or forced with `--format`):
+Formats, detected from the first lines at hand (or forced with `--format`): of the first line of
+each shape, the one under which most lines parse decides, so a stray first line cannot:
 - JSON lines: one object per line; keys as in `fit` (`--id-col`, `--time-col`, `--target`, else the
   model's column names, else the usual names such as `series_id`, `timestamp`, `value`).
 - CSV with a header: a first line naming the target column (or any known column name).
@@ -9,10 +10,12 @@ Formats, detected from the first line that parses (or forced with `--format`):
 
 Per-line rules (the stream goes on; each bad line is an `Event` with its line number):
 - a line that cannot be split into the expected fields, a missing, non-numeric, NaN or infinite
-  value, a missing series id or an unreadable timestamp: the line is skipped;
-- a missing or non-numeric covariate: filled with the series' last value of it (the training mean
-  for a series without one);
-- an unknown column or key: ignored, reported once;
+  value or one beyond ±MAX_VALUE, a missing series id or one no output can carry (a lone
+  surrogate, a control character, over MAX_ID_CHARS), an unreadable timestamp or one outside YEARS,
+  JSON nested too deeply, a line over MAX_LINE_BYTES: the line is skipped;
+- a missing, non-numeric or out-of-range covariate: filled with the series' last value of it (the
+  training mean for a series without one);
+- an unknown column or key: ignored, reported once (at most MAX_REPORTED keys);
 - blank lines are ignored silently; a repeated CSV header line is skipped.
 
 Timestamps are read as `fit` reads them: ISO 8601 strings (`2024-01` for a month), YYYYMMDD, or epoch

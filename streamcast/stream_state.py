@@ -216,7 +216,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     try:
         tensors = load_bytes(raw)
         ids = meta["series_ids"]
-        _check_tensors(tensors, len(ids), len(forecaster.spec.covariates))
+        _check_tensors(tensors, len(ids), len(forecaster.spec.covariates), state._template)
         for sid in ids:
             state.series_index(sid)
         state.set_rows(list(range(len(ids))), tuple(tensors[f"hidden.{j}"] for j in range(len(state.hidden))))
@@ -251,41 +251,47 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     return state
 
 
-_PER_SERIES = (
-    "loc",
-    "scale",
-    "frozen",
-    "welford",
-    "timed",
-    "last_time",
-    "last_value",
-    "has_covariates",
-    "last_covariates",
-    "ticks",
-    "since_reset",
-)
+# Each per-series tensor of a state file: its dtype, and its shape after the row per series
+# (None: any width, checked below).
+_PER_SERIES = {
+    "loc": (torch.float64, ()),
+    "scale": (torch.float64, ()),
+    "last_value": (torch.float64, ()),
+    "frozen": (torch.bool, ()),
+    "timed": (torch.bool, ()),
+    "has_covariates": (torch.bool, ()),
+    "last_time": (torch.int64, ()),
+    "ticks": (torch.int64, ()),
+    "since_reset": (torch.int64, ()),
+    "welford": (torch.float64, (4,)),
+    "last_covariates": (torch.float64, None),
+}
 
 
-def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int) -> None:
-    """A row per series in every per-series tensor, finite numbers, counts that count."""
-    for name in _PER_SERIES:
-        if tensors[name].shape[:1] != (n,):
-            raise ValueError(f"tensor {name!r} has {tensors[name].shape[:1]} rows for {n} series")
-    covariates = tensors["last_covariates"]
-    if (
-        tensors["welford"].shape != (n, 4)
-        or covariates.dim() != 2
-        or covariates.shape[1] not in (0, n_covariates)
-    ):
-        raise ValueError("a tensor has the wrong shape")
+def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, template: State) -> None:
+    """Every per-series tensor of the right dtype with a row per series, hidden states shaped as
+    the model's, finite numbers, counts that count, a learner that names held series only."""
+    for name, (dtype, rest) in _PER_SERIES.items():
+        tensor = tensors[name]
+        shape = (n, *rest) if rest is not None else (n, n_covariates if tensor.numel() else 0)
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, not {dtype} {shape}")
+    for j, part in enumerate(template):
+        tensor = tensors[f"hidden.{j}"]
+        if tensor.dtype != part.dtype or tuple(tensor.shape) != (n, *part.shape[1:]):
+            raise ValueError(f"tensor 'hidden.{j}' does not fit the model's state")
     if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in tensors.values()):
         raise ValueError("a number is not finite")
     if not bool((tensors["scale"] > 0).all()):
         raise ValueError("a series scale is not positive")
     if bool((tensors["ticks"] < 0).any()) or bool((tensors["since_reset"] < 0).any()):
         raise ValueError("a tick count is negative")
-    series = tensors.get("learn.series")
-    if series is not None and bool(((series < 0) | (series >= n)).any()):
+    series, lengths = tensors.get("learn.series"), tensors.get("learn.lengths")
+    if series is None:
+        return
+    if series.dtype != torch.int64 or series.dim() != 1 or lengths is None or lengths.shape != series.shape:
+        raise ValueError("the learner's series do not fit")
+    if bool(((series < 0) | (series >= n)).any()) or bool((lengths < 0).any()):
         raise ValueError("the learner names a series the state does not hold")
 
 

@@ -99,6 +99,9 @@ def load(path: str | Path) -> Forecaster:
         net = build()
         net.load_state_dict(weights)
         ids = meta["series_ids"]
+        for name in ("scaler.loc", "scaler.scale"):
+            if tensors[name].dtype != torch.float64 or tuple(tensors[name].shape) != (len(ids),):
+                raise ValueError(f"tensor {name!r} does not hold one float64 per series")
         loc = tensors["scaler.loc"].numpy().tolist()
         scale = tensors["scaler.scale"].numpy().tolist()
         if not all(math.isfinite(x) for x in loc) or not all(0 < x < math.inf for x in scale):

@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp
 
-.PHONY: demo test lint bench sample-data clean
+.PHONY: demo test fuzz lint bench sample-data clean
+FUZZ_EXAMPLES ?= 5000
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +24,13 @@ test: $(STAMP)
 	$(BIN)/ruff check streamcast tests benchmarks
 	$(BIN)/ruff format --check streamcast tests benchmarks
 	$(BIN)/pytest
+
+# The long fuzz run: FUZZ_EXAMPLES inputs for each fuzz test (make test runs 40), fresh ones each time.
+fuzz: $(STAMP)
+	@STREAMCAST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 $(BIN)/pytest tests/test_fuzz.py \
+		--hypothesis-show-statistics > .fuzz.log; status=$$?; cat .fuzz.log; \
+	awk '/ passing, / {n += $$2; f += $$4} END {print "fuzz: " n " inputs tried, " f " failed"}' .fuzz.log; \
+	exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

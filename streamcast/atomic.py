@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from streamcast.errors import UsageError
+from streamcast.errors import UsageError, WriteError
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def check_writable(path: str | Path, what: str = "output") -> None:
@@ -50,6 +54,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        raise WriteError(
+            f"cannot write {str(path)!r}: {exc.strerror}; the previous file is left as it was "
+            "(free some space, or choose another place)"
+        ) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -57,3 +68,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_path` left beside `path` when a run was killed mid-write.
+
+    Call it only while holding the output's lock: a running writer's temporary file is live.
+    """
+    target = Path(path)
+    pattern = str(target.parent / f".{glob.escape(target.name)}.*.tmp")
+    removed = []
+    for name in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+            removed.append(Path(name))
+    return removed

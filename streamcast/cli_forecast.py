@@ -74,7 +74,7 @@ def forecast(
     from streamcast.output import check_output_path, write_frame
     from streamcast.threads import set_process_threads
 
-    if lock_timeout < 0:
+    if not lock_timeout >= 0:  # NaN too
         raise UsageError("--lock-timeout must be >= 0 seconds")
     set_process_threads(threads)
     settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series, "threads": threads}

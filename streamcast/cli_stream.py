@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -67,6 +69,24 @@ from streamcast.errors import DataError, UsageError
     default=24,
     show_default=True,
     help="Longest gap in periods filled by interpolation; a longer one resets the series.",
+)
+@click.option(
+    "--max-jump",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Periods ahead beyond which a line is taken only if its series' next line follows it.",
+)
+@click.option(
+    "--max-series",
+    type=int,
+    metavar="N",
+    help="Hold at most N series; beyond, the least recently seen are evicted [default: no limit].",
+)
+@click.option(
+    "--idle-evict",
+    metavar="DURATION",
+    help="Evict series silent this long before the newest time seen, e.g. 7d, 12h (steps for a step index).",
 )
 @click.option(
     "--start",
@@ -158,6 +178,8 @@ def stream(
     for path, what in ((state_path, "--state file"), (save_model, "--save-model file")):
         if path:
             check_writable(path, what)
+    if not options["checkpoint_seconds"] > 0:  # NaN too; inf: only by count
+        raise UsageError("--checkpoint-seconds must be a positive number of seconds")
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -171,59 +193,126 @@ def stream(
         strict=options["strict"],
         start=_stream_start(start, forecaster.freq),
         learn=learn_config,
+        max_jump=options["max_jump"],
+        max_series=options["max_series"],
+        idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
     )
-    if state_path and Path(state_path).exists():
-        state = StreamState.load(state_path, forecaster)
-        click.echo(
-            f"resumed {len(state)} series from {state_path} ({state.accepted} observations so far)", err=True
+    with _state_lock(state_path):
+        if state_path and Path(state_path).exists():
+            state = StreamState.load(state_path, forecaster)
+            click.echo(
+                f"resumed {len(state)} series from {state_path} ({state.accepted} observations so far)",
+                err=True,
+            )
+        else:
+            state = StreamState(forecaster)
+        parser = parser_for(forecaster, id_col=id_col, time_col=time_col, target=target, fmt=input_format)
+        if len(state):
+            parser.fix_zone(state.time_zone)
+        if warmup_data:
+            cols = parser.columns
+            history = read_series(
+                warmup_data,
+                id_col=cols.id,
+                time_col=cols.time,
+                target=cols.target,
+                covariates=cols.covariates,
+            )
+            warmed = warm_up(forecaster, state, history, threads=threads)
+            click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
+        session_options = SessionOptions(
+            output_format,
+            state_path,
+            options["checkpoint_every"],
+            options["checkpoint_seconds"],
+            save_model,
+            options["batch_lines"],
+            quiet,
+            threads,
         )
-    else:
-        state = StreamState(forecaster)
-    parser = parser_for(forecaster, id_col=id_col, time_col=time_col, target=target, fmt=input_format)
-    if len(state):
-        parser.fix_zone(state.time_zone)
-    if warmup_data:
-        cols = parser.columns
-        history = read_series(
-            warmup_data, id_col=cols.id, time_col=cols.time, target=cols.target, covariates=cols.covariates
+        session = StreamSession(
+            forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr
         )
-        warmed = warm_up(forecaster, state, history, threads=threads)
-        click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
-    session_options = SessionOptions(
-        output_format,
-        state_path,
-        options["checkpoint_every"],
-        options["checkpoint_seconds"],
-        save_model,
-        options["batch_lines"],
-        quiet,
-        threads,
-    )
-    session = StreamSession(forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr)
-    if source == "-":
-        code = session.run(sys.stdin.buffer)
-    else:
-        if not Path(source).is_file():
-            what = "is a folder" if Path(source).is_dir() else "not found"
-            raise DataError(f"input {source!r} {what}: give a file of lines, or - (the default) for stdin")
-        with open(source, "rb") as f:
-            code = session.run(f)
+        if source == "-":
+            code = session.run(sys.stdin.buffer)
+        else:
+            if not Path(source).is_file():
+                what = "is a folder" if Path(source).is_dir() else "not found"
+                raise DataError(
+                    f"input {source!r} {what}: give a file of lines, or - (the default) for stdin"
+                )
+            with open(source, "rb") as f:
+                code = session.run(f)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _state_lock(path: str | None) -> Iterator[None]:
+    """One stream per state file: a second one would overwrite the first's checkpoints. Holding
+    the lock, it removes the temporary files of a stream killed while checkpointing."""
+    if path is None:
+        yield
+        return
+    from streamcast.errors import LockTimeout
+    from streamcast.locking import output_lock
+
+    try:
+        with output_lock(path, 0):
+            yield
+    except LockTimeout:
+        raise LockTimeout(
+            f"another stream is using the state file {path} (its lock {path}.lock is held); "
+            "stop that stream first, or pass another --state file"
+        ) from None
+
+
+def _idle_evict(text: str | None, freq: str) -> int | None:
+    """--idle-evict as microseconds, or as steps for a model without a time axis."""
+    if text is None:
+        return None
+    from streamcast.features import freq_seconds
+
+    if freq.endswith("i"):
+        try:
+            return int(text.removesuffix("i"))
+        except ValueError:
+            raise UsageError(
+                f"--idle-evict {text!r}: this model counts steps, give a number of steps"
+            ) from None
+    try:
+        seconds = freq_seconds(text.strip())
+    except ValueError:
+        seconds = None
+    if not seconds:
+        raise UsageError(
+            f"--idle-evict {text!r} is not a duration; use a number and a unit, e.g. 30m, 12h, 7d"
+        )
+    return int(seconds * 1_000_000)
 
 
 def _stream_start(text: str | None, freq: str):
     if text is None:
         return None
+    from streamcast.stream_input import MAX_STEP, YEARS
+
     if freq.endswith("i"):
         try:
-            return int(text)
+            step = int(text)
         except ValueError:
             raise UsageError(f"--start {text!r}: this model counts steps, give a step number") from None
+        if abs(step) > MAX_STEP:
+            raise UsageError(f"--start {text!r} is out of range (beyond ±{MAX_STEP:g} steps)")
+        return step
     from datetime import datetime
 
     try:
-        return datetime.fromisoformat(text)
+        start = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
             f"--start {text!r} is not a timestamp; use ISO 8601, e.g. 2024-03-01T12:00"
         ) from None
+    if not YEARS[0] <= start.year <= YEARS[1]:
+        raise UsageError(
+            f"--start {text!r} is out of range: give a time in the years {YEARS[0]} to {YEARS[1]}"
+        )
+    return start

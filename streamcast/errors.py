@@ -38,6 +38,12 @@ class ModelFileError(StreamcastError):
     exit_code = 1
 
 
+class WriteError(StreamcastError):
+    """An output that could not be written: a full disk, a quota, a file size limit (exit code 1)."""
+
+    exit_code = 1
+
+
 class Interrupted(StreamcastError):
     """Ctrl-C before anything worth keeping was made (exit code 130, as a shell reports SIGINT)."""
 
@@ -56,7 +62,7 @@ class LockTimeout(StreamcastError):
     exit_code = 75
 
 
-DAMAGED_FILE = (KeyError, TypeError, ValueError, AttributeError, RuntimeError)
+DAMAGED_FILE = (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError)
 """What reading a model or state file whose contents do not fit together can raise."""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from streamcast.atomic import check_writable
+from streamcast.atomic import check_writable, remove_temporaries
 from streamcast.errors import LockTimeout
 
 
@@ -24,6 +24,7 @@ def output_lock(path: str, timeout: float) -> Iterator[None]:
     Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock_path, timeout=timeout):
+            remove_temporaries(path)  # of a run killed while writing: nobody else writes now
             yield
     except Timeout:
         raise LockTimeout(

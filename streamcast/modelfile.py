@@ -7,8 +7,9 @@ elsewhere cannot run code. Per-series scales are tensors too, so 100,000 series 
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,17 +21,21 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 import streamcast
+from streamcast import safefile
 from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.features import FeatureSpec, Scaler
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.reading import Columns
+from streamcast.schema import ModelMeta, validate
 
 FORMAT = "streamcast-model"
-# 2: ensembles (member_configs) and target transforms; a reader of version 1 refuses these files
-# with "upgrade streamcast" rather than misreading them. Version 1 files still load.
-FORMAT_VERSION = 2
+# 2: ensembles (member_configs) and target transforms; 3: a sha256 of the whole file in the
+# header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
+# keep loading; an older reader refuses a newer file with "upgrade streamcast" instead of misreading.
+FORMAT_VERSION = 3
+WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 
 
@@ -61,12 +66,11 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             "python": platform.python_version(),
         },
     }
-    # The tensors' bytes do not depend on the header: hash them once, then write them with the hash,
-    # so that a file damaged on disk or in transfer is refused instead of forecasting garbage.
-    unsigned = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
-    meta["tensors_sha256"] = hashlib.sha256(_tensor_bytes(unsigned)).hexdigest()
-    data = save_bytes(tensors, metadata={"streamcast": json.dumps(meta, sort_keys=True)})
-    atomic_write_bytes(path, data)
+    # The tensors' bytes do not depend on the header: their hash (read by format 1) is made once;
+    # the whole file, header included, is sealed with another, so that a file damaged on disk or
+    # in transfer is refused instead of forecasting garbage under renamed series.
+    meta["tensors_sha256"] = hashlib.sha256(_tensor_bytes(save_bytes(tensors))).hexdigest()
+    atomic_write_bytes(path, safefile.write(tensors, meta))
     return Path(path)
 
 
@@ -91,11 +95,24 @@ def load(path: str | Path) -> Forecaster:
         spec_fields = meta["feature_spec"]
         spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
         columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
-        net = RecurrentForecaster(configs[0]) if len(configs) == 1 else EnsembleForecaster(configs)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+
+        def build() -> torch.nn.Module:
+            return RecurrentForecaster(configs[0]) if len(configs) == 1 else EnsembleForecaster(configs)
+
+        _check_shapes(build, weights)
+        net = build()
+        net.load_state_dict(weights)
         ids = meta["series_ids"]
+        for name in ("scaler.loc", "scaler.scale"):
+            if tensors[name].dtype != torch.float64 or tuple(tensors[name].shape) != (len(ids),):
+                raise ValueError(f"tensor {name!r} does not hold one float64 per series")
         loc = tensors["scaler.loc"].numpy().tolist()
         scale = tensors["scaler.scale"].numpy().tolist()
+        if not all(math.isfinite(x) for x in loc) or not all(0 < x < math.inf for x in scale):
+            raise ValueError("a series scale is not finite and positive")
+        if not all(bool(torch.isfinite(v).all()) for v in tensors.values() if v.is_floating_point()):
+            raise ValueError("a weight is not finite")
         scaler = Scaler(dict(zip(ids, loc, strict=True)), dict(zip(ids, scale, strict=True)))
         info = dict(meta["info"])
     except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
@@ -109,6 +126,18 @@ def load(path: str | Path) -> Forecaster:
 
 def _model_config(fields: dict) -> ModelConfig:
     return ModelConfig(**{**fields, "quantiles": tuple(fields["quantiles"])})
+
+
+def _check_shapes(build: Callable[[], torch.nn.Module], weights: dict[str, torch.Tensor]) -> None:
+    """The weights must be those of the network the header describes (`build` makes it): checked on
+    the meta device, before any memory is allocated for a network a crafted header made enormous."""
+    try:
+        with torch.device("meta"):
+            expected = {k: v.shape for k, v in build().state_dict().items()}
+    except NotImplementedError:  # a network that cannot be laid out without data: load_state_dict checks
+        return
+    if expected != {k: v.shape for k, v in weights.items()}:
+        raise ValueError("the weights do not fit the network the header describes")
 
 
 def _read(path: str | Path) -> bytes:
@@ -126,19 +155,14 @@ def _read(path: str | Path) -> bytes:
 
 
 def _metadata(raw: bytes, path: str | Path) -> dict:
-    """Parse the safetensors header by hand: a foreign file must fail with a clear message."""
+    """Parse the safetensors header by hand: a foreign file must fail with a clear message; then
+    check the whole file's checksum and the metadata's schema."""
     problem = f"{path}: not a streamcast model file"
-    if len(raw) < 8:
-        raise ModelFileError(f"{problem} (too short)")
-    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
-    if size > len(raw) - 8:
-        raise ModelFileError(f"{problem} (bad header)")
     try:
-        header = json.loads(raw[8 : 8 + size])
-        meta = json.loads(header["__metadata__"]["streamcast"])
-    except (ValueError, KeyError, TypeError):
-        raise ModelFileError(f"{problem} (no streamcast metadata)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta = safefile.header(raw)
+    except safefile.Damaged as exc:
+        raise ModelFileError(f"{problem} ({exc})") from None
+    if meta.get("format") != FORMAT:
         raise ModelFileError(problem)
     version = meta.get("format_version", 0)
     if not isinstance(version, int):
@@ -147,10 +171,22 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
         raise ModelFileError(
             f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
         )
-    expected = meta.get("tensors_sha256")  # files from before the checksum have none
-    if expected is not None and hashlib.sha256(_tensor_bytes(raw)).hexdigest() != expected:
+    try:
+        sealed = safefile.check(raw, meta, required=version >= WHOLE_FILE_CHECKSUM)
+    except safefile.Damaged as exc:
+        raise ModelFileError(
+            f"{path}: the model file is damaged ({exc}); copy it again or fit a new one"
+        ) from None
+    expected = meta.get("tensors_sha256")  # format 1; files from before any checksum have none
+    if not sealed and expected is not None and hashlib.sha256(_tensor_bytes(raw)).hexdigest() != expected:
         raise ModelFileError(
             f"{path}: the model file is damaged (its weights do not match their checksum); "
             "copy it again or fit a new one"
         )
+    try:
+        validate(meta, ModelMeta)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path}: the model file's header is invalid ({first_line(exc)}); copy it again or fit a new one"
+        ) from None
     return meta

@@ -34,8 +34,8 @@ class LearnConfig:
     clip: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise UsageError("--learn-rate must be positive")
+        if not 0 < self.lr < math.inf:
+            raise UsageError("--learn-rate must be a positive number")
         if self.window < 1 or self.every < 1:
             raise UsageError("--learn-window and --learn-every must be at least 1")
 
@@ -65,6 +65,11 @@ class OnlineLearner:
                 self.buffer[s] = rows.copy()
             else:
                 self.buffer[s] = np.concatenate([self.buffer[s], rows])
+
+    def renumber(self, rows: dict[int, int]) -> None:
+        """Series moved to new rows (`rows`: old -> new); those not in it were evicted."""
+        self.anchor = {rows[s]: v for s, v in self.anchor.items() if s in rows}
+        self.buffer = {rows[s]: v for s, v in self.buffer.items() if s in rows}
 
     @torch.enable_grad()
     def update(self) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
 import polars as pl
 
-from streamcast.atomic import atomic_path, check_writable
+from streamcast.atomic import atomic_write_bytes, check_writable
 from streamcast.errors import UsageError
 
 SUFFIXES = (".csv", ".parquet", ".jsonl")
@@ -32,16 +33,22 @@ def write_frame(frame: pl.DataFrame, path: str) -> None:
         sys.stdout.write(frame.write_csv(datetime_format=_datetime_format(frame)))
         sys.stdout.flush()
         return
-    suffix = Path(path).suffix.lower()
-    with atomic_path(path) as tmp:
-        if suffix == ".csv":
-            frame.write_csv(tmp, datetime_format=_datetime_format(frame))
-        elif suffix == ".parquet":
-            frame.write_parquet(tmp)
-        else:
-            # JSON has no datetime type: write the same ISO 8601 text as the CSV does.
-            iso = _datetime_format(frame)
-            frame.with_columns(pl.col(pl.Datetime).dt.strftime(iso)).write_ndjson(tmp)
+    atomic_write_bytes(path, _encode(frame, Path(path).suffix.lower()))
+
+
+def _encode(frame: pl.DataFrame, suffix: str) -> bytes:
+    """The file's bytes, made in memory: Python then writes them, so that a full disk is an OSError
+    with its errno (polars' own writer reports one without)."""
+    if suffix == ".csv":
+        return frame.write_csv(datetime_format=_datetime_format(frame)).encode()
+    if suffix == ".parquet":
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        return buffer.getvalue()
+    # JSON has no datetime type: write the same ISO 8601 text as the CSV does.
+    return (
+        frame.with_columns(pl.col(pl.Datetime).dt.strftime(_datetime_format(frame))).write_ndjson().encode()
+    )
 
 
 def _datetime_format(frame: pl.DataFrame) -> str:

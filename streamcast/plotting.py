@@ -83,7 +83,8 @@ def plot_forecasts(
 def _draw_series(ax, data: SeriesFrame, rows: pl.DataFrame, sid: str, history: int, interval) -> None:
     origin = rows["origin"][0]
     series = data.frame.filter(pl.col("series_id") == sid)
-    past = series.filter(pl.col("timestamp") <= origin).tail(history)
+    past = series.filter(pl.col("timestamp") <= origin)
+    past = past.tail(min(history, past.height))  # a --history of 400 digits overflows polars
     after = series.filter((pl.col("timestamp") > origin) & (pl.col("timestamp") <= rows["timestamp"].max()))
     ax.plot(_x(past["timestamp"]), past["value"].to_numpy(), color=_HISTORY, lw=1.2, label="history")
     # The actual and forecast lines start at the last observed value: both visibly continue the history.

@@ -28,6 +28,7 @@ import gzip
 import io
 import re
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,7 @@ TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
 TARGET_NAMES = ("y", "value", "target")
 RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
 MISSING = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-")
+MAX_VALUE = 1e15  # |value| above this is not a measurement: far beyond any, far below overflow
 EPOCH_SECONDS_MIN = 100_000_000  # integers above this in a time column are epoch seconds (1973+)
 CSV_SCHEMA_ROWS = 10_000
 LISTED_GAPS = 10  # long gaps reported one by one; the rest are counted, to keep warnings readable
@@ -128,14 +130,27 @@ def _read_file(path: Path, where: str, id_col: str | None = None) -> pl.DataFram
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         try:
-            return pl.read_parquet(path)
+            # Read into memory first: polars memory-maps a path, and another process rewriting
+            # the file meanwhile (a cron job's upstream) would kill this one with SIGBUS.
+            return pl.read_parquet(io.BytesIO(path.read_bytes()))
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataError(f"cannot read {where} as Parquet ({first_line(exc)})") from None
     if name.endswith((".csv", ".csv.gz")):
-        return _read_csv(path, where, id_col)
+        return _read_csv(_file_bytes(path, where), where, id_col)
     raise UsageError(
         f"cannot read {where!r}: unknown format; use a .parquet, .csv or .csv.gz file, or - for CSV on stdin"
     )
+
+
+def _file_bytes(path: Path, where: str) -> bytes:
+    """The whole file in memory (decompressed): never a memory map that another process can cut short."""
+    raw = path.read_bytes()
+    if not path.name.lower().endswith(".gz"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {where}: not a valid gzip file ({first_line(exc)})") from None
 
 
 def _read_csv(data: Path | bytes, where: str, id_col: str | None = None) -> pl.DataFrame:
@@ -202,9 +217,9 @@ def read_series(
         covariates = (covariates,)  # one column, not its characters
     raw = read_table(source, id_col)
     columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
-    frame = _canonical(raw, columns, wide, where)
+    frame, range_notes = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
-    notes += _layout_notes(raw, columns, wide, bool(notes))
+    notes = range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
@@ -277,8 +292,11 @@ def _column(
     return given
 
 
-def _canonical(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], where: str) -> pl.DataFrame:
-    """Source columns renamed, typed and sorted; duplicates and gaps still in place."""
+def _canonical(
+    raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], where: str
+) -> tuple[pl.DataFrame, list[str]]:
+    """Source columns renamed, typed and sorted; duplicates and gaps still in place; notes on values
+    out of range."""
     time = [pl.col(columns.time).alias("timestamp")] if columns.time else []
     covs = columns.covariates
     if wide:
@@ -295,17 +313,23 @@ def _canonical(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], where
     if frame["series_id"].null_count():
         n = frame["series_id"].null_count()
         raise DataError(f"{where}: {n} rows have no id in column {columns.id!r}; fill or drop them")
-    frame = frame.with_columns(
-        _numeric(frame["value"], columns.target or "value", where),
-        *(_numeric(frame[c], c, where) for c in covs),
-    )
+    numeric = [_numeric(frame["value"], columns.target or "value", where)]
+    numeric += [_numeric(frame[c], c, where) for c in covs]
+    notes = []
+    for col, name in zip(numeric, [columns.target or "value", *covs], strict=True):
+        beyond = int((col.abs() > MAX_VALUE).sum())
+        if beyond:
+            notes.append(
+                f"{beyond} values of {name!r} beyond ±{MAX_VALUE:g} (e.g. {col.abs().max():g}) are treated as missing"
+            )
+    frame = frame.with_columns(_in_range(col) for col in numeric)
     if columns.time is None:
         # Row order within each series is the step order.
         timestamp = pl.int_range(pl.len(), dtype=pl.Int64).over("series_id")
     else:
         timestamp = _parse_time(frame["timestamp"], columns.time, where)
     frame = frame.with_columns(timestamp.alias("timestamp"))
-    return _sort(frame.select("series_id", "timestamp", "value", *covs))
+    return _sort(frame.select("series_id", "timestamp", "value", *covs)), notes
 
 
 def _sort(frame: pl.DataFrame) -> pl.DataFrame:
@@ -360,6 +384,11 @@ def _numeric(col: pl.Series, name: str, where: str) -> pl.Series:
 
 def _finite(values: pl.Series) -> pl.Series:
     return values.set(values.is_infinite(), None).fill_nan(None)
+
+
+def _in_range(values: pl.Series) -> pl.Series:
+    """A value beyond ±MAX_VALUE becomes a gap: scaling it would overflow every forecast."""
+    return values.set(values.abs() > MAX_VALUE, None)
 
 
 def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:

@@ -1,6 +1,7 @@
 """Lines on stdin to observations: read as they arrive, parsed with as little Python as possible.
 
-Formats, detected from the first line that parses (or forced with `--format`):
+Formats, detected from the first lines at hand (or forced with `--format`): of the first line of
+each shape, the one under which most lines parse decides, so a stray first line cannot:
 - JSON lines: one object per line; keys as in `fit` (`--id-col`, `--time-col`, `--target`, else the
   model's column names, else the usual names such as `series_id`, `timestamp`, `value`).
 - CSV with a header: a first line naming the target column (or any known column name).
@@ -9,10 +10,12 @@ Formats, detected from the first line that parses (or forced with `--format`):
 
 Per-line rules (the stream goes on; each bad line is an `Event` with its line number):
 - a line that cannot be split into the expected fields, a missing, non-numeric, NaN or infinite
-  value, a missing series id or an unreadable timestamp: the line is skipped;
-- a missing or non-numeric covariate: filled with the series' last value of it (the training mean
-  for a series without one);
-- an unknown column or key: ignored, reported once;
+  value or one beyond ±MAX_VALUE, a missing series id or one no output can carry (a lone
+  surrogate, a control character, over MAX_ID_CHARS), an unreadable timestamp or one outside YEARS,
+  JSON nested too deeply, a line over MAX_LINE_BYTES: the line is skipped;
+- a missing, non-numeric or out-of-range covariate: filled with the series' last value of it (the
+  training mean for a series without one);
+- an unknown column or key: ignored, reported once (at most MAX_REPORTED keys);
 - blank lines are ignored silently; a repeated CSV header line is skipped.
 
 Timestamps are read as `fit` reads them: ISO 8601 strings (`2024-01` for a month), YYYYMMDD, or epoch
@@ -27,6 +30,7 @@ import csv
 import io
 import math
 import os
+import re
 import select
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +41,15 @@ import numpy as np
 
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.reading import EPOCH_SECONDS_MIN, ID_NAMES, MISSING, TARGET_NAMES, TIME_NAMES, Columns
+from streamcast.reading import (
+    EPOCH_SECONDS_MIN,
+    ID_NAMES,
+    MAX_VALUE,
+    MISSING,
+    TARGET_NAMES,
+    TIME_NAMES,
+    Columns,
+)
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)
@@ -166,11 +178,19 @@ class LineParser:
                     batch.bad(first_line + k, f"longer than {MAX_LINE_BYTES >> 20} MiB")
             lines = ["" if line is TOO_LONG else line for line in lines]
         k = 0
-        while self.format is None and k < len(lines):
+        if not self._fixed():
+            start = self._detect(lines)
+            for j in range(start):
+                if lines[j].strip():
+                    batch.bad(
+                        first_line + j, f"does not match the lines that follow (line {first_line + start} on)"
+                    )
+            k = start
+        while not self._fixed() and k < len(lines):
             # Detect line by line until one parses: a stray first line must not fix the format.
             line = lines[k]
             if line.strip():
-                guess = "jsonl" if line.lstrip().startswith("{") else "csv"
+                guess = self.format or _guess(line)
                 (self._parse_json if guess == "jsonl" else self._parse_csv)([line], first_line + k, batch)
                 if (self.keys if guess == "jsonl" else self.layout) is not None:
                     self.format = guess
@@ -183,6 +203,50 @@ class LineParser:
         else:
             self._parse_csv(lines, first_line, batch)
         return batch.observations(self.stream_zone)
+
+    def _fixed(self) -> bool:
+        return self.format is not None and (self.keys if self.format == "jsonl" else self.layout) is not None
+
+    def _detect(self, lines: list[str]) -> int:
+        """Where the format and layout are to be read from: of the first line of each shape (JSON
+        keys, or CSV field count) among the first lines at hand, the one under which most of the
+        lines from it on parse; ties go to the earlier. A stray first line cannot decide alone."""
+        window = [k for k, line in enumerate(lines[: DETECT_LINES * 4]) if line.strip()][:DETECT_LINES]
+        shapes: dict[tuple, int] = {}
+        for k in window:
+            shape = _shape(lines[k], self.format)
+            if shape is not None:
+                shapes.setdefault(shape, k)
+        if len(shapes) < 2:
+            return 0
+        best, best_score = 0, 0
+        for k in sorted(shapes.values()):
+            score = self._score(lines[k : window[-1] + 1], k, lines, window, first=best_score == 0)
+            if score > best_score:
+                best, best_score = k, score
+        return best
+
+    def _score(self, lines: list[str], k: int, every: list[str], window: list[int], first: bool) -> int:
+        """How many of `lines` a fresh parser that starts at their first one accepts (a header counts);
+        a header that cannot be mapped raises when it comes first and the lines after it fit it."""
+        trial = LineParser(
+            self.columns,
+            "1i" if self.index_time else "1h",
+            self.default_id,
+            self.format or _guess(lines[0]),
+            given=self.given,
+            series_count=self.series_count,
+        )
+        scratch = _Batch(len(self.covariates))
+        try:
+            (trial._parse_json if trial.format == "jsonl" else trial._parse_csv)(lines, 1, scratch)
+        except UsageError:
+            later = [j for j in window if j > k]
+            fits = not later or _shape(every[later[0]], self.format) == _shape(every[k], self.format)
+            if first and fits:
+                raise  # a real header: the lines after it have its fields, so they would be misread
+            return 0  # a stray line that looks like a header
+        return len(scratch.values) + (trial.header is not None)
 
     def parse_objects(self, objects: list[Mapping], first_line: int) -> Observations:
         batch = _Batch(len(self.covariates))
@@ -200,6 +264,9 @@ class LineParser:
                 obj = json.loads(line)
             except ValueError:
                 batch.bad(first_line + k, "not valid JSON")
+                continue
+            except RecursionError:
+                batch.bad(first_line + k, "not valid JSON (nested too deeply)")
                 continue
             if not isinstance(obj, dict):
                 batch.bad(first_line + k, "not a JSON object")
@@ -226,8 +293,15 @@ class LineParser:
         id_key, time_key, target_key = self.keys
         for key in obj:
             if key not in self.keys and key not in self.covariates and key not in self.reported:
+                if len(self.reported) >= MAX_REPORTED:
+                    break  # a producer inventing keys must not grow memory or flood stderr
                 self.reported.add(key)
-                batch.events.append(Event(number, "ignored", f"unknown column {key!r}"))
+                reason = f"unknown column {_show(key)}"
+                if len(self.reported) == MAX_REPORTED:
+                    reason += (
+                        f" (the last of {MAX_REPORTED} reported; later unknown keys are ignored silently)"
+                    )
+                batch.events.append(Event(number, "ignored", reason))
         if target_key not in obj:
             batch.bad(number, f"no {target_key!r} key")
             return
@@ -294,6 +368,10 @@ class LineParser:
         if not known & set(lower):
             return False
         target_at = _pick(lower, c.target, TARGET_NAMES)
+        if target_at is None and len(names) == 1:
+            # One field naming another column ("date") cannot head lines that carry a value.
+            batch.bad(number, f"looks like a header but has no target column {c.target!r}")
+            return True
         if target_at is None:
             raise UsageError(
                 f"line {number} looks like a header but has no target column {c.target!r} "
@@ -365,15 +443,8 @@ class LineParser:
             v = _number(value, "value")
             if v is None:
                 raise BadLine("value is missing")
-            if not math.isfinite(v):
-                raise BadLine(f"value is {'NaN' if v != v else 'infinite'}")
-            sid = (
-                sid.strip()
-                if isinstance(sid, str)
-                else ("" if sid is None or isinstance(sid, (bool, dict, list)) else str(sid))
-            )
-            if not sid:
-                raise BadLine("series id is missing")
+            _check_value(v, "value")
+            sid = _series_id(sid)
             t = self._time(when)
         except BadLine as exc:
             batch.bad(number, str(exc))
@@ -382,9 +453,11 @@ class LineParser:
         for name, raw in zip(self.covariates, covs, strict=True):
             try:
                 x = _number(raw, name)
+                if x is not None:
+                    _check_value(x, name)
             except BadLine:
                 x = None
-            if x is None or not math.isfinite(x):
+            if x is None:
                 batch.events.append(
                     Event(
                         number,
@@ -417,16 +490,21 @@ class LineParser:
         if isinstance(raw, date):
             return self._datetime(datetime(raw.year, raw.month, raw.day))
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return self._numeric_time(raw, repr(raw))
+            try:
+                number = float(raw)
+            except OverflowError:
+                raise BadLine(f"timestamp {_show(raw)} is out of range") from None
+            return self._numeric_time(number, _show(raw))
         raise BadLine(f"timestamp {_show(raw)} is not a date")
 
     def _time_text(self, text: str) -> int:
         stripped = text.strip()
         if self.index_time:
             try:
-                return int(stripped)
+                step = int(stripped)
             except ValueError:
                 raise BadLine(f"time {_show(text)} is not a whole step number") from None
+            return _check_step(step, text)
         if len(stripped) == 7 and stripped[4] == "-":  # "2024-01": monthly data
             stripped += "-01"
         try:
@@ -443,9 +521,9 @@ class LineParser:
 
     def _numeric_time(self, number: float, shown: str) -> int:
         if self.index_time:
-            if number != int(number):
+            if not math.isfinite(number) or number != int(number):
                 raise BadLine(f"time {shown} is not a whole step number")
-            return int(number)
+            return _check_step(int(number), shown)
         if 19_000_101 <= number <= 21_001_231 and number == int(number):  # YYYYMMDD
             try:
                 return self._datetime(datetime.strptime(str(int(number)), "%Y%m%d"))
@@ -462,9 +540,16 @@ class LineParser:
                 f"timestamp {_show(dt.isoformat())} given, but the model counts steps (its data had no time column)"
             )
         if dt.tzinfo is None:
-            return (dt - _EPOCH) // _MICROSECOND
-        self.time_zone = self.time_zone or "UTC"
-        return (dt - _EPOCH_UTC) // _MICROSECOND
+            t = (dt - _EPOCH) // _MICROSECOND
+        else:
+            t = (dt - _EPOCH_UTC) // _MICROSECOND
+        if not FIRST_TIME <= t <= LAST_TIME:
+            raise BadLine(
+                f"timestamp {_show(dt.isoformat())} is out of range (years {YEARS[0]} to {YEARS[1]})"
+            )
+        if dt.tzinfo is not None:
+            self.time_zone = self.time_zone or "UTC"
+        return t
 
 
 class _Batch:
@@ -501,6 +586,23 @@ class _Batch:
             events=self.events,
             time_zone=time_zone,
         )
+
+
+def _guess(line: str) -> str:
+    return "jsonl" if line.lstrip().startswith("{") else "csv"
+
+
+def _shape(line: str, fmt: str | None) -> tuple | None:
+    """What a line looks like before it is read: its JSON keys, or its number of CSV fields."""
+    if (fmt or _guess(line)) == "jsonl":
+        import json
+
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+        return ("jsonl", tuple(sorted(map(str, obj)))) if isinstance(obj, dict) else None
+    return ("csv", len(_split_csv(line)))
 
 
 def _split_csv(line: str) -> list[str]:
@@ -540,6 +642,43 @@ def _pick(lower: dict[str, int], given: str | None, candidates: tuple[str, ...])
     return next((lower[c] for c in candidates if c in lower), None)
 
 
+def _check_value(x: float, name: str) -> None:
+    """Values must be finite and within ±MAX_VALUE: beyond it, scaling and forecasts overflow."""
+    if not math.isfinite(x):
+        raise BadLine(f"{name} is {'NaN' if x != x else 'infinite'}")
+    if abs(x) > MAX_VALUE:
+        raise BadLine(f"{name} {x:g} is out of range (beyond ±{MAX_VALUE:g})")
+
+
+def _check_step(step: int, shown) -> int:
+    if abs(step) > MAX_STEP:
+        raise BadLine(f"time {_show(shown)} is out of range (beyond ±{MAX_STEP:g} steps)")
+    return step
+
+
+def _series_id(raw) -> str:
+    """A series id as text that every output can carry: not empty, no control characters, valid
+    Unicode (JSON allows lone UTF-16 surrogates, which no UTF-8 output can write)."""
+    if isinstance(raw, str):
+        sid = raw.strip()
+    elif raw is None or isinstance(raw, (bool, dict, list)):
+        sid = ""
+    else:
+        sid = str(raw)
+    if not sid:
+        raise BadLine("series id is missing")
+    if len(sid) > MAX_ID_CHARS:
+        raise BadLine(f"series id {_show(sid)} is longer than {MAX_ID_CHARS} characters")
+    if not sid.isascii():
+        try:
+            sid.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadLine(f"series id {_show(sid)} is not valid Unicode (a lone surrogate)") from None
+    if _CONTROL.search(sid):
+        raise BadLine(f"series id {_show(sid)} has a control character")
+    return sid
+
+
 def _number(raw, name: str) -> float | None:
     if raw is None:
         return None
@@ -562,7 +701,16 @@ def _show(raw) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+DETECT_LINES = 64  # the format is detected among the first lines at hand, at most this many
 MAX_LINE_BYTES = 1 << 20
+MAX_STEP = 10**15  # step numbers of a model without a time axis
+MAX_ID_CHARS = 1000
+MAX_REPORTED = 100  # unknown JSON keys reported, at most
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Times pandas and numpy hold in nanoseconds (forecasts beyond stay within datetime).
+YEARS = (1678, 2261)
+FIRST_TIME = (datetime(YEARS[0], 1, 1) - _EPOCH) // _MICROSECOND
+LAST_TIME = (datetime(YEARS[1] + 1, 1, 1) - _EPOCH) // _MICROSECOND - 1
 TOO_LONG = "\x00 line too long"  # stands in, by identity, for a line the reader dropped
 
 
@@ -628,7 +776,7 @@ class LineReader:
             if self.dropping:
                 self.pending.append(TOO_LONG)
             elif self.buffer:
-                self.pending += self._decode(bytes(self.buffer)).split("\n")
+                self.pending += self._lines(bytes(self.buffer))
             self.buffer.clear()
             return
         if self.dropping:
@@ -646,12 +794,21 @@ class LineReader:
                 self.buffer.clear()
                 self.dropping = True
             return
-        text = self._decode(bytes(self.buffer[:cut]))
+        raw = bytes(self.buffer[:cut])
         del self.buffer[: cut + 1]
-        self.pending += text.split("\n")
+        self.pending += self._lines(raw)
         if len(self.buffer) > MAX_LINE_BYTES:
             self.buffer.clear()
             self.dropping = True
+
+    def _lines(self, raw: bytes) -> list[str]:
+        """Complete lines; each one longer than MAX_LINE_BYTES, wherever it lies, is TOO_LONG."""
+        if len(raw) <= MAX_LINE_BYTES:
+            return self._decode(raw).split("\n")
+        return [
+            TOO_LONG if len(part) > MAX_LINE_BYTES else self._decode(part).removesuffix("\r")
+            for part in raw.split(b"\n")
+        ]
 
     def _decode(self, raw: bytes) -> str:
         text = raw.decode("utf-8", errors="replace")

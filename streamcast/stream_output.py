@@ -25,8 +25,13 @@ from streamcast.streaming import StreamBatch
 OUTPUT_FORMATS = ("jsonl", "csv")
 
 
+MAX_CACHED_IDS = 65_536  # the id texts kept: memory stays bounded however many series pass
+
+
 class _Text:
     """Shared pieces: series ids and times as text, cached, and float blocks joined by polars."""
+
+    missing = "null"  # what a forecast that is not a finite number is written as (it never should be)
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
@@ -36,8 +41,17 @@ class _Text:
         rows, width = values.shape
         if rows == 0:
             return []
-        flat = pl.Series(values.astype(np.float32).reshape(-1)).cast(pl.String)
+        numbers = values.astype(np.float32).reshape(-1)
+        flat = pl.Series(numbers).cast(pl.String)
+        if not np.isfinite(numbers).all():
+            flat = flat.set(pl.Series(~np.isfinite(numbers)), None).fill_null(self.missing)
         return flat.reshape((rows, width)).arr.join(",").to_list()
+
+    def cache(self, sid: str, text: str) -> str:
+        if len(self.ids) >= MAX_CACHED_IDS:
+            self.ids.clear()
+        self.ids[sid] = text
+        return text
 
     def times(self, batch: StreamBatch, steps: int) -> tuple[np.ndarray, list[list[str]]]:
         """For each row, the index of its time among the distinct ones; their texts and `steps` after."""
@@ -85,12 +99,14 @@ class JsonLines(_Text):
     def _id(self, sid: str) -> str:
         text = self.ids.get(sid)
         if text is None:
-            text = self.ids[sid] = json.dumps(sid, ensure_ascii=False)
+            text = self.cache(sid, json.dumps(sid, ensure_ascii=False))
         return text
 
 
 class Csv(_Text):
     """A header, then one row per observation: id, time, warming_up, the H forecasts, the quantiles."""
+
+    missing = ""
 
     def __init__(self, horizon: int, quantiles: tuple[float, ...]) -> None:
         super().__init__()
@@ -120,7 +136,7 @@ class Csv(_Text):
         text = self.ids.get(sid)
         if text is None:
             needs_quotes = any(c in sid for c in ',"\n\r') or sid != sid.strip()
-            text = self.ids[sid] = '"' + sid.replace('"', '""') + '"' if needs_quotes else sid
+            text = self.cache(sid, '"' + sid.replace('"', '""') + '"' if needs_quotes else sid)
         return text
 
 

@@ -28,7 +28,7 @@ from streamcast.stream_output import formatter
 from streamcast.stream_state import StreamState
 from streamcast.streaming import StreamBatch, StreamConfig, stream
 
-COUNTS = ("accepted", "skipped", "filled", "reset", "replayed", "ignored")
+COUNTS = ("accepted", "skipped", "filled", "reset", "replayed", "ignored", "evicted")
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ class StreamSession:
             self.out.flush()
         self.counts["accepted"] += batch.accepted
         self.counts["replayed"] += batch.replayed
+        self.counts["evicted"] += batch.evicted
         self.unsaved += batch.accepted
         for event in batch.events:
             self.counts[event.kind] += 1

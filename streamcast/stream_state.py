@@ -15,21 +15,21 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import safetensors
 import torch
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 
 import streamcast
+from streamcast import safefile
 from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.online import OnlineLearner
+from streamcast.schema import StateMeta, validate
 
 FORMAT = "streamcast-stream-state"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
 
 
 def model_fingerprint(forecaster: Forecaster) -> str:
@@ -69,6 +69,9 @@ class StreamState:
         self.ticks: list[int] = []  # observations taken since the series was first seen
         self.since_reset: list[int] = []  # observations since its state was last zero
         self.resumed: list[bool] = []  # loaded from a checkpoint, no new line yet in this run
+        self.last_seen: list[int] = []  # the `accepted` count at the series' latest observation
+        self.jumps: dict[int, int] = {}  # series -> time of an implausible jump awaiting its next line
+        self.newest: int | None = None  # the latest time of any observation (for --idle-evict)
         self.time_zone: str | None = None
         self.lines = 0  # input lines consumed (for reports)
         self.accepted = 0  # observations taken overall (online learning runs on this clock)
@@ -102,7 +105,41 @@ class StreamState:
         self.ticks.append(0)
         self.since_reset.append(0)
         self.resumed.append(False)
+        self.last_seen.append(self.accepted)
         return s
+
+    _SERIES_LISTS = (
+        "ids",
+        "loc",
+        "scale",
+        "frozen",
+        "welford",
+        "last_time",
+        "last_value",
+        "last_covariates",
+        "ticks",
+        "since_reset",
+        "resumed",
+        "last_seen",
+    )
+
+    def evict(self, rows: list[int]) -> None:
+        """Forget the series at `rows` entirely; the others keep their order, renumbered."""
+        gone = set(rows)
+        keep = [s for s in range(len(self.ids)) if s not in gone]
+        renumber = {old: new for new, old in enumerate(keep)}
+        for name in self._SERIES_LISTS:
+            values = getattr(self, name)
+            setattr(self, name, [values[s] for s in keep])
+        index = torch.tensor(keep, dtype=torch.long)
+        room = max(16, len(keep))  # a row for each series kept, and room to grow by doubling
+        self.hidden = tuple(
+            torch.cat([p[index], p.new_zeros((room - len(keep), *p.shape[1:]))]) for p in self.hidden
+        )
+        self.index = {sid: s for s, sid in enumerate(self.ids)}
+        self.jumps = {renumber[s]: t for s, t in self.jumps.items() if s in renumber}
+        if self.learner is not None:
+            self.learner.renumber(renumber)
 
     def rows(self, series: list[int], fresh: list[bool]) -> State:
         """The states of `series` as one batch; rows marked fresh start from zero."""
@@ -160,7 +197,7 @@ class StreamState:
         if self.learner is not None:
             learned, meta["learner"] = self.learner.to_tensors()
             tensors.update({f"learn.{k}": v for k, v in learned.items()})
-        atomic_write_bytes(path, save_bytes(tensors, metadata={"streamcast": json.dumps(meta)}))
+        atomic_write_bytes(path, safefile.write(tensors, meta))
         return Path(path)
 
 
@@ -179,6 +216,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     try:
         tensors = load_bytes(raw)
         ids = meta["series_ids"]
+        _check_tensors(tensors, len(ids), len(forecaster.spec.covariates), state._template)
         for sid in ids:
             state.series_index(sid)
         state.set_rows(list(range(len(ids))), tuple(tensors[f"hidden.{j}"] for j in range(len(state.hidden))))
@@ -198,6 +236,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         state.ticks = tensors["ticks"].tolist()
         state.since_reset = tensors["since_reset"].tolist()
         state.resumed = [True] * len(ids)
+        state.newest = max((t for t in state.last_time if t is not None), default=None)
         state.time_zone = meta["time_zone"]
         state.lines = meta["lines"]
         state.accepted = meta["accepted"]
@@ -212,20 +251,68 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     return state
 
 
+# Each per-series tensor of a state file: its dtype, and its shape after the row per series
+# (None: any width, checked below).
+_PER_SERIES = {
+    "loc": (torch.float64, ()),
+    "scale": (torch.float64, ()),
+    "last_value": (torch.float64, ()),
+    "frozen": (torch.bool, ()),
+    "timed": (torch.bool, ()),
+    "has_covariates": (torch.bool, ()),
+    "last_time": (torch.int64, ()),
+    "ticks": (torch.int64, ()),
+    "since_reset": (torch.int64, ()),
+    "welford": (torch.float64, (4,)),
+    "last_covariates": (torch.float64, None),
+}
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, template: State) -> None:
+    """Every per-series tensor of the right dtype with a row per series, hidden states shaped as
+    the model's, finite numbers, counts that count, a learner that names held series only."""
+    for name, (dtype, rest) in _PER_SERIES.items():
+        tensor = tensors[name]
+        shape = (n, *rest) if rest is not None else (n, n_covariates if tensor.numel() else 0)
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, not {dtype} {shape}")
+    for j, part in enumerate(template):
+        tensor = tensors[f"hidden.{j}"]
+        if tensor.dtype != part.dtype or tuple(tensor.shape) != (n, *part.shape[1:]):
+            raise ValueError(f"tensor 'hidden.{j}' does not fit the model's state")
+    if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in tensors.values()):
+        raise ValueError("a number is not finite")
+    if not bool((tensors["scale"] > 0).all()):
+        raise ValueError("a series scale is not positive")
+    if bool((tensors["ticks"] < 0).any()) or bool((tensors["since_reset"] < 0).any()):
+        raise ValueError("a tick count is negative")
+    series, lengths = tensors.get("learn.series"), tensors.get("learn.lengths")
+    if series is None:
+        return
+    if series.dtype != torch.int64 or series.dim() != 1 or lengths is None or lengths.shape != series.shape:
+        raise ValueError("the learner's series do not fit")
+    if bool(((series < 0) | (series >= n)).any()) or bool((lengths < 0).any()):
+        raise ValueError("the learner names a series the state does not hold")
+
+
 def _metadata(raw: bytes, path: str | Path) -> dict:
     problem = f"{path}: not a streamcast state file; move it away or pass another --state file"
-    if len(raw) < 8:
-        raise ModelFileError(problem)
-    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
     try:
-        meta = json.loads(json.loads(raw[8 : 8 + size])["__metadata__"]["streamcast"])
-    except (ValueError, KeyError, TypeError):
+        meta = safefile.header(raw)
+    except safefile.Damaged:
         raise ModelFileError(problem) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if meta.get("format") != FORMAT:
         raise ModelFileError(problem)
     version = meta.get("format_version", 0)
     if not isinstance(version, int):
         raise ModelFileError(problem)
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written by a newer streamcast; upgrade streamcast to resume from it")
+    try:
+        safefile.check(raw, meta, required=version >= 2)
+        validate(meta, StateMeta)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path}: the state file is damaged ({first_line(exc)}); move it away to start fresh"
+        ) from None
     return meta

@@ -14,6 +14,9 @@ Rules, per series and observation, in this order:
   between the last value and this one (covariates hold their last value); the state advances over
   them and they get no output;
 - a longer gap: the series' state is reset to zero (it keeps its scale) and warms up again;
+- a jump of more than `max_jump` periods ahead is implausible (a mistyped year, a clock gone wrong):
+  the line is skipped and its series keeps its clock, unless the series' next line follows the jump
+  (on the grid, within `max_gap` periods of it): then the series resets there, as after a long gap;
 - a series never seen: zero state; the model's scale if the model knows the series, otherwise a
   running mean and spread (Welford) of its own first `warmup` values, then frozen;
 - `warming_up` is true for the first `warmup` observations after a zero state.
@@ -65,8 +68,19 @@ class StreamConfig:
         None  # time of a new series' first value when lines carry no time [default: now]
     )
     learn: LearnConfig | None = None  # online learning; None: the weights stay as loaded
+    max_jump: int = 1000  # periods ahead beyond which a line must be confirmed by the series' next one
+    max_series: int | None = None  # series held at most; beyond, the least recently seen are evicted
+    idle_evict: int | None = (
+        None  # evict series silent this long (microseconds, or steps) before the newest time
+    )
 
     def __post_init__(self) -> None:
+        if self.max_jump < 1:
+            raise UsageError("--max-jump must be at least 1")
+        if self.max_series is not None and self.max_series < 1:
+            raise UsageError("--max-series must be at least 1")
+        if self.idle_evict is not None and self.idle_evict <= 0:
+            raise UsageError("--idle-evict must be a positive duration")
         if self.warmup is not None and self.warmup < 1:
             raise UsageError("--warmup-ticks must be at least 1")
         if self.max_gap < 0:
@@ -108,6 +122,7 @@ class StreamBatch:
     events: list[Event] = field(default_factory=list)
     replayed: int = 0
     accepted: int = 0  # observations taken in, emitted or not (--every)
+    evicted: int = 0  # series dropped from memory after this batch (--max-series, --idle-evict)
 
     def __len__(self) -> int:
         return len(self.series_ids)
@@ -215,6 +230,7 @@ def stream(
     for observations in batches:
         with torch_threads(threads):
             batch, error = engine.process(observations)
+        batch.evicted = engine.evict()
         yield batch
         if error is not None:
             raise StrictStop(error.line, error.reason)
@@ -330,11 +346,12 @@ class _Engine:
         st, grid, plan = self.state, self.grid, _Plan()
         run_of: dict[int, int] = {}
         times, values, covs, lines = obs.times, obs.values, obs.covariates, obs.lines
-        strict, max_gap, warmup, every = (
+        strict, max_gap, warmup, every, max_jump = (
             self.config.strict,
             self.config.max_gap,
             self.warmup,
             self.config.every,
+            self.config.max_jump,
         )
         learn_every = self.config.learn.every if self.config.learn is not None else 0
         i = begin
@@ -363,12 +380,27 @@ class _Engine:
                     return plan
                 plan.events.append(event)
                 continue
+            jumped = st.jumps.pop(s, None)
             if last is not None:
                 k = grid.steps(last, t)
                 if k is not None and k <= 0 and st.resumed[s]:
                     plan.replayed += 1
                     continue
-                if k is None:
+                follows = grid.steps(jumped, t) if jumped is not None else None
+                if follows is not None and 1 <= follows <= max_gap + 1:
+                    event = Event(
+                        line,
+                        "reset",
+                        f"series {obs.series_ids[i]!r}: timestamp {self._show(t)} follows the jump to {self._show(jumped)}; state reset",
+                    )
+                elif k is not None and k > max_jump:
+                    st.jumps[s] = t
+                    event = Event(
+                        line,
+                        "skipped",
+                        f"series {obs.series_ids[i]!r}: timestamp {self._show(t)} jumps {k} periods after {self._show(last)}, more than --max-jump {max_jump}; taken only if the next line follows it",
+                    )
+                elif k is None:
                     event = Event(
                         line,
                         "skipped",
@@ -429,6 +461,9 @@ class _Engine:
             st.since_reset[s] += 1
             st.ticks[s] += 1
             st.last_time[s], st.last_value[s] = t, v
+            st.last_seen[s] = st.accepted
+            if st.newest is None or t > st.newest:
+                st.newest = t
             if covs is not None:
                 st.last_covariates[s] = row_cov
             plan.row_run.append(r)
@@ -449,6 +484,22 @@ class _Engine:
                 return plan
         plan.next = len(values)
         return plan
+
+    def evict(self) -> int:
+        """Drop series silent for longer than --idle-evict, then the least recently seen beyond
+        --max-series; returns how many. They start afresh if they come back (or from --warmup)."""
+        st, config = self.state, self.config
+        gone: set[int] = set()
+        if config.idle_evict is not None and st.newest is not None:
+            cutoff = st.newest - config.idle_evict
+            gone.update(s for s, t in enumerate(st.last_time) if t is not None and t < cutoff)
+        if config.max_series is not None and len(st) - len(gone) > config.max_series:
+            kept = [s for s in range(len(st)) if s not in gone]
+            kept.sort(key=st.last_seen.__getitem__)
+            gone.update(kept[: len(kept) - config.max_series])
+        if gone:
+            st.evict(sorted(gone))
+        return len(gone)
 
     def _fill(self, plan: _Plan, r: int, s: int, last: int, k: int, v: float, cov) -> None:
         """The k - 1 missing steps between the last value and `v`, on a straight line."""
@@ -597,4 +648,5 @@ def warm_up(
         state.ticks[s] = state.since_reset[s] = lengths[j]
         if covs is not None:
             state.last_covariates[s] = covs[j]
+    state.newest = max([t for t in (state.newest, *last_times) if t is not None], default=None)
     return inputs.series_ids

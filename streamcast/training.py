@@ -91,7 +91,11 @@ class FitConfig:
                 self.series_weight in SERIES_WEIGHTS,
                 f"--series-weight must be one of {', '.join(SERIES_WEIGHTS)}",
             ),
-            (self.horizon >= 1, "--horizon must be at least 1"),
+            (1 <= self.horizon <= 100_000, "--horizon must be between 1 and 100,000 steps"),
+            (
+                self.hidden_size <= 1 << 16 and self.num_layers <= 64,
+                "--hidden must be at most 65,536 and --layers at most 64 (what a model file may hold)",
+            ),
             (self.bptt >= 1, "--bptt must be at least 1"),
             (
                 self.hidden_size >= 1 and self.num_layers >= 1,

@@ -60,7 +60,7 @@ def test_stream_prints_one_json_line_per_observation_with_its_target_times(model
     assert len(first["forecast"]) == 6 and all(isinstance(v, float) for v in first["forecast"])
     assert (
         result.stderr
-        == "stream: 90 lines, accepted=90, skipped=0, filled=0, reset=0, replayed=0, ignored=0\n"
+        == "stream: 90 lines, accepted=90, skipped=0, filled=0, reset=0, replayed=0, ignored=0, evicted=0\n"
     )
 
 
@@ -103,7 +103,7 @@ def test_bad_lines_are_reported_with_their_number_and_reason_and_counted(model_p
         "line 8: series 's0': timestamp 2024-01-01T01:00:00 repeats the last one; skipped",
         "line 9: series 's0': gap of 2 periods after 2024-01-01T01:00:00; filled by linear interpolation",
         "line 10: series 's0': gap of 47 periods after 2024-01-01T04:00:00 is longer than --max-gap 24; state reset",
-        "stream: 10 lines, accepted=4, skipped=6, filled=1, reset=1, replayed=0, ignored=0",
+        "stream: 10 lines, accepted=4, skipped=6, filled=1, reset=1, replayed=0, ignored=0, evicted=0",
     ]
 
 
@@ -128,7 +128,7 @@ def test_json_lines_are_detected_and_an_unknown_key_is_reported_once(model_path)
     result = run(model_path, [], text)
     assert len(result.stdout.splitlines()) == 3
     assert result.stderr.splitlines()[0] == "line 1: unknown column 'note'; ignored"
-    assert result.stderr.splitlines()[-1].endswith("ignored=1")
+    assert result.stderr.splitlines()[-1].endswith("ignored=1, evicted=0")
 
 
 @pytest.fixture(scope="module")

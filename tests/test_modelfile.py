@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from safetensors import safe_open
 
+from streamcast import safefile
 from streamcast.errors import ModelFileError
 from streamcast.modelfile import load, read_metadata, save
 from streamcast.stepping import run_series
@@ -84,11 +86,15 @@ def test_a_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
 
 
 def rewrite_metadata(path: Path, change) -> None:
-    """Edit a model file's JSON metadata in place, keeping its tensors."""
+    """Edit a model file's JSON metadata in place, keeping its tensors, and seal it again with a
+    valid checksum, as someone crafting a file would: what the schema must catch on its own."""
     raw = path.read_bytes()
     size = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + size])
     meta = change(json.loads(header["__metadata__"]["streamcast"]))
+    if isinstance(meta, dict):
+        path.write_bytes(safefile.write(safetensors.torch.load(raw), meta))
+        return
     header["__metadata__"]["streamcast"] = json.dumps(meta)
     new_header = json.dumps(header).encode()
     new_header += b" " * (-len(new_header) % 8)
@@ -108,7 +114,7 @@ def test_weights_damaged_on_disk_fail_their_checksum(tmp_path, tiny_model):
     raw[-60:-10] = bytes(50)  # zero 50 bytes of tensor data: still a valid safetensors file
     path.write_bytes(bytes(raw))
     for reader in (load, read_metadata):
-        with pytest.raises(ModelFileError, match="damaged \\(its weights do not match their checksum\\)"):
+        with pytest.raises(ModelFileError, match="damaged \\(its bytes do not match its checksum\\)"):
             reader(path)
 
 

@@ -127,3 +127,10 @@ def test_plot_training_titles_every_panel(tiny_model, tmp_path):
     svg = out.read_text()
     for title in ("Loss", "Gradient norm before clipping", "Steps clipped", "Gradient reach"):
         assert title in svg, title
+
+
+def test_plot_history_longer_than_any_series_draws_all_of_it(model_path, data_path, tmp_path):
+    out = tmp_path / "all.svg"
+    result = invoke("plot", "-m", model_path, data_path, "--series", "s1", "--history", "9" * 20, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.exists()

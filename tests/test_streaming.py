@@ -277,17 +277,22 @@ def test_state_metadata_that_does_not_fit_is_refused_in_one_line(tiny_model, tmp
     import json
     import struct
 
+    import safetensors.torch
+
+    from streamcast import safefile
+
     path = tmp_path / "s.state"
     StreamState(tiny_model).save(path)
     raw = path.read_bytes()
     size = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + size])
-    header["__metadata__"]["streamcast"] = json.dumps(
-        change(json.loads(header["__metadata__"]["streamcast"]))
-    )
+    meta = change(json.loads(header["__metadata__"]["streamcast"]))
+    header["__metadata__"]["streamcast"] = json.dumps(meta)
     new = json.dumps(header).encode()
     new += b" " * (-len(new) % 8)
     path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size :])
+    if isinstance(meta, dict):  # sealed again with a valid checksum, as a crafted file would be
+        path.write_bytes(safefile.write(safetensors.torch.load(raw), meta))
     with pytest.raises(ModelFileError, match=message) as raised:
         StreamState.load(path, tiny_model)
     assert "\n" not in str(raised.value)

@@ -117,10 +117,10 @@ def test_a_run_with_no_finite_validation_loss_is_a_data_error_not_a_model():
     assert epochs and all(e.skipped_steps > 0 for e in epochs)
 
 
-def test_values_too_large_to_scale_are_a_data_error():
+def test_values_too_large_for_any_measurement_are_missing_so_a_series_of_them_is_a_data_error():
     frame = hourly_frame(series=2).with_columns(pl.col("value") * 1e306)
-    with pytest.raises(DataError, match="series 's0' has values too large to scale"):
-        fit(read_series(frame), FitConfig(**{**TINY.__dict__, "scaling": "std", "transform": "none"}))
+    with pytest.raises(DataError, match="series 's0' has no values"):
+        fit(read_series(frame), FitConfig(**{**TINY.__dict__, "scaling": "std"}))
 
 
 def test_a_series_too_short_for_horizon_and_validation_is_named():

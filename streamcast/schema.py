@@ -1,0 +1,152 @@
+"""The metadata of model and state files, typed: one schema each, checked on load with msgspec.
+
+A header that does not fit (a wrong type, a value out of range, fields that contradict each other)
+is refused with msgspec's own words, which name the field (`at $.feature_spec.freq`). Unknown keys
+are allowed, so that newer fields and older files both load; the loaders keep using the dict.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Count = Annotated[int, Meta(ge=0)]
+Positive = Annotated[int, Meta(ge=1)]
+Name = Annotated[str, Meta(min_length=1, max_length=1000)]
+_FREQ = re.compile(r"[1-9][0-9]{0,17}(us|ms|mo|s|m|h|d|w|y|i)")
+_MAX_SIZE = 1 << 16  # hidden size, inputs, horizon: far beyond any model this tool fits
+
+
+class ModelConfigMeta(Struct, kw_only=True):
+    input_size: Annotated[int, Meta(ge=1, le=_MAX_SIZE)]
+    cell: Literal["rnn", "rnn-relu", "lstm", "gru"] = "lstm"
+    hidden_size: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 64
+    num_layers: Annotated[int, Meta(ge=1, le=64)] = 1
+    dropout: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.0
+    horizon: Annotated[int, Meta(ge=1, le=100_000)] = 24
+    quantiles: list[Annotated[float, Meta(gt=0.0, lt=1.0)]] = []
+    conv: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
+    ar: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
+    season: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 1
+
+
+class FeatureSpecMeta(Struct, kw_only=True):
+    freq: str
+    calendar: list[str]
+    covariates: list[Name]
+    covariate_loc: list[float]
+    covariate_scale: list[float]
+    scaling: Literal["mean", "std"] = "mean"
+    transform: Literal["none", "log"] = "none"
+
+    def __post_init__(self) -> None:
+        if not _FREQ.fullmatch(self.freq):
+            raise ValueError(f"frequency {self.freq!r} is not one streamcast writes (like 1h, 15m, 1mo)")
+        if not len(self.covariates) == len(self.covariate_loc) == len(self.covariate_scale):
+            raise ValueError("covariates, covariate_loc and covariate_scale differ in length")
+        if not all(abs(x) < float("inf") for x in self.covariate_loc) or not all(
+            0 < x < float("inf") for x in self.covariate_scale
+        ):
+            raise ValueError("covariate scales must be finite and positive")
+        _check_calendar(self.calendar)
+
+
+class ColumnsMeta(Struct, kw_only=True):
+    id: Name | None = None
+    time: Name | None = None
+    target: Name | None = None
+    covariates: list[Name] = []
+
+
+class ModelMeta(Struct, kw_only=True):
+    format: Literal["streamcast-model"]
+    format_version: Count
+    model_config: ModelConfigMeta
+    feature_spec: FeatureSpecMeta
+    columns: ColumnsMeta
+    series_ids: list[Name]
+    info: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    tensors_sha256: str | None = None
+    member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
+
+    def __post_init__(self) -> None:
+        spec, config = self.feature_spec, self.model_config
+        inputs = 1 + len(spec.calendar) + len(spec.covariates)
+        for c in [config, *(self.member_configs or [])]:
+            if c.input_size != inputs:
+                raise ValueError(f"the network takes {c.input_size} inputs, but the features are {inputs}")
+        if self.member_configs is not None:
+            shared = {(c.horizon, tuple(c.quantiles)) for c in [config, *self.member_configs]}
+            if len(shared) != 1:
+                raise ValueError("ensemble members must share horizon and quantiles")
+        if self.columns.covariates != spec.covariates:
+            raise ValueError("the covariate columns differ from the features' covariates")
+        _check_unique(self.series_ids)
+
+
+class LearnConfigMeta(Struct, kw_only=True):
+    lr: Annotated[float, Meta(gt=0.0, le=1e3)] = 1e-3
+    window: Annotated[int, Meta(ge=1, le=1 << 20)] = 24
+    every: Annotated[int, Meta(ge=1)] = 256
+    clip: Annotated[float, Meta(ge=0.0)] = 1.0
+
+
+class LearnerMeta(Struct, kw_only=True):
+    config: LearnConfigMeta
+    loss: Literal["mae", "mse", "huber", "pinball"]
+    steps: Count
+    param_groups: list[dict[str, Any]]
+
+
+class StateMeta(Struct, kw_only=True):
+    format: Literal["streamcast-stream-state"]
+    format_version: Count
+    model: str | None = None  # the fingerprint of the model: checked against it by the loader
+    series_ids: list[Name]
+    time_zone: str | None = None
+    lines: Count = 0
+    accepted: Count = 0
+    learner: LearnerMeta | None = None
+
+    def __post_init__(self) -> None:
+        _check_unique(self.series_ids)
+        if self.time_zone is not None:
+            _check_time_zone(self.time_zone)
+
+
+def validate(meta: dict, schema: type[Struct]) -> None:
+    """Raise ValueError naming the first field of `meta` that does not fit `schema`."""
+    try:
+        msgspec.convert(meta, schema, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_unique(ids: list[str]) -> None:
+    if len(set(ids)) != len(ids):
+        raise ValueError("a series id is listed twice")
+
+
+def _check_calendar(names: list[str]) -> None:
+    import polars as pl
+
+    from streamcast.features import calendar_features
+
+    try:
+        calendar_features(pl.Series([datetime(2024, 1, 1)]), tuple(names))
+    except (ValueError, pl.exceptions.PolarsError):
+        raise ValueError(f"unknown calendar features {names!r}") from None
+
+
+def _check_time_zone(zone: str) -> None:
+    import polars as pl
+
+    try:
+        pl.Series([0]).cast(pl.Datetime("us", zone))
+    except (pl.exceptions.PolarsError, ValueError):
+        raise ValueError(f"unknown time zone {zone!r}") from None

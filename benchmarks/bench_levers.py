@@ -30,6 +30,12 @@ LEVERS = {
     "log + mase series weight": {"transform": "auto", "lr_schedule": "plateau", "series_weight": "mase"},
     "log + ensemble of 3": {"transform": "auto", "lr_schedule": "plateau", "ensemble": 3},
     "log + quantiles 0.1/0.5/0.9": {"transform": "auto", "lr_schedule": "plateau", "quantiles": (0.1, 0.9)},
+    "log + ensemble of 3, hidden 32": {
+        "transform": "auto",
+        "lr_schedule": "plateau",
+        "ensemble": 3,
+        "hidden_size": 32,
+    },
 }
 
 
@@ -68,6 +74,7 @@ def main() -> None:
     parser.add_argument("--levers", nargs="*", type=int, help="which rows, by number from 1 [default: all]")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--data", nargs="*", default=["m4", "ETTh1", "ETTm1"])
+    parser.add_argument("--name", help="results file name [default: levers_ plus the data sets]")
     parser.add_argument("--quick", action="store_true", help="one seed, 40 M4 series, ETTh1 S only")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("STREAMCAST_BENCH_THREADS", "1")))
@@ -96,7 +103,7 @@ def main() -> None:
             )
         rows.append(row)
         print(row, flush=True)
-    name = "levers_" + "_".join(d.lower() for d in args.data)
+    name = args.name or "levers_" + "_".join(d.lower() for d in args.data)
     report(name, rows, note=f"validation parts only; seeds {seeds}; mean ±half the spread over seeds")
 
 

@@ -133,8 +133,9 @@ class FitProgress:
         health = info["gradient_health"]
         best = info["history"][info["best_epoch"] - 1]
         stopped = "interrupted, best kept" if info["interrupted"] else f"{len(info['history'])} epochs"
+        first = "member 1: " if "members" in info else ""  # the history kept at the top is member 1's
         stderr.print(
-            f"best epoch {info['best_epoch']} ({stopped}): val_loss={_fmt(best['val_loss'])} "
+            f"{first}best epoch {info['best_epoch']} ({stopped}): val_loss={_fmt(best['val_loss'])} "
             f"train_loss={_fmt(best['train_loss'])}",
             markup=False,
         )
@@ -205,14 +206,19 @@ def print_info(meta: dict, path: str) -> None:
         ),
         ("fingerprint", str(info["data"].get("fingerprint") or "-")),
         (
-            "best epoch",
+            "best epoch" + (" (member 1)" if "members" in info else ""),
             f"{info['best_epoch']} of {len(info['history'])}"
             + (" (interrupted)" if info["interrupted"] else ""),
         ),
     ]
     best = info["history"][info["best_epoch"] - 1]
     loss = "pinball" if cfg.get("quantiles") else info["fit_config"]["loss"]  # quantiles train on pinball
-    rows.append(("val loss", f"{_fmt(best['val_loss'])} ({loss}, scaled)"))
+    rows.append(
+        (
+            "val loss" + (" (member 1)" if "members" in info else ""),
+            f"{_fmt(best['val_loss'])} ({loss}, scaled)",
+        )
+    )
     if "members" in info:
         cells = ", ".join(m["cell"] for m in info["members"])
         rows.append(

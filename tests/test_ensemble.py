@@ -160,11 +160,12 @@ def test_fit_logs_which_member_each_epoch_trained(tmp_path):
     hourly_frame(series=2, length=120).write_csv(data)
     result = run(["fit", str(data), *FAST[:-1], "--ensemble", "2", "-o", str(tmp_path / "m.streamcast")])
     lines = result.stderr.splitlines()
-    assert [line.split(" train_loss")[0] for line in lines if line.startswith("member")] == [
+    assert [line.split(" train_loss")[0] for line in lines if " train_loss=" in line] == [
         "member 1/2 epoch 1",
         "member 2/2 epoch 1",
     ]
     assert any(line.startswith("ensemble of 2 members: val_loss=") for line in lines)
+    assert any(line.startswith("member 1: best epoch 1 (1 epochs)") for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,7 @@ def test_fit_logs_which_member_each_epoch_trained(tmp_path):
     hourly_frame(series=2, length=120).write_csv(data)
     result = run(["fit", str(data), *FAST[:-1], "--ensemble", "2", "-o", str(tmp_path / "m.streamcast")])
     lines = result.stderr.splitlines()
-    assert [line.split(" train_loss")[0] for line in lines if " train_loss=" in line] == [
+    assert [line.split(" train_loss")[0] for line in lines if "grad_norm_median=" in line] == [
         "member 1/2 epoch 1",
         "member 2/2 epoch 1",
     ]

@@ -26,15 +26,16 @@ def run_series(
     positions: Sequence[np.ndarray],
     *,
     initial: State | None = None,
-    series_batch: int = 2048,
-    time_chunk: int = 128,
+    series_batch: int = 256,
+    time_chunk: int = 64,
 ) -> tuple[torch.Tensor, State]:
     """Run every series from its start (or from `initial`) to its end, batched across series.
 
     Returns the forecasts at the requested positions of each series, (R, H, Q) in the order of
     `positions`, and each series' state after its last step. Memory grows with `series_batch` x
-    `time_chunk`, never with the number of forecasts or the length of the history; 128 steps
-    measured fastest and halved the peak memory of 512 (benchmarks/bench_forecast.py).
+    `time_chunk`, never with the number of forecasts or the length of the history. 256 series x 64
+    steps measured fastest on one thread (2,000 series x 1,000 steps: 1.6x the speed of 2048 x 128
+    for an ensemble of three LSTMs, 1.2x for one network): a chunk's activations stay in cache.
     """
     lengths = np.diff(offsets)
     order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch

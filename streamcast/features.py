@@ -203,8 +203,8 @@ def check_positive(values: np.ndarray, offsets: np.ndarray, series_ids: list[str
     if len(bad):
         i = int(np.searchsorted(offsets, bad[0], side="right")) - 1
         raise DataError(
-            f"series {series_ids[i]!r} has a value <= 0 ({values[bad[0]]:g}) but the model was fitted "
-            "with --transform log; give positive values, or fit with --transform none"
+            f"series {series_ids[i]!r} has a value <= 0 ({values[bad[0]]:g}), which has no log "
+            "(the model uses --transform log); give positive values, or fit with --transform none"
         )
 
 

@@ -22,6 +22,7 @@ from streamcast.threads import torch_threads
 from streamcast.training import (
     EpochStats,
     FitConfig,
+    FitResult,
     MemberPlan,
     Prepared,
     assemble,
@@ -52,9 +53,8 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
     return [MemberPlan(model, cfg, member_seed(config.seed, i)) for i, (model, cfg) in enumerate(plans)]
 
 
-def check_auto(config: FitConfig, time_budget: float) -> None:
-    """The options --auto cannot take, refused before any data is read (its `ensemble` is ignored:
-    --auto chooses the members itself)."""
+def check_budget(time_budget: float) -> None:
+    """A budget --auto cannot take, refused before any data is read."""
     if not 0 < time_budget < float("inf"):
         raise UsageError("--time-budget must be a positive number of seconds")
 
@@ -71,8 +71,8 @@ def fit_auto(
     >>> model = fit_auto(read_series("load.parquet"), FitConfig(horizon=48), time_budget=120)  # doctest: +SKIP
     >>> model.info["auto"]["chosen"]  # doctest: +SKIP
     """
-    config = config or FitConfig()
-    check_auto(config, time_budget)
+    config = config or FitConfig()  # its `ensemble` is ignored: --auto chooses the members itself
+    check_budget(time_budget)
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
         return _fit_auto(data, config, time_budget, on_epoch)
@@ -82,8 +82,8 @@ def _fit_auto(data, config, time_budget, on_epoch) -> Forecaster:
     started = time.monotonic()
     prepared = prepare(data, replace(config, ensemble=1))
     trained = train_members(candidate_plans(prepared), prepared.work, on_epoch, started + time_budget)
-    ranked = sorted(trained, key=lambda t: t[2].history[t[2].best_epoch - 1].val_loss)
-    best_alone = ranked[0][2].history[ranked[0][2].best_epoch - 1].val_loss
+    ranked = sorted(trained, key=lambda t: t[2].best_val_loss)
+    best_alone = ranked[0][2].best_val_loss
     chosen = ranked[:1]
     if len(ranked) >= 2:
         few = ranked[:KEEP]
@@ -94,14 +94,13 @@ def _fit_auto(data, config, time_budget, on_epoch) -> Forecaster:
     model.info["auto"] = {
         "time_budget": time_budget,
         "seconds": time.monotonic() - started,
-        "tried": [_describe(plan, net, result) for plan, net, result in trained],
+        "tried": [_describe(plan, result) for plan, _, result in trained],
         "chosen": [trained.index(t) + 1 for t in chosen],
     }
     return model
 
 
-def _describe(plan: MemberPlan, net, result) -> dict:
-    best = result.history[result.best_epoch - 1]
+def _describe(plan: MemberPlan, result: FitResult) -> dict:
     return {
         "cell": plan.model.cell,
         "hidden_size": plan.model.hidden_size,
@@ -109,6 +108,6 @@ def _describe(plan: MemberPlan, net, result) -> dict:
         "lr": plan.config.lr,
         "seed": plan.seed,
         "epochs": len(result.history),
-        "val_loss": best.val_loss,
+        "val_loss": result.best_val_loss,
         "seconds": sum(s.seconds for s in result.history),
     }

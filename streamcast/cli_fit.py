@@ -88,11 +88,11 @@ def fit(
     if data != "-" and Path(output).resolve() == Path(data).resolve():
         raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
     if auto:
-        from streamcast.autofit import check_auto
+        from streamcast.autofit import check_budget
 
         if click.get_current_context().get_parameter_source("ensemble") is ParameterSource.COMMANDLINE:
             raise UsageError("--auto chooses the ensemble itself: leave out --ensemble")
-        check_auto(config, time_budget)
+        check_budget(time_budget)
     check_writable(output, "model")
     if report:
         from streamcast.plotting import check_figure_path

@@ -179,6 +179,11 @@ class FitResult:
     best_epoch: int = 0
     interrupted: bool = False
 
+    @property
+    def best_val_loss(self) -> float:
+        """The validation loss of the weights kept (those of the best epoch)."""
+        return self.history[self.best_epoch - 1].val_loss
+
 
 def fit(
     data: SeriesFrame,
@@ -360,7 +365,7 @@ def assemble(
                 "lr": plan.config.lr,
                 "seed": plan.seed,
                 "best_epoch": r.best_epoch,
-                "val_loss": r.history[r.best_epoch - 1].val_loss,
+                "val_loss": r.best_val_loss,
                 "history": [asdict(s) for s in r.history],
             }
             for plan, n, r in trained

@@ -175,6 +175,7 @@ def print_info(meta: dict, path: str) -> None:
     """A model file's metadata as readable tables."""
     info = meta["info"]
     cfg = meta["model_config"]
+    of_member = " (member 1)" if "members" in info else ""  # an ensemble keeps member 1's history
     table = Table(title=str(path), title_justify="left", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
@@ -206,7 +207,7 @@ def print_info(meta: dict, path: str) -> None:
         ),
         ("fingerprint", str(info["data"].get("fingerprint") or "-")),
         (
-            "best epoch" + (" (member 1)" if "members" in info else ""),
+            "best epoch" + of_member,
             f"{info['best_epoch']} of {len(info['history'])}"
             + (" (interrupted)" if info["interrupted"] else ""),
         ),
@@ -215,7 +216,7 @@ def print_info(meta: dict, path: str) -> None:
     loss = "pinball" if cfg.get("quantiles") else info["fit_config"]["loss"]  # quantiles train on pinball
     rows.append(
         (
-            "val loss" + (" (member 1)" if "members" in info else ""),
+            "val loss" + of_member,
             f"{_fmt(best['val_loss'])} ({loss}, scaled)",
         )
     )

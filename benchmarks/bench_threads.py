@@ -29,7 +29,7 @@ from streamcast.features import FeatureSpec, Scaler, calendar_names, window_leng
 from streamcast.forecaster import Forecaster
 from streamcast.model import ModelConfig, RecurrentForecaster
 from streamcast.reading import Columns
-from streamcast.stream_input import Observations
+from streamcast.stream.input import Observations
 
 QUICK = bool(os.environ.get("STREAMCAST_BENCH_QUICK"))
 SECONDS = 1.0 if QUICK else 3.0

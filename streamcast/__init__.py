@@ -15,7 +15,7 @@ from streamcast.forecasting import forecast  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
-from streamcast.streaming import Observations, StreamConfig, StreamState, stream, warm_up  # noqa: E402
+from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up  # noqa: E402
 from streamcast.training import FitConfig, fit  # noqa: E402
 
 __all__ = [

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.stream_state import StreamState
+from streamcast.stream.state import StreamState
 from tests.conftest import TINY, hourly_frame
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

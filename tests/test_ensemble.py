@@ -16,9 +16,9 @@ from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster, median_of_members
 from streamcast.online import LearnConfig
 from streamcast.stepping import run_series
-from streamcast.stream_input import Observations
-from streamcast.stream_state import StreamState
-from streamcast.streaming import StreamConfig, stream
+from streamcast.stream.engine import StreamConfig, stream
+from streamcast.stream.input import Observations
+from streamcast.stream.state import StreamState
 from tests.conftest import TINY, hourly_frame
 
 ENSEMBLE = replace(TINY, ensemble=3, ensemble_cells=("lstm", "gru"), quantiles=(0.1, 0.9))

@@ -17,9 +17,9 @@ from streamcast import safefile
 from streamcast.cli import main
 from streamcast.errors import ModelFileError
 from streamcast.modelfile import read_metadata
-from streamcast.stream_input import Observations
-from streamcast.stream_state import StreamState
-from streamcast.streaming import stream
+from streamcast.stream.engine import stream
+from streamcast.stream.input import Observations
+from streamcast.stream.state import StreamState
 
 COMMITTED = Path(__file__).parent / "data" / "tiny-v1.streamcast"
 

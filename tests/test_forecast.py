@@ -284,7 +284,7 @@ def test_an_as_of_that_a_clock_change_skips_is_a_usage_error():
 
 def test_a_run_holds_the_output_lock_while_it_reads_and_forecasts(workdir, monkeypatch):
     """A run that read older data must not finish after a newer one and replace its output."""
-    import streamcast.cli_forecast as cli_forecast
+    import streamcast.cli.forecast as cli_forecast
     from streamcast.errors import LockTimeout
 
     out = workdir / "out.csv"

@@ -23,10 +23,10 @@ import streamcast as sc
 from streamcast import safefile
 from streamcast.cli import main
 from streamcast.errors import ModelFileError, StreamcastError, UsageError
-from streamcast.stream_input import MAX_ID_CHARS, LineReader, Observations, parser_for
-from streamcast.stream_output import formatter
-from streamcast.stream_state import StreamState
-from streamcast.streaming import stream
+from streamcast.stream.engine import stream
+from streamcast.stream.input import MAX_ID_CHARS, LineReader, Observations, parser_for
+from streamcast.stream.output import formatter
+from streamcast.stream.state import StreamState
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.stream_input import parser_for
-from streamcast.stream_state import StreamState
-from streamcast.streaming import stream
+from streamcast.stream.engine import stream
+from streamcast.stream.input import parser_for
+from streamcast.stream.state import StreamState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOOD = [f"s0,2024-01-01 0{h}:00,{10 + h}.5" for h in range(6)]

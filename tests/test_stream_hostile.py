@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.stream_input import MAX_LINE_BYTES, LineReader
-from streamcast.stream_state import StreamState
+from streamcast.stream.input import MAX_LINE_BYTES, LineReader
+from streamcast.stream.state import StreamState
 from tests.conftest import TINY, hourly_frame
 
 GOOD = "s0,2024-01-01 00:00,10\n"
@@ -84,7 +84,7 @@ def test_stream_skips_value_out_of_range_so_that_forecasts_stay_finite(model_pat
 
 def test_stream_fills_covariate_out_of_range_instead_of_using_it():
     from streamcast.reading import Columns
-    from streamcast.stream_input import LineParser
+    from streamcast.stream.input import LineParser
 
     parser = LineParser(Columns("id", "time", "value", ("temp",)), "1h", "x", series_count=2)
     obs = parser.parse(["id,time,value,temp", "a,2024-01-01 00:00,1,1e300"], 1)
@@ -144,7 +144,7 @@ def test_stream_a_stray_first_line_before_json_lines_does_not_decide_the_format(
 def test_stream_output_writes_a_forecast_that_is_not_finite_as_missing(output_format, missing):
     import numpy as np
 
-    from streamcast.stream_output import formatter
+    from streamcast.stream.output import formatter
 
     values = np.array([[1.5, np.nan, np.inf]])
     assert formatter(output_format, 3, ()).numbers(values) == [f"1.5,{missing},{missing}"]

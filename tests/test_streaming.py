@@ -17,9 +17,9 @@ from streamcast.model import CELLS
 from streamcast.online import LearnConfig
 from streamcast.reading import Columns, SeriesFrame
 from streamcast.stepping import run_series
-from streamcast.stream_input import Observations, parser_for
-from streamcast.stream_state import StreamState
-from streamcast.streaming import StreamConfig, default_warmup, stream, warm_up
+from streamcast.stream.engine import StreamConfig, default_warmup, stream, warm_up
+from streamcast.stream.input import Observations, parser_for
+from streamcast.stream.state import StreamState
 from streamcast.training import FitConfig
 from tests.conftest import TINY, hourly_frame
 

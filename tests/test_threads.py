@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.model import RecurrentForecaster
-from streamcast.streaming import Observations
+from streamcast.stream.engine import Observations
 from tests.conftest import TINY, hourly_frame
 
 pytest.importorskip("matplotlib")

@@ -15,8 +15,8 @@ import streamcast as sc
 from streamcast.cli import main
 from streamcast.errors import DataError
 from streamcast.features import choose_transform, from_model_units, to_model_units
-from streamcast.stream_input import Observations
-from streamcast.streaming import stream
+from streamcast.stream.engine import stream
+from streamcast.stream.input import Observations
 from tests.conftest import TINY, hourly_frame
 
 

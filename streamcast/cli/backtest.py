@@ -9,7 +9,7 @@ import click
 
 import streamcast
 from streamcast.atomic import check_writable
-from streamcast.cli_options import (
+from streamcast.cli.options import (
     CONTEXT,
     data_options,
     fit_options,

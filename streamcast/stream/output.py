@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from streamcast.forecasting import quantile_column
-from streamcast.streaming import StreamBatch
+from streamcast.stream.engine import StreamBatch
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 

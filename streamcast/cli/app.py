@@ -12,11 +12,11 @@ import sys
 import click
 
 import streamcast
-from streamcast.cli_backtest import backtest
-from streamcast.cli_fit import fit, info
-from streamcast.cli_forecast import forecast, plot
-from streamcast.cli_options import CONTEXT
-from streamcast.cli_stream import stream
+from streamcast.cli.backtest import backtest
+from streamcast.cli.fit import fit, info
+from streamcast.cli.forecast import forecast, plot
+from streamcast.cli.options import CONTEXT
+from streamcast.cli.stream import stream
 from streamcast.errors import StreamcastError
 
 _PATH_ERRORS = {

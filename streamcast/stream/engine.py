@@ -47,8 +47,8 @@ from streamcast.model import select_state
 from streamcast.online import LearnConfig, OnlineLearner
 from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import run_series
-from streamcast.stream_input import Event, Observations
-from streamcast.stream_state import StreamState
+from streamcast.stream.input import Event, Observations
+from streamcast.stream.state import StreamState
 from streamcast.threads import torch_threads
 
 _EPOCH = datetime(1970, 1, 1)

@@ -23,10 +23,10 @@ from typing import BinaryIO, TextIO
 from streamcast.errors import OutputClosed, StrictStop
 from streamcast.forecaster import Forecaster
 from streamcast.modelfile import save as save_model
-from streamcast.stream_input import LineParser, LineReader, Observations
-from streamcast.stream_output import formatter
-from streamcast.stream_state import StreamState
-from streamcast.streaming import StreamBatch, StreamConfig, stream
+from streamcast.stream.engine import StreamBatch, StreamConfig, stream
+from streamcast.stream.input import LineParser, LineReader, Observations
+from streamcast.stream.output import formatter
+from streamcast.stream.state import StreamState
 
 COUNTS = ("accepted", "skipped", "filled", "reset", "replayed", "ignored", "evicted")
 

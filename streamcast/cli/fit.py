@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 import streamcast
 from streamcast.atomic import check_writable
-from streamcast.cli_options import (
+from streamcast.cli.options import (
     CONTEXT,
     data_options,
     fit_options,

@@ -6,7 +6,7 @@ import click
 import polars as pl
 
 import streamcast
-from streamcast.cli_options import (
+from streamcast.cli.options import (
     CONTEXT,
     data_options,
     model_option,

@@ -10,7 +10,7 @@ import click
 
 import streamcast
 from streamcast.atomic import check_writable
-from streamcast.cli_options import (
+from streamcast.cli.options import (
     CONTEXT,
     model_option,
     threads_option,
@@ -162,10 +162,10 @@ def stream(
 
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
-    from streamcast.stream_input import parser_for
-    from streamcast.stream_session import SessionOptions, StreamSession
-    from streamcast.stream_state import StreamState
-    from streamcast.streaming import StreamConfig, warm_up
+    from streamcast.stream.engine import StreamConfig, warm_up
+    from streamcast.stream.input import parser_for
+    from streamcast.stream.session import SessionOptions, StreamSession
+    from streamcast.stream.state import StreamState
     from streamcast.threads import set_process_threads
 
     if save_model and not learn:
@@ -293,7 +293,7 @@ def _idle_evict(text: str | None, freq: str) -> int | None:
 def _stream_start(text: str | None, freq: str):
     if text is None:
         return None
-    from streamcast.stream_input import MAX_STEP, YEARS
+    from streamcast.stream.input import MAX_STEP, YEARS
 
     if freq.endswith("i"):
         try:

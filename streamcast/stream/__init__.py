@@ -1,0 +1,8 @@
+"""Serving a live stream, in the order a line travels: `input` parses lines into observations,
+`engine` advances each series' carried state and forecasts, `state` keeps and checkpoints those
+states, `output` formats the forecasts, `session` runs the loop (signals, checkpoints, flushing).
+
+The public names stay on the top package (`from streamcast import stream, StreamState`); there
+`streamcast.stream` is the generator function, so import the modules with
+`from streamcast.stream import engine` or `from streamcast.stream.engine import ...`.
+"""

@@ -10,6 +10,7 @@ the shards share nothing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,9 +24,21 @@ def is_folder(output: str) -> bool:
     return output.endswith(("/", os.sep))
 
 
+PART_NAME = r"part-(\d+)-of-(\d+)\.parquet"
+
+
 def part_path(folder: str | Path, shard: Shard) -> Path:
     """`folder/part-K-of-N.parquet`: the name says which part it is and how many make the whole."""
     return Path(folder) / f"part-{shard.index}-of-{shard.count}.parquet"
+
+
+def lock_path(output: str) -> str:
+    """The lock file of an output; a part's is hidden, as Spark and DuckDB skip `.` files in a dataset
+    (the temporary file of an atomic write is hidden too)."""
+    path = Path(output)
+    if re.fullmatch(PART_NAME, path.name):
+        return str(path.with_name(f".{path.name}.lock"))
+    return f"{output}.lock"
 
 
 def shard_from_env(environ: Mapping[str, str] = os.environ) -> Shard | None:
@@ -55,3 +68,28 @@ def output_for(output: str | None, shard: Shard | None, from_torchrun: bool) -> 
             f"under torchrun each of the {shard.count} ranks writes one part: give -o a folder, e.g. -o out/"
         )
     return output or "-"
+
+
+def read_parts(folder: str | Path) -> list:
+    """Every part of the dataset in `folder`, in part order, once checked that none is missing."""
+    import polars as pl
+
+    from streamcast.errors import DataError
+
+    found = {}
+    for path in sorted(Path(folder).glob("part-*-of-*.parquet")):
+        match = re.fullmatch(PART_NAME, path.name)
+        if match:
+            found[(int(match[1]), int(match[2]))] = path
+    counts = {n for _, n in found}
+    if not found:
+        raise DataError(f"no part-K-of-N.parquet files in {str(folder)!r}: give the folder the shards wrote")
+    if len(counts) > 1:
+        raise DataError(f"{str(folder)!r} mixes parts of {' and '.join(map(str, sorted(counts)))} shards")
+    (count,) = counts
+    missing = [k for k in range(count) if (k, count) not in found]
+    if missing:
+        raise DataError(
+            f"part-{missing[0]}-of-{count}.parquet is missing from {str(folder)!r}: run that shard"
+        )
+    return [pl.read_parquet(found[(k, count)]) for k in range(count)]

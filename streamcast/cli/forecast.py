@@ -94,7 +94,7 @@ def forecast(
     """
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frames
-    from streamcast.parts import choose_shard, output_for
+    from streamcast.parts import choose_shard, lock_path, output_for
     from streamcast.threads import set_process_threads
 
     if not lock_timeout >= 0:  # NaN too
@@ -111,7 +111,7 @@ def forecast(
     check_output_path(output)
     # The whole run holds the lock, not just the write: a run that started earlier on older data
     # must not finish later and replace a newer forecast.
-    with output_lock(output, lock_timeout):
+    with output_lock(output, lock_timeout, lock_path(output)):
         write_frames(_forecast_tables(model_path, data, columns, choice, settings, quiet), output)
 
 

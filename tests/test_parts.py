@@ -114,3 +114,12 @@ def test_a_sharded_backtest_needs_a_saved_model(folder):
     result = CliRunner().invoke(main, ["backtest", str(folder / "data.parquet"), "--shard", "0/2"])
     assert result.exit_code == 2
     assert "--shard scores a saved model: fit once, then pass -m MODEL" in result.stderr
+
+
+def test_under_torchrun_a_saved_model_is_scored_one_shard_per_rank(folder, tmp_path):
+    out = tmp_path / "scores"
+    env = {"RANK": "0", "WORLD_SIZE": "2"}
+    result = run(folder, "backtest", "-o", f"{out}/", "--windows", "2", "-q", env=env)
+    assert result.exit_code == 0, result.stderr
+    part = pl.read_parquet(out / "part-0-of-2.parquet")
+    assert {shard_of(sid, 2) for sid in part["series_id"].drop_nulls()} == {0}

@@ -109,7 +109,8 @@ def backtest(
     if combine:
         _combine(combine, output, as_json, quiet)
         return
-    shard, from_torchrun = choose_shard(shard_text)
+    # Under torchrun a saved model is scored a shard per rank; fitting is not sharded here.
+    shard, from_torchrun = choose_shard(shard_text) if shard_text or model_path else (None, False)
     if shard is not None:
         _backtest_shard(
             ctx,

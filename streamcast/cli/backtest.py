@@ -112,21 +112,11 @@ def backtest(
     # Under torchrun a saved model is scored a shard per rank; fitting is not sharded here.
     shard, from_torchrun = choose_shard(shard_text) if shard_text or model_path else (None, False)
     if shard is not None:
-        _backtest_shard(
-            ctx,
-            shard,
-            from_torchrun,
-            data,
-            model_path,
-            (id_col, time_col, target, covariates),
-            output,
-            as_json,
-            windows,
-            stride,
-            season,
-            threads,
-            quiet,
-        )
+        if as_json:
+            raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
+        source = (model_path, data, id_col, time_col, target, covariates)
+        scoring = {"windows": windows, "stride": stride, "season": season, "threads": threads}
+        _backtest_shard(ctx, source, shard, from_torchrun, output, scoring, quiet)
         return
     if output:
         check_output_path(output)
@@ -170,19 +160,7 @@ def backtest(
 
 
 def _backtest_shard(
-    ctx,
-    shard,
-    from_torchrun,
-    data,
-    model_path,
-    columns,
-    output,
-    as_json,
-    windows,
-    stride,
-    season,
-    threads,
-    quiet,
+    ctx, source: tuple, shard, from_torchrun: bool, output, scoring: dict, quiet: bool
 ) -> None:
     """Score one shard's series with a saved model and write its part for `--combine`."""
     import polars as pl
@@ -192,10 +170,9 @@ def _backtest_shard(
     from streamcast.output import check_output_path, write_frame
     from streamcast.parts import output_for
 
+    model_path, data, *columns = source
     if not model_path:
         raise UsageError("--shard scores a saved model: fit once, then pass -m MODEL to every shard")
-    if as_json:
-        raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
     _only_when_fitting(ctx, None)
     output = output_for(output, shard, from_torchrun)
     check_output_path(output)
@@ -205,15 +182,7 @@ def _backtest_shard(
     part = pl.DataFrame(schema=PART_SCHEMA)
     for series_data in reader.read(ids, batch_series=None):
         notes(series_data.notes, quiet)
-        result = run_backtest(
-            forecaster,
-            series_data,
-            windows=windows,
-            stride=stride,
-            season=season,
-            per_series=True,
-            threads=threads,
-        )
+        result = run_backtest(forecaster, series_data, **scoring, per_series=True)
         notes(result.notes, quiet)
         for warning in result.warnings:
             warn(warning)

@@ -6,7 +6,7 @@ the peak RSS is that run's alone. The model is a small untrained LSTM (hidden 32
 network's weights do not change the memory a forecast needs, the data does. Every series is new
 to the model, so each is also scaled by its own history, as with a model fitted on other data.
 
-    .venv/bin/python benchmarks/bench_forecast_memory.py [--sizes 10000,100000]
+    .venv/bin/python benchmarks/bench_forecast_memory.py [--sizes 10000,100000]   # ~12 min on 2 busy cores
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def measure(args: list[str]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10000,100000")
+    quick = os.environ.get("STREAMCAST_BENCH_QUICK") == "1"  # run_all.py --quick
+    parser.add_argument("--sizes", default="2000,20000" if quick else "10000,100000")
     sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

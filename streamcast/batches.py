@@ -3,7 +3,9 @@ follows the batch and not the file.
 
 A Parquet file with an id column is read lazily: first its ids (the id column alone, a record batch
 at a time), then each batch's rows through a filter on the id column, which skips the row groups
-whose id range misses the batch (most files are sorted by id). Other sources (CSV, stdin, a frame,
+whose id range misses the batch (most files are sorted by id). pyarrow's dataset scanner does the
+reading, not a polars scan: it reads with plain reads, where polars maps the file into memory and
+a process rewriting the file meanwhile (a cron job's upstream) would kill this one. Other sources (CSV, stdin, a frame,
 a table without ids) are read whole, as always, and cut into batches after reading.
 Batches follow the canonical order of the ids, so their tables, put end to end, are the table that
 one read of everything gives.

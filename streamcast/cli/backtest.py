@@ -114,6 +114,8 @@ def backtest(
     if shard is not None:
         if as_json:
             raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
+        if model_path:
+            _only_when_fitting(ctx, save_model)
         source = (model_path, data, id_col, time_col, target, covariates)
         scoring = {"windows": windows, "stride": stride, "season": season, "threads": threads}
         _backtest_shard(ctx, source, shard, from_torchrun, output, scoring, quiet)
@@ -173,7 +175,6 @@ def _backtest_shard(
     model_path, data, *columns = source
     if not model_path:
         raise UsageError("--shard scores a saved model: fit once, then pass -m MODEL to every shard")
-    _only_when_fitting(ctx, None)
     output = output_for(output, shard, from_torchrun)
     check_output_path(output)
     forecaster = streamcast.load(model_path)

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import polars as pl
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -123,3 +124,17 @@ def test_under_torchrun_a_saved_model_is_scored_one_shard_per_rank(folder, tmp_p
     assert result.exit_code == 0, result.stderr
     part = pl.read_parquet(out / "part-0-of-2.parquet")
     assert {shard_of(sid, 2) for sid in part["series_id"].drop_nulls()} == {0}
+
+
+def test_parts_written_in_batches_or_whole_share_one_schema(folder, tmp_path):
+    """A part written a batch at a time (row groups) reads with one written as a single table."""
+    out = tmp_path / "mixed"
+    assert (
+        run(folder, "forecast", "--shard", "1/2", "-o", f"{out}/", "--batch-series", "2", "-q").exit_code == 0
+    )
+    assert run(folder, "forecast", "--shard", "0/2", "-o", f"{out}/", "-q").exit_code == 0
+    assert pq.ParquetFile(out / "part-1-of-2.parquet").num_row_groups == 2
+    both = pl.read_parquet(f"{out}/*.parquet").sort("series_id", "step")
+    assert ds.dataset(out).to_table().num_rows == both.height == 7 * 6
+    assert_same_forecasts(both, whole_forecast(folder).cast(both.schema))
+    assert both.schema == pl.read_parquet(out / "part-0-of-2.parquet").schema

@@ -36,11 +36,16 @@ from pathlib import Path
 
 import polars as pl
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES
+from streamcast.columns import (
+    find_id,
+    find_time,
+    given_column,
+    named,
+    parse_timestamps,
+)
 from streamcast.errors import DataError, UsageError, first_line
 
-ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
-TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
-TARGET_NAMES = ("y", "value", "target")
 RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
 MISSING = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-")
 MAX_VALUE = 1e15  # |value| above this is not a measurement: far beyond any, far below overflow
@@ -216,10 +221,10 @@ def read_series(
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
     raw = read_table(source, id_col)
-    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
+    columns, wide, found = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame, range_notes = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
-    notes = range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
+    notes = found + range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
@@ -234,26 +239,39 @@ def _find_columns(
     target: str | None,
     covariates: tuple[str, ...],
     where: str,
-) -> tuple[Columns, tuple[str, ...]]:
-    """Which source column plays which part; for a wide table, also the columns that are series."""
+) -> tuple[Columns, tuple[str, ...], list[str]]:
+    """Which source column plays which part; for a wide table, also the columns that are series;
+    and notes on the parts told from content rather than from a name or an option."""
     cols = raw.columns
     for cov in covariates:
-        _column(cols, cov, (), "--covariate", ())
+        given_column(cols, cov, "--covariate", ())
         if cov in RESERVED:
             raise UsageError(f"covariate {cov!r} has a reserved name: rename that column")
-    id_name = _column(cols, id_col, ID_NAMES, "--id-col", covariates)
-    time_name = _column(cols, time_col, TIME_NAMES, "--time-col", (id_name, *covariates))
+    given_id = given_column(cols, id_col, "--id-col", covariates) if id_col is not None else None
+    taken = (given_id, *covariates)
+    if time_col is not None:
+        time_name, notes = given_column(cols, time_col, "--time-col", taken), []
+    else:
+        time_name, notes = find_time(raw, taken, where)
+    if target:
+        given_column(cols, target, "--target", (given_id, time_name, *covariates))
+    named_target = target or named(cols, TARGET_NAMES, (given_id, time_name, *covariates))
+    if given_id is not None:
+        id_name = given_id
+    else:
+        id_name, id_notes = find_id(raw, time_name, named_target, (time_name, *covariates), where)
+        notes += id_notes
     taken = (id_name, time_name, *covariates)
-    target_name = _column(cols, target, TARGET_NAMES, "--target", taken)
+    target_name = named_target
     numeric = [c for c in cols if c not in taken and raw[c].dtype.is_numeric()]
     if id_name is None and target_name is None and len(numeric) > 1:
-        return Columns(None, time_name, "", covariates), tuple(numeric)
+        return Columns(None, time_name, "", covariates), tuple(numeric), notes
     if target_name is None:
         if len(numeric) != 1:
             found = f"numeric columns: {', '.join(numeric)}" if numeric else "no numeric column"
             raise DataError(f"{where}: cannot tell which column to forecast ({found}); pass --target COL")
         target_name = numeric[0]
-    return Columns(id_name, time_name, target_name, covariates), ()
+    return Columns(id_name, time_name, target_name, covariates), (), notes
 
 
 def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], repeats: bool) -> list[str]:
@@ -274,22 +292,6 @@ def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], re
             f"one series has repeated timestamps; if {text[0]!r} names the series, pass --id-col {text[0]}"
         )
     return notes
-
-
-def _column(
-    cols: list[str], given: str | None, candidates: Sequence[str], flag: str, taken: Sequence
-) -> str | None:
-    """The column named by an option, or else the first candidate name present (any case)."""
-    if given is None:
-        lower = {c.lower(): c for c in cols if c not in taken}
-        return next((lower[c] for c in candidates if c in lower), None)
-    if given not in cols:
-        raise UsageError(
-            f"column {given!r} (from {flag}) is not in the data; the columns are: {', '.join(cols)}"
-        )
-    if given in taken:
-        raise UsageError(f"column {given!r} (from {flag}) is already used for another part")
-    return given
 
 
 def _canonical(
@@ -411,7 +413,7 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
     if dtype.is_float() and col.min() > EPOCH_SECONDS_MIN:
         return (col * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
     if dtype == pl.String:
-        parsed = _parse_strings(col.str.strip_chars())
+        parsed = parse_timestamps(col.str.strip_chars())
         bad = col.filter(parsed.is_null()) if parsed is not None else col
         if bad.len() == 0:
             return parsed
@@ -442,16 +444,6 @@ def _parse_integers(col: pl.Series) -> pl.Series:
         if dates.null_count() == 0:
             return dates.cast(pl.Datetime("us"))
     return col.cast(pl.Int64)
-
-
-def _parse_strings(text: pl.Series) -> pl.Series | None:
-    """The parsed datetimes (null where a value does not parse), or None when no format fits."""
-    if text.str.contains(r"^\d{4}-\d{2}$").all():  # "2024-01": monthly data
-        return (text + "-01").str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
-    try:
-        return text.str.to_datetime(strict=False, time_unit="us")
-    except pl.exceptions.PolarsError:
-        return None
 
 
 def _drop_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:

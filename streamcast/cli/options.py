@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
 from streamcast.threads import ENV, check_threads, default_threads
@@ -20,16 +21,23 @@ def data_options(f):
         metavar="COL",
         help="Numeric covariate column (repeatable).",
     )(f)
-    f = click.option("--target", metavar="COL", help="Value column (default: y, value or target).")(f)
+    f = click.option("--target", metavar="COL", help=f"Value column [default: {_names(TARGET_NAMES)}].")(f)
     f = click.option(
-        "--time-col", metavar="COL", help="Timestamp column (default: ds, timestamp, time or date)."
+        "--time-col",
+        metavar="COL",
+        help=f"Timestamp column [default: {_names(TIME_NAMES)}, or the one column of timestamps].",
     )(f)
     f = click.option(
         "--id-col",
         metavar="COL",
-        help="Series id column (default: unique_id, id, series_id or series).",
+        help=f"Series id column [default: {_names(ID_NAMES)}, or the one column that tells apart "
+        "the rows of a timestamp].",
     )(f)
     return f
+
+
+def _names(names) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def threads_option(f):

@@ -11,7 +11,7 @@ from streamcast.autofit import fit_auto  # noqa: E402
 from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
 from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
 from streamcast.forecaster import Forecaster  # noqa: E402
-from streamcast.forecasting import forecast  # noqa: E402
+from streamcast.forecasting import forecast, with_source_names  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
@@ -41,4 +41,5 @@ __all__ = [
     "save",
     "stream",
     "warm_up",
+    "with_source_names",
 ]

@@ -158,6 +158,7 @@ def backtest(
     >>> result = backtest(load("model.streamcast"), read_series("load.parquet"), windows=7)  # doctest: +SKIP
     >>> result.score("mase"), result.score("mase", "seasonal_naive")  # doctest: +SKIP
     """
+    data, moved = forecaster.in_model_zone(data)
     forecaster.check_freq(data)
     horizon = forecaster.horizon
     stride = _stride(stride, horizon)
@@ -228,7 +229,7 @@ def backtest(
         season=season,
         interval=scorer.interval,
         notes=tuple(notes),
-        warnings=(overlap,) if overlap else (),
+        warnings=tuple(w for w in (moved, overlap) if w),
         imputed=int((~observed).sum()),
     )
 

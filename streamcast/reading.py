@@ -18,7 +18,7 @@ Policies, applied in this order:
   of the month are monthly ("1mo"); likewise "3mo", "6mo" and "1y".
 - Gaps (missing rows, null, NaN or infinite values): every series is put on its regular grid, from its first
   to its last observed value, and missing values are interpolated linearly (covariates carried
-  forward, then back). Gaps longer than `max_gap` steps are still filled, and reported in `notes`
+  forward, then back). Gaps longer than `max_gap` steps (`--long-gap`) are still filled, and reported in `notes`
   so that the user can decide. A timestamp off the grid is an error: resample such data first.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import re
 import sys
 import zlib
@@ -45,12 +46,14 @@ from streamcast.columns import (
     parse_timestamps,
 )
 from streamcast.errors import DataError, UsageError, first_line
+from streamcast.zones import offset_note, to_zone, zone_of
 
 RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
 MISSING = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-")
 MAX_VALUE = 1e15  # |value| above this is not a measurement: far beyond any, far below overflow
 EPOCH_SECONDS_MIN = 100_000_000  # integers above this in a time column are epoch seconds (1973+)
 CSV_SCHEMA_ROWS = 10_000
+log = logging.getLogger(__name__)  # the notes, for library users (the CLI prints them itself)
 LISTED_GAPS = 10  # long gaps reported one by one; the rest are counted, to keep warnings readable
 _DAY_US = 86_400_000_000
 _UNITS = (
@@ -89,6 +92,12 @@ class SeriesFrame:
     filled: pl.DataFrame | None = None
     """(series_id, timestamp) of every value filled in by interpolation: scores must not count
     them as observed (an interpolated value has seen the next real one)."""
+    source_zone: str | None = None
+    """The time zone of the source's timestamps (None: naive, or a step index), before
+    `read_series(time_zone=...)` converted them."""
+    dates: bool = False
+    """The source's times were calendar dates (a Date column, "2024-01-31", 20240131): results
+    give dates back, not midnights."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -212,8 +221,12 @@ def read_series(
     covariates: Sequence[str] = (),
     min_length: int = 1,
     max_gap: int = 24,
+    time_zone: str | None = None,
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies).
+
+    `time_zone` (an IANA name): zoned timestamps are converted to it, naive ones read as its local
+    times; by default the data's own zone is kept, and UTC offsets are read as UTC.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
@@ -223,13 +236,22 @@ def read_series(
     raw = read_table(source, id_col)
     columns, wide, found = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame, range_notes = _canonical(raw, columns, wide, where)
+    source_zone = zone_of(frame["timestamp"])
+    if time_zone is not None:
+        frame = frame.with_columns(to_zone(frame["timestamp"], time_zone, where))
+    elif source_zone == "UTC" and raw[columns.time].dtype == pl.String:
+        range_notes += offset_note(raw[columns.time].str.strip_chars(), columns.time)
     frame, notes = _drop_duplicates(frame)
     notes = found + range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
-    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
+    for note in notes + gap_notes:
+        log.info("%s: %s", where, note)
+    dates = columns.time is not None and _holds_dates(raw[columns.time])
+    notes = tuple(notes + gap_notes)
+    return SeriesFrame(frame, freq, columns, source_name, notes, filled, source_zone, dates)
 
 
 def _find_columns(
@@ -424,6 +446,17 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
         f"{where}: cannot parse timestamp {example} in column {name!r}; use ISO 8601 "
         "(2024-01-31 or 2024-01-31T13:00:00+01:00) throughout, or pick another --time-col"
     )
+
+
+def _holds_dates(col: pl.Series) -> bool:
+    """Dates without a time of day: a Date column, ISO dates or YYYYMMDD integers."""
+    if col.dtype == pl.Date:
+        return True
+    if col.dtype == pl.String:
+        return bool(col.str.strip_chars().str.contains(r"^\d{4}-\d{2}(-\d{2})?$").all())
+    if col.dtype.is_integer():
+        return 19_000_101 <= col.min() and col.max() <= 21_001_231
+    return False
 
 
 def _parse_integers(col: pl.Series) -> pl.Series:
@@ -658,7 +691,8 @@ def _off_grid(rows: pl.DataFrame, freq: str, where: str) -> None:
         # Local midnights written with their UTC offset are 23 or 25 hours apart at a clock change.
         fix = (
             "if the times carry UTC offsets that change with daylight saving, they were converted "
-            "to UTC: write them without the offset, or as a zoned Parquet column; otherwise " + fix
+            "to UTC: pass --time-zone ZONE (e.g. Europe/Berlin), write them without the offset, or "
+            "as a zoned Parquet column; otherwise " + fix
         )
     raise DataError(
         f"{where}: irregular timestamps: series {sid!r} has {ts}, which is off its {freq} grid "
@@ -683,7 +717,7 @@ def _gap_notes(merged: pl.DataFrame, max_gap: int) -> list[str]:
     for _, sid, start, steps in long.head(LISTED_GAPS).iter_rows():
         notes.append(
             f"long gap in series {sid!r}: {steps} steps from {start} were interpolated "
-            f"(more than max_gap={max_gap}); check the source"
+            f"(longer than --long-gap {max_gap}); check the source"
         )
     if long.height > LISTED_GAPS:
         notes.append(f"... and {long.height - LISTED_GAPS} more gaps longer than {max_gap} steps")

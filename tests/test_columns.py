@@ -162,10 +162,11 @@ def test_fit_reads_the_issue_file_as_four_stores(tmp_path):
     result = CliRunner().invoke(main, ["fit", str(path), *FAST[:-1], "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     assert "note: read 'store' as the series id (4 series)" in result.stderr
-    forecast = CliRunner().invoke(main, ["forecast", "-m", str(out), "-q"])
+    forecast = CliRunner().invoke(main, ["forecast", "-m", str(out), "-q", "--keep-names"])
     assert forecast.exit_code == 0, forecast.stderr
     rows = pl.read_csv(forecast.stdout.encode())
-    assert rows["series_id"].unique().sort().to_list() == ["a", "b", "c", "d"]
+    assert rows.columns[:3] == ["store", "origin", "when"]
+    assert rows["store"].unique().sort().to_list() == ["a", "b", "c", "d"]
 
 
 def test_fit_stops_with_one_line_naming_the_candidates_and_the_option(tmp_path):

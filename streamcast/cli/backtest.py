@@ -12,12 +12,16 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    fit_config,
     fit_options,
+    long_gap,
     notes,
     parse_floats,
     read_for_model,
     threads_option,
+    time_zone,
     warn,
+    with_horizon,
 )
 from streamcast.errors import UsageError
 
@@ -101,7 +105,8 @@ def backtest(
     if model_path:
         _only_when_fitting(ctx, save_model)
         forecaster = streamcast.load(model_path)
-        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+        # The backtest says a zone change among its own warnings.
+        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=True)
         notes(series_data.notes, quiet)
         result = run_backtest(forecaster, series_data, **settings, threads=threads)
         scored = model_path
@@ -110,14 +115,20 @@ def backtest(
             raise UsageError("backtest needs DATA to fit a model on, or -m MODEL to score a saved one")
         from streamcast.display import FitProgress
         from streamcast.reading import read_series
-        from streamcast.training import FitConfig
 
-        config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+        config = fit_config(options, quantiles=parse_floats(quantiles), covariates=tuple(covariates))
         series_data = read_series(
-            data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
+            data,
+            id_col=id_col,
+            time_col=time_col,
+            target=target,
+            covariates=covariates,
+            max_gap=long_gap(),
+            time_zone=time_zone(),
         )
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)
+        config = with_horizon(config, options["horizon"], series_data.freq, quiet)
         with progress:
             forecaster, result = fit_and_backtest(
                 series_data, config, on_epoch=progress.epoch, **settings, threads=threads

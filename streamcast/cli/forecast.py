@@ -43,6 +43,11 @@ from streamcast.errors import UsageError
     show_default=True,
     help="Seconds to wait for another run writing the same output.",
 )
+@click.option(
+    "--keep-names",
+    is_flag=True,
+    help="Name the id and time columns as the data does (e.g. store, when), not series_id and timestamp, so that the output joins back to its table.",
+)
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
 def forecast(
@@ -58,6 +63,7 @@ def forecast(
     series,
     output,
     lock_timeout,
+    keep_names,
     threads,
     quiet,
 ):
@@ -80,21 +86,24 @@ def forecast(
     settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series, "threads": threads}
     columns = (id_col, time_col, target, covariates)
     if not output:
-        write_frame(_forecast_table(model_path, data, columns, settings, quiet), "-")
+        write_frame(_forecast_table(model_path, data, columns, settings, keep_names, quiet), "-")
         return
     check_output_path(output)
     # The whole run holds the lock, not just the write: a run that started earlier on older data
     # must not finish later and replace a newer forecast.
     with output_lock(output, lock_timeout):
-        write_frame(_forecast_table(model_path, data, columns, settings, quiet), output)
+        write_frame(_forecast_table(model_path, data, columns, settings, keep_names, quiet), output)
 
 
-def _forecast_table(model_path, data, columns: tuple, settings: dict, quiet: bool) -> pl.DataFrame:
+def _forecast_table(
+    model_path, data, columns: tuple, settings: dict, keep_names: bool, quiet: bool
+) -> pl.DataFrame:
     """Load, read, forecast, and tell the user what they should know about the result."""
     from streamcast.forecasting import forecast as run_forecast
+    from streamcast.forecasting import with_source_names
 
     forecaster = streamcast.load(model_path)
-    series_data = read_for_model(forecaster, data, *columns)
+    series_data = read_for_model(forecaster, data, *columns, quiet=quiet)
     notes(series_data.notes, quiet)
     _warn_about_settings(forecaster, series_data, settings["horizon"], settings["as_of"], quiet)
     table = run_forecast(forecaster, series_data, **settings)
@@ -103,7 +112,7 @@ def _forecast_table(model_path, data, columns: tuple, settings: dict, quiet: boo
         warn(
             f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column"
         )
-    return table
+    return with_source_names(table, series_data.columns) if keep_names else table
 
 
 def _warn_about_settings(
@@ -176,7 +185,7 @@ def plot(
     check_figure_path(output)
     set_process_threads(threads)
     forecaster = streamcast.load(model_path)
-    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=quiet)
     notes(series_data.notes, quiet)
     chosen = series or series_data.series_ids[:4]
     if not series and len(series_data.series_ids) > 4:

@@ -15,6 +15,26 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def data_options(f):
     """Column options shared by every command that reads series."""
     f = click.option(
+        "--time-zone",
+        metavar="ZONE",
+        expose_value=False,
+        callback=lambda ctx, param, value: ctx.meta.__setitem__("time_zone", value),
+        help="Read the timestamps in this IANA zone (e.g. Europe/Berlin): zoned ones and UTC offsets "
+        "are converted, naive ones are its local times [default: the data's own; a model's data: "
+        "the zone it was trained in].",
+    )(f)
+    f = click.option(
+        "--long-gap",
+        type=click.IntRange(min=1),
+        default=24,
+        show_default=True,
+        metavar="STEPS",
+        expose_value=False,
+        # Read where the data is read (read_for_model, fit): it only sets when a note is due.
+        callback=lambda ctx, param, value: ctx.meta.__setitem__("long_gap", value),
+        help="Gaps filled by interpolation that are longer than this get a note each.",
+    )(f)
+    f = click.option(
         "--covariate",
         "covariates",
         multiple=True,
@@ -110,7 +130,11 @@ def fit_options(f):
             help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week hourly (168), a day for 15-minute data (96), at most 336 steps; 28 daily].",
         ),
         click.option(
-            "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."
+            "--horizon",
+            type=int,
+            help="Steps ahead forecast at every step [default: by frequency, and said: a day of hourly "
+            "to 15-minute data, an hour of finer, 14 daily, 13 weekly, 18 monthly, 8 quarterly, 6 yearly; "
+            "24 steps without timestamps].",
         ),
         click.option(
             "--quantiles",
@@ -214,6 +238,27 @@ def fit_options(f):
     return f
 
 
+def fit_config(options: dict, **more):
+    """The FitConfig of fit's options; without --horizon, a placeholder until the data's frequency
+    is known (`with_horizon`)."""
+    from streamcast.training import FitConfig
+
+    return FitConfig(**{**options, "horizon": options["horizon"] or 24}, **more)
+
+
+def with_horizon(config, given: int | None, freq: str, quiet: bool):
+    """The config with the horizon the data's frequency suggests when --horizon was not given."""
+    import dataclasses
+
+    from streamcast.features import default_horizon
+
+    if given is not None:
+        return config
+    steps, words = default_horizon(freq)
+    notes([f"--horizon not given: forecasting {steps} steps ({words}); pass --horizon N to choose"], quiet)
+    return dataclasses.replace(config, horizon=steps)
+
+
 def parse_floats(text: str | None) -> tuple[float, ...]:
     if not text:
         return ()
@@ -235,8 +280,19 @@ def notes(notes, quiet: bool) -> None:
             click.echo(f"note: {note}", err=True)
 
 
-def read_for_model(forecaster, data, id_col, time_col, target, covariates):
-    """Read DATA, or the model's own data source, with the model's column mapping unless overridden."""
+def long_gap() -> int:
+    """The --long-gap of the running command."""
+    return click.get_current_context().meta.get("long_gap", 24)
+
+
+def time_zone() -> str | None:
+    """The --time-zone of the running command."""
+    return click.get_current_context().meta.get("time_zone")
+
+
+def read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet: bool = False):
+    """Read DATA, or the model's own data source, with the model's column mapping and time zone
+    unless overridden; warn when the data's zone is not the model's."""
     from streamcast.reading import read_series
 
     source = data or forecaster.info.get("data", {}).get("source")
@@ -244,12 +300,14 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
         raise UsageError("this model records no data file to re-read: pass DATA (a path, or - for stdin)")
     cols = forecaster.columns
     try:
-        return read_series(
+        series = read_series(
             source,
             id_col=id_col or cols.id,
             time_col=time_col or cols.time,
             target=target or cols.target,
             covariates=covariates or cols.covariates,
+            max_gap=long_gap(),
+            time_zone=time_zone() or forecaster.time_zone,
         )
     except UsageError as exc:
         # A column the user did not name came from the model: say so, not "from --covariate".
@@ -260,3 +318,7 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
         if not covariates:
             message = message.replace("(from --covariate)", "(a covariate of the model)")
         raise UsageError(message) from None
+    series, moved = forecaster.in_model_zone(series)
+    if moved and not quiet:
+        warn(moved)
+    return series

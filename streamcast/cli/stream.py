@@ -254,14 +254,14 @@ def _state_lock(path: str | None) -> Iterator[None]:
         yield
         return
     from streamcast.errors import LockTimeout
-    from streamcast.locking import output_lock
+    from streamcast.locking import lock_path, output_lock
 
     try:
         with output_lock(path, 0):
             yield
     except LockTimeout:
         raise LockTimeout(
-            f"another stream is using the state file {path} (its lock {path}.lock is held); "
+            f"another stream is using the state file {path} (its lock {lock_path(path)} is held); "
             "stop that stream first, or pass another --state file"
         ) from None
 

@@ -55,6 +55,12 @@ from streamcast.errors import UsageError
 @click.option(
     "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
 )
+@click.option(
+    "--save-forecasts",
+    metavar="PATH",
+    help="Also write the forecasts behind the scores, one row per origin and step (series_id, timestamp, "
+    "cutoff, step, y, forecast, naive, seasonal_naive, observed), to .csv, .parquet or .jsonl.",
+)
 @fit_options
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
@@ -74,6 +80,7 @@ def backtest(
     as_json,
     output,
     save_model,
+    save_forecasts,
     quantiles,
     threads,
     quiet,
@@ -99,6 +106,11 @@ def backtest(
     if output == "-" and as_json:
         raise UsageError("-o - and --json both print to stdout: choose one")
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
+    settings["keep_forecasts"] = bool(save_forecasts)
+    if save_forecasts:
+        if save_forecasts == "-":
+            raise UsageError("--save-forecasts needs a file path: stdout carries the scores")
+        check_output_path(save_forecasts)
     if save_model:
         check_writable(save_model, "--save-model file")
     set_process_threads(threads)
@@ -139,6 +151,12 @@ def backtest(
     notes(result.notes, quiet)
     for warning in result.warnings:
         warn(warning)
+    if save_forecasts:
+        from streamcast.output import write_frame
+
+        write_frame(result.forecasts, save_forecasts)
+        if not quiet:
+            click.echo(f"wrote {save_forecasts} ({result.forecasts.height:,} forecasts)", err=True)
     _print_backtest(result, scored, series_data.source, as_json, output, quiet)
 
 

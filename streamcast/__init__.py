@@ -9,7 +9,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from streamcast.autofit import fit_auto  # noqa: E402
 from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
-from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
+from streamcast.errors import (  # noqa: E402
+    DataError,
+    ModelFileError,
+    StreamcastError,
+    StreamcastWarning,
+    UsageError,
+)
 from streamcast.forecaster import Forecaster  # noqa: E402
 from streamcast.forecasting import forecast, with_source_names  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
@@ -29,6 +35,7 @@ __all__ = [
     "StreamConfig",
     "StreamState",
     "StreamcastError",
+    "StreamcastWarning",
     "UsageError",
     "backtest",
     "fit",

@@ -98,7 +98,7 @@ def default_horizon(freq: str) -> tuple[int, str]:
         return 24, "24 steps"
     if seconds < _DAY:
         span = (_DAY, "a day") if _DAY / seconds <= 96 else (3600, "an hour")
-        return max(1, round(span[0] / seconds)), f"{span[1]} of {freq} data"
+        return max(1, round(span[0] / seconds)), f"{span[1]} of {_step_words(freq)} data"
     for limit, steps, words in (
         (_DAY, 14, "two weeks of daily data"),
         (7 * _DAY, 13, "a quarter of weekly data"),
@@ -108,6 +108,14 @@ def default_horizon(freq: str) -> tuple[int, str]:
         if seconds <= limit:
             return steps, words
     return 6, "six years of yearly data"
+
+
+def _step_words(freq: str) -> str:
+    """ "hourly", "15-minute", "30-second": a sub-daily step as a person says it."""
+    if freq == "1h":
+        return "hourly"
+    count, unit = re.fullmatch(r"(\d+)(\D+)", freq).groups()
+    return f"{count}-{dict(s='second', m='minute', h='hour', ms='millisecond', us='microsecond').get(unit, unit)}"
 
 
 def calendar_names(freq: str) -> tuple[str, ...]:

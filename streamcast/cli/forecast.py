@@ -103,7 +103,7 @@ def _forecast_table(
     from streamcast.forecasting import with_source_names
 
     forecaster = streamcast.load(model_path)
-    series_data = read_for_model(forecaster, data, *columns, quiet=quiet)
+    series_data = read_for_model(forecaster, data, *columns, quiet)
     notes(series_data.notes, quiet)
     _warn_about_settings(forecaster, series_data, settings["horizon"], settings["as_of"], quiet)
     table = run_forecast(forecaster, series_data, **settings)

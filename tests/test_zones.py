@@ -114,3 +114,16 @@ def test_a_naive_model_served_zoned_data_warns(tmp_path):
     result = run(["forecast", str(tmp_path / "b.parquet"), "-m", str(model)])
     assert result.exit_code == 0, result.stderr
     assert "timestamps are in Europe/Berlin but the model was trained in no time zone" in result.stderr
+
+
+def test_info_shows_the_zone_and_stream_warms_up_in_the_models_zone_with_a_warning(tmp_path):
+    berlin_frame().write_parquet(tmp_path / "b.parquet")
+    as_offset_csv(berlin_frame(), tmp_path / "b.csv")
+    model = tmp_path / "m.streamcast"
+    assert run(["fit", str(tmp_path / "b.parquet"), *FAST, "-o", str(model)]).exit_code == 0
+    assert "1h in Europe/Berlin" in run(["info", str(model)]).stdout
+    result = CliRunner().invoke(
+        main, ["stream", "-m", str(model), "--warmup", str(tmp_path / "b.csv"), "-q"], input=""
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "timestamps are in UTC but the model was trained in Europe/Berlin" in result.stderr

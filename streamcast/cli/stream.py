@@ -14,6 +14,7 @@ from streamcast.cli.options import (
     CONTEXT,
     model_option,
     threads_option,
+    warn,
 )
 from streamcast.errors import DataError, UsageError
 
@@ -217,7 +218,11 @@ def stream(
                 time_col=cols.time,
                 target=cols.target,
                 covariates=cols.covariates,
+                time_zone=forecaster.time_zone,
             )
+            history, moved = forecaster.in_model_zone(history)
+            if moved:
+                warn(moved)
             warmed = warm_up(forecaster, state, history, threads=threads)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
         session_options = SessionOptions(

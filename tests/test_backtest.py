@@ -259,5 +259,19 @@ def test_cli_save_forecasts_writes_them_beside_the_scores(model_path, data_path,
     assert rows["observed"].all()
     assert json.loads(result.stdout)["points"] == rows.height
     assert f"wrote {out} (36 forecasts)" in result.stderr
+
+
+def test_cli_save_forecasts_keeps_the_datas_names_on_request(model_path, tmp_path):
+    path = tmp_path / "sales.csv"
+    hourly_frame(series=3, length=240).rename({"series_id": "store", "timestamp": "when"}).write_csv(path)
+    out = tmp_path / "cv.csv"
+    names = ["--id-col", "store", "--time-col", "when", "--target", "value"]
+    result = invoke(
+        "-m", model_path, path, *names, "--windows", 2, "--save-forecasts", out, "--keep-names", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    rows = pl.read_csv(out)
+    assert rows.columns[:4] == ["store", "when", "cutoff", "step"]
+    assert rows["store"].unique().sort().to_list() == ["s0", "s1", "s2"]
     missing = invoke("-m", model_path, data_path, "--save-forecasts", tmp_path / "nope" / "cv.csv")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr

@@ -61,6 +61,11 @@ from streamcast.errors import UsageError
     help="Also write the forecasts behind the scores, one row per origin and step (series_id, timestamp, "
     "cutoff, step, y, forecast, naive, seasonal_naive, observed), to .csv, .parquet or .jsonl.",
 )
+@click.option(
+    "--keep-names",
+    is_flag=True,
+    help="In --save-forecasts, name the id and time columns as the data does, so that it joins back.",
+)
 @fit_options
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
@@ -81,6 +86,7 @@ def backtest(
     output,
     save_model,
     save_forecasts,
+    keep_names,
     quantiles,
     threads,
     quiet,
@@ -152,9 +158,11 @@ def backtest(
     for warning in result.warnings:
         warn(warning)
     if save_forecasts:
+        from streamcast.forecasting import with_source_names
         from streamcast.output import write_frame
 
-        write_frame(result.forecasts, save_forecasts)
+        rows = with_source_names(result.forecasts, series_data.columns) if keep_names else result.forecasts
+        write_frame(rows, save_forecasts)
         if not quiet:
             click.echo(f"wrote {save_forecasts} ({result.forecasts.height:,} forecasts)", err=True)
     _print_backtest(result, scored, series_data.source, as_json, output, quiet)

@@ -176,8 +176,17 @@ def _read_csv(data: Path | bytes, where: str, id_col: str | None = None) -> pl.D
         return pl.read_csv(data if isinstance(data, Path) else io.BytesIO(data), **options, **more)
 
     try:
-        names = [name.strip() for name in read(n_rows=0).columns]
-        ids = {name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col}
+        head = read(n_rows=CSV_SCHEMA_ROWS, infer_schema=False)
+        names = [name.strip() for name in head.columns]
+        # Codes written with leading zeros ("007") are labels, whatever their column is called.
+        padded = {
+            new
+            for old, new in zip(head.columns, names, strict=True)
+            if head[old].str.contains(r"^0\d+$").any()
+        }
+        ids = {
+            name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col or name in padded
+        }
         options.update(null_values=list(MISSING), schema_overrides=ids or None)
         try:
             frame = read(infer_schema_length=CSV_SCHEMA_ROWS, new_columns=names)

@@ -187,3 +187,11 @@ def test_help_lists_the_names_the_reader_detects():
     flat = " ".join(text.split())
     for names in (ID_NAMES, TIME_NAMES, TARGET_NAMES):
         assert ", ".join(names[:-1]) + " or " + names[-1] in flat
+
+
+def test_zero_padded_codes_in_a_csv_stay_text_under_any_column_name(tmp_path):
+    frame = iso(panel("store", "when", "sales", ids=("007", "008", "010")), "when")
+    frame.write_csv(tmp_path / "s.csv")
+    data = read_series(tmp_path / "s.csv")
+    assert data.columns.id == "store"
+    assert data.series_ids == ["007", "008", "010"]

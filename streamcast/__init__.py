@@ -10,9 +10,15 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 from streamcast.autofit import fit_auto  # noqa: E402
 from streamcast.backtest import BacktestResult, backtest, combine_scores, fit_and_backtest, holdout  # noqa: E402
 from streamcast.batches import BatchReader, read_batches  # noqa: E402
-from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
+from streamcast.errors import (  # noqa: E402
+    DataError,
+    ModelFileError,
+    StreamcastError,
+    StreamcastWarning,
+    UsageError,
+)
 from streamcast.forecaster import Forecaster  # noqa: E402
-from streamcast.forecasting import forecast, forecast_batches, forecast_source  # noqa: E402
+from streamcast.forecasting import forecast, forecast_batches, forecast_source, with_source_names  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
@@ -31,6 +37,7 @@ __all__ = [
     "StreamConfig",
     "StreamState",
     "StreamcastError",
+    "StreamcastWarning",
     "UsageError",
     "backtest",
     "combine_scores",
@@ -47,4 +54,5 @@ __all__ = [
     "save",
     "stream",
     "warm_up",
+    "with_source_names",
 ]

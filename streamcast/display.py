@@ -200,7 +200,7 @@ def print_info(meta: dict, path: str) -> None:
                 or ["value"]
             ),
         ),
-        ("frequency", meta["feature_spec"]["freq"]),
+        ("frequency", meta["feature_spec"]["freq"] + _zone(info)),
         ("columns", ", ".join(f"{k}={v}" for k, v in meta["columns"].items() if v)),
         (
             "data",
@@ -307,3 +307,9 @@ def _gain(x: float | None) -> str:
         return "-"
     colour = "green" if x > 0 else "red"
     return f"[{colour}]{x:+.1%}[/{colour}]"
+
+
+def _zone(info: dict) -> str:
+    """The time zone the model was trained in, where one was recorded."""
+    zone = info.get("data", {}).get("time_zone")
+    return f" in {zone}" if zone else ""

@@ -85,6 +85,39 @@ def window_length(freq: str) -> int:
     return 24 if seconds < 365 * _DAY else 8
 
 
+def default_horizon(freq: str) -> tuple[int, str]:
+    """The horizon `fit` takes when none is given, and how to say it: one day of sub-daily data
+    (at most 96 steps, an hour of finer data), then the M4 competition's horizons: two weeks of
+    daily data, a quarter of weekly, 18 months, 8 quarters, 6 years; 24 steps without a time axis.
+
+    >>> default_horizon("1d")
+    (14, 'two weeks of daily data')
+    """
+    seconds = freq_seconds(freq)
+    if seconds is None:
+        return 24, "24 steps"
+    if seconds < _DAY:
+        span = (_DAY, "a day") if _DAY / seconds <= 96 else (3600, "an hour")
+        return max(1, round(span[0] / seconds)), f"{span[1]} of {_step_words(freq)} data"
+    for limit, steps, words in (
+        (_DAY, 14, "two weeks of daily data"),
+        (7 * _DAY, 13, "a quarter of weekly data"),
+        (31 * _DAY, 18, "18 months of monthly data"),
+        (92 * _DAY, 8, "two years of quarterly data"),
+    ):
+        if seconds <= limit:
+            return steps, words
+    return 6, "six years of yearly data"
+
+
+def _step_words(freq: str) -> str:
+    """ "hourly", "15-minute", "30-second": a sub-daily step as a person says it."""
+    if freq == "1h":
+        return "hourly"
+    count, unit = re.fullmatch(r"(\d+)(\D+)", freq).groups()
+    return f"{count}-{dict(s='second', m='minute', h='hour', ms='millisecond', us='microsecond').get(unit, unit)}"
+
+
 def calendar_names(freq: str) -> tuple[str, ...]:
     """Which calendar cycles are worth encoding at this frequency (each as a sine/cosine pair)."""
     seconds = freq_seconds(freq)

@@ -26,6 +26,7 @@ from streamcast.features import (
 )
 from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
+from streamcast.zones import served_message, to_zone, zone_of
 
 if TYPE_CHECKING:
     from streamcast.backtest import BacktestResult
@@ -96,7 +97,35 @@ class Forecaster:
         if isinstance(data, SeriesFrame):
             return data
         c = self.columns
-        return read_series(data, id_col=c.id, time_col=c.time, target=c.target, covariates=c.covariates)
+        return read_series(
+            data,
+            id_col=c.id,
+            time_col=c.time,
+            target=c.target,
+            covariates=c.covariates,
+            time_zone=self.time_zone,
+        )
+
+    @property
+    def time_zone(self) -> str | None:
+        """The zone of the timestamps the model was trained on (None: naive, or not recorded)."""
+        return self.info.get("data", {}).get("time_zone")
+
+    def in_model_zone(self, data: SeriesFrame) -> tuple[SeriesFrame, str | None]:
+        """`data` with its timestamps in the model's zone, and the warning due when the source's
+        zone was another (models from before zones were recorded take the data as it is)."""
+        if "time_zone" not in self.info.get("data", {}) or data.frame["timestamp"].dtype == pl.Int64:
+            return data, None
+        zone = self.time_zone
+        if zone_of(data.frame["timestamp"]) != zone:
+            frame = data.frame.with_columns(to_zone(data.frame["timestamp"], zone, data.source))
+            filled = data.filled
+            if filled is not None:
+                filled = filled.with_columns(to_zone(filled["timestamp"], zone, data.source))
+            data = replace(data, frame=frame, filled=filled)
+        if data.source_zone == zone:
+            return data, None
+        return data, served_message(data.source, data.source_zone, zone)
 
     @property
     def horizon(self) -> int:

@@ -18,7 +18,7 @@ Policies, applied in this order:
   of the month are monthly ("1mo"); likewise "3mo", "6mo" and "1y".
 - Gaps (missing rows, null, NaN or infinite values): every series is put on its regular grid, from its first
   to its last observed value, and missing values are interpolated linearly (covariates carried
-  forward, then back). Gaps longer than `max_gap` steps are still filled, and reported in `notes`
+  forward, then back). Gaps longer than `max_gap` steps (`--long-gap`) are still filled, and reported in `notes`
   so that the user can decide. A timestamp off the grid is an error: resample such data first.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import re
 import sys
 import zlib
@@ -36,16 +37,23 @@ from pathlib import Path
 
 import polars as pl
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES
+from streamcast.columns import (
+    find_id,
+    find_time,
+    given_column,
+    named,
+    parse_timestamps,
+)
 from streamcast.errors import DataError, UsageError, first_line
+from streamcast.zones import offset_note, to_zone, zone_of
 
-ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
-TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
-TARGET_NAMES = ("y", "value", "target")
 RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
 MISSING = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-")
 MAX_VALUE = 1e15  # |value| above this is not a measurement: far beyond any, far below overflow
 EPOCH_SECONDS_MIN = 100_000_000  # integers above this in a time column are epoch seconds (1973+)
 CSV_SCHEMA_ROWS = 10_000
+log = logging.getLogger(__name__)  # the notes, for library users (the CLI prints them itself)
 LISTED_GAPS = 10  # long gaps reported one by one; the rest are counted, to keep warnings readable
 _DAY_US = 86_400_000_000
 _UNITS = (
@@ -84,6 +92,12 @@ class SeriesFrame:
     filled: pl.DataFrame | None = None
     """(series_id, timestamp) of every value filled in by interpolation: scores must not count
     them as observed (an interpolated value has seen the next real one)."""
+    source_zone: str | None = None
+    """The time zone of the source's timestamps (None: naive, or a step index), before
+    `read_series(time_zone=...)` converted them."""
+    dates: bool = False
+    """The source's times were calendar dates (a Date column, "2024-01-31", 20240131): results
+    give dates back, not midnights."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -162,8 +176,17 @@ def _read_csv(data: Path | bytes, where: str, id_col: str | None = None) -> pl.D
         return pl.read_csv(data if isinstance(data, Path) else io.BytesIO(data), **options, **more)
 
     try:
-        names = [name.strip() for name in read(n_rows=0).columns]
-        ids = {name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col}
+        head = read(n_rows=CSV_SCHEMA_ROWS, infer_schema=False)
+        names = [name.strip() for name in head.columns]
+        # Codes written with leading zeros ("007") are labels, whatever their column is called.
+        padded = {
+            new
+            for old, new in zip(head.columns, names, strict=True)
+            if head[old].str.contains(r"^0\d+$").any()
+        }
+        ids = {
+            name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col or name in padded
+        }
         options.update(null_values=list(MISSING), schema_overrides=ids or None)
         try:
             frame = read(infer_schema_length=CSV_SCHEMA_ROWS, new_columns=names)
@@ -208,11 +231,14 @@ def read_series(
     min_length: int = 1,
     max_gap: int = 24,
     source_name: str | None = None,
+    time_zone: str | None = None,
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies).
 
     `source_name`: what messages and the result call the data (a batch of rows read from a file
     is named for the file, not "<frame>").
+    `time_zone` (an IANA name): zoned timestamps are converted to it, naive ones read as its local
+    times; by default the data's own zone is kept, and UTC offsets are read as UTC.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
@@ -220,15 +246,24 @@ def read_series(
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
     raw = read_table(source, id_col)
-    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
+    columns, wide, found = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame, range_notes = _canonical(raw, columns, wide, where)
+    source_zone = zone_of(frame["timestamp"])
+    if time_zone is not None:
+        frame = frame.with_columns(to_zone(frame["timestamp"], time_zone, where))
+    elif source_zone == "UTC" and raw[columns.time].dtype == pl.String:
+        range_notes += offset_note(raw[columns.time].str.strip_chars(), columns.time)
     frame, notes = _drop_duplicates(frame)
-    notes = range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
+    notes = found + range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
-    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
+    for note in notes + gap_notes:
+        log.info("%s: %s", where, note)
+    dates = columns.time is not None and _holds_dates(raw[columns.time])
+    notes = tuple(notes + gap_notes)
+    return SeriesFrame(frame, freq, columns, source_name, notes, filled, source_zone, dates)
 
 
 def find_columns(
@@ -252,26 +287,39 @@ def _find_columns(
     target: str | None,
     covariates: tuple[str, ...],
     where: str,
-) -> tuple[Columns, tuple[str, ...]]:
-    """Which source column plays which part; for a wide table, also the columns that are series."""
+) -> tuple[Columns, tuple[str, ...], list[str]]:
+    """Which source column plays which part; for a wide table, also the columns that are series;
+    and notes on the parts told from content rather than from a name or an option."""
     cols = raw.columns
     for cov in covariates:
-        _column(cols, cov, (), "--covariate", ())
+        given_column(cols, cov, "--covariate", ())
         if cov in RESERVED:
             raise UsageError(f"covariate {cov!r} has a reserved name: rename that column")
-    id_name = _column(cols, id_col, ID_NAMES, "--id-col", covariates)
-    time_name = _column(cols, time_col, TIME_NAMES, "--time-col", (id_name, *covariates))
+    given_id = given_column(cols, id_col, "--id-col", covariates) if id_col is not None else None
+    taken = (given_id, *covariates)
+    if time_col is not None:
+        time_name, notes = given_column(cols, time_col, "--time-col", taken), []
+    else:
+        time_name, notes = find_time(raw, taken, where)
+    if target:
+        given_column(cols, target, "--target", (given_id, time_name, *covariates))
+    named_target = target or named(cols, TARGET_NAMES, (given_id, time_name, *covariates))
+    if given_id is not None:
+        id_name = given_id
+    else:
+        id_name, id_notes = find_id(raw, time_name, named_target, (time_name, *covariates), where)
+        notes += id_notes
     taken = (id_name, time_name, *covariates)
-    target_name = _column(cols, target, TARGET_NAMES, "--target", taken)
+    target_name = named_target
     numeric = [c for c in cols if c not in taken and raw[c].dtype.is_numeric()]
     if id_name is None and target_name is None and len(numeric) > 1:
-        return Columns(None, time_name, "", covariates), tuple(numeric)
+        return Columns(None, time_name, "", covariates), tuple(numeric), notes
     if target_name is None:
         if len(numeric) != 1:
             found = f"numeric columns: {', '.join(numeric)}" if numeric else "no numeric column"
             raise DataError(f"{where}: cannot tell which column to forecast ({found}); pass --target COL")
         target_name = numeric[0]
-    return Columns(id_name, time_name, target_name, covariates), ()
+    return Columns(id_name, time_name, target_name, covariates), (), notes
 
 
 def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], repeats: bool) -> list[str]:
@@ -292,22 +340,6 @@ def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], re
             f"one series has repeated timestamps; if {text[0]!r} names the series, pass --id-col {text[0]}"
         )
     return notes
-
-
-def _column(
-    cols: list[str], given: str | None, candidates: Sequence[str], flag: str, taken: Sequence
-) -> str | None:
-    """The column named by an option, or else the first candidate name present (any case)."""
-    if given is None:
-        lower = {c.lower(): c for c in cols if c not in taken}
-        return next((lower[c] for c in candidates if c in lower), None)
-    if given not in cols:
-        raise UsageError(
-            f"column {given!r} (from {flag}) is not in the data; the columns are: {', '.join(cols)}"
-        )
-    if given in taken:
-        raise UsageError(f"column {given!r} (from {flag}) is already used for another part")
-    return given
 
 
 def _canonical(
@@ -429,7 +461,7 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
     if dtype.is_float() and col.min() > EPOCH_SECONDS_MIN:
         return (col * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
     if dtype == pl.String:
-        parsed = _parse_strings(col.str.strip_chars())
+        parsed = parse_timestamps(col.str.strip_chars())
         bad = col.filter(parsed.is_null()) if parsed is not None else col
         if bad.len() == 0:
             return parsed
@@ -440,6 +472,17 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
         f"{where}: cannot parse timestamp {example} in column {name!r}; use ISO 8601 "
         "(2024-01-31 or 2024-01-31T13:00:00+01:00) throughout, or pick another --time-col"
     )
+
+
+def _holds_dates(col: pl.Series) -> bool:
+    """Dates without a time of day: a Date column, ISO dates or YYYYMMDD integers."""
+    if col.dtype == pl.Date:
+        return True
+    if col.dtype == pl.String:
+        return bool(col.str.strip_chars().str.contains(r"^\d{4}-\d{2}(-\d{2})?$").all())
+    if col.dtype.is_integer():
+        return 19_000_101 <= col.min() and col.max() <= 21_001_231
+    return False
 
 
 def _parse_integers(col: pl.Series) -> pl.Series:
@@ -460,16 +503,6 @@ def _parse_integers(col: pl.Series) -> pl.Series:
         if dates.null_count() == 0:
             return dates.cast(pl.Datetime("us"))
     return col.cast(pl.Int64)
-
-
-def _parse_strings(text: pl.Series) -> pl.Series | None:
-    """The parsed datetimes (null where a value does not parse), or None when no format fits."""
-    if text.str.contains(r"^\d{4}-\d{2}$").all():  # "2024-01": monthly data
-        return (text + "-01").str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
-    try:
-        return text.str.to_datetime(strict=False, time_unit="us")
-    except pl.exceptions.PolarsError:
-        return None
 
 
 def _drop_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
@@ -684,7 +717,8 @@ def _off_grid(rows: pl.DataFrame, freq: str, where: str) -> None:
         # Local midnights written with their UTC offset are 23 or 25 hours apart at a clock change.
         fix = (
             "if the times carry UTC offsets that change with daylight saving, they were converted "
-            "to UTC: write them without the offset, or as a zoned Parquet column; otherwise " + fix
+            "to UTC: pass --time-zone ZONE (e.g. Europe/Berlin), write them without the offset, or "
+            "as a zoned Parquet column; otherwise " + fix
         )
     raise DataError(
         f"{where}: irregular timestamps: series {sid!r} has {ts}, which is off its {freq} grid "
@@ -709,7 +743,7 @@ def _gap_notes(merged: pl.DataFrame, max_gap: int) -> list[str]:
     for _, sid, start, steps in long.head(LISTED_GAPS).iter_rows():
         notes.append(
             f"long gap in series {sid!r}: {steps} steps from {start} were interpolated "
-            f"(more than max_gap={max_gap}); check the source"
+            f"(longer than --long-gap {max_gap}); check the source"
         )
     if long.height > LISTED_GAPS:
         notes.append(f"... and {long.height - LISTED_GAPS} more gaps longer than {max_gap} steps")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -49,9 +50,12 @@ from streamcast.model import (
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
+from streamcast.zones import zone_of
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("plateau", "cosine", "warmup-cosine", "none")
+
+log = logging.getLogger(__name__)  # progress for library users: logging.basicConfig(level=logging.INFO)
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,7 @@ def fit(
 def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], None] | None) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
     prepared = prepare(data, config)
+    log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)
     cells = config.ensemble_cells or (config.cell,)
     plans = [
         MemberPlan(
@@ -373,6 +378,7 @@ def assemble(
             "series": prepared.series,
             "rows": prepared.rows,
             "freq": data.freq,
+            "time_zone": zone_of(data.frame["timestamp"]),
         },
         "history": [asdict(s) for s in result.history],
         "gradient_health": health_summary(result.history, result.best_epoch),
@@ -500,6 +506,15 @@ def _train_member(
                 member=member,
             )
             result.history.append(stats)
+            log.info(
+                "member %d epoch %d train_loss=%.4g val_loss=%.4g %.1fs%s",
+                member,
+                epoch,
+                train_loss,
+                val_loss,
+                seconds,
+                " *best" if improved else "",
+            )
             if on_epoch is not None:
                 on_epoch(stats)
             _step_scheduler(scheduler, val_loss)

@@ -12,13 +12,17 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    fit_config,
     fit_options,
+    long_gap,
     notes,
     parse_floats,
     read_for_model,
     reader_for_model,
     threads_option,
+    time_zone,
     warn,
+    with_horizon,
 )
 from streamcast.errors import UsageError
 
@@ -64,6 +68,17 @@ from streamcast.errors import UsageError
     metavar="FOLDER",
     help="Put the parts in FOLDER together: the tables of one backtest over every series.",
 )
+@click.option(
+    "--save-forecasts",
+    metavar="PATH",
+    help="Also write the forecasts behind the scores, one row per origin and step (series_id, timestamp, "
+    "cutoff, step, y, forecast, naive, seasonal_naive, observed), to .csv, .parquet or .jsonl.",
+)
+@click.option(
+    "--keep-names",
+    is_flag=True,
+    help="In --save-forecasts, name the id and time columns as the data does, so that it joins back.",
+)
 @fit_options
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
@@ -85,6 +100,8 @@ def backtest(
     save_model,
     shard_text,
     combine,
+    save_forecasts,
+    keep_names,
     quantiles,
     threads,
     quiet,
@@ -125,13 +142,19 @@ def backtest(
     if output == "-" and as_json:
         raise UsageError("-o - and --json both print to stdout: choose one")
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
+    settings["keep_forecasts"] = bool(save_forecasts)
+    if save_forecasts:
+        if save_forecasts == "-":
+            raise UsageError("--save-forecasts needs a file path: stdout carries the scores")
+        check_output_path(save_forecasts)
     if save_model:
         check_writable(save_model, "--save-model file")
     set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
         forecaster = streamcast.load(model_path)
-        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+        # The backtest says a zone change among its own warnings.
+        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=True)
         notes(series_data.notes, quiet)
         result = run_backtest(forecaster, series_data, **settings, threads=threads)
         scored = model_path
@@ -140,14 +163,20 @@ def backtest(
             raise UsageError("backtest needs DATA to fit a model on, or -m MODEL to score a saved one")
         from streamcast.display import FitProgress
         from streamcast.reading import read_series
-        from streamcast.training import FitConfig
 
-        config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+        config = fit_config(options, quantiles=parse_floats(quantiles), covariates=tuple(covariates))
         series_data = read_series(
-            data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
+            data,
+            id_col=id_col,
+            time_col=time_col,
+            target=target,
+            covariates=covariates,
+            max_gap=long_gap(),
+            time_zone=time_zone(),
         )
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)
+        config = with_horizon(config, options["horizon"], series_data.freq, quiet)
         with progress:
             forecaster, result = fit_and_backtest(
                 series_data, config, on_epoch=progress.epoch, **settings, threads=threads
@@ -158,6 +187,14 @@ def backtest(
     notes(result.notes, quiet)
     for warning in result.warnings:
         warn(warning)
+    if save_forecasts:
+        from streamcast.forecasting import with_source_names
+        from streamcast.output import write_frame
+
+        rows = with_source_names(result.forecasts, series_data.columns) if keep_names else result.forecasts
+        write_frame(rows, save_forecasts)
+        if not quiet:
+            click.echo(f"wrote {save_forecasts} ({result.forecasts.height:,} forecasts)", err=True)
     _print_backtest(result, scored, series_data.source, as_json, output, quiet)
 
 
@@ -170,11 +207,12 @@ def _backtest_shard(
     from streamcast.backtest import PART_SCHEMA
     from streamcast.backtest import backtest as run_backtest
     from streamcast.output import check_output_path, write_frame
-    from streamcast.parts import output_for
+    from streamcast.parts import make_dataset_folder, output_for
 
     model_path, data, *columns = source
     if not model_path:
         raise UsageError("--shard scores a saved model: fit once, then pass -m MODEL to every shard")
+    make_dataset_folder(output)
     output = output_for(output, shard, from_torchrun)
     check_output_path(output)
     forecaster = streamcast.load(model_path)

@@ -15,9 +15,13 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    fit_config,
     fit_options,
+    long_gap,
     parse_floats,
     threads_option,
+    time_zone,
+    with_horizon,
 )
 from streamcast.errors import ModelFileError, UsageError
 from streamcast.modelfile import DEFAULT_MODEL_PATH
@@ -81,10 +85,9 @@ def fit(
     from streamcast.display import FitProgress
     from streamcast.reading import read_series
     from streamcast.threads import set_process_threads
-    from streamcast.training import FitConfig
     from streamcast.training import fit as fit_model
 
-    config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+    config = fit_config(options, quantiles=parse_floats(quantiles), covariates=tuple(covariates))
     if data != "-" and Path(output).resolve() == Path(data).resolve():
         raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
     if auto:
@@ -99,9 +102,18 @@ def fit(
 
         check_figure_path(report)  # before training, not after
     set_process_threads(threads)
-    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
+    series = read_series(
+        data,
+        id_col=id_col,
+        time_col=time_col,
+        target=target,
+        covariates=covariates,
+        max_gap=long_gap(),
+        time_zone=time_zone(),
+    )
     progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
     progress.notes(series.notes)
+    config = with_horizon(config, options["horizon"], series.freq, quiet)
     if auto:
         from streamcast.autofit import fit_auto
 
@@ -130,16 +142,28 @@ def _training_report(forecaster, report: str, model_path, quiet: bool) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model_path", default=DEFAULT_MODEL_PATH, type=click.Path(dir_okay=False))
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-m",
+    "--model",
+    "model_option",
+    type=click.Path(dir_okay=False),
+    help=f"The model file, as every other command takes it (or give it as PATH) [default: {DEFAULT_MODEL_PATH}].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON on stdout.")
-def info(model_path, as_json):
+def info(path, model_option, as_json):
     """Show what is inside a model file: config, data, metrics and gradient health.
 
     \b
       streamcast info model.streamcast
+      streamcast info -m model.streamcast
       streamcast info --json | jq .info.gradient_health
     """
     from streamcast.modelfile import read_metadata
+
+    if path and model_option and path != model_option:
+        raise UsageError(f"two model files given ({path} and -m {model_option}): give one")
+    model_path = path or model_option or DEFAULT_MODEL_PATH
 
     meta = read_metadata(model_path)
     if as_json:

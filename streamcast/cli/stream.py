@@ -14,6 +14,7 @@ from streamcast.cli.options import (
     CONTEXT,
     model_option,
     threads_option,
+    warn,
 )
 from streamcast.errors import DataError, UsageError
 
@@ -217,7 +218,11 @@ def stream(
                 time_col=cols.time,
                 target=cols.target,
                 covariates=cols.covariates,
+                time_zone=forecaster.time_zone,
             )
+            history, moved = forecaster.in_model_zone(history)
+            if moved:
+                warn(moved)
             warmed = warm_up(forecaster, state, history, threads=threads)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
         session_options = SessionOptions(
@@ -254,14 +259,14 @@ def _state_lock(path: str | None) -> Iterator[None]:
         yield
         return
     from streamcast.errors import LockTimeout
-    from streamcast.locking import output_lock
+    from streamcast.locking import lock_path, output_lock
 
     try:
         with output_lock(path, 0):
             yield
     except LockTimeout:
         raise LockTimeout(
-            f"another stream is using the state file {path} (its lock {path}.lock is held); "
+            f"another stream is using the state file {path} (its lock {lock_path(path)} is held); "
             "stop that stream first, or pass another --state file"
         ) from None
 

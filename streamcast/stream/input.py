@@ -39,17 +39,10 @@ from typing import BinaryIO
 
 import numpy as np
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.reading import (
-    EPOCH_SECONDS_MIN,
-    ID_NAMES,
-    MAX_VALUE,
-    MISSING,
-    TARGET_NAMES,
-    TIME_NAMES,
-    Columns,
-)
+from streamcast.reading import EPOCH_SECONDS_MIN, MAX_VALUE, MISSING, Columns
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)

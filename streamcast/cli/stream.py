@@ -129,6 +129,24 @@ from streamcast.errors import DataError, UsageError
 @click.option(
     "--save-model", metavar="PATH", help="With --learn: write the adapted model here at every checkpoint."
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Score each observation against its one-step forecast: error, score, anomaly in every line.",
+)
+@click.option(
+    "--anomaly-z",
+    type=float,
+    metavar="Z",
+    help="An anomaly lies beyond Z standard deviations of the recent errors (quantile models: of the "
+    "predicted interval) [default: 4; implies --watch].",
+)
+@click.option("--only-anomalies", is_flag=True, help="Print only the lines of anomalies (implies --watch).")
+@click.option(
+    "--metrics-port",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics on this port (all interfaces unless HOST; needs streamcast[metrics]).",
+)
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
 def stream(
@@ -147,6 +165,10 @@ def stream(
     learn_window,
     learn_every,
     save_model,
+    watch,
+    anomaly_z,
+    only_anomalies,
+    metrics_port,
     threads,
     quiet,
     **options,
@@ -157,6 +179,10 @@ def stream(
       tail -f meter.csv | streamcast stream -m model.streamcast
       cat ticks.jsonl | streamcast stream --state stream.state --output-format csv
       producer | streamcast stream --warmup history.parquet --every 4 --learn --save-model live.streamcast
+      producer | streamcast stream --only-anomalies --metrics-port 9108 | alert
+
+    SIGHUP reloads the model file (-m) between micro-batches; series keep their states when its
+    shapes match.
     """
     from pathlib import Path
 
@@ -166,6 +192,7 @@ def stream(
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
     from streamcast.stream.state import StreamState
+    from streamcast.stream.watch import WatchConfig
     from streamcast.threads import set_process_threads
 
     if save_model and not learn:
@@ -183,6 +210,9 @@ def stream(
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    watching = watch or only_anomalies or anomaly_z is not None
+    watch_config = WatchConfig(**({"z": anomaly_z} if anomaly_z is not None else {})) if watching else None
+    metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     set_process_threads(threads)
     forecaster = streamcast.load(model_path)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
@@ -196,6 +226,7 @@ def stream(
         max_jump=options["max_jump"],
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
+        watch=watch_config,
     )
     with _state_lock(state_path):
         if state_path and Path(state_path).exists():
@@ -229,6 +260,9 @@ def stream(
             options["batch_lines"],
             quiet,
             threads,
+            only_anomalies,
+            model_path if model_path != "-" else None,
+            metrics,
         )
         session = StreamSession(
             forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr
@@ -244,6 +278,17 @@ def stream(
             with open(source, "rb") as f:
                 code = session.run(f)
     sys.exit(code)
+
+
+def _serve_metrics(text: str):
+    """Start the Prometheus endpoint before the model loads, so a bad port fails at once."""
+    from streamcast.stream.monitoring import StreamMetrics, parse_address
+
+    host, port = parse_address(text)
+    metrics = StreamMetrics()
+    bound = metrics.serve(host, port)
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
+    return metrics
 
 
 @contextlib.contextmanager

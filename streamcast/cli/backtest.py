@@ -51,6 +51,12 @@ from streamcast.errors import UsageError
 @click.option(
     "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
 )
+@click.option(
+    "--anomaly-z",
+    type=float,
+    metavar="Z",
+    help="Also stream the data as `stream --watch --anomaly-z Z` would and report how often it flags.",
+)
 @fit_options
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
@@ -70,6 +76,7 @@ def backtest(
     as_json,
     output,
     save_model,
+    anomaly_z,
     quantiles,
     threads,
     quiet,
@@ -84,6 +91,7 @@ def backtest(
       streamcast backtest sample_data/load_hourly.parquet --target load --windows 7 --epochs 10
       streamcast backtest -m model.streamcast data.parquet --per-series -o scores.csv
       streamcast backtest -m model.streamcast --json | jq .overall.mase
+      streamcast backtest -m model.streamcast data.csv --anomaly-z 4   # the flag's false-alarm rate
     """
     from streamcast.backtest import backtest as run_backtest
     from streamcast.backtest import fit_and_backtest
@@ -97,6 +105,7 @@ def backtest(
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
     if save_model:
         check_writable(save_model, "--save-model file")
+    watch = _watch_config(anomaly_z)
     set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
@@ -128,7 +137,22 @@ def backtest(
     notes(result.notes, quiet)
     for warning in result.warnings:
         warn(warning)
-    _print_backtest(result, scored, series_data.source, as_json, output, quiet)
+    alarms = None
+    if watch is not None:
+        from streamcast.alarms import alarm_rate
+
+        alarms = alarm_rate(forecaster, series_data, watch, threads=threads)
+        if not as_json:
+            click.echo(alarms.describe(), err=True)
+    _print_backtest(result, scored, series_data.source, as_json, output, quiet, alarms)
+
+
+def _watch_config(anomaly_z: float | None):
+    if anomaly_z is None:
+        return None
+    from streamcast.stream.watch import WatchConfig
+
+    return WatchConfig(z=anomaly_z)
 
 
 def _only_when_fitting(ctx: click.Context, save_model: str | None) -> None:
@@ -149,7 +173,9 @@ def _only_when_fitting(ctx: click.Context, save_model: str | None) -> None:
         )
 
 
-def _print_backtest(result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool) -> None:
+def _print_backtest(
+    result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool, alarms=None
+) -> None:
     """The tables are the result: rich on a terminal, CSV in a pipe (unless -o), JSON on request."""
     from streamcast.output import write_frame
 
@@ -158,7 +184,8 @@ def _print_backtest(result, scored: str, source: str, as_json: bool, output: str
     if output == "-":
         return  # the tables went to stdout as CSV: nothing else may follow them there
     if as_json:
-        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict()}, indent=2))
+        extra = {"anomalies": alarms.to_dict()} if alarms is not None else {}
+        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict(), **extra}, indent=2))
     elif sys.stdout.isatty():
         from streamcast.display import print_backtest
 

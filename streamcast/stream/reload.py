@@ -21,7 +21,7 @@ def mismatch(old: Forecaster, new: Forecaster) -> str | None:
     old_state = [tuple(p.shape) for p in old.net.init_state(1)]
     new_state = [tuple(p.shape) for p in new.net.init_state(1)]
     if old_state != new_state:
-        return f"its hidden state is {_shapes(new_state)}, the stream's {_shapes(old_state)}"
+        return f"its state shapes are {_shapes(new_state)}, the stream's {_shapes(old_state)}"
     for name in ("horizon", "quantiles"):
         if getattr(old, name) != getattr(new, name):
             return f"its {name} is {getattr(new, name)}, the stream's {getattr(old, name)}"
@@ -45,4 +45,5 @@ def adopt(state: StreamState, old: Forecaster, new: Forecaster, source: str) -> 
 
 
 def _shapes(shapes: list[tuple[int, ...]]) -> str:
-    return " + ".join("x".join(map(str, s[1:])) for s in shapes)
+    """Per series, without the batch axis: (layers, hidden) for the recurrent parts."""
+    return " ".join(str(s[1:]).replace(",)", ")") for s in shapes)

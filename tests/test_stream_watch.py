@@ -60,22 +60,20 @@ def test_injected_spikes_and_the_start_of_a_level_shift_are_flagged(tiny_model):
     assert ("s1", SHIFT[1] + 1) in got and ("s1", 299) not in got
 
 
-def test_clean_data_are_rarely_flagged_and_every_observation_past_the_first_is_scored(tiny_model):
+def test_clean_data_are_rarely_flagged_and_every_observation_is_scored_once_a_spread_exists(tiny_model):
     rows = watched(tiny_model, hourly_frame(series=3, length=300, seed=7))
     assert len(flagged(rows)) <= 0.01 * len(rows)
-    first = {}
-    for sid, hour, error, score, _ in rows:
-        if sid in first:
-            assert error is not None and score is not None
-        else:
-            first[sid] = hour
-            assert error is None and score is None  # nothing was forecast for a series' first value
+    for sid in ("s0", "s1", "s2"):
+        errors = [r[2] for r in rows if r[0] == sid]
+        scores = [r[3] for r in rows if r[0] == sid]
+        assert errors[0] is None and None not in errors[1:]  # nothing was forecast for the first value
+        assert scores[:2] == [None, None] and None not in scores[2:]  # the first error starts the spread
 
 
 def test_the_score_is_the_error_in_units_of_the_recent_error_spread(tiny_model):
     rows = watched(tiny_model, hourly_frame(series=1, length=200, seed=2))
-    errors = np.array([r[2] for r in rows[1:]])
-    scores = np.array([r[3] for r in rows[1:]])
+    errors = np.array([r[2] for r in rows[2:]])
+    scores = np.array([r[3] for r in rows[2:]])
     spread = errors / scores
     assert np.all(spread > 0)
     # a spread of recent absolute errors: about their mean absolute size, read as a normal's sigma
@@ -100,8 +98,8 @@ def test_the_watch_resumes_from_a_checkpoint_as_if_never_stopped(tiny_model, tmp
     second = watched(tiny_model, later, state=resumed)
     for a, b in zip(first + second, sorted(whole, key=lambda r: (r[1] >= 100, r[0], r[1])), strict=True):
         assert a[:2] == b[:2] and a[4] == b[4]
-        assert (a[2] is None) == (b[2] is None)
-        if a[2] is not None:
+        assert (a[2] is None, a[3] is None) == (b[2] is None, b[3] is None)
+        if a[3] is not None:
             assert a[2] == pytest.approx(b[2], rel=1e-6, abs=1e-9) and a[3] == pytest.approx(b[3], rel=1e-6)
 
 
@@ -160,7 +158,8 @@ def test_watch_adds_error_score_and_anomaly_to_every_json_line(model_path):
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert list(out[0])[-3:] == ["error", "score", "anomaly"]
     assert (out[0]["error"], out[0]["score"], out[0]["anomaly"]) == (None, None, False)
-    assert isinstance(out[3]["error"], float) and isinstance(out[3]["score"], float)
+    assert isinstance(out[3]["error"], float) and out[3]["score"] is None  # s0's second value
+    assert isinstance(out[6]["error"], float) and isinstance(out[6]["score"], float)
     assert result.stderr.rstrip().endswith("evicted=0, anomalies=0")
 
 
@@ -170,7 +169,8 @@ def test_watch_csv_rows_end_with_error_score_and_anomaly(model_path):
     )
     header, first, *rest = result.stdout.splitlines()
     assert header.endswith(",f6,error,score,anomaly")
-    assert first.endswith(",,,false") and len(rest) == 14
+    assert first.endswith(",,,false") and rest[-1].endswith(",false") and ",," not in rest[-1]
+    assert len(rest) == 14
     assert len(rest[-1].split(",")) == len(header.split(","))
 
 

@@ -16,7 +16,7 @@ A warming-up series is never flagged. The error an anomaly adds to the spread is
 errors stay large) still widens it.
 
 An observation after a gap, a reset or a restart without a pending forecast is not scored
-(error and score are null).
+(error and score are null); a series' first scored observation has an error but no score yet.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ class SeriesWatch:
                 e = float(values[m] - expected)
                 weight, total = self.spread[s]
                 spread = max(total / weight * NORMAL_SPREAD if weight else 0.0, 1e-6 * scales[m])
-                error[m], score[m] = e, e / spread
+                # The first error has no spread to be measured by yet: it only starts one.
+                error[m], score[m] = e, e / spread if weight else math.nan
                 if not warming[m]:
                     anomaly[m] = (
                         abs(e / spread) > z and self.scored[s] >= MIN_SCORED

@@ -17,7 +17,7 @@ from streamcast.errors import UsageError
 from streamcast.online import LearnConfig
 from streamcast.stream.state import StreamState
 from tests.conftest import TINY, hourly_frame
-from tests.test_cli_stream import lines_for
+from tests.test_cli_stream import lines_for, run
 
 START = datetime(2024, 1, 1)  # where hourly_frame starts
 SPIKES = {"s0": 120, "s1": 180, "s2": 90}  # hour of each series' injected spike
@@ -146,12 +146,6 @@ def model_path(tmp_path_factory, tiny_model):
     return path
 
 
-def run(model_path, args, text):
-    return CliRunner().invoke(
-        main, ["stream", "-m", str(model_path), *args], input=text, catch_exceptions=False
-    )
-
-
 def test_watch_adds_error_score_and_anomaly_to_every_json_line(model_path):
     result = run(model_path, ["--watch"], "\n".join(lines_for(hourly_frame(length=30))) + "\n")
     assert result.exit_code == 0, result.stderr
@@ -216,3 +210,33 @@ def test_backtest_reports_how_often_the_flag_fires(model_path, tmp_path):
     assert alarms["rate"] == alarms["flagged"] / alarms["scored"] <= 0.01
     text = CliRunner().invoke(main, ["backtest", "-m", str(model_path), str(data), "--anomaly-z", "4"])
     assert f"anomaly flag (z 4): {alarms['flagged']} of 456 scored observations" in text.stderr
+
+
+def test_an_evicted_series_that_comes_back_starts_unscored_and_the_others_keep_their_spread(tiny_model):
+    frame = hourly_frame(series=3, length=40, seed=5)
+    config = sc.StreamConfig(watch=sc.WatchConfig(), max_series=2)
+    state = StreamState(tiny_model)
+    t = frame["timestamp"]
+    watched(tiny_model, frame.filter(t < t[20]), config, state)  # s0 is evicted after its batch
+    assert state.ids == ["s1", "s2"]
+    rows = watched(tiny_model, frame.filter((t >= t[20]) & (frame["series_id"] != "s0")), config, state)
+    assert all(r[3] is not None for r in rows)  # s1 and s2 carried their pending forecasts and spreads
+    back = watched(tiny_model, frame.filter((t >= t[30]) & (frame["series_id"] == "s0")), config, state)
+    assert back[0][2] is None and back[1][2] is not None
+
+
+def test_a_state_file_with_damaged_watch_tensors_is_refused_in_one_line(tiny_model, tmp_path):
+    from safetensors.torch import load as load_bytes
+
+    from streamcast import safefile
+    from streamcast.errors import ModelFileError
+
+    state = StreamState(tiny_model)
+    watched(tiny_model, hourly_frame(series=2, length=10), state=state)
+    state.save(tmp_path / "s.state")
+    raw = (tmp_path / "s.state").read_bytes()
+    tensors, meta = load_bytes(raw), safefile.header(raw)
+    tensors["watch.spread"] = -tensors["watch.spread"] - 1
+    (tmp_path / "bad.state").write_bytes(safefile.write(tensors, meta))
+    with pytest.raises(ModelFileError, match=r"the state file is damaged \(an anomaly spread is negative"):
+        StreamState.load(tmp_path / "bad.state", tiny_model)

@@ -147,7 +147,7 @@ class StreamBatch:
                 ahead[r * horizon : (r + 1) * horizon],
                 {q: self.values[r, :, i].tolist() for i, q in enumerate(self.quantiles)},
                 bool(self.warming_up[r]),
-                *((_number(w.error[r]), _number(w.score[r]), bool(w.anomaly[r])) if w else ()),
+                *((_number(w.error[r]), _number(w.score[r]), bool(w.anomaly[r])) if w is not None else ()),
             )
 
     @property
@@ -591,7 +591,7 @@ class _Engine:
         if self.config.watch is not None:
             watched, emit = self._watch(plan, order, wanted, values, emit, final, last_run)
             values, watched = values[emit], watched.take(emit)
-        rows = np.flatnonzero(wanted)[emit] if watched else np.flatnonzero(emit)  # of the sorted rows
+        rows = np.flatnonzero(wanted)[emit] if watched is not None else np.flatnonzero(emit)  # sorted rows
         obs_index = np.asarray(plan.row_obs, dtype=np.int64)[order][rows]
         back = np.argsort(obs_index, kind="stable")  # input order
         return {
@@ -599,7 +599,7 @@ class _Engine:
             "values": values[back],
             "warming": np.asarray(plan.row_warming)[order][rows][back],
             "times": np.asarray(plan.row_time, dtype=np.int64)[order][rows][back],
-            "watched": watched.take(back) if watched else None,
+            "watched": watched.take(back) if watched is not None else None,
         }
 
     def _watch(self, plan, order, wanted, values, emit, final, last_run) -> tuple[Watched, np.ndarray]:
@@ -638,25 +638,14 @@ class _Engine:
             warming = np.concatenate([p["warming"] for p in pieces])
             times = np.concatenate([p["times"] for p in pieces])
             watched = (
-                Watched(
-                    *(
-                        np.concatenate([getattr(p["watched"], k) for p in pieces])
-                        for k in ("error", "score", "anomaly")
-                    )
-                )
-                if self.config.watch is not None
-                else None
+                Watched.concat([p["watched"] for p in pieces]) if self.config.watch is not None else None
             )
         else:
             index = np.zeros(0, dtype=np.int64)
             values = np.zeros((0, c.horizon, c.outputs_per_step))
             warming = np.zeros(0, dtype=bool)
             times = np.zeros(0, dtype=np.int64)
-            watched = (
-                None
-                if self.config.watch is None
-                else Watched(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
-            )
+            watched = Watched.concat([]) if self.config.watch is not None else None
         return StreamBatch(
             series_ids=[obs.series_ids[i] for i in index.tolist()],
             times=times,

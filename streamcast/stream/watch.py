@@ -60,6 +60,13 @@ class Watched:
     def take(self, rows: np.ndarray) -> Watched:
         return Watched(self.error[rows], self.score[rows], self.anomaly[rows])
 
+    @classmethod
+    def concat(cls, parts: list[Watched]) -> Watched:
+        """The parts one after the other (none: an empty batch's)."""
+        if not parts:
+            return cls(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("error", "score", "anomaly")))
+
 
 class SeriesWatch:
     """Each series' pending one-step forecast and error spread, a row per stream series."""
@@ -110,35 +117,50 @@ class SeriesWatch:
         series, times, next_times (t + 1 period), values, warming, scales: (M,); forecasts (M, H, Q).
         """
         first = forecasts[:, 0, :]  # (M, Q): the one-step forecasts
-        point = first[:, self.point_index]
-        low, high = first[:, self.bounds[0]], first[:, self.bounds[1]]
+        point = first[:, self.point_index].tolist()
+        low, high = first[:, self.bounds[0]].tolist(), first[:, self.bounds[1]].tolist()
         alpha = 2.0 / (config.span + 1)
         stretch = self._stretch(config.z)
-        error = np.full(len(series), np.nan)
-        score = np.full(len(series), np.nan)
-        anomaly = np.zeros(len(series), dtype=bool)
         z = config.z
-        for m, s in enumerate(series.tolist()):
-            if self.target[s] == times[m]:
-                expected, lo, hi = self.pending[s]
-                e = float(values[m] - expected)
-                weight, total = self.spread[s]
-                spread = max(total / weight * NORMAL_SPREAD if weight else 0.0, 1e-6 * scales[m])
+        # The rules run per observation in plain Python on lists (numpy scalars are slow one at a
+        # time): the batch's series are gathered once, and scattered back at the end.
+        held, local = np.unique(series, return_inverse=True)
+        target = self.target[held].tolist()
+        pending = self.pending[held].tolist()
+        weight, total = self.spread[held, 0].tolist(), self.spread[held, 1].tolist()
+        scored = self.scored[held].tolist()
+        now, after, observed = times.tolist(), next_times.tolist(), values.tolist()
+        warm, floor = warming.tolist(), (1e-6 * scales).tolist()
+        error = [math.nan] * len(now)
+        score = [math.nan] * len(now)
+        anomaly = [False] * len(now)
+        for m, j in enumerate(local.tolist()):
+            if target[j] == now[m]:
+                expected, lo, hi = pending[j]
+                v = observed[m]
+                e = v - expected
+                w = weight[j]
+                spread = max(total[j] / w * NORMAL_SPREAD if w else 0.0, floor[m])
                 # The first error has no spread to be measured by yet: it only starts one.
-                error[m], score[m] = e, e / spread if weight else math.nan
-                if not warming[m]:
+                error[m], score[m] = e, e / spread if w else math.nan
+                if not warm[m]:
                     anomaly[m] = (
-                        abs(e / spread) > z and self.scored[s] >= MIN_SCORED
+                        abs(e / spread) > z and scored[j] >= MIN_SCORED
                         if stretch is None
-                        else values[m] < expected - (expected - lo) * stretch[0]
-                        or values[m] > expected + (hi - expected) * stretch[1]
+                        else v < expected - (expected - lo) * stretch[0]
+                        or v > expected + (hi - expected) * stretch[1]
                     )
                 taken = min(abs(e), z * spread) if anomaly[m] else abs(e)
-                self.spread[s] = ((1 - alpha) * weight + alpha, (1 - alpha) * total + alpha * taken)
-                self.scored[s] += 1
-            self.target[s] = next_times[m]
-            self.pending[s] = (point[m], low[m], high[m])
-        return Watched(error, score, anomaly)
+                weight[j] = (1 - alpha) * w + alpha
+                total[j] = (1 - alpha) * total[j] + alpha * taken
+                scored[j] += 1
+            target[j] = after[m]
+            pending[j] = (point[m], low[m], high[m])
+        self.target[held] = target
+        self.pending[held] = pending
+        self.spread[held] = np.column_stack([weight, total])
+        self.scored[held] = scored
+        return Watched(np.array(error), np.array(score), np.array(anomaly, dtype=bool))
 
     def _stretch(self, z: float) -> tuple[float, float] | None:
         """How many times the outer quantiles' distances from the median reach z standard

@@ -195,6 +195,8 @@ def stream(
     from streamcast.stream.watch import WatchConfig
     from streamcast.threads import set_process_threads
 
+    watching = watch or only_anomalies or anomaly_z is not None
+    watch_config = WatchConfig(**({"z": anomaly_z} if anomaly_z is not None else {})) if watching else None
     if save_model and not learn:
         raise UsageError("--save-model writes the model adapted by --learn: add --learn")
     if save_model and model_path != "-" and Path(save_model).resolve() == Path(model_path).resolve():
@@ -210,12 +212,10 @@ def stream(
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    watching = watch or only_anomalies or anomaly_z is not None
-    watch_config = WatchConfig(**({"z": anomaly_z} if anomaly_z is not None else {})) if watching else None
-    metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     set_process_threads(threads)
     forecaster = streamcast.load(model_path)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
+    metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     config = StreamConfig(
         warmup=options["warmup_ticks"],
         max_gap=options["max_gap"],
@@ -223,10 +223,10 @@ def stream(
         strict=options["strict"],
         start=_stream_start(start, forecaster.freq),
         learn=learn_config,
+        watch=watch_config,
         max_jump=options["max_jump"],
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
-        watch=watch_config,
     )
     with _state_lock(state_path):
         if state_path and Path(state_path).exists():
@@ -281,7 +281,7 @@ def stream(
 
 
 def _serve_metrics(text: str):
-    """Start the Prometheus endpoint before the model loads, so a bad port fails at once."""
+    """Start the Prometheus endpoint; a port that cannot be had is a usage error before any input."""
     from streamcast.stream.monitoring import StreamMetrics, parse_address
 
     host, port = parse_address(text)

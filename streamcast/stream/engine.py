@@ -69,12 +69,12 @@ class StreamConfig:
         None  # time of a new series' first value when lines carry no time [default: now]
     )
     learn: LearnConfig | None = None  # online learning; None: the weights stay as loaded
+    watch: WatchConfig | None = None  # score each observation against its one-step forecast
     max_jump: int = 1000  # periods ahead beyond which a line must be confirmed by the series' next one
     max_series: int | None = None  # series held at most; beyond, the least recently seen are evicted
     idle_evict: int | None = (
         None  # evict series silent this long (microseconds, or steps) before the newest time
     )
-    watch: WatchConfig | None = None  # score each observation against its one-step forecast
 
     def __post_init__(self) -> None:
         if self.max_jump < 1:
@@ -125,10 +125,10 @@ class StreamBatch:
     point_index: int
     time_zone: str | None
     events: list[Event] = field(default_factory=list)
+    watched: Watched | None = None  # with StreamConfig.watch: errors, scores, anomaly flags
     replayed: int = 0
     accepted: int = 0  # observations taken in, emitted or not (--every)
     evicted: int = 0  # series dropped from memory after this batch (--max-series, --idle-evict)
-    watched: Watched | None = None  # with StreamConfig.watch: errors, scores, anomaly flags
 
     def __len__(self) -> int:
         return len(self.series_ids)

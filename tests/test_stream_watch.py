@@ -240,3 +240,21 @@ def test_a_state_file_with_damaged_watch_tensors_is_refused_in_one_line(tiny_mod
     (tmp_path / "bad.state").write_bytes(safefile.write(tensors, meta))
     with pytest.raises(ModelFileError, match=r"the state file is damaged \(an anomaly spread is negative"):
         StreamState.load(tmp_path / "bad.state", tiny_model)
+
+
+def test_watching_one_line_at_a_time_gives_the_scores_and_flags_of_one_bulk_batch(model_path):
+    text = "\n".join(lines_for(injected(length=150))) + "\n"
+    bulk = [json.loads(line) for line in run(model_path, ["--watch"], text).stdout.splitlines()]
+    single = [
+        json.loads(line)
+        for line in run(model_path, ["--watch", "--batch-lines", "1"], text).stdout.splitlines()
+    ]
+    assert [(o["series_id"], o["timestamp"], o["anomaly"]) for o in single] == [
+        (o["series_id"], o["timestamp"], o["anomaly"]) for o in bulk
+    ]
+    assert sum(o["anomaly"] for o in bulk) >= 3
+    for a, b in zip(single, bulk, strict=True):
+        for key in ("error", "score"):
+            assert (a[key] is None) == (b[key] is None)
+            if a[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)

@@ -9,10 +9,11 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from streamcast.alarms import AlarmRate, alarm_rate  # noqa: E402
 from streamcast.autofit import fit_auto  # noqa: E402
-from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
+from streamcast.backtest import BacktestResult, backtest, combine_scores, fit_and_backtest, holdout  # noqa: E402
+from streamcast.batches import BatchReader, read_batches  # noqa: E402
 from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
 from streamcast.forecaster import Forecaster  # noqa: E402
-from streamcast.forecasting import forecast  # noqa: E402
+from streamcast.forecasting import forecast, forecast_batches, forecast_source  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
@@ -23,6 +24,7 @@ from streamcast.training import FitConfig, fit  # noqa: E402
 __all__ = [
     "AlarmRate",
     "BacktestResult",
+    "BatchReader",
     "DataError",
     "FitConfig",
     "Forecaster",
@@ -36,12 +38,16 @@ __all__ = [
     "WatchConfig",
     "alarm_rate",
     "backtest",
+    "combine_scores",
     "fit",
     "fit_and_backtest",
     "fit_auto",
     "forecast",
+    "forecast_batches",
+    "forecast_source",
     "holdout",
     "load",
+    "read_batches",
     "read_series",
     "save",
     "stream",

@@ -258,3 +258,12 @@ def test_watching_one_line_at_a_time_gives_the_scores_and_flags_of_one_bulk_batc
             assert (a[key] is None) == (b[key] is None)
             if a[key] is not None:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
+
+
+def test_backtest_anomaly_z_refuses_a_shard_in_one_line(model_path, tmp_path):
+    data = tmp_path / "clean.csv"
+    hourly_frame(series=2, length=100).write_csv(data)
+    args = ["backtest", "-m", str(model_path), str(data), "--shard", "0/2", "--anomaly-z", "4"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --anomaly-z streams all the data, not one shard: run it without --shard\n"

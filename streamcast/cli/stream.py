@@ -213,6 +213,7 @@ def stream(
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     set_process_threads(threads)
+    _ignore_hangup_until_serving()
     forecaster = streamcast.load(model_path)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
     metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
@@ -278,6 +279,16 @@ def stream(
             with open(source, "rb") as f:
                 code = session.run(f)
     sys.exit(code)
+
+
+def _ignore_hangup_until_serving() -> None:
+    """A SIGHUP sent while the stream starts (a refit finishing just then) must not kill it: the
+    model is loaded after this, and the session's own handler takes over once lines flow."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _serve_metrics(text: str):

@@ -7,6 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
+from streamcast.alarms import AlarmRate, alarm_rate  # noqa: E402
 from streamcast.autofit import fit_auto  # noqa: E402
 from streamcast.backtest import BacktestResult, backtest, combine_scores, fit_and_backtest, holdout  # noqa: E402
 from streamcast.batches import BatchReader, read_batches  # noqa: E402
@@ -23,9 +24,11 @@ from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
 from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up  # noqa: E402
+from streamcast.stream.watch import WatchConfig  # noqa: E402
 from streamcast.training import FitConfig, fit  # noqa: E402
 
 __all__ = [
+    "AlarmRate",
     "BacktestResult",
     "BatchReader",
     "DataError",
@@ -39,6 +42,8 @@ __all__ = [
     "StreamcastError",
     "StreamcastWarning",
     "UsageError",
+    "WatchConfig",
+    "alarm_rate",
     "backtest",
     "combine_scores",
     "fit",

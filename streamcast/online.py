@@ -66,6 +66,14 @@ class OnlineLearner:
             else:
                 self.buffer[s] = np.concatenate([self.buffer[s], rows])
 
+    def restart(self, series: list[int], states: State) -> None:
+        """Drop what `series` buffered and re-anchor them at `states` (one row each): what came
+        before is never trained on (`stream --watch` keeps anomalies from teaching the model)."""
+        width = self.net.config.input_size
+        for j, s in enumerate(series):
+            self.anchor[s] = tuple(p.clone() for p in select_state(states, slice(j, j + 1)))
+            self.buffer[s] = np.zeros((0, width), np.float32)
+
     def renumber(self, rows: dict[int, int]) -> None:
         """Series moved to new rows (`rows`: old -> new); those not in it were evicted."""
         self.anchor = {rows[s]: v for s, v in self.anchor.items() if s in rows}

@@ -104,6 +104,12 @@ class LearnerMeta(Struct, kw_only=True):
     param_groups: list[dict[str, Any]]
 
 
+class WatchMeta(Struct, kw_only=True):
+    """`stream --watch`: the per-series tensors watch.* hold pending forecasts and error spreads."""
+
+    quantiles: Annotated[list[float], Meta(max_length=64)] = []
+
+
 class StateMeta(Struct, kw_only=True):
     format: Literal["streamcast-stream-state"]
     format_version: Count
@@ -113,6 +119,7 @@ class StateMeta(Struct, kw_only=True):
     lines: Count = 0
     accepted: Count = 0
     learner: LearnerMeta | None = None
+    watch: WatchMeta | None = None  # absent in files written without --watch, and before it existed
 
     def __post_init__(self) -> None:
         _check_unique(self.series_ids)

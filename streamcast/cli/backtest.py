@@ -57,6 +57,12 @@ from streamcast.errors import UsageError
     "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
 )
 @click.option(
+    "--anomaly-z",
+    type=float,
+    metavar="Z",
+    help="Also stream the data as `stream --watch --anomaly-z Z` would and report how often it flags.",
+)
+@click.option(
     "--shard",
     "shard_text",
     metavar="K/N",
@@ -98,6 +104,7 @@ def backtest(
     as_json,
     output,
     save_model,
+    anomaly_z,
     shard_text,
     combine,
     save_forecasts,
@@ -116,6 +123,7 @@ def backtest(
       streamcast backtest sample_data/load_hourly.parquet --target load --windows 7 --epochs 10
       streamcast backtest -m model.streamcast data.parquet --per-series -o scores.csv
       streamcast backtest -m model.streamcast --json | jq .overall.mase
+      streamcast backtest -m model.streamcast data.csv --anomaly-z 4   # the flag's false-alarm rate
     """
     from streamcast.backtest import backtest as run_backtest
     from streamcast.backtest import fit_and_backtest
@@ -131,6 +139,8 @@ def backtest(
     if shard is not None:
         if as_json:
             raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
+        if anomaly_z is not None:
+            raise UsageError("--anomaly-z streams all the data, not one shard: run it without --shard")
         if model_path:
             _only_when_fitting(ctx, save_model)
         source = (model_path, data, id_col, time_col, target, covariates)
@@ -149,6 +159,7 @@ def backtest(
         check_output_path(save_forecasts)
     if save_model:
         check_writable(save_model, "--save-model file")
+    watch = _watch_config(anomaly_z)
     set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
@@ -195,7 +206,22 @@ def backtest(
         write_frame(rows, save_forecasts)
         if not quiet:
             click.echo(f"wrote {save_forecasts} ({result.forecasts.height:,} forecasts)", err=True)
-    _print_backtest(result, scored, series_data.source, as_json, output, quiet)
+    alarms = None
+    if watch is not None:
+        from streamcast.alarms import alarm_rate
+
+        alarms = alarm_rate(forecaster, series_data, watch, threads=threads)
+        if not as_json:
+            click.echo(alarms.describe(), err=True)
+    _print_backtest(result, scored, series_data.source, as_json, output, quiet, alarms)
+
+
+def _watch_config(anomaly_z: float | None):
+    if anomaly_z is None:
+        return None
+    from streamcast.stream.watch import WatchConfig
+
+    return WatchConfig(z=anomaly_z)
 
 
 def _backtest_shard(
@@ -264,7 +290,9 @@ def _only_when_fitting(ctx: click.Context, save_model: str | None) -> None:
         )
 
 
-def _print_backtest(result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool) -> None:
+def _print_backtest(
+    result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool, alarms=None
+) -> None:
     """The tables are the result: rich on a terminal, CSV in a pipe (unless -o), JSON on request."""
     from streamcast.output import write_frame
 
@@ -273,7 +301,8 @@ def _print_backtest(result, scored: str, source: str, as_json: bool, output: str
     if output == "-":
         return  # the tables went to stdout as CSV: nothing else may follow them there
     if as_json:
-        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict()}, indent=2))
+        extra = {"anomalies": alarms.to_dict()} if alarms is not None else {}
+        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict(), **extra}, indent=2))
     elif sys.stdout.isatty():
         from streamcast.display import print_backtest
 

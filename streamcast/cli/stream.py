@@ -130,6 +130,24 @@ from streamcast.errors import DataError, UsageError
 @click.option(
     "--save-model", metavar="PATH", help="With --learn: write the adapted model here at every checkpoint."
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Score each observation against its one-step forecast: error, score, anomaly in every line.",
+)
+@click.option(
+    "--anomaly-z",
+    type=float,
+    metavar="Z",
+    help="An anomaly lies beyond Z standard deviations of the recent errors (quantile models: of the "
+    "predicted interval) [default: 4; implies --watch].",
+)
+@click.option("--only-anomalies", is_flag=True, help="Print only the lines of anomalies (implies --watch).")
+@click.option(
+    "--metrics-port",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics on this port (all interfaces unless HOST; needs streamcast[metrics]).",
+)
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
 def stream(
@@ -148,6 +166,10 @@ def stream(
     learn_window,
     learn_every,
     save_model,
+    watch,
+    anomaly_z,
+    only_anomalies,
+    metrics_port,
     threads,
     quiet,
     **options,
@@ -158,6 +180,10 @@ def stream(
       tail -f meter.csv | streamcast stream -m model.streamcast
       cat ticks.jsonl | streamcast stream --state stream.state --output-format csv
       producer | streamcast stream --warmup history.parquet --every 4 --learn --save-model live.streamcast
+      producer | streamcast stream --only-anomalies --metrics-port 9108 | alert
+
+    SIGHUP reloads the model file (-m) between micro-batches; series keep their states when its
+    shapes match.
     """
     from pathlib import Path
 
@@ -167,8 +193,11 @@ def stream(
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
     from streamcast.stream.state import StreamState
+    from streamcast.stream.watch import WatchConfig
     from streamcast.threads import set_process_threads
 
+    watching = watch or only_anomalies or anomaly_z is not None
+    watch_config = WatchConfig(**({"z": anomaly_z} if anomaly_z is not None else {})) if watching else None
     if save_model and not learn:
         raise UsageError("--save-model writes the model adapted by --learn: add --learn")
     if save_model and model_path != "-" and Path(save_model).resolve() == Path(model_path).resolve():
@@ -185,8 +214,10 @@ def stream(
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     set_process_threads(threads)
+    _ignore_hangup_until_serving()
     forecaster = streamcast.load(model_path)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
+    metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     config = StreamConfig(
         warmup=options["warmup_ticks"],
         max_gap=options["max_gap"],
@@ -194,6 +225,7 @@ def stream(
         strict=options["strict"],
         start=_stream_start(start, forecaster.freq),
         learn=learn_config,
+        watch=watch_config,
         max_jump=options["max_jump"],
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
@@ -234,6 +266,9 @@ def stream(
             options["batch_lines"],
             quiet,
             threads,
+            only_anomalies,
+            model_path if model_path != "-" else None,
+            metrics,
         )
         session = StreamSession(
             forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr
@@ -249,6 +284,27 @@ def stream(
             with open(source, "rb") as f:
                 code = session.run(f)
     sys.exit(code)
+
+
+def _ignore_hangup_until_serving() -> None:
+    """A SIGHUP sent while the stream starts (a refit finishing just then) must not kill it: the
+    model is loaded after this, and the session's own handler takes over once lines flow."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _serve_metrics(text: str):
+    """Start the Prometheus endpoint; a port that cannot be had is a usage error before any input."""
+    from streamcast.stream.monitoring import StreamMetrics, parse_address
+
+    host, port = parse_address(text)
+    metrics = StreamMetrics()
+    bound = metrics.serve(host, port)
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
+    return metrics
 
 
 @contextlib.contextmanager

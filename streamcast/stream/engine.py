@@ -49,6 +49,7 @@ from streamcast.reading import SeriesFrame, periods_after
 from streamcast.stepping import run_series
 from streamcast.stream.input import Event, Observations
 from streamcast.stream.state import StreamState
+from streamcast.stream.watch import SeriesWatch, WatchConfig, Watched
 from streamcast.threads import torch_threads
 
 _EPOCH = datetime(1970, 1, 1)
@@ -68,6 +69,7 @@ class StreamConfig:
         None  # time of a new series' first value when lines carry no time [default: now]
     )
     learn: LearnConfig | None = None  # online learning; None: the weights stay as loaded
+    watch: WatchConfig | None = None  # score each observation against its one-step forecast
     max_jump: int = 1000  # periods ahead beyond which a line must be confirmed by the series' next one
     max_series: int | None = None  # series held at most; beyond, the least recently seen are evicted
     idle_evict: int | None = (
@@ -104,6 +106,9 @@ class Forecast:
     timestamps: list[datetime | int]
     quantiles: dict[float, list[float]]
     warming_up: bool
+    error: float | None = None  # with watching: the miss of the one-step forecast made for it
+    score: float | None = None  # the error in units of the series' recent error spread
+    anomaly: bool = False
 
 
 @dataclass
@@ -120,6 +125,7 @@ class StreamBatch:
     point_index: int
     time_zone: str | None
     events: list[Event] = field(default_factory=list)
+    watched: Watched | None = None  # with StreamConfig.watch: errors, scores, anomaly flags
     replayed: int = 0
     accepted: int = 0  # observations taken in, emitted or not (--every)
     evicted: int = 0  # series dropped from memory after this batch (--max-series, --idle-evict)
@@ -132,6 +138,7 @@ class StreamBatch:
         ahead = self.grid.shift(np.repeat(self.times, horizon), np.tile(np.arange(1, horizon + 1), len(self)))
         ahead = self.grid.to_python(ahead, self.time_zone)
         stamps = self.grid.to_python(self.times, self.time_zone)
+        w = self.watched
         for r, sid in enumerate(self.series_ids):
             yield Forecast(
                 sid,
@@ -140,7 +147,16 @@ class StreamBatch:
                 ahead[r * horizon : (r + 1) * horizon],
                 {q: self.values[r, :, i].tolist() for i, q in enumerate(self.quantiles)},
                 bool(self.warming_up[r]),
+                *((_number(w.error[r]), _number(w.score[r]), bool(w.anomaly[r])) if w is not None else ()),
             )
+
+    @property
+    def anomalies(self) -> int:
+        return int(self.watched.anomaly.sum()) if self.watched is not None else 0
+
+
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
 
 
 class Grid:
@@ -288,6 +304,8 @@ class _Engine:
             state.learner = OnlineLearner(forecaster.net, loss, config.learn)
         elif config.learn is not None:
             state.learner.config = config.learn
+        if config.watch is not None and state.watch is None:
+            state.watch = SeriesWatch(forecaster.quantiles, forecaster.point_index)
 
     @property
     def net(self):
@@ -556,9 +574,11 @@ class _Engine:
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
         inputs = input_rows(scaled, stamps, cov, f.spec)
         emit = np.asarray(plan.row_emit)[order]
+        # Watching scores every observation, so every one needs its forecast (filled steps do not).
+        wanted = emit if self.config.watch is None else np.asarray(plan.row_obs)[order] >= 0
         within = np.arange(len(order)) - np.repeat(offsets[:-1], counts)
-        emitted_run = run[order][emit]
-        positions = np.split(within[emit], np.cumsum(np.bincount(emitted_run, minlength=n_runs))[:-1])
+        wanted_run = run[order][wanted]
+        positions = np.split(within[wanted], np.cumsum(np.bincount(wanted_run, minlength=n_runs))[:-1])
         initial = st.rows(plan.run_series, plan.run_fresh)
         # A micro-batch is a few ticks of many series: one call for all of them (no cache to win).
         outputs, final = run_series(self.net, inputs, offsets, positions, initial=initial, series_batch=4096)
@@ -566,15 +586,45 @@ class _Engine:
         st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
         if st.learner is not None and self.config.learn is not None:
             st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
-        values = f.point_and_quantiles(outputs, loc[emit], scale[emit])
-        obs_index = np.asarray(plan.row_obs, dtype=np.int64)[order][emit]
+        values = f.point_and_quantiles(outputs, loc[wanted], scale[wanted])
+        watched = None
+        if self.config.watch is not None:
+            watched, emit = self._watch(plan, order, wanted, values, emit, final, last_run)
+            values, watched = values[emit], watched.take(emit)
+        rows = np.flatnonzero(wanted)[emit] if watched is not None else np.flatnonzero(emit)  # sorted rows
+        obs_index = np.asarray(plan.row_obs, dtype=np.int64)[order][rows]
         back = np.argsort(obs_index, kind="stable")  # input order
         return {
             "obs": obs_index[back],
             "values": values[back],
-            "warming": np.asarray(plan.row_warming)[order][emit][back],
-            "times": np.asarray(plan.row_time, dtype=np.int64)[order][emit][back],
+            "warming": np.asarray(plan.row_warming)[order][rows][back],
+            "times": np.asarray(plan.row_time, dtype=np.int64)[order][rows][back],
+            "watched": watched.take(back) if watched is not None else None,
         }
+
+    def _watch(self, plan, order, wanted, values, emit, final, last_run) -> tuple[Watched, np.ndarray]:
+        """Score the observed rows against their pending forecasts; which of them to emit (the
+        --every ones and every anomaly). A series with an anomaly restarts its learning window
+        after it, so that the anomaly never becomes a training target."""
+        st = self.state
+        st.watch.ensure(len(st))
+        run = np.asarray(plan.run_series, dtype=np.int64)[np.asarray(plan.row_run, dtype=np.int64)[order]]
+        pick = lambda name, dtype=np.float64: np.asarray(getattr(plan, name), dtype=dtype)[order][wanted]  # noqa: E731
+        times = pick("row_time", np.int64)
+        watched = st.watch.score(
+            self.config.watch,
+            run[wanted],
+            times,
+            self.grid.shift(times, np.ones(len(times), dtype=np.int64)),
+            pick("row_value"),
+            values,
+            pick("row_warming", bool),
+            pick("row_scale"),
+        )
+        if st.learner is not None and self.config.learn is not None and watched.anomaly.any():
+            flagged = sorted(set(run[wanted][watched.anomaly].tolist()))
+            st.learner.restart(flagged, select_state(final, torch.tensor([last_run[s] for s in flagged])))
+        return watched, emit[wanted] | watched.anomaly
 
     def _batch(
         self, pieces: list[dict], obs: Observations, events: list[Event], replayed: int, accepted: int
@@ -587,11 +637,15 @@ class _Engine:
             values = np.concatenate([p["values"] for p in pieces])
             warming = np.concatenate([p["warming"] for p in pieces])
             times = np.concatenate([p["times"] for p in pieces])
+            watched = (
+                Watched.concat([p["watched"] for p in pieces]) if self.config.watch is not None else None
+            )
         else:
             index = np.zeros(0, dtype=np.int64)
             values = np.zeros((0, c.horizon, c.outputs_per_step))
             warming = np.zeros(0, dtype=bool)
             times = np.zeros(0, dtype=np.int64)
+            watched = Watched.concat([]) if self.config.watch is not None else None
         return StreamBatch(
             series_ids=[obs.series_ids[i] for i in index.tolist()],
             times=times,
@@ -605,6 +659,7 @@ class _Engine:
             events=events,
             replayed=replayed,
             accepted=accepted,
+            watched=watched,
         )
 
 

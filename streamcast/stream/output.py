@@ -5,9 +5,10 @@ the shortest form that reads back exactly), timestamps once per distinct time in
 left per line is one string template, so the bulk regime stays fast.
 
 JSON lines: {"series_id", "timestamp", "forecast": [H], "timestamps": [H target times],
-"q0.1": [H] ... (models with quantiles), "warming_up"}. CSV: a header, then one row per observation:
+"q0.1": [H] ... (models with quantiles), "warming_up"}, then with --watch "error", "score" (null when
+not scored) and "anomaly". CSV: a header, then one row per observation:
 series_id, timestamp, warming_up, f1..fH (the forecast h periods after `timestamp`), then
-q0.1_1..q0.1_H and so on per quantile; the target times are left out (timestamp + h periods).
+q0.1_1..q0.1_H and so on per quantile (then error, score, anomaly with --watch); the target times are left out (timestamp + h periods).
 Timestamps are ISO 8601 (`2024-01-01T05:00:00`, with `+00:00` for zoned input), or the step
 number for a model without a time axis.
 """
@@ -47,6 +48,17 @@ class _Text:
             flat = flat.set(pl.Series(~np.isfinite(numbers)), None).fill_null(self.missing)
         return flat.reshape((rows, width)).arr.join(",").to_list()
 
+    def watch_fields(self, batch: StreamBatch, template: str) -> list[str]:
+        """Per row, "," + `template` filled with the error, score and flag (--watch), else ""."""
+        w = batch.watched
+        if w is None:
+            return [""] * len(batch)
+        numbers = self.numbers(np.column_stack([w.error, w.score]))
+        return [
+            "," + template.format(*pair.split(","), "true" if flag else "false")
+            for pair, flag in zip(numbers, w.anomaly.tolist(), strict=True)
+        ]
+
     def cache(self, sid: str, text: str) -> str:
         if len(self.ids) >= MAX_CACHED_IDS:
             self.ids.clear()
@@ -85,6 +97,7 @@ class JsonLines(_Text):
             (json.dumps(quantile_column(q)), self.numbers(batch.values[:, :, i]))
             for i, q in enumerate(batch.quantiles)
         ]
+        watch = self.watch_fields(batch, '"error":{},"score":{},"anomaly":{}')
         out = []
         for r, sid in enumerate(batch.series_ids):
             u = inverse[r]
@@ -92,7 +105,7 @@ class JsonLines(_Text):
             warm = "true" if batch.warming_up[r] else "false"
             out.append(
                 f'{{"series_id":{self._id(sid)},"timestamp":{heads[u]},"forecast":[{point[r]}],'
-                f'"timestamps":[{tails[u]}]{extra},"warming_up":{warm}}}\n'
+                f'"timestamps":[{tails[u]}]{extra},"warming_up":{warm}{watch[r]}}}\n'
             )
         return "".join(out)
 
@@ -108,15 +121,18 @@ class Csv(_Text):
 
     missing = ""
 
-    def __init__(self, horizon: int, quantiles: tuple[float, ...]) -> None:
+    def __init__(self, horizon: int, quantiles: tuple[float, ...], watching: bool = False) -> None:
         super().__init__()
         self.horizon = horizon
         self.quantiles = quantiles
+        self.watching = watching
 
     def header(self) -> str:
         cols = ["series_id", "timestamp", "warming_up", *(f"f{h}" for h in range(1, self.horizon + 1))]
         for q in self.quantiles:
             cols += [f"{quantile_column(q)}_{h}" for h in range(1, self.horizon + 1)]
+        if self.watching:
+            cols += ["error", "score", "anomaly"]
         return ",".join(cols) + "\n"
 
     def format(self, batch: StreamBatch) -> str:
@@ -125,11 +141,12 @@ class Csv(_Text):
         inverse, stamps = self.times(batch, 0)
         blocks = [self.numbers(batch.values[:, :, batch.point_index])]
         blocks += [self.numbers(batch.values[:, :, i]) for i in range(len(batch.quantiles))]
+        watch = self.watch_fields(batch, "{},{},{}")
         out = []
         for r, sid in enumerate(batch.series_ids):
             numbers = ",".join(block[r] for block in blocks)
             warm = "true" if batch.warming_up[r] else "false"
-            out.append(f"{self._id(sid)},{stamps[inverse[r]][0]},{warm},{numbers}\n")
+            out.append(f"{self._id(sid)},{stamps[inverse[r]][0]},{warm},{numbers}{watch[r]}\n")
         return "".join(out)
 
     def _id(self, sid: str) -> str:
@@ -140,7 +157,10 @@ class Csv(_Text):
         return text
 
 
-def formatter(output_format: str, horizon: int, quantiles: tuple[float, ...]) -> JsonLines | Csv:
+def formatter(
+    output_format: str, horizon: int, quantiles: tuple[float, ...], watching: bool = False
+) -> JsonLines | Csv:
+    """`watching`: CSV rows end with error, score and anomaly (JSON objects carry them when present)."""
     if output_format == "csv":
-        return Csv(horizon, quantiles)
+        return Csv(horizon, quantiles, watching)
     return JsonLines()

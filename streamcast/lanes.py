@@ -71,3 +71,18 @@ def make_lanes(
     loss_mask = real & (rows >= loss_a[:, None])
     rows = np.where(real, rows, (stops_a - 1)[:, None])
     return Lanes(rows, loss_mask, lengths)
+
+
+def lanes_per_series(train_lengths: np.ndarray, horizon: int, lane_length: int) -> np.ndarray:
+    """How many lanes `make_lanes` cuts from each series (they come series by series)."""
+    origins = np.maximum(train_lengths - horizon, 0)  # steps whose H targets lie in the training part
+    return -(-origins // lane_length)
+
+
+def loss_chunks(lanes: Lanes, bptt: int) -> np.ndarray:
+    """(N,) how many of each lane's `bptt`-step chunks hold a loss step (a warm-up chunk holds none)."""
+    mask = lanes.loss_mask
+    chunks = -(-mask.shape[1] // bptt)
+    padded = np.zeros((len(lanes), chunks * bptt), dtype=bool)
+    padded[:, : mask.shape[1]] = mask
+    return padded.reshape(len(lanes), chunks, bptt).any(-1).sum(-1)

@@ -24,6 +24,7 @@ Policies, applied in this order:
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import re
@@ -37,6 +38,7 @@ from pathlib import Path
 import polars as pl
 
 from streamcast.errors import DataError, UsageError, first_line
+from streamcast.shards import Shard
 
 ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
 TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
@@ -101,12 +103,18 @@ class SeriesFrame:
         return dict(zip(counts["series_id"].to_list(), counts["len"].to_list(), strict=True))
 
 
-def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> pl.DataFrame:
-    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, `-`
-    for CSV on stdin, or a DataFrame as it is."""
+def read_table(
+    source: str | Path | pl.DataFrame, id_col: str | None = None, shard: Shard | None = None
+) -> pl.DataFrame:
+    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, a folder
+    or glob of Parquet files (a dataset), `-` for CSV on stdin, or a DataFrame as it is.
+
+    With a `shard`, a dataset is scanned lazily and only the shard's series are read."""
     where = _where(source)
     if isinstance(source, pl.DataFrame):
         frame = source
+    elif is_dataset(source):
+        frame = _read_dataset(str(source), where, id_col, shard)
     elif str(source) == "-":
         frame = _read_csv(sys.stdin.buffer.read(), where, id_col)
     else:
@@ -116,6 +124,41 @@ def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> 
     return frame
 
 
+def is_dataset(source: str | Path | pl.DataFrame) -> bool:
+    """A folder or a glob pattern: a Parquet dataset of several files."""
+    if isinstance(source, pl.DataFrame) or str(source) == "-":
+        return False
+    return Path(source).is_dir() or glob.has_magic(str(source))
+
+
+def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | None) -> pl.DataFrame:
+    """Every Parquet file of a folder (and its subfolders) or a glob, as one table; with a shard,
+    the series ids are found first and only the shard's rows are read, so that no process holds
+    the whole dataset."""
+    pattern = str(Path(source) / "**" / "*.parquet") if Path(source).is_dir() else source
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).is_file())
+    if not files:
+        what = "is a folder with no Parquet files" if Path(source).is_dir() else "matches no Parquet files"
+        raise DataError(
+            f"{where!r} {what}: give a Parquet or CSV file, or a folder or glob of .parquet files (a dataset)"
+        )
+    try:
+        lazy = pl.scan_parquet(files)
+        if shard is None:
+            return lazy.collect()
+        columns = lazy.collect_schema().names()
+        id_name = _column(columns, id_col, ID_NAMES, "--id-col", ())
+        if id_name is None:
+            raise UsageError(
+                f"{where}: reading a share of the series needs a series id column; pass --id-col"
+            )
+        ids = lazy.select(pl.col(id_name).unique()).collect().to_series().to_list()
+        keep = [i for i in ids if i is not None and shard.holds(i)]
+        return lazy.filter(pl.col(id_name).is_in(keep)).collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {where} as a Parquet dataset ({first_line(exc)})") from None
+
+
 def _where(source: str | Path | pl.DataFrame) -> str:
     if isinstance(source, pl.DataFrame):
         return "<frame>"
@@ -123,8 +166,6 @@ def _where(source: str | Path | pl.DataFrame) -> str:
 
 
 def _read_file(path: Path, where: str, id_col: str | None = None) -> pl.DataFrame:
-    if path.is_dir():
-        raise DataError(f"{where!r} is a folder, not a data file: give the path of a Parquet or CSV file")
     if not path.is_file():
         raise DataError(f"file {where!r} not found: check the path, or use - for CSV on stdin")
     name = path.name.lower()
@@ -207,15 +248,17 @@ def read_series(
     covariates: Sequence[str] = (),
     min_length: int = 1,
     max_gap: int = 24,
+    shard: Shard | None = None,
 ) -> SeriesFrame:
-    """Read `source` into canonical series (see the module doc for the policies).
+    """Read `source` into canonical series (see the module doc for the policies); with a `shard`,
+    only the series of that shard (`streamcast.shards.shard_of`), as each torchrun rank reads.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
     where = _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
-    raw = read_table(source, id_col)
+    raw = read_table(source, id_col, shard)
     columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame, range_notes = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
@@ -224,6 +267,10 @@ def read_series(
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
+    if shard is not None:  # a single file is read whole: its share is taken here
+        keep = [s for s in frame["series_id"].unique().to_list() if shard.holds(s)]
+        frame = frame.filter(pl.col("series_id").is_in(keep))
+        filled = filled.filter(pl.col("series_id").is_in(keep)) if filled is not None else None
     return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
 
 

@@ -44,7 +44,7 @@ def run_series(
     c = net.config
     outputs = torch.empty(int(out_start[-1]), c.horizon, c.outputs_per_step)
     final: list[State | None] = [None] * len(lengths)
-    table = torch.from_numpy(inputs)
+    table = torch.from_numpy(inputs).to(_device(net))  # the forecasts come back to the CPU
     for b in range(0, len(order), series_batch):
         batch = order[b : b + series_batch]
         if initial is None:
@@ -78,7 +78,8 @@ def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) 
         if pick_row:
             rows_at = torch.from_numpy(np.concatenate(pick_row))
             steps_at = torch.from_numpy(np.concatenate(pick_step))
-            outputs[torch.from_numpy(np.concatenate(pick_out))] = net.decode(hidden[rows_at, steps_at])
+            decoded = net.decode(hidden[rows_at, steps_at]).to(outputs.device)
+            outputs[torch.from_numpy(np.concatenate(pick_out))] = decoded
         done = lengths[active] == stop
         for j in np.flatnonzero(done).tolist():
             final[active[j]] = select_state(state, slice(j, j + 1))
@@ -86,3 +87,8 @@ def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) 
         active = active[~done]
         t = stop
     return final
+
+
+def _device(net: Network) -> torch.device:
+    """Where the network's weights are: its inputs go there."""
+    return next(net.parameters()).device

@@ -15,6 +15,7 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
     fit_options,
     parse_floats,
     threads_option,
@@ -54,6 +55,7 @@ from streamcast.modelfile import DEFAULT_MODEL_PATH
     help="With --auto: no candidate starts an epoch after this many seconds.",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def fit(
     data,
@@ -67,6 +69,7 @@ def fit(
     auto,
     time_budget,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -77,14 +80,20 @@ def fit(
       streamcast fit data.csv --auto --time-budget 120
       streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
       streamcast fit data.csv --report training.png
+      torchrun --nproc-per-node 2 -m streamcast fit dataset/ --threads 1
     """
+    from streamcast.devices import resolve_device
     from streamcast.display import FitProgress
-    from streamcast.reading import read_series
+    from streamcast.distributed import world_from_env
     from streamcast.threads import set_process_threads
+    from streamcast.torchrun import fit_parallel
     from streamcast.training import FitConfig
-    from streamcast.training import fit as fit_model
 
     config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+    rank, world_size, _ = world_from_env()
+    if auto and world_size > 1:
+        raise UsageError("--auto tries its candidates in one process: run it without torchrun")
+    resolve_device(device)  # an absent device is a usage error before any data is read
     if data != "-" and Path(output).resolve() == Path(data).resolve():
         raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
     if auto:
@@ -99,18 +108,33 @@ def fit(
 
         check_figure_path(report)  # before training, not after
     set_process_threads(threads)
-    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
-    progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
-    progress.notes(series.notes)
+    read_options = {"id_col": id_col, "time_col": time_col, "target": target, "covariates": covariates}
+    # Under torchrun, rank 0 alone reports and writes the model.
+    progress = FitProgress(quiet=quiet or rank != 0, epochs=config.epochs, members=config.ensemble)
     if auto:
         from streamcast.autofit import fit_auto
+        from streamcast.reading import read_series
 
+        series = read_series(data, **read_options)
+        progress.notes(series.notes)
         progress.members, progress.budget = 0, time_budget  # unknown: as many as the budget allows
         with progress:
-            forecaster = fit_auto(series, config, time_budget, on_epoch=progress.epoch, threads=threads)
+            forecaster = fit_auto(
+                series, config, time_budget, on_epoch=progress.epoch, threads=threads, device=device
+            )
     else:
-        with progress:
-            forecaster = fit_model(series, config, on_epoch=progress.epoch, threads=threads)
+        with progress:  # the reading notes print above the live table
+            forecaster = fit_parallel(
+                data,
+                config,
+                progress.epoch,
+                threads=threads,
+                device=device,
+                on_read=progress.notes,
+                **read_options,
+            )
+    if rank != 0:
+        return
     path = streamcast.save(forecaster, output)
     progress.summary(forecaster, path)
     if report:

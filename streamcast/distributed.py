@@ -8,7 +8,7 @@ has no cluster at all, so it runs exactly the single-process code and gives the 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from streamcast.errors import UsageError
+from streamcast.errors import StreamcastError, UsageError, first_line
 
 TIMEOUT_ENV = "STREAMCAST_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 600  # seconds a collective waits for a silent rank before this one gives up
@@ -40,30 +40,61 @@ class Cluster:
 
     def sum(self, values: Any) -> np.ndarray:
         """Element-wise sum over all ranks, in float64."""
-        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device).clone()
-        dist.all_reduce(t)
-        return t.cpu().numpy()
+        return self._reduce(values, dist.ReduceOp.SUM)
 
     def min(self, values: Any) -> np.ndarray:
-        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device).clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return t.cpu().numpy()
+        return self._reduce(values, dist.ReduceOp.MIN)
 
     def max(self, values: Any) -> np.ndarray:
-        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device).clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.cpu().numpy()
+        return self._reduce(values, dist.ReduceOp.MAX)
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over all ranks in place (the per-step gradient exchange)."""
-        dist.all_reduce(tensor)
+        self._talk(dist.all_reduce, tensor)
         return tensor
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order, on every rank (small things: ids, lengths, scales)."""
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        self._talk(dist.all_gather_object, out, obj)
         return out
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Run a block without collectives in which some ranks may meet a user error, then tell
+        every rank: the rank that failed raises its own error, the others a PeerFailed naming it,
+        so that no rank waits for one that has left."""
+        error: StreamcastError | None = None
+        try:
+            yield
+        except StreamcastError as exc:
+            error = exc
+        failed = [r for r, bad in enumerate(self.gather(error is not None)) if bad]
+        if error is not None:
+            raise error
+        if failed:
+            raise PeerFailed(
+                f"rank {self.rank} of {self.world_size}: stopped, as rank {failed[0]} failed (see its error)"
+            )
+
+    def _reduce(self, values: Any, op: dist.ReduceOp) -> np.ndarray:
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device).clone()
+        self._talk(dist.all_reduce, t, op=op)
+        return t.cpu().numpy()
+
+    def _talk(self, collective: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A collective; a rank that died or went silent (timeout) ends it with one clear line."""
+        try:
+            collective(*args, **kwargs)
+        except RuntimeError as exc:
+            raise PeerFailed(
+                f"rank {self.rank} of {self.world_size}: lost another rank ({first_line(exc)[:200]}); "
+                "see the other ranks' errors"
+            ) from None
+
+
+class PeerFailed(StreamcastError):
+    """Another rank of the job failed or went silent: this one stops too."""
 
 
 def world_from_env() -> tuple[int, int, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from streamcast.devices import resolve_device
-from streamcast.distributed import joined
+from streamcast.distributed import PeerFailed, joined
 from streamcast.errors import StreamcastError, UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.reading import read_series
@@ -48,10 +48,13 @@ def fit_parallel(
         if str(source) == "-":
             raise UsageError("under torchrun every process reads the data itself: give a file, not -")
         try:
-            data = read_series(source, shard=Shard(cluster.rank, cluster.world_size), **read_options)
+            with cluster.together():
+                data = read_series(source, shard=Shard(cluster.rank, cluster.world_size), **read_options)
             if on_read is not None and cluster.is_main:
                 on_read(data.notes)
             return fit(data, config, on_epoch if cluster.is_main else None, threads=threads, cluster=cluster)
+        except PeerFailed:
+            raise
         except StreamcastError as exc:
             exc.args = (f"rank {cluster.rank} of {cluster.world_size}: {exc}", *exc.args[1:])
             raise

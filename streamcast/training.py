@@ -12,6 +12,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -292,15 +293,16 @@ def prepare(
     if cluster is not None:
         check_holds_series(cluster, len(ids))
         agree_freq(cluster, data.freq)
-    _check_lengths(ids, lengths, config.horizon, val_size)
+    with _together(cluster):  # a rank that fails a check stops them all, none waits for it
+        _check_lengths(ids, lengths, config.horizon, val_size)
+        missing = [c for c in config.covariates if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
+            )
     train_lengths = lengths - val_size
     season = season_length(data.freq)
 
-    missing = [c for c in config.covariates if c not in frame.columns]
-    if missing:
-        raise UsageError(
-            f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
-        )
     train_rows = _training_rows(offsets, train_lengths)
     raw = frame["value"].to_numpy()
     covariates, train_frame = tuple(config.covariates), frame.filter(pl.Series(train_rows))
@@ -310,8 +312,9 @@ def prepare(
     else:
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
-    scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
-    inputs = build_inputs(frame, spec, scaler)
+    with _together(cluster):
+        scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
+        inputs = build_inputs(frame, spec, scaler)
 
     model_config = ModelConfig(
         input_size=spec.input_size,
@@ -594,6 +597,11 @@ def health_summary(history: list[EpochStats], best_epoch: int) -> dict[str, floa
         "gradient_reach": best.gradient_reach,
         "timesteps_per_second": float(np.median([s.timesteps_per_second for s in history])),
     }
+
+
+def _together(cluster: Cluster | None) -> AbstractContextManager[None]:
+    """`Cluster.together` under torchrun; nothing to agree on in one process."""
+    return nullcontext() if cluster is None else cluster.together()
 
 
 def _check_lengths(ids: list[str], lengths: np.ndarray, horizon: int, val_size: int) -> None:

@@ -12,6 +12,7 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
     fit_options,
     notes,
     parse_floats,
@@ -53,6 +54,7 @@ from streamcast.errors import UsageError
 )
 @fit_options
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
 @click.pass_context
 def backtest(
@@ -72,6 +74,7 @@ def backtest(
     save_model,
     quantiles,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -100,7 +103,7 @@ def backtest(
     set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
-        forecaster = streamcast.load(model_path)
+        forecaster = streamcast.load(model_path).to(device)
         series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
         notes(series_data.notes, quiet)
         result = run_backtest(forecaster, series_data, **settings, threads=threads)
@@ -120,7 +123,7 @@ def backtest(
         progress.notes(series_data.notes)
         with progress:
             forecaster, result = fit_and_backtest(
-                series_data, config, on_epoch=progress.epoch, **settings, threads=threads
+                series_data, config, on_epoch=progress.epoch, **settings, threads=threads, device=device
             )
         if save_model:
             progress.summary(forecaster, streamcast.save(forecaster, save_model))

@@ -82,7 +82,6 @@ def fit(
       streamcast fit data.csv --report training.png
       torchrun --nproc-per-node 2 -m streamcast fit dataset/ --threads 1
     """
-    from streamcast.devices import resolve_device
     from streamcast.display import FitProgress
     from streamcast.distributed import world_from_env
     from streamcast.threads import set_process_threads
@@ -93,7 +92,6 @@ def fit(
     rank, world_size, _ = world_from_env()
     if auto and world_size > 1:
         raise UsageError("--auto tries its candidates in one process: run it without torchrun")
-    resolve_device(device)  # an absent device is a usage error before any data is read
     if data != "-" and Path(output).resolve() == Path(data).resolve():
         raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
     if auto:

@@ -9,6 +9,7 @@ import streamcast
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
     model_option,
     notes,
     read_for_model,
@@ -44,6 +45,7 @@ from streamcast.errors import UsageError
     help="Seconds to wait for another run writing the same output.",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
 def forecast(
     data,
@@ -59,6 +61,7 @@ def forecast(
     output,
     lock_timeout,
     threads,
+    device,
     quiet,
 ):
     """Forecast every series from a saved model; CSV on stdout unless -o.
@@ -78,7 +81,7 @@ def forecast(
         raise UsageError("--lock-timeout must be >= 0 seconds")
     set_process_threads(threads)
     settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series, "threads": threads}
-    columns = (id_col, time_col, target, covariates)
+    columns = (id_col, time_col, target, covariates, device)
     if not output:
         write_frame(_forecast_table(model_path, data, columns, settings, quiet), "-")
         return
@@ -93,7 +96,8 @@ def _forecast_table(model_path, data, columns: tuple, settings: dict, quiet: boo
     """Load, read, forecast, and tell the user what they should know about the result."""
     from streamcast.forecasting import forecast as run_forecast
 
-    forecaster = streamcast.load(model_path)
+    *columns, device = columns
+    forecaster = streamcast.load(model_path).to(device)
     series_data = read_for_model(forecaster, data, *columns)
     notes(series_data.notes, quiet)
     _warn_about_settings(forecaster, series_data, settings["horizon"], settings["as_of"], quiet)
@@ -146,6 +150,7 @@ def _warn_about_settings(
     help="Steps of history drawn before the origin [default: 4 x horizon].",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes on stderr.")
 def plot(
     data,
@@ -160,6 +165,7 @@ def plot(
     horizon,
     history,
     threads,
+    device,
     quiet,
 ):
     """Draw chosen series: their history, the forecast and its interval, and the actual values after
@@ -175,7 +181,7 @@ def plot(
 
     check_figure_path(output)
     set_process_threads(threads)
-    forecaster = streamcast.load(model_path)
+    forecaster = streamcast.load(model_path).to(device)
     series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
     notes(series_data.notes, quiet)
     chosen = series or series_data.series_ids[:4]

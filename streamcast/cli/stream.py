@@ -7,11 +7,13 @@ import sys
 from collections.abc import Iterator
 
 import click
+from click.core import ParameterSource
 
 import streamcast
 from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
+    device_option,
     model_option,
     threads_option,
 )
@@ -130,6 +132,7 @@ from streamcast.errors import DataError, UsageError
     "--save-model", metavar="PATH", help="With --learn: write the adapted model here at every checkpoint."
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
 def stream(
     source,
@@ -148,6 +151,7 @@ def stream(
     learn_every,
     save_model,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -160,6 +164,7 @@ def stream(
     """
     from pathlib import Path
 
+    from streamcast.devices import resolve_device
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
     from streamcast.stream.engine import StreamConfig, warm_up
@@ -183,8 +188,12 @@ def stream(
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if learn and device.type != "cpu":
+        if click.get_current_context().get_parameter_source("device") is ParameterSource.COMMANDLINE:
+            raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
+        device = resolve_device("cpu")  # --device auto found a GPU, but the learner runs on the CPU
     set_process_threads(threads)
-    forecaster = streamcast.load(model_path)
+    forecaster = streamcast.load(model_path).to(device)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
     config = StreamConfig(
         warmup=options["warmup_ticks"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,8 +77,8 @@ def test_info_tells_the_device_and_processes_a_model_trained_with(tmp_path, csv_
 
 
 def test_a_model_trained_on_a_gpu_by_four_processes_serves_on_the_cpu(tmp_path, tiny_model, tiny_data):
-    tiny_model.info.update(device="cuda:0 (NVIDIA H100 80GB HBM3)", world_size=4)
-    path = streamcast.save(tiny_model, tmp_path / "gpu.streamcast")
+    info = {**tiny_model.info, "device": "cuda:0 (NVIDIA H100 80GB HBM3)", "world_size": 4}
+    path = streamcast.save(replace(tiny_model, info=info), tmp_path / "gpu.streamcast")
     loaded = streamcast.load(path).to("cpu")
     assert next(loaded.net.parameters()).device == torch.device("cpu")
     assert streamcast.forecast(loaded, tiny_data).equals(streamcast.forecast(tiny_model, tiny_data))
@@ -85,8 +86,9 @@ def test_a_model_trained_on_a_gpu_by_four_processes_serves_on_the_cpu(tmp_path, 
 
 
 def test_a_model_file_with_an_impossible_world_size_is_refused(tmp_path, tiny_model):
-    tiny_model.info.update(world_size=0)
-    path = streamcast.save(tiny_model, tmp_path / "bad.streamcast")
+    path = streamcast.save(
+        replace(tiny_model, info={**tiny_model.info, "world_size": 0}), tmp_path / "bad.streamcast"
+    )
     result = run(["info", str(path)])
     assert result.exit_code == 1
     assert "$.info.world_size" in result.stderr and result.stderr.count("\n") == 1

@@ -10,11 +10,14 @@ Skips with a message (exit 0) when torch sees no CUDA GPU. `--device cpu` runs t
 the CPU, to check the script itself on a machine without one.
 
     python benchmarks/bench_gpu.py [--device cuda:0] [--series 400 --length 1000]
+
+STREAMCAST_BENCH_QUICK=1: 50 series x 500 points, 200 series to forecast, 100 stream ticks.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -76,6 +79,8 @@ def main() -> None:
     parser.add_argument("--forecast-series", type=int, default=FORECAST_SERIES)
     parser.add_argument("--stream-ticks", type=int, default=STREAM_TICKS)
     args = parser.parse_args()
+    if os.environ.get("STREAMCAST_BENCH_QUICK"):
+        args.series, args.length, args.forecast_series, args.stream_ticks = 50, 500, 200, 100
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"skipped: torch {torch.__version__} sees no CUDA GPU; run this on a machine with one")
         sys.exit(0)

@@ -571,7 +571,7 @@ def _train_member(
 def _absolute(source: str) -> str:
     """Where the data is, from anywhere: cron runs `forecast` in another working directory."""
     path = Path(source)
-    return str(path.resolve()) if source not in ("-", "<frame>") and path.is_file() else source
+    return str(path.resolve()) if source not in ("-", "<frame>") and path.exists() else source
 
 
 def data_fingerprint(source: str) -> str | None:

@@ -67,6 +67,7 @@ def test_two_gloo_ranks_train_the_weights_one_process_trains(dataset, tmp_path):
         [h["val_loss"] for h in one.info["history"]], rel=1e-5
     )
     assert (two.info["world_size"], two.info["device"]) == (2, "cpu")
+    assert two.info["data"]["source"] == str(dataset.resolve())
     assert two.info["data"]["series"] == 6 and two.info["lanes"] == one.info["lanes"]
 
 

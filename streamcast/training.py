@@ -719,20 +719,28 @@ def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, sc
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
-            if not (math.isfinite(norm) and math.isfinite(loss.item())):
-                health.record_skip()
+            if not _step(optimizer, params, config, health, scheduler, loss.item()):
                 continue
-            health.record(norm)
-            if config.clip_value > 0:
-                nn.utils.clip_grad_value_(params, config.clip_value)
-            optimizer.step()
-            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                scheduler.step()
             total_loss += loss.item() * weight
             total_weight += weight
     # Every step skipped (a diverged run) has no loss to report, not a perfect one.
     return (total_loss / total_weight if total_weight else math.nan), timesteps
+
+
+def _step(optimizer, params, config: FitConfig, health, scheduler, loss: float) -> bool:
+    """Clip the gradients and take the optimizer step, unless the loss or the gradient is not
+    finite (then the weights stay sound and the step is counted as skipped)."""
+    norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
+    if not (math.isfinite(norm) and math.isfinite(loss)):
+        health.record_skip()
+        return False
+    health.record(norm)
+    if config.clip_value > 0:
+        nn.utils.clip_grad_value_(params, config.clip_value)
+    optimizer.step()
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.step()
+    return True
 
 
 def _train_epoch_sharded(
@@ -782,16 +790,8 @@ def _train_epoch_sharded(
             for p in params:
                 p.grad = (flat[offset : offset + p.numel()] / divisor).view_as(p)
                 offset += p.numel()
-            norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
-            if not (math.isfinite(norm) and math.isfinite(loss)):
-                health.record_skip()
+            if not _step(optimizer, params, config, health, scheduler, loss):
                 continue
-            health.record(norm)
-            if config.clip_value > 0:
-                nn.utils.clip_grad_value_(params, config.clip_value)
-            optimizer.step()
-            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                scheduler.step()
             total_loss += loss * weight
             total_weight += weight
     timesteps = int(cluster.sum([timesteps])[0])

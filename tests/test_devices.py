@@ -7,16 +7,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import streamcast
-from streamcast.cli import main
 from streamcast.devices import resolve_device
 from streamcast.errors import UsageError
 from tests.conftest import hourly_frame
+from tests.test_cli_fit import FAST, run
 
-FAST = ["--hidden", "8", "--epochs", "2", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 
 
@@ -25,10 +23,6 @@ def csv_path(tmp_path):
     path = tmp_path / "load.csv"
     hourly_frame(series=2, length=120).write_csv(path)
     return path
-
-
-def run(args, **kwargs):
-    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
 
 
 def info_row(model, key: str) -> str:

@@ -249,13 +249,17 @@ def read_series(
     min_length: int = 1,
     max_gap: int = 24,
     shard: Shard | None = None,
+    source_name: str | None = None,
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies); with a `shard`,
     only the series of that shard (`streamcast.shards.shard_of`), as each torchrun rank reads.
 
+    `source_name`: what messages and the result call the data (a batch of rows read from a file
+    is named for the file, not "<frame>").
+
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
-    where = _where(source)
+    where = source_name or _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
     raw = read_table(source, id_col, shard)
@@ -266,12 +270,26 @@ def read_series(
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
-    source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
+    source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
     if shard is not None:  # a single file is read whole: its share is taken here
         keep = [s for s in frame["series_id"].unique().to_list() if shard.holds(s)]
         frame = frame.filter(pl.col("series_id").is_in(keep))
         filled = filled.filter(pl.col("series_id").is_in(keep)) if filled is not None else None
     return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
+
+
+def find_columns(
+    raw: pl.DataFrame,
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target: str | None = None,
+    covariates: Sequence[str] = (),
+    where: str = "<frame>",
+) -> Columns:
+    """Which source column plays which part, by the rules of `read_series`; the schema alone
+    decides, so an empty frame with the source's columns will do."""
+    return _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)[0]
 
 
 def _find_columns(

@@ -58,7 +58,14 @@ from streamcast.lanes import (
     make_lanes,
 )
 from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss, loss_terms
-from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
+from streamcast.model import (
+    CELLS,
+    HEAD_SCALES,
+    EnsembleForecaster,
+    ModelConfig,
+    RecurrentForecaster,
+    detach_state,
+)
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
@@ -92,6 +99,7 @@ class FitConfig:
     clip_value: float = 0.0
     loss: str = "mae"
     scaling: str = "mean"
+    head_scale: str = "global"
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -107,6 +115,7 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
+            (self.head_scale in HEAD_SCALES, f"--head-scale must be one of {', '.join(HEAD_SCALES)}"),
             (self.transform in TRANSFORMS, f"--transform must be one of {', '.join(TRANSFORMS)}"),
             (
                 self.series_weight in SERIES_WEIGHTS,
@@ -327,6 +336,7 @@ def prepare(
         conv=config.conv,
         ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
+        head_scale=config.head_scale,
     )
     # Batch size and lane length follow the total length of all series, on every rank alike.
     totals = train_lengths if cluster is None else cluster.sum([train_lengths.sum()]).astype(np.int64)

@@ -123,10 +123,10 @@ def fit_options(f):
         ),
         click.option(
             "--head-scale",
-            type=click.Choice(["global", "window"]),
-            default="global",
+            type=click.Choice(["auto", "global", "window"]),
+            default="auto",
             show_default=True,
-            help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' own scale.",
+            help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' scale; auto: window when the values are modelled in logs.",
         ),
         click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."

@@ -154,6 +154,10 @@ def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | No
             )
         ids = lazy.select(pl.col(id_name).unique()).collect().to_series().to_list()
         keep = [i for i in ids if i is not None and shard.holds(i)]
+        if not keep:
+            raise DataError(
+                f"none of the {len(ids)} series of {where} hash to shard {shard}: use fewer processes than series"
+            )
         return lazy.filter(pl.col(id_name).is_in(keep)).collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"cannot read {where} as a Parquet dataset ({first_line(exc)})") from None

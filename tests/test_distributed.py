@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import streamcast
 from streamcast.cli import main
+from streamcast.errors import DataError
 from streamcast.reading import read_series
 from streamcast.shards import Shard, shard_of
 from streamcast.torchrun import fit_parallel
@@ -122,6 +123,17 @@ def test_each_shard_reads_only_its_series_and_the_shards_cover_all(dataset):
         assert ids and all(shard_of(s, 2) == k for s in ids)
         seen += ids
     assert sorted(seen) == [f"s{i}" for i in range(6)]
+
+
+def test_a_shard_that_holds_no_series_says_so(dataset):
+    only = pl.read_parquet(dataset / "part-0.parquet").filter(pl.col("series_id") == "s0")
+    for part in dataset.glob("*.parquet"):
+        part.unlink()
+    only.write_parquet(dataset / "s0.parquet")  # s0 hashes to shard 0 of 2
+    with pytest.raises(
+        DataError, match=r"^none of the 1 series of .* hash to shard 1/2: use fewer processes"
+    ):
+        read_series(dataset, shard=Shard(1, 2))
 
 
 def test_a_glob_without_parquet_files_says_so(tmp_path):

@@ -371,6 +371,7 @@ def fit_and_backtest(
     keep_forecasts: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
     threads: int | None = None,
+    device: str = "auto",
 ) -> tuple[Forecaster, BacktestResult]:
     """Fit on each series minus the points the backtest scores, then backtest on all of `data`.
 
@@ -386,7 +387,7 @@ def fit_and_backtest(
     frame, notes = _long_enough(data.frame, needed, windows, stride, config.horizon, season)
     data = replace(data, frame=frame)
     held_out = holdout(data, horizon=config.horizon, windows=windows, stride=stride)
-    forecaster = fit(held_out, config, on_epoch, threads=threads)
+    forecaster = fit(held_out, config, on_epoch, threads=threads, device=device)
     forecaster.info["holdout"] = {"steps": span, "windows": windows, "stride": stride}
     result = backtest(
         forecaster,

@@ -171,6 +171,14 @@ def _reach_hint(reach: int, config: dict) -> str:
     return ""
 
 
+def _trained_on(info: dict) -> str:
+    """`cuda:0 (NVIDIA H100), 4 processes`; files from before devices were recorded: `-`."""
+    if "device" not in info:
+        return "-"
+    world = info.get("world_size", 1)
+    return info["device"] + (f", {world} processes (torchrun)" if world > 1 else ", 1 process")
+
+
 def print_info(meta: dict, path: str) -> None:
     """A model file's metadata as readable tables."""
     info = meta["info"]
@@ -207,6 +215,7 @@ def print_info(meta: dict, path: str) -> None:
             f"{info['data']['source']} ({info['data']['series']} series, {info['data']['rows']:,} rows)",
         ),
         ("fingerprint", str(info["data"].get("fingerprint") or "-")),
+        ("trained on", _trained_on(info)),
         (
             "best epoch" + of_member,
             f"{info['best_epoch']} of {len(info['history'])}"

@@ -77,6 +77,17 @@ class Forecaster:
 
         return load(path)
 
+    def to(self, device: str | torch.device = "auto") -> Forecaster:
+        """Serve on `device` (as `--device`; `auto`: a CUDA GPU when torch sees one): the network
+        moves there, this forecaster is returned. States and forecasts stay on the CPU.
+
+        >>> forecast(load("model.streamcast").to("cuda"), data)  # doctest: +SKIP
+        """
+        from streamcast.devices import resolve_device
+
+        self.net.to(device if isinstance(device, torch.device) else resolve_device(device))
+        return self
+
     def save(self, path: str | Path) -> Path:
         from streamcast.modelfile import save
 

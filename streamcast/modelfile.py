@@ -43,7 +43,8 @@ DEFAULT_MODEL_PATH = "model.streamcast"
 def save(forecaster: Forecaster, path: str | Path) -> Path:
     """Write the model atomically: weights and scales as tensors, everything else as JSON."""
     ids = list(forecaster.scaler.loc)
-    tensors = {f"net.{k}": v.detach().contiguous() for k, v in forecaster.net.state_dict().items()}
+    # Weights leave the device they trained on: a file loads anywhere, to the CPU first.
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in forecaster.net.state_dict().items()}
     tensors["scaler.loc"] = torch.tensor([forecaster.scaler.loc[s] for s in ids], dtype=torch.float64)
     tensors["scaler.scale"] = torch.tensor([forecaster.scaler.scale[s] for s in ids], dtype=torch.float64)
     net = forecaster.net

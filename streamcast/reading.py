@@ -24,6 +24,7 @@ Policies, applied in this order:
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import logging
@@ -46,6 +47,7 @@ from streamcast.columns import (
     parse_timestamps,
 )
 from streamcast.errors import DataError, UsageError, first_line
+from streamcast.shards import Shard
 from streamcast.zones import offset_note, to_zone, zone_of
 
 RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
@@ -115,12 +117,18 @@ class SeriesFrame:
         return dict(zip(counts["series_id"].to_list(), counts["len"].to_list(), strict=True))
 
 
-def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> pl.DataFrame:
-    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, `-`
-    for CSV on stdin, or a DataFrame as it is."""
+def read_table(
+    source: str | Path | pl.DataFrame, id_col: str | None = None, shard: Shard | None = None
+) -> pl.DataFrame:
+    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, a folder
+    or glob of Parquet files (a dataset), `-` for CSV on stdin, or a DataFrame as it is.
+
+    With a `shard`, a dataset is scanned lazily and only the shard's series are read."""
     where = _where(source)
     if isinstance(source, pl.DataFrame):
         frame = source
+    elif is_dataset(source):
+        frame = _read_dataset(str(source), where, id_col, shard)
     elif str(source) == "-":
         frame = _read_csv(sys.stdin.buffer.read(), where, id_col)
     else:
@@ -130,6 +138,45 @@ def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> 
     return frame
 
 
+def is_dataset(source: str | Path | pl.DataFrame) -> bool:
+    """A folder or a glob pattern: a Parquet dataset of several files."""
+    if isinstance(source, pl.DataFrame) or str(source) == "-":
+        return False
+    return Path(source).is_dir() or glob.has_magic(str(source))
+
+
+def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | None) -> pl.DataFrame:
+    """Every Parquet file of a folder (and its subfolders) or a glob, as one table; with a shard,
+    the series ids are found first and only the shard's rows are read, so that no process holds
+    the whole dataset."""
+    pattern = str(Path(source) / "**" / "*.parquet") if Path(source).is_dir() else source
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).is_file())
+    if not files:
+        what = "is a folder with no Parquet files" if Path(source).is_dir() else "matches no Parquet files"
+        raise DataError(
+            f"{where!r} {what}: give a Parquet or CSV file, or a folder or glob of .parquet files (a dataset)"
+        )
+    try:
+        lazy = pl.scan_parquet(files)
+        if shard is None:
+            return lazy.collect()
+        columns = lazy.collect_schema().names()
+        id_name = given_column(columns, id_col, "--id-col", ()) if id_col else named(columns, ID_NAMES, ())
+        if id_name is None:
+            raise UsageError(
+                f"{where}: reading a share of the series needs a series id column; pass --id-col"
+            )
+        ids = lazy.select(pl.col(id_name).unique()).collect().to_series().to_list()
+        keep = [i for i in ids if i is not None and shard.holds(i)]
+        if not keep:
+            raise DataError(
+                f"none of the {len(ids)} series of {where} hash to shard {shard}: use fewer processes than series"
+            )
+        return lazy.filter(pl.col(id_name).is_in(keep)).collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {where} as a Parquet dataset ({first_line(exc)})") from None
+
+
 def _where(source: str | Path | pl.DataFrame) -> str:
     if isinstance(source, pl.DataFrame):
         return "<frame>"
@@ -137,8 +184,6 @@ def _where(source: str | Path | pl.DataFrame) -> str:
 
 
 def _read_file(path: Path, where: str, id_col: str | None = None) -> pl.DataFrame:
-    if path.is_dir():
-        raise DataError(f"{where!r} is a folder, not a data file: give the path of a Parquet or CSV file")
     if not path.is_file():
         raise DataError(f"file {where!r} not found: check the path, or use - for CSV on stdin")
     name = path.name.lower()
@@ -230,10 +275,12 @@ def read_series(
     covariates: Sequence[str] = (),
     min_length: int = 1,
     max_gap: int = 24,
+    shard: Shard | None = None,
     source_name: str | None = None,
     time_zone: str | None = None,
 ) -> SeriesFrame:
-    """Read `source` into canonical series (see the module doc for the policies).
+    """Read `source` into canonical series (see the module doc for the policies); with a `shard`,
+    only the series of that shard (`streamcast.shards.shard_of`), as each torchrun rank reads.
 
     `source_name`: what messages and the result call the data (a batch of rows read from a file
     is named for the file, not "<frame>").
@@ -245,7 +292,7 @@ def read_series(
     where = source_name or _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
-    raw = read_table(source, id_col)
+    raw = read_table(source, id_col, shard)
     columns, wide, found = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
     frame, range_notes = _canonical(raw, columns, wide, where)
     source_zone = zone_of(frame["timestamp"])
@@ -259,6 +306,10 @@ def read_series(
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
+    if shard is not None:  # a single file is read whole: its share is taken here
+        keep = [s for s in frame["series_id"].unique().to_list() if shard.holds(s)]
+        frame = frame.filter(pl.col("series_id").is_in(keep))
+        filled = filled.filter(pl.col("series_id").is_in(keep)) if filled is not None else None
     for note in notes + gap_notes:
         log.info("%s: %s", where, note)
     dates = columns.time is not None and _holds_dates(raw[columns.time])

@@ -63,6 +63,14 @@ class ColumnsMeta(Struct, kw_only=True):
     covariates: list[Name] = []
 
 
+class TrainingMeta(Struct, kw_only=True, frozen=True):
+    """What `info` reads from the training record; its other keys pass unchecked, and files from
+    before a field existed load without it."""
+
+    device: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    world_size: Positive | None = None
+
+
 class ModelMeta(Struct, kw_only=True):
     format: Literal["streamcast-model"]
     format_version: Count
@@ -70,7 +78,7 @@ class ModelMeta(Struct, kw_only=True):
     feature_spec: FeatureSpecMeta
     columns: ColumnsMeta
     series_ids: list[Name]
-    info: dict[str, Any] = {}
+    info: TrainingMeta = TrainingMeta()
     versions: dict[str, str] = {}
     tensors_sha256: str | None = None
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None

@@ -1,5 +1,8 @@
 """Advance hidden states over observations: the one step that validation, forecast, backtest and
 stream all share, so that every one of them serves the model exactly as training ran it.
+
+The only serving code that knows the network's device: inputs, states and forecasts come in and go
+out on the CPU, and move to the network's device (a GPU) only for the network's own work.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from streamcast.model import Network, State, concat_states, select_state
 @torch.no_grad()
 def advance(net: Network, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
     """One call over (B, T, F) inputs: the forecasts at every step (B, T, H, Q) and the new state."""
-    return net(x, state)
+    device = _device(net)
+    y, state = net(x.to(device), _to(state, device))
+    return y.to(x.device), _to(state, x.device)
 
 
 @torch.no_grad()
@@ -44,13 +49,13 @@ def run_series(
     c = net.config
     outputs = torch.empty(int(out_start[-1]), c.horizon, c.outputs_per_step)
     final: list[State | None] = [None] * len(lengths)
-    table = torch.from_numpy(inputs)
+    table = torch.from_numpy(inputs).to(_device(net))  # the forecasts come back to the CPU
     for b in range(0, len(order), series_batch):
         batch = order[b : b + series_batch]
         if initial is None:
             state = net.init_state(len(batch))
         else:
-            state = select_state(initial, torch.from_numpy(batch))
+            state = _to(select_state(initial, torch.from_numpy(batch)), _device(net))
         wanted = [(positions[i], out_start[i]) for i in batch.tolist()]
         finals = _run_batch(net, table, offsets[batch], lengths[batch], wanted, state, outputs, time_chunk)
         for i, s in zip(batch.tolist(), finals, strict=True):
@@ -78,11 +83,21 @@ def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) 
         if pick_row:
             rows_at = torch.from_numpy(np.concatenate(pick_row))
             steps_at = torch.from_numpy(np.concatenate(pick_step))
-            outputs[torch.from_numpy(np.concatenate(pick_out))] = net.decode(hidden[rows_at, steps_at])
+            decoded = net.decode(hidden[rows_at, steps_at]).to(outputs.device)
+            outputs[torch.from_numpy(np.concatenate(pick_out))] = decoded
         done = lengths[active] == stop
         for j in np.flatnonzero(done).tolist():
-            final[active[j]] = select_state(state, slice(j, j + 1))
+            final[active[j]] = _to(select_state(state, slice(j, j + 1)), outputs.device)
         state = select_state(state, torch.from_numpy(np.flatnonzero(~done)))
         active = active[~done]
         t = stop
     return final
+
+
+def _device(net: Network) -> torch.device:
+    """Where the network's weights are: its inputs go there."""
+    return next(net.parameters()).device
+
+
+def _to(state: State, device: torch.device) -> State:
+    return tuple(s.to(device) for s in state)

@@ -210,7 +210,7 @@ def test_a_longer_horizon_warns_once_on_stderr(workdir):
             "Error: --as-of '2024-01-02T00:00+02:00' has a UTC offset",
         ),
         (["-o", "folder.csv"], 2, "Error: output 'folder.csv' is a folder; give a file path"),
-        (["elsewhere"], 1, "Error: 'elsewhere' is a folder, not a data file"),
+        (["elsewhere"], 1, "Error: 'elsewhere' is a folder with no Parquet files"),
     ],
 )
 def test_cli_errors_are_one_line_with_an_exit_code(workdir, args, code, message):

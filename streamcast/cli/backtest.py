@@ -12,6 +12,7 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
     fit_config,
     fit_options,
     long_gap,
@@ -87,6 +88,7 @@ from streamcast.errors import UsageError
 )
 @fit_options
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
 @click.pass_context
 def backtest(
@@ -111,6 +113,7 @@ def backtest(
     keep_names,
     quantiles,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -163,7 +166,7 @@ def backtest(
     set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
-        forecaster = streamcast.load(model_path)
+        forecaster = streamcast.load(model_path).to(device)
         # The backtest says a zone change among its own warnings.
         series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=True)
         notes(series_data.notes, quiet)
@@ -190,7 +193,7 @@ def backtest(
         config = with_horizon(config, options["horizon"], series_data.freq, quiet)
         with progress:
             forecaster, result = fit_and_backtest(
-                series_data, config, on_epoch=progress.epoch, **settings, threads=threads
+                series_data, config, on_epoch=progress.epoch, **settings, threads=threads, device=device
             )
         if save_model:
             progress.summary(forecaster, streamcast.save(forecaster, save_model))

@@ -9,6 +9,7 @@ import streamcast
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
     model_option,
     notes,
     read_for_model,
@@ -64,6 +65,7 @@ from streamcast.errors import UsageError
     help="Name the id and time columns as the data does (e.g. store, when), not series_id and timestamp, so that the output joins back to its table.",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
 def forecast(
     data,
@@ -82,6 +84,7 @@ def forecast(
     lock_timeout,
     keep_names,
     threads,
+    device,
     quiet,
 ):
     """Forecast every series from a saved model; CSV on stdout unless -o.
@@ -111,7 +114,13 @@ def forecast(
     set_process_threads(threads)
     settings = {"horizon": horizon, "context": context, "as_of": as_of, "threads": threads}
     columns = (id_col, time_col, target, covariates)
-    choice = {"series": series, "shard": shard, "batch_series": batch_series, "keep_names": keep_names}
+    choice = {
+        "series": series,
+        "shard": shard,
+        "batch_series": batch_series,
+        "keep_names": keep_names,
+        "device": device,
+    }
     if output == "-":
         write_frames(_forecast_tables(model_path, data, columns, choice, settings, quiet), "-")
         return
@@ -127,7 +136,7 @@ def _forecast_tables(model_path, data, columns: tuple, choice: dict, settings: d
     from streamcast.batches import BATCH_SERIES
     from streamcast.forecasting import forecast_source, with_source_names
 
-    forecaster = streamcast.load(model_path)
+    forecaster = streamcast.load(model_path).to(choice["device"])
     reader = reader_for_model(forecaster, data, *columns)
     ids = reader.share(series=choice["series"], shard=choice["shard"])
     _warn_about_horizon(forecaster, settings["horizon"], quiet)
@@ -231,6 +240,7 @@ def _warn_about_settings(
     help="Steps of history drawn before the origin [default: 4 x horizon].",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes on stderr.")
 def plot(
     data,
@@ -245,6 +255,7 @@ def plot(
     horizon,
     history,
     threads,
+    device,
     quiet,
 ):
     """Draw chosen series: their history, the forecast and its interval, and the actual values after
@@ -260,7 +271,7 @@ def plot(
 
     check_figure_path(output)
     set_process_threads(threads)
-    forecaster = streamcast.load(model_path)
+    forecaster = streamcast.load(model_path).to(device)
     series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=quiet)
     notes(series_data.notes, quiet)
     chosen = series or series_data.series_ids[:4]

@@ -73,6 +73,26 @@ def threads_option(f):
     )(f)
 
 
+def device_option(f):
+    """`--device` on every command that runs the network; the rule lives in streamcast.devices."""
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        callback=_device,
+        help="Where the network runs: auto takes a CUDA GPU when torch sees one, else the CPU. "
+        "Model and state files load on any device, whichever wrote them.",
+    )(f)
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str):
+    """The torch device, resolved as the options are read: an absent GPU is a usage error at once."""
+    from streamcast.devices import resolve_device
+
+    return resolve_device(value)
+
+
 def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
     return default_threads() if value is None else check_threads(value)
 

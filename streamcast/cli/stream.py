@@ -7,11 +7,13 @@ import sys
 from collections.abc import Iterator
 
 import click
+from click.core import ParameterSource
 
 import streamcast
 from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
+    device_option,
     model_option,
     threads_option,
     warn,
@@ -149,6 +151,7 @@ from streamcast.errors import DataError, UsageError
     help="Serve Prometheus metrics on this port (all interfaces unless HOST; needs streamcast[metrics]).",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
 def stream(
     source,
@@ -171,6 +174,7 @@ def stream(
     only_anomalies,
     metrics_port,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -187,6 +191,7 @@ def stream(
     """
     from pathlib import Path
 
+    from streamcast.devices import resolve_device
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
     from streamcast.stream.engine import StreamConfig, warm_up
@@ -213,9 +218,13 @@ def stream(
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if learn and device.type != "cpu":
+        if click.get_current_context().get_parameter_source("device") is ParameterSource.COMMANDLINE:
+            raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
+        device = resolve_device("cpu")  # --device auto found a GPU, but the learner runs on the CPU
     set_process_threads(threads)
     _ignore_hangup_until_serving()
-    forecaster = streamcast.load(model_path)
+    forecaster = streamcast.load(model_path).to(device)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
     metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     config = StreamConfig(

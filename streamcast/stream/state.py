@@ -41,7 +41,7 @@ def model_fingerprint(forecaster: Forecaster) -> str:
     )
     for name, tensor in sorted(forecaster.net.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps([forecaster.scaler.loc, forecaster.scaler.scale], sort_keys=True).encode())
     return "sha256:" + digest.hexdigest()[:32]
 
@@ -56,7 +56,7 @@ class StreamState:
     def __init__(self, forecaster: Forecaster) -> None:
         self.fingerprint = model_fingerprint(forecaster)
         self._scaler = forecaster.scaler
-        self._template = forecaster.net.init_state(1)
+        self._template = tuple(p.cpu() for p in forecaster.net.init_state(1))  # states live on the CPU
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.hidden: State = tuple(p.new_zeros((16, *p.shape[1:])) for p in self._template)

@@ -199,6 +199,7 @@ def print_info(meta: dict, path: str) -> None:
                 or ["value"]
             ),
         ),
+        *_known_row(meta["feature_spec"]),
         ("frequency", meta["feature_spec"]["freq"]),
         ("columns", ", ".join(f"{k}={v}" for k, v in meta["columns"].items() if v)),
         (
@@ -306,3 +307,14 @@ def _gain(x: float | None) -> str:
         return "-"
     colour = "green" if x > 0 else "red"
     return f"[{colour}]{x:+.1%}[/{colour}]"
+
+
+def _known_row(spec: dict) -> list[tuple[str, str]]:
+    """The inputs known in advance, if the model has any (issue 14)."""
+    names = [
+        *spec.get("future_covariates", []),
+        *([f"holidays {spec['holidays']}"] if spec.get("holidays") else []),
+    ]
+    if not names:
+        return []
+    return [("known ahead", f"{', '.join(names)} (next {spec['future_steps']} steps at each step)")]

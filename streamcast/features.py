@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -140,26 +140,64 @@ class FeatureSpec:
     covariate_scale: tuple[float, ...]
     scaling: str = "mean"
     transform: str = "none"  # "none" or "log": what `fit` resolved `--transform` to
+    # Inputs known in advance (see `known`): each adds its next `future_steps` values to every row.
+    future_covariates: tuple[str, ...] = ()
+    future_loc: tuple[float, ...] = ()
+    future_scale: tuple[float, ...] = ()
+    holidays: str = ""  # a country code: holiday flags of the next `future_steps` steps
+    future_steps: int = 0
+
+    @property
+    def known_inputs(self) -> tuple[str, ...]:
+        """The inputs known in advance, in input order: the future covariates, then the holiday flags."""
+        return (*self.future_covariates, *(("holiday",) if self.holidays else ()))
 
     @property
     def input_size(self) -> int:
-        return 1 + len(self.calendar) + len(self.covariates)
+        return 1 + len(self.calendar) + len(self.covariates) + len(self.known_inputs) * self.future_steps
 
     @property
     def names(self) -> tuple[str, ...]:
-        return ("value", *self.calendar, *self.covariates)
+        ahead = tuple(f"{c}+{h}" for c in self.known_inputs for h in range(1, self.future_steps + 1))
+        return ("value", *self.calendar, *self.covariates, *ahead)
 
 
 def fit_feature_spec(
-    frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str, transform: str = "none"
+    frame: pl.DataFrame,
+    freq: str,
+    covariates: tuple[str, ...],
+    scaling: str,
+    transform: str = "none",
+    *,
+    future_covariates: tuple[str, ...] = (),
+    holidays: str = "",
+    horizon: int = 0,
 ) -> FeatureSpec:
     """Covariates are scaled globally: their units are shared across series, unlike the targets'."""
+    loc, scale = _global_scales(frame, covariates)
+    spec = FeatureSpec(freq, calendar_names(freq), covariates, loc, scale, scaling, transform)
+    if not (future_covariates or holidays):
+        return spec
+    future_loc, future_scale = _global_scales(frame, future_covariates)
+    return replace(
+        spec,
+        future_covariates=future_covariates,
+        future_loc=future_loc,
+        future_scale=future_scale,
+        holidays=holidays,
+        future_steps=horizon,
+    )
+
+
+def _global_scales(
+    frame: pl.DataFrame, columns: tuple[str, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     loc, scale = [], []
-    for col in covariates:
+    for col in columns:
         values = frame[col].cast(pl.Float64)
         loc.append(float(values.mean() or 0.0))
         scale.append(_safe_scale(float(values.std(ddof=0) or 0.0), loc[-1]))
-    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale), scaling, transform)
+    return tuple(loc), tuple(scale)
 
 
 TRANSFORMS = ("none", "log", "auto")
@@ -308,9 +346,19 @@ def series_offsets(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
 
 
 def build_inputs(
-    frame: pl.DataFrame, spec: FeatureSpec, scaler: Scaler, fallback: Scaler | None = None
+    frame: pl.DataFrame,
+    spec: FeatureSpec,
+    scaler: Scaler,
+    fallback: Scaler | None = None,
+    *,
+    future: pl.DataFrame | None = None,
 ) -> SeriesInputs:
-    """The network's input rows for a canonical frame, scaled per series."""
+    """The network's input rows for a canonical frame, scaled per series.
+
+    `future`: for a model with future covariates, rows (series_id, timestamp, covariates) that
+    hold their values after each series' last row (`known.known_table`), read by the last rows'
+    windows; without it those windows hold the last value.
+    """
     ids, offsets = series_offsets(frame)
     loc, scale = scaler.arrays(ids, fallback)
     counts = np.diff(offsets)
@@ -322,19 +370,44 @@ def build_inputs(
     for col, c_loc, c_scale in zip(spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True):
         cov = frame[col].cast(pl.Float64).fill_null(c_loc).to_numpy()
         parts.append(((cov - c_loc) / c_scale)[:, None])
+    if spec.future_steps:
+        parts.extend(_known_parts(frame, spec, future))
     inputs = np.concatenate(parts, axis=1).astype(np.float32)
     return SeriesInputs(ids, offsets, inputs, frame["timestamp"], loc, scale)
+
+
+def _known_parts(frame: pl.DataFrame, spec: FeatureSpec, future: pl.DataFrame | None) -> list[np.ndarray]:
+    """The windows of the inputs known in advance: (N, future_steps) per input, in input order."""
+    from streamcast import known
+
+    parts = []
+    if spec.future_covariates:
+        cols = spec.future_covariates
+        tail = known.continuation(frame, future, cols)
+        parts.append(
+            known.future_windows(frame, tail, cols, spec.future_loc, spec.future_scale, spec.future_steps)
+        )
+    if spec.holidays:
+        parts.append(known.holiday_windows(frame["timestamp"], spec.freq, spec.holidays, spec.future_steps))
+    return parts
 
 
 def input_rows(
     scaled: np.ndarray, timestamps: pl.Series, covariates: np.ndarray, spec: FeatureSpec
 ) -> np.ndarray:
-    """The rows `build_inputs` makes, from values already scaled (N,) and raw covariates (N, C).
+    """The rows `build_inputs` makes, from values already scaled (N,) and raw covariates (N, C):
+    the past covariates, then each future covariate's next `future_steps` values.
 
     For a caller whose scale changes row by row (a new series warming up in `stream`) or who cannot
     afford a frame and a group-by per tick.
     """
     parts = [scaled[:, None], calendar_features(timestamps, spec.calendar)]
-    if spec.covariates:
-        parts.append((covariates - np.asarray(spec.covariate_loc)) / np.asarray(spec.covariate_scale))
+    if spec.covariates or spec.future_covariates:
+        loc = np.concatenate([spec.covariate_loc, np.repeat(spec.future_loc, spec.future_steps)])
+        scale = np.concatenate([spec.covariate_scale, np.repeat(spec.future_scale, spec.future_steps)])
+        parts.append((covariates - loc) / scale)
+    if spec.holidays:
+        from streamcast.known import holiday_windows
+
+        parts.append(holiday_windows(timestamps, spec.freq, spec.holidays, spec.future_steps))
     return np.concatenate(parts, axis=1).astype(np.float32)

@@ -65,9 +65,12 @@ class Forecaster:
         config = config or FitConfig()
         if not isinstance(data, SeriesFrame):
             options.setdefault("covariates", config.covariates)
+            options.setdefault("future_covariates", config.future_covariates)
             data = read_series(data, **options)
         if tuple(data.columns.covariates) != tuple(config.covariates):
             config = replace(config, covariates=tuple(data.columns.covariates))
+        if data.columns.future_covariates and data.columns.future_covariates != config.future_covariates:
+            config = replace(config, future_covariates=tuple(data.columns.future_covariates))
         return fit(data, config, threads=threads)
 
     @classmethod
@@ -96,7 +99,14 @@ class Forecaster:
         if isinstance(data, SeriesFrame):
             return data
         c = self.columns
-        return read_series(data, id_col=c.id, time_col=c.time, target=c.target, covariates=c.covariates)
+        return read_series(
+            data,
+            id_col=c.id,
+            time_col=c.time,
+            target=c.target,
+            covariates=c.covariates,
+            future_covariates=c.future_covariates,
+        )
 
     @property
     def horizon(self) -> int:
@@ -118,8 +128,9 @@ class Forecaster:
                 "give data at the model's frequency, or fit a model on this data"
             )
 
-    def inputs(self, frame: pl.DataFrame) -> SeriesInputs:
-        """Input rows for a canonical frame; a series the model never saw is scaled by its own history."""
+    def inputs(self, frame: pl.DataFrame, *, future: pl.DataFrame | None = None) -> SeriesInputs:
+        """Input rows for a canonical frame; a series the model never saw is scaled by its own history.
+        `future`: future covariate values after the frame's rows (see `features.build_inputs`)."""
         ids, offsets = series_offsets(frame)
         unseen = [i for i, sid in enumerate(ids) if sid not in self.scaler.loc]
         fallback = None
@@ -127,7 +138,7 @@ class Forecaster:
             values = frame["value"].to_numpy()
             lengths = np.diff(offsets)
             fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling, self.spec.transform)
-        return build_inputs(frame, self.spec, self.scaler, fallback)
+        return build_inputs(frame, self.spec, self.scaler, fallback, future=future)
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from streamcast import known
 from streamcast.errors import DataError, UsageError
 from streamcast.features import calendar_features
 from streamcast.forecaster import Forecaster
@@ -131,7 +132,8 @@ def forecast(
         )
     forecaster.check_freq(data)
     frame = select_history(data, series=series, as_of=as_of, context=context)
-    inputs = forecaster.inputs(frame)
+    future = _known_future(forecaster, data, frame, horizon)
+    inputs = forecaster.inputs(frame, future=future)
     lengths = inputs.lengths()
     positions = [np.array([n - 1]) for n in lengths]
     origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)
@@ -141,6 +143,28 @@ def forecast(
         scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
     return _table(forecaster, inputs.series_ids, origins, values, horizon)
+
+
+def _known_future(
+    forecaster: Forecaster, data: SeriesFrame, frame: pl.DataFrame, horizon: int
+) -> pl.DataFrame | None:
+    """For a model with future covariates, their known values; refused when a series lacks the
+    values of the steps to forecast."""
+    spec = forecaster.spec
+    if not spec.future_steps:
+        return None
+    if horizon > spec.future_steps:
+        raise UsageError(
+            f"--horizon {horizon}: this model sees inputs known in advance for {spec.future_steps} steps "
+            f"and cannot roll out further; ask for at most {spec.future_steps} steps"
+        )
+    if not spec.future_covariates:
+        return None  # holiday flags alone: made from the timestamps
+    table = known.known_table(data, spec.future_covariates)
+    tail = known.continuation(frame, table, spec.future_covariates)
+    ends = frame.group_by("series_id", maintain_order=True).agg(pl.col("timestamp").last())["timestamp"]
+    known.check_known(frame, tail, spec.future_covariates, spec.future_steps, ends)
+    return table
 
 
 def _roll_forward(

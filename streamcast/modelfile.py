@@ -50,8 +50,8 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": asdict(net.config),
-        "feature_spec": asdict(forecaster.spec),
-        "columns": asdict(forecaster.columns),
+        "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
+        "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": ()}),
         "series_ids": ids,
         "info": forecaster.info,
         **(
@@ -74,6 +74,21 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     return Path(path)
 
 
+# Fields of models with inputs known in advance, left out of files without them so that such a
+# file stays what it was before they existed (and loads in a streamcast that predates them).
+_KNOWN_SPEC = {
+    "future_covariates": (),
+    "future_loc": (),
+    "future_scale": (),
+    "holidays": "",
+    "future_steps": 0,
+}
+
+
+def _without_defaults(fields: dict, defaults: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
+
+
 def _tensor_bytes(raw: bytes) -> bytes:
     """What follows the header: the tensors' data."""
     size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
@@ -94,7 +109,7 @@ def load(path: str | Path) -> Forecaster:
         configs = [_model_config(c) for c in meta.get("member_configs") or [meta["model_config"]]]
         spec_fields = meta["feature_spec"]
         spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
-        columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
+        columns = Columns(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["columns"].items()})
         weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
 
         def build() -> torch.nn.Module:

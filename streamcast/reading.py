@@ -30,7 +30,7 @@ import re
 import sys
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -70,6 +70,7 @@ class Columns:
     time: str | None
     target: str
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()  # known in advance: read after the last observation too
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class SeriesFrame:
     filled: pl.DataFrame | None = None
     """(series_id, timestamp) of every value filled in by interpolation: scores must not count
     them as observed (an interpolated value has seen the next real one)."""
+    future: pl.DataFrame | None = None
+    """(series_id, timestamp, future covariates...) of the rows after each series' last observation
+    (target empty), on the grid, nulls where a value is not given: what `forecast` feeds the
+    model for the steps it forecasts. None without future covariates."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -207,24 +212,66 @@ def read_series(
     covariates: Sequence[str] = (),
     min_length: int = 1,
     max_gap: int = 24,
+    future_covariates: Sequence[str] = (),
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies).
+
+    `future_covariates`: columns known in advance; their rows after a series' last observation
+    (target empty) are kept in `SeriesFrame.future` instead of being dropped.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
     where = _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
+    if isinstance(future_covariates, str):
+        future_covariates = (future_covariates,)
+    known = tuple(future_covariates)
+    both = set(covariates) & set(known)
+    if both:
+        raise UsageError(
+            f"column {sorted(both)[0]!r} is given as both --covariate and --future-covariate; pick one"
+        )
     raw = read_table(source, id_col)
-    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
+    columns, wide = _find_columns(raw, id_col, time_col, target or None, (*covariates, *known), where)
     frame, range_notes = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
     notes = range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
+    future = None
+    if known:
+        frame, future = _split_future(frame, freq, known)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
-    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
+    columns = replace(columns, covariates=tuple(covariates), future_covariates=known)
+    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled, future)
+
+
+def _split_future(
+    frame: pl.DataFrame, freq: str, known: tuple[str, ...]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows up to each series' last observation, and the rows after it put on the grid (step
+    1, 2, ... after it; a step without a row holds nulls)."""
+    last = (
+        frame.filter(pl.col("value").is_not_null())
+        .group_by("series_id", maintain_order=True)
+        .agg(pl.col("timestamp").max().alias("last"))
+    )
+    marked = frame.join(last, on="series_id", how="left", maintain_order="left")
+    beyond = pl.col("timestamp") > pl.col("last")
+    history = marked.filter(~beyond.fill_null(False)).drop("last")
+    rows = marked.filter(beyond.fill_null(False)).select("series_id", "timestamp", *known)
+    if rows.height == 0:
+        return history, rows
+    count = rows.group_by("series_id", maintain_order=True).len()
+    grid = (
+        last.join(count, on="series_id")
+        .with_columns(pl.int_ranges(1, pl.col("len") + 1).alias("k"))
+        .explode("k")
+        .select("series_id", periods_after(pl.col("last"), pl.col("k"), freq).alias("timestamp"))
+    )
+    return history, grid.join(rows, on=["series_id", "timestamp"], how="left", maintain_order="left")
 
 
 def _find_columns(

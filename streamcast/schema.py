@@ -42,6 +42,11 @@ class FeatureSpecMeta(Struct, kw_only=True):
     covariate_scale: list[float]
     scaling: Literal["mean", "std"] = "mean"
     transform: Literal["none", "log"] = "none"
+    future_covariates: list[Name] = []
+    future_loc: list[float] = []
+    future_scale: list[float] = []
+    holidays: Annotated[str, Meta(max_length=20)] = ""
+    future_steps: Annotated[int, Meta(ge=0, le=100_000)] = 0
 
     def __post_init__(self) -> None:
         if not _FREQ.fullmatch(self.freq):
@@ -53,6 +58,19 @@ class FeatureSpecMeta(Struct, kw_only=True):
         ):
             raise ValueError("covariate scales must be finite and positive")
         _check_calendar(self.calendar)
+        if not len(self.future_covariates) == len(self.future_loc) == len(self.future_scale):
+            raise ValueError("future_covariates, future_loc and future_scale differ in length")
+        if not all(abs(x) < float("inf") for x in self.future_loc) or not all(
+            0 < x < float("inf") for x in self.future_scale
+        ):
+            raise ValueError("future covariate scales must be finite and positive")
+        if (self.future_covariates or self.holidays) and not self.future_steps:
+            raise ValueError("future covariates or holidays need future_steps >= 1")
+
+    @property
+    def input_size(self) -> int:
+        known = len(self.future_covariates) + (1 if self.holidays else 0)
+        return 1 + len(self.calendar) + len(self.covariates) + known * self.future_steps
 
 
 class ColumnsMeta(Struct, kw_only=True):
@@ -60,6 +78,7 @@ class ColumnsMeta(Struct, kw_only=True):
     time: Name | None = None
     target: Name | None = None
     covariates: list[Name] = []
+    future_covariates: list[Name] = []
 
 
 class ModelMeta(Struct, kw_only=True):
@@ -76,7 +95,7 @@ class ModelMeta(Struct, kw_only=True):
 
     def __post_init__(self) -> None:
         spec, config = self.feature_spec, self.model_config
-        inputs = 1 + len(spec.calendar) + len(spec.covariates)
+        inputs = spec.input_size
         for c in [config, *(self.member_configs or [])]:
             if c.input_size != inputs:
                 raise ValueError(f"the network takes {c.input_size} inputs, but the features are {inputs}")
@@ -86,6 +105,8 @@ class ModelMeta(Struct, kw_only=True):
                 raise ValueError("ensemble members must share horizon and quantiles")
         if self.columns.covariates != spec.covariates:
             raise ValueError("the covariate columns differ from the features' covariates")
+        if self.columns.future_covariates != spec.future_covariates:
+            raise ValueError("the future covariate columns differ from the features' future covariates")
         _check_unique(self.series_ids)
 
 

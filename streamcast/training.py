@@ -60,6 +60,8 @@ class FitConfig:
     horizon: int = 24
     quantiles: tuple[float, ...] = ()
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()  # known in advance: the network sees the next `horizon` values
+    holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
     bptt: int = 48
     batch_size: int = 32
     epochs: int = 30
@@ -118,6 +120,10 @@ class FitConfig:
             (
                 len(set(self.covariates)) == len(self.covariates),
                 "each --covariate may be given once",
+            ),
+            (
+                len(set(self.future_covariates)) == len(self.future_covariates),
+                "each --future-covariate may be given once",
             ),
             (
                 self.clip >= 0 and self.clip_value >= 0,
@@ -245,6 +251,8 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
     """Scale the data and lay out lanes and validation once, for every member to train on."""
     if not config.covariates and data.columns.covariates:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
+    if not config.future_covariates and data.columns.future_covariates:
+        config = replace(config, future_covariates=tuple(data.columns.future_covariates))
     frame = data.frame
     ids, offsets = series_offsets(frame)
     lengths = np.diff(offsets)
@@ -258,11 +266,24 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         raise UsageError(
             f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
         )
+    missing = [c for c in config.future_covariates if c not in frame.columns]
+    if missing:
+        raise UsageError(
+            f"future covariate {missing[0]!r} is not in the data; "
+            "read it with read_series(..., future_covariates=[...])"
+        )
     train_rows = _training_rows(offsets, train_lengths)
     raw = frame["value"].to_numpy()
     transform = choose_transform(raw[train_rows], config.transform)
     spec = fit_feature_spec(
-        frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling, transform
+        frame.filter(pl.Series(train_rows)),
+        data.freq,
+        tuple(config.covariates),
+        config.scaling,
+        transform,
+        future_covariates=tuple(config.future_covariates),
+        holidays=config.holidays,
+        horizon=config.horizon,
     )
     scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
     inputs = build_inputs(frame, spec, scaler)

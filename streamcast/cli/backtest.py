@@ -114,7 +114,12 @@ def backtest(
 
         config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
         series_data = read_series(
-            data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
+            data,
+            id_col=id_col,
+            time_col=time_col,
+            target=target,
+            covariates=covariates,
+            future_covariates=config.future_covariates,
         )
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)

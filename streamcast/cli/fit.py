@@ -77,6 +77,7 @@ def fit(
       streamcast fit data.csv --auto --time-budget 120
       streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
       streamcast fit data.csv --report training.png
+      streamcast fit load.csv --target load --future-covariate temperature --holidays DE
     """
     from streamcast.display import FitProgress
     from streamcast.reading import read_series
@@ -99,7 +100,14 @@ def fit(
 
         check_figure_path(report)  # before training, not after
     set_process_threads(threads)
-    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
+    series = read_series(
+        data,
+        id_col=id_col,
+        time_col=time_col,
+        target=target,
+        covariates=covariates,
+        future_covariates=config.future_covariates,
+    )
     progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
     progress.notes(series.notes)
     if auto:

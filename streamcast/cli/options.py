@@ -200,10 +200,33 @@ def fit_options(f):
             help="Epochs without improvement before stopping.",
         ),
         click.option("--seed", type=int, default=0, show_default=True),
+        *known_options(),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def known_options() -> list:
+    """Inputs known in advance (issue 14): `forecast` and `stream` then need their future values."""
+    return [
+        click.option(
+            "--future-covariate",
+            "future_covariates",
+            multiple=True,
+            metavar="COL",
+            help="Numeric column known in advance, e.g. a weather forecast (repeatable): at each step "
+            "the network sees its next --horizon values; `forecast` reads them from rows after the "
+            "last observation (target empty).",
+        ),
+        click.option(
+            "--holidays",
+            metavar="COUNTRY",
+            default="",
+            help="Holiday flags of the next --horizon steps as inputs, from the holidays package "
+            "(e.g. DE, US, GB-ENG; pip install 'streamcast[holidays]').",
+        ),
+    ]
 
 
 def parse_floats(text: str | None) -> tuple[float, ...]:
@@ -242,6 +265,7 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
             time_col=time_col or cols.time,
             target=target or cols.target,
             covariates=covariates or cols.covariates,
+            future_covariates=cols.future_covariates,
         )
     except UsageError as exc:
         # A column the user did not name came from the model: say so, not "from --covariate".

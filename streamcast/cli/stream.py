@@ -217,6 +217,7 @@ def stream(
                 time_col=cols.time,
                 target=cols.target,
                 covariates=cols.covariates,
+                future_covariates=cols.future_covariates,
             )
             warmed = warm_up(forecaster, state, history, threads=threads)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)

@@ -169,7 +169,7 @@ def holiday_flags(timestamps: pl.Series, country: str) -> np.ndarray:
     days = timestamps.dt.date()
     unique = days.unique()
     marked = [d for d in unique.to_list() if d is not None and d in calendar]
-    return days.is_in(pl.Series(marked, dtype=pl.Date)).cast(pl.Float64).to_numpy()
+    return days.is_in(pl.Series(marked, dtype=pl.Date).implode()).cast(pl.Float64).to_numpy()
 
 
 def holiday_windows(timestamps: pl.Series, freq: str, country: str, steps: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from streamcast.features import (
 )
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
+from streamcast.known import holiday_calendar
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
 from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss
 from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
@@ -146,6 +147,8 @@ class FitConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.holidays:
+            holiday_calendar(self.holidays)  # an unknown country, or no holidays package: say so now
 
     @property
     def model_quantiles(self) -> tuple[float, ...]:

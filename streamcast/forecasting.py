@@ -133,7 +133,7 @@ def forecast(
     forecaster.check_freq(data)
     frame = select_history(data, series=series, as_of=as_of, context=context)
     future = _known_future(forecaster, data, frame, horizon)
-    inputs = forecaster.inputs(frame, future=future)
+    inputs = forecaster.inputs(frame, future=future, static=data.static)
     lengths = inputs.lengths()
     positions = [np.array([n - 1]) for n in lengths]
     origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)

@@ -51,8 +51,13 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         "format_version": FORMAT_VERSION,
         "model_config": asdict(net.config),
         "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
-        "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": ()}),
+        "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
         "series_ids": ids,
+        **(
+            {"static_values": {k: list(v) for k, v in forecaster.static_values.items()}}
+            if forecaster.static_values
+            else {}
+        ),
         "info": forecaster.info,
         **(
             {"member_configs": [asdict(m.config) for m in net.members]}
@@ -82,6 +87,10 @@ _KNOWN_SPEC = {
     "future_scale": (),
     "holidays": "",
     "future_steps": 0,
+    "static": (),
+    "static_levels": (),
+    "static_loc": (),
+    "static_scale": (),
 }
 
 
@@ -108,7 +117,7 @@ def load(path: str | Path) -> Forecaster:
         tensors = load_bytes(raw)
         configs = [_model_config(c) for c in meta.get("member_configs") or [meta["model_config"]]]
         spec_fields = meta["feature_spec"]
-        spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
+        spec = FeatureSpec(**{k: _tuples(v) for k, v in spec_fields.items()})
         columns = Columns(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["columns"].items()})
         weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
 
@@ -136,7 +145,13 @@ def load(path: str | Path) -> Forecaster:
             f"{path}: the model file is damaged or from an incompatible version ({reason})"
         ) from None
     net.eval()
-    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info)
+    static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
+    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info, static_values=static)
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the frozen spec holds (lists of lists: the static levels)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _model_config(fields: dict) -> ModelConfig:

@@ -71,6 +71,7 @@ class Columns:
     target: str
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()  # known in advance: read after the last observation too
+    static: tuple[str, ...] = ()  # one value per series (a region, a size): `SeriesFrame.static`
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class SeriesFrame:
     """(series_id, timestamp, future covariates...) of the rows after each series' last observation
     (target empty), on the grid, nulls where a value is not given: what `forecast` feeds the
     model for the steps it forecasts. None without future covariates."""
+    static: pl.DataFrame | None = None
+    """(series_id, static columns...): each series' one value of each, as read. None without any."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -213,11 +216,13 @@ def read_series(
     min_length: int = 1,
     max_gap: int = 24,
     future_covariates: Sequence[str] = (),
+    static: Sequence[str] = (),
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies).
 
     `future_covariates`: columns known in advance; their rows after a series' last observation
-    (target empty) are kept in `SeriesFrame.future` instead of being dropped.
+    (target empty) are kept in `SeriesFrame.future` instead of being dropped. `static`: columns
+    with one value per series (text or numbers), kept in `SeriesFrame.static`.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
@@ -227,13 +232,18 @@ def read_series(
     if isinstance(future_covariates, str):
         future_covariates = (future_covariates,)
     known = tuple(future_covariates)
+    static = (static,) if isinstance(static, str) else tuple(static)
     both = set(covariates) & set(known)
     if both:
         raise UsageError(
             f"column {sorted(both)[0]!r} is given as both --covariate and --future-covariate; pick one"
         )
     raw = read_table(source, id_col)
-    columns, wide = _find_columns(raw, id_col, time_col, target or None, (*covariates, *known), where)
+    columns, wide = _find_columns(
+        raw, id_col, time_col, target or None, (*covariates, *known, *static), where
+    )
+    columns = replace(columns, covariates=(*covariates, *known))
+    static_table = _static_table(raw, columns, wide, static, where) if static else None
     frame, range_notes = _canonical(raw, columns, wide, where)
     frame, notes = _drop_duplicates(frame)
     notes = range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
@@ -244,8 +254,31 @@ def read_series(
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
-    columns = replace(columns, covariates=tuple(covariates), future_covariates=known)
-    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled, future)
+    columns = replace(columns, covariates=tuple(covariates), future_covariates=known, static=static)
+    return SeriesFrame(
+        frame, freq, columns, source_name, tuple(notes + gap_notes), filled, future, static_table
+    )
+
+
+def _static_table(
+    raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], static: tuple[str, ...], where: str
+) -> pl.DataFrame:
+    """One row per series: its value of each static column, which must not change within it."""
+    if wide:
+        raise UsageError("--static needs one row per series and time (a long table with an id column)")
+    series_id = pl.col(columns.id).cast(pl.String) if columns.id else pl.lit(columns.target)
+    rows = raw.select(series_id.alias("series_id"), *static).filter(pl.col("series_id").is_not_null())
+    for col in static:
+        varies = rows.group_by("series_id").agg(pl.col(col).drop_nulls().unique().sort().head(2))
+        varies = varies.filter(pl.col(col).list.len() > 1).sort("series_id")
+        if varies.height:
+            sid, values = varies.row(0)
+            raise DataError(
+                f"{where}: static column {col!r} changes within series {sid!r} ({values[0]!r}, "
+                f"{values[1]!r}); a --static column holds one value per series: fix it, or pass it "
+                "as --covariate"
+            )
+    return rows.group_by("series_id", maintain_order=True).agg(pl.col(c).drop_nulls().first() for c in static)
 
 
 def _split_future(

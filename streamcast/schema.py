@@ -47,6 +47,10 @@ class FeatureSpecMeta(Struct, kw_only=True):
     future_scale: list[float] = []
     holidays: Annotated[str, Meta(max_length=20)] = ""
     future_steps: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    static: list[Name] = []
+    static_levels: list[list[Annotated[str, Meta(max_length=1000)]]] = []
+    static_loc: list[float] = []
+    static_scale: list[float] = []
 
     def __post_init__(self) -> None:
         if not _FREQ.fullmatch(self.freq):
@@ -64,13 +68,18 @@ class FeatureSpecMeta(Struct, kw_only=True):
             0 < x < float("inf") for x in self.future_scale
         ):
             raise ValueError("future covariate scales must be finite and positive")
+        if not len(self.static) == len(self.static_levels) == len(self.static_loc) == len(self.static_scale):
+            raise ValueError("static, static_levels, static_loc and static_scale differ in length")
+        if not all(0 < x < float("inf") for x in self.static_scale):
+            raise ValueError("static scales must be finite and positive")
         if (self.future_covariates or self.holidays) and not self.future_steps:
             raise ValueError("future covariates or holidays need future_steps >= 1")
 
     @property
     def input_size(self) -> int:
         known = len(self.future_covariates) + (1 if self.holidays else 0)
-        return 1 + len(self.calendar) + len(self.covariates) + known * self.future_steps
+        static = sum(len(levels) or 1 for levels in self.static_levels)
+        return 1 + len(self.calendar) + len(self.covariates) + known * self.future_steps + static
 
 
 class ColumnsMeta(Struct, kw_only=True):
@@ -79,6 +88,7 @@ class ColumnsMeta(Struct, kw_only=True):
     target: Name | None = None
     covariates: list[Name] = []
     future_covariates: list[Name] = []
+    static: list[Name] = []
 
 
 class ModelMeta(Struct, kw_only=True):
@@ -92,6 +102,7 @@ class ModelMeta(Struct, kw_only=True):
     versions: dict[str, str] = {}
     tensors_sha256: str | None = None
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
+    static_values: dict[str, list[Any]] = {}
 
     def __post_init__(self) -> None:
         spec, config = self.feature_spec, self.model_config

@@ -63,6 +63,7 @@ class FitConfig:
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()  # known in advance: the network sees the next `horizon` values
     holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
+    static: tuple[str, ...] = ()  # one value per series (region, size): one-hot or scaled inputs
     bptt: int = 48
     batch_size: int = 32
     epochs: int = 30
@@ -256,6 +257,10 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
     if not config.future_covariates and data.columns.future_covariates:
         config = replace(config, future_covariates=tuple(data.columns.future_covariates))
+    if not config.static and data.columns.static:
+        config = replace(config, static=tuple(data.columns.static))
+    if config.static and (data.static is None or not set(config.static) <= set(data.static.columns)):
+        raise UsageError("static columns are not in the data; read them with read_series(..., static=[...])")
     frame = data.frame
     ids, offsets = series_offsets(frame)
     lengths = np.diff(offsets)
@@ -287,9 +292,11 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         future_covariates=tuple(config.future_covariates),
         holidays=config.holidays,
         horizon=config.horizon,
+        static=data.static.select("series_id", *config.static) if config.static else None,
     )
+    static_values = _static_values(data, config.static)
     scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
-    inputs = build_inputs(frame, spec, scaler)
+    inputs = build_inputs(frame, spec, scaler, static=static_values or None)
 
     model_config = ModelConfig(
         input_size=spec.input_size,
@@ -395,7 +402,21 @@ def assemble(
             for plan, n, r in trained
         ]
         info["ensemble_val_loss"] = validation_loss(net, work, config)
-    return Forecaster(net=net, spec=prepared.spec, scaler=prepared.scaler, columns=data.columns, info=info)
+    static = _static_values(data, config.static)
+    return Forecaster(
+        net=net,
+        spec=prepared.spec,
+        scaler=prepared.scaler,
+        columns=data.columns,
+        info=info,
+        static_values=static,
+    )
+
+
+def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:
+    if not columns:
+        return {}
+    return {row[0]: tuple(row[1:]) for row in data.static.select("series_id", *columns).iter_rows()}
 
 
 MAX_WEIGHT_RATIO = 10.0

@@ -274,3 +274,89 @@ def test_an_unknown_holiday_country_is_refused_before_reading_the_data(tmp_path)
     result = CliRunner().invoke(cli, ["fit", str(tmp_path / "absent.csv"), "--holidays", "XX"])
     assert result.exit_code == 2
     assert "--holidays 'XX': not a country the holidays package knows" in result.stderr
+
+
+def regional_frame() -> pl.DataFrame:
+    """Two regions whose series differ in level only by region; `size` scales the level."""
+    frame = weather_frame(series=4, future=0).drop("temperature")
+    region = pl.when(pl.col("series_id").is_in(["s0", "s2"])).then(pl.lit("north")).otherwise(pl.lit("south"))
+    size = pl.col("series_id").str.slice(1).cast(pl.Int64) + 1
+    return frame.with_columns(region.alias("region"), size.alias("size"))
+
+
+@pytest.fixture(scope="module")
+def regional():
+    return read_series(regional_frame(), target="load", static=["region", "size"])
+
+
+@pytest.fixture(scope="module")
+def static_model(regional):
+    return sc.fit(regional, FitConfig(**{**TINY.__dict__, "static": ("region", "size")}))
+
+
+def test_read_series_keeps_one_static_row_per_series(regional):
+    assert regional.static.rows() == [
+        ("s0", "north", 1),
+        ("s1", "south", 2),
+        ("s2", "north", 3),
+        ("s3", "south", 4),
+    ]
+    assert regional.columns.static == ("region", "size")
+
+
+def test_a_static_column_that_changes_within_a_series_is_refused():
+    frame = regional_frame().with_columns(
+        pl.when(pl.col("timestamp") == START).then(pl.lit("east")).otherwise(pl.col("region")).alias("region")
+    )
+    with pytest.raises(
+        DataError, match=r"static column 'region' changes within series 's0' \('east', 'north'\)"
+    ):
+        read_series(frame, target="load", static=["region"])
+
+
+def test_static_text_is_one_hot_and_numbers_are_scaled_at_every_step(static_model, regional):
+    spec = static_model.spec
+    assert spec.static_levels == (("north", "south"), ())
+    assert spec.names[-3:] == ("region=north", "region=south", "size")
+    assert static_model.net.config.input_size == 1 + len(spec.calendar) + 3
+    inputs = build_inputs(regional.frame, spec, static_model.scaler, static=static_model.static_values)
+    s1 = inputs.series(1)
+    assert (s1[:, -3:-1] == [0.0, 1.0]).all()
+    size = (2 - spec.static_loc[1]) / spec.static_scale[1]
+    np.testing.assert_allclose(s1[:, -1], size, rtol=1e-6)
+
+
+def test_static_values_travel_in_the_model_file_and_serve_a_stream(static_model, regional, tmp_path):
+    loaded = sc.load(static_model.save(tmp_path / "m.streamcast"))
+    assert loaded.static_values == {
+        "s0": ("north", 1),
+        "s1": ("south", 2),
+        "s2": ("north", 3),
+        "s3": ("south", 4),
+    }
+    expected = sc.forecast(static_model, regional, series=["s1"])
+    assert loaded.forecast(regional_frame(), series=["s1"]).equals(expected)
+    rows = regional.frame.filter(pl.col("series_id") == "s1").rename({"value": "load"}).to_dicts()
+    last = None
+    for batch in stream(
+        loaded, [Observations.from_records(rows, loaded)], StreamState(loaded), StreamConfig(warmup=1)
+    ):
+        last = list(batch)[-1]
+    np.testing.assert_allclose(last.forecast, expected["forecast"].to_numpy(), rtol=1e-4)
+
+
+def test_cli_fit_with_static_columns(tmp_path):
+    data = tmp_path / "regions.csv"
+    regional_frame().write_csv(data)
+    model = tmp_path / "m.streamcast"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fit", str(data), "--target", "load", "--static", "region", "--static", "size", "--horizon", str(H),
+            "--hidden", "8", "--epochs", "1", "--ensemble", "1", "-q", "-o", str(model),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_metadata(model)["columns"]["static"] == ["region", "size"]
+    out = CliRunner().invoke(cli, ["forecast", "-m", str(model), str(data)])
+    assert out.exit_code == 0 and len(out.stdout.strip().splitlines()) == 1 + 4 * H

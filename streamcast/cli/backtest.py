@@ -120,6 +120,7 @@ def backtest(
             target=target,
             covariates=covariates,
             future_covariates=config.future_covariates,
+            static=config.static,
         )
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)

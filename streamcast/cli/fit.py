@@ -107,6 +107,7 @@ def fit(
         target=target,
         covariates=covariates,
         future_covariates=config.future_covariates,
+        static=config.static,
     )
     progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
     progress.notes(series.notes)

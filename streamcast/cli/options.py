@@ -226,6 +226,13 @@ def known_options() -> list:
             help="Holiday flags of the next --horizon steps as inputs, from the holidays package "
             "(e.g. DE, US, GB-ENG; pip install 'streamcast[holidays]').",
         ),
+        click.option(
+            "--static",
+            multiple=True,
+            metavar="COL",
+            help="Column with one value per series, e.g. region or size (repeatable): text one-hot, "
+            "numbers scaled, as inputs at every step.",
+        ),
     ]
 
 
@@ -266,6 +273,7 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
             target=target or cols.target,
             covariates=covariates or cols.covariates,
             future_covariates=cols.future_covariates,
+            static=cols.static,
         )
     except UsageError as exc:
         # A column the user did not name came from the model: say so, not "from --covariate".

@@ -218,6 +218,7 @@ def stream(
                 target=cols.target,
                 covariates=cols.covariates,
                 future_covariates=cols.future_covariates,
+                static=forecaster.columns.static,
             )
             warmed = warm_up(forecaster, state, history, threads=threads)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)

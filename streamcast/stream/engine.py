@@ -40,6 +40,7 @@ from streamcast.features import (
     input_rows,
     season_length,
     spread_of,
+    static_rows,
     to_model_units,
 )
 from streamcast.forecaster import Forecaster
@@ -537,6 +538,14 @@ class _Engine:
         if n >= self.warmup:
             st.frozen[s] = True
 
+    def _static(self, runs: list[int], counts: np.ndarray) -> np.ndarray | None:
+        """Each row's static inputs: those the model kept for its series (zeros for a new one)."""
+        f = self.forecaster
+        if not f.spec.static:
+            return None
+        per_run = static_rows(f.spec, [f.static_values.get(self.state.ids[s]) for s in runs])
+        return np.repeat(per_run, counts, axis=0)
+
     def _show(self, t: int) -> str:
         return self.grid.text(np.array([t], dtype=np.int64), self.state.time_zone)[0]
 
@@ -556,7 +565,7 @@ class _Engine:
         scaled = (to_model_units(np.asarray(plan.row_value)[order], self.transform) - loc) / scale
         stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
-        inputs = input_rows(scaled, stamps, cov, f.spec)
+        inputs = input_rows(scaled, stamps, cov, f.spec, self._static(plan.run_series, counts))
         emit = np.asarray(plan.row_emit)[order]
         within = np.arange(len(order)) - np.repeat(offsets[:-1], counts)
         emitted_run = run[order][emit]
@@ -625,7 +634,7 @@ def warm_up(
         return []
     spec = forecaster.spec
     future = known_table(history, spec.future_covariates) if spec.future_covariates else None
-    inputs = forecaster.inputs(frame, future=future)
+    inputs = forecaster.inputs(frame, future=future, static=history.static)
     empty = [np.zeros(0, dtype=np.int64)] * len(inputs.series_ids)
     net = state.learner.serving if state.learner is not None else forecaster.net
     with torch_threads(threads):

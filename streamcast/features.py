@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
+from streamcast import known
 from streamcast.errors import DataError
 
 _UNIT_SECONDS = {
@@ -448,8 +449,6 @@ def build_inputs(
 
 def _known_parts(frame: pl.DataFrame, spec: FeatureSpec, future: pl.DataFrame | None) -> list[np.ndarray]:
     """The windows of the inputs known in advance: (N, future_steps) per input, in input order."""
-    from streamcast import known
-
     parts = []
     if spec.future_covariates:
         cols = spec.future_covariates
@@ -482,9 +481,7 @@ def input_rows(
         scale = np.concatenate([spec.covariate_scale, np.repeat(spec.future_scale, spec.future_steps)])
         parts.append((covariates - loc) / scale)
     if spec.holidays:
-        from streamcast.known import holiday_windows
-
-        parts.append(holiday_windows(timestamps, spec.freq, spec.holidays, spec.future_steps))
+        parts.append(known.holiday_windows(timestamps, spec.freq, spec.holidays, spec.future_steps))
     if spec.static:
         parts.append(static)  # (N, static_width) from `static_rows`
     return np.concatenate(parts, axis=1).astype(np.float32)

@@ -35,14 +35,6 @@ def window_positions(lengths: np.ndarray, extended: np.ndarray, steps: int) -> n
     return np.minimum(base[:, None] + np.arange(1, steps + 1)[None, :], last[:, None])  # (N, steps)
 
 
-def steps_ahead(lengths: np.ndarray, known_after: np.ndarray) -> np.ndarray:
-    """(N,) how many values after each history row are known: the rest of the history plus what
-    follows it."""
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    p = np.arange(int(lengths.sum()), dtype=np.int64) - starts
-    return np.repeat(lengths + known_after, lengths) - 1 - p
-
-
 def known_table(data: SeriesFrame, columns: Sequence[str]) -> pl.DataFrame:
     """Every known value of `columns`: the data's rows and those after its last observations."""
     missing = [c for c in columns if c not in data.frame.columns]

@@ -360,3 +360,27 @@ def test_cli_fit_with_static_columns(tmp_path):
     assert read_metadata(model)["columns"]["static"] == ["region", "size"]
     out = CliRunner().invoke(cli, ["forecast", "-m", str(model), str(data)])
     assert out.exit_code == 0 and len(out.stdout.strip().splitlines()) == 1 + 4 * H
+
+
+def test_a_stream_state_with_future_covariates_saves_and_resumes(known_model, tmp_path):
+    records = _lines(weather_frame(), 40)
+    state = StreamState(known_model)
+    first = [Observations.from_records(records[:30], known_model)]
+    list(stream(known_model, first, state, StreamConfig(warmup=1)))
+    assert len(state.last_covariates[0]) == H
+    state.save(tmp_path / "s.state")
+    resumed = StreamState.load(tmp_path / "s.state", known_model)
+    rest = [Observations.from_records(records[30:], known_model)]
+    a = [f.forecast for b in stream(known_model, rest, resumed, StreamConfig(warmup=1)) for f in b]
+    b = [f.forecast for b in stream(known_model, rest, state, StreamConfig(warmup=1)) for f in b]
+    assert len(a) == 10
+    np.testing.assert_allclose(a, b)
+
+
+def test_warm_up_from_history_with_future_rows_ends_as_forecast_does(known_model, weather):
+    from streamcast.stream.engine import warm_up
+
+    state = StreamState(known_model)
+    assert warm_up(known_model, state, weather) == ["s0", "s1"]
+    s0 = weather.future.filter(pl.col("series_id") == "s0")
+    np.testing.assert_allclose(state.last_covariates[0], s0["temperature"].to_numpy())

@@ -49,7 +49,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_config": asdict(net.config),
+        "model_config": _without_defaults(asdict(net.config), _KNOWN_MODEL),
         "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
         "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
         "series_ids": ids,
@@ -60,7 +60,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         ),
         "info": forecaster.info,
         **(
-            {"member_configs": [asdict(m.config) for m in net.members]}
+            {"member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members]}
             if isinstance(net, EnsembleForecaster)
             else {}
         ),
@@ -92,6 +92,9 @@ _KNOWN_SPEC = {
     "static_loc": (),
     "static_scale": (),
 }
+
+
+_KNOWN_MODEL = {"known": 0, "known_at": 0}
 
 
 def _without_defaults(fields: dict, defaults: dict) -> dict:

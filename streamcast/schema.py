@@ -32,6 +32,8 @@ class ModelConfigMeta(Struct, kw_only=True):
     conv: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     ar: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     season: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 1
+    known: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
+    known_at: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
 
 
 class FeatureSpecMeta(Struct, kw_only=True):
@@ -110,6 +112,8 @@ class ModelMeta(Struct, kw_only=True):
         for c in [config, *(self.member_configs or [])]:
             if c.input_size != inputs:
                 raise ValueError(f"the network takes {c.input_size} inputs, but the features are {inputs}")
+            if c.known and c.known_at + c.known * c.horizon > c.input_size:
+                raise ValueError("the inputs known ahead lie beyond the network's inputs")
         if self.member_configs is not None:
             shared = {(c.horizon, tuple(c.quantiles)) for c in [config, *self.member_configs]}
             if len(shared) != 1:

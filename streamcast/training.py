@@ -309,6 +309,8 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         conv=config.conv,
         ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
+        known=len(spec.known_inputs) if spec.future_steps else 0,
+        known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
     )
     batch_size = effective_batch_size(train_lengths, config.batch_size, config.bptt)
     lane_length = lane_length_for(train_lengths, batch_size, config.bptt)

@@ -76,7 +76,11 @@ def test_read_series_keeps_the_rows_after_the_last_observation_as_future_values(
 def test_each_input_row_holds_the_next_horizon_values_of_the_future_covariate(known_model, weather):
     spec = known_model.spec
     assert spec.future_steps == H and spec.future_covariates == ("temperature",)
-    assert known_model.net.config.input_size == 1 + len(spec.calendar) + H
+    config = known_model.net.config
+    assert config.input_size == 1 + len(spec.calendar) + H
+    # The direct path from each known value to the forecast of its own step, one weight per step.
+    assert (config.known, config.known_at) == (1, 1 + len(spec.calendar))
+    assert tuple(known_model.net.known.shape) == (1, H)
     inputs = build_inputs(weather.frame, spec, known_model.scaler)
     temp = weather.frame["temperature"].to_numpy()
     row = 10

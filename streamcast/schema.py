@@ -34,6 +34,7 @@ class ModelConfigMeta(Struct, kw_only=True):
     season: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 1
     known: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     known_at: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
+    head_scale: Literal["global", "window"] = "global"
 
 
 class FeatureSpecMeta(Struct, kw_only=True):

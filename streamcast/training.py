@@ -39,7 +39,14 @@ from streamcast.health import GradientHealth, gradient_reach
 from streamcast.known import holiday_calendar
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
 from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss
-from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
+from streamcast.model import (
+    CELLS,
+    HEAD_SCALES,
+    EnsembleForecaster,
+    ModelConfig,
+    RecurrentForecaster,
+    detach_state,
+)
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
@@ -75,6 +82,7 @@ class FitConfig:
     clip_value: float = 0.0
     loss: str = "mae"
     scaling: str = "mean"
+    head_scale: str = "global"
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -90,6 +98,7 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
+            (self.head_scale in HEAD_SCALES, f"--head-scale must be one of {', '.join(HEAD_SCALES)}"),
             (self.transform in TRANSFORMS, f"--transform must be one of {', '.join(TRANSFORMS)}"),
             (
                 self.series_weight in SERIES_WEIGHTS,
@@ -311,6 +320,7 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         season=season,
         known=len(spec.known_inputs) if spec.future_steps else 0,
         known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
+        head_scale=config.head_scale,
     )
     batch_size = effective_batch_size(train_lengths, config.batch_size, config.bptt)
     lane_length = lane_length_for(train_lengths, batch_size, config.bptt)

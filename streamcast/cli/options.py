@@ -102,6 +102,13 @@ def fit_options(f):
             help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week hourly (168), a day for 15-minute data (96), at most 336 steps; 28 daily].",
         ),
         click.option(
+            "--head-scale",
+            type=click.Choice(["global", "window"]),
+            default="global",
+            show_default=True,
+            help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' own scale.",
+        ),
+        click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."
         ),
         click.option(

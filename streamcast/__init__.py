@@ -8,10 +8,11 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 from streamcast.autofit import fit_auto  # noqa: E402
-from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
+from streamcast.backtest import BacktestResult, backtest, combine_scores, fit_and_backtest, holdout  # noqa: E402
+from streamcast.batches import BatchReader, read_batches  # noqa: E402
 from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
 from streamcast.forecaster import Forecaster  # noqa: E402
-from streamcast.forecasting import forecast  # noqa: E402
+from streamcast.forecasting import forecast, forecast_batches, forecast_source  # noqa: E402
 from streamcast.modelfile import load, save  # noqa: E402
 from streamcast.online import LearnConfig  # noqa: E402
 from streamcast.reading import read_series  # noqa: E402
@@ -20,6 +21,7 @@ from streamcast.training import FitConfig, fit  # noqa: E402
 
 __all__ = [
     "BacktestResult",
+    "BatchReader",
     "DataError",
     "FitConfig",
     "Forecaster",
@@ -31,12 +33,16 @@ __all__ = [
     "StreamcastError",
     "UsageError",
     "backtest",
+    "combine_scores",
     "fit",
     "fit_and_backtest",
     "fit_auto",
     "forecast",
+    "forecast_batches",
+    "forecast_source",
     "holdout",
     "load",
+    "read_batches",
     "read_series",
     "save",
     "stream",

@@ -217,16 +217,19 @@ def read_series(
     max_gap: int = 24,
     future_covariates: Sequence[str] = (),
     static: Sequence[str] = (),
+    source_name: str | None = None,
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies).
 
     `future_covariates`: columns known in advance; their rows after a series' last observation
     (target empty) are kept in `SeriesFrame.future` instead of being dropped. `static`: columns
-    with one value per series (text or numbers), kept in `SeriesFrame.static`.
+    with one value per series (text or numbers), kept in `SeriesFrame.static`. `source_name`:
+    what messages and the result call the data (a batch of rows read from a file is named for
+    the file, not "<frame>").
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
-    where = _where(source)
+    where = source_name or _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
     if isinstance(future_covariates, str):
@@ -253,7 +256,7 @@ def read_series(
         frame, future = _split_future(frame, freq, known)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
-    source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
+    source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
     columns = replace(columns, covariates=tuple(covariates), future_covariates=known, static=static)
     return SeriesFrame(
         frame, freq, columns, source_name, tuple(notes + gap_notes), filled, future, static_table
@@ -305,6 +308,20 @@ def _split_future(
         .select("series_id", periods_after(pl.col("last"), pl.col("k"), freq).alias("timestamp"))
     )
     return history, grid.join(rows, on=["series_id", "timestamp"], how="left", maintain_order="left")
+
+
+def find_columns(
+    raw: pl.DataFrame,
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target: str | None = None,
+    covariates: Sequence[str] = (),
+    where: str = "<frame>",
+) -> Columns:
+    """Which source column plays which part, by the rules of `read_series`; the schema alone
+    decides, so an empty frame with the source's columns will do."""
+    return _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)[0]
 
 
 def _find_columns(

@@ -33,11 +33,13 @@ def test_auto_takes_logs_of_positive_data_only():
     assert choose_transform(np.array([0.5, 3.0]), "none") == "none"
 
 
-def test_fit_records_the_transform_it_chose(tiny_model):
+def test_fit_records_the_transform_and_head_scale_it_chose(tiny_model):
     assert tiny_model.spec.transform == "log"  # the tiny series are all positive
+    assert tiny_model.net.config.head_scale == "window"  # auto: window in logs
     shifted = hourly_frame().with_columns(pl.col("value") - 20.0)  # crosses zero
     model = sc.fit(sc.read_series(shifted), TINY)
     assert model.spec.transform == "none"
+    assert model.net.config.head_scale == "global"
 
 
 @pytest.fixture(scope="module")

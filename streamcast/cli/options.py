@@ -103,10 +103,10 @@ def fit_options(f):
         ),
         click.option(
             "--head-scale",
-            type=click.Choice(["global", "window"]),
-            default="global",
+            type=click.Choice(["auto", "global", "window"]),
+            default="auto",
             show_default=True,
-            help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' own scale.",
+            help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' scale; auto: window when the values are modelled in logs.",
         ),
         click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."
@@ -268,12 +268,28 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
     """Read DATA, or the model's own data source, with the model's column mapping unless overridden."""
     from streamcast.reading import read_series
 
+    return _with_model_columns(read_series, forecaster, data, id_col, time_col, target, covariates)
+
+
+def reader_for_model(forecaster, data, id_col, time_col, target, covariates):
+    """`read_for_model` for reading in batches of series: a BatchReader that has listed the ids."""
+    from streamcast.batches import BatchReader
+
+    def open_reader(source, **options):
+        reader = BatchReader(source, **options)
+        reader.ids  # noqa: B018 (read now, so that a column is named as the model's if it is missing)
+        return reader
+
+    return _with_model_columns(open_reader, forecaster, data, id_col, time_col, target, covariates)
+
+
+def _with_model_columns(read, forecaster, data, id_col, time_col, target, covariates):
     source = data or forecaster.info.get("data", {}).get("source")
     if not source or (not data and source in ("-", "<frame>")):
         raise UsageError("this model records no data file to re-read: pass DATA (a path, or - for stdin)")
     cols = forecaster.columns
     try:
-        return read_series(
+        return read(
             source,
             id_col=id_col or cols.id,
             time_col=time_col or cols.time,

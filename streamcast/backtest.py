@@ -199,7 +199,7 @@ def backtest(
     first = np.diff(offsets) - span - 1  # (S,) each series' first origin: the last point of its history
     origin_at = first[:, None] + stride * np.arange(windows)  # (S, K) positions within each series
 
-    inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1)
+    inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1, data.static)
     with torch_threads(threads):
         outputs, _ = run_series(forecaster.net, inputs.inputs, offsets, list(origin_at))  # (S * K, H, Q)
     forecasts = forecaster.point_and_quantiles(
@@ -437,7 +437,12 @@ def _long_enough(
 
 
 def _inputs_before(
-    forecaster: Forecaster, frame: pl.DataFrame, ids: list[str], offsets: np.ndarray, known: np.ndarray
+    forecaster: Forecaster,
+    frame: pl.DataFrame,
+    ids: list[str],
+    offsets: np.ndarray,
+    known: np.ndarray,
+    static: pl.DataFrame | None = None,
 ) -> SeriesInputs:
     """Input rows as `Forecaster.inputs` builds them, except that a series the model never saw is
     scaled by its first `known` points (its history up to the first origin), not its whole length."""
@@ -446,7 +451,9 @@ def _inputs_before(
     if unseen:
         values = frame["value"].to_numpy()
         fallback = fit_scaler(values, offsets, ids, known, forecaster.spec.scaling, forecaster.spec.transform)
-    return build_inputs(frame, forecaster.spec, forecaster.scaler, fallback)
+    return build_inputs(
+        frame, forecaster.spec, forecaster.scaler, fallback, static=forecaster.static_for(static)
+    )
 
 
 def _training_overlap(forecaster: Forecaster, data: SeriesFrame, span: int) -> str | None:

@@ -49,11 +49,18 @@ class BatchReader:
         covariates: Sequence[str] = (),
         max_gap: int = 24,
         time_zone: str | None = None,
+        future_covariates: Sequence[str] = (),
+        static: Sequence[str] = (),
     ) -> None:
         self.source = source
         self.name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
         self.options = {"id_col": id_col, "time_col": time_col, "target": target, "covariates": covariates}
-        self._scan = _ParquetScan.open(source, self.options)
+        if future_covariates or static:  # columns known in advance and per-series ones (issue 14)
+            self.options.update(future_covariates=tuple(future_covariates), static=tuple(static))
+        columns = {**self.options, "covariates": (*covariates, *future_covariates, *static)}
+        columns.pop("future_covariates", None)
+        columns.pop("static", None)
+        self._scan = _ParquetScan.open(source, columns)
         # Reading rules beyond the columns: every batch is read by them, as one read would be.
         self.options.update(max_gap=max_gap, time_zone=time_zone)
         self._whole: SeriesFrame | None = None

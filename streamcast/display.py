@@ -208,6 +208,7 @@ def print_info(meta: dict, path: str) -> None:
                 or ["value"]
             ),
         ),
+        *_known_row(meta["feature_spec"]),
         ("frequency", meta["feature_spec"]["freq"] + _zone(info)),
         ("columns", ", ".join(f"{k}={v}" for k, v in meta["columns"].items() if v)),
         (
@@ -322,3 +323,14 @@ def _zone(info: dict) -> str:
     """The time zone the model was trained in, where one was recorded."""
     zone = info.get("data", {}).get("time_zone")
     return f" in {zone}" if zone else ""
+
+
+def _known_row(spec: dict) -> list[tuple[str, str]]:
+    """The inputs known in advance, if the model has any (issue 14)."""
+    names = [
+        *spec.get("future_covariates", []),
+        *([f"holidays {spec['holidays']}"] if spec.get("holidays") else []),
+    ]
+    if not names:
+        return []
+    return [("known ahead", f"{', '.join(names)} (next {spec['future_steps']} steps at each step)")]

@@ -42,6 +42,8 @@ class Forecaster:
     scaler: Scaler
     columns: Columns
     info: dict[str, Any] = field(default_factory=dict)
+    static_values: dict[str, tuple] = field(default_factory=dict)
+    """Each training series' values of the `--static` columns, for series whose data lacks them."""
 
     # The object-style entry points below are thin doors into the modules that build on this one
     # (training, modelfile, forecasting, backtest); they import them when called, so that those
@@ -66,9 +68,13 @@ class Forecaster:
         config = config or FitConfig()
         if not isinstance(data, SeriesFrame):
             options.setdefault("covariates", config.covariates)
+            options.setdefault("future_covariates", config.future_covariates)
+            options.setdefault("static", config.static)
             data = read_series(data, **options)
         if tuple(data.columns.covariates) != tuple(config.covariates):
             config = replace(config, covariates=tuple(data.columns.covariates))
+        if data.columns.future_covariates and data.columns.future_covariates != config.future_covariates:
+            config = replace(config, future_covariates=tuple(data.columns.future_covariates))
         return fit(data, config, threads=threads)
 
     @classmethod
@@ -114,6 +120,8 @@ class Forecaster:
             time_col=c.time,
             target=c.target,
             covariates=c.covariates,
+            future_covariates=c.future_covariates,
+            static=c.static,
             time_zone=self.time_zone,
         )
 
@@ -158,8 +166,12 @@ class Forecaster:
                 "give data at the model's frequency, or fit a model on this data"
             )
 
-    def inputs(self, frame: pl.DataFrame) -> SeriesInputs:
-        """Input rows for a canonical frame; a series the model never saw is scaled by its own history."""
+    def inputs(
+        self, frame: pl.DataFrame, *, future: pl.DataFrame | None = None, static: pl.DataFrame | None = None
+    ) -> SeriesInputs:
+        """Input rows for a canonical frame; a series the model never saw is scaled by its own history.
+        `future`: future covariate values after the frame's rows (see `features.build_inputs`);
+        `static`: the data's static values (series_id, columns...), over those the model keeps."""
         ids, offsets = series_offsets(frame)
         unseen = [i for i, sid in enumerate(ids) if sid not in self.scaler.loc]
         fallback = None
@@ -167,7 +179,20 @@ class Forecaster:
             values = frame["value"].to_numpy()
             lengths = np.diff(offsets)
             fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling, self.spec.transform)
-        return build_inputs(frame, self.spec, self.scaler, fallback)
+        return build_inputs(
+            frame, self.spec, self.scaler, fallback, future=future, static=self.static_for(static)
+        )
+
+    def static_for(self, table: pl.DataFrame | None) -> dict[str, tuple] | None:
+        """Static values per series: the data's where it has them, else those seen in training."""
+        if not self.spec.static:
+            return None
+        values = dict(self.static_values)
+        if table is not None:
+            values.update(
+                {row[0]: tuple(row[1:]) for row in table.select("series_id", *self.spec.static).iter_rows()}
+            )
+        return values
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""

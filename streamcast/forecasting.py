@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from streamcast import known
 from streamcast.batches import BATCH_SERIES, BatchReader
 from streamcast.errors import DataError, StreamcastWarning, UsageError
 from streamcast.features import calendar_features
@@ -141,7 +142,7 @@ def forecast(
         warnings.warn(moved, StreamcastWarning, stacklevel=2)
     forecaster.check_freq(data)
     frame = select_history(data, series=series, as_of=as_of, context=context)
-    return _forecast_history(forecaster, frame, horizon, threads, data.dates)
+    return _forecast_history(forecaster, frame, horizon, threads, data)
 
 
 def forecast_batches(
@@ -177,7 +178,7 @@ def forecast_batches(
         frame = _history(data, chosen, as_of, context)
         if frame.height:
             empty = False
-            yield _forecast_history(forecaster, frame, horizon, threads, data.dates)
+            yield _forecast_history(forecaster, frame, horizon, threads, data)
     if wanted:
         raise DataError(
             f"series {sorted(wanted)[0]!r} is not in the data; check --series (ids are case-sensitive)"
@@ -238,10 +239,12 @@ def _check_horizon(forecaster: Forecaster, horizon: int | None) -> int:
 
 
 def _forecast_history(
-    forecaster: Forecaster, frame: pl.DataFrame, horizon: int, threads: int | None, dates: bool = False
+    forecaster: Forecaster, frame: pl.DataFrame, horizon: int, threads: int | None, data: SeriesFrame
 ) -> pl.DataFrame:
-    """Warm every series of `frame` over its rows, then forecast `horizon` steps from its last."""
-    inputs = forecaster.inputs(frame)
+    """Warm every series of `frame` over its rows, then forecast `horizon` steps from its last
+    (`data`: where the values known in advance and the static values come from)."""
+    future = _known_future(forecaster, data, frame, horizon)
+    inputs = forecaster.inputs(frame, future=future, static=data.static)
     lengths = inputs.lengths()
     positions = [np.array([n - 1]) for n in lengths]
     origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)
@@ -251,7 +254,7 @@ def _forecast_history(
         scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
     table = _table(forecaster, inputs.series_ids, origins, values, horizon)
-    if dates:
+    if data.dates:
         table = table.with_columns(pl.col("origin", "timestamp").cast(pl.Date))
     return table
 
@@ -269,6 +272,28 @@ def with_source_names(table: pl.DataFrame, columns: Columns) -> pl.DataFrame:
             f"the data's column {clash[0]!r} has the name of an output column: rename it, or leave out --keep-names"
         )
     return table.rename(names)
+
+
+def _known_future(
+    forecaster: Forecaster, data: SeriesFrame, frame: pl.DataFrame, horizon: int
+) -> pl.DataFrame | None:
+    """For a model with future covariates, their known values; refused when a series lacks the
+    values of the steps to forecast."""
+    spec = forecaster.spec
+    if not spec.future_steps:
+        return None
+    if horizon > spec.future_steps:
+        raise UsageError(
+            f"--horizon {horizon}: this model sees inputs known in advance for {spec.future_steps} steps "
+            f"and cannot roll out further; ask for at most {spec.future_steps} steps"
+        )
+    if not spec.future_covariates:
+        return None  # holiday flags alone: made from the timestamps
+    table = known.known_table(data, spec.future_covariates)
+    tail = known.continuation(frame, table, spec.future_covariates)
+    ends = frame.group_by("series_id", maintain_order=True).agg(pl.col("timestamp").last())["timestamp"]
+    known.check_known(frame, tail, spec.future_covariates, spec.future_steps, ends)
+    return table
 
 
 def _roll_forward(

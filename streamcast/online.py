@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -121,9 +121,7 @@ class OnlineLearner:
         """The forecaster with the weights learnt so far (for --save-model)."""
         info = {**forecaster.info, "online_learning": {**asdict(self.config), "steps": self.steps}}
         net = copy.deepcopy(self.serving)
-        return Forecaster(
-            net=net, spec=forecaster.spec, scaler=forecaster.scaler, columns=forecaster.columns, info=info
-        )
+        return replace(forecaster, net=net, info=info)
 
     def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything needed to resume learning exactly: weights, Adam moments, windows and anchors."""

@@ -32,7 +32,7 @@ import re
 import sys
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -80,6 +80,8 @@ class Columns:
     time: str | None
     target: str
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()  # known in advance: read after the last observation too
+    static: tuple[str, ...] = ()  # one value per series (a region, a size): `SeriesFrame.static`
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ class SeriesFrame:
     dates: bool = False
     """The source's times were calendar dates (a Date column, "2024-01-31", 20240131): results
     give dates back, not midnights."""
+    future: pl.DataFrame | None = None
+    """(series_id, timestamp, future covariates...) of the rows after each series' last observation
+    (target empty), on the grid, nulls where a value is not given: what `forecast` feeds the
+    model for the steps it forecasts. None without future covariates."""
+    static: pl.DataFrame | None = None
+    """(series_id, static columns...): each series' one value of each, as read. None without any."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -276,6 +284,8 @@ def read_series(
     min_length: int = 1,
     max_gap: int = 24,
     shard: Shard | None = None,
+    future_covariates: Sequence[str] = (),
+    static: Sequence[str] = (),
     source_name: str | None = None,
     time_zone: str | None = None,
 ) -> SeriesFrame:
@@ -286,14 +296,30 @@ def read_series(
     is named for the file, not "<frame>").
     `time_zone` (an IANA name): zoned timestamps are converted to it, naive ones read as its local
     times; by default the data's own zone is kept, and UTC offsets are read as UTC.
+    `future_covariates`: columns known in advance; their rows after a series' last observation
+    (target empty) are kept in `SeriesFrame.future` instead of being dropped. `static`: columns
+    with one value per series (text or numbers), kept in `SeriesFrame.static`.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
     where = source_name or _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
+    if isinstance(future_covariates, str):
+        future_covariates = (future_covariates,)
+    known = tuple(future_covariates)
+    static = (static,) if isinstance(static, str) else tuple(static)
+    both = set(covariates) & set(known)
+    if both:
+        raise UsageError(
+            f"column {sorted(both)[0]!r} is given as both --covariate and --future-covariate; pick one"
+        )
     raw = read_table(source, id_col, shard)
-    columns, wide, found = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
+    columns, wide, found = _find_columns(
+        raw, id_col, time_col, target or None, (*covariates, *known, *static), where
+    )
+    columns = replace(columns, covariates=(*covariates, *known))
+    static_table = _static_table(raw, columns, wide, static, where) if static else None
     frame, range_notes = _canonical(raw, columns, wide, where)
     source_zone = zone_of(frame["timestamp"])
     if time_zone is not None:
@@ -303,6 +329,9 @@ def read_series(
     frame, notes = _drop_duplicates(frame)
     notes = found + range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
+    future = None
+    if known:
+        frame, future = _split_future(frame, freq, known)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
@@ -310,11 +339,64 @@ def read_series(
         keep = [s for s in frame["series_id"].unique().to_list() if shard.holds(s)]
         frame = frame.filter(pl.col("series_id").is_in(keep))
         filled = filled.filter(pl.col("series_id").is_in(keep)) if filled is not None else None
+        future = future.filter(pl.col("series_id").is_in(keep)) if future is not None else None
+        if static_table is not None:
+            static_table = static_table.filter(pl.col("series_id").is_in(keep))
     for note in notes + gap_notes:
         log.info("%s: %s", where, note)
     dates = columns.time is not None and _holds_dates(raw[columns.time])
     notes = tuple(notes + gap_notes)
-    return SeriesFrame(frame, freq, columns, source_name, notes, filled, source_zone, dates)
+    columns = replace(columns, covariates=tuple(covariates), future_covariates=known, static=static)
+    return SeriesFrame(
+        frame, freq, columns, source_name, notes, filled, source_zone, dates, future, static_table
+    )
+
+
+def _static_table(
+    raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], static: tuple[str, ...], where: str
+) -> pl.DataFrame:
+    """One row per series: its value of each static column, which must not change within it."""
+    if wide:
+        raise UsageError("--static needs one row per series and time (a long table with an id column)")
+    series_id = pl.col(columns.id).cast(pl.String) if columns.id else pl.lit(columns.target)
+    rows = raw.select(series_id.alias("series_id"), *static).filter(pl.col("series_id").is_not_null())
+    for col in static:
+        varies = rows.group_by("series_id").agg(pl.col(col).drop_nulls().unique().sort().head(2))
+        varies = varies.filter(pl.col(col).list.len() > 1).sort("series_id")
+        if varies.height:
+            sid, values = varies.row(0)
+            raise DataError(
+                f"{where}: static column {col!r} changes within series {sid!r} ({values[0]!r}, "
+                f"{values[1]!r}); a --static column holds one value per series: fix it, or pass it "
+                "as --covariate"
+            )
+    return rows.group_by("series_id", maintain_order=True).agg(pl.col(c).drop_nulls().first() for c in static)
+
+
+def _split_future(
+    frame: pl.DataFrame, freq: str, known: tuple[str, ...]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows up to each series' last observation, and the rows after it put on the grid (step
+    1, 2, ... after it; a step without a row holds nulls)."""
+    last = (
+        frame.filter(pl.col("value").is_not_null())
+        .group_by("series_id", maintain_order=True)
+        .agg(pl.col("timestamp").max().alias("last"))
+    )
+    marked = frame.join(last, on="series_id", how="left", maintain_order="left")
+    beyond = pl.col("timestamp") > pl.col("last")
+    history = marked.filter(~beyond.fill_null(False)).drop("last")
+    rows = marked.filter(beyond.fill_null(False)).select("series_id", "timestamp", *known)
+    if rows.height == 0:
+        return history, rows
+    count = rows.group_by("series_id", maintain_order=True).len()
+    grid = (
+        last.join(count, on="series_id")
+        .with_columns(pl.int_ranges(1, pl.col("len") + 1).alias("k"))
+        .explode("k")
+        .select("series_id", periods_after(pl.col("last"), pl.col("k"), freq).alias("timestamp"))
+    )
+    return history, grid.join(rows, on=["series_id", "timestamp"], how="left", maintain_order="left")
 
 
 def find_columns(

@@ -50,6 +50,7 @@ from streamcast.features import (
 )
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
+from streamcast.known import holiday_calendar
 from streamcast.lanes import (
     Lanes,
     effective_batch_size,
@@ -92,6 +93,9 @@ class FitConfig:
     horizon: int = 24
     quantiles: tuple[float, ...] = ()
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()  # known in advance: the network sees the next `horizon` values
+    holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
+    static: tuple[str, ...] = ()  # one value per series (region, size): one-hot or scaled inputs
     bptt: int = 48
     batch_size: int = 32
     epochs: int = 30
@@ -157,6 +161,10 @@ class FitConfig:
                 "each --covariate may be given once",
             ),
             (
+                len(set(self.future_covariates)) == len(self.future_covariates),
+                "each --future-covariate may be given once",
+            ),
+            (
                 self.clip >= 0 and self.clip_value >= 0,
                 "--clip and --clip-value must be >= 0 (0 = off)",
             ),
@@ -177,6 +185,8 @@ class FitConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.holidays:
+            holiday_calendar(self.holidays)  # an unknown country, or no holidays package: say so now
 
     @property
     def model_quantiles(self) -> tuple[float, ...]:
@@ -317,6 +327,12 @@ def prepare(
     other ranks (`streamcast.dataparallel`)."""
     if not config.covariates and data.columns.covariates:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
+    if not config.future_covariates and data.columns.future_covariates:
+        config = replace(config, future_covariates=tuple(data.columns.future_covariates))
+    if not config.static and data.columns.static:
+        config = replace(config, static=tuple(data.columns.static))
+    if config.static and (data.static is None or not set(config.static) <= set(data.static.columns)):
+        raise UsageError("static columns are not in the data; read them with read_series(..., static=[...])")
     frame = data.frame
     ids, offsets = series_offsets(frame)
     lengths = np.diff(offsets)
@@ -334,18 +350,40 @@ def prepare(
     train_lengths = lengths - val_size
     season = season_length(data.freq)
 
+    missing = [c for c in config.future_covariates if c not in frame.columns]
+    if missing:
+        raise UsageError(
+            f"future covariate {missing[0]!r} is not in the data; "
+            "read it with read_series(..., future_covariates=[...])"
+        )
     train_rows = _training_rows(offsets, train_lengths)
     raw = frame["value"].to_numpy()
     covariates, train_frame = tuple(config.covariates), frame.filter(pl.Series(train_rows))
     if cluster is None:
         transform = choose_transform(raw[train_rows], config.transform)
-        spec = fit_feature_spec(train_frame, data.freq, covariates, config.scaling, transform)
+        spec = fit_feature_spec(
+            train_frame,
+            data.freq,
+            covariates,
+            config.scaling,
+            transform,
+            future_covariates=tuple(config.future_covariates),
+            holidays=config.holidays,
+            horizon=config.horizon,
+            static=data.static.select("series_id", *config.static) if config.static else None,
+        )
     else:
+        if config.future_covariates or config.holidays or config.static:
+            raise UsageError(
+                "--future-covariate, --holidays and --static are not yet trained under torchrun: "
+                "fit without torchrun"
+            )
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
+    static_values = _static_values(data, config.static)
     with _together(cluster):
         scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
-        inputs = build_inputs(frame, spec, scaler)
+        inputs = build_inputs(frame, spec, scaler, static=static_values or None)
 
     model_config = ModelConfig(
         input_size=spec.input_size,
@@ -358,6 +396,8 @@ def prepare(
         conv=config.conv,
         ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
+        known=len(spec.known_inputs) if spec.future_steps else 0,
+        known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
         head_scale=choose_head_scale(config.head_scale, transform),
     )
     # Batch size and lane length follow the total length of all series, on every rank alike.
@@ -468,7 +508,21 @@ def assemble(
             for plan, n, r in trained
         ]
         info["ensemble_val_loss"] = validation_loss(net, work, config)
-    return Forecaster(net=net, spec=prepared.spec, scaler=scaler, columns=data.columns, info=info)
+    static = _static_values(data, config.static)
+    return Forecaster(
+        net=net,
+        spec=prepared.spec,
+        scaler=scaler,
+        columns=data.columns,
+        info=info,
+        static_values=static,
+    )
+
+
+def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:
+    if not columns:
+        return {}
+    return {row[0]: tuple(row[1:]) for row in data.static.select("series_id", *columns).iter_rows()}
 
 
 MAX_WEIGHT_RATIO = 10.0

@@ -187,6 +187,8 @@ def backtest(
             covariates=covariates,
             max_gap=long_gap(),
             time_zone=time_zone(),
+            future_covariates=config.future_covariates,
+            static=config.static,
         )
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)

@@ -85,6 +85,7 @@ def fit(
       streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
       streamcast fit data.csv --report training.png
       torchrun --nproc-per-node 2 -m streamcast fit dataset/ --threads 1
+      streamcast fit load.csv --target load --future-covariate temperature --holidays DE
     """
     from streamcast.display import FitProgress
     from streamcast.distributed import world_from_env
@@ -116,6 +117,8 @@ def fit(
         "covariates": covariates,
         "max_gap": long_gap(),
         "time_zone": time_zone(),
+        "future_covariates": config.future_covariates,
+        "static": config.static,
     }
     # Under torchrun, rank 0 alone reports and writes the model.
     progress = FitProgress(quiet=quiet or rank != 0, epochs=config.epochs, members=config.ensemble)

@@ -259,6 +259,7 @@ def fit_options(f):
             help="Epochs without improvement before stopping.",
         ),
         click.option("--seed", type=int, default=0, show_default=True),
+        *known_options(),
     ]
     for option in reversed(options):
         f = option(f)
@@ -284,6 +285,35 @@ def with_horizon(config, given: int | None, freq: str, quiet: bool):
     steps, words = default_horizon(freq)
     notes([f"--horizon not given: forecasting {steps} steps ({words}); pass --horizon N to choose"], quiet)
     return dataclasses.replace(config, horizon=steps)
+
+
+def known_options() -> list:
+    """Inputs known in advance (issue 14): `forecast` and `stream` then need their future values."""
+    return [
+        click.option(
+            "--future-covariate",
+            "future_covariates",
+            multiple=True,
+            metavar="COL",
+            help="Numeric column known in advance, e.g. a weather forecast (repeatable): at each step "
+            "the network sees its next --horizon values; `forecast` reads them from rows after the "
+            "last observation (target empty).",
+        ),
+        click.option(
+            "--holidays",
+            metavar="COUNTRY",
+            default="",
+            help="Holiday flags of the next --horizon steps as inputs, from the holidays package "
+            "(e.g. DE, US, GB-ENG; pip install 'streamcast[holidays]').",
+        ),
+        click.option(
+            "--static",
+            multiple=True,
+            metavar="COL",
+            help="Column with one value per series, e.g. region or size (repeatable): text one-hot, "
+            "numbers scaled, as inputs at every step.",
+        ),
+    ]
 
 
 def parse_floats(text: str | None) -> tuple[float, ...]:
@@ -356,6 +386,8 @@ def _with_model_columns(read, forecaster, data, id_col, time_col, target, covari
             covariates=covariates or cols.covariates,
             max_gap=long_gap(),
             time_zone=time_zone() or forecaster.time_zone,
+            future_covariates=cols.future_covariates,
+            static=cols.static,
         )
     except UsageError as exc:
         # A column the user did not name came from the model: say so, not "from --covariate".

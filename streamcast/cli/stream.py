@@ -260,6 +260,8 @@ def stream(
                 target=cols.target,
                 covariates=cols.covariates,
                 time_zone=forecaster.time_zone,
+                future_covariates=cols.future_covariates,
+                static=forecaster.columns.static,
             )
             history, moved = forecaster.in_model_zone(history)
             if moved:

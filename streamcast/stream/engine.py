@@ -40,9 +40,11 @@ from streamcast.features import (
     input_rows,
     season_length,
     spread_of,
+    static_rows,
     to_model_units,
 )
 from streamcast.forecaster import Forecaster
+from streamcast.known import known_table
 from streamcast.model import select_state
 from streamcast.online import LearnConfig, OnlineLearner
 from streamcast.reading import SeriesFrame, periods_after
@@ -298,7 +300,8 @@ class _Engine:
         self.warmup = config.warmup if config.warmup is not None else default_warmup(forecaster)
         self.scaling = forecaster.spec.scaling
         self.transform = forecaster.spec.transform
-        self.cov_loc = list(forecaster.spec.covariate_loc)
+        spec = forecaster.spec
+        self.cov_loc = [*spec.covariate_loc, *np.repeat(spec.future_loc, spec.future_steps).tolist()]
         if config.learn is not None and state.learner is None:
             loss = forecaster.info.get("fit_config", {}).get("loss", "mae")
             state.learner = OnlineLearner(forecaster.net, loss, config.learn)
@@ -553,6 +556,14 @@ class _Engine:
         if n >= self.warmup:
             st.frozen[s] = True
 
+    def _static(self, runs: list[int], counts: np.ndarray) -> np.ndarray | None:
+        """Each row's static inputs: those the model kept for its series (zeros for a new one)."""
+        f = self.forecaster
+        if not f.spec.static:
+            return None
+        per_run = static_rows(f.spec, [f.static_values.get(self.state.ids[s]) for s in runs])
+        return np.repeat(per_run, counts, axis=0)
+
     def _show(self, t: int) -> str:
         return self.grid.text(np.array([t], dtype=np.int64), self.state.time_zone)[0]
 
@@ -572,7 +583,7 @@ class _Engine:
         scaled = (to_model_units(np.asarray(plan.row_value)[order], self.transform) - loc) / scale
         stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
-        inputs = input_rows(scaled, stamps, cov, f.spec)
+        inputs = input_rows(scaled, stamps, cov, f.spec, self._static(plan.run_series, counts))
         emit = np.asarray(plan.row_emit)[order]
         # Watching scores every observation, so every one needs its forecast (filled steps do not).
         wanted = emit if self.config.watch is None else np.asarray(plan.row_obs)[order] >= 0
@@ -676,7 +687,9 @@ def warm_up(
     frame = history.frame.filter(~pl.col("series_id").is_in(list(state.index)))
     if frame.height == 0:
         return []
-    inputs = forecaster.inputs(frame)
+    spec = forecaster.spec
+    future = known_table(history, spec.future_covariates) if spec.future_covariates else None
+    inputs = forecaster.inputs(frame, future=future, static=history.static)
     empty = [np.zeros(0, dtype=np.int64)] * len(inputs.series_ids)
     net = state.learner.serving if state.learner is not None else forecaster.net
     with torch_threads(threads):
@@ -689,11 +702,7 @@ def warm_up(
         stamps = stamps.dt.epoch("us")
     last_times = stamps.gather(ends).to_list()
     last_values = frame["value"].gather(ends).to_list()
-    covs = (
-        frame.select(forecaster.spec.covariates).to_numpy()[ends].tolist()
-        if forecaster.spec.covariates
-        else None
-    )
+    covs = _last_covariates(forecaster, frame, inputs, ends)
     lengths = inputs.lengths().tolist()
     indices = [state.series_index(sid) for sid in inputs.series_ids]
     state.set_rows(indices, final)
@@ -706,3 +715,18 @@ def warm_up(
             state.last_covariates[s] = covs[j]
     state.newest = max([t for t in (state.newest, *last_times) if t is not None], default=None)
     return inputs.series_ids
+
+
+def _last_covariates(forecaster: Forecaster, frame: pl.DataFrame, inputs, ends: np.ndarray) -> list | None:
+    """Each series' covariates at its last row, as a stream line carries them: the past ones,
+    then each future covariate's next values (unscaled back from the input rows)."""
+    spec = forecaster.spec
+    if not (spec.covariates or spec.future_covariates):
+        return None
+    past = frame.select(spec.covariates).to_numpy()[ends] if spec.covariates else np.zeros((len(ends), 0))
+    at = 1 + len(spec.calendar) + len(spec.covariates)
+    width = len(spec.future_covariates) * spec.future_steps
+    loc = np.repeat(spec.future_loc, spec.future_steps)
+    scale = np.repeat(spec.future_scale, spec.future_steps)
+    ahead = inputs.inputs[ends, at : at + width].astype(np.float64) * scale + loc
+    return np.concatenate([past, ahead], axis=1).tolist()

@@ -225,7 +225,9 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     try:
         tensors = load_bytes(raw)
         ids = meta["series_ids"]
-        _check_tensors(tensors, len(ids), len(forecaster.spec.covariates), state._template)
+        spec = forecaster.spec
+        width = len(spec.covariates) + len(spec.future_covariates) * spec.future_steps
+        _check_tensors(tensors, len(ids), width, state._template)
         for sid in ids:
             state.series_index(sid)
         state.set_rows(list(range(len(ids))), tuple(tensors[f"hidden.{j}"] for j in range(len(state.hidden))))

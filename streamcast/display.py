@@ -193,7 +193,11 @@ def print_info(meta: dict, path: str) -> None:
             f"{cfg['cell']} hidden={cfg['hidden_size']} layers={cfg['num_layers']} conv={cfg['conv']}",
         ),
         ("horizon", str(cfg["horizon"])),
-        ("head", f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"),
+        (
+            "head",
+            f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"
+            f" lags={cfg.get('lag_inputs', 'none')}",
+        ),
         ("transform", meta["feature_spec"].get("transform", "none")),
         ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
         (

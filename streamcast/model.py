@@ -14,6 +14,7 @@ from torch import nn
 
 CELLS = ("rnn", "rnn-relu", "lstm", "gru")
 HEAD_SCALES = ("global", "window")
+LAG_INPUTS = ("none", "season")
 WINDOW_SCALE_FLOOR = 1e-5
 
 State = tuple[torch.Tensor, ...]
@@ -40,8 +41,11 @@ class ModelConfig:
     known: int = 0
     known_at: int = 0
     head_scale: str = "global"
+    lag_inputs: str = "none"
 
     def __post_init__(self) -> None:
+        if self.lag_inputs not in LAG_INPUTS:
+            raise ValueError(f"lag_inputs must be one of {LAG_INPUTS}, not {self.lag_inputs!r}")
         if self.head_scale not in HEAD_SCALES:
             raise ValueError(f"head_scale must be one of {HEAD_SCALES}, not {self.head_scale!r}")
         if self.cell not in CELLS:
@@ -50,6 +54,16 @@ class ModelConfig:
     @property
     def outputs_per_step(self) -> int:
         return max(1, len(self.quantiles))
+
+    @property
+    def lag_count(self) -> int:
+        """Inputs the network adds from its own window (`lag_inputs`): the change since the last
+        step and since one season back."""
+        return 2 if self.lag_inputs == "season" and self.ar > 1 else 0
+
+    @property
+    def rnn_input_size(self) -> int:
+        return self.input_size + self.lag_count
 
 
 @dataclass(frozen=True)
@@ -91,10 +105,10 @@ class RecurrentForecaster(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        rnn_input = config.input_size
+        rnn_input = config.rnn_input_size
         if config.conv > 1:
             # Causal: no padding here, the carried buffer of the last conv - 1 inputs plays its part.
-            self.conv = nn.Conv1d(config.input_size, config.hidden_size, config.conv)
+            self.conv = nn.Conv1d(config.rnn_input_size, config.hidden_size, config.conv)
             rnn_input = config.hidden_size
         rnn_class = {"rnn": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
         extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
@@ -148,7 +162,7 @@ class RecurrentForecaster(nn.Module):
         if c.cell == "lstm":
             state.append(zeros(batch, c.num_layers, c.hidden_size))
         if c.conv > 1:
-            state.append(zeros(batch, c.conv - 1, c.input_size))
+            state.append(zeros(batch, c.conv - 1, c.rnn_input_size))
         if c.ar > 0:
             state.append(zeros(batch, c.ar))
         return tuple(state)
@@ -177,6 +191,8 @@ class RecurrentForecaster(nn.Module):
             history = torch.cat([parts.pop(), x[..., 0]], dim=1)  # (B, ar + T)
             ar_windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
             ar_state = history[:, -c.ar :]
+            if c.lag_count:
+                x = torch.cat([x, _lags(ar_windows, c.season)], dim=-1)
         if c.conv > 1:
             buffer = parts.pop()
             window = torch.cat([buffer, x], dim=1)  # (B, conv - 1 + T, F)
@@ -295,6 +311,17 @@ def median_of_members(y: torch.Tensor) -> torch.Tensor:
 
 
 Network = RecurrentForecaster | EnsembleForecaster
+
+
+def _lags(windows: torch.Tensor, season: int) -> torch.Tensor:
+    """(B, T, 2): each step's change since the step before and since one season back, in units of
+    its window's spread, as DeepAR feeds lagged values: read from the carried window, so serving
+    computes them exactly as training did, with no extra state."""
+    latest = windows[..., -1:]
+    spread = (windows - latest).abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR
+    back = min(season, windows.shape[-1] - 1)
+    lagged = torch.cat([windows[..., -2:-1], windows[..., -1 - back : windows.shape[-1] - back]], dim=-1)
+    return (latest - lagged) / spread
 
 
 def seasonal_naive_weights(window: int, horizon: int, season: int) -> torch.Tensor:

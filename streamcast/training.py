@@ -63,6 +63,7 @@ from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss, loss_terms
 from streamcast.model import (
     CELLS,
     HEAD_SCALES,
+    LAG_INPUTS,
     EnsembleForecaster,
     ModelConfig,
     RecurrentForecaster,
@@ -108,6 +109,7 @@ class FitConfig:
     loss: str = "mae"
     scaling: str = "mean"
     head_scale: str = "auto"
+    lag_inputs: str = "none"
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -123,6 +125,7 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
+            (self.lag_inputs in LAG_INPUTS, f"--lag-inputs must be one of {', '.join(LAG_INPUTS)}"),
             (
                 self.head_scale in ("auto", *HEAD_SCALES),
                 f"--head-scale must be one of auto, {', '.join(HEAD_SCALES)}",
@@ -399,6 +402,7 @@ def prepare(
         known=len(spec.known_inputs) if spec.future_steps else 0,
         known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
         head_scale=choose_head_scale(config.head_scale, transform),
+        lag_inputs=config.lag_inputs,
     )
     # Batch size and lane length follow the total length of all series, on every rank alike.
     totals = train_lengths if cluster is None else cluster.sum([train_lengths.sum()]).astype(np.int64)

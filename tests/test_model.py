@@ -122,15 +122,27 @@ def test_reach_spans_the_chunk_when_the_recurrence_is_the_identity():
     assert profile.min() == pytest.approx(1.0)
 
 
-def window_net(head_scale: str) -> RecurrentForecaster:
+def window_net(head_scale: str, lag_inputs: str = "none", conv: int = 0) -> RecurrentForecaster:
     torch.manual_seed(0)
-    config = ModelConfig(input_size=3, hidden_size=8, horizon=6, ar=12, season=4, head_scale=head_scale)
+    config = ModelConfig(
+        input_size=3,
+        hidden_size=8,
+        horizon=6,
+        ar=12,
+        season=4,
+        head_scale=head_scale,
+        lag_inputs=lag_inputs,
+        conv=conv,
+    )
     return RecurrentForecaster(config).eval()
 
 
-@pytest.mark.parametrize("head_scale", ["global", "window"])
-def test_tick_by_tick_equals_one_batched_pass_whatever_the_head_scale(head_scale):
-    net = window_net(head_scale)
+@pytest.mark.parametrize(
+    ("head_scale", "lag_inputs", "conv"),
+    [("global", "none", 0), ("window", "none", 0), ("window", "season", 0), ("global", "season", 3)],
+)
+def test_tick_by_tick_equals_one_batched_pass_whatever_the_head(head_scale, lag_inputs, conv):
+    net = window_net(head_scale, lag_inputs, conv)
     x = torch.randn(2, 20, 3)
     with torch.no_grad():
         batched, _ = net(x, net.init_state(2))
@@ -158,3 +170,14 @@ def test_window_head_scale_makes_corrections_as_fine_as_the_series_moves():
 def test_unknown_head_scale_is_refused():
     with pytest.raises(ValueError, match="head_scale must be one of"):
         ModelConfig(input_size=1, head_scale="local")
+
+
+def test_lag_inputs_are_the_changes_since_a_step_and_a_season_back_in_window_spreads():
+    from streamcast.model import _lags
+
+    values = torch.arange(12.0).pow(2)  # one window of 12 values, the newest last
+    lags = _lags(values.view(1, 1, 12), season=4)
+    spread = (values - values[-1]).abs().mean()
+    expected = torch.stack([values[-1] - values[-2], values[-1] - values[-5]]) / (spread + 1e-5)
+    torch.testing.assert_close(lags.view(2), expected)
+    assert window_net("window", "season").rnn.input_size == 5  # 3 inputs + 2 lags

@@ -87,10 +87,13 @@ def test_transform_and_head_scale_are_fit_options_shown_by_info(tmp_path):
     assert result.exit_code == 0, result.stderr
     info = runner.invoke(main, ["info", str(out)]).stdout
     assert "transform" in info and "none" in info
-    windowed = runner.invoke(main, ["fit", str(data), *fast, "--head-scale", "window", "-o", str(out)])
+    windowed = runner.invoke(
+        main, ["fit", str(data), *fast, "--head-scale", "window", "--lag-inputs", "season", "-o", str(out)]
+    )
     assert windowed.exit_code == 0, windowed.stderr
-    assert sc.load(out).net.config.head_scale == "window"
-    assert "scale=window" in runner.invoke(main, ["info", str(out)]).stdout
+    config = sc.load(out).net.config
+    assert (config.head_scale, config.lag_inputs, config.rnn_input_size) == ("window", "season", 7)
+    assert "scale=window lags=season" in runner.invoke(main, ["info", str(out)]).stdout
     forecast = runner.invoke(main, ["forecast", str(data), "-m", str(out), "--horizon", "6"])
     assert forecast.exit_code == 0 and len(forecast.stdout.strip().splitlines()) == 1 + 6
     bad = runner.invoke(main, ["fit", str(data), *fast, "--transform", "sqrt"])

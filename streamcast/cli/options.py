@@ -157,6 +157,13 @@ def fit_options(f):
             help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' scale; auto: window when the values are modelled in logs.",
         ),
         click.option(
+            "--lag-inputs",
+            type=click.Choice(["none", "season"]),
+            default="none",
+            show_default=True,
+            help="season: the recurrent cell also sees each step's change since the step before and since one season back, in units of its --ar window's spread (read from the carried window).",
+        ),
+        click.option(
             "--horizon",
             type=int,
             help="Steps ahead forecast at every step [default: by frequency, and said: a day of hourly "

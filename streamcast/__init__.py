@@ -1,22 +1,42 @@
-"""streamcast: forecast time series with stateful recurrent networks, in batch and on streams."""
+"""streamcast: forecast time series with stateful recurrent networks, in batch and on streams.
 
-from importlib.metadata import PackageNotFoundError, version
+The public names are loaded on first use (PEP 562): `import streamcast` costs no torch, so the CLI's
+`--help`, `info` and usage errors answer at once, while `from streamcast import stream, Forecaster`
+works as before.
+"""
 
-try:
-    __version__ = version("streamcast")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+from __future__ import annotations
 
-from streamcast.autofit import fit_auto  # noqa: E402
-from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout  # noqa: E402
-from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError  # noqa: E402
-from streamcast.forecaster import Forecaster  # noqa: E402
-from streamcast.forecasting import forecast  # noqa: E402
-from streamcast.modelfile import load, save  # noqa: E402
-from streamcast.online import LearnConfig  # noqa: E402
-from streamcast.reading import read_series  # noqa: E402
-from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up  # noqa: E402
-from streamcast.training import FitConfig, fit  # noqa: E402
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+# Each public name and the module that defines it.
+_PUBLIC = {
+    "fit_auto": "streamcast.autofit",
+    "BacktestResult": "streamcast.backtest",
+    "backtest": "streamcast.backtest",
+    "fit_and_backtest": "streamcast.backtest",
+    "holdout": "streamcast.backtest",
+    "DataError": "streamcast.errors",
+    "ModelFileError": "streamcast.errors",
+    "StreamcastError": "streamcast.errors",
+    "UsageError": "streamcast.errors",
+    "Forecaster": "streamcast.forecaster",
+    "forecast": "streamcast.forecasting",
+    "load": "streamcast.modelfile",
+    "save": "streamcast.modelfile",
+    "LearnConfig": "streamcast.online",
+    "read_series": "streamcast.reading",
+    "Observations": "streamcast.stream.engine",
+    "StreamConfig": "streamcast.stream.engine",
+    "StreamState": "streamcast.stream.engine",
+    "stream": "streamcast.stream.engine",
+    "warm_up": "streamcast.stream.engine",
+    "FitConfig": "streamcast.training",
+    "fit": "streamcast.training",
+}
 
 __all__ = [
     "BacktestResult",
@@ -42,3 +62,60 @@ __all__ = [
     "stream",
     "warm_up",
 ]
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamcast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def _version() -> str:
+    """The installed version (importlib.metadata is slow to import: only asked for when needed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("streamcast")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
+
+
+class _Package(types.ModuleType):
+    """`streamcast.stream` is the public generator function, as it always was, although a
+    subpackage of the same name exists: importing that subpackage would bind its name here."""
+
+    @property
+    def stream(self):
+        from streamcast.stream.engine import stream
+
+        return stream
+
+    @stream.setter
+    def stream(self, _module) -> None:
+        pass  # the import system naming the subpackage; `streamcast.stream` stays the function
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from streamcast.autofit import fit_auto
+    from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout
+    from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError
+    from streamcast.forecaster import Forecaster
+    from streamcast.forecasting import forecast
+    from streamcast.modelfile import load, save
+    from streamcast.online import LearnConfig
+    from streamcast.reading import read_series
+    from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up
+    from streamcast.training import FitConfig, fit

@@ -20,7 +20,7 @@ from streamcast.cli.options import (
     threads_option,
 )
 from streamcast.errors import ModelFileError, UsageError
-from streamcast.modelfile import DEFAULT_MODEL_PATH
+from streamcast.modelheader import DEFAULT_MODEL_PATH
 
 
 @click.command(context_settings=CONTEXT)
@@ -139,7 +139,7 @@ def info(model_path, as_json):
       streamcast info model.streamcast
       streamcast info --json | jq .info.gradient_health
     """
-    from streamcast.modelfile import read_metadata
+    from streamcast.modelheader import read_metadata
 
     meta = read_metadata(model_path)
     if as_json:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-import polars as pl
 
 import streamcast
 from streamcast.cli.options import (
@@ -16,6 +17,9 @@ from streamcast.cli.options import (
     warn,
 )
 from streamcast.errors import UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @click.command(context_settings=CONTEXT)
@@ -91,6 +95,8 @@ def forecast(
 
 def _forecast_table(model_path, data, columns: tuple, settings: dict, quiet: bool) -> pl.DataFrame:
     """Load, read, forecast, and tell the user what they should know about the result."""
+    import polars as pl
+
     from streamcast.forecasting import forecast as run_forecast
 
     forecaster = streamcast.load(model_path)

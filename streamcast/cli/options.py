@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from streamcast.errors import UsageError
-from streamcast.modelfile import DEFAULT_MODEL_PATH
+from streamcast.modelheader import DEFAULT_MODEL_PATH
 from streamcast.threads import ENV, check_threads, default_threads
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

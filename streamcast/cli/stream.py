@@ -94,6 +94,11 @@ from streamcast.errors import DataError, UsageError
     help="Time of a new series' first value when lines carry no time [default: now].",
 )
 @click.option(
+    "--partition",
+    metavar="K/N",
+    help="Serve only the series of shard K of N (Kafka's keyed partitioning); skip and count the rest.",
+)
+@click.option(
     "--state", "state_path", metavar="FILE", help="Checkpoint every series' state here, and resume from it."
 )
 @click.option(
@@ -162,6 +167,7 @@ def stream(
 
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
+    from streamcast.shards import parse_shard
     from streamcast.stream.engine import StreamConfig, warm_up
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
@@ -183,6 +189,7 @@ def stream(
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    partition = parse_shard(options["partition"], "--partition") if options["partition"] else None
     set_process_threads(threads)
     forecaster = streamcast.load(model_path)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
@@ -196,6 +203,7 @@ def stream(
         max_jump=options["max_jump"],
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
+        partition=partition,
     )
     with _state_lock(state_path):
         if state_path and Path(state_path).exists():
@@ -218,7 +226,7 @@ def stream(
                 target=cols.target,
                 covariates=cols.covariates,
             )
-            warmed = warm_up(forecaster, state, history, threads=threads)
+            warmed = warm_up(forecaster, state, history, threads=threads, partition=partition)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
         session_options = SessionOptions(
             output_format,

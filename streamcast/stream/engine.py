@@ -46,6 +46,7 @@ from streamcast.forecaster import Forecaster
 from streamcast.model import select_state
 from streamcast.online import LearnConfig, OnlineLearner
 from streamcast.reading import SeriesFrame, periods_after
+from streamcast.shards import Shard
 from streamcast.stepping import run_series
 from streamcast.stream.input import Event, Observations
 from streamcast.stream.state import StreamState
@@ -73,6 +74,7 @@ class StreamConfig:
     idle_evict: int | None = (
         None  # evict series silent this long (microseconds, or steps) before the newest time
     )
+    partition: Shard | None = None  # serve only this shard's series (streamcast.shards); skip the rest
 
     def __post_init__(self) -> None:
         if self.max_jump < 1:
@@ -123,6 +125,7 @@ class StreamBatch:
     replayed: int = 0
     accepted: int = 0  # observations taken in, emitted or not (--every)
     evicted: int = 0  # series dropped from memory after this batch (--max-series, --idle-evict)
+    other_partition: int = 0  # lines of series another partition serves (--partition), skipped
 
     def __len__(self) -> int:
         return len(self.series_ids)
@@ -283,6 +286,7 @@ class _Engine:
         self.scaling = forecaster.spec.scaling
         self.transform = forecaster.spec.transform
         self.cov_loc = list(forecaster.spec.covariate_loc)
+        self._held: dict[str, bool] = {}  # series id -> in this partition (--partition)
         if config.learn is not None and state.learner is None:
             loss = forecaster.info.get("fit_config", {}).get("loss", "mae")
             state.learner = OnlineLearner(forecaster.net, loss, config.learn)
@@ -313,6 +317,9 @@ class _Engine:
         state = self.state
         if state.time_zone is None and obs.time_zone is not None:
             state.time_zone = obs.time_zone
+        other = 0
+        if self.config.partition is not None:
+            obs, other = self._own_partition(obs)
         events = list(obs.events)
         # --strict stops at the first bad line, a parse problem included; an unknown column is
         # documented as ignored, not bad.
@@ -321,9 +328,14 @@ class _Engine:
             first_bad = min((e for e in events if e.kind != "ignored"), key=lambda e: e.line, default=None)
         stop_line = first_bad.line if first_bad is not None else None
         pieces, replayed, accepted, error, begin = [], 0, 0, None, 0
-        columns = _Columns(obs, bool(self.cov_loc))
+        columns = None
+        steady = self._steady_plan(obs) if stop_line is None else None
         while begin < len(obs):
-            plan = self._plan(columns, begin, stop_line)
+            if steady is not None:
+                plan, steady = steady, None
+            else:
+                columns = columns or _Columns(obs, bool(self.cov_loc))
+                plan = self._plan(columns, begin, stop_line)
             pieces.append(self._run(plan))
             events += plan.events
             replayed += plan.replayed
@@ -339,7 +351,22 @@ class _Engine:
         if self.config.strict:
             events = [e for e in events if error is None or e.line < error.line]
         events.sort(key=lambda e: e.line)
-        return self._batch(pieces, obs, events, replayed, accepted), error
+        batch = self._batch(pieces, obs, events, replayed, accepted)
+        batch.other_partition = other
+        return batch, error
+
+    def _own_partition(self, obs: Observations) -> tuple[Observations, int]:
+        """The observations of this partition's series, and how many lines belong to others."""
+        held = self._held
+        shard = self.config.partition
+        keep = np.fromiter(
+            (held[sid] if sid in held else held.setdefault(sid, shard.holds(sid)) for sid in obs.series_ids),
+            dtype=bool,
+            count=len(obs),
+        )
+        if len(held) > 1 << 20:  # bounded memory, whatever ids pass by
+            held.clear()
+        return obs.take(keep), int(len(obs) - keep.sum())
 
     def _plan(self, obs: _Columns, begin: int, stop_line: int | None) -> _Plan:
         """Apply the rules line by line; stop at a learning boundary or a --strict error."""
@@ -485,6 +512,54 @@ class _Engine:
         plan.next = len(values)
         return plan
 
+    def _steady_plan(self, obs: Observations) -> _Plan | None:
+        """The plan of a batch in which every line continues a known series by exactly one period
+        (the steady state of a live feed), in whole-array operations; None when any line needs the
+        rules one by one (a new, resumed or warming series, a gap, a jump, learning, covariates)."""
+        st, grid, n = self.state, self.grid, len(obs)
+        if n == 0 or self.config.learn is not None or obs.times is None or grid.months or self.cov_loc:
+            return None
+        index = st.index
+        series = np.fromiter((index.get(sid, -1) for sid in obs.series_ids), dtype=np.int64, count=n)
+        if series.min() < 0 or (self.transform == "log" and obs.values.min() <= 0):
+            return None
+        held, run, counts = np.unique(series, return_inverse=True, return_counts=True)
+        held_list = held.tolist()
+        last = [st.last_time[u] for u in held_list]
+        if None in last or any(st.resumed[u] or not st.frozen[u] or u in st.jumps for u in held_list):
+            return None
+        order = np.argsort(run, kind="stable")  # rows grouped by series, in input order within each
+        starts = np.zeros(len(held) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        times = obs.times[order]
+        previous = np.empty_like(times)
+        previous[1:] = times[:-1]
+        previous[starts[:-1]] = last
+        if not bool((times - previous == grid.step).all()):
+            return None
+        position = np.empty(n, dtype=np.int64)  # 1 for a series' first line in the batch, 2, ...
+        position[order] = np.arange(1, n + 1) - np.repeat(starts[:-1], counts)
+        ticks = np.array([st.ticks[u] for u in held_list], dtype=np.int64)[run] + position
+        since = np.array([st.since_reset[u] for u in held_list], dtype=np.int64)[run] + position
+        plan = _Plan(run_series=held_list, run_fresh=[False] * len(held_list))
+        plan.row_run, plan.row_time, plan.row_value = run, obs.times, obs.values
+        plan.row_loc = np.array([st.loc[u] for u in held_list])[run]
+        plan.row_scale = np.array([st.scale[u] for u in held_list])[run]
+        plan.row_obs = np.arange(n)
+        plan.row_emit = ticks % self.config.every == 0
+        plan.row_warming = since <= self.warmup
+        plan.accepted = plan.next = n
+        ends = order[starts[1:] - 1].tolist()  # each series' last line
+        for u, end, count in zip(held_list, ends, counts.tolist(), strict=True):
+            st.ticks[u] += count
+            st.since_reset[u] += count
+            st.last_time[u], st.last_value[u] = int(obs.times[end]), float(obs.values[end])
+            st.last_seen[u] = st.accepted + end
+        newest = int(obs.times.max())
+        st.newest = newest if st.newest is None else max(st.newest, newest)
+        st.accepted += n
+        return plan
+
     def evict(self) -> int:
         """Drop series silent for longer than --idle-evict, then the least recently seen beyond
         --max-series; returns how many. They start afresh if they come back (or from --warmup)."""
@@ -540,7 +615,7 @@ class _Engine:
 
     def _run(self, plan: _Plan) -> dict:
         """Run the plan's rows through the network: every run in one batched call."""
-        if not plan.row_run:
+        if len(plan.row_run) == 0:
             return {}
         st, f = self.state, self.forecaster
         run = np.asarray(plan.row_run, dtype=np.int64)
@@ -609,16 +684,24 @@ class _Engine:
 
 
 def warm_up(
-    forecaster: Forecaster, state: StreamState, history: SeriesFrame, *, threads: int | None = None
+    forecaster: Forecaster,
+    state: StreamState,
+    history: SeriesFrame,
+    *,
+    threads: int | None = None,
+    partition: Shard | None = None,
 ) -> list[str]:
     """Warm the states of the series in `history` over it, as `forecast` does (no output).
 
     A series the model never saw is scaled by its whole history, as in `forecast`. Series the state
     already holds (from a checkpoint) are left alone: the checkpoint is newer. Returns the ids warmed.
-    `threads` as in `stream`.
+    `threads` as in `stream`; with a `partition`, only the series of that shard are warmed.
     """
     forecaster.check_freq(history)
     frame = history.frame.filter(~pl.col("series_id").is_in(list(state.index)))
+    if partition is not None:
+        ids = frame["series_id"].unique().to_list()
+        frame = frame.filter(pl.col("series_id").is_in([sid for sid in ids if partition.holds(sid)]))
     if frame.height == 0:
         return []
     inputs = forecaster.inputs(frame)

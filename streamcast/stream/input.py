@@ -89,6 +89,21 @@ class Observations:
     def __len__(self) -> int:
         return len(self.series_ids)
 
+    def take(self, keep: np.ndarray) -> Observations:
+        """The observations where `keep` (N,) is true, in order; the events stay whole."""
+        if keep.all():
+            return self
+        rows = np.flatnonzero(keep)
+        return Observations(
+            lines=self.lines[rows],
+            series_ids=[self.series_ids[i] for i in rows.tolist()],
+            values=self.values[rows],
+            times=self.times[rows] if self.times is not None else None,
+            covariates=self.covariates[rows],
+            events=self.events,
+            time_zone=self.time_zone,
+        )
+
     @classmethod
     def from_records(cls, records: Iterable[Mapping], forecaster: Forecaster) -> Observations:
         """Observations from dicts, e.g. {"series_id": "a", "timestamp": "2024-01-01 05:00", "value": 3.2}.
@@ -168,6 +183,7 @@ class LineParser:
         self.stream_zone: str | None = None
         self._zone_fixed = False
         self._time_cache: dict[str, int] = {}
+        self._bulk = CsvColumns(self)
 
     def parse(self, lines: list[str], first_line: int) -> Observations:
         """Parse `lines`, numbered from `first_line`; bad lines become events, never exceptions."""
@@ -321,32 +337,43 @@ class LineParser:
         )
 
     def _parse_csv(self, lines: list[str], first_line: int, batch: _Batch) -> None:
-        for k, line in enumerate(lines):
-            if not line or line.isspace():
-                continue
-            number = first_line + k
-            parts = _split_csv(line)
-            if self.layout is None:
-                if self._try_header(parts, line, number, batch):
-                    continue
-                width = len(parts) - len(self.covariates)
-                if width not in (1, 2, 3):
-                    batch.bad(number, f"expected {_expected(self.covariates)}, got {len(parts)} fields")
-                    continue
-                if width < 3 and self.series_count > 1:
-                    batch.bad(number, self._no_id())  # a stray line must not fix the layout
-                    continue
-                before = len(batch.values)
-                self.layout = _positional(width, len(self.covariates))
-                self.has_time = self.layout[1] is not None
-                self._csv_line(parts, number, batch)
-                if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
-                    self.layout = None
-                continue
-            if self.header is not None and line.strip() == self.header:
-                batch.bad(number, "a repeated header line")
-                continue
+        k = 0
+        while k < len(lines) and not self._bulk_ready():
+            self._csv_text(lines[k], first_line + k, batch)
+            k += 1
+        if k < len(lines):
+            self._bulk.parse(lines[k:], first_line + k, batch)
+
+    def _bulk_ready(self) -> bool:
+        """Once the layout and the output's zone are fixed, plain lines are read column by column."""
+        return self.layout is not None and self._zone_fixed and not self.covariates
+
+    def _csv_text(self, line: str, number: int, batch: _Batch) -> None:
+        """One CSV line by every rule; the first good one fixes the layout."""
+        if not line or line.isspace():
+            return
+        parts = _split_csv(line)
+        if self.layout is None:
+            if self._try_header(parts, line, number, batch):
+                return
+            width = len(parts) - len(self.covariates)
+            if width not in (1, 2, 3):
+                batch.bad(number, f"expected {_expected(self.covariates)}, got {len(parts)} fields")
+                return
+            if width < 3 and self.series_count > 1:
+                batch.bad(number, self._no_id())  # a stray line must not fix the layout
+                return
+            before = len(batch.values)
+            self.layout = _positional(width, len(self.covariates))
+            self.has_time = self.layout[1] is not None
             self._csv_line(parts, number, batch)
+            if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
+                self.layout = None
+            return
+        if self.header is not None and line.strip() == self.header:
+            batch.bad(number, "a repeated header line")
+            return
+        self._csv_line(parts, number, batch)
 
     def _csv_line(self, parts: list[str], number: int, batch: _Batch) -> None:
         id_at, time_at, value_at, cov_at, width = self.layout  # type: ignore[misc]
@@ -571,6 +598,14 @@ class _Batch:
         self.values.append(v)
         self.covs.append(covs)
 
+    def extend(self, numbers: range, ids: list[str], times: list, values: list[float]) -> None:
+        """Rows without covariates, checked already (CsvColumns)."""
+        self.lines += numbers
+        self.ids += ids
+        self.times += times
+        self.values += values
+        self.covs += [_NO_COVARIATES] * len(ids)
+
     def bad(self, number: int, reason: str) -> None:
         self.events.append(Event(number, "skipped", reason))
 
@@ -582,10 +617,99 @@ class _Batch:
             series_ids=self.ids,
             values=np.array(self.values, dtype=np.float64),
             times=np.array(self.times, dtype=np.int64) if timed else None,
-            covariates=np.array(self.covs, dtype=np.float64).reshape(n, self.n_covariates),
+            covariates=np.array(self.covs, dtype=np.float64).reshape(n, self.n_covariates)
+            if self.n_covariates
+            else np.zeros((n, 0)),
             events=self.events,
             time_zone=time_zone,
         )
+
+
+_NO_COVARIATES: list[float] = []
+
+
+class CsvColumns:
+    """CSV lines of a fixed layout without covariates, read column by column: each field is checked
+    once per distinct text (ids and times repeat) or in one pass (values). Lines any check would
+    question go through the parser's line-by-line rules, which word the message; the result is
+    the same as reading every line by those rules."""
+
+    def __init__(self, parser: LineParser) -> None:
+        self.parser = parser
+        self.ids: dict[str, str | None] = {}  # raw text -> the checked id, None when bad
+
+    def parse(self, lines: list[str], first_line: int, batch: _Batch) -> None:
+        p = self.parser
+        id_at, time_at, value_at, _, width = p.layout  # type: ignore[misc]
+        rows = [line.split(",") for line in lines]
+        shaped = [len(r) == width and '"' not in line for r, line in zip(rows, lines, strict=True)]
+        if p.header is not None:  # a repeated header is reported by the line-by-line rules
+            shaped = [ok and line.strip() != p.header for ok, line in zip(shaped, lines, strict=True)]
+        if not all(shaped):
+            filler = ["nan"] * width  # fails the value check: the line goes the slow way
+            rows = [r if ok else filler for r, ok in zip(rows, shaped, strict=True)]
+        values = self._values([r[value_at] for r in rows])
+        good = np.isfinite(values) & (np.abs(values) <= MAX_VALUE)
+        raw_ids = [r[id_at] for r in rows] if id_at is not None else [p.default_id] * len(rows)
+        known = self.ids
+        ids = [known[r] if r in known else self._id(r) for r in raw_ids]
+        if time_at is not None:
+            cache = p._time_cache
+            times = [cache[r] if r in cache else self._time(r) for r in (r[time_at] for r in rows)]
+        else:
+            times = [None] * len(rows)
+        good &= np.fromiter(
+            (
+                sid is not None and (t is not None or time_at is None)
+                for sid, t in zip(ids, times, strict=True)
+            ),
+            dtype=bool,
+            count=len(rows),
+        )
+        values_list = values.tolist()
+        start = 0
+        for bad in np.flatnonzero(~good).tolist() + [len(rows)]:
+            if bad > start:
+                numbers = range(first_line + start, first_line + bad)
+                batch.extend(numbers, ids[start:bad], times[start:bad], values_list[start:bad])
+            if bad < len(rows):
+                p._csv_text(lines[bad], first_line + bad, batch)
+            start = bad + 1
+
+    @staticmethod
+    def _values(texts: list[str]) -> np.ndarray:
+        """float() of each text as `_number` reads it; NaN where that would not give a plain number."""
+        if "_" not in "".join(texts):  # Python reads 1_000 as 1000; a CSV never means that
+            try:
+                return np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+            except ValueError:
+                pass
+        return np.array([_plain_float(t) for t in texts], dtype=np.float64)
+
+    def _id(self, raw: str) -> str | None:
+        try:
+            sid = _series_id(raw)
+        except BadLine:
+            sid = None
+        if len(self.ids) >= MAX_CACHED_IDS:
+            self.ids.clear()
+        self.ids[raw] = sid
+        return sid
+
+    def _time(self, raw: str) -> int | None:
+        try:
+            return self.parser._time(raw)
+        except BadLine:
+            return None
+
+
+def _plain_float(text: str) -> float:
+    if "_" in text:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _guess(line: str) -> str:
@@ -706,6 +830,7 @@ MAX_LINE_BYTES = 1 << 20
 MAX_STEP = 10**15  # step numbers of a model without a time axis
 MAX_ID_CHARS = 1000
 MAX_REPORTED = 100  # unknown JSON keys reported, at most
+MAX_CACHED_IDS = 1 << 20  # checked series ids remembered: memory stays bounded
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Times pandas and numpy hold in nanoseconds (forecasts beyond stay within datetime).
 YEARS = (1678, 2261)

@@ -133,6 +133,7 @@ class StreamSession:
         self.counts["accepted"] += batch.accepted
         self.counts["replayed"] += batch.replayed
         self.counts["evicted"] += batch.evicted
+        self.counts["other_partition"] += batch.other_partition
         self.unsaved += batch.accepted
         for event in batch.events:
             self.counts[event.kind] += 1
@@ -142,7 +143,8 @@ class StreamSession:
 
     def summary(self) -> str:
         """One line of counts for stderr at the end of a run."""
-        counts = ", ".join(f"{k}={self.counts[k]}" for k in COUNTS)
+        shown = (*COUNTS, "other_partition") if self.config.partition is not None else COUNTS
+        counts = ", ".join(f"{k}={self.counts[k]}" for k in shown)
         return f"stream: {self.lines} lines, {counts}"
 
     def checkpoint(self) -> None:

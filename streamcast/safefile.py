@@ -71,14 +71,22 @@ def _check_json(value) -> None:
         if isinstance(item, list):
             if depth > MAX_DEPTH:
                 raise Damaged("header nested too deeply")
+            if all(isinstance(x, str) for x in item):  # series ids: a million checked at C speed
+                _check_text("".join(item))
+                continue
             stack.extend((x, depth + 1) for x in item)
         elif isinstance(item, int) and not -MAX_INT <= item < MAX_INT:
             raise Damaged("a number in the header is out of range")
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise Damaged("a text in the header is not valid Unicode") from None
+        elif isinstance(item, str):
+            _check_text(item)
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Damaged("a text in the header is not valid Unicode") from None
 
 
 def check(raw: bytes, meta: dict, required: bool) -> bool:

@@ -91,19 +91,23 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """`streamcast.stream` is the public generator function, as it always was, although a
-    subpackage of the same name exists: importing that subpackage would bind its name here."""
+    """`streamcast.stream` and `streamcast.backtest` are the public functions, as they always were,
+    although modules of the same names exist: importing such a module binds its name here, so
+    these two names are properties that always give the function."""
 
-    @property
-    def stream(self):
-        from streamcast.stream.engine import stream
 
-        return stream
+def _function_named(name: str) -> property:
+    def get(_package):
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
 
-    @stream.setter
-    def stream(self, _module) -> None:
-        pass  # the import system naming the subpackage; `streamcast.stream` stays the function
+    def ignore(_package, _module) -> None:
+        pass  # the import system naming the module; the public name stays the function
 
+    return property(get, ignore)
+
+
+for _name in ("backtest", "stream"):
+    setattr(_Package, _name, _function_named(_name))
 
 sys.modules[__name__].__class__ = _Package
 

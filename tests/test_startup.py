@@ -63,8 +63,9 @@ def test_public_api_still_imports_by_name():
         "import sys, streamcast\n"
         "assert 'torch' not in sys.modules\n"
         "from streamcast import stream, StreamState, Forecaster, fit, load, Observations\n"
-        "import streamcast.stream.session\n"
+        "import streamcast.stream.session, streamcast.backtest\n"
         "assert streamcast.stream is stream and callable(stream) and stream.__module__.endswith('engine')\n"
+        "assert callable(streamcast.backtest) and streamcast.backtest.__name__ == 'backtest'\n"
         "assert sorted(streamcast.__all__) == sorted(n for n in dir(streamcast) if n in streamcast.__all__)\n"
         "print('ok')\n"
     )

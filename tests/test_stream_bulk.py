@@ -1,5 +1,5 @@
 """The fast paths of `stream` give exactly what the line-by-line rules give: CSV read column by column
-(`CsvColumns`), and a batch of steady series planned in whole arrays (`_steady_plan`)."""
+(`CsvColumns`), and a batch of steady series planned in whole arrays (`steady.steady_plan`)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_csv_read_column_by_column_equals_the_line_by_line_rules(
 
 def forecasts(model, lines: list[str], monkeypatch, steady: bool, batch: int) -> list:
     if not steady:
-        monkeypatch.setattr(engine._Engine, "_steady_plan", lambda self, obs: None)
+        monkeypatch.setattr(engine, "steady_plan", lambda rules, obs: None)
     parser = parser_for(model)
     state = StreamState(model)
     batches = [parser.parse(lines[i : i + batch], i + 1) for i in range(0, len(lines), batch)]

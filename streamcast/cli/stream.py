@@ -301,7 +301,8 @@ def _idle_evict(text: str | None, freq: str) -> int | None:
 def _stream_start(text: str | None, freq: str):
     if text is None:
         return None
-    from streamcast.stream.input import MAX_STEP, YEARS
+    from streamcast.stream.fields import MAX_STEP
+    from streamcast.stream.times import YEARS
 
     if freq.endswith("i"):
         try:

@@ -24,8 +24,9 @@ from streamcast.errors import OutputClosed, StrictStop
 from streamcast.forecaster import Forecaster
 from streamcast.modelfile import save as save_model
 from streamcast.stream.engine import StreamBatch, StreamConfig, stream
-from streamcast.stream.input import LineParser, LineReader, Observations
+from streamcast.stream.input import LineParser, Observations
 from streamcast.stream.output import formatter
+from streamcast.stream.reader import LineReader
 from streamcast.stream.state import StreamState
 
 COUNTS = ("accepted", "skipped", "filled", "reset", "replayed", "ignored", "evicted")

@@ -23,19 +23,18 @@ from common import SHARED_DATA, report, require
 import streamcast as sc
 from streamcast.metrics import mase, mase_scale, smape
 
+GLOBAL = {"head_scale": "global", "ensemble": 1}  # the rows before --head-scale and --ensemble
 LEVERS = {
-    "before: no transform, plateau lr": {"transform": "none", "lr_schedule": "plateau"},
-    "log transform (auto)": {"transform": "auto", "lr_schedule": "plateau"},
-    "log + warm-up/cosine lr": {"transform": "auto", "lr_schedule": "warmup-cosine"},
-    "log + mase series weight": {"transform": "auto", "lr_schedule": "plateau", "series_weight": "mase"},
-    "log + ensemble of 3": {"transform": "auto", "lr_schedule": "plateau", "ensemble": 3},
-    "log + quantiles 0.1/0.5/0.9": {"transform": "auto", "lr_schedule": "plateau", "quantiles": (0.1, 0.9)},
-    "log + ensemble of 3, hidden 32": {
-        "transform": "auto",
-        "lr_schedule": "plateau",
-        "ensemble": 3,
-        "hidden_size": 32,
-    },
+    "before: no transform, plateau lr": {**GLOBAL, "transform": "none", "lr_schedule": "plateau"},
+    "log transform (auto)": {**GLOBAL, "transform": "auto", "lr_schedule": "plateau"},
+    "log + warm-up/cosine lr": {**GLOBAL, "transform": "auto", "lr_schedule": "warmup-cosine"},
+    "log + mase series weight": {**GLOBAL, "transform": "auto", "series_weight": "mase"},
+    "log + ensemble of 3": {**GLOBAL, "transform": "auto", "ensemble": 3},
+    "log + quantiles 0.1/0.5/0.9": {**GLOBAL, "transform": "auto", "quantiles": (0.1, 0.9)},
+    "log + ensemble of 3, hidden 32": {**GLOBAL, "transform": "auto", "ensemble": 3, "hidden_size": 32},
+    "log + window head scale": {"transform": "auto", "head_scale": "window", "ensemble": 1},
+    "scaling std (z-scores of the logs)": {**GLOBAL, "transform": "auto", "scaling": "std"},
+    "defaults: log + window head + ensemble of 3": {"transform": "auto", "head_scale": "auto", "ensemble": 3},
 }
 
 

@@ -19,12 +19,17 @@ _PUBLIC = {
     "backtest": "streamcast.backtest",
     "fit_and_backtest": "streamcast.backtest",
     "holdout": "streamcast.backtest",
+    "combine_scores": "streamcast.backtest",
+    "BatchReader": "streamcast.batches",
+    "read_batches": "streamcast.batches",
     "DataError": "streamcast.errors",
     "ModelFileError": "streamcast.errors",
     "StreamcastError": "streamcast.errors",
     "UsageError": "streamcast.errors",
     "Forecaster": "streamcast.forecaster",
     "forecast": "streamcast.forecasting",
+    "forecast_batches": "streamcast.forecasting",
+    "forecast_source": "streamcast.forecasting",
     "load": "streamcast.modelfile",
     "save": "streamcast.modelfile",
     "LearnConfig": "streamcast.online",
@@ -40,6 +45,7 @@ _PUBLIC = {
 
 __all__ = [
     "BacktestResult",
+    "BatchReader",
     "DataError",
     "FitConfig",
     "Forecaster",
@@ -51,12 +57,16 @@ __all__ = [
     "StreamcastError",
     "UsageError",
     "backtest",
+    "combine_scores",
     "fit",
     "fit_and_backtest",
     "fit_auto",
     "forecast",
+    "forecast_batches",
+    "forecast_source",
     "holdout",
     "load",
+    "read_batches",
     "read_series",
     "save",
     "stream",
@@ -114,10 +124,11 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what type checkers and editors see
     from streamcast.autofit import fit_auto
-    from streamcast.backtest import BacktestResult, backtest, fit_and_backtest, holdout
+    from streamcast.backtest import BacktestResult, backtest, combine_scores, fit_and_backtest, holdout
+    from streamcast.batches import BatchReader, read_batches
     from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError
     from streamcast.forecaster import Forecaster
-    from streamcast.forecasting import forecast
+    from streamcast.forecasting import forecast, forecast_batches, forecast_source
     from streamcast.modelfile import load, save
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series

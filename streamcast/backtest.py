@@ -10,7 +10,7 @@ into its forecast: a series the model never saw is scaled by its history before 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,6 +30,13 @@ METHODS = ("model", "naive", "seasonal_naive")
 POINT_METRICS = ("mae", "rmse", "smape", "mase")
 QUANTILE_METRICS = ("coverage", "pinball")
 COLUMNS = ("metric", *METHODS, "gain_naive", "gain_seasonal_naive")
+PART_SCHEMA = {
+    "scope": pl.String,
+    "series_id": pl.String,
+    "step": pl.Int32,
+    **{c: pl.String if c == "metric" else pl.Float64 for c in COLUMNS},
+    "points": pl.Int64,
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class BacktestResult:
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     imputed: int = 0  # forecast points left out of every score: their actual value was filled in
+    weights: pl.DataFrame | None = None  # points, mase_points behind every row of `to_frame()`
 
     @property
     def series(self) -> int:
@@ -86,6 +94,20 @@ class BacktestResult:
                 self.per_series.select(pl.lit("series").alias("scope"), "series_id", no_step, *COLUMNS)
             )
         return pl.concat(parts)
+
+    def to_part_frame(self) -> pl.DataFrame:
+        """`to_frame()` with `points`, how many values each score averages: one shard's part of a
+        backtest, which `combine_scores` puts together with the others exactly as one run scores."""
+        frame = self.to_frame()
+        if self.weights is None or self.per_series is None:
+            raise ValueError("a part needs per-series scores: backtest(..., per_series=True)")
+        metrics = self.overall["metric"].to_list()
+        points = [
+            mase if metric == "mase" else plain
+            for plain, mase in self.weights.select("points", "mase_points").iter_rows()
+            for metric in metrics
+        ]
+        return frame.with_columns(pl.Series("points", points, dtype=pl.Int64))
 
     def to_dict(self) -> dict:
         """The settings and every table, for JSON: `overall` is keyed by metric."""
@@ -230,7 +252,60 @@ def backtest(
         notes=tuple(notes),
         warnings=(overlap,) if overlap else (),
         imputed=int((~observed).sum()),
+        weights=_weights(observed, np.repeat(scale, windows) > 0, ids, windows, per_series),
     )
+
+
+def _weights(observed: np.ndarray, scaled: np.ndarray, ids: list[str], windows: int, per_series: bool):
+    """How many points each row of `to_frame()` averages, as a block of the (R, H) grid: all,
+    each step, each series (`windows` rows); MASE only counts series with a scale."""
+    with_scale = observed & scaled[:, None]  # (R, H)
+    blocks = [(slice(None), slice(None))] + [(slice(None), slice(h, h + 1)) for h in range(observed.shape[1])]
+    if per_series:
+        blocks += [(slice(i * windows, (i + 1) * windows), slice(None)) for i in range(len(ids))]
+    return pl.DataFrame(
+        [(int(observed[b].sum()), int(with_scale[b].sum())) for b in blocks],
+        schema={"points": pl.Int64, "mase_points": pl.Int64},
+        orient="row",
+    )
+
+
+def combine_scores(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """The `to_frame()` table of one backtest over every series, from its shards' parts
+    (`BacktestResult.to_part_frame()`): each score is the points-weighted mean of the parts' (RMSE
+    through its square), so the result equals one run's up to float rounding.
+
+    >>> combine_scores(pl.read_parquet(p) for p in Path("scores").glob("part-*.parquet"))  # doctest: +SKIP
+    """
+    frame = pl.concat([p.select(*PART_SCHEMA) for p in parts] or [pl.DataFrame(schema=PART_SCHEMA)])
+    if frame.height == 0:
+        raise DataError("the parts hold no scores: every shard was empty")
+    order = {m: i for i, m in enumerate(POINT_METRICS + QUANTILE_METRICS)}
+    used = pl.col("points") > 0
+    squared = pl.col("metric") == "rmse"
+    columns = []
+    for method in METHODS:
+        value = pl.when(squared).then(pl.col(method) ** 2).otherwise(pl.col(method))
+        mean = (value * pl.col("points")).filter(used).sum() / pl.col("points").filter(used).sum()
+        mean = pl.when(squared.first()).then(mean.sqrt()).otherwise(mean)
+        unknown = pl.col(method).filter(used).is_null().any() | ~used.any()
+        columns.append(pl.when(unknown).then(None).otherwise(mean).alias(method))
+    keys = ["scope", "series_id", "step", "metric"]
+    combined = (
+        frame.group_by(keys)
+        .agg(*columns)
+        .sort(
+            pl.col("scope").replace_strict({"overall": 0, "step": 1, "series": 2}, return_dtype=pl.Int8),
+            "step",
+            "series_id",
+            pl.col("metric").replace_strict(order, return_dtype=pl.Int8),
+        )
+    )
+    gains = [
+        pl.when(pl.col(base) > 0).then(1.0 - pl.col("model") / pl.col(base)).alias(f"gain_{base}")
+        for base in ("naive", "seasonal_naive")
+    ]
+    return combined.with_columns(*gains).select(*keys, *COLUMNS[1:])
 
 
 def _per_series(scorer: _Scorer, ids: list[str], windows: int) -> pl.DataFrame:

@@ -187,6 +187,7 @@ def print_info(meta: dict, path: str) -> None:
             f"{cfg['cell']} hidden={cfg['hidden_size']} layers={cfg['num_layers']} conv={cfg['conv']}",
         ),
         ("horizon", str(cfg["horizon"])),
+        ("head", f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"),
         ("transform", meta["feature_spec"].get("transform", "none")),
         ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
         (

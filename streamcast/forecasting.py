@@ -6,13 +6,14 @@ validation uses too. Horizons beyond the trained one roll the model forward on i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 import torch
 
+from streamcast.batches import BATCH_SERIES, BatchReader
 from streamcast.errors import DataError, UsageError
 from streamcast.features import calendar_features
 from streamcast.forecaster import Forecaster
@@ -37,6 +38,20 @@ def select_history(
     context: int | None = None,
 ) -> pl.DataFrame:
     """The rows a forecast starts from: chosen series, up to `as_of`, the last `context` steps."""
+    frame = _history(data, series, as_of, context)
+    if frame.height == 0:
+        raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
+    return frame
+
+
+def _history(
+    data: SeriesFrame,
+    series: Sequence[str],
+    as_of: str | datetime | int | None,
+    context: int | None,
+) -> pl.DataFrame:
+    """`select_history`, except that no row at all is an answer: a batch of series may all start
+    after `as_of` while other batches do not."""
     frame = data.frame
     if isinstance(series, str):
         series = [series]  # one id, not its characters
@@ -54,9 +69,7 @@ def select_history(
         # towards a later one: the origin is that last observation, as if the data ended there.
         observed = (~data.imputed()).cum_max(reverse=True).over("series_id")
         frame = frame.filter(observed)
-        if frame.height == 0:
-            raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
-        late = _absent(series, frame)
+        late = _absent(series, frame) if frame.height else []
         if late:
             raise DataError(
                 f"series {late[0]!r} has no observations at or before --as-of {as_of}; "
@@ -121,6 +134,82 @@ def forecast(
 
     >>> forecast(load("model.streamcast"), read_series("load.parquet"), horizon=24)  # doctest: +SKIP
     """
+    horizon = _check_horizon(forecaster, horizon)
+    forecaster.check_freq(data)
+    frame = select_history(data, series=series, as_of=as_of, context=context)
+    return _forecast_history(forecaster, frame, horizon, threads)
+
+
+def forecast_batches(
+    forecaster: Forecaster,
+    batches: Iterable[SeriesFrame],
+    *,
+    horizon: int | None = None,
+    context: int | None = None,
+    as_of: str | datetime | int | None = None,
+    series: Sequence[str] = (),
+    threads: int | None = None,
+) -> Iterator[pl.DataFrame]:
+    """`forecast` over data read a batch of series at a time (`batches.read_batches`): one table
+    per batch, which put end to end are the table of one `forecast` over all of them, value for value.
+    Memory follows the batch, not the number of series.
+
+    >>> for table in forecast_batches(model, read_batches("big.parquet")): ...  # doctest: +SKIP
+    """
+    horizon = _check_horizon(forecaster, horizon)
+    wanted = {series} if isinstance(series, str) else set(series)
+    empty = True
+    for data in batches:
+        forecaster.check_freq(data)
+        chosen = [sid for sid in data.series_ids if sid in wanted]
+        if wanted and not chosen:
+            continue
+        wanted -= set(chosen)
+        frame = _history(data, chosen, as_of, context)
+        if frame.height:
+            empty = False
+            yield _forecast_history(forecaster, frame, horizon, threads)
+    if wanted:
+        raise DataError(
+            f"series {sorted(wanted)[0]!r} is not in the data; check --series (ids are case-sensitive)"
+        )
+    if empty and as_of is not None:
+        raise DataError(f"no observations at or before --as-of {as_of}; pick a later time")
+
+
+def forecast_source(
+    forecaster: Forecaster,
+    reader: BatchReader,
+    ids: Sequence[str],
+    *,
+    batch_series: int | None = BATCH_SERIES,
+    on_batch: Callable[[SeriesFrame], None] | None = None,
+    **settings,
+) -> Iterator[pl.DataFrame]:
+    """`forecast_batches` over the series `ids` of a source, `batch_series` at a time, calling
+    `on_batch` with each batch read (for its notes). Always at least one table: with no series (an
+    empty shard) an empty one, of the columns and types every other part has.
+
+    >>> reader = BatchReader("big.parquet")  # doctest: +SKIP
+    >>> write_frames(forecast_source(model, reader, reader.share(shard=Shard(0, 4))), "part-0.parquet")  # doctest: +SKIP
+    """
+
+    def noted(batches: Iterable[SeriesFrame]) -> Iterator[SeriesFrame]:
+        for data in batches:
+            if on_batch:
+                on_batch(data)
+            yield data
+
+    empty = True
+    for table in forecast_batches(forecaster, noted(reader.read(ids, batch_series)), **settings):
+        empty = False
+        yield table
+    if empty:
+        probe = {k: v for k, v in settings.items() if k in ("horizon", "threads")}
+        yield next(forecast_batches(forecaster, reader.read(reader.ids[:1], None), **probe)).head(0)
+
+
+def _check_horizon(forecaster: Forecaster, horizon: int | None) -> int:
     horizon = forecaster.horizon if horizon is None else horizon
     if horizon < 1:
         raise UsageError("--horizon must be at least 1")
@@ -129,8 +218,13 @@ def forecast(
             f"--horizon {horizon} is more than {MAX_HORIZON:,} steps, far beyond what a recursive "
             f"roll-out of a {forecaster.horizon}-step model can say; ask for fewer steps"
         )
-    forecaster.check_freq(data)
-    frame = select_history(data, series=series, as_of=as_of, context=context)
+    return horizon
+
+
+def _forecast_history(
+    forecaster: Forecaster, frame: pl.DataFrame, horizon: int, threads: int | None
+) -> pl.DataFrame:
+    """Warm every series of `frame` over its rows, then forecast `horizon` steps from its last."""
     inputs = forecaster.inputs(frame)
     lengths = inputs.lengths()
     positions = [np.array([n - 1]) for n in lengths]

@@ -13,9 +13,10 @@ from streamcast.errors import LockTimeout
 
 
 @contextlib.contextmanager
-def output_lock(path: str, timeout: float) -> Iterator[None]:
-    """Hold `PATH.lock` while writing PATH; give up after `timeout` seconds with LockTimeout (75)."""
-    lock_path = f"{path}.lock"
+def output_lock(path: str, timeout: float, lock_path: str | None = None) -> Iterator[None]:
+    """Hold `PATH.lock` (or `lock_path`) while writing PATH; give up after `timeout` seconds with
+    LockTimeout (75)."""
+    lock_path = lock_path or f"{path}.lock"
     # filelock retries a lock file it cannot create until the timeout, as if another run held it:
     # make sure the folder takes new files first, so that one that does not fails at once with
     # its reason (check_writable probes with a temporary file, not the lock file: an empty lock

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 CELLS = ("rnn", "rnn-relu", "lstm", "gru")
+HEAD_SCALES = ("global", "window")
+WINDOW_SCALE_FLOOR = 1e-5
 
 State = tuple[torch.Tensor, ...]
 """(h, [c,] [conv,] [ar]): h and c are (B, num_layers, hidden_size); conv is (B, conv - 1,
@@ -33,8 +35,11 @@ class ModelConfig:
     conv: int = 0
     ar: int = 0
     season: int = 1
+    head_scale: str = "global"
 
     def __post_init__(self) -> None:
+        if self.head_scale not in HEAD_SCALES:
+            raise ValueError(f"head_scale must be one of {HEAD_SCALES}, not {self.head_scale!r}")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
 
@@ -187,9 +192,12 @@ class RecurrentForecaster(nn.Module):
         # The head sees the recent values relative to the last one: a level shift moves the base
         # forecast with it instead of pushing the head's inputs out of the range it was trained on.
         shape = window - window[..., -1:]
-        y = self.head(self.dropout(torch.cat([hidden, shape], dim=-1))).unflatten(
-            -1, (c.horizon, c.outputs_per_step)
-        )
+        if c.head_scale == "window":
+            spread = shape.abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR  # (..., 1)
+            y = self.head(self.dropout(torch.cat([hidden, shape / spread], dim=-1))) * spread
+        else:
+            y = self.head(self.dropout(torch.cat([hidden, shape], dim=-1)))
+        y = y.unflatten(-1, (c.horizon, c.outputs_per_step))
         return y + self.ar(window).unsqueeze(-1)  # the same base for every quantile
 
 

@@ -16,8 +16,9 @@ from streamcast.schema import ModelMeta, validate
 FORMAT = "streamcast-model"
 # 2: ensembles (member_configs) and target transforms; 3: a sha256 of the whole file in the
 # header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
-# keep loading; an older reader refuses a newer file with "upgrade streamcast" instead of misreading.
-FORMAT_VERSION = 3
+# keep loading; 4: the head's scale (`head_scale`), which a reader of 3 would ignore and misread.
+# An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
+FORMAT_VERSION = 4
 WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 

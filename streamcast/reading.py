@@ -207,12 +207,16 @@ def read_series(
     covariates: Sequence[str] = (),
     min_length: int = 1,
     max_gap: int = 24,
+    source_name: str | None = None,
 ) -> SeriesFrame:
     """Read `source` into canonical series (see the module doc for the policies).
 
+    `source_name`: what messages and the result call the data (a batch of rows read from a file
+    is named for the file, not "<frame>").
+
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
-    where = _where(source)
+    where = source_name or _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
     raw = read_table(source, id_col)
@@ -223,8 +227,22 @@ def read_series(
     freq = _dataset_freq(frame, where)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
-    source_name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
+    source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
     return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
+
+
+def find_columns(
+    raw: pl.DataFrame,
+    *,
+    id_col: str | None = None,
+    time_col: str | None = None,
+    target: str | None = None,
+    covariates: Sequence[str] = (),
+    where: str = "<frame>",
+) -> Columns:
+    """Which source column plays which part, by the rules of `read_series`; the schema alone
+    decides, so an empty frame with the source's columns will do."""
+    return _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)[0]
 
 
 def _find_columns(

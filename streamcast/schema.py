@@ -31,6 +31,7 @@ class ModelConfigMeta(Struct, kw_only=True):
     conv: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     ar: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     season: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 1
+    head_scale: Literal["global", "window"] = "global"
 
 
 class FeatureSpecMeta(Struct, kw_only=True):

@@ -38,7 +38,14 @@ from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
 from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss
-from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster, detach_state
+from streamcast.model import (
+    CELLS,
+    HEAD_SCALES,
+    EnsembleForecaster,
+    ModelConfig,
+    RecurrentForecaster,
+    detach_state,
+)
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
@@ -71,6 +78,7 @@ class FitConfig:
     clip_value: float = 0.0
     loss: str = "mae"
     scaling: str = "mean"
+    head_scale: str = "auto"
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -86,6 +94,10 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
+            (
+                self.head_scale in ("auto", *HEAD_SCALES),
+                f"--head-scale must be one of auto, {', '.join(HEAD_SCALES)}",
+            ),
             (self.transform in TRANSFORMS, f"--transform must be one of {', '.join(TRANSFORMS)}"),
             (
                 self.series_weight in SERIES_WEIGHTS,
@@ -241,6 +253,20 @@ class Prepared:
     lane_length: int
 
 
+def choose_head_scale(requested: str, transform: str) -> str:
+    """`--head-scale auto`: window for log-transformed data, global otherwise.
+
+    In logs every series has the scale 1, so a smooth series' moves are tiny in the head's units
+    and its corrections drown in the head's noise; measured in its window's own spread they are
+    not. Chosen on validation parts over 3 seeds (one network each): on M4 Hourly (log) window cut
+    sMAPE 10.38 -> 10.02 and MASE 1.083 -> 0.968; on ETTh1 OT (no log) it raised MSE 0.151 -> 0.194
+    (ETTm1 OT: 0.0643 -> 0.0618, one seed).
+    """
+    if requested != "auto":
+        return requested
+    return "window" if transform == "log" else "global"
+
+
 def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
     """Scale the data and lay out lanes and validation once, for every member to train on."""
     if not config.covariates and data.columns.covariates:
@@ -278,6 +304,7 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         conv=config.conv,
         ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
+        head_scale=choose_head_scale(config.head_scale, transform),
     )
     batch_size = effective_batch_size(train_lengths, config.batch_size, config.bptt)
     lane_length = lane_length_for(train_lengths, batch_size, config.bptt)

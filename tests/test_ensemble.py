@@ -139,7 +139,7 @@ def test_fit_ensemble_from_the_cli_is_served_by_forecast_and_shown_by_info(tmp_p
     assert result.exit_code == 0, result.stderr
     meta = json.loads(run(["info", "--json", str(out)]).stdout)
     assert [m["cell"] for m in meta["member_configs"]] == ["lstm", "gru"]
-    assert meta["format_version"] == 3  # ensembles came with 2; 3 adds the whole-file checksum
+    assert meta["format_version"] == 4  # ensembles came with 2, the whole-file checksum with 3
     assert "ensemble" in run(["info", str(out)]).stdout
     forecast = run(["forecast", "-m", str(out), str(data)])
     assert forecast.exit_code == 0 and len(forecast.stdout.splitlines()) == 1 + 2 * 6

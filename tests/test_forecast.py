@@ -297,7 +297,7 @@ def test_a_run_holds_the_output_lock_while_it_reads_and_forecasts(workdir, monke
         except LockTimeout:
             seen.append("held")
 
-    real_read = cli_forecast.read_for_model
+    real_read = cli_forecast.reader_for_model
 
     def reading(*args):
         thread = threading.Thread(target=try_the_lock)
@@ -305,7 +305,7 @@ def test_a_run_holds_the_output_lock_while_it_reads_and_forecasts(workdir, monke
         thread.join()
         return real_read(*args)
 
-    monkeypatch.setattr(cli_forecast, "read_for_model", reading)
+    monkeypatch.setattr(cli_forecast, "reader_for_model", reading)
     assert run(["forecast", "-o", str(out)]).exit_code == 0
     assert seen == ["held"]
 

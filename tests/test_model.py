@@ -8,6 +8,7 @@ import torch
 from streamcast.health import reach_profile
 from streamcast.model import (
     CELLS,
+    Features,
     ModelConfig,
     RecurrentForecaster,
     concat_states,
@@ -119,3 +120,41 @@ def test_reach_spans_the_chunk_when_the_recurrence_is_the_identity():
         net.head[2].weight.fill_(1.0)
     profile = reach_profile(net, torch.ones(2, 30, 1))
     assert profile.min() == pytest.approx(1.0)
+
+
+def window_net(head_scale: str) -> RecurrentForecaster:
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=3, hidden_size=8, horizon=6, ar=12, season=4, head_scale=head_scale)
+    return RecurrentForecaster(config).eval()
+
+
+@pytest.mark.parametrize("head_scale", ["global", "window"])
+def test_tick_by_tick_equals_one_batched_pass_whatever_the_head_scale(head_scale):
+    net = window_net(head_scale)
+    x = torch.randn(2, 20, 3)
+    with torch.no_grad():
+        batched, _ = net(x, net.init_state(2))
+        state, ticks = net.init_state(2), []
+        for t in range(20):
+            y, state = net(x[:, t : t + 1], state)
+            ticks.append(y)
+    torch.testing.assert_close(torch.cat(ticks, dim=1), batched, rtol=1e-5, atol=1e-6)
+
+
+def test_window_head_scale_makes_corrections_as_fine_as_the_series_moves():
+    """Shrink a window's moves around its level by 1000: under `window` the forecast's moves shrink
+    with them (a smooth series gets a smooth forecast); under `global` the head's output does not."""
+    hidden, window = torch.randn(3, 8), torch.randn(3, 12)
+    level = 5.0
+    for head_scale, follows in (("window", True), ("global", False)):
+        net = window_net(head_scale)
+        with torch.no_grad():
+            big = net.decode(Features(hidden, level + window))
+            small = net.decode(Features(hidden, level + window / 1000))
+        shrunk = (big - level) / 1000 + level
+        assert torch.allclose(small, shrunk, atol=1e-4) is follows
+
+
+def test_unknown_head_scale_is_refused():
+    with pytest.raises(ValueError, match="head_scale must be one of"):
+        ModelConfig(input_size=1, head_scale="local")

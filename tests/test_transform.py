@@ -33,11 +33,13 @@ def test_auto_takes_logs_of_positive_data_only():
     assert choose_transform(np.array([0.5, 3.0]), "none") == "none"
 
 
-def test_fit_records_the_transform_it_chose(tiny_model):
+def test_fit_records_the_transform_and_head_scale_it_chose(tiny_model):
     assert tiny_model.spec.transform == "log"  # the tiny series are all positive
+    assert tiny_model.net.config.head_scale == "window"  # auto: window in logs
     shifted = hourly_frame().with_columns(pl.col("value") - 20.0)  # crosses zero
     model = sc.fit(sc.read_series(shifted), TINY)
     assert model.spec.transform == "none"
+    assert model.net.config.head_scale == "global"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def test_a_stream_skips_a_value_that_is_not_positive_and_goes_on(log_quantile_mo
     assert [(e.line, "not positive" in e.reason) for e in skipped] == [(3, True)]
 
 
-def test_transform_is_a_fit_option_and_shown_by_info(tmp_path):
+def test_transform_and_head_scale_are_fit_options_shown_by_info(tmp_path):
     data = tmp_path / "d.csv"
     hourly_frame(series=1, length=120).write_csv(data)
     out = tmp_path / "m.streamcast"
@@ -85,5 +87,11 @@ def test_transform_is_a_fit_option_and_shown_by_info(tmp_path):
     assert result.exit_code == 0, result.stderr
     info = runner.invoke(main, ["info", str(out)]).stdout
     assert "transform" in info and "none" in info
+    windowed = runner.invoke(main, ["fit", str(data), *fast, "--head-scale", "window", "-o", str(out)])
+    assert windowed.exit_code == 0, windowed.stderr
+    assert sc.load(out).net.config.head_scale == "window"
+    assert "scale=window" in runner.invoke(main, ["info", str(out)]).stdout
+    forecast = runner.invoke(main, ["forecast", str(data), "-m", str(out), "--horizon", "6"])
+    assert forecast.exit_code == 0 and len(forecast.stdout.strip().splitlines()) == 1 + 6
     bad = runner.invoke(main, ["fit", str(data), *fast, "--transform", "sqrt"])
     assert bad.exit_code == 2 and "'sqrt' is not one of 'auto', 'log', 'none'" in bad.stderr

@@ -16,6 +16,7 @@ from streamcast.cli.options import (
     notes,
     parse_floats,
     read_for_model,
+    reader_for_model,
     threads_option,
     warn,
 )
@@ -51,6 +52,18 @@ from streamcast.errors import UsageError
 @click.option(
     "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
 )
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="K/N",
+    help="With -m: score only shard K of N and write its part (per-series scores and point counts); "
+    "-o OUT/ writes OUT/part-K-of-N.parquet [under torchrun: the rank's shard].",
+)
+@click.option(
+    "--combine",
+    metavar="FOLDER",
+    help="Put the parts in FOLDER together: the tables of one backtest over every series.",
+)
 @fit_options
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
@@ -70,6 +83,8 @@ def backtest(
     as_json,
     output,
     save_model,
+    shard_text,
+    combine,
     quantiles,
     threads,
     quiet,
@@ -88,8 +103,23 @@ def backtest(
     from streamcast.backtest import backtest as run_backtest
     from streamcast.backtest import fit_and_backtest
     from streamcast.output import check_output_path
+    from streamcast.parts import choose_shard
     from streamcast.threads import set_process_threads
 
+    if combine:
+        _combine(combine, output, as_json, quiet)
+        return
+    # Under torchrun a saved model is scored a shard per rank; fitting is not sharded here.
+    shard, from_torchrun = choose_shard(shard_text) if shard_text or model_path else (None, False)
+    if shard is not None:
+        if as_json:
+            raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
+        if model_path:
+            _only_when_fitting(ctx, save_model)
+        source = (model_path, data, id_col, time_col, target, covariates)
+        scoring = {"windows": windows, "stride": stride, "season": season, "threads": threads}
+        _backtest_shard(ctx, source, shard, from_torchrun, output, scoring, quiet)
+        return
     if output:
         check_output_path(output)
     if output == "-" and as_json:
@@ -129,6 +159,53 @@ def backtest(
     for warning in result.warnings:
         warn(warning)
     _print_backtest(result, scored, series_data.source, as_json, output, quiet)
+
+
+def _backtest_shard(
+    ctx, source: tuple, shard, from_torchrun: bool, output, scoring: dict, quiet: bool
+) -> None:
+    """Score one shard's series with a saved model and write its part for `--combine`."""
+    import polars as pl
+
+    from streamcast.backtest import PART_SCHEMA
+    from streamcast.backtest import backtest as run_backtest
+    from streamcast.output import check_output_path, write_frame
+    from streamcast.parts import output_for
+
+    model_path, data, *columns = source
+    if not model_path:
+        raise UsageError("--shard scores a saved model: fit once, then pass -m MODEL to every shard")
+    output = output_for(output, shard, from_torchrun)
+    check_output_path(output)
+    forecaster = streamcast.load(model_path)
+    reader = reader_for_model(forecaster, data, *columns)
+    ids = reader.share(shard=shard)
+    part = pl.DataFrame(schema=PART_SCHEMA)
+    for series_data in reader.read(ids, batch_series=None):
+        notes(series_data.notes, quiet)
+        result = run_backtest(forecaster, series_data, **scoring, per_series=True)
+        notes(result.notes, quiet)
+        for warning in result.warnings:
+            warn(warning)
+        part = result.to_part_frame()
+    write_frame(part, output)
+    if output != "-" and not quiet:
+        click.echo(f"wrote {output} (shard {shard}: {len(ids)} series)", err=True)
+
+
+def _combine(folder: str, output: str | None, as_json: bool, quiet: bool) -> None:
+    """The parts' scores put together, written as one backtest's tables are."""
+    from streamcast.backtest import combine_scores
+    from streamcast.output import check_output_path, write_frame
+    from streamcast.parts import read_parts
+
+    if as_json:
+        raise UsageError("--combine writes the tables as CSV or to -o: drop --json")
+    if output:
+        check_output_path(output)
+    write_frame(combine_scores(read_parts(folder)), output or "-")
+    if output and output != "-" and not quiet:
+        click.echo(f"wrote {output}", err=True)
 
 
 def _only_when_fitting(ctx: click.Context, save_model: str | None) -> None:

@@ -13,6 +13,7 @@ from streamcast.cli.options import (
     model_option,
     notes,
     read_for_model,
+    reader_for_model,
     threads_option,
     warn,
 )
@@ -38,7 +39,21 @@ if TYPE_CHECKING:
     "-o",
     "--output",
     metavar="PATH",
-    help="Write .csv, .parquet or .jsonl atomically instead of CSV on stdout.",
+    help="Write .csv, .parquet or .jsonl atomically instead of CSV on stdout; a folder (OUT/) gets "
+    "the part OUT/part-K-of-N.parquet.",
+)
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="K/N",
+    help="Forecast only shard K of N (0 <= K < N), the series Kafka's keyed partitioner puts in "
+    "partition K [default: all; under torchrun, the rank's shard].",
+)
+@click.option(
+    "--batch-series",
+    type=int,
+    metavar="N",
+    help="Series read and forecast at a time [default: 2048]: memory follows N, not the data.",
 )
 @click.option(
     "--lock-timeout",
@@ -61,6 +76,8 @@ def forecast(
     as_of,
     series,
     output,
+    shard_text,
+    batch_series,
     lock_timeout,
     threads,
     quiet,
@@ -68,48 +85,104 @@ def forecast(
     """Forecast every series from a saved model; CSV on stdout unless -o.
 
     With no DATA, re-reads the data file recorded in the model, so a cron job sees the newest rows.
+    Series are read and forecast --batch-series at a time (a Parquet file by a filter on its ids),
+    so memory does not grow with their number. With --shard K/N (or under torchrun) only shard K's
+    series; -o OUT/ then writes the part OUT/part-K-of-N.parquet of one Parquet dataset.
 
     \b
       streamcast forecast --horizon 24 > forecast.csv
       streamcast forecast new.parquet -m model.streamcast --series meter_01 -o out.parquet
       streamcast forecast --as-of 2024-03-01T00:00 --horizon 48
+      streamcast forecast big.parquet --shard 0/4 -o forecasts/
+      torchrun --nproc-per-node 4 -m streamcast forecast big.parquet -o forecasts/
     """
     from streamcast.locking import output_lock
-    from streamcast.output import check_output_path, write_frame
+    from streamcast.output import check_output_path, write_frames
+    from streamcast.parts import choose_shard, lock_path, output_for
     from streamcast.threads import set_process_threads
 
     if not lock_timeout >= 0:  # NaN too
         raise UsageError("--lock-timeout must be >= 0 seconds")
+    shard, from_torchrun = choose_shard(shard_text)
+    output = output_for(output, shard, from_torchrun)
     set_process_threads(threads)
-    settings = {"horizon": horizon, "context": context, "as_of": as_of, "series": series, "threads": threads}
+    settings = {"horizon": horizon, "context": context, "as_of": as_of, "threads": threads}
     columns = (id_col, time_col, target, covariates)
-    if not output:
-        write_frame(_forecast_table(model_path, data, columns, settings, quiet), "-")
+    choice = {"series": series, "shard": shard, "batch_series": batch_series}
+    if output == "-":
+        write_frames(_forecast_tables(model_path, data, columns, choice, settings, quiet), "-")
         return
     check_output_path(output)
     # The whole run holds the lock, not just the write: a run that started earlier on older data
     # must not finish later and replace a newer forecast.
-    with output_lock(output, lock_timeout):
-        write_frame(_forecast_table(model_path, data, columns, settings, quiet), output)
+    with output_lock(output, lock_timeout, lock_path(output)):
+        write_frames(_forecast_tables(model_path, data, columns, choice, settings, quiet), output)
 
 
-def _forecast_table(model_path, data, columns: tuple, settings: dict, quiet: bool) -> pl.DataFrame:
-    """Load, read, forecast, and tell the user what they should know about the result."""
-    import polars as pl
-
-    from streamcast.forecasting import forecast as run_forecast
+def _forecast_tables(model_path, data, columns: tuple, choice: dict, settings: dict, quiet: bool):
+    """Load, read batch by batch, forecast, and tell the user what they should know about the result."""
+    from streamcast.batches import BATCH_SERIES
+    from streamcast.forecasting import forecast_source
 
     forecaster = streamcast.load(model_path)
-    series_data = read_for_model(forecaster, data, *columns)
-    notes(series_data.notes, quiet)
-    _warn_about_settings(forecaster, series_data, settings["horizon"], settings["as_of"], quiet)
-    table = run_forecast(forecaster, series_data, **settings)
-    new = table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
-    if new and not quiet:
+    reader = reader_for_model(forecaster, data, *columns)
+    ids = reader.share(series=choice["series"], shard=choice["shard"])
+    _warn_about_horizon(forecaster, settings["horizon"], quiet)
+    seen = _Seen(quiet)
+    batch_series = BATCH_SERIES if choice["batch_series"] is None else choice["batch_series"]
+    series = ids if choice["series"] else ()
+    tables = forecast_source(
+        forecaster, reader, ids, batch_series=batch_series, on_batch=seen.batch, series=series, **settings
+    )
+    for table in tables:
+        seen.table(table)
+        yield table
+    seen.finish(settings["as_of"])
+
+
+class _Seen:
+    """What the batches told along the way, said once: reading notes, new series, a late --as-of."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.said: set[str] = set()
+        self.last = None
+        self.new: list[str] = []
+        self.dtype = None
+
+    def batch(self, data) -> None:
+        notes([n for n in data.notes if n not in self.said], self.quiet)
+        self.said.update(data.notes)
+        last = data.frame["timestamp"].max()
+        self.last = last if self.last is None else max(self.last, last)
+        self.dtype = data.frame["timestamp"].dtype
+
+    def table(self, table: pl.DataFrame) -> None:
+        import polars as pl
+
+        self.new += table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
+
+    def finish(self, as_of: str | None) -> None:
+        if self.quiet:
+            return
+        if as_of is not None and self.last is not None:
+            from streamcast.forecasting import parse_as_of
+
+            if parse_as_of(as_of, self.dtype) > self.last:
+                warn(
+                    f"--as-of {as_of} is after the last observation ({self.last}): forecasting from the last one"
+                )
+        if self.new:
+            warn(
+                f"{len(self.new)} series the model never saw (e.g. {self.new[0]!r}) were scaled by their own history; see the new_series column"
+            )
+
+
+def _warn_about_horizon(forecaster, horizon: int | None, quiet: bool) -> None:
+    if not quiet and horizon is not None and horizon > forecaster.horizon:
         warn(
-            f"{len(new)} series the model never saw (e.g. {new[0]!r}) were scaled by their own history; see the new_series column"
+            f"--horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed the model's own forecasts, and accuracy degrades"
         )
-    return table
 
 
 def _warn_about_settings(

@@ -102,6 +102,13 @@ def fit_options(f):
             help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week hourly (168), a day for 15-minute data (96), at most 336 steps; 28 daily].",
         ),
         click.option(
+            "--head-scale",
+            type=click.Choice(["auto", "global", "window"]),
+            default="auto",
+            show_default=True,
+            help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' scale; auto: window when the values are modelled in logs.",
+        ),
+        click.option(
             "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."
         ),
         click.option(
@@ -231,12 +238,28 @@ def read_for_model(forecaster, data, id_col, time_col, target, covariates):
     """Read DATA, or the model's own data source, with the model's column mapping unless overridden."""
     from streamcast.reading import read_series
 
+    return _with_model_columns(read_series, forecaster, data, id_col, time_col, target, covariates)
+
+
+def reader_for_model(forecaster, data, id_col, time_col, target, covariates):
+    """`read_for_model` for reading in batches of series: a BatchReader that has listed the ids."""
+    from streamcast.batches import BatchReader
+
+    def open_reader(source, **options):
+        reader = BatchReader(source, **options)
+        reader.ids  # noqa: B018 (read now, so that a column is named as the model's if it is missing)
+        return reader
+
+    return _with_model_columns(open_reader, forecaster, data, id_col, time_col, target, covariates)
+
+
+def _with_model_columns(read, forecaster, data, id_col, time_col, target, covariates):
     source = data or forecaster.info.get("data", {}).get("source")
     if not source or (not data and source in ("-", "<frame>")):
         raise UsageError("this model records no data file to re-read: pass DATA (a path, or - for stdin)")
     cols = forecaster.columns
     try:
-        return read_series(
+        return read(
             source,
             id_col=id_col or cols.id,
             time_col=time_col or cols.time,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from streamcast.features import _safe_scale, spread_of
+from streamcast.features import FeatureSpec, _safe_scale, spread_of
 from streamcast.stream.config import StreamConfig
 from streamcast.stream.grid import EPOCH, Grid
 from streamcast.stream.input import Event, Observations
@@ -61,7 +61,7 @@ class LineRules:
         config: StreamConfig,
         grid: Grid,
         warmup: int,
-        spec,
+        spec: FeatureSpec,
     ) -> None:
         self.state = state
         self.config = config

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 # Each public name and the module that defines it.
 _PUBLIC = {
+    "AlarmRate": "streamcast.alarms",
+    "alarm_rate": "streamcast.alarms",
     "fit_auto": "streamcast.autofit",
     "BacktestResult": "streamcast.backtest",
     "backtest": "streamcast.backtest",
@@ -25,11 +27,13 @@ _PUBLIC = {
     "DataError": "streamcast.errors",
     "ModelFileError": "streamcast.errors",
     "StreamcastError": "streamcast.errors",
+    "StreamcastWarning": "streamcast.errors",
     "UsageError": "streamcast.errors",
     "Forecaster": "streamcast.forecaster",
     "forecast": "streamcast.forecasting",
     "forecast_batches": "streamcast.forecasting",
     "forecast_source": "streamcast.forecasting",
+    "with_source_names": "streamcast.forecasting",
     "load": "streamcast.modelfile",
     "save": "streamcast.modelfile",
     "LearnConfig": "streamcast.online",
@@ -39,11 +43,13 @@ _PUBLIC = {
     "StreamState": "streamcast.stream.engine",
     "stream": "streamcast.stream.engine",
     "warm_up": "streamcast.stream.engine",
+    "WatchConfig": "streamcast.stream.watch",
     "FitConfig": "streamcast.training",
     "fit": "streamcast.training",
 }
 
 __all__ = [
+    "AlarmRate",
     "BacktestResult",
     "BatchReader",
     "DataError",
@@ -55,7 +61,10 @@ __all__ = [
     "StreamConfig",
     "StreamState",
     "StreamcastError",
+    "StreamcastWarning",
     "UsageError",
+    "WatchConfig",
+    "alarm_rate",
     "backtest",
     "combine_scores",
     "fit",
@@ -71,6 +80,7 @@ __all__ = [
     "save",
     "stream",
     "warm_up",
+    "with_source_names",
 ]
 
 
@@ -123,14 +133,16 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # what type checkers and editors see
+    from streamcast.alarms import AlarmRate, alarm_rate
     from streamcast.autofit import fit_auto
     from streamcast.backtest import BacktestResult, backtest, combine_scores, fit_and_backtest, holdout
     from streamcast.batches import BatchReader, read_batches
-    from streamcast.errors import DataError, ModelFileError, StreamcastError, UsageError
+    from streamcast.errors import DataError, ModelFileError, StreamcastError, StreamcastWarning, UsageError
     from streamcast.forecaster import Forecaster
-    from streamcast.forecasting import forecast, forecast_batches, forecast_source
+    from streamcast.forecasting import forecast, forecast_batches, forecast_source, with_source_names
     from streamcast.modelfile import load, save
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
     from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up
+    from streamcast.stream.watch import WatchConfig
     from streamcast.training import FitConfig, fit

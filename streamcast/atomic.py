@@ -22,10 +22,18 @@ def check_writable(path: str | Path, what: str = "output") -> None:
     if target.is_dir():
         raise UsageError(f"{what} {str(path)!r} is a folder; give a file path")
     parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # atomic_path creates the missing folders
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {what} {str(path)!r}: {parent} is a file, not a folder")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"cannot write {what} {str(path)!r}: {existing} is a file, not a folder")
+    if existing != parent:
+        # As cp, curl -o and every shell redirection: a mistyped folder must not quietly become a
+        # new tree of folders that nothing reads.
+        raise UsageError(
+            f"cannot write {what} {str(path)!r}: folder {str(parent)!r} does not exist; create it "
+            f"first (mkdir -p {parent})"
+        )
     # Try it rather than ask os.access: root passes every permission check, yet /proc or a
     # read-only mount still refuses new files, which would only show after all the work.
     try:
@@ -41,7 +49,6 @@ def check_writable(path: str | Path, what: str = "output") -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     # mkstemp makes the file private (0600); give it the mode any new file would have.

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import torch
 
+from streamcast.devices import resolve_device
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster
@@ -65,6 +66,7 @@ def fit_auto(
     time_budget: float = DEFAULT_BUDGET,
     on_epoch: Callable[[EpochStats], None] | None = None,
     threads: int | None = None,
+    device: str = "auto",
 ) -> Forecaster:
     """Train candidates until `time_budget` seconds are spent; keep the best one or the best few.
 
@@ -74,13 +76,14 @@ def fit_auto(
     config = config or FitConfig()  # its `ensemble` is ignored: --auto chooses the members itself
     check_budget(time_budget)
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.
+    chosen_device = resolve_device(device)
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
-        return _fit_auto(data, config, time_budget, on_epoch)
+        return _fit_auto(data, config, time_budget, on_epoch, chosen_device)
 
 
-def _fit_auto(data, config, time_budget, on_epoch) -> Forecaster:
+def _fit_auto(data, config, time_budget, on_epoch, device) -> Forecaster:
     started = time.monotonic()
-    prepared = prepare(data, replace(config, ensemble=1))
+    prepared = prepare(data, replace(config, ensemble=1), device=device)
     trained = train_members(candidate_plans(prepared), prepared.work, on_epoch, started + time_budget)
     ranked = sorted(trained, key=lambda t: t[2].best_val_loss)
     best_alone = ranked[0][2].best_val_loss

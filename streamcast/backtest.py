@@ -20,6 +20,7 @@ from streamcast import metrics
 from streamcast.errors import DataError, UsageError
 from streamcast.features import SeriesInputs, build_inputs, fit_scaler, season_length, series_offsets
 from streamcast.forecaster import Forecaster
+from streamcast.forecasting import quantile_column
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
@@ -62,6 +63,10 @@ class BacktestResult:
     warnings: tuple[str, ...] = ()
     imputed: int = 0  # forecast points left out of every score: their actual value was filled in
     weights: pl.DataFrame | None = None  # points, mase_points behind every row of `to_frame()`
+    forecasts: pl.DataFrame | None = None
+    """With `keep_forecasts=True`: the forecasts behind the scores, one row per origin and step
+    (series_id, timestamp, cutoff, step, y, forecast[, q...], naive, seasonal_naive, observed), the
+    shape of statsforecast's `cross_validation`; `observed` is false where a score left the row out."""
 
     @property
     def series(self) -> int:
@@ -167,6 +172,7 @@ def backtest(
     stride: int | None = None,
     season: int | None = None,
     per_series: bool = False,
+    keep_forecasts: bool = False,
     threads: int | None = None,
 ) -> BacktestResult:
     """Score `forecaster` at the last `windows` origins of each series, `stride` steps apart
@@ -180,6 +186,7 @@ def backtest(
     >>> result = backtest(load("model.streamcast"), read_series("load.parquet"), windows=7)  # doctest: +SKIP
     >>> result.score("mase"), result.score("mase", "seasonal_naive")  # doctest: +SKIP
     """
+    data, moved = forecaster.in_model_zone(data)
     forecaster.check_freq(data)
     horizon = forecaster.horizon
     stride = _stride(stride, horizon)
@@ -192,7 +199,7 @@ def backtest(
     first = np.diff(offsets) - span - 1  # (S,) each series' first origin: the last point of its history
     origin_at = first[:, None] + stride * np.arange(windows)  # (S, K) positions within each series
 
-    inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1)
+    inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1, data.static)
     with torch_threads(threads):
         outputs, _ = run_series(forecaster.net, inputs.inputs, offsets, list(origin_at))  # (S * K, H, Q)
     forecasts = forecaster.point_and_quantiles(
@@ -250,10 +257,45 @@ def backtest(
         season=season,
         interval=scorer.interval,
         notes=tuple(notes),
-        warnings=(overlap,) if overlap else (),
+        warnings=tuple(w for w in (moved, overlap) if w),
         imputed=int((~observed).sum()),
         weights=_weights(observed, np.repeat(scale, windows) > 0, ids, windows, per_series),
+        forecasts=_forecast_rows(frame, ids, rows, forecaster, forecasts, point, actual, observed, data.dates)
+        if keep_forecasts
+        else None,
     )
+
+
+def _forecast_rows(
+    frame: pl.DataFrame,
+    ids: list[str],
+    rows: np.ndarray,
+    forecaster: Forecaster,
+    forecasts: np.ndarray,
+    point: dict[str, np.ndarray],
+    actual: np.ndarray,
+    observed: np.ndarray,
+    dates: bool,
+) -> pl.DataFrame:
+    """Every scored forecast as a row: (R, H) arrays flattened origin by origin."""
+    n_rows, horizon = actual.shape
+    targets = (rows[:, None] + np.arange(1, horizon + 1)).reshape(-1)  # (R * H,) frame rows
+    windows = n_rows // len(ids)
+    table = pl.DataFrame(
+        {
+            "series_id": pl.Series(np.repeat(ids, windows * horizon), dtype=pl.String),
+            "timestamp": frame["timestamp"].gather(targets),
+            "cutoff": frame["timestamp"].gather(np.repeat(rows, horizon)),
+            "step": pl.Series(np.tile(np.arange(1, horizon + 1), n_rows), dtype=pl.Int32),
+            "y": actual.reshape(-1),
+            "forecast": point["model"].reshape(-1),
+            **{quantile_column(q): forecasts[..., i].reshape(-1) for i, q in enumerate(forecaster.quantiles)},
+            "naive": point["naive"].reshape(-1),
+            "seasonal_naive": point["seasonal_naive"].reshape(-1),
+            "observed": observed.reshape(-1),
+        }
+    )
+    return table.with_columns(pl.col("timestamp", "cutoff").cast(pl.Date)) if dates else table
 
 
 def _weights(observed: np.ndarray, scaled: np.ndarray, ids: list[str], windows: int, per_series: bool):
@@ -326,8 +368,10 @@ def fit_and_backtest(
     stride: int | None = None,
     season: int | None = None,
     per_series: bool = False,
+    keep_forecasts: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
     threads: int | None = None,
+    device: str = "auto",
 ) -> tuple[Forecaster, BacktestResult]:
     """Fit on each series minus the points the backtest scores, then backtest on all of `data`.
 
@@ -343,7 +387,7 @@ def fit_and_backtest(
     frame, notes = _long_enough(data.frame, needed, windows, stride, config.horizon, season)
     data = replace(data, frame=frame)
     held_out = holdout(data, horizon=config.horizon, windows=windows, stride=stride)
-    forecaster = fit(held_out, config, on_epoch, threads=threads)
+    forecaster = fit(held_out, config, on_epoch, threads=threads, device=device)
     forecaster.info["holdout"] = {"steps": span, "windows": windows, "stride": stride}
     result = backtest(
         forecaster,
@@ -352,6 +396,7 @@ def fit_and_backtest(
         stride=stride,
         season=season,
         per_series=per_series,
+        keep_forecasts=keep_forecasts,
         threads=threads,
     )
     return forecaster, replace(result, notes=(*notes, *result.notes))
@@ -392,7 +437,12 @@ def _long_enough(
 
 
 def _inputs_before(
-    forecaster: Forecaster, frame: pl.DataFrame, ids: list[str], offsets: np.ndarray, known: np.ndarray
+    forecaster: Forecaster,
+    frame: pl.DataFrame,
+    ids: list[str],
+    offsets: np.ndarray,
+    known: np.ndarray,
+    static: pl.DataFrame | None = None,
 ) -> SeriesInputs:
     """Input rows as `Forecaster.inputs` builds them, except that a series the model never saw is
     scaled by its first `known` points (its history up to the first origin), not its whole length."""
@@ -401,7 +451,9 @@ def _inputs_before(
     if unseen:
         values = frame["value"].to_numpy()
         fallback = fit_scaler(values, offsets, ids, known, forecaster.spec.scaling, forecaster.spec.transform)
-    return build_inputs(frame, forecaster.spec, forecaster.scaler, fallback)
+    return build_inputs(
+        frame, forecaster.spec, forecaster.scaler, fallback, static=forecaster.static_for(static)
+    )
 
 
 def _training_overlap(forecaster: Forecaster, data: SeriesFrame, span: int) -> str | None:

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from streamcast.errors import DataError, UsageError, first_line
+from streamcast.errors import DataError, StreamcastError, UsageError, first_line
 from streamcast.reading import SeriesFrame, find_columns, read_series
 from streamcast.shards import Shard
 
 BATCH_SERIES = 2_048
+SAMPLE_ROWS = 10_000  # rows that columns are told from before a file is read by id
 """Series per batch. A multiple of the 256 series the network runs at once (`stepping.run_series`),
 so that series of equal length meet in the same groups as in one pass over all, and their forecasts
 are the same to the last bit (elsewhere to float32 rounding: matrix routines sum in another order
@@ -46,11 +47,22 @@ class BatchReader:
         time_col: str | None = None,
         target: str | None = None,
         covariates: Sequence[str] = (),
+        max_gap: int = 24,
+        time_zone: str | None = None,
+        future_covariates: Sequence[str] = (),
+        static: Sequence[str] = (),
     ) -> None:
         self.source = source
         self.name = "<frame>" if isinstance(source, pl.DataFrame) else str(source)
         self.options = {"id_col": id_col, "time_col": time_col, "target": target, "covariates": covariates}
-        self._scan = _ParquetScan.open(source, self.options)
+        if future_covariates or static:  # columns known in advance and per-series ones (issue 14)
+            self.options.update(future_covariates=tuple(future_covariates), static=tuple(static))
+        columns = {**self.options, "covariates": (*covariates, *future_covariates, *static)}
+        columns.pop("future_covariates", None)
+        columns.pop("static", None)
+        self._scan = _ParquetScan.open(source, columns)
+        # Reading rules beyond the columns: every batch is read by them, as one read would be.
+        self.options.update(max_gap=max_gap, time_zone=time_zone)
         self._whole: SeriesFrame | None = None
 
     @property
@@ -179,8 +191,12 @@ class _ParquetScan:
             return None
         try:
             schema = pq.read_schema(path)
-            columns = find_columns(pl.from_arrow(schema.empty_table()), where=str(source), **options)
-        except (OSError, ValueError, pl.exceptions.PolarsError):
+            # Columns may be told from their content: decide on the first rows, and leave anything
+            # unsure to the whole read, which says why.
+            first = next(pq.ParquetFile(path).iter_batches(batch_size=SAMPLE_ROWS), None)
+            sample = pl.from_arrow(first) if first is not None else pl.from_arrow(schema.empty_table())
+            columns = find_columns(sample, where=str(source), **options)
+        except (OSError, ValueError, pl.exceptions.PolarsError, StreamcastError):
             return None
         if columns.id is None or pa.types.is_dictionary(schema.field(columns.id).type):
             return None

@@ -173,6 +173,14 @@ def _reach_hint(reach: int, config: dict) -> str:
     return ""
 
 
+def _trained_on(info: dict) -> str:
+    """`cuda:0 (NVIDIA H100), 4 processes`; files from before devices were recorded: `-`."""
+    if "device" not in info:
+        return "-"
+    world = info.get("world_size", 1)
+    return info["device"] + (f", {world} processes (torchrun)" if world > 1 else ", 1 process")
+
+
 def print_info(meta: dict, path: str) -> None:
     """A model file's metadata as readable tables."""
     info = meta["info"]
@@ -202,13 +210,15 @@ def print_info(meta: dict, path: str) -> None:
                 or ["value"]
             ),
         ),
-        ("frequency", meta["feature_spec"]["freq"]),
+        *_known_row(meta["feature_spec"]),
+        ("frequency", meta["feature_spec"]["freq"] + _zone(info)),
         ("columns", ", ".join(f"{k}={v}" for k, v in meta["columns"].items() if v)),
         (
             "data",
             f"{info['data']['source']} ({info['data']['series']} series, {info['data']['rows']:,} rows)",
         ),
         ("fingerprint", str(info["data"].get("fingerprint") or "-")),
+        ("trained on", _trained_on(info)),
         (
             "best epoch" + of_member,
             f"{info['best_epoch']} of {len(info['history'])}"
@@ -309,3 +319,20 @@ def _gain(x: float | None) -> str:
         return "-"
     colour = "green" if x > 0 else "red"
     return f"[{colour}]{x:+.1%}[/{colour}]"
+
+
+def _zone(info: dict) -> str:
+    """The time zone the model was trained in, where one was recorded."""
+    zone = info.get("data", {}).get("time_zone")
+    return f" in {zone}" if zone else ""
+
+
+def _known_row(spec: dict) -> list[tuple[str, str]]:
+    """The inputs known in advance, if the model has any (issue 14)."""
+    names = [
+        *spec.get("future_covariates", []),
+        *([f"holidays {spec['holidays']}"] if spec.get("holidays") else []),
+    ]
+    if not names:
+        return []
+    return [("known ahead", f"{', '.join(names)} (next {spec['future_steps']} steps at each step)")]

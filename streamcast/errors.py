@@ -12,6 +12,11 @@ class StreamcastError(Exception):
     exit_code = 1
 
 
+class StreamcastWarning(UserWarning):
+    """A result that runs but may not be what the caller meant (Python's warnings: library users
+    see it without the CLI; the CLI prints its own line instead)."""
+
+
 class UsageError(StreamcastError):
     """Options or arguments that cannot work together (exit code 2, like click's own)."""
 

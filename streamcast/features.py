@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
 
+from streamcast import known
 from streamcast.errors import DataError
 
 _UNIT_SECONDS = {
@@ -85,6 +86,39 @@ def window_length(freq: str) -> int:
     return 24 if seconds < 365 * _DAY else 8
 
 
+def default_horizon(freq: str) -> tuple[int, str]:
+    """The horizon `fit` takes when none is given, and how to say it: one day of sub-daily data
+    (at most 96 steps, an hour of finer data), then the M4 competition's horizons: two weeks of
+    daily data, a quarter of weekly, 18 months, 8 quarters, 6 years; 24 steps without a time axis.
+
+    >>> default_horizon("1d")
+    (14, 'two weeks of daily data')
+    """
+    seconds = freq_seconds(freq)
+    if seconds is None:
+        return 24, "24 steps"
+    if seconds < _DAY:
+        span = (_DAY, "a day") if _DAY / seconds <= 96 else (3600, "an hour")
+        return max(1, round(span[0] / seconds)), f"{span[1]} of {_step_words(freq)} data"
+    for limit, steps, words in (
+        (_DAY, 14, "two weeks of daily data"),
+        (7 * _DAY, 13, "a quarter of weekly data"),
+        (31 * _DAY, 18, "18 months of monthly data"),
+        (92 * _DAY, 8, "two years of quarterly data"),
+    ):
+        if seconds <= limit:
+            return steps, words
+    return 6, "six years of yearly data"
+
+
+def _step_words(freq: str) -> str:
+    """ "hourly", "15-minute", "30-second": a sub-daily step as a person says it."""
+    if freq == "1h":
+        return "hourly"
+    count, unit = re.fullmatch(r"(\d+)(\D+)", freq).groups()
+    return f"{count}-{dict(s='second', m='minute', h='hour', ms='millisecond', us='microsecond').get(unit, unit)}"
+
+
 def calendar_names(freq: str) -> tuple[str, ...]:
     """Which calendar cycles are worth encoding at this frequency (each as a sine/cosine pair)."""
     seconds = freq_seconds(freq)
@@ -140,26 +174,129 @@ class FeatureSpec:
     covariate_scale: tuple[float, ...]
     scaling: str = "mean"
     transform: str = "none"  # "none" or "log": what `fit` resolved `--transform` to
+    # Inputs known in advance (see `known`): each adds its next `future_steps` values to every row.
+    future_covariates: tuple[str, ...] = ()
+    future_loc: tuple[float, ...] = ()
+    future_scale: tuple[float, ...] = ()
+    holidays: str = ""  # a country code: holiday flags of the next `future_steps` steps
+    future_steps: int = 0
+    # Per-series static features, last in the row: text one-hot over `static_levels`, numbers
+    # scaled by `static_loc`/`static_scale` (a text column has no levels of () and loc 0, scale 1).
+    static: tuple[str, ...] = ()
+    static_levels: tuple[tuple[str, ...], ...] = ()
+    static_loc: tuple[float, ...] = ()
+    static_scale: tuple[float, ...] = ()
+
+    @property
+    def static_width(self) -> int:
+        return sum(len(levels) if levels else 1 for levels in self.static_levels)
+
+    @property
+    def known_inputs(self) -> tuple[str, ...]:
+        """The inputs known in advance, in input order: the future covariates, then the holiday flags."""
+        return (*self.future_covariates, *(("holiday",) if self.holidays else ()))
 
     @property
     def input_size(self) -> int:
-        return 1 + len(self.calendar) + len(self.covariates)
+        ahead = len(self.known_inputs) * self.future_steps
+        return 1 + len(self.calendar) + len(self.covariates) + ahead + self.static_width
 
     @property
     def names(self) -> tuple[str, ...]:
-        return ("value", *self.calendar, *self.covariates)
+        ahead = tuple(f"{c}+{h}" for c in self.known_inputs for h in range(1, self.future_steps + 1))
+        static = tuple(
+            f"{c}={level}" if levels else c
+            for c, levels in zip(self.static, self.static_levels, strict=True)
+            for level in (levels or ("",))
+        )
+        return ("value", *self.calendar, *self.covariates, *ahead, *static)
 
 
 def fit_feature_spec(
-    frame: pl.DataFrame, freq: str, covariates: tuple[str, ...], scaling: str, transform: str = "none"
+    frame: pl.DataFrame,
+    freq: str,
+    covariates: tuple[str, ...],
+    scaling: str,
+    transform: str = "none",
+    *,
+    future_covariates: tuple[str, ...] = (),
+    holidays: str = "",
+    horizon: int = 0,
+    static: pl.DataFrame | None = None,
 ) -> FeatureSpec:
-    """Covariates are scaled globally: their units are shared across series, unlike the targets'."""
+    """Covariates are scaled globally: their units are shared across series, unlike the targets'.
+    `static`: one row per series (series_id, static columns...)."""
+    loc, scale = _global_scales(frame, covariates)
+    spec = FeatureSpec(freq, calendar_names(freq), covariates, loc, scale, scaling, transform)
+    if future_covariates or holidays:
+        future_loc, future_scale = _global_scales(frame, future_covariates)
+        spec = replace(
+            spec,
+            future_covariates=future_covariates,
+            future_loc=future_loc,
+            future_scale=future_scale,
+            holidays=holidays,
+            future_steps=horizon,
+        )
+    if static is not None and static.width > 1:
+        spec = replace(spec, **_static_fields(static))
+    return spec
+
+
+def _static_fields(static: pl.DataFrame) -> dict:
+    """Text (or boolean) columns become one-hot over their levels; numbers are scaled across series."""
+    names, levels, loc, scale = [], [], [], []
+    for col in static.columns[1:]:
+        values = static[col]
+        names.append(col)
+        if values.dtype.is_numeric():
+            numbers = values.cast(pl.Float64)
+            loc.append(float(numbers.mean() or 0.0))
+            scale.append(_safe_scale(float(numbers.std(ddof=0) or 0.0), loc[-1]))
+            levels.append(())
+        else:
+            levels.append(tuple(sorted(values.drop_nulls().cast(pl.String).unique().to_list())))
+            loc.append(0.0)
+            scale.append(1.0)
+    return {
+        "static": tuple(names),
+        "static_levels": tuple(levels),
+        "static_loc": tuple(loc),
+        "static_scale": tuple(scale),
+    }
+
+
+def static_rows(spec: FeatureSpec, values: list[tuple | list | None]) -> np.ndarray:
+    """(S, static_width) float32: each series' static inputs from its raw values (None: a series
+    without any, e.g. new in a stream). An unknown level or a missing value is all zeros."""
+    out = np.zeros((len(values), spec.static_width), dtype=np.float32)
+    for i, row in enumerate(values):
+        if row is None:
+            continue
+        at = 0
+        for x, levels, c_loc, c_scale in zip(
+            row, spec.static_levels, spec.static_loc, spec.static_scale, strict=True
+        ):
+            if levels:
+                if x is not None and str(x) in levels:
+                    out[i, at + levels.index(str(x))] = 1.0
+                at += len(levels)
+            else:
+                if x is not None:
+                    out[i, at] = (float(x) - c_loc) / c_scale
+                at += 1
+    return out
+
+
+def _global_scales(
+    frame: pl.DataFrame, columns: tuple[str, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     loc, scale = [], []
-    for col in covariates:
+    for col in columns:
         values = frame[col].cast(pl.Float64)
         loc.append(float(values.mean() or 0.0))
         scale.append(_safe_scale(float(values.std(ddof=0) or 0.0), loc[-1]))
-    return FeatureSpec(freq, calendar_names(freq), covariates, tuple(loc), tuple(scale), scaling, transform)
+    return tuple(loc), tuple(scale)
 
 
 TRANSFORMS = ("none", "log", "auto")
@@ -308,9 +445,21 @@ def series_offsets(frame: pl.DataFrame) -> tuple[list[str], np.ndarray]:
 
 
 def build_inputs(
-    frame: pl.DataFrame, spec: FeatureSpec, scaler: Scaler, fallback: Scaler | None = None
+    frame: pl.DataFrame,
+    spec: FeatureSpec,
+    scaler: Scaler,
+    fallback: Scaler | None = None,
+    *,
+    future: pl.DataFrame | None = None,
+    static: dict[str, tuple] | None = None,
 ) -> SeriesInputs:
-    """The network's input rows for a canonical frame, scaled per series."""
+    """The network's input rows for a canonical frame, scaled per series.
+
+    `future`: for a model with future covariates, rows (series_id, timestamp, covariates) that
+    hold their values after each series' last row (`known.known_table`), read by the last rows'
+    windows; without it those windows hold the last value. `static`: each series' static values
+    (a series absent from it gets zeros).
+    """
     ids, offsets = series_offsets(frame)
     loc, scale = scaler.arrays(ids, fallback)
     counts = np.diff(offsets)
@@ -322,21 +471,52 @@ def build_inputs(
     for col, c_loc, c_scale in zip(spec.covariates, spec.covariate_loc, spec.covariate_scale, strict=True):
         cov = frame[col].cast(pl.Float64).fill_null(c_loc).to_numpy()
         parts.append(((cov - c_loc) / c_scale)[:, None])
+    if spec.future_steps:
+        parts.extend(_known_parts(frame, spec, future))
+    if spec.static:
+        per_series = static_rows(spec, [(static or {}).get(sid) for sid in ids])
+        parts.append(np.repeat(per_series, counts, axis=0))
     inputs = np.concatenate(parts, axis=1).astype(np.float32)
     return SeriesInputs(ids, offsets, inputs, frame["timestamp"], loc, scale)
 
 
+def _known_parts(frame: pl.DataFrame, spec: FeatureSpec, future: pl.DataFrame | None) -> list[np.ndarray]:
+    """The windows of the inputs known in advance: (N, future_steps) per input, in input order."""
+    parts = []
+    if spec.future_covariates:
+        cols = spec.future_covariates
+        tail = known.continuation(frame, future, cols)
+        parts.append(
+            known.future_windows(frame, tail, cols, spec.future_loc, spec.future_scale, spec.future_steps)
+        )
+    if spec.holidays:
+        parts.append(known.holiday_windows(frame["timestamp"], spec.freq, spec.holidays, spec.future_steps))
+    return parts
+
+
 def input_rows(
-    scaled: np.ndarray, timestamps: pl.Series, covariates: np.ndarray, spec: FeatureSpec
+    scaled: np.ndarray,
+    timestamps: pl.Series,
+    covariates: np.ndarray,
+    spec: FeatureSpec,
+    static: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The rows `build_inputs` makes, from values already scaled (N,) and raw covariates (N, C).
+    """The rows `build_inputs` makes, from values already scaled (N,) and raw covariates (N, C):
+    the past covariates, then each future covariate's next `future_steps` values; `static`: each
+    row's static inputs (`static_rows`).
 
     For a caller whose scale changes row by row (a new series warming up in `stream`) or who cannot
     afford a frame and a group-by per tick.
     """
     parts = [scaled[:, None], _calendar_by_distinct_time(timestamps, spec.calendar)]
-    if spec.covariates:
-        parts.append((covariates - np.asarray(spec.covariate_loc)) / np.asarray(spec.covariate_scale))
+    if spec.covariates or spec.future_covariates:
+        loc = np.concatenate([spec.covariate_loc, np.repeat(spec.future_loc, spec.future_steps)])
+        scale = np.concatenate([spec.covariate_scale, np.repeat(spec.future_scale, spec.future_steps)])
+        parts.append((covariates - loc) / scale)
+    if spec.holidays:
+        parts.append(known.holiday_windows(timestamps, spec.freq, spec.holidays, spec.future_steps))
+    if spec.static:
+        parts.append(static)  # (N, static_width) from `static_rows`
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 

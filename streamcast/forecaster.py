@@ -26,6 +26,7 @@ from streamcast.features import (
 )
 from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
+from streamcast.zones import served_message, to_zone, zone_of
 
 if TYPE_CHECKING:
     from streamcast.backtest import BacktestResult
@@ -41,6 +42,8 @@ class Forecaster:
     scaler: Scaler
     columns: Columns
     info: dict[str, Any] = field(default_factory=dict)
+    static_values: dict[str, tuple] = field(default_factory=dict)
+    """Each training series' values of the `--static` columns, for series whose data lacks them."""
 
     # The object-style entry points below are thin doors into the modules that build on this one
     # (training, modelfile, forecasting, backtest); they import them when called, so that those
@@ -65,9 +68,13 @@ class Forecaster:
         config = config or FitConfig()
         if not isinstance(data, SeriesFrame):
             options.setdefault("covariates", config.covariates)
+            options.setdefault("future_covariates", config.future_covariates)
+            options.setdefault("static", config.static)
             data = read_series(data, **options)
         if tuple(data.columns.covariates) != tuple(config.covariates):
             config = replace(config, covariates=tuple(data.columns.covariates))
+        if data.columns.future_covariates and data.columns.future_covariates != config.future_covariates:
+            config = replace(config, future_covariates=tuple(data.columns.future_covariates))
         return fit(data, config, threads=threads)
 
     @classmethod
@@ -75,6 +82,17 @@ class Forecaster:
         from streamcast.modelfile import load
 
         return load(path)
+
+    def to(self, device: str | torch.device = "auto") -> Forecaster:
+        """Serve on `device` (as `--device`; `auto`: a CUDA GPU when torch sees one): the network
+        moves there, this forecaster is returned. States and forecasts stay on the CPU.
+
+        >>> forecast(load("model.streamcast").to("cuda"), data)  # doctest: +SKIP
+        """
+        from streamcast.devices import resolve_device
+
+        self.net.to(device if isinstance(device, torch.device) else resolve_device(device))
+        return self
 
     def save(self, path: str | Path) -> Path:
         from streamcast.modelfile import save
@@ -96,7 +114,37 @@ class Forecaster:
         if isinstance(data, SeriesFrame):
             return data
         c = self.columns
-        return read_series(data, id_col=c.id, time_col=c.time, target=c.target, covariates=c.covariates)
+        return read_series(
+            data,
+            id_col=c.id,
+            time_col=c.time,
+            target=c.target,
+            covariates=c.covariates,
+            future_covariates=c.future_covariates,
+            static=c.static,
+            time_zone=self.time_zone,
+        )
+
+    @property
+    def time_zone(self) -> str | None:
+        """The zone of the timestamps the model was trained on (None: naive, or not recorded)."""
+        return self.info.get("data", {}).get("time_zone")
+
+    def in_model_zone(self, data: SeriesFrame) -> tuple[SeriesFrame, str | None]:
+        """`data` with its timestamps in the model's zone, and the warning due when the source's
+        zone was another (models from before zones were recorded take the data as it is)."""
+        if "time_zone" not in self.info.get("data", {}) or data.frame["timestamp"].dtype == pl.Int64:
+            return data, None
+        zone = self.time_zone
+        if zone_of(data.frame["timestamp"]) != zone:
+            frame = data.frame.with_columns(to_zone(data.frame["timestamp"], zone, data.source))
+            filled = data.filled
+            if filled is not None:
+                filled = filled.with_columns(to_zone(filled["timestamp"], zone, data.source))
+            data = replace(data, frame=frame, filled=filled)
+        if data.source_zone == zone:
+            return data, None
+        return data, served_message(data.source, data.source_zone, zone)
 
     @property
     def horizon(self) -> int:
@@ -118,8 +166,12 @@ class Forecaster:
                 "give data at the model's frequency, or fit a model on this data"
             )
 
-    def inputs(self, frame: pl.DataFrame) -> SeriesInputs:
-        """Input rows for a canonical frame; a series the model never saw is scaled by its own history."""
+    def inputs(
+        self, frame: pl.DataFrame, *, future: pl.DataFrame | None = None, static: pl.DataFrame | None = None
+    ) -> SeriesInputs:
+        """Input rows for a canonical frame; a series the model never saw is scaled by its own history.
+        `future`: future covariate values after the frame's rows (see `features.build_inputs`);
+        `static`: the data's static values (series_id, columns...), over those the model keeps."""
         ids, offsets = series_offsets(frame)
         unseen = [i for i, sid in enumerate(ids) if sid not in self.scaler.loc]
         fallback = None
@@ -127,7 +179,20 @@ class Forecaster:
             values = frame["value"].to_numpy()
             lengths = np.diff(offsets)
             fallback = fit_scaler(values, offsets, ids, lengths, self.spec.scaling, self.spec.transform)
-        return build_inputs(frame, self.spec, self.scaler, fallback)
+        return build_inputs(
+            frame, self.spec, self.scaler, fallback, future=future, static=self.static_for(static)
+        )
+
+    def static_for(self, table: pl.DataFrame | None) -> dict[str, tuple] | None:
+        """Static values per series: the data's where it has them, else those seen in training."""
+        if not self.spec.static:
+            return None
+        values = dict(self.static_values)
+        if table is not None:
+            values.update(
+                {row[0]: tuple(row[1:]) for row in table.select("series_id", *self.spec.static).iter_rows()}
+            )
+        return values
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""

@@ -6,6 +6,7 @@ validation uses too. Horizons beyond the trained one roll the model forward on i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
@@ -13,12 +14,13 @@ import numpy as np
 import polars as pl
 import torch
 
+from streamcast import known
 from streamcast.batches import BATCH_SERIES, BatchReader
-from streamcast.errors import DataError, UsageError
+from streamcast.errors import DataError, StreamcastWarning, UsageError
 from streamcast.features import calendar_features
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
-from streamcast.reading import SeriesFrame, periods_after
+from streamcast.reading import Columns, SeriesFrame, periods_after
 from streamcast.stepping import advance, run_series
 from streamcast.threads import torch_threads
 
@@ -135,9 +137,12 @@ def forecast(
     >>> forecast(load("model.streamcast"), read_series("load.parquet"), horizon=24)  # doctest: +SKIP
     """
     horizon = _check_horizon(forecaster, horizon)
+    data, moved = forecaster.in_model_zone(data)
+    if moved:
+        warnings.warn(moved, StreamcastWarning, stacklevel=2)
     forecaster.check_freq(data)
     frame = select_history(data, series=series, as_of=as_of, context=context)
-    return _forecast_history(forecaster, frame, horizon, threads)
+    return _forecast_history(forecaster, frame, horizon, threads, data)
 
 
 def forecast_batches(
@@ -159,7 +164,12 @@ def forecast_batches(
     horizon = _check_horizon(forecaster, horizon)
     wanted = {series} if isinstance(series, str) else set(series)
     empty = True
+    said = False
     for data in batches:
+        data, moved = forecaster.in_model_zone(data)
+        if moved and not said:
+            warnings.warn(moved, StreamcastWarning, stacklevel=2)
+            said = True
         forecaster.check_freq(data)
         chosen = [sid for sid in data.series_ids if sid in wanted]
         if wanted and not chosen:
@@ -168,7 +178,7 @@ def forecast_batches(
         frame = _history(data, chosen, as_of, context)
         if frame.height:
             empty = False
-            yield _forecast_history(forecaster, frame, horizon, threads)
+            yield _forecast_history(forecaster, frame, horizon, threads, data)
     if wanted:
         raise DataError(
             f"series {sorted(wanted)[0]!r} is not in the data; check --series (ids are case-sensitive)"
@@ -218,14 +228,23 @@ def _check_horizon(forecaster: Forecaster, horizon: int | None) -> int:
             f"--horizon {horizon} is more than {MAX_HORIZON:,} steps, far beyond what a recursive "
             f"roll-out of a {forecaster.horizon}-step model can say; ask for fewer steps"
         )
+    if horizon > forecaster.horizon:
+        warnings.warn(
+            f"horizon {horizon} is longer than the trained {forecaster.horizon}: later steps are fed "
+            "the model's own forecasts, and accuracy degrades",
+            StreamcastWarning,
+            stacklevel=3,
+        )
     return horizon
 
 
 def _forecast_history(
-    forecaster: Forecaster, frame: pl.DataFrame, horizon: int, threads: int | None
+    forecaster: Forecaster, frame: pl.DataFrame, horizon: int, threads: int | None, data: SeriesFrame
 ) -> pl.DataFrame:
-    """Warm every series of `frame` over its rows, then forecast `horizon` steps from its last."""
-    inputs = forecaster.inputs(frame)
+    """Warm every series of `frame` over its rows, then forecast `horizon` steps from its last
+    (`data`: where the values known in advance and the static values come from)."""
+    future = _known_future(forecaster, data, frame, horizon)
+    inputs = forecaster.inputs(frame, future=future, static=data.static)
     lengths = inputs.lengths()
     positions = [np.array([n - 1]) for n in lengths]
     origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)
@@ -234,7 +253,47 @@ def _forecast_history(
         outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions)
         scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
-    return _table(forecaster, inputs.series_ids, origins, values, horizon)
+    table = _table(forecaster, inputs.series_ids, origins, values, horizon)
+    if data.dates:
+        table = table.with_columns(pl.col("origin", "timestamp").cast(pl.Date))
+    return table
+
+
+def with_source_names(table: pl.DataFrame, columns: Columns) -> pl.DataFrame:
+    """`table` with `series_id` and `timestamp` named as in the source data, so that it joins back.
+
+    >>> with_source_names(forecast(model, data), model.columns)  # doctest: +SKIP
+    """
+    names = {"series_id": columns.id, "timestamp": columns.time}
+    names = {old: new for old, new in names.items() if new and old in table.columns and new != old}
+    clash = [new for new in names.values() if new in table.columns]
+    if clash:
+        raise UsageError(
+            f"the data's column {clash[0]!r} has the name of an output column: rename it, or leave out --keep-names"
+        )
+    return table.rename(names)
+
+
+def _known_future(
+    forecaster: Forecaster, data: SeriesFrame, frame: pl.DataFrame, horizon: int
+) -> pl.DataFrame | None:
+    """For a model with future covariates, their known values; refused when a series lacks the
+    values of the steps to forecast."""
+    spec = forecaster.spec
+    if not spec.future_steps:
+        return None
+    if horizon > spec.future_steps:
+        raise UsageError(
+            f"--horizon {horizon}: this model sees inputs known in advance for {spec.future_steps} steps "
+            f"and cannot roll out further; ask for at most {spec.future_steps} steps"
+        )
+    if not spec.future_covariates:
+        return None  # holiday flags alone: made from the timestamps
+    table = known.known_table(data, spec.future_covariates)
+    tail = known.continuation(frame, table, spec.future_covariates)
+    ends = frame.group_by("series_id", maintain_order=True).agg(pl.col("timestamp").last())["timestamp"]
+    known.check_known(frame, tail, spec.future_covariates, spec.future_steps, ends)
+    return table
 
 
 def _roll_forward(

@@ -56,7 +56,7 @@ def reach_profile(net, x: torch.Tensor) -> np.ndarray:
     features.hidden[:, -1].sum().backward()
     net.zero_grad(set_to_none=True)
     net.train(was_training)
-    per_step = x.grad.norm(dim=-1).mean(dim=0).flip(0).double().numpy()  # (T,) k = 0 is the last step
+    per_step = x.grad.norm(dim=-1).mean(dim=0).flip(0).double().cpu().numpy()  # (T,) k = 0 is the last step
     return per_step / max(per_step[0], 1e-30)
 
 

@@ -4,8 +4,9 @@ As in PyTorch's word_language_model `batchify`, every lane is a contiguous stret
 walked in consecutive chunks with the hidden state carried between them. Unlike `batchify`, a lane
 never crosses from one series into the next (their states have nothing to say to each other), and
 a lane that starts mid-series first replays `warmup` earlier steps with the loss masked, so its
-state is not cold when its loss starts counting. Lanes are independent rows: sharding them across
-processes (lanes[rank::world_size]) is all data parallelism needs.
+state is not cold when its loss starts counting. Lanes are independent rows, so under torchrun
+each process makes the lanes of its own series (`streamcast.dataparallel` lays them out as one
+process would).
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ class Lanes:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def shard(self, rank: int, world_size: int) -> Lanes:
-        """This process's share of the lanes under data parallelism."""
-        pick = slice(rank, None, world_size)
-        return Lanes(self.rows[pick], self.loss_mask[pick], self.lengths[pick])
 
 
 MIN_UPDATES_PER_EPOCH = 64
@@ -71,3 +67,18 @@ def make_lanes(
     loss_mask = real & (rows >= loss_a[:, None])
     rows = np.where(real, rows, (stops_a - 1)[:, None])
     return Lanes(rows, loss_mask, lengths)
+
+
+def lanes_per_series(train_lengths: np.ndarray, horizon: int, lane_length: int) -> np.ndarray:
+    """How many lanes `make_lanes` cuts from each series (they come series by series)."""
+    origins = np.maximum(train_lengths - horizon, 0)  # steps whose H targets lie in the training part
+    return -(-origins // lane_length)
+
+
+def loss_chunks(lanes: Lanes, bptt: int) -> np.ndarray:
+    """(N,) how many of each lane's `bptt`-step chunks hold a loss step (a warm-up chunk holds none)."""
+    mask = lanes.loss_mask
+    chunks = -(-mask.shape[1] // bptt)
+    padded = np.zeros((len(lanes), chunks * bptt), dtype=bool)
+    padded[:, : mask.shape[1]] = mask
+    return padded.reshape(len(lanes), chunks, bptt).any(-1).sum(-1)

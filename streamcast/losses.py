@@ -20,6 +20,37 @@ def forecast_loss(
 
     The target broadcasts against y, so an ensemble's members (..., N, H, Q) share one (..., 1, H).
     """
+    per_step = _per_step(y, target, loss, quantiles)
+    if weights is None:
+        return per_step[mask].mean()
+    # Weighted by series (mask-shaped weights); a members axis in per_step broadcasts over them.
+    w = weights[mask]
+    picked = per_step[mask]
+    w = w.reshape(w.shape + (1,) * (picked.dim() - 1))
+    return (picked * w).sum() / (w.sum() * (picked.numel() // max(1, len(w))))
+
+
+def loss_terms(
+    y: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    loss: str,
+    quantiles: tuple[float, ...],
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`forecast_loss` as a sum and the count it divides by, so that processes holding parts of one
+    batch can add theirs up and divide once: the loss, and its gradient, of the whole batch."""
+    per_step = _per_step(y, target, loss, quantiles)
+    picked = per_step[mask]
+    if weights is None:
+        return picked.sum(), picked.new_tensor(float(picked.numel()))
+    w = weights[mask]
+    w = w.reshape(w.shape + (1,) * (picked.dim() - 1))
+    return (picked * w).sum(), w.sum() * (picked.numel() // max(1, len(w)))
+
+
+def _per_step(y: torch.Tensor, target: torch.Tensor, loss: str, quantiles: tuple[float, ...]) -> torch.Tensor:
+    """The loss at each step (...), averaged over the horizon (and quantiles)."""
     target = target.expand(y.shape[:-1])
     if quantiles:
         q = y.new_tensor(quantiles)  # (Q,)
@@ -33,10 +64,4 @@ def forecast_loss(
             per_step = error.square().mean(-1)
         else:
             per_step = torch.nn.functional.huber_loss(y[..., 0], target, reduction="none").mean(-1)
-    if weights is None:
-        return per_step[mask].mean()
-    # Weighted by series (mask-shaped weights); a members axis in per_step broadcasts over them.
-    w = weights[mask]
-    picked = per_step[mask]
-    w = w.reshape(w.shape + (1,) * (picked.dim() - 1))
-    return (picked * w).sum() / (w.sum() * (picked.numel() // max(1, len(w))))
+    return per_step

@@ -35,6 +35,10 @@ class ModelConfig:
     conv: int = 0
     ar: int = 0
     season: int = 1
+    # Inputs known in advance (features.FeatureSpec.known_inputs): how many, and the input column
+    # where the first one's `horizon` columns start.
+    known: int = 0
+    known_at: int = 0
     head_scale: str = "global"
 
     def __post_init__(self) -> None:
@@ -60,9 +64,11 @@ class Features:
 
     hidden: torch.Tensor
     window: torch.Tensor | None = None
+    ahead: torch.Tensor | None = None  # (..., known * horizon): the inputs known for the steps ahead
 
     def __getitem__(self, index) -> Features:
-        return Features(self.hidden[index], None if self.window is None else self.window[index])
+        window = None if self.window is None else self.window[index]
+        return Features(self.hidden[index], window, None if self.ahead is None else self.ahead[index])
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,11 @@ class RecurrentForecaster(nn.Module):
             with torch.no_grad():
                 self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
                 self.head[-1].weight.mul_(0.1)
+        if config.known > 0:
+            # A direct path from each known input at step t+h to the forecast of step t+h, started
+            # at zero (the network starts as without it): load responds to the temperature of its
+            # own hour, a prior the recurrent path would have to learn from few examples.
+            self.known = nn.Parameter(torch.zeros(config.known, config.horizon))
 
     def _remember_by_default(self) -> None:
         """Start the LSTM forget gate and the GRU update gate biased towards keeping the state
@@ -161,6 +172,7 @@ class RecurrentForecaster(nn.Module):
         c = self.config
         parts = list(state)
         new_state: list[torch.Tensor] = []
+        ahead = x[..., c.known_at : c.known_at + c.known * c.horizon] if c.known else None
         if c.ar > 0:
             history = torch.cat([parts.pop(), x[..., 0]], dim=1)  # (B, ar + T)
             ar_windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
@@ -180,11 +192,18 @@ class RecurrentForecaster(nn.Module):
             new_state.append(conv_state)
         if c.ar > 0:
             new_state.append(ar_state)
-            return Features(out, ar_windows), tuple(new_state)
-        return Features(out), tuple(new_state)
+            return Features(out, ar_windows, ahead), tuple(new_state)
+        return Features(out, None, ahead), tuple(new_state)
 
     def decode(self, features: Features) -> torch.Tensor:
         """Features from `encode` (indexed or not) -> (..., horizon, outputs_per_step) scaled forecasts."""
+        y = self._decode(features)
+        if features.ahead is None:
+            return y
+        ahead = features.ahead.unflatten(-1, (self.config.known, self.config.horizon))  # (..., K, H)
+        return y + (self.known * ahead).sum(-2).unsqueeze(-1)
+
+    def _decode(self, features: Features) -> torch.Tensor:
         c = self.config
         hidden, window = features.hidden, features.window
         if window is None:

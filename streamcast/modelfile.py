@@ -41,20 +41,26 @@ from streamcast.reading import Columns
 def save(forecaster: Forecaster, path: str | Path) -> Path:
     """Write the model atomically: weights and scales as tensors, everything else as JSON."""
     ids = list(forecaster.scaler.loc)
-    tensors = {f"net.{k}": v.detach().contiguous() for k, v in forecaster.net.state_dict().items()}
+    # Weights leave the device they trained on: a file loads anywhere, to the CPU first.
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in forecaster.net.state_dict().items()}
     tensors["scaler.loc"] = torch.tensor([forecaster.scaler.loc[s] for s in ids], dtype=torch.float64)
     tensors["scaler.scale"] = torch.tensor([forecaster.scaler.scale[s] for s in ids], dtype=torch.float64)
     net = forecaster.net
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_config": asdict(net.config),
-        "feature_spec": asdict(forecaster.spec),
-        "columns": asdict(forecaster.columns),
+        "model_config": _without_defaults(asdict(net.config), _KNOWN_MODEL),
+        "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
+        "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
         "series_ids": ids,
+        **(
+            {"static_values": {k: list(v) for k, v in forecaster.static_values.items()}}
+            if forecaster.static_values
+            else {}
+        ),
         "info": forecaster.info,
         **(
-            {"member_configs": [asdict(m.config) for m in net.members]}
+            {"member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members]}
             if isinstance(net, EnsembleForecaster)
             else {}
         ),
@@ -73,6 +79,28 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     return Path(path)
 
 
+# Fields of models with inputs known in advance, left out of files without them so that such a
+# file stays what it was before they existed (and loads in a streamcast that predates them).
+_KNOWN_SPEC = {
+    "future_covariates": (),
+    "future_loc": (),
+    "future_scale": (),
+    "holidays": "",
+    "future_steps": 0,
+    "static": (),
+    "static_levels": (),
+    "static_loc": (),
+    "static_scale": (),
+}
+
+
+_KNOWN_MODEL = {"known": 0, "known_at": 0}
+
+
+def _without_defaults(fields: dict, defaults: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
+
+
 def load(path: str | Path) -> Forecaster:
     """Read a model file written by `save`; a missing, corrupt or foreign file is a ModelFileError."""
     raw = read_file(path)
@@ -81,8 +109,8 @@ def load(path: str | Path) -> Forecaster:
         tensors = load_bytes(raw)
         configs = [_model_config(c) for c in meta.get("member_configs") or [meta["model_config"]]]
         spec_fields = meta["feature_spec"]
-        spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
-        columns = Columns(**{**meta["columns"], "covariates": tuple(meta["columns"]["covariates"])})
+        spec = FeatureSpec(**{k: _tuples(v) for k, v in spec_fields.items()})
+        columns = Columns(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["columns"].items()})
         weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
 
         def build() -> torch.nn.Module:
@@ -109,7 +137,13 @@ def load(path: str | Path) -> Forecaster:
             f"{path}: the model file is damaged or from an incompatible version ({reason})"
         ) from None
     net.eval()
-    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info)
+    static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
+    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info, static_values=static)
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the frozen spec holds (lists of lists: the static levels)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _model_config(fields: dict) -> ModelConfig:

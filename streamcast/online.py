@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -66,6 +66,14 @@ class OnlineLearner:
             else:
                 self.buffer[s] = np.concatenate([self.buffer[s], rows])
 
+    def restart(self, series: list[int], states: State) -> None:
+        """Drop what `series` buffered and re-anchor them at `states` (one row each): what came
+        before is never trained on (`stream --watch` keeps anomalies from teaching the model)."""
+        width = self.net.config.input_size
+        for j, s in enumerate(series):
+            self.anchor[s] = tuple(p.clone() for p in select_state(states, slice(j, j + 1)))
+            self.buffer[s] = np.zeros((0, width), np.float32)
+
     def renumber(self, rows: dict[int, int]) -> None:
         """Series moved to new rows (`rows`: old -> new); those not in it were evicted."""
         self.anchor = {rows[s]: v for s, v in self.anchor.items() if s in rows}
@@ -113,9 +121,7 @@ class OnlineLearner:
         """The forecaster with the weights learnt so far (for --save-model)."""
         info = {**forecaster.info, "online_learning": {**asdict(self.config), "steps": self.steps}}
         net = copy.deepcopy(self.serving)
-        return Forecaster(
-            net=net, spec=forecaster.spec, scaler=forecaster.scaler, columns=forecaster.columns, info=info
-        )
+        return replace(forecaster, net=net, info=info)
 
     def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything needed to resume learning exactly: weights, Adam moments, windows and anchors."""

@@ -70,6 +70,20 @@ def output_for(output: str | None, shard: Shard | None, from_torchrun: bool) -> 
     return output or "-"
 
 
+def make_dataset_folder(output: str | None) -> None:
+    """`-o OUT/` names a dataset's folder: make that one folder, as Spark and DuckDB do when they
+    write a dataset; a missing parent fails at once, as for any output."""
+    if not (output and is_folder(output)):
+        return
+    folder = Path(output)
+    if not folder.parent.is_dir():
+        raise UsageError(
+            f"cannot write to {output}: folder '{folder.parent}' does not exist; create it first "
+            f"(mkdir -p {folder.parent})"
+        )
+    folder.mkdir(exist_ok=True)
+
+
 def read_parts(folder: str | Path) -> list:
     """Every part of the dataset in `folder`, in part order, once checked that none is missing."""
     import polars as pl

@@ -81,8 +81,10 @@ def plot_forecasts(
 
 
 def _draw_series(ax, data: SeriesFrame, rows: pl.DataFrame, sid: str, history: int, interval) -> None:
+    dtype = data.frame["timestamp"].dtype
+    rows = rows.with_columns(pl.col("origin", "timestamp").cast(dtype))  # dates come back as dates
     origin = rows["origin"][0]
-    series = data.frame.filter(pl.col("series_id") == sid)
+    series = data.frame.with_columns(data.imputed().alias("imputed")).filter(pl.col("series_id") == sid)
     past = series.filter(pl.col("timestamp") <= origin)
     past = past.tail(min(history, past.height))  # a --history of 400 digits overflows polars
     after = series.filter((pl.col("timestamp") > origin) & (pl.col("timestamp") <= rows["timestamp"].max()))
@@ -90,12 +92,25 @@ def _draw_series(ax, data: SeriesFrame, rows: pl.DataFrame, sid: str, history: i
     # The actual and forecast lines start at the last observed value: both visibly continue the history.
     last_x, last_y = _x(past["timestamp"].tail(1)), past["value"].tail(1).to_numpy()
     if after.height:
+        # Interpolated values are not actuals (scores leave them out too): a gap in the line.
+        actual = after.select(pl.when("imputed").then(None).otherwise("value")).to_series()
         ax.plot(
             np.concatenate([last_x, _x(after["timestamp"])]),
-            np.concatenate([last_y, after["value"].to_numpy()]),
+            np.concatenate([last_y, actual.to_numpy()]),
             color=_ACTUAL,
             lw=1.2,
             label="actual",
+        )
+    filled = pl.concat([past, after]).filter("imputed")
+    if filled.height:
+        ax.plot(
+            _x(filled["timestamp"]),
+            filled["value"].to_numpy(),
+            "o",
+            ms=3,
+            mfc="none",
+            color=_ACTUAL,
+            label="interpolated (not observed)",
         )
     x = np.concatenate([last_x, _x(rows["timestamp"])])
     y = np.concatenate([last_y, rows["forecast"].to_numpy()])

@@ -18,34 +18,44 @@ Policies, applied in this order:
   of the month are monthly ("1mo"); likewise "3mo", "6mo" and "1y".
 - Gaps (missing rows, null, NaN or infinite values): every series is put on its regular grid, from its first
   to its last observed value, and missing values are interpolated linearly (covariates carried
-  forward, then back). Gaps longer than `max_gap` steps are still filled, and reported in `notes`
+  forward, then back). Gaps longer than `max_gap` steps (`--long-gap`) are still filled, and reported in `notes`
   so that the user can decide. A timestamp off the grid is an error: resample such data first.
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
+import logging
 import re
 import sys
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES
+from streamcast.columns import (
+    find_id,
+    find_time,
+    given_column,
+    named,
+    parse_timestamps,
+)
 from streamcast.errors import DataError, UsageError, first_line
+from streamcast.shards import Shard
+from streamcast.zones import offset_note, to_zone, zone_of
 
-ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
-TIME_NAMES = ("ds", "timestamp", "time", "date", "datetime")
-TARGET_NAMES = ("y", "value", "target")
 RESERVED = ("series_id", "timestamp", "value")  # canonical names a covariate cannot take
 MISSING = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-")
 MAX_VALUE = 1e15  # |value| above this is not a measurement: far beyond any, far below overflow
 EPOCH_SECONDS_MIN = 100_000_000  # integers above this in a time column are epoch seconds (1973+)
 CSV_SCHEMA_ROWS = 10_000
+log = logging.getLogger(__name__)  # the notes, for library users (the CLI prints them itself)
 LISTED_GAPS = 10  # long gaps reported one by one; the rest are counted, to keep warnings readable
 _DAY_US = 86_400_000_000
 _UNITS = (
@@ -70,6 +80,8 @@ class Columns:
     time: str | None
     target: str
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()  # known in advance: read after the last observation too
+    static: tuple[str, ...] = ()  # one value per series (a region, a size): `SeriesFrame.static`
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,18 @@ class SeriesFrame:
     filled: pl.DataFrame | None = None
     """(series_id, timestamp) of every value filled in by interpolation: scores must not count
     them as observed (an interpolated value has seen the next real one)."""
+    source_zone: str | None = None
+    """The time zone of the source's timestamps (None: naive, or a step index), before
+    `read_series(time_zone=...)` converted them."""
+    dates: bool = False
+    """The source's times were calendar dates (a Date column, "2024-01-31", 20240131): results
+    give dates back, not midnights."""
+    future: pl.DataFrame | None = None
+    """(series_id, timestamp, future covariates...) of the rows after each series' last observation
+    (target empty), on the grid, nulls where a value is not given: what `forecast` feeds the
+    model for the steps it forecasts. None without future covariates."""
+    static: pl.DataFrame | None = None
+    """(series_id, static columns...): each series' one value of each, as read. None without any."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -101,12 +125,18 @@ class SeriesFrame:
         return dict(zip(counts["series_id"].to_list(), counts["len"].to_list(), strict=True))
 
 
-def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> pl.DataFrame:
-    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, `-`
-    for CSV on stdin, or a DataFrame as it is."""
+def read_table(
+    source: str | Path | pl.DataFrame, id_col: str | None = None, shard: Shard | None = None
+) -> pl.DataFrame:
+    """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, a folder
+    or glob of Parquet files (a dataset), `-` for CSV on stdin, or a DataFrame as it is.
+
+    With a `shard`, a dataset is scanned lazily and only the shard's series are read."""
     where = _where(source)
     if isinstance(source, pl.DataFrame):
         frame = source
+    elif is_dataset(source):
+        frame = _read_dataset(str(source), where, id_col, shard)
     elif str(source) == "-":
         frame = _read_csv(sys.stdin.buffer.read(), where, id_col)
     else:
@@ -116,6 +146,45 @@ def read_table(source: str | Path | pl.DataFrame, id_col: str | None = None) -> 
     return frame
 
 
+def is_dataset(source: str | Path | pl.DataFrame) -> bool:
+    """A folder or a glob pattern: a Parquet dataset of several files."""
+    if isinstance(source, pl.DataFrame) or str(source) == "-":
+        return False
+    return Path(source).is_dir() or glob.has_magic(str(source))
+
+
+def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | None) -> pl.DataFrame:
+    """Every Parquet file of a folder (and its subfolders) or a glob, as one table; with a shard,
+    the series ids are found first and only the shard's rows are read, so that no process holds
+    the whole dataset."""
+    pattern = str(Path(source) / "**" / "*.parquet") if Path(source).is_dir() else source
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).is_file())
+    if not files:
+        what = "is a folder with no Parquet files" if Path(source).is_dir() else "matches no Parquet files"
+        raise DataError(
+            f"{where!r} {what}: give a Parquet or CSV file, or a folder or glob of .parquet files (a dataset)"
+        )
+    try:
+        lazy = pl.scan_parquet(files)
+        if shard is None:
+            return lazy.collect()
+        columns = lazy.collect_schema().names()
+        id_name = given_column(columns, id_col, "--id-col", ()) if id_col else named(columns, ID_NAMES, ())
+        if id_name is None:
+            raise UsageError(
+                f"{where}: reading a share of the series needs a series id column; pass --id-col"
+            )
+        ids = lazy.select(pl.col(id_name).unique()).collect().to_series().to_list()
+        keep = [i for i in ids if i is not None and shard.holds(i)]
+        if not keep:
+            raise DataError(
+                f"none of the {len(ids)} series of {where} hash to shard {shard}: use fewer processes than series"
+            )
+        return lazy.filter(pl.col(id_name).is_in(keep)).collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {where} as a Parquet dataset ({first_line(exc)})") from None
+
+
 def _where(source: str | Path | pl.DataFrame) -> str:
     if isinstance(source, pl.DataFrame):
         return "<frame>"
@@ -123,8 +192,6 @@ def _where(source: str | Path | pl.DataFrame) -> str:
 
 
 def _read_file(path: Path, where: str, id_col: str | None = None) -> pl.DataFrame:
-    if path.is_dir():
-        raise DataError(f"{where!r} is a folder, not a data file: give the path of a Parquet or CSV file")
     if not path.is_file():
         raise DataError(f"file {where!r} not found: check the path, or use - for CSV on stdin")
     name = path.name.lower()
@@ -162,8 +229,17 @@ def _read_csv(data: Path | bytes, where: str, id_col: str | None = None) -> pl.D
         return pl.read_csv(data if isinstance(data, Path) else io.BytesIO(data), **options, **more)
 
     try:
-        names = [name.strip() for name in read(n_rows=0).columns]
-        ids = {name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col}
+        head = read(n_rows=CSV_SCHEMA_ROWS, infer_schema=False)
+        names = [name.strip() for name in head.columns]
+        # Codes written with leading zeros ("007") are labels, whatever their column is called.
+        padded = {
+            new
+            for old, new in zip(head.columns, names, strict=True)
+            if head[old].str.contains(r"^0\d+$").any()
+        }
+        ids = {
+            name: pl.String for name in names if name.lower() in ID_NAMES or name == id_col or name in padded
+        }
         options.update(null_values=list(MISSING), schema_overrides=ids or None)
         try:
             frame = read(infer_schema_length=CSV_SCHEMA_ROWS, new_columns=names)
@@ -207,28 +283,120 @@ def read_series(
     covariates: Sequence[str] = (),
     min_length: int = 1,
     max_gap: int = 24,
+    shard: Shard | None = None,
+    future_covariates: Sequence[str] = (),
+    static: Sequence[str] = (),
     source_name: str | None = None,
+    time_zone: str | None = None,
 ) -> SeriesFrame:
-    """Read `source` into canonical series (see the module doc for the policies).
+    """Read `source` into canonical series (see the module doc for the policies); with a `shard`,
+    only the series of that shard (`streamcast.shards.shard_of`), as each torchrun rank reads.
 
     `source_name`: what messages and the result call the data (a batch of rows read from a file
     is named for the file, not "<frame>").
+    `time_zone` (an IANA name): zoned timestamps are converted to it, naive ones read as its local
+    times; by default the data's own zone is kept, and UTC offsets are read as UTC.
+    `future_covariates`: columns known in advance; their rows after a series' last observation
+    (target empty) are kept in `SeriesFrame.future` instead of being dropped. `static`: columns
+    with one value per series (text or numbers), kept in `SeriesFrame.static`.
 
     >>> read_series("sample_data/load_hourly.parquet", target="load", covariates=["temperature"])
     """
     where = source_name or _where(source)
     if isinstance(covariates, str):
         covariates = (covariates,)  # one column, not its characters
-    raw = read_table(source, id_col)
-    columns, wide = _find_columns(raw, id_col, time_col, target or None, tuple(covariates), where)
+    if isinstance(future_covariates, str):
+        future_covariates = (future_covariates,)
+    known = tuple(future_covariates)
+    static = (static,) if isinstance(static, str) else tuple(static)
+    both = set(covariates) & set(known)
+    if both:
+        raise UsageError(
+            f"column {sorted(both)[0]!r} is given as both --covariate and --future-covariate; pick one"
+        )
+    raw = read_table(source, id_col, shard)
+    columns, wide, found = _find_columns(
+        raw, id_col, time_col, target or None, (*covariates, *known, *static), where
+    )
+    columns = replace(columns, covariates=(*covariates, *known))
+    static_table = _static_table(raw, columns, wide, static, where) if static else None
     frame, range_notes = _canonical(raw, columns, wide, where)
+    source_zone = zone_of(frame["timestamp"])
+    if time_zone is not None:
+        frame = frame.with_columns(to_zone(frame["timestamp"], time_zone, where))
+    elif source_zone == "UTC" and raw[columns.time].dtype == pl.String:
+        range_notes += offset_note(raw[columns.time].str.strip_chars(), columns.time)
     frame, notes = _drop_duplicates(frame)
-    notes = range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
+    notes = found + range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
+    future = None
+    if known:
+        frame, future = _split_future(frame, freq, known)
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
-    return SeriesFrame(frame, freq, columns, source_name, tuple(notes + gap_notes), filled)
+    if shard is not None:  # a single file is read whole: its share is taken here
+        keep = [s for s in frame["series_id"].unique().to_list() if shard.holds(s)]
+        frame = frame.filter(pl.col("series_id").is_in(keep))
+        filled = filled.filter(pl.col("series_id").is_in(keep)) if filled is not None else None
+        future = future.filter(pl.col("series_id").is_in(keep)) if future is not None else None
+        if static_table is not None:
+            static_table = static_table.filter(pl.col("series_id").is_in(keep))
+    for note in notes + gap_notes:
+        log.info("%s: %s", where, note)
+    dates = columns.time is not None and _holds_dates(raw[columns.time])
+    notes = tuple(notes + gap_notes)
+    columns = replace(columns, covariates=tuple(covariates), future_covariates=known, static=static)
+    return SeriesFrame(
+        frame, freq, columns, source_name, notes, filled, source_zone, dates, future, static_table
+    )
+
+
+def _static_table(
+    raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], static: tuple[str, ...], where: str
+) -> pl.DataFrame:
+    """One row per series: its value of each static column, which must not change within it."""
+    if wide:
+        raise UsageError("--static needs one row per series and time (a long table with an id column)")
+    series_id = pl.col(columns.id).cast(pl.String) if columns.id else pl.lit(columns.target)
+    rows = raw.select(series_id.alias("series_id"), *static).filter(pl.col("series_id").is_not_null())
+    for col in static:
+        varies = rows.group_by("series_id").agg(pl.col(col).drop_nulls().unique().sort().head(2))
+        varies = varies.filter(pl.col(col).list.len() > 1).sort("series_id")
+        if varies.height:
+            sid, values = varies.row(0)
+            raise DataError(
+                f"{where}: static column {col!r} changes within series {sid!r} ({values[0]!r}, "
+                f"{values[1]!r}); a --static column holds one value per series: fix it, or pass it "
+                "as --covariate"
+            )
+    return rows.group_by("series_id", maintain_order=True).agg(pl.col(c).drop_nulls().first() for c in static)
+
+
+def _split_future(
+    frame: pl.DataFrame, freq: str, known: tuple[str, ...]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows up to each series' last observation, and the rows after it put on the grid (step
+    1, 2, ... after it; a step without a row holds nulls)."""
+    last = (
+        frame.filter(pl.col("value").is_not_null())
+        .group_by("series_id", maintain_order=True)
+        .agg(pl.col("timestamp").max().alias("last"))
+    )
+    marked = frame.join(last, on="series_id", how="left", maintain_order="left")
+    beyond = pl.col("timestamp") > pl.col("last")
+    history = marked.filter(~beyond.fill_null(False)).drop("last")
+    rows = marked.filter(beyond.fill_null(False)).select("series_id", "timestamp", *known)
+    if rows.height == 0:
+        return history, rows
+    count = rows.group_by("series_id", maintain_order=True).len()
+    grid = (
+        last.join(count, on="series_id")
+        .with_columns(pl.int_ranges(1, pl.col("len") + 1).alias("k"))
+        .explode("k")
+        .select("series_id", periods_after(pl.col("last"), pl.col("k"), freq).alias("timestamp"))
+    )
+    return history, grid.join(rows, on=["series_id", "timestamp"], how="left", maintain_order="left")
 
 
 def find_columns(
@@ -252,26 +420,39 @@ def _find_columns(
     target: str | None,
     covariates: tuple[str, ...],
     where: str,
-) -> tuple[Columns, tuple[str, ...]]:
-    """Which source column plays which part; for a wide table, also the columns that are series."""
+) -> tuple[Columns, tuple[str, ...], list[str]]:
+    """Which source column plays which part; for a wide table, also the columns that are series;
+    and notes on the parts told from content rather than from a name or an option."""
     cols = raw.columns
     for cov in covariates:
-        _column(cols, cov, (), "--covariate", ())
+        given_column(cols, cov, "--covariate", ())
         if cov in RESERVED:
             raise UsageError(f"covariate {cov!r} has a reserved name: rename that column")
-    id_name = _column(cols, id_col, ID_NAMES, "--id-col", covariates)
-    time_name = _column(cols, time_col, TIME_NAMES, "--time-col", (id_name, *covariates))
+    given_id = given_column(cols, id_col, "--id-col", covariates) if id_col is not None else None
+    taken = (given_id, *covariates)
+    if time_col is not None:
+        time_name, notes = given_column(cols, time_col, "--time-col", taken), []
+    else:
+        time_name, notes = find_time(raw, taken, where)
+    if target:
+        given_column(cols, target, "--target", (given_id, time_name, *covariates))
+    named_target = target or named(cols, TARGET_NAMES, (given_id, time_name, *covariates))
+    if given_id is not None:
+        id_name = given_id
+    else:
+        id_name, id_notes = find_id(raw, time_name, named_target, (time_name, *covariates), where)
+        notes += id_notes
     taken = (id_name, time_name, *covariates)
-    target_name = _column(cols, target, TARGET_NAMES, "--target", taken)
+    target_name = named_target
     numeric = [c for c in cols if c not in taken and raw[c].dtype.is_numeric()]
     if id_name is None and target_name is None and len(numeric) > 1:
-        return Columns(None, time_name, "", covariates), tuple(numeric)
+        return Columns(None, time_name, "", covariates), tuple(numeric), notes
     if target_name is None:
         if len(numeric) != 1:
             found = f"numeric columns: {', '.join(numeric)}" if numeric else "no numeric column"
             raise DataError(f"{where}: cannot tell which column to forecast ({found}); pass --target COL")
         target_name = numeric[0]
-    return Columns(id_name, time_name, target_name, covariates), ()
+    return Columns(id_name, time_name, target_name, covariates), (), notes
 
 
 def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], repeats: bool) -> list[str]:
@@ -292,22 +473,6 @@ def _layout_notes(raw: pl.DataFrame, columns: Columns, wide: tuple[str, ...], re
             f"one series has repeated timestamps; if {text[0]!r} names the series, pass --id-col {text[0]}"
         )
     return notes
-
-
-def _column(
-    cols: list[str], given: str | None, candidates: Sequence[str], flag: str, taken: Sequence
-) -> str | None:
-    """The column named by an option, or else the first candidate name present (any case)."""
-    if given is None:
-        lower = {c.lower(): c for c in cols if c not in taken}
-        return next((lower[c] for c in candidates if c in lower), None)
-    if given not in cols:
-        raise UsageError(
-            f"column {given!r} (from {flag}) is not in the data; the columns are: {', '.join(cols)}"
-        )
-    if given in taken:
-        raise UsageError(f"column {given!r} (from {flag}) is already used for another part")
-    return given
 
 
 def _canonical(
@@ -429,7 +594,7 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
     if dtype.is_float() and col.min() > EPOCH_SECONDS_MIN:
         return (col * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
     if dtype == pl.String:
-        parsed = _parse_strings(col.str.strip_chars())
+        parsed = parse_timestamps(col.str.strip_chars())
         bad = col.filter(parsed.is_null()) if parsed is not None else col
         if bad.len() == 0:
             return parsed
@@ -440,6 +605,17 @@ def _parse_time(col: pl.Series, name: str, where: str) -> pl.Series:
         f"{where}: cannot parse timestamp {example} in column {name!r}; use ISO 8601 "
         "(2024-01-31 or 2024-01-31T13:00:00+01:00) throughout, or pick another --time-col"
     )
+
+
+def _holds_dates(col: pl.Series) -> bool:
+    """Dates without a time of day: a Date column, ISO dates or YYYYMMDD integers."""
+    if col.dtype == pl.Date:
+        return True
+    if col.dtype == pl.String:
+        return bool(col.str.strip_chars().str.contains(r"^\d{4}-\d{2}(-\d{2})?$").all())
+    if col.dtype.is_integer():
+        return 19_000_101 <= col.min() and col.max() <= 21_001_231
+    return False
 
 
 def _parse_integers(col: pl.Series) -> pl.Series:
@@ -460,16 +636,6 @@ def _parse_integers(col: pl.Series) -> pl.Series:
         if dates.null_count() == 0:
             return dates.cast(pl.Datetime("us"))
     return col.cast(pl.Int64)
-
-
-def _parse_strings(text: pl.Series) -> pl.Series | None:
-    """The parsed datetimes (null where a value does not parse), or None when no format fits."""
-    if text.str.contains(r"^\d{4}-\d{2}$").all():  # "2024-01": monthly data
-        return (text + "-01").str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
-    try:
-        return text.str.to_datetime(strict=False, time_unit="us")
-    except pl.exceptions.PolarsError:
-        return None
 
 
 def _drop_duplicates(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
@@ -684,7 +850,8 @@ def _off_grid(rows: pl.DataFrame, freq: str, where: str) -> None:
         # Local midnights written with their UTC offset are 23 or 25 hours apart at a clock change.
         fix = (
             "if the times carry UTC offsets that change with daylight saving, they were converted "
-            "to UTC: write them without the offset, or as a zoned Parquet column; otherwise " + fix
+            "to UTC: pass --time-zone ZONE (e.g. Europe/Berlin), write them without the offset, or "
+            "as a zoned Parquet column; otherwise " + fix
         )
     raise DataError(
         f"{where}: irregular timestamps: series {sid!r} has {ts}, which is off its {freq} grid "
@@ -709,7 +876,7 @@ def _gap_notes(merged: pl.DataFrame, max_gap: int) -> list[str]:
     for _, sid, start, steps in long.head(LISTED_GAPS).iter_rows():
         notes.append(
             f"long gap in series {sid!r}: {steps} steps from {start} were interpolated "
-            f"(more than max_gap={max_gap}); check the source"
+            f"(longer than --long-gap {max_gap}); check the source"
         )
     if long.height > LISTED_GAPS:
         notes.append(f"... and {long.height - LISTED_GAPS} more gaps longer than {max_gap} steps")

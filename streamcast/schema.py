@@ -31,6 +31,8 @@ class ModelConfigMeta(Struct, kw_only=True):
     conv: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     ar: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     season: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 1
+    known: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
+    known_at: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     head_scale: Literal["global", "window"] = "global"
 
 
@@ -42,6 +44,15 @@ class FeatureSpecMeta(Struct, kw_only=True):
     covariate_scale: list[float]
     scaling: Literal["mean", "std"] = "mean"
     transform: Literal["none", "log"] = "none"
+    future_covariates: list[Name] = []
+    future_loc: list[float] = []
+    future_scale: list[float] = []
+    holidays: Annotated[str, Meta(max_length=20)] = ""
+    future_steps: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    static: list[Name] = []
+    static_levels: list[list[Annotated[str, Meta(max_length=1000)]]] = []
+    static_loc: list[float] = []
+    static_scale: list[float] = []
 
     def __post_init__(self) -> None:
         if not _FREQ.fullmatch(self.freq):
@@ -53,6 +64,24 @@ class FeatureSpecMeta(Struct, kw_only=True):
         ):
             raise ValueError("covariate scales must be finite and positive")
         _check_calendar(self.calendar)
+        if not len(self.future_covariates) == len(self.future_loc) == len(self.future_scale):
+            raise ValueError("future_covariates, future_loc and future_scale differ in length")
+        if not all(abs(x) < float("inf") for x in self.future_loc) or not all(
+            0 < x < float("inf") for x in self.future_scale
+        ):
+            raise ValueError("future covariate scales must be finite and positive")
+        if not len(self.static) == len(self.static_levels) == len(self.static_loc) == len(self.static_scale):
+            raise ValueError("static, static_levels, static_loc and static_scale differ in length")
+        if not all(0 < x < float("inf") for x in self.static_scale):
+            raise ValueError("static scales must be finite and positive")
+        if (self.future_covariates or self.holidays) and not self.future_steps:
+            raise ValueError("future covariates or holidays need future_steps >= 1")
+
+    @property
+    def input_size(self) -> int:
+        known = len(self.future_covariates) + (1 if self.holidays else 0)
+        static = sum(len(levels) or 1 for levels in self.static_levels)
+        return 1 + len(self.calendar) + len(self.covariates) + known * self.future_steps + static
 
 
 class ColumnsMeta(Struct, kw_only=True):
@@ -60,6 +89,16 @@ class ColumnsMeta(Struct, kw_only=True):
     time: Name | None = None
     target: Name | None = None
     covariates: list[Name] = []
+    future_covariates: list[Name] = []
+    static: list[Name] = []
+
+
+class TrainingMeta(Struct, kw_only=True, frozen=True):
+    """What `info` reads from the training record; its other keys pass unchecked, and files from
+    before a field existed load without it."""
+
+    device: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    world_size: Positive | None = None
 
 
 class ModelMeta(Struct, kw_only=True):
@@ -69,23 +108,28 @@ class ModelMeta(Struct, kw_only=True):
     feature_spec: FeatureSpecMeta
     columns: ColumnsMeta
     series_ids: list[Name]
-    info: dict[str, Any] = {}
+    info: TrainingMeta = TrainingMeta()
     versions: dict[str, str] = {}
     tensors_sha256: str | None = None
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
+    static_values: dict[str, list[Any]] = {}
 
     def __post_init__(self) -> None:
         spec, config = self.feature_spec, self.model_config
-        inputs = 1 + len(spec.calendar) + len(spec.covariates)
+        inputs = spec.input_size
         for c in [config, *(self.member_configs or [])]:
             if c.input_size != inputs:
                 raise ValueError(f"the network takes {c.input_size} inputs, but the features are {inputs}")
+            if c.known and c.known_at + c.known * c.horizon > c.input_size:
+                raise ValueError("the inputs known ahead lie beyond the network's inputs")
         if self.member_configs is not None:
             shared = {(c.horizon, tuple(c.quantiles)) for c in [config, *self.member_configs]}
             if len(shared) != 1:
                 raise ValueError("ensemble members must share horizon and quantiles")
         if self.columns.covariates != spec.covariates:
             raise ValueError("the covariate columns differ from the features' covariates")
+        if self.columns.future_covariates != spec.future_covariates:
+            raise ValueError("the future covariate columns differ from the features' future covariates")
         _check_unique(self.series_ids)
 
 
@@ -103,6 +147,12 @@ class LearnerMeta(Struct, kw_only=True):
     param_groups: list[dict[str, Any]]
 
 
+class WatchMeta(Struct, kw_only=True):
+    """`stream --watch`: the per-series tensors watch.* hold pending forecasts and error spreads."""
+
+    quantiles: Annotated[list[float], Meta(max_length=64)] = []
+
+
 class StateMeta(Struct, kw_only=True):
     format: Literal["streamcast-stream-state"]
     format_version: Count
@@ -112,6 +162,7 @@ class StateMeta(Struct, kw_only=True):
     lines: Count = 0
     accepted: Count = 0
     learner: LearnerMeta | None = None
+    watch: WatchMeta | None = None  # absent in files written without --watch, and before it existed
 
     def __post_init__(self) -> None:
         _check_unique(self.series_ids)

@@ -1,5 +1,8 @@
 """Advance hidden states over observations: the one step that validation, forecast, backtest and
 stream all share, so that every one of them serves the model exactly as training ran it.
+
+The only serving code that knows the network's device: inputs, states and forecasts come in and go
+out on the CPU, and move to the network's device (a GPU) only for the network's own work.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from streamcast.model import Network, State, concat_states, select_state
 @torch.no_grad()
 def advance(net: Network, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
     """One call over (B, T, F) inputs: the forecasts at every step (B, T, H, Q) and the new state."""
-    return net(x, state)
+    device = _device(net)
+    y, state = net(x.to(device), _to(state, device))
+    return y.to(x.device), _to(state, x.device)
 
 
 @torch.no_grad()
@@ -45,13 +50,13 @@ def run_series(
     outputs = torch.empty(int(out_start[-1]), c.horizon, c.outputs_per_step)
     finished: list[np.ndarray] = []  # series indices, in the order their final states come
     finals: list[State] = []
-    table = torch.from_numpy(inputs)
+    table = torch.from_numpy(inputs).to(_device(net))  # the forecasts come back to the CPU
     for b in range(0, len(order), series_batch):
         batch = order[b : b + series_batch]
         if initial is None:
             state = net.init_state(len(batch))
         else:
-            state = select_state(initial, torch.from_numpy(batch))
+            state = _to(select_state(initial, torch.from_numpy(batch)), _device(net))
         # Every wanted output of the batch as flat arrays: the batch row, the step, the output row.
         wanted = [positions[i] for i in batch.tolist()]
         sizes = counts[batch]
@@ -94,11 +99,22 @@ def _run_batch(
         if len(hit):
             rows_at = torch.from_numpy(np.searchsorted(active, want_row[hit]))  # rows still active
             steps_at = torch.from_numpy(want_step[hit] - t)
-            outputs[torch.from_numpy(want_out[hit])] = net.decode(hidden[rows_at, steps_at])
+            decoded = net.decode(hidden[rows_at, steps_at]).to(outputs.device)
+            outputs[torch.from_numpy(want_out[hit])] = decoded
         done = lengths[active] == stop
         if done.any():
-            final.append((active[done], select_state(state, torch.from_numpy(np.flatnonzero(done)))))
+            kept = _to(select_state(state, torch.from_numpy(np.flatnonzero(done))), outputs.device)
+            final.append((active[done], kept))
             state = select_state(state, torch.from_numpy(np.flatnonzero(~done)))
         active = active[~done]
         t = stop
     return final
+
+
+def _device(net: Network) -> torch.device:
+    """Where the network's weights are: its inputs go there."""
+    return next(net.parameters()).device
+
+
+def _to(state: State, device: torch.device) -> State:
+    return tuple(s.to(device) for s in state)

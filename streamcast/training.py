@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +22,18 @@ import polars as pl
 import torch
 from torch import nn
 
+from streamcast.dataparallel import (
+    GlobalLanes,
+    agree_feature_spec,
+    agree_freq,
+    agree_median,
+    agree_transform,
+    check_holds_series,
+    gather_scaler,
+    global_lanes,
+)
+from streamcast.devices import device_name, resolve_device
+from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
 from streamcast.features import (
     SCALINGS,
@@ -36,8 +50,16 @@ from streamcast.features import (
 )
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
-from streamcast.lanes import Lanes, effective_batch_size, lane_length_for, make_lanes
-from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss
+from streamcast.known import holiday_calendar
+from streamcast.lanes import (
+    Lanes,
+    effective_batch_size,
+    lane_length_for,
+    lanes_per_series,
+    loss_chunks,
+    make_lanes,
+)
+from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss, loss_terms
 from streamcast.model import (
     CELLS,
     HEAD_SCALES,
@@ -49,9 +71,13 @@ from streamcast.model import (
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
+from streamcast.zones import zone_of
 
+CPU = torch.device("cpu")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("plateau", "cosine", "warmup-cosine", "none")
+
+log = logging.getLogger(__name__)  # progress for library users: logging.basicConfig(level=logging.INFO)
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,9 @@ class FitConfig:
     horizon: int = 24
     quantiles: tuple[float, ...] = ()
     covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()  # known in advance: the network sees the next `horizon` values
+    holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
+    static: tuple[str, ...] = ()  # one value per series (region, size): one-hot or scaled inputs
     bptt: int = 48
     batch_size: int = 32
     epochs: int = 30
@@ -132,6 +161,10 @@ class FitConfig:
                 "each --covariate may be given once",
             ),
             (
+                len(set(self.future_covariates)) == len(self.future_covariates),
+                "each --future-covariate may be given once",
+            ),
+            (
                 self.clip >= 0 and self.clip_value >= 0,
                 "--clip and --clip-value must be >= 0 (0 = off)",
             ),
@@ -152,6 +185,8 @@ class FitConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.holidays:
+            holiday_calendar(self.holidays)  # an unknown country, or no holidays package: say so now
 
     @property
     def model_quantiles(self) -> tuple[float, ...]:
@@ -203,21 +238,34 @@ def fit(
     on_epoch: Callable[[EpochStats], None] | None = None,
     *,
     threads: int | None = None,
+    device: str | torch.device = "auto",
+    cluster: Cluster | None = None,
 ) -> Forecaster:
     """Train a forecaster on every series of `data`; the last `val_size` steps of each validate.
 
     Ctrl-C stops training after the current step and keeps the best weights seen so far. `threads`:
-    torch threads for the run (default: `streamcast.threads.default_threads()`, one).
+    torch threads for the run (default: `streamcast.threads.default_threads()`, one). `device`:
+    as `--device` (`auto`: a CUDA GPU when torch sees one). Under torchrun, `cluster`
+    (`streamcast.distributed.joined`) with `data` this rank's share of the series trains one model
+    with the other ranks (see `streamcast.torchrun.fit_parallel`).
     """
+    device = cluster.device if cluster is not None else resolve_device(str(device))
     # The seed makes the model reproducible without resetting the caller's own torch generator.
     with torch_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _fit(data, config, on_epoch)
+        return _fit(data, config, on_epoch, cluster, device)
 
 
-def _fit(data: SeriesFrame, config: FitConfig, on_epoch: Callable[[EpochStats], None] | None) -> Forecaster:
+def _fit(
+    data: SeriesFrame,
+    config: FitConfig,
+    on_epoch: Callable[[EpochStats], None] | None,
+    cluster: Cluster | None = None,
+    device: torch.device = CPU,
+) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
-    prepared = prepare(data, config)
+    prepared = prepare(data, config, cluster, device)
+    log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)
     cells = config.ensemble_cells or (config.cell,)
     plans = [
         MemberPlan(
@@ -267,31 +315,75 @@ def choose_head_scale(requested: str, transform: str) -> str:
     return "window" if transform == "log" else "global"
 
 
-def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
-    """Scale the data and lay out lanes and validation once, for every member to train on."""
+def prepare(
+    data: SeriesFrame,
+    config: FitConfig,
+    cluster: Cluster | None = None,
+    device: torch.device = CPU,
+) -> Prepared:
+    """Scale the data and lay out lanes and validation once, for every member to train on.
+
+    Under a `cluster`, `data` is this rank's share, and what spans all series is agreed with the
+    other ranks (`streamcast.dataparallel`)."""
     if not config.covariates and data.columns.covariates:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
+    if not config.future_covariates and data.columns.future_covariates:
+        config = replace(config, future_covariates=tuple(data.columns.future_covariates))
+    if not config.static and data.columns.static:
+        config = replace(config, static=tuple(data.columns.static))
+    if config.static and (data.static is None or not set(config.static) <= set(data.static.columns)):
+        raise UsageError("static columns are not in the data; read them with read_series(..., static=[...])")
     frame = data.frame
     ids, offsets = series_offsets(frame)
     lengths = np.diff(offsets)
     val_size = config.resolved_val_size()
-    _check_lengths(ids, lengths, config.horizon, val_size)
+    if cluster is not None:
+        check_holds_series(cluster, len(ids))
+        agree_freq(cluster, data.freq)
+    with _together(cluster):  # a rank that fails a check stops them all, none waits for it
+        _check_lengths(ids, lengths, config.horizon, val_size)
+        missing = [c for c in config.covariates if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
+            )
     train_lengths = lengths - val_size
     season = season_length(data.freq)
 
-    missing = [c for c in config.covariates if c not in frame.columns]
+    missing = [c for c in config.future_covariates if c not in frame.columns]
     if missing:
         raise UsageError(
-            f"covariate {missing[0]!r} is not in the data; read it with read_series(..., covariates=[...])"
+            f"future covariate {missing[0]!r} is not in the data; "
+            "read it with read_series(..., future_covariates=[...])"
         )
     train_rows = _training_rows(offsets, train_lengths)
     raw = frame["value"].to_numpy()
-    transform = choose_transform(raw[train_rows], config.transform)
-    spec = fit_feature_spec(
-        frame.filter(pl.Series(train_rows)), data.freq, tuple(config.covariates), config.scaling, transform
-    )
-    scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
-    inputs = build_inputs(frame, spec, scaler)
+    covariates, train_frame = tuple(config.covariates), frame.filter(pl.Series(train_rows))
+    if cluster is None:
+        transform = choose_transform(raw[train_rows], config.transform)
+        spec = fit_feature_spec(
+            train_frame,
+            data.freq,
+            covariates,
+            config.scaling,
+            transform,
+            future_covariates=tuple(config.future_covariates),
+            holidays=config.holidays,
+            horizon=config.horizon,
+            static=data.static.select("series_id", *config.static) if config.static else None,
+        )
+    else:
+        if config.future_covariates or config.holidays or config.static:
+            raise UsageError(
+                "--future-covariate, --holidays and --static are not yet trained under torchrun: "
+                "fit without torchrun"
+            )
+        transform = agree_transform(cluster, raw[train_rows], config.transform)
+        spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
+    static_values = _static_values(data, config.static)
+    with _together(cluster):
+        scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
+        inputs = build_inputs(frame, spec, scaler, static=static_values or None)
 
     model_config = ModelConfig(
         input_size=spec.input_size,
@@ -304,36 +396,49 @@ def prepare(data: SeriesFrame, config: FitConfig) -> Prepared:
         conv=config.conv,
         ar=window_length(data.freq) if config.ar is None else config.ar,
         season=season,
+        known=len(spec.known_inputs) if spec.future_steps else 0,
+        known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
         head_scale=choose_head_scale(config.head_scale, transform),
     )
-    batch_size = effective_batch_size(train_lengths, config.batch_size, config.bptt)
-    lane_length = lane_length_for(train_lengths, batch_size, config.bptt)
+    # Batch size and lane length follow the total length of all series, on every rank alike.
+    totals = train_lengths if cluster is None else cluster.sum([train_lengths.sum()]).astype(np.int64)
+    batch_size = effective_batch_size(totals, config.batch_size, config.bptt)
+    lane_length = lane_length_for(totals, batch_size, config.bptt)
     lanes = make_lanes(offsets, train_lengths, config.horizon, lane_length, config.bptt)
+    layout = None
+    if cluster is not None:
+        per_series = lanes_per_series(train_lengths, config.horizon, lane_length)
+        layout = global_lanes(cluster, ids, per_series, lanes, config.bptt)
     table = torch.from_numpy(inputs.inputs)
     values = table[:, 0].contiguous()
     val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
     val_targets = _val_targets(values, offsets, val_positions, config.horizon)
     row_weight = val_weight = None
     if config.series_weight == "mase":
-        weights = mase_weights(inputs.inputs[:, 0], offsets, train_lengths, season)
+        weights = mase_weights(inputs.inputs[:, 0], offsets, train_lengths, season, cluster)
         row_weight = torch.from_numpy(np.repeat(weights, lengths).astype(np.float32))
         val_rows = torch.from_numpy(np.concatenate([offsets[i] + p for i, p in enumerate(val_positions)]))
         val_weight = row_weight[val_rows]
+    # Training reads its rows on the device; validation runs through `run_series` and scores on the CPU.
     work = _Work(
-        table,
-        values,
+        table.to(device),
+        values.to(device),
         lanes,
         batch_size,
         inputs.inputs,
         offsets,
         val_positions,
         val_targets,
-        row_weight,
+        row_weight.to(device) if row_weight is not None else None,
         val_weight,
+        device,
+        cluster,
+        layout,
     )
-    return Prepared(
-        data, config, spec, scaler, model_config, work, len(ids), int(lengths.sum()), val_size, lane_length
-    )
+    series, rows = len(ids), int(lengths.sum())
+    if cluster is not None:
+        series, rows = (int(n) for n in cluster.sum([series, rows]))
+    return Prepared(data, config, spec, scaler, model_config, work, series, rows, val_size, lane_length)
 
 
 def train_members(
@@ -365,6 +470,8 @@ def assemble(
     _, net, result = trained[0]
     if len(trained) > 1:
         net = EnsembleForecaster.of([n for _, n, _ in trained])
+    cluster = work.cluster
+    scaler = prepared.scaler if cluster is None else gather_scaler(cluster, prepared.scaler)
     info = {
         "fit_config": asdict(config),
         "data": {
@@ -373,6 +480,7 @@ def assemble(
             "series": prepared.series,
             "rows": prepared.rows,
             "freq": data.freq,
+            "time_zone": zone_of(data.frame["timestamp"]),
         },
         "history": [asdict(s) for s in result.history],
         "gradient_health": health_summary(result.history, result.best_epoch),
@@ -381,7 +489,9 @@ def assemble(
         "val_size": prepared.val_size,
         "batch_size": work.batch_size,
         "lane_length": prepared.lane_length,
-        "lanes": len(work.lanes),
+        "lanes": len(work.lanes) if work.layout is None else len(work.layout),
+        "device": device_name(work.device),
+        "world_size": 1 if cluster is None else cluster.world_size,
     }
     if len(trained) > 1:
         info["members"] = [
@@ -398,14 +508,32 @@ def assemble(
             for plan, n, r in trained
         ]
         info["ensemble_val_loss"] = validation_loss(net, work, config)
-    return Forecaster(net=net, spec=prepared.spec, scaler=prepared.scaler, columns=data.columns, info=info)
+    static = _static_values(data, config.static)
+    return Forecaster(
+        net=net,
+        spec=prepared.spec,
+        scaler=scaler,
+        columns=data.columns,
+        info=info,
+        static_values=static,
+    )
+
+
+def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:
+    if not columns:
+        return {}
+    return {row[0]: tuple(row[1:]) for row in data.static.select("series_id", *columns).iter_rows()}
 
 
 MAX_WEIGHT_RATIO = 10.0
 
 
 def mase_weights(
-    scaled: np.ndarray, offsets: np.ndarray, train_lengths: np.ndarray, season: int
+    scaled: np.ndarray,
+    offsets: np.ndarray,
+    train_lengths: np.ndarray,
+    season: int,
+    cluster: Cluster | None = None,
 ) -> np.ndarray:
     """`--series-weight mase`: each series' loss divided by its in-sample seasonal naive error, so that
     the loss is the MASE that users and the M4 rules judge by, not a relative error.
@@ -419,8 +547,11 @@ def mase_weights(
         lag = season if n > season else 1
         step = np.abs(part[lag:] - part[:-lag]).mean() if n > lag else 0.0
         weights[i] = 1.0 / step if step > 1e-12 else np.inf
-    finite = weights[np.isfinite(weights)]
-    middle = float(np.median(finite)) if finite.size else 1.0
+    if cluster is None:
+        finite = weights[np.isfinite(weights)]
+        middle = float(np.median(finite)) if finite.size else 1.0
+    else:
+        middle = agree_median(cluster, weights)
     return np.clip(weights / middle, 1 / MAX_WEIGHT_RATIO, MAX_WEIGHT_RATIO)
 
 
@@ -443,6 +574,9 @@ class _Work:
     val_targets: torch.Tensor
     row_weight: torch.Tensor | None = None  # (N,) --series-weight of each input row's series
     val_weight: torch.Tensor | None = None  # (R,) the same for the validation origins
+    device: torch.device = CPU
+    cluster: Cluster | None = None  # under torchrun: the other ranks, which hold the other series
+    layout: GlobalLanes | None = None  # with a cluster: every rank's lanes, for one batch order
 
 
 def _train_member(
@@ -461,17 +595,20 @@ def _train_member(
     model_config, config, seed = plan.model, plan.config, plan.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = RecurrentForecaster(model_config)
+    net = RecurrentForecaster(model_config).to(work.device)
     optimizer = _optimizer(net, config)
-    scheduler = _scheduler(optimizer, config, _steps_per_epoch(work.lanes, work.batch_size, config.bptt))
+    scheduler = _scheduler(optimizer, config, _steps_per_epoch(work, config.bptt))
+    train_epoch = _train_epoch if work.cluster is None else _train_epoch_sharded
     result = FitResult()
     best_val, best_weights, waited = math.inf, copy.deepcopy(net.state_dict()), 0
     try:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
             health = GradientHealth(config.clip)
-            train_loss, timesteps = _train_epoch(net, optimizer, work, config, rng, health, scheduler)
+            train_loss, timesteps = train_epoch(net, optimizer, work, config, rng, health, scheduler)
             reach = gradient_reach(net, work.table, work.values, work.lanes, config)
+            if work.cluster is not None:
+                reach = int(work.cluster.gather(reach)[0])  # rank 0's lanes, as one process's first
             val_loss = validation_loss(net, work, config)
             seconds = time.perf_counter() - started
             improved = val_loss < best_val
@@ -500,6 +637,15 @@ def _train_member(
                 member=member,
             )
             result.history.append(stats)
+            log.info(
+                "member %d epoch %d train_loss=%.4g val_loss=%.4g %.1fs%s",
+                member,
+                epoch,
+                train_loss,
+                val_loss,
+                seconds,
+                " *best" if improved else "",
+            )
             if on_epoch is not None:
                 on_epoch(stats)
             _step_scheduler(scheduler, val_loss)
@@ -521,7 +667,7 @@ def _train_member(
 def _absolute(source: str) -> str:
     """Where the data is, from anywhere: cron runs `forecast` in another working directory."""
     path = Path(source)
-    return str(path.resolve()) if source not in ("-", "<frame>") and path.is_file() else source
+    return str(path.resolve()) if source not in ("-", "<frame>") and path.exists() else source
 
 
 def data_fingerprint(source: str) -> str | None:
@@ -547,6 +693,11 @@ def health_summary(history: list[EpochStats], best_epoch: int) -> dict[str, floa
         "gradient_reach": best.gradient_reach,
         "timesteps_per_second": float(np.median([s.timesteps_per_second for s in history])),
     }
+
+
+def _together(cluster: Cluster | None) -> AbstractContextManager[None]:
+    """`Cluster.together` under torchrun; nothing to agree on in one process."""
+    return nullcontext() if cluster is None else cluster.together()
 
 
 def _check_lengths(ids: list[str], lengths: np.ndarray, horizon: int, val_size: int) -> None:
@@ -614,21 +765,21 @@ def _step_scheduler(scheduler, val_loss: float) -> None:
 
 def chunk_targets(values: torch.Tensor, rows: torch.Tensor, horizon: int) -> torch.Tensor:
     """(B, T) input rows -> (B, T, H) the next H scaled values of each row's series."""
-    ahead = rows.unsqueeze(-1) + torch.arange(1, horizon + 1)  # (B, T, H)
+    ahead = rows.unsqueeze(-1) + torch.arange(1, horizon + 1, device=rows.device)  # (B, T, H)
     return values[ahead.clamp_(max=len(values) - 1)]
 
 
-def _steps_per_epoch(lanes: Lanes, batch_size: int, bptt: int) -> int:
+def _steps_per_epoch(work: _Work, bptt: int) -> int:
     """Optimizer steps in one epoch: groups of lanes x the chunks that hold a loss step (a lane's
-    warm-up chunk holds none and takes no step)."""
-    if not len(lanes):
+    warm-up chunk holds none and takes no step); over all ranks' lanes under torchrun."""
+    lanes, layout = work.lanes, work.layout
+    if layout is not None:
+        chunks, count = layout.chunks_with_loss, len(layout)
+    else:
+        chunks, count = (loss_chunks(lanes, bptt) if len(lanes) else None), len(lanes)
+    if not count:
         return 1
-    mask = lanes.loss_mask
-    chunks = -(-mask.shape[1] // bptt)
-    padded = np.zeros((len(lanes), chunks * bptt), dtype=bool)
-    padded[:, : mask.shape[1]] = mask
-    with_loss = int(padded.reshape(len(lanes), chunks, bptt).any(-1).sum(-1).max())
-    return max(1, -(-len(lanes) // batch_size) * with_loss)
+    return max(1, -(-count // work.batch_size) * int(chunks.max()))
 
 
 def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler) -> tuple[float, int]:
@@ -640,8 +791,8 @@ def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, sc
     params = [p for p in net.parameters() if p.requires_grad]
     for g in range(0, len(order), batch_size):
         group = order[g : g + batch_size]
-        rows = torch.from_numpy(lanes.rows[group])
-        mask = torch.from_numpy(lanes.loss_mask[group])
+        rows = torch.from_numpy(lanes.rows[group]).to(work.device)
+        mask = torch.from_numpy(lanes.loss_mask[group]).to(work.device)
         width = int(lanes.lengths[group].max())
         state = net.init_state(len(group))
         for start in range(0, width, config.bptt):
@@ -664,19 +815,82 @@ def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, sc
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
-            if not (math.isfinite(norm) and math.isfinite(loss.item())):
-                health.record_skip()
+            if not _step(optimizer, params, config, health, scheduler, loss.item()):
                 continue
-            health.record(norm)
-            if config.clip_value > 0:
-                nn.utils.clip_grad_value_(params, config.clip_value)
-            optimizer.step()
-            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                scheduler.step()
             total_loss += loss.item() * weight
             total_weight += weight
     # Every step skipped (a diverged run) has no loss to report, not a perfect one.
+    return (total_loss / total_weight if total_weight else math.nan), timesteps
+
+
+def _step(optimizer, params, config: FitConfig, health, scheduler, loss: float) -> bool:
+    """Clip the gradients and take the optimizer step, unless the loss or the gradient is not
+    finite (then the weights stay sound and the step is counted as skipped)."""
+    norm = float(nn.utils.clip_grad_norm_(params, config.clip if config.clip > 0 else math.inf))
+    if not (math.isfinite(norm) and math.isfinite(loss)):
+        health.record_skip()
+        return False
+    health.record(norm)
+    if config.clip_value > 0:
+        nn.utils.clip_grad_value_(params, config.clip_value)
+    optimizer.step()
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.step()
+    return True
+
+
+def _train_epoch_sharded(
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler
+) -> tuple[float, int]:
+    """`_train_epoch` with each batch's lanes trained by the ranks that hold them.
+
+    Every rank draws the same order of all ranks' lanes, so the batches are one process's. A rank
+    sums its lanes' losses (never averages them) and back-propagates that sum; one all-reduce adds
+    up the gradients, sums and counts of all ranks, and each rank divides by the whole batch's
+    count: the gradient of one process's mean loss, so every rank takes one process's step.
+    """
+    cluster, layout, lanes, bptt = work.cluster, work.layout, work.lanes, config.bptt
+    assert cluster is not None and layout is not None
+    net.train()
+    order = rng.permutation(len(layout))
+    total_loss, total_weight, timesteps = 0.0, 0.0, 0
+    params = [p for p in net.parameters() if p.requires_grad]
+    for g in range(0, len(order), work.batch_size):
+        group = order[g : g + work.batch_size]
+        mine = layout.mine(group, cluster.rank)
+        rows = torch.from_numpy(lanes.rows[mine]).to(work.device)
+        mask = torch.from_numpy(lanes.loss_mask[mine]).to(work.device)
+        state = net.init_state(len(mine))
+        for start in range(0, int(layout.lengths[group].max()), bptt):
+            chunk_rows, chunk_mask = rows[:, start : start + bptt], mask[:, start : start + bptt]
+            optimizer.zero_grad(set_to_none=True)
+            terms = [torch.zeros((), device=work.device)] * 3  # loss sum, its divisor, loss steps
+            if chunk_rows.numel():  # this rank holds lanes of the batch that reach this far
+                y, state = net(work.table[chunk_rows], state)
+                state = detach_state(state)
+                timesteps += int(chunk_rows.numel())
+                weights = work.row_weight[chunk_rows] if work.row_weight is not None else None
+                targets = chunk_targets(work.values, chunk_rows, config.horizon)
+                loss_sum, divisor = loss_terms(
+                    y, targets, chunk_mask, config.loss, net.config.quantiles, weights
+                )
+                loss_sum.backward()
+                terms = [loss_sum.detach(), divisor.detach(), chunk_mask.sum().float()]
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = cluster.sum_(torch.cat([*(g.reshape(-1) for g in grads), *(t.reshape(1) for t in terms)]))
+            divisor, weight = float(flat[-2]), float(flat[-1])
+            if weight == 0:
+                continue
+            loss = float(flat[-3]) / divisor
+            offset = 0
+            for p in params:
+                p.grad = (flat[offset : offset + p.numel()] / divisor).view_as(p)
+                offset += p.numel()
+            if not _step(optimizer, params, config, health, scheduler, loss):
+                continue
+            total_loss += loss * weight
+            total_weight += weight
+    timesteps = int(cluster.sum([timesteps])[0])
     return (total_loss / total_weight if total_weight else math.nan), timesteps
 
 
@@ -690,6 +904,11 @@ def validation_loss(net, work: _Work, config: FitConfig) -> float:
     net.eval()
     outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
     mask = torch.ones(outputs.shape[0], dtype=torch.bool)
-    return float(
-        forecast_loss(outputs, work.val_targets, mask, config.loss, net.config.quantiles, work.val_weight)
-    )
+    if work.cluster is None:
+        return float(
+            forecast_loss(outputs, work.val_targets, mask, config.loss, net.config.quantiles, work.val_weight)
+        )
+    # Every rank scores its own series; the sums over all of them make one process's mean.
+    terms = loss_terms(outputs, work.val_targets, mask, config.loss, net.config.quantiles, work.val_weight)
+    total, count = work.cluster.sum([float(t) for t in terms])
+    return float(total / count)

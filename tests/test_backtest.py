@@ -228,3 +228,50 @@ def test_asking_for_a_score_that_is_not_there_names_the_ones_that_are(tiny_model
     result = backtest(tiny_model, tiny_data, windows=1)
     with pytest.raises(sc.UsageError, match="metrics here are mae, rmse, smape, mase"):
         result.score("coverage")
+
+
+def test_kept_forecasts_are_the_ones_forecast_as_of_serves_and_give_back_the_scores(tiny_model, tiny_data):
+    result = backtest(tiny_model, tiny_data, windows=3, stride=5, keep_forecasts=True)
+    rows = result.forecasts
+    horizon = tiny_model.horizon
+    assert rows.columns[:6] == ["series_id", "timestamp", "cutoff", "step", "y", "forecast"]
+    assert rows.height == 3 * 3 * horizon
+    sid, cutoff = result.origins.row(4)
+    window = rows.filter((pl.col("series_id") == sid) & (pl.col("cutoff") == cutoff))
+    served = sc.forecast(tiny_model, tiny_data, as_of=cutoff, series=[sid])
+    assert window["timestamp"].to_list() == served["timestamp"].to_list()
+    assert window["forecast"].to_numpy() == pytest.approx(served["forecast"].to_numpy(), rel=1e-5)
+    actual = tiny_data.frame.join(window, on=["series_id", "timestamp"])
+    assert actual["value"].to_list() == actual["y"].to_list()
+    assert (rows["forecast"] - rows["y"]).abs().mean() == pytest.approx(result.score("mae"), rel=1e-9)
+    assert (rows["seasonal_naive"] - rows["y"]).abs().mean() == pytest.approx(
+        result.score("mae", "seasonal_naive"), rel=1e-9
+    )
+    assert backtest(tiny_model, tiny_data, windows=3, stride=5).forecasts is None
+
+
+def test_cli_save_forecasts_writes_them_beside_the_scores(model_path, data_path, tmp_path):
+    out = tmp_path / "cv.parquet"
+    result = invoke("-m", model_path, data_path, "--windows", 2, "--json", "--save-forecasts", out)
+    assert result.exit_code == 0, result.output
+    rows = pl.read_parquet(out)
+    assert rows.height == 3 * 2 * 6
+    assert rows["observed"].all()
+    assert json.loads(result.stdout)["points"] == rows.height
+    assert f"wrote {out} (36 forecasts)" in result.stderr
+
+
+def test_cli_save_forecasts_keeps_the_datas_names_on_request(model_path, tmp_path):
+    path = tmp_path / "sales.csv"
+    hourly_frame(series=3, length=240).rename({"series_id": "store", "timestamp": "when"}).write_csv(path)
+    out = tmp_path / "cv.csv"
+    names = ["--id-col", "store", "--time-col", "when", "--target", "value"]
+    result = invoke(
+        "-m", model_path, path, *names, "--windows", 2, "--save-forecasts", out, "--keep-names", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    rows = pl.read_csv(out)
+    assert rows.columns[:4] == ["store", "when", "cutoff", "step"]
+    assert rows["store"].unique().sort().to_list() == ["s0", "s1", "s2"]
+    missing = invoke("-m", model_path, data_path, "--save-forecasts", tmp_path / "nope" / "cv.csv")
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr

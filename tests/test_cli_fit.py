@@ -127,12 +127,12 @@ def test_info_on_a_file_that_is_not_a_model(tmp_path):
     assert result.stderr == f"Error: {path}: not a streamcast model file (bad header)\n"
 
 
-def test_fit_on_a_folder_says_so(tmp_path):
+def test_fit_on_a_folder_without_parquet_files_says_so(tmp_path):
     result = run(["fit", str(tmp_path), *FAST])
     assert result.exit_code == 1
-    assert (
-        result.stderr
-        == f"Error: '{tmp_path}' is a folder, not a data file: give the path of a Parquet or CSV file\n"
+    assert result.stderr == (
+        f"Error: '{tmp_path}' is a folder with no Parquet files: give a Parquet or CSV file, "
+        "or a folder or glob of .parquet files (a dataset)\n"
     )
 
 

@@ -167,8 +167,8 @@ def test_lines_without_an_id_for_a_model_of_many_series_are_skipped_and_the_stre
         ([], "meter,ts,value", "has no series id (it has: meter, ts, value)"),
         (
             ["--id-col", "meter"],
-            "meter,ts,value",
-            "has no time column (it has: meter, ts, value); pass --time-col",
+            "meter,moment,value",
+            "has no time column (it has: meter, moment, value); pass --time-col",
         ),
         (["--id-col", "nope"], "series_id,timestamp,value", "--id-col 'nope' is not in the header on line 1"),
         (["--time-col", "nope"], "series_id,timestamp,value", "--time-col 'nope' is not in the header"),

@@ -26,6 +26,17 @@ def test_every_command_has_a_readme_section(command):
     assert f"### `streamcast {command}`" in README
 
 
+def test_the_readme_lists_exactly_the_column_names_the_reader_detects():
+    from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
+
+    block = README.split("<!-- detected names:")[1].split("<!-- end of detected names -->")[0]
+    listed = dict(re.findall(r"^- (\w+): (.*)$", block, flags=re.M))
+    assert listed == {
+        kind: ", ".join(f"`{name}`" for name in names)
+        for kind, names in (("id", ID_NAMES), ("time", TIME_NAMES), ("target", TARGET_NAMES))
+    }
+
+
 def test_the_readme_opens_with_the_two_commands():
     head = README[:1500]
     assert "make demo" in head and "make test" in head

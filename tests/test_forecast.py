@@ -157,7 +157,7 @@ def test_a_failed_run_leaves_the_previous_output_intact(workdir):
     result = run(["forecast", "-o", str(out), "--as-of", "1999-01-01"])
     assert result.exit_code == 1
     assert out.read_bytes() == before
-    assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".out")) == []
+    assert sorted(p.name for p in workdir.iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_an_overlapping_run_gives_up_with_exit_75(workdir):
@@ -210,7 +210,7 @@ def test_a_longer_horizon_warns_once_on_stderr(workdir):
             "Error: --as-of '2024-01-02T00:00+02:00' has a UTC offset",
         ),
         (["-o", "folder.csv"], 2, "Error: output 'folder.csv' is a folder; give a file path"),
-        (["elsewhere"], 1, "Error: 'elsewhere' is a folder, not a data file"),
+        (["elsewhere"], 1, "Error: 'elsewhere' is a folder with no Parquet files"),
     ],
 )
 def test_cli_errors_are_one_line_with_an_exit_code(workdir, args, code, message):
@@ -268,11 +268,24 @@ def test_an_output_under_a_file_is_a_usage_error(workdir):
     )
 
 
-def test_an_output_in_a_new_folder_is_written_under_its_lock(workdir):
+def test_an_output_in_a_folder_that_does_not_exist_fails_at_once_and_creates_nothing(workdir):
+    before = sorted(p.name for p in workdir.iterdir())
     result = run(["forecast", "-o", "new/sub/out.csv", "--horizon", "1"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: cannot write output 'new/sub/out.csv': folder 'new/sub' does not exist; "
+        "create it first (mkdir -p new/sub)\n"
+    )
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+def test_the_output_lock_is_a_hidden_file_so_only_the_output_shows_in_its_folder(workdir):
+    (workdir / "out").mkdir()
+    result = run(["forecast", "-o", "out/f.csv", "--horizon", "1"])
     assert result.exit_code == 0, result.stderr
-    assert pl.read_csv(workdir / "new" / "sub" / "out.csv").height == 3
-    assert sorted(p.name for p in (workdir / "new" / "sub").iterdir()) == ["out.csv", "out.csv.lock"]
+    assert pl.read_csv(workdir / "out" / "f.csv").height == 3
+    assert [p.name for p in (workdir / "out").iterdir() if not p.name.startswith(".")] == ["f.csv"]
+    assert (workdir / "out" / ".f.csv.lock").exists()
 
 
 def test_an_as_of_that_a_clock_change_skips_is_a_usage_error():
@@ -364,7 +377,8 @@ def test_month_end_data_is_read_and_forecast_on_month_ends(tmp_path):
     assert data.frame["timestamp"].dt.date().to_list() == ends.to_list()
     model = sc.fit(data, FitConfig(hidden_size=8, epochs=1, horizon=3, bptt=12, batch_size=4))
     table = forecast(model, data, horizon=4)
-    assert [str(t.date()) for t in table["timestamp"]] == [
+    assert table["timestamp"].dtype == pl.Date  # dates in, dates out
+    assert [str(t) for t in table["timestamp"]] == [
         "2024-01-31",
         "2024-02-29",
         "2024-03-31",

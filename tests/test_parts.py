@@ -138,3 +138,13 @@ def test_parts_written_in_batches_or_whole_share_one_schema(folder, tmp_path):
     assert ds.dataset(out).to_table().num_rows == both.height == 7 * 6
     assert_same_forecasts(both, whole_forecast(folder).cast(both.schema))
     assert both.schema == pl.read_parquet(out / "part-0-of-2.parquet").schema
+
+
+def test_a_dataset_folder_is_made_but_a_missing_parent_fails_at_once(folder, tmp_path):
+    made = run(folder, "forecast", "--shard", "0/2", "-o", f"{tmp_path / 'new'}/", "-q")
+    assert made.exit_code == 0, made.stderr
+    assert (tmp_path / "new" / "part-0-of-2.parquet").is_file()
+    missing = run(folder, "forecast", "--shard", "0/2", "-o", f"{tmp_path / 'no' / 'such'}/", "-q")
+    assert missing.exit_code == 2
+    assert "does not exist; create it first" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "no").exists()

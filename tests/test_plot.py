@@ -134,3 +134,20 @@ def test_plot_history_longer_than_any_series_draws_all_of_it(model_path, data_pa
     result = invoke("plot", "-m", model_path, data_path, "--series", "s1", "--history", "9" * 20, "-o", out)
     assert result.exit_code == 0, result.output
     assert out.exists()
+
+
+def test_plot_as_of_marks_interpolated_values_and_does_not_draw_them_as_actuals(model_path, tmp_path):
+    import polars as pl
+
+    from streamcast.plotting import plot_forecasts
+
+    gappy = hourly_frame(series=1, length=200).filter(~pl.int_range(pl.len()).is_between(150, 153))
+    data = sc.read_series(gappy)
+    table = sc.forecast(sc.load(model_path), data, as_of="2024-01-07T00:00")
+    out = tmp_path / "gap.svg"
+    fig_path = plot_forecasts(data, table, out)
+    svg = fig_path.read_text()
+    assert "interpolated (not observed)" in svg
+    whole = hourly_frame(series=1, length=200)
+    plot_forecasts(sc.read_series(whole), table, tmp_path / "whole.svg")
+    assert "interpolated" not in (tmp_path / "whole.svg").read_text()

@@ -697,19 +697,20 @@ def test_header_names_are_read_without_surrounding_spaces(tmp_path):
     assert read_series(tmp_path / "spaces.csv").columns == Columns("unique_id", "ds", "y")
 
 
-def test_an_unknown_time_column_name_gets_a_note_naming_it():
-    data = read_series(pl.DataFrame({"when": ["2024-01-01 01:00", "2024-01-01 00:00"], "y": [1.0, 2.0]}))
+def test_a_text_column_that_is_not_timestamps_gets_a_note_when_no_time_is_found():
+    data = read_series(pl.DataFrame({"moment": ["noon", "dusk"], "y": [1.0, 2.0]}))
     assert data.freq == "1i"
     assert data.notes == (
-        "no time column found, so rows are numbered in file order; if 'when' holds the time, pass --time-col when",
+        "no time column found, so rows are numbered in file order; if 'moment' holds the time, pass --time-col moment",
     )
 
 
-def test_an_unknown_id_column_name_gets_a_note_when_timestamps_repeat():
+def test_an_unknown_id_column_is_told_by_the_timestamps_it_tells_apart():
     frame = pl.DataFrame({"store": ["a", "a", "b", "b"], "ds": hours(2) * 2, "y": [1.0, 2, 3, 4]})
     data = read_series(frame)
-    assert "if 'store' names the series, pass --id-col store" in data.notes[-1]
-    assert read_series(frame, id_col="store").series_ids == ["a", "b"]
+    assert data.columns == Columns("store", "ds", "y")
+    assert data.series_ids == ["a", "b"]
+    assert data.notes == ("read 'store' as the series id (2 series); pass --id-col to choose another",)
 
 
 def test_daily_local_midnights_with_changing_offsets_explain_the_utc_conversion(tmp_path):

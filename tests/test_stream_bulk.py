@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +12,8 @@ from streamcast.stream import engine
 from streamcast.stream.engine import StreamConfig, stream
 from streamcast.stream.input import LineParser, parser_for
 from streamcast.stream.state import StreamState
+from streamcast.stream.steady import steady_plan
+from streamcast.stream.watch import WatchConfig
 
 good_line = st.builds(
     lambda sid, hour, value: f"{sid},2024-01-01 {hour:02d}:00,{value}",
@@ -69,21 +72,31 @@ def test_csv_read_column_by_column_equals_the_line_by_line_rules(
     assert fast == slow
 
 
-def forecasts(model, lines: list[str], monkeypatch, steady: bool, batch: int) -> list:
-    if not steady:
+def forecasts(model, lines: list[str], monkeypatch, steady: bool, batch: int, watch=None) -> list:
+    planned = []  # whether each batch's steady plan was taken
+    if steady:
+        monkeypatch.setattr(engine, "steady_plan", lambda rules, obs: _noted(planned, rules, obs))
+    else:
         monkeypatch.setattr(engine, "steady_plan", lambda rules, obs: None)
     parser = parser_for(model)
     state = StreamState(model)
     batches = [parser.parse(lines[i : i + batch], i + 1) for i in range(0, len(lines), batch)]
     out = []
-    for b in stream(model, batches, state, StreamConfig(every=2, max_gap=2)):
-        out += [(f.series_id, f.timestamp, f.warming_up, f.forecast) for f in b]
+    for b in stream(model, batches, state, StreamConfig(every=2, max_gap=2, watch=watch)):
+        out += [(f.series_id, f.timestamp, f.warming_up, f.forecast, f.error, f.score, f.anomaly) for f in b]
         out.append(("events", b.accepted, b.replayed, [e.message for e in b.events]))
     monkeypatch.undo()
+    assert not steady or any(planned), "the steady plan was never taken"
     return out, state
 
 
-def test_steady_batches_planned_in_arrays_equal_the_rules_line_by_line(tiny_model, monkeypatch):
+def _noted(planned: list, rules, obs):
+    plan = steady_plan(rules, obs)
+    planned.append(plan is not None)
+    return plan
+
+
+def steady_lines() -> list[str]:
     rng = np.random.default_rng(0)
     lines = []
     for h in range(90):  # three known series, one new, a gap, a repeat and a line that goes back
@@ -93,8 +106,17 @@ def test_steady_batches_planned_in_arrays_equal_the_rules_line_by_line(tiny_mode
             lines.append(f"{sid},2024-01-{1 + h // 24:02d} {h % 24:02d}:00,{10 + rng.normal():.3f}")
         if h == 40:
             lines += ["s0,2024-01-02 16:00,3", "s0,2024-01-01 00:00,3"]
-    fast, fast_state = forecasts(tiny_model, lines, monkeypatch, steady=True, batch=17)
-    slow, slow_state = forecasts(tiny_model, lines, monkeypatch, steady=False, batch=17)
+    return lines
+
+
+@pytest.mark.parametrize("watch", [None, WatchConfig(z=1.0)], ids=["plain", "watch"])
+def test_steady_batches_planned_in_arrays_equal_the_rules_line_by_line(tiny_model, monkeypatch, watch):
+    lines = steady_lines()
+    fast, fast_state = forecasts(tiny_model, lines, monkeypatch, steady=True, batch=17, watch=watch)
+    slow, slow_state = forecasts(tiny_model, lines, monkeypatch, steady=False, batch=17, watch=watch)
+    if watch is not None:  # every observation scored, and some flagged at z=1
+        scored = [row for row in fast if row[0] != "events"]
+        assert any(row[6] for row in scored) and all(row[4] is not None for row in scored if not row[2])
     assert fast == slow
     for name in StreamState._SERIES_LISTS:
         assert getattr(fast_state, name) == getattr(slow_state, name), name

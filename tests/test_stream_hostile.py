@@ -266,7 +266,7 @@ def test_stream_state_is_one_streams_and_its_killed_checkpoint_temporaries_are_r
         result = run(model_path, GOOD, "--state", str(state))
     assert result.exit_code == 75
     assert result.stderr == (
-        f"Error: another stream is using the state file {state} (its lock {state}.lock is held); "
+        f"Error: another stream is using the state file {state} (its lock {tmp_path}/.live.state.lock is held); "
         "stop that stream first, or pass another --state file\n"
     )
     result = run(model_path, GOOD, "--state", str(state))

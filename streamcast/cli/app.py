@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import warnings
 
 import click
 
@@ -17,7 +18,7 @@ from streamcast.cli.fit import fit, info
 from streamcast.cli.forecast import forecast, plot
 from streamcast.cli.options import CONTEXT
 from streamcast.cli.stream import stream
-from streamcast.errors import StreamcastError
+from streamcast.errors import StreamcastError, StreamcastWarning
 
 _PATH_ERRORS = {
     errno.EACCES,
@@ -37,7 +38,10 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # The commands word the library's warnings in their own options' terms.
+                warnings.simplefilter("ignore", StreamcastWarning)
+                return super().invoke(ctx)
         except StreamcastError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)

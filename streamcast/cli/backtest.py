@@ -12,13 +12,18 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
+    fit_config,
     fit_options,
+    long_gap,
     notes,
     parse_floats,
     read_for_model,
     reader_for_model,
     threads_option,
+    time_zone,
     warn,
+    with_horizon,
 )
 from streamcast.errors import UsageError
 
@@ -53,6 +58,12 @@ from streamcast.errors import UsageError
     "--save-model", metavar="PATH", help="Keep the model fitted with the windows held out (not with -m)."
 )
 @click.option(
+    "--anomaly-z",
+    type=float,
+    metavar="Z",
+    help="Also stream the data as `stream --watch --anomaly-z Z` would and report how often it flags.",
+)
+@click.option(
     "--shard",
     "shard_text",
     metavar="K/N",
@@ -64,8 +75,20 @@ from streamcast.errors import UsageError
     metavar="FOLDER",
     help="Put the parts in FOLDER together: the tables of one backtest over every series.",
 )
+@click.option(
+    "--save-forecasts",
+    metavar="PATH",
+    help="Also write the forecasts behind the scores, one row per origin and step (series_id, timestamp, "
+    "cutoff, step, y, forecast, naive, seasonal_naive, observed), to .csv, .parquet or .jsonl.",
+)
+@click.option(
+    "--keep-names",
+    is_flag=True,
+    help="In --save-forecasts, name the id and time columns as the data does, so that it joins back.",
+)
 @fit_options
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or notes on stderr (warnings stay).")
 @click.pass_context
 def backtest(
@@ -83,10 +106,14 @@ def backtest(
     as_json,
     output,
     save_model,
+    anomaly_z,
     shard_text,
     combine,
+    save_forecasts,
+    keep_names,
     quantiles,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -99,6 +126,7 @@ def backtest(
       streamcast backtest sample_data/load_hourly.parquet --target load --windows 7 --epochs 10
       streamcast backtest -m model.streamcast data.parquet --per-series -o scores.csv
       streamcast backtest -m model.streamcast --json | jq .overall.mase
+      streamcast backtest -m model.streamcast data.csv --anomaly-z 4   # the flag's false-alarm rate
     """
     from streamcast.backtest import backtest as run_backtest
     from streamcast.backtest import fit_and_backtest
@@ -114,6 +142,8 @@ def backtest(
     if shard is not None:
         if as_json:
             raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
+        if anomaly_z is not None:
+            raise UsageError("--anomaly-z streams all the data, not one shard: run it without --shard")
         if model_path:
             _only_when_fitting(ctx, save_model)
         source = (model_path, data, id_col, time_col, target, covariates)
@@ -125,13 +155,20 @@ def backtest(
     if output == "-" and as_json:
         raise UsageError("-o - and --json both print to stdout: choose one")
     settings = {"windows": windows, "stride": stride, "season": season, "per_series": per_series}
+    settings["keep_forecasts"] = bool(save_forecasts)
+    if save_forecasts:
+        if save_forecasts == "-":
+            raise UsageError("--save-forecasts needs a file path: stdout carries the scores")
+        check_output_path(save_forecasts)
     if save_model:
         check_writable(save_model, "--save-model file")
+    watch = _watch_config(anomaly_z)
     set_process_threads(threads)
     if model_path:
         _only_when_fitting(ctx, save_model)
-        forecaster = streamcast.load(model_path)
-        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+        forecaster = streamcast.load(model_path).to(device)
+        # The backtest says a zone change among its own warnings.
+        series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=True)
         notes(series_data.notes, quiet)
         result = run_backtest(forecaster, series_data, **settings, threads=threads)
         scored = model_path
@@ -140,17 +177,25 @@ def backtest(
             raise UsageError("backtest needs DATA to fit a model on, or -m MODEL to score a saved one")
         from streamcast.display import FitProgress
         from streamcast.reading import read_series
-        from streamcast.training import FitConfig
 
-        config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+        config = fit_config(options, quantiles=parse_floats(quantiles), covariates=tuple(covariates))
         series_data = read_series(
-            data, id_col=id_col, time_col=time_col, target=target, covariates=covariates
+            data,
+            id_col=id_col,
+            time_col=time_col,
+            target=target,
+            covariates=covariates,
+            max_gap=long_gap(),
+            time_zone=time_zone(),
+            future_covariates=config.future_covariates,
+            static=config.static,
         )
         progress = FitProgress(quiet=quiet, epochs=config.epochs)
         progress.notes(series_data.notes)
+        config = with_horizon(config, options["horizon"], series_data.freq, quiet)
         with progress:
             forecaster, result = fit_and_backtest(
-                series_data, config, on_epoch=progress.epoch, **settings, threads=threads
+                series_data, config, on_epoch=progress.epoch, **settings, threads=threads, device=device
             )
         if save_model:
             progress.summary(forecaster, streamcast.save(forecaster, save_model))
@@ -158,7 +203,30 @@ def backtest(
     notes(result.notes, quiet)
     for warning in result.warnings:
         warn(warning)
-    _print_backtest(result, scored, series_data.source, as_json, output, quiet)
+    if save_forecasts:
+        from streamcast.forecasting import with_source_names
+        from streamcast.output import write_frame
+
+        rows = with_source_names(result.forecasts, series_data.columns) if keep_names else result.forecasts
+        write_frame(rows, save_forecasts)
+        if not quiet:
+            click.echo(f"wrote {save_forecasts} ({result.forecasts.height:,} forecasts)", err=True)
+    alarms = None
+    if watch is not None:
+        from streamcast.alarms import alarm_rate
+
+        alarms = alarm_rate(forecaster, series_data, watch, threads=threads)
+        if not as_json:
+            click.echo(alarms.describe(), err=True)
+    _print_backtest(result, scored, series_data.source, as_json, output, quiet, alarms)
+
+
+def _watch_config(anomaly_z: float | None):
+    if anomaly_z is None:
+        return None
+    from streamcast.stream.watch import WatchConfig
+
+    return WatchConfig(z=anomaly_z)
 
 
 def _backtest_shard(
@@ -170,11 +238,12 @@ def _backtest_shard(
     from streamcast.backtest import PART_SCHEMA
     from streamcast.backtest import backtest as run_backtest
     from streamcast.output import check_output_path, write_frame
-    from streamcast.parts import output_for
+    from streamcast.parts import make_dataset_folder, output_for
 
     model_path, data, *columns = source
     if not model_path:
         raise UsageError("--shard scores a saved model: fit once, then pass -m MODEL to every shard")
+    make_dataset_folder(output)
     output = output_for(output, shard, from_torchrun)
     check_output_path(output)
     forecaster = streamcast.load(model_path)
@@ -226,7 +295,9 @@ def _only_when_fitting(ctx: click.Context, save_model: str | None) -> None:
         )
 
 
-def _print_backtest(result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool) -> None:
+def _print_backtest(
+    result, scored: str, source: str, as_json: bool, output: str | None, quiet: bool, alarms=None
+) -> None:
     """The tables are the result: rich on a terminal, CSV in a pipe (unless -o), JSON on request."""
     from streamcast.output import write_frame
 
@@ -235,7 +306,8 @@ def _print_backtest(result, scored: str, source: str, as_json: bool, output: str
     if output == "-":
         return  # the tables went to stdout as CSV: nothing else may follow them there
     if as_json:
-        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict()}, indent=2))
+        extra = {"anomalies": alarms.to_dict()} if alarms is not None else {}
+        click.echo(json.dumps({"model": scored, "data": source, **result.to_dict(), **extra}, indent=2))
     elif sys.stdout.isatty():
         from streamcast.display import print_backtest
 

@@ -15,9 +15,14 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
+    fit_config,
     fit_options,
+    long_gap,
     parse_floats,
     threads_option,
+    time_zone,
+    with_horizon,
 )
 from streamcast.errors import ModelFileError, UsageError
 from streamcast.modelheader import DEFAULT_MODEL_PATH
@@ -54,6 +59,7 @@ from streamcast.modelheader import DEFAULT_MODEL_PATH
     help="With --auto: no candidate starts an epoch after this many seconds.",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def fit(
     data,
@@ -67,6 +73,7 @@ def fit(
     auto,
     time_budget,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -77,14 +84,18 @@ def fit(
       streamcast fit data.csv --auto --time-budget 120
       streamcast fit data.csv --cell lstm --hidden 128 --bptt 96 --horizon 48 -o lstm.streamcast
       streamcast fit data.csv --report training.png
+      torchrun --nproc-per-node 2 -m streamcast fit dataset/ --threads 1
+      streamcast fit load.csv --target load --future-covariate temperature --holidays DE
     """
     from streamcast.display import FitProgress
-    from streamcast.reading import read_series
+    from streamcast.distributed import world_from_env
     from streamcast.threads import set_process_threads
-    from streamcast.training import FitConfig
-    from streamcast.training import fit as fit_model
+    from streamcast.torchrun import fit_parallel
 
-    config = FitConfig(quantiles=parse_floats(quantiles), covariates=tuple(covariates), **options)
+    config = fit_config(options, quantiles=parse_floats(quantiles), covariates=tuple(covariates))
+    rank, world_size, _ = world_from_env()
+    if auto and world_size > 1:
+        raise UsageError("--auto tries its candidates in one process: run it without torchrun")
     if data != "-" and Path(output).resolve() == Path(data).resolve():
         raise UsageError(f"-o {output} is the data file: the model would overwrite it; choose another path")
     if auto:
@@ -99,18 +110,48 @@ def fit(
 
         check_figure_path(report)  # before training, not after
     set_process_threads(threads)
-    series = read_series(data, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
-    progress = FitProgress(quiet=quiet, epochs=config.epochs, members=config.ensemble)
-    progress.notes(series.notes)
+    read_options = {
+        "id_col": id_col,
+        "time_col": time_col,
+        "target": target,
+        "covariates": covariates,
+        "max_gap": long_gap(),
+        "time_zone": time_zone(),
+        "future_covariates": config.future_covariates,
+        "static": config.static,
+    }
+    # Under torchrun, rank 0 alone reports and writes the model.
+    progress = FitProgress(quiet=quiet or rank != 0, epochs=config.epochs, members=config.ensemble)
+
+    def horizon_for(config, series):
+        return with_horizon(config, options["horizon"], series.freq, quiet or rank != 0)
+
     if auto:
         from streamcast.autofit import fit_auto
+        from streamcast.reading import read_series
 
+        series = read_series(data, **read_options)
+        progress.notes(series.notes)
+        config = horizon_for(config, series)
         progress.members, progress.budget = 0, time_budget  # unknown: as many as the budget allows
         with progress:
-            forecaster = fit_auto(series, config, time_budget, on_epoch=progress.epoch, threads=threads)
+            forecaster = fit_auto(
+                series, config, time_budget, on_epoch=progress.epoch, threads=threads, device=device
+            )
     else:
-        with progress:
-            forecaster = fit_model(series, config, on_epoch=progress.epoch, threads=threads)
+        with progress:  # the reading notes print above the live table
+            forecaster = fit_parallel(
+                data,
+                config,
+                progress.epoch,
+                threads=threads,
+                device=device,
+                on_read=progress.notes,
+                adjust=horizon_for,
+                **read_options,
+            )
+    if rank != 0:
+        return
     path = streamcast.save(forecaster, output)
     progress.summary(forecaster, path)
     if report:
@@ -130,16 +171,28 @@ def _training_report(forecaster, report: str, model_path, quiet: bool) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model_path", default=DEFAULT_MODEL_PATH, type=click.Path(dir_okay=False))
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "-m",
+    "--model",
+    "model_option",
+    type=click.Path(dir_okay=False),
+    help=f"The model file, as every other command takes it (or give it as PATH) [default: {DEFAULT_MODEL_PATH}].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON on stdout.")
-def info(model_path, as_json):
+def info(path, model_option, as_json):
     """Show what is inside a model file: config, data, metrics and gradient health.
 
     \b
       streamcast info model.streamcast
+      streamcast info -m model.streamcast
       streamcast info --json | jq .info.gradient_health
     """
     from streamcast.modelheader import read_metadata
+
+    if path and model_option and path != model_option:
+        raise UsageError(f"two model files given ({path} and -m {model_option}): give one")
+    model_path = path or model_option or DEFAULT_MODEL_PATH
 
     meta = read_metadata(model_path)
     if as_json:

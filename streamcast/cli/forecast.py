@@ -10,6 +10,7 @@ import streamcast
 from streamcast.cli.options import (
     CONTEXT,
     data_options,
+    device_option,
     model_option,
     notes,
     read_for_model,
@@ -62,7 +63,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="Seconds to wait for another run writing the same output.",
 )
+@click.option(
+    "--keep-names",
+    is_flag=True,
+    help="Name the id and time columns as the data does (e.g. store, when), not series_id and timestamp, so that the output joins back to its table.",
+)
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes or warnings on stderr.")
 def forecast(
     data,
@@ -79,7 +86,9 @@ def forecast(
     shard_text,
     batch_series,
     lock_timeout,
+    keep_names,
     threads,
+    device,
     quiet,
 ):
     """Forecast every series from a saved model; CSV on stdout unless -o.
@@ -98,37 +107,44 @@ def forecast(
     """
     from streamcast.locking import output_lock
     from streamcast.output import check_output_path, write_frames
-    from streamcast.parts import choose_shard, lock_path, output_for
+    from streamcast.parts import choose_shard, make_dataset_folder, output_for
     from streamcast.threads import set_process_threads
 
     if not lock_timeout >= 0:  # NaN too
         raise UsageError("--lock-timeout must be >= 0 seconds")
     shard, from_torchrun = choose_shard(shard_text)
+    make_dataset_folder(output)
     output = output_for(output, shard, from_torchrun)
     set_process_threads(threads)
     settings = {"horizon": horizon, "context": context, "as_of": as_of, "threads": threads}
     columns = (id_col, time_col, target, covariates)
-    choice = {"series": series, "shard": shard, "batch_series": batch_series}
+    choice = {
+        "series": series,
+        "shard": shard,
+        "batch_series": batch_series,
+        "keep_names": keep_names,
+        "device": device,
+    }
     if output == "-":
         write_frames(_forecast_tables(model_path, data, columns, choice, settings, quiet), "-")
         return
     check_output_path(output)
     # The whole run holds the lock, not just the write: a run that started earlier on older data
     # must not finish later and replace a newer forecast.
-    with output_lock(output, lock_timeout, lock_path(output)):
+    with output_lock(output, lock_timeout):
         write_frames(_forecast_tables(model_path, data, columns, choice, settings, quiet), output)
 
 
 def _forecast_tables(model_path, data, columns: tuple, choice: dict, settings: dict, quiet: bool):
     """Load, read batch by batch, forecast, and tell the user what they should know about the result."""
     from streamcast.batches import BATCH_SERIES
-    from streamcast.forecasting import forecast_source
+    from streamcast.forecasting import forecast_source, with_source_names
 
-    forecaster = streamcast.load(model_path)
+    forecaster = streamcast.load(model_path).to(choice["device"])
     reader = reader_for_model(forecaster, data, *columns)
     ids = reader.share(series=choice["series"], shard=choice["shard"])
     _warn_about_horizon(forecaster, settings["horizon"], quiet)
-    seen = _Seen(quiet)
+    seen = _Seen(forecaster, quiet)
     batch_series = BATCH_SERIES if choice["batch_series"] is None else choice["batch_series"]
     series = ids if choice["series"] else ()
     tables = forecast_source(
@@ -136,14 +152,15 @@ def _forecast_tables(model_path, data, columns: tuple, choice: dict, settings: d
     )
     for table in tables:
         seen.table(table)
-        yield table
+        yield with_source_names(table, forecaster.columns) if choice["keep_names"] else table
     seen.finish(settings["as_of"])
 
 
 class _Seen:
     """What the batches told along the way, said once: reading notes, new series, a late --as-of."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, forecaster, quiet: bool) -> None:
+        self.forecaster = forecaster
         self.quiet = quiet
         self.said: set[str] = set()
         self.last = None
@@ -153,6 +170,10 @@ class _Seen:
     def batch(self, data) -> None:
         notes([n for n in data.notes if n not in self.said], self.quiet)
         self.said.update(data.notes)
+        if self.last is None:  # every batch comes from one source, in one zone
+            moved = self.forecaster.in_model_zone(data)[1]
+            if moved and not self.quiet:
+                warn(moved)
         last = data.frame["timestamp"].max()
         self.last = last if self.last is None else max(self.last, last)
         self.dtype = data.frame["timestamp"].dtype
@@ -225,6 +246,7 @@ def _warn_about_settings(
     help="Steps of history drawn before the origin [default: 4 x horizon].",
 )
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No notes on stderr.")
 def plot(
     data,
@@ -239,6 +261,7 @@ def plot(
     horizon,
     history,
     threads,
+    device,
     quiet,
 ):
     """Draw chosen series: their history, the forecast and its interval, and the actual values after
@@ -254,8 +277,8 @@ def plot(
 
     check_figure_path(output)
     set_process_threads(threads)
-    forecaster = streamcast.load(model_path)
-    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates)
+    forecaster = streamcast.load(model_path).to(device)
+    series_data = read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet=quiet)
     notes(series_data.notes, quiet)
     chosen = series or series_data.series_ids[:4]
     if not series and len(series_data.series_ids) > 4:

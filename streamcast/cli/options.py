@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
 from streamcast.modelheader import DEFAULT_MODEL_PATH
 from streamcast.threads import ENV, check_threads, default_threads
@@ -14,22 +15,49 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def data_options(f):
     """Column options shared by every command that reads series."""
     f = click.option(
+        "--time-zone",
+        metavar="ZONE",
+        expose_value=False,
+        callback=lambda ctx, param, value: ctx.meta.__setitem__("time_zone", value),
+        help="Read the timestamps in this IANA zone (e.g. Europe/Berlin): zoned ones and UTC offsets "
+        "are converted, naive ones are its local times [default: the data's own; a model's data: "
+        "the zone it was trained in].",
+    )(f)
+    f = click.option(
+        "--long-gap",
+        type=click.IntRange(min=1),
+        default=24,
+        show_default=True,
+        metavar="STEPS",
+        expose_value=False,
+        # Read where the data is read (read_for_model, fit): it only sets when a note is due.
+        callback=lambda ctx, param, value: ctx.meta.__setitem__("long_gap", value),
+        help="Gaps filled by interpolation that are longer than this get a note each.",
+    )(f)
+    f = click.option(
         "--covariate",
         "covariates",
         multiple=True,
         metavar="COL",
         help="Numeric covariate column (repeatable).",
     )(f)
-    f = click.option("--target", metavar="COL", help="Value column (default: y, value or target).")(f)
+    f = click.option("--target", metavar="COL", help=f"Value column [default: {_names(TARGET_NAMES)}].")(f)
     f = click.option(
-        "--time-col", metavar="COL", help="Timestamp column (default: ds, timestamp, time or date)."
+        "--time-col",
+        metavar="COL",
+        help=f"Timestamp column [default: {_names(TIME_NAMES)}, or the one column of timestamps].",
     )(f)
     f = click.option(
         "--id-col",
         metavar="COL",
-        help="Series id column (default: unique_id, id, series_id or series).",
+        help=f"Series id column [default: {_names(ID_NAMES)}, or the one column that tells apart "
+        "the rows of a timestamp].",
     )(f)
     return f
+
+
+def _names(names) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def threads_option(f):
@@ -43,6 +71,26 @@ def threads_option(f):
         "on 2 shared cores a second thread made every command 3-27x slower, spin-waiting while "
         "another process holds a core (see README, Benchmarks).",
     )(f)
+
+
+def device_option(f):
+    """`--device` on every command that runs the network; the rule lives in streamcast.devices."""
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        callback=_device,
+        help="Where the network runs: auto takes a CUDA GPU when torch sees one, else the CPU. "
+        "Model and state files load on any device, whichever wrote them.",
+    )(f)
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str):
+    """The torch device, resolved as the options are read: an absent GPU is a usage error at once."""
+    from streamcast.devices import resolve_device
+
+    return resolve_device(value)
 
 
 def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
@@ -109,7 +157,11 @@ def fit_options(f):
             help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' scale; auto: window when the values are modelled in logs.",
         ),
         click.option(
-            "--horizon", type=int, default=24, show_default=True, help="Steps ahead forecast at every step."
+            "--horizon",
+            type=int,
+            help="Steps ahead forecast at every step [default: by frequency, and said: a day of hourly "
+            "to 15-minute data, an hour of finer, 14 daily, 13 weekly, 18 monthly, 8 quarterly, 6 yearly; "
+            "24 steps without timestamps].",
         ),
         click.option(
             "--quantiles",
@@ -207,10 +259,61 @@ def fit_options(f):
             help="Epochs without improvement before stopping.",
         ),
         click.option("--seed", type=int, default=0, show_default=True),
+        *known_options(),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def fit_config(options: dict, **more):
+    """The FitConfig of fit's options; without --horizon, a placeholder until the data's frequency
+    is known (`with_horizon`)."""
+    from streamcast.training import FitConfig
+
+    return FitConfig(**{**options, "horizon": options["horizon"] or 24}, **more)
+
+
+def with_horizon(config, given: int | None, freq: str, quiet: bool):
+    """The config with the horizon the data's frequency suggests when --horizon was not given."""
+    import dataclasses
+
+    from streamcast.features import default_horizon
+
+    if given is not None:
+        return config
+    steps, words = default_horizon(freq)
+    notes([f"--horizon not given: forecasting {steps} steps ({words}); pass --horizon N to choose"], quiet)
+    return dataclasses.replace(config, horizon=steps)
+
+
+def known_options() -> list:
+    """Inputs known in advance (issue 14): `forecast` and `stream` then need their future values."""
+    return [
+        click.option(
+            "--future-covariate",
+            "future_covariates",
+            multiple=True,
+            metavar="COL",
+            help="Numeric column known in advance, e.g. a weather forecast (repeatable): at each step "
+            "the network sees its next --horizon values; `forecast` reads them from rows after the "
+            "last observation (target empty).",
+        ),
+        click.option(
+            "--holidays",
+            metavar="COUNTRY",
+            default="",
+            help="Holiday flags of the next --horizon steps as inputs, from the holidays package "
+            "(e.g. DE, US, GB-ENG; pip install 'streamcast[holidays]').",
+        ),
+        click.option(
+            "--static",
+            multiple=True,
+            metavar="COL",
+            help="Column with one value per series, e.g. region or size (repeatable): text one-hot, "
+            "numbers scaled, as inputs at every step.",
+        ),
+    ]
 
 
 def parse_floats(text: str | None) -> tuple[float, ...]:
@@ -234,15 +337,31 @@ def notes(notes, quiet: bool) -> None:
             click.echo(f"note: {note}", err=True)
 
 
-def read_for_model(forecaster, data, id_col, time_col, target, covariates):
-    """Read DATA, or the model's own data source, with the model's column mapping unless overridden."""
+def long_gap() -> int:
+    """The --long-gap of the running command."""
+    return click.get_current_context().meta.get("long_gap", 24)
+
+
+def time_zone() -> str | None:
+    """The --time-zone of the running command."""
+    return click.get_current_context().meta.get("time_zone")
+
+
+def read_for_model(forecaster, data, id_col, time_col, target, covariates, quiet: bool = False):
+    """Read DATA, or the model's own data source, with the model's column mapping and time zone
+    unless overridden; warn when the data's zone is not the model's."""
     from streamcast.reading import read_series
 
-    return _with_model_columns(read_series, forecaster, data, id_col, time_col, target, covariates)
+    series = _with_model_columns(read_series, forecaster, data, id_col, time_col, target, covariates)
+    series, moved = forecaster.in_model_zone(series)
+    if moved and not quiet:
+        warn(moved)
+    return series
 
 
 def reader_for_model(forecaster, data, id_col, time_col, target, covariates):
-    """`read_for_model` for reading in batches of series: a BatchReader that has listed the ids."""
+    """`read_for_model` for reading in batches of series: a BatchReader that has listed the ids
+    (the batches it reads are put in the model's zone as they are forecast)."""
     from streamcast.batches import BatchReader
 
     def open_reader(source, **options):
@@ -265,6 +384,10 @@ def _with_model_columns(read, forecaster, data, id_col, time_col, target, covari
             time_col=time_col or cols.time,
             target=target or cols.target,
             covariates=covariates or cols.covariates,
+            max_gap=long_gap(),
+            time_zone=time_zone() or forecaster.time_zone,
+            future_covariates=cols.future_covariates,
+            static=cols.static,
         )
     except UsageError as exc:
         # A column the user did not name came from the model: say so, not "from --covariate".

@@ -7,13 +7,16 @@ import sys
 from collections.abc import Iterator
 
 import click
+from click.core import ParameterSource
 
 import streamcast
 from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
+    device_option,
     model_option,
     threads_option,
+    warn,
 )
 from streamcast.errors import DataError, UsageError
 
@@ -134,7 +137,26 @@ from streamcast.errors import DataError, UsageError
 @click.option(
     "--save-model", metavar="PATH", help="With --learn: write the adapted model here at every checkpoint."
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Score each observation against its one-step forecast: error, score, anomaly in every line.",
+)
+@click.option(
+    "--anomaly-z",
+    type=float,
+    metavar="Z",
+    help="An anomaly lies beyond Z standard deviations of the recent errors (quantile models: of the "
+    "predicted interval) [default: 4; implies --watch].",
+)
+@click.option("--only-anomalies", is_flag=True, help="Print only the lines of anomalies (implies --watch).")
+@click.option(
+    "--metrics-port",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics on this port (all interfaces unless HOST; needs streamcast[metrics]).",
+)
 @threads_option
+@device_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
 def stream(
     source,
@@ -152,7 +174,12 @@ def stream(
     learn_window,
     learn_every,
     save_model,
+    watch,
+    anomaly_z,
+    only_anomalies,
+    metrics_port,
     threads,
+    device,
     quiet,
     **options,
 ):
@@ -162,9 +189,14 @@ def stream(
       tail -f meter.csv | streamcast stream -m model.streamcast
       cat ticks.jsonl | streamcast stream --state stream.state --output-format csv
       producer | streamcast stream --warmup history.parquet --every 4 --learn --save-model live.streamcast
+      producer | streamcast stream --only-anomalies --metrics-port 9108 | alert
+
+    SIGHUP reloads the model file (-m) between micro-batches; series keep their states when its
+    shapes match.
     """
     from pathlib import Path
 
+    from streamcast.devices import resolve_device
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
     from streamcast.shards import parse_shard
@@ -172,8 +204,11 @@ def stream(
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
     from streamcast.stream.state import StreamState
+    from streamcast.stream.watch import WatchConfig
     from streamcast.threads import set_process_threads
 
+    watching = watch or only_anomalies or anomaly_z is not None
+    watch_config = WatchConfig(**({"z": anomaly_z} if anomaly_z is not None else {})) if watching else None
     if save_model and not learn:
         raise UsageError("--save-model writes the model adapted by --learn: add --learn")
     if save_model and model_path != "-" and Path(save_model).resolve() == Path(model_path).resolve():
@@ -190,9 +225,15 @@ def stream(
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     partition = parse_shard(options["partition"], "--partition") if options["partition"] else None
+    if learn and device.type != "cpu":
+        if click.get_current_context().get_parameter_source("device") is ParameterSource.COMMANDLINE:
+            raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
+        device = resolve_device("cpu")  # --device auto found a GPU, but the learner runs on the CPU
     set_process_threads(threads)
-    forecaster = streamcast.load(model_path)
+    _ignore_hangup_until_serving()
+    forecaster = streamcast.load(model_path).to(device)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
+    metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     config = StreamConfig(
         warmup=options["warmup_ticks"],
         max_gap=options["max_gap"],
@@ -200,6 +241,7 @@ def stream(
         strict=options["strict"],
         start=_stream_start(start, forecaster.freq),
         learn=learn_config,
+        watch=watch_config,
         max_jump=options["max_jump"],
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
@@ -225,7 +267,13 @@ def stream(
                 time_col=cols.time,
                 target=cols.target,
                 covariates=cols.covariates,
+                time_zone=forecaster.time_zone,
+                future_covariates=cols.future_covariates,
+                static=forecaster.columns.static,
             )
+            history, moved = forecaster.in_model_zone(history)
+            if moved:
+                warn(moved)
             warmed = warm_up(forecaster, state, history, threads=threads, partition=partition)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
         session_options = SessionOptions(
@@ -237,6 +285,9 @@ def stream(
             options["batch_lines"],
             quiet,
             threads,
+            only_anomalies,
+            model_path if model_path != "-" else None,
+            metrics,
         )
         session = StreamSession(
             forecaster, state, config, parser, session_options, sys.stdout.buffer, sys.stderr
@@ -254,6 +305,27 @@ def stream(
     sys.exit(code)
 
 
+def _ignore_hangup_until_serving() -> None:
+    """A SIGHUP sent while the stream starts (a refit finishing just then) must not kill it: the
+    model is loaded after this, and the session's own handler takes over once lines flow."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _serve_metrics(text: str):
+    """Start the Prometheus endpoint; a port that cannot be had is a usage error before any input."""
+    from streamcast.stream.monitoring import StreamMetrics, parse_address
+
+    host, port = parse_address(text)
+    metrics = StreamMetrics()
+    bound = metrics.serve(host, port)
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
+    return metrics
+
+
 @contextlib.contextmanager
 def _state_lock(path: str | None) -> Iterator[None]:
     """One stream per state file: a second one would overwrite the first's checkpoints. Holding
@@ -262,14 +334,14 @@ def _state_lock(path: str | None) -> Iterator[None]:
         yield
         return
     from streamcast.errors import LockTimeout
-    from streamcast.locking import output_lock
+    from streamcast.locking import lock_path, output_lock
 
     try:
         with output_lock(path, 0):
             yield
     except LockTimeout:
         raise LockTimeout(
-            f"another stream is using the state file {path} (its lock {path}.lock is held); "
+            f"another stream is using the state file {path} (its lock {lock_path(path)} is held); "
             "stop that stream first, or pass another --state file"
         ) from None
 

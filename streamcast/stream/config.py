@@ -10,6 +10,7 @@ from streamcast.features import season_length
 from streamcast.forecaster import Forecaster
 from streamcast.online import LearnConfig
 from streamcast.shards import Shard
+from streamcast.stream.watch import WatchConfig
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class StreamConfig:
         None  # time of a new series' first value when lines carry no time [default: now]
     )
     learn: LearnConfig | None = None  # online learning; None: the weights stay as loaded
+    watch: WatchConfig | None = None  # score each observation against its one-step forecast
     max_jump: int = 1000  # periods ahead beyond which a line must be confirmed by the series' next one
     max_series: int | None = None  # series held at most; beyond, the least recently seen are evicted
     idle_evict: int | None = (

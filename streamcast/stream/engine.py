@@ -24,6 +24,7 @@ Rules, per series and observation, in this order:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,8 +34,9 @@ import polars as pl
 import torch
 
 from streamcast.errors import StrictStop
-from streamcast.features import input_rows, to_model_units
+from streamcast.features import input_rows, static_rows, to_model_units
 from streamcast.forecaster import Forecaster
+from streamcast.known import known_table
 from streamcast.model import select_state
 from streamcast.online import OnlineLearner
 from streamcast.reading import SeriesFrame
@@ -46,6 +48,7 @@ from streamcast.stream.input import Event, Observations
 from streamcast.stream.rules import LineColumns, LineRules, Plan
 from streamcast.stream.state import StreamState
 from streamcast.stream.steady import steady_plan
+from streamcast.stream.watch import SeriesWatch, Watched
 from streamcast.threads import torch_threads
 
 __all__ = [  # StreamConfig, Grid and default_warmup live in their own modules; importable here too
@@ -71,6 +74,9 @@ class Forecast:
     timestamps: list[datetime | int]
     quantiles: dict[float, list[float]]
     warming_up: bool
+    error: float | None = None  # with watching: the miss of the one-step forecast made for it
+    score: float | None = None  # the error in units of the series' recent error spread
+    anomaly: bool = False
 
 
 @dataclass
@@ -87,6 +93,7 @@ class StreamBatch:
     point_index: int
     time_zone: str | None
     events: list[Event] = field(default_factory=list)
+    watched: Watched | None = None  # with StreamConfig.watch: errors, scores, anomaly flags
     replayed: int = 0
     accepted: int = 0  # observations taken in, emitted or not (--every)
     evicted: int = 0  # series dropped from memory after this batch (--max-series, --idle-evict)
@@ -100,6 +107,7 @@ class StreamBatch:
         ahead = self.grid.shift(np.repeat(self.times, horizon), np.tile(np.arange(1, horizon + 1), len(self)))
         ahead = self.grid.to_python(ahead, self.time_zone)
         stamps = self.grid.to_python(self.times, self.time_zone)
+        w = self.watched
         for r, sid in enumerate(self.series_ids):
             yield Forecast(
                 sid,
@@ -108,7 +116,16 @@ class StreamBatch:
                 ahead[r * horizon : (r + 1) * horizon],
                 {q: self.values[r, :, i].tolist() for i, q in enumerate(self.quantiles)},
                 bool(self.warming_up[r]),
+                *((_number(w.error[r]), _number(w.score[r]), bool(w.anomaly[r])) if w is not None else ()),
             )
+
+    @property
+    def anomalies(self) -> int:
+        return int(self.watched.anomaly.sum()) if self.watched is not None else 0
+
+
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
 
 
 def stream(
@@ -158,6 +175,8 @@ class _Engine:
             state.learner = OnlineLearner(forecaster.net, loss, config.learn)
         elif config.learn is not None:
             state.learner.config = config.learn
+        if config.watch is not None and state.watch is None:
+            state.watch = SeriesWatch(forecaster.quantiles, forecaster.point_index)
 
     @property
     def net(self):
@@ -235,6 +254,14 @@ class _Engine:
             st.evict(sorted(gone))
         return len(gone)
 
+    def _static(self, runs: list[int], counts: np.ndarray) -> np.ndarray | None:
+        """Each row's static inputs: those the model kept for its series (zeros for a new one)."""
+        f = self.forecaster
+        if not f.spec.static:
+            return None
+        per_run = static_rows(f.spec, [f.static_values.get(self.state.ids[s]) for s in runs])
+        return np.repeat(per_run, counts, axis=0)
+
     def _run(self, plan: Plan) -> dict:
         """Run the plan's rows through the network: every run in one batched call."""
         if len(plan.row_run) == 0:
@@ -251,11 +278,13 @@ class _Engine:
         scaled = (to_model_units(np.asarray(plan.row_value)[order], self.rules.transform) - loc) / scale
         stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
-        inputs = input_rows(scaled, stamps, cov, f.spec)
+        inputs = input_rows(scaled, stamps, cov, f.spec, self._static(plan.run_series, counts))
         emit = np.asarray(plan.row_emit)[order]
+        # Watching scores every observation, so every one needs its forecast (filled steps do not).
+        wanted = emit if self.config.watch is None else np.asarray(plan.row_obs)[order] >= 0
         within = np.arange(len(order)) - np.repeat(offsets[:-1], counts)
-        emitted_run = run[order][emit]
-        positions = np.split(within[emit], np.cumsum(np.bincount(emitted_run, minlength=n_runs))[:-1])
+        wanted_run = run[order][wanted]
+        positions = np.split(within[wanted], np.cumsum(np.bincount(wanted_run, minlength=n_runs))[:-1])
         initial = st.rows(plan.run_series, plan.run_fresh)
         # A micro-batch is a few ticks of many series: one call for all of them (no cache to win).
         outputs, final = run_series(self.net, inputs, offsets, positions, initial=initial, series_batch=4096)
@@ -263,15 +292,45 @@ class _Engine:
         st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
         if st.learner is not None and self.config.learn is not None:
             st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
-        values = f.point_and_quantiles(outputs, loc[emit], scale[emit])
-        obs_index = np.asarray(plan.row_obs, dtype=np.int64)[order][emit]
+        values = f.point_and_quantiles(outputs, loc[wanted], scale[wanted])
+        watched = None
+        if self.config.watch is not None:
+            watched, emit = self._watch(plan, order, wanted, values, emit, final, last_run)
+            values, watched = values[emit], watched.take(emit)
+        rows = np.flatnonzero(wanted)[emit] if watched is not None else np.flatnonzero(emit)  # sorted rows
+        obs_index = np.asarray(plan.row_obs, dtype=np.int64)[order][rows]
         back = np.argsort(obs_index, kind="stable")  # input order
         return {
             "obs": obs_index[back],
             "values": values[back],
-            "warming": np.asarray(plan.row_warming)[order][emit][back],
-            "times": np.asarray(plan.row_time, dtype=np.int64)[order][emit][back],
+            "warming": np.asarray(plan.row_warming)[order][rows][back],
+            "times": np.asarray(plan.row_time, dtype=np.int64)[order][rows][back],
+            "watched": watched.take(back) if watched is not None else None,
         }
+
+    def _watch(self, plan, order, wanted, values, emit, final, last_run) -> tuple[Watched, np.ndarray]:
+        """Score the observed rows against their pending forecasts; which of them to emit (the
+        --every ones and every anomaly). A series with an anomaly restarts its learning window
+        after it, so that the anomaly never becomes a training target."""
+        st = self.state
+        st.watch.ensure(len(st))
+        run = np.asarray(plan.run_series, dtype=np.int64)[np.asarray(plan.row_run, dtype=np.int64)[order]]
+        pick = lambda name, dtype=np.float64: np.asarray(getattr(plan, name), dtype=dtype)[order][wanted]  # noqa: E731
+        times = pick("row_time", np.int64)
+        watched = st.watch.score(
+            self.config.watch,
+            run[wanted],
+            times,
+            self.grid.shift(times, np.ones(len(times), dtype=np.int64)),
+            pick("row_value"),
+            values,
+            pick("row_warming", bool),
+            pick("row_scale"),
+        )
+        if st.learner is not None and self.config.learn is not None and watched.anomaly.any():
+            flagged = sorted(set(run[wanted][watched.anomaly].tolist()))
+            st.learner.restart(flagged, select_state(final, torch.tensor([last_run[s] for s in flagged])))
+        return watched, emit[wanted] | watched.anomaly
 
     def _batch(
         self, pieces: list[dict], obs: Observations, events: list[Event], replayed: int, accepted: int
@@ -284,11 +343,15 @@ class _Engine:
             values = np.concatenate([p["values"] for p in pieces])
             warming = np.concatenate([p["warming"] for p in pieces])
             times = np.concatenate([p["times"] for p in pieces])
+            watched = (
+                Watched.concat([p["watched"] for p in pieces]) if self.config.watch is not None else None
+            )
         else:
             index = np.zeros(0, dtype=np.int64)
             values = np.zeros((0, c.horizon, c.outputs_per_step))
             warming = np.zeros(0, dtype=bool)
             times = np.zeros(0, dtype=np.int64)
+            watched = Watched.concat([]) if self.config.watch is not None else None
         return StreamBatch(
             series_ids=[obs.series_ids[i] for i in index.tolist()],
             times=times,
@@ -302,6 +365,7 @@ class _Engine:
             events=events,
             replayed=replayed,
             accepted=accepted,
+            watched=watched,
         )
 
 
@@ -326,7 +390,9 @@ def warm_up(
         frame = frame.filter(pl.col("series_id").is_in([sid for sid in ids if partition.holds(sid)]))
     if frame.height == 0:
         return []
-    inputs = forecaster.inputs(frame)
+    spec = forecaster.spec
+    future = known_table(history, spec.future_covariates) if spec.future_covariates else None
+    inputs = forecaster.inputs(frame, future=future, static=history.static)
     empty = [np.zeros(0, dtype=np.int64)] * len(inputs.series_ids)
     net = state.learner.serving if state.learner is not None else forecaster.net
     with torch_threads(threads):
@@ -339,11 +405,7 @@ def warm_up(
         stamps = stamps.dt.epoch("us")
     last_times = stamps.gather(ends).to_list()
     last_values = frame["value"].gather(ends).to_list()
-    covs = (
-        frame.select(forecaster.spec.covariates).to_numpy()[ends].tolist()
-        if forecaster.spec.covariates
-        else None
-    )
+    covs = _last_covariates(forecaster, frame, inputs, ends)
     lengths = inputs.lengths().tolist()
     indices = [state.series_index(sid) for sid in inputs.series_ids]
     state.set_rows(indices, final)
@@ -356,3 +418,18 @@ def warm_up(
             state.last_covariates[s] = covs[j]
     state.newest = max([t for t in (state.newest, *last_times) if t is not None], default=None)
     return inputs.series_ids
+
+
+def _last_covariates(forecaster: Forecaster, frame: pl.DataFrame, inputs, ends: np.ndarray) -> list | None:
+    """Each series' covariates at its last row, as a stream line carries them: the past ones,
+    then each future covariate's next values (unscaled back from the input rows)."""
+    spec = forecaster.spec
+    if not (spec.covariates or spec.future_covariates):
+        return None
+    past = frame.select(spec.covariates).to_numpy()[ends] if spec.covariates else np.zeros((len(ends), 0))
+    at = 1 + len(spec.calendar) + len(spec.covariates)
+    width = len(spec.future_covariates) * spec.future_steps
+    loc = np.repeat(spec.future_loc, spec.future_steps)
+    scale = np.repeat(spec.future_scale, spec.future_steps)
+    ahead = inputs.inputs[ends, at : at + width].astype(np.float64) * scale + loc
+    return np.concatenate([past, ahead], axis=1).tolist()

@@ -71,6 +71,33 @@ def read_number(raw, name: str) -> float | None:
         raise BadLine(f"{name} {show(raw)} is not a number") from None
 
 
+def read_values_ahead(raw, name: str, steps: int) -> list[float]:
+    """A future covariate's values for the next `steps` steps: a JSON list, or numbers separated by
+    spaces (a CSV field); every one a finite number."""
+    if isinstance(raw, str):
+        items = raw.split()
+    elif isinstance(raw, list):
+        items = raw
+    elif raw is not None and steps == 1:
+        items = [raw]
+    else:
+        items = None
+    if items is None or len(items) != steps:
+        got = "nothing" if raw is None else f"{len(items)} values" if items is not None else show(raw)
+        raise BadLine(
+            f"future covariate {name!r} must hold its next {steps} values (a JSON list, or numbers "
+            f"separated by spaces in CSV), got {got}"
+        )
+    values = []
+    for item in items:
+        x = read_number(item, f"future covariate {name!r}")
+        if x is None:
+            raise BadLine(f"future covariate {name!r} has a missing value")
+        check_value(x, f"future covariate {name!r}")
+        values.append(x)
+    return values
+
+
 def show(raw) -> str:
     text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -15,6 +15,10 @@ Per-line rules (the stream goes on; each bad line is an `Event` with its line nu
   JSON nested too deeply, a line over MAX_LINE_BYTES: the line is skipped;
 - a missing, non-numeric or out-of-range covariate: filled with the series' last value of it (the
   training mean for a series without one);
+- a future covariate (`fit --future-covariate`) carries the values of the steps after the line's
+  time, as many as the model's horizon: a JSON list in JSON lines, numbers separated by spaces in
+  a CSV field; a missing one, or one of another length or with a value that is not a number: the
+  line is skipped (forecasting with made-up weather would be worse than no forecast);
 - an unknown column or key: ignored, reported once (at most MAX_REPORTED keys);
 - blank lines are ignored silently; a repeated CSV header line is skipped.
 
@@ -33,9 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.reading import ID_NAMES, MAX_VALUE, TARGET_NAMES, TIME_NAMES, Columns
+from streamcast.reading import MAX_VALUE, Columns
 from streamcast.stream.fields import (  # noqa: F401 (MAX_ID_CHARS, MAX_STEP: the input's limits, named here too)
     MAX_ID_CHARS,
     MAX_STEP,
@@ -43,6 +48,7 @@ from streamcast.stream.fields import (  # noqa: F401 (MAX_ID_CHARS, MAX_STEP: th
     check_value,
     read_number,
     read_series_id,
+    read_values_ahead,
     show,
 )
 from streamcast.stream.reader import MAX_LINE_BYTES, TOO_LONG, LineReader  # noqa: F401 (the reader of lines)
@@ -118,8 +124,13 @@ def parser_for(
     """A parser for the model's columns (each overridable); lines without an id belong to the model's
     only series, or to a series named after the target."""
     cols = forecaster.columns
+    spec = forecaster.spec
     columns = Columns(
-        id_col or cols.id, time_col or cols.time, target or cols.target or "value", forecaster.spec.covariates
+        id_col or cols.id,
+        time_col or cols.time,
+        target or cols.target or "value",
+        spec.covariates,
+        spec.future_covariates,
     )
     known = list(forecaster.scaler.loc)
     default_id = known[0] if len(known) == 1 else columns.target
@@ -131,6 +142,7 @@ def parser_for(
         fmt,
         given={option: name for option, name in given.items() if name},
         series_count=len(known),
+        future_steps=spec.future_steps,
     )
 
 
@@ -146,6 +158,7 @@ class LineParser:
         *,
         given: Mapping[str, str] | None = None,
         series_count: int = 1,
+        future_steps: int = 0,
     ) -> None:
         if fmt is not None and fmt not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -156,7 +169,12 @@ class LineParser:
         # A model of many series cannot tell whose a line without an id is: such lines would all
         # land in one made-up series, so the layout must carry an id.
         self.series_count = series_count
-        self.covariates = tuple(columns.covariates)
+        # Every covariate field a line carries: the past ones, then those known in advance, each of
+        # which holds the next `future_steps` values.
+        self.covariates = (*columns.covariates, *columns.future_covariates)
+        self.n_past = len(columns.covariates)
+        self.future_steps = future_steps
+        self.row_width = self.n_past + len(columns.future_covariates) * future_steps
         self.index_time = freq.endswith("i")
         self.default_id = default_id
         self.format = fmt
@@ -176,7 +194,7 @@ class LineParser:
 
     def parse(self, lines: list[str], first_line: int) -> Observations:
         """Parse `lines`, numbered from `first_line`; bad lines become events, never exceptions."""
-        batch = _Batch(len(self.covariates))
+        batch = _Batch(self.row_width)
         if TOO_LONG in lines:  # rare: one scan at C speed first
             for k, line in enumerate(lines):
                 if line is TOO_LONG:
@@ -241,8 +259,9 @@ class LineParser:
             self.format or _guess(lines[0]),
             given=self.given,
             series_count=self.series_count,
+            future_steps=self.future_steps,
         )
-        scratch = _Batch(len(self.covariates))
+        scratch = _Batch(self.row_width)
         try:
             (trial._parse_json if trial.format == "jsonl" else trial._parse_csv)(lines, 1, scratch)
         except UsageError:
@@ -254,7 +273,7 @@ class LineParser:
         return len(scratch.values) + (trial.header is not None)
 
     def parse_objects(self, objects: list[Mapping], first_line: int) -> Observations:
-        batch = _Batch(len(self.covariates))
+        batch = _Batch(self.row_width)
         for k, obj in enumerate(objects):
             self._object(obj, first_line + k, batch)
         return batch.observations(self.stream_zone)
@@ -472,8 +491,15 @@ class LineParser:
         except BadLine as exc:
             batch.bad(number, str(exc))
             return
+        ahead = []
+        try:
+            for name, raw in zip(self.covariates[self.n_past :], covs[self.n_past :], strict=True):
+                ahead.extend(read_values_ahead(raw, name, self.future_steps))
+        except BadLine as exc:
+            batch.bad(number, str(exc))
+            return
         row = []
-        for name, raw in zip(self.covariates, covs, strict=True):
+        for name, raw in zip(self.covariates[: self.n_past], covs[: self.n_past], strict=True):
             try:
                 x = read_number(raw, name)
                 if x is not None:
@@ -490,7 +516,7 @@ class LineParser:
                 )
                 x = math.nan
             row.append(x)
-        batch.add(number, sid, t, v, row)
+        batch.add(number, sid, t, v, row + ahead)
         if not self._zone_fixed:
             self._zone_fixed, self.stream_zone = True, self.times.time_zone
 

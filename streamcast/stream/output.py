@@ -5,9 +5,10 @@ the shortest form that reads back exactly), timestamps once per distinct time in
 left per line is one string template, so the bulk regime stays fast.
 
 JSON lines: {"series_id", "timestamp", "forecast": [H], "timestamps": [H target times],
-"q0.1": [H] ... (models with quantiles), "warming_up"}. CSV: a header, then one row per observation:
+"q0.1": [H] ... (models with quantiles), "warming_up"}, then with --watch "error", "score" (null when
+not scored) and "anomaly". CSV: a header, then one row per observation:
 series_id, timestamp, warming_up, f1..fH (the forecast h periods after `timestamp`), then
-q0.1_1..q0.1_H and so on per quantile; the target times are left out (timestamp + h periods).
+q0.1_1..q0.1_H and so on per quantile (then error, score, anomaly with --watch); the target times are left out (timestamp + h periods).
 Timestamps are ISO 8601 (`2024-01-01T05:00:00`, with `+00:00` for zoned input), or the step
 number for a model without a time axis.
 """
@@ -61,6 +62,16 @@ class _Text:
         row = pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
         return "".join(pl.select(row).to_series().to_list())
 
+    def watch_fields(self, batch: StreamBatch, names: tuple[str, str, str]) -> list:
+        """The error, score and flag (--watch) as `lines` pieces, each after its `names` prefix;
+        none when the batch is not watched."""
+        w = batch.watched
+        if w is None:
+            return []
+        error = self.number_texts(w.error[:, None])
+        score = self.number_texts(w.score[:, None])
+        return [names[0], error, names[1], score, names[2], _booleans(w.anomaly)]
+
     def cache(self, sid: str, text: str) -> str:
         if len(self.ids) >= MAX_CACHED_IDS:
             self.ids.clear()
@@ -108,8 +119,9 @@ class JsonLines(_Text):
         ]
         for i, q in enumerate(batch.quantiles):
             parts += [f",{json.dumps(quantile_column(q))}:[", self.number_texts(batch.values[:, :, i]), "]"]
-        parts += [',"warming_up":', _booleans(batch.warming_up), "}\n"]
-        return self.lines(parts)
+        parts += [',"warming_up":', _booleans(batch.warming_up)]
+        parts += self.watch_fields(batch, (',"error":', ',"score":', ',"anomaly":'))
+        return self.lines([*parts, "}\n"])
 
     def _id(self, sid: str) -> str:
         text = self.ids.get(sid)
@@ -123,15 +135,18 @@ class Csv(_Text):
 
     missing = ""
 
-    def __init__(self, horizon: int, quantiles: tuple[float, ...]) -> None:
+    def __init__(self, horizon: int, quantiles: tuple[float, ...], watching: bool = False) -> None:
         super().__init__()
         self.horizon = horizon
         self.quantiles = quantiles
+        self.watching = watching
 
     def header(self) -> str:
         cols = ["series_id", "timestamp", "warming_up", *(f"f{h}" for h in range(1, self.horizon + 1))]
         for q in self.quantiles:
             cols += [f"{quantile_column(q)}_{h}" for h in range(1, self.horizon + 1)]
+        if self.watching:
+            cols += ["error", "score", "anomaly"]
         return ",".join(cols) + "\n"
 
     def format(self, batch: StreamBatch) -> str:
@@ -145,6 +160,7 @@ class Csv(_Text):
         parts.append(self.number_texts(batch.values[:, :, batch.point_index]))
         for i in range(len(batch.quantiles)):
             parts += [",", self.number_texts(batch.values[:, :, i])]
+        parts += self.watch_fields(batch, (",", ",", ","))
         return self.lines([*parts, "\n"])
 
     def _id(self, sid: str) -> str:
@@ -159,7 +175,10 @@ def _booleans(flags: np.ndarray) -> pl.Series:
     return pl.Series(np.where(flags, "true", "false"), dtype=pl.String)
 
 
-def formatter(output_format: str, horizon: int, quantiles: tuple[float, ...]) -> JsonLines | Csv:
+def formatter(
+    output_format: str, horizon: int, quantiles: tuple[float, ...], watching: bool = False
+) -> JsonLines | Csv:
+    """`watching`: CSV rows end with error, score and anomaly (JSON objects carry them when present)."""
     if output_format == "csv":
-        return Csv(horizon, quantiles)
+        return Csv(horizon, quantiles, watching)
     return JsonLines()

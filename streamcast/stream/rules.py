@@ -69,7 +69,8 @@ class LineRules:
         self.warmup = warmup
         self.scaling = spec.scaling
         self.transform = spec.transform
-        self.cov_loc = list(spec.covariate_loc)
+        # A line's covariates: the past ones, then each future covariate's next `future_steps` values.
+        self.cov_loc = [*spec.covariate_loc, *np.repeat(spec.future_loc, spec.future_steps).tolist()]
 
     def _first_time(self) -> int:
         """Where a series whose lines carry no time starts: --start, else now on the model's grid."""

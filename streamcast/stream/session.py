@@ -6,6 +6,9 @@ the end of input, on SIGTERM (exit 0) and SIGINT (exit 130) after the micro-batc
 before a --strict error exit. A run killed without warning (SIGKILL) and restarted with the same
 state file and the same input resumes from its last checkpoint: lines up to it are recognised as
 replays and skipped, and what came after it is computed and printed again (the replay window).
+
+SIGHUP reloads the model file between micro-batches (`reload.adopt`): series keep their states when
+the new model's shapes match; otherwise one line on stderr and the old model serves on.
 """
 
 from __future__ import annotations
@@ -18,16 +21,22 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from streamcast.errors import OutputClosed, StrictStop
+from streamcast.errors import OutputClosed, StreamcastError, StrictStop, first_line
 from streamcast.forecaster import Forecaster
+from streamcast.modelfile import load as load_model
 from streamcast.modelfile import save as save_model
+from streamcast.stream import reload
 from streamcast.stream.engine import StreamBatch, StreamConfig, stream
 from streamcast.stream.input import LineParser, Observations
 from streamcast.stream.output import formatter
 from streamcast.stream.reader import LineReader
 from streamcast.stream.state import StreamState
+from streamcast.stream.watch import anomalies_only
+
+if TYPE_CHECKING:
+    from streamcast.stream.monitoring import StreamMetrics
 
 COUNTS = ("accepted", "skipped", "filled", "reset", "replayed", "ignored", "evicted")
 
@@ -44,6 +53,9 @@ class SessionOptions:
     batch_lines: int = 8192
     quiet: bool = False
     threads: int | None = None  # torch threads; None: streamcast.threads.default_threads()
+    only_anomalies: bool = False  # with StreamConfig.watch: print the anomalies' lines only
+    model_path: str | None = None  # reloaded on SIGHUP; None: SIGHUP is left alone
+    metrics: StreamMetrics | None = None  # kept up to date batch by batch (--metrics-port)
 
 
 class StreamSession:
@@ -66,13 +78,16 @@ class StreamSession:
         self.options = options
         self.out = out
         self.err = err
-        self.format = formatter(options.output_format, forecaster.horizon, forecaster.quantiles)
+        self.format = formatter(
+            options.output_format, forecaster.horizon, forecaster.quantiles, config.watch is not None
+        )
         self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         self.lines = 0
         self.header_written = False
         self.unsaved = 0
         self.saved_at = time.monotonic()
         self.stop_signal: int | None = None
+        self.reload_due = False
 
     def run(self, source: BinaryIO) -> int:
         """Stream `source` to the end or to a signal; the exit code (0, or 130 after SIGINT)."""
@@ -83,13 +98,18 @@ class StreamSession:
         try:
             reader = LineReader(source, self.options.batch_lines, wake_fd=wake_read)
             try:
-                batches = self._observations(reader)
-                for batch in stream(
-                    self.forecaster, batches, self.state, self.config, threads=self.options.threads
-                ):
-                    self._emit(batch)
-                    if self._checkpoint_due():
-                        self.checkpoint()
+                while True:
+                    # A reload ends the feed of one stream() and starts another with the new model.
+                    batches = self._observations(reader)
+                    for batch in stream(
+                        self.forecaster, batches, self.state, self.config, threads=self.options.threads
+                    ):
+                        self._emit(batch)
+                        if self._checkpoint_due():
+                            self.checkpoint()
+                    if self.stop_signal is not None or not self.reload_due:
+                        break
+                    self._reload()
             except StrictStop as stop:
                 self.lines = stop.line  # the lines after it were read ahead, never processed
                 self.checkpoint()
@@ -114,16 +134,39 @@ class StreamSession:
         return 130 if self.stop_signal == signal.SIGINT else 0
 
     def _observations(self, reader: LineReader) -> Iterator[Observations]:
-        while self.stop_signal is None:
+        while self.stop_signal is None and not self.reload_due:
             got = reader.read(self._timeout())
             if got is None:
                 return
             first, lines = got
             self.lines += len(lines)
             self.state.lines += len(lines)
+            if self.options.metrics is not None:
+                self.options.metrics.started(len(lines))
             yield self.parser.parse(lines, first)
 
+    def _reload(self) -> None:
+        """Serve the model file as it is now; a failure is one stderr line and the old model."""
+        self.reload_due = False
+        path = self.options.model_path
+        try:
+            new = load_model(path)
+            reload.adopt(self.state, self.forecaster, new, path)
+        except StreamcastError as exc:
+            self.err.write(f"SIGHUP: {first_line(exc)}\n")
+            outcome = "refused"
+        else:
+            self.forecaster = new
+            self.err.write(f"SIGHUP: reloaded {path}; {len(self.state)} series keep their states\n")
+            outcome = "done"
+        self.err.flush()
+        if self.options.metrics is not None:
+            self.options.metrics.reloaded(outcome)
+
     def _emit(self, batch: StreamBatch) -> None:
+        self.counts["anomalies"] += batch.anomalies
+        if self.options.only_anomalies:
+            batch = anomalies_only(batch)
         text = self.format.format(batch)
         if text:
             if not self.header_written:
@@ -141,10 +184,16 @@ class StreamSession:
         if batch.events and not self.options.quiet:
             self.err.write("".join(f"{e.message}\n" for e in batch.events))
             self.err.flush()
+        if self.options.metrics is not None:
+            self.options.metrics.finished(batch, len(self.state))
 
     def summary(self) -> str:
         """One line of counts for stderr at the end of a run."""
-        shown = (*COUNTS, "other_partition") if self.config.partition is not None else COUNTS
+        shown = (
+            *COUNTS,
+            *(("other_partition",) if self.config.partition is not None else ()),
+            *(("anomalies",) if self.config.watch is not None else ()),
+        )
         counts = ", ".join(f"{k}={self.counts[k]}" for k in shown)
         return f"stream: {self.lines} lines, {counts}"
 
@@ -156,6 +205,8 @@ class StreamSession:
             save_model(self.state.learner.adapted(self.forecaster), self.options.save_model)
         self.unsaved = 0
         self.saved_at = time.monotonic()
+        if self.options.metrics is not None and (self.options.state_path or self.options.save_model):
+            self.options.metrics.checkpointed()
 
     def _checkpoint_due(self) -> bool:
         if not self.unsaved:
@@ -179,7 +230,12 @@ class StreamSession:
         def on_signal(signum, frame):
             self.stop_signal = signum
 
+        def on_hangup(signum, frame):
+            self.reload_due = True
+
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if self.options.model_path is not None:
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
         return previous, signal.set_wakeup_fd(wake_fd)
 
     @staticmethod

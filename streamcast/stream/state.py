@@ -27,6 +27,7 @@ from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.online import OnlineLearner
 from streamcast.schema import StateMeta, validate
+from streamcast.stream.watch import SeriesWatch, check_watch_tensors
 
 FORMAT = "streamcast-stream-state"
 FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
@@ -40,7 +41,7 @@ def model_fingerprint(forecaster: Forecaster) -> str:
     )
     for name, tensor in sorted(forecaster.net.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps([forecaster.scaler.loc, forecaster.scaler.scale], sort_keys=True).encode())
     return "sha256:" + digest.hexdigest()[:32]
 
@@ -55,7 +56,7 @@ class StreamState:
     def __init__(self, forecaster: Forecaster) -> None:
         self.fingerprint = model_fingerprint(forecaster)
         self._scaler = forecaster.scaler
-        self._template = forecaster.net.init_state(1)
+        self._template = tuple(p.cpu() for p in forecaster.net.init_state(1))  # states live on the CPU
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.hidden: State = tuple(p.new_zeros((16, *p.shape[1:])) for p in self._template)
@@ -76,6 +77,7 @@ class StreamState:
         self.lines = 0  # input lines consumed (for reports)
         self.accepted = 0  # observations taken overall (online learning runs on this clock)
         self.learner: OnlineLearner | None = None
+        self.watch: SeriesWatch | None = None  # pending forecasts and error spreads (--watch)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,6 +142,9 @@ class StreamState:
         self.jumps = {renumber[s]: t for s, t in self.jumps.items() if s in renumber}
         if self.learner is not None:
             self.learner.renumber(renumber)
+        if self.watch is not None:
+            self.watch.ensure(len(gone) + len(keep))
+            self.watch.keep(keep)
 
     def rows(self, series: list[int], fresh: list[bool]) -> State:
         """The states of `series` as one batch; rows marked fresh start from zero."""
@@ -199,6 +204,10 @@ class StreamState:
         if self.learner is not None:
             learned, meta["learner"] = self.learner.to_tensors()
             tensors.update({f"learn.{k}": v for k, v in learned.items()})
+        if self.watch is not None:
+            self.watch.ensure(n)
+            tensors.update(self.watch.to_tensors())
+            meta["watch"] = {"quantiles": list(self.watch.quantiles)}
         atomic_write_bytes(path, safefile.write(tensors, meta))
         return Path(path)
 
@@ -218,7 +227,9 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     try:
         tensors = load_bytes(raw)
         ids = meta["series_ids"]
-        _check_tensors(tensors, len(ids), len(forecaster.spec.covariates), state._template)
+        spec = forecaster.spec
+        width = len(spec.covariates) + len(spec.future_covariates) * spec.future_steps
+        _check_tensors(tensors, len(ids), width, state._template)
         n = len(ids)
         state.ids = list(ids)
         state.index = dict(zip(state.ids, range(n), strict=True))
@@ -250,6 +261,9 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         if "learner" in meta:
             learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
             state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
+        if "watch" in meta:
+            state.watch = SeriesWatch(forecaster.quantiles, forecaster.point_index)
+            state.watch.load_tensors(tensors)
     except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
         reason = first_line(exc)
         raise ModelFileError(
@@ -293,6 +307,7 @@ def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, 
         raise ValueError("a series scale is not positive")
     if bool((tensors["ticks"] < 0).any()) or bool((tensors["since_reset"] < 0).any()):
         raise ValueError("a tick count is negative")
+    check_watch_tensors(tensors, n)
     series, lengths = tensors.get("learn.series"), tensors.get("learn.lengths")
     if series is None:
         return

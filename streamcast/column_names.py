@@ -1,0 +1,12 @@
+"""The column names every reader recognises: the one list that `--help`, the README and the readers use.
+
+Kept apart from the reader so that the CLI can print them without importing polars.
+"""
+
+ID_NAMES = ("unique_id", "id", "series_id", "series", "item_id", "key")
+TIME_NAMES = (
+    *("ds", "timestamp", "time", "date", "datetime"),
+    *("when", "ts", "event_time", "date_time", "time_stamp", "period"),
+    *("datum", "zeit", "zeitpunkt", "zeitstempel", "fecha", "horodatage", "tijdstip"),
+)
+TARGET_NAMES = ("y", "value", "target")

@@ -1,0 +1,142 @@
+"""Data-parallel `fit` under torchrun: 2 gloo processes on the CPU train one process's model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import streamcast
+from streamcast.cli import main
+from streamcast.errors import DataError
+from streamcast.reading import read_series
+from streamcast.shards import Shard, shard_of
+from streamcast.torchrun import fit_parallel
+from streamcast.training import FitConfig, fit
+from tests.conftest import hourly_frame
+
+FAST = ["--hidden", "8", "--epochs", "2", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
+CONFIG = FitConfig(hidden_size=8, epochs=2, horizon=6, bptt=16, ensemble=1)
+
+
+def with_covariate(frame: pl.DataFrame) -> pl.DataFrame:
+    rng = np.random.default_rng(1)
+    return frame.with_columns(pl.Series("temp", rng.normal(15, 5, frame.height)))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Six series in two Parquet files; s0 and s4 hash to rank 0 of 2, s1, s2, s3 and s5 to rank 1."""
+    frame = with_covariate(hourly_frame(series=6, length=150))
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    frame.filter(pl.col("series_id") < "s3").write_parquet(folder / "part-0.parquet")
+    frame.filter(pl.col("series_id") >= "s3").write_parquet(folder / "part-1.parquet")
+    return folder
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STREAMCAST_DIST_TIMEOUT": "60"}
+    return subprocess.run(
+        [*command, "-m", "streamcast", *args], capture_output=True, text=True, env=env, timeout=180
+    )
+
+
+def test_two_gloo_ranks_train_the_weights_one_process_trains(dataset, tmp_path):
+    assert {shard_of(f"s{i}", 2) for i in range(6)} == {0, 1}  # both ranks hold series
+    config = ["--covariate", "temp", "--series-weight", "mase", *FAST]
+    done = torchrun("fit", str(dataset), *config, "-o", str(tmp_path / "two.streamcast"))
+    assert done.returncode == 0, done.stderr
+
+    two = streamcast.load(tmp_path / "two.streamcast")
+    data = read_series(dataset, covariates=["temp"])
+    one = fit(data, FitConfig(**{**CONFIG.__dict__, "covariates": ("temp",), "series_weight": "mase"}))
+    assert list(two.scaler.loc) == list(one.scaler.loc)  # every series, in one process's order
+    assert two.scaler == one.scaler
+    assert two.spec.covariate_loc == pytest.approx(one.spec.covariate_loc, rel=1e-12)
+    for name, weight in one.net.state_dict().items():
+        torch.testing.assert_close(two.net.state_dict()[name], weight, rtol=1e-4, atol=1e-5)
+    assert [h["val_loss"] for h in two.info["history"]] == pytest.approx(
+        [h["val_loss"] for h in one.info["history"]], rel=1e-5
+    )
+    assert (two.info["world_size"], two.info["device"]) == (2, "cpu")
+    assert two.info["data"]["source"] == str(dataset.resolve())
+    assert two.info["data"]["series"] == 6 and two.info["lanes"] == one.info["lanes"]
+
+
+def test_a_failing_rank_stops_every_rank_with_one_line_each(dataset, tmp_path):
+    short = pl.read_parquet(dataset / "part-0.parquet").filter(pl.col("series_id") == "s1").head(10)
+    frame = pl.read_parquet(dataset / "part-0.parquet").filter(pl.col("series_id") != "s1")
+    pl.concat([frame, short]).write_parquet(dataset / "part-0.parquet")  # s1 lives on rank 1
+
+    done = torchrun("fit", str(dataset), *FAST, "-o", str(tmp_path / "never.streamcast"))
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert sorted(errors) == [
+        "Error: rank 0 of 2: stopped, as rank 1 failed (see its error)",
+        "Error: rank 1 of 2: series 's1' has 10 points but fit needs at least 14 (--val-size 6 + "
+        "--horizon 6 + 2); 1 series are that short: lower --horizon or --val-size, or drop them",
+    ]
+    assert not (tmp_path / "never.streamcast").exists()
+
+
+def test_one_torchrun_process_writes_plain_fits_weights_byte_for_byte(dataset, tmp_path, monkeypatch):
+    runner = CliRunner()
+    plain = runner.invoke(main, ["fit", str(dataset), *FAST, "-o", str(tmp_path / "plain.streamcast")])
+    assert plain.exit_code == 0, plain.stderr
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)  # what torchrun --nproc-per-node 1 sets
+    alone = runner.invoke(main, ["fit", str(dataset), *FAST, "-o", str(tmp_path / "alone.streamcast")])
+    assert alone.exit_code == 0, alone.stderr
+    a, b = load_file(tmp_path / "plain.streamcast"), load_file(tmp_path / "alone.streamcast")
+    assert a.keys() == b.keys() and all(a[k].numpy().tobytes() == b[k].numpy().tobytes() for k in a)
+
+
+def test_fit_parallel_outside_torchrun_is_plain_fit(dataset):
+    alone = fit_parallel(dataset, CONFIG)
+    plain = fit(read_series(dataset), CONFIG)
+    assert alone.info["world_size"] == 1
+    assert all(torch.equal(v, plain.net.state_dict()[k]) for k, v in alone.net.state_dict().items())
+
+
+def test_a_dataset_folder_or_glob_reads_as_one_table(dataset):
+    whole = pl.concat([pl.read_parquet(p) for p in sorted(dataset.glob("*.parquet"))])
+    for source in (dataset, f"{dataset}/part-*.parquet"):
+        frame = read_series(source, covariates=["temp"]).frame
+        assert frame.sort("series_id", "timestamp").equals(frame)
+        assert frame.height == whole.height
+        assert frame["series_id"].unique().sort().to_list() == [f"s{i}" for i in range(6)]
+
+
+def test_each_shard_reads_only_its_series_and_the_shards_cover_all(dataset):
+    seen = []
+    for k in range(2):
+        ids = read_series(dataset, shard=Shard(k, 2)).series_ids
+        assert ids and all(shard_of(s, 2) == k for s in ids)
+        seen += ids
+    assert sorted(seen) == [f"s{i}" for i in range(6)]
+
+
+def test_a_shard_that_holds_no_series_says_so(dataset):
+    only = pl.read_parquet(dataset / "part-0.parquet").filter(pl.col("series_id") == "s0")
+    for part in dataset.glob("*.parquet"):
+        part.unlink()
+    only.write_parquet(dataset / "s0.parquet")  # s0 hashes to shard 0 of 2
+    with pytest.raises(
+        DataError, match=r"^none of the 1 series of .* hash to shard 1/2: use fewer processes"
+    ):
+        read_series(dataset, shard=Shard(1, 2))
+
+
+def test_a_glob_without_parquet_files_says_so(tmp_path):
+    result = CliRunner().invoke(main, ["fit", f"{tmp_path}/*.parquet", *FAST])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: '{tmp_path}/*.parquet' matches no Parquet files: ")

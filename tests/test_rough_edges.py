@@ -1,0 +1,152 @@
+"""Rough edges a new user meets: model paths, notes that name real options, defaults that fit the
+data, outputs that join back, and a Python API that speaks through logging and warnings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.cli import main
+from streamcast.errors import StreamcastWarning
+from streamcast.features import default_horizon
+from tests.conftest import TINY, hourly_frame
+
+FAST = ["--hidden", "4", "--epochs", "1", "--bptt", "8", "--ensemble", "1"]
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+@pytest.fixture
+def model_path(tmp_path, tiny_model):
+    return sc.save(tiny_model, tmp_path / "m.streamcast")
+
+
+def daily_csv(tmp_path, days=120):
+    rng = np.random.default_rng(0)
+    start = date(2024, 1, 1)
+    frame = pl.DataFrame(
+        {
+            "shop": ["x"] * days + ["y"] * days,
+            "date": [start + timedelta(days=k) for k in range(days)] * 2,
+            "sales": rng.normal(100, 10, 2 * days),
+        }
+    )
+    path = tmp_path / "daily.csv"
+    frame.write_csv(path)
+    return path
+
+
+def test_info_takes_the_model_as_a_path_or_as_dash_m(model_path):
+    positional = run(["info", str(model_path), "--json"])
+    option = run(["info", "-m", str(model_path), "--json"])
+    assert positional.exit_code == option.exit_code == 0
+    assert json.loads(option.stdout) == json.loads(positional.stdout)
+    assert run(["info", "--model", str(model_path)]).exit_code == 0
+
+
+def test_info_with_two_different_models_is_a_usage_error(model_path, tmp_path):
+    result = run(["info", str(model_path), "-m", str(tmp_path / "other.streamcast")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: two model files given") and result.stderr.count("\n") == 1
+
+
+def test_the_long_gap_note_names_the_option_that_sets_it(tmp_path):
+    frame = hourly_frame(series=1, length=100).filter(~pl.int_range(pl.len()).is_between(40, 69))
+    frame.write_csv(tmp_path / "gappy.csv")
+    args = ["fit", str(tmp_path / "gappy.csv"), *FAST, "--horizon", "4", "-o", str(tmp_path / "m.streamcast")]
+    result = run(args)
+    assert result.exit_code == 0, result.stderr
+    assert "30 steps from 2024-01-02 16:00:00 were interpolated (longer than --long-gap 24)" in result.stderr
+    quiet_gaps = run([*args, "--long-gap", "30"])
+    assert quiet_gaps.exit_code == 0
+    assert "long gap" not in quiet_gaps.stderr
+
+
+@pytest.mark.parametrize(
+    ("freq", "steps"),
+    [
+        ("1h", 24),
+        ("15m", 96),
+        ("1m", 60),
+        ("1d", 14),
+        ("1w", 13),
+        ("1mo", 18),
+        ("3mo", 8),
+        ("1y", 6),
+        ("1i", 24),
+    ],
+)
+def test_the_default_horizon_follows_the_frequency(freq, steps):
+    assert default_horizon(freq)[0] == steps
+
+
+def test_daily_data_gets_a_daily_horizon_said_aloud_and_dates_back(tmp_path):
+    path = daily_csv(tmp_path)
+    out = tmp_path / "m.streamcast"
+    result = run(["fit", str(path), *FAST, "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "note: --horizon not given: forecasting 14 steps (two weeks of daily data); pass --horizon N to choose"
+        in result.stderr
+    )
+    assert sc.load(out).horizon == 14
+    forecast = run(["forecast", "-m", str(out), "-q", "--keep-names"])
+    assert forecast.exit_code == 0, forecast.stderr
+    lines = forecast.stdout.splitlines()
+    assert lines[0].startswith("shop,origin,date,step,forecast")
+    assert lines[1].startswith("x,2024-04-29,2024-04-30,1,")
+    assert len(lines) == 1 + 2 * 14
+
+
+def test_an_explicit_horizon_is_kept_without_a_note(tmp_path):
+    path = daily_csv(tmp_path)
+    result = run(["fit", str(path), *FAST, "--horizon", "7", "-o", str(tmp_path / "m.streamcast")])
+    assert result.exit_code == 0
+    assert "--horizon not given" not in result.stderr
+    assert sc.load(tmp_path / "m.streamcast").horizon == 7
+
+
+def test_keep_names_refuses_a_source_name_that_clashes_with_an_output_column(tmp_path):
+    frame = hourly_frame(series=2, length=80).rename({"series_id": "step"})
+    frame.write_csv(tmp_path / "d.csv")
+    fitted = run(
+        ["fit", str(tmp_path / "d.csv"), *FAST, "--id-col", "step", "-o", str(tmp_path / "m.streamcast")]
+    )
+    assert fitted.exit_code == 0, fitted.stderr
+    result = run(["forecast", "-m", str(tmp_path / "m.streamcast"), "--keep-names"])
+    assert result.exit_code == 2
+    assert "column 'step' has the name of an output column" in result.stderr
+
+
+def test_python_fit_logs_progress_and_read_notes(caplog):
+    frame = hourly_frame(series=2, length=120).filter(pl.col("timestamp").dt.hour() != 5)
+    with caplog.at_level(logging.INFO, logger="streamcast"):
+        data = sc.read_series(frame)
+        sc.fit(data, TINY)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("filled" in m and "interpolation" in m for m in messages)
+    assert "fitting 2 series at 1h, 1 member(s)" in messages
+    assert sum(m.startswith("member 1 epoch ") for m in messages) == TINY.epochs
+
+
+def test_python_forecast_beyond_the_trained_horizon_warns(tiny_model, tiny_data):
+    with pytest.warns(StreamcastWarning, match="horizon 9 is longer than the trained 6"):
+        table = sc.forecast(tiny_model, tiny_data, horizon=9)
+    assert table["step"].max() == 9
+
+
+def test_the_cli_says_the_horizon_warning_once_in_its_own_words(model_path, tmp_path):
+    hourly_frame().write_csv(tmp_path / "d.csv")
+    result = run(["forecast", str(tmp_path / "d.csv"), "-m", str(model_path), "--horizon", "9"])
+    assert result.exit_code == 0
+    assert result.stderr.count("longer than the trained 6") == 1
+    assert "warning: --horizon 9 is longer than the trained 6" in result.stderr

@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from streamcast.forecaster import Forecaster
-from streamcast.training import EpochStats
+if TYPE_CHECKING:  # the network is not needed to print a model's metadata (`info`)
+    from streamcast.forecaster import Forecaster
+    from streamcast.training import EpochStats
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -508,7 +508,7 @@ def input_rows(
     For a caller whose scale changes row by row (a new series warming up in `stream`) or who cannot
     afford a frame and a group-by per tick.
     """
-    parts = [scaled[:, None], calendar_features(timestamps, spec.calendar)]
+    parts = [scaled[:, None], _calendar_by_distinct_time(timestamps, spec.calendar)]
     if spec.covariates or spec.future_covariates:
         loc = np.concatenate([spec.covariate_loc, np.repeat(spec.future_loc, spec.future_steps)])
         scale = np.concatenate([spec.covariate_scale, np.repeat(spec.future_scale, spec.future_steps)])
@@ -518,3 +518,12 @@ def input_rows(
     if spec.static:
         parts.append(static)  # (N, static_width) from `static_rows`
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...]) -> np.ndarray:
+    """`calendar_features`, computed once per distinct time: a stream's micro-batch holds many
+    series at a few times."""
+    if not names or len(timestamps) == 0:
+        return calendar_features(timestamps, names)
+    _, first, inverse = np.unique(timestamps.to_physical().to_numpy(), return_index=True, return_inverse=True)
+    return calendar_features(timestamps.gather(first), names)[inverse.reshape(-1)]

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import safetensors
 import torch
@@ -27,17 +26,16 @@ from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.features import FeatureSpec, Scaler
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
+from streamcast.modelheader import (  # noqa: F401 (read_metadata and the constants are public here too)
+    DEFAULT_MODEL_PATH,
+    FORMAT,
+    FORMAT_VERSION,
+    metadata,
+    read_file,
+    read_metadata,
+    tensor_bytes,
+)
 from streamcast.reading import Columns
-from streamcast.schema import ModelMeta, validate
-
-FORMAT = "streamcast-model"
-# 2: ensembles (member_configs) and target transforms; 3: a sha256 of the whole file in the
-# header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
-# keep loading; 4: the head's scale (`head_scale`), which a reader of 3 would ignore and misread.
-# An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
-FORMAT_VERSION = 4
-WHOLE_FILE_CHECKSUM = 3
-DEFAULT_MODEL_PATH = "model.streamcast"
 
 
 def save(forecaster: Forecaster, path: str | Path) -> Path:
@@ -76,7 +74,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     # The tensors' bytes do not depend on the header: their hash (read by format 1) is made once;
     # the whole file, header included, is sealed with another, so that a file damaged on disk or
     # in transfer is refused instead of forecasting garbage under renamed series.
-    meta["tensors_sha256"] = hashlib.sha256(_tensor_bytes(save_bytes(tensors))).hexdigest()
+    meta["tensors_sha256"] = hashlib.sha256(tensor_bytes(save_bytes(tensors))).hexdigest()
     atomic_write_bytes(path, safefile.write(tensors, meta))
     return Path(path)
 
@@ -103,21 +101,10 @@ def _without_defaults(fields: dict, defaults: dict) -> dict:
     return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
 
 
-def _tensor_bytes(raw: bytes) -> bytes:
-    """What follows the header: the tensors' data."""
-    size = int(np.frombuffer(raw[:8], dtype="<u8")[0])
-    return raw[8 + size :]
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The JSON metadata alone, without building the network (for `streamcast info`)."""
-    return _metadata(_read(path), path)
-
-
 def load(path: str | Path) -> Forecaster:
     """Read a model file written by `save`; a missing, corrupt or foreign file is a ModelFileError."""
-    raw = _read(path)
-    meta = _metadata(raw, path)
+    raw = read_file(path)
+    meta = metadata(raw, path)
     try:
         tensors = load_bytes(raw)
         configs = [_model_config(c) for c in meta.get("member_configs") or [meta["model_config"]]]
@@ -173,55 +160,3 @@ def _check_shapes(build: Callable[[], torch.nn.Module], weights: dict[str, torch
         return
     if expected != {k: v.shape for k, v in weights.items()}:
         raise ValueError("the weights do not fit the network the header describes")
-
-
-def _read(path: str | Path) -> bytes:
-    p = Path(path)
-    if p.is_dir():
-        raise ModelFileError(f"{str(p)!r} is a folder, not a model or state file: give the file's path")
-    if not p.is_file():
-        hint = (
-            " (run `streamcast fit DATA` first, or pass -m/--model PATH)"
-            if p.name == DEFAULT_MODEL_PATH
-            else ""
-        )
-        raise ModelFileError(f"model file {str(p)!r} not found{hint}")
-    return p.read_bytes()
-
-
-def _metadata(raw: bytes, path: str | Path) -> dict:
-    """Parse the safetensors header by hand: a foreign file must fail with a clear message; then
-    check the whole file's checksum and the metadata's schema."""
-    problem = f"{path}: not a streamcast model file"
-    try:
-        meta = safefile.header(raw)
-    except safefile.Damaged as exc:
-        raise ModelFileError(f"{problem} ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(problem)
-    version = meta.get("format_version", 0)
-    if not isinstance(version, int):
-        raise ModelFileError(f"{problem} (format version {version!r})")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
-        )
-    try:
-        sealed = safefile.check(raw, meta, required=version >= WHOLE_FILE_CHECKSUM)
-    except safefile.Damaged as exc:
-        raise ModelFileError(
-            f"{path}: the model file is damaged ({exc}); copy it again or fit a new one"
-        ) from None
-    expected = meta.get("tensors_sha256")  # format 1; files from before any checksum have none
-    if not sealed and expected is not None and hashlib.sha256(_tensor_bytes(raw)).hexdigest() != expected:
-        raise ModelFileError(
-            f"{path}: the model file is damaged (its weights do not match their checksum); "
-            "copy it again or fit a new one"
-        )
-    try:
-        validate(meta, ModelMeta)
-    except ValueError as exc:
-        raise ModelFileError(
-            f"{path}: the model file's header is invalid ({first_line(exc)}); copy it again or fit a new one"
-        ) from None
-    return meta

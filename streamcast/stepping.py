@@ -48,7 +48,8 @@ def run_series(
     out_start = np.concatenate([[0], np.cumsum(counts)])
     c = net.config
     outputs = torch.empty(int(out_start[-1]), c.horizon, c.outputs_per_step)
-    final: list[State | None] = [None] * len(lengths)
+    finished: list[np.ndarray] = []  # series indices, in the order their final states come
+    finals: list[State] = []
     table = torch.from_numpy(inputs).to(_device(net))  # the forecasts come back to the CPU
     for b in range(0, len(order), series_batch):
         batch = order[b : b + series_batch]
@@ -56,39 +57,55 @@ def run_series(
             state = net.init_state(len(batch))
         else:
             state = _to(select_state(initial, torch.from_numpy(batch)), _device(net))
-        wanted = [(positions[i], out_start[i]) for i in batch.tolist()]
-        finals = _run_batch(net, table, offsets[batch], lengths[batch], wanted, state, outputs, time_chunk)
-        for i, s in zip(batch.tolist(), finals, strict=True):
-            final[i] = s
-    return outputs, concat_states(final)  # type: ignore[arg-type]
+        # Every wanted output of the batch as flat arrays: the batch row, the step, the output row.
+        wanted = [positions[i] for i in batch.tolist()]
+        sizes = counts[batch]
+        rows = np.repeat(np.arange(len(batch)), sizes)
+        steps = np.concatenate(wanted) if wanted else np.zeros(0, dtype=np.int64)
+        out_rows = (
+            np.repeat(out_start[batch], sizes)
+            + np.arange(len(steps))
+            - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        )
+        wanted_at = (rows, steps.astype(np.int64, copy=False), out_rows)
+        for local, s in _run_batch(
+            net, table, offsets[batch], lengths[batch], wanted_at, state, outputs, time_chunk
+        ):
+            finished.append(batch[local])
+            finals.append(s)
+    if not finals:
+        return outputs, ()
+    back = torch.from_numpy(np.argsort(np.concatenate(finished), kind="stable"))
+    return outputs, select_state(concat_states(finals), back)
 
 
-def _run_batch(net, table, starts, lengths, wanted, state, outputs, time_chunk) -> list[State]:
-    """Walk one batch of series through time; a series leaves the batch when its history ends."""
-    final: list[State] = [()] * len(starts)
+def _run_batch(
+    net, table, starts, lengths, wanted, state, outputs, time_chunk
+) -> list[tuple[np.ndarray, State]]:
+    """Walk one batch of series through time; a series leaves the batch when its history ends.
+
+    `wanted`: (batch row, step, output row) of each forecast asked for. Returns the final states
+    as (batch rows, their states) pieces.
+    """
+    want_row, want_step, want_out = wanted
+    final: list[tuple[np.ndarray, State]] = []
     active = np.arange(len(starts))
     t = 0
     while len(active):
         stop = min(t + time_chunk, int(lengths[active].min()))
         rows = starts[active][:, None] + np.arange(t, stop)[None, :]  # (B, T)
         hidden, state = net.encode(table[torch.from_numpy(rows)], state)  # Features (B, T, ...)
-        pick_row, pick_step, pick_out = [], [], []
-        for j, i in enumerate(active.tolist()):
-            positions, first_out = wanted[i]
-            hit = np.flatnonzero((positions >= t) & (positions < stop))
-            if len(hit):
-                pick_row.append(np.full(len(hit), j))
-                pick_step.append(positions[hit] - t)
-                pick_out.append(first_out + hit)
-        if pick_row:
-            rows_at = torch.from_numpy(np.concatenate(pick_row))
-            steps_at = torch.from_numpy(np.concatenate(pick_step))
+        hit = np.flatnonzero((want_step >= t) & (want_step < stop))
+        if len(hit):
+            rows_at = torch.from_numpy(np.searchsorted(active, want_row[hit]))  # rows still active
+            steps_at = torch.from_numpy(want_step[hit] - t)
             decoded = net.decode(hidden[rows_at, steps_at]).to(outputs.device)
-            outputs[torch.from_numpy(np.concatenate(pick_out))] = decoded
+            outputs[torch.from_numpy(want_out[hit])] = decoded
         done = lengths[active] == stop
-        for j in np.flatnonzero(done).tolist():
-            final[active[j]] = _to(select_state(state, slice(j, j + 1)), outputs.device)
-        state = select_state(state, torch.from_numpy(np.flatnonzero(~done)))
+        if done.any():
+            kept = _to(select_state(state, torch.from_numpy(np.flatnonzero(done))), outputs.device)
+            final.append((active[done], kept))
+            state = select_state(state, torch.from_numpy(np.flatnonzero(~done)))
         active = active[~done]
         t = stop
     return final

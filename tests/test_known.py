@@ -19,11 +19,14 @@ from streamcast.features import build_inputs
 from streamcast.known import holiday_flags
 from streamcast.modelfile import read_metadata
 from streamcast.reading import read_series
+from streamcast.stream import engine
 from streamcast.stream.engine import StreamConfig, stream
 from streamcast.stream.input import Observations
 from streamcast.stream.state import StreamState
+from streamcast.stream.steady import steady_plan
 from streamcast.training import FitConfig
 from tests.conftest import TINY
+from tests.test_cli_stream import run as run_stream
 
 H = TINY.horizon
 START = datetime(2024, 1, 1)
@@ -388,3 +391,57 @@ def test_warm_up_from_history_with_future_rows_ends_as_forecast_does(known_model
     assert warm_up(known_model, state, weather) == ["s0", "s1"]
     s0 = weather.future.filter(pl.col("series_id") == "s0")
     np.testing.assert_allclose(state.last_covariates[0], s0["temperature"].to_numpy())
+
+
+def test_stream_with_future_values_watch_and_a_partition_together(known_model, tmp_path):
+    """Each line's next H temperatures, --watch and --partition in one run: the partition's series
+    get the forecasts the whole stream gives them, each line scored, the others' lines counted."""
+    path = known_model.save(tmp_path / "m.streamcast")
+    frame = weather_frame()
+    records = []
+    for h in range(60):
+        for sid in ("s0", "s1"):
+            s = frame.filter(pl.col("series_id") == sid)
+            temps = s["temperature"].to_list()
+            records.append(
+                {
+                    "series_id": sid,
+                    "timestamp": s["timestamp"][h].isoformat(),
+                    "load": s["load"][h],
+                    "temperature": temps[h + 1 : h + 1 + H],
+                }
+            )
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    whole = run_stream(path, ["--watch"], text)
+    assert whole.exit_code == 0, whole.stderr
+    part = run_stream(path, ["--watch", "--partition", "1/3"], text)  # s0 is shard 1 of 3, s1 shard 0
+    assert part.exit_code == 0, part.stderr
+    out = [json.loads(line) for line in part.stdout.splitlines()]
+    assert [x["series_id"] for x in out] == ["s0"] * 60
+    assert all({"error", "score", "anomaly"} <= set(x) for x in out)
+    assert out == [x for x in map(json.loads, whole.stdout.splitlines()) if x["series_id"] == "s0"]
+    flagged = sum(x["anomaly"] for x in out)
+    assert part.stderr.endswith(f", other_partition=60, anomalies={flagged}\n")
+
+
+def test_a_static_models_steady_batches_planned_in_arrays_equal_the_rules(
+    static_model, regional, monkeypatch
+):
+    rows = regional.frame.rename({"value": "load"}).sort("timestamp", "series_id").to_dicts()
+    taken = []
+
+    def run_all(plan) -> list:
+        monkeypatch.setattr(engine, "steady_plan", plan)
+        batches = [Observations.from_records(rows[i : i + 8], static_model) for i in range(0, len(rows), 8)]
+        out = [
+            (f.series_id, f.timestamp, f.forecast)
+            for b in stream(static_model, batches, StreamState(static_model), StreamConfig(warmup=1))
+            for f in b
+        ]
+        monkeypatch.undo()
+        return out
+
+    fast = run_all(lambda rules, obs: taken.append(steady_plan(rules, obs)) or taken[-1])
+    slow = run_all(lambda rules, obs: None)
+    assert any(p is not None for p in taken)
+    assert fast == slow

@@ -63,8 +63,23 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    """--version, looked up only when asked for (click's own option reads it at start-up)."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"streamcast, version {streamcast.__version__}")
+        ctx.exit()
+
+
 @click.group(cls=_Group, context_settings=CONTEXT)
-@click.version_option(streamcast.__version__, "-V", "--version", prog_name="streamcast")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """Forecast time series with stateful recurrent networks, in batch and on live streams.
 

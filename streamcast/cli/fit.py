@@ -25,7 +25,7 @@ from streamcast.cli.options import (
     with_horizon,
 )
 from streamcast.errors import ModelFileError, UsageError
-from streamcast.modelfile import DEFAULT_MODEL_PATH
+from streamcast.modelheader import DEFAULT_MODEL_PATH
 
 
 @click.command(context_settings=CONTEXT)
@@ -188,7 +188,7 @@ def info(path, model_option, as_json):
       streamcast info -m model.streamcast
       streamcast info --json | jq .info.gradient_health
     """
-    from streamcast.modelfile import read_metadata
+    from streamcast.modelheader import read_metadata
 
     if path and model_option and path != model_option:
         raise UsageError(f"two model files given ({path} and -m {model_option}): give one")

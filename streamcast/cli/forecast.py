@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-import polars as pl
 
 import streamcast
 from streamcast.cli.options import (
@@ -18,6 +19,9 @@ from streamcast.cli.options import (
     warn,
 )
 from streamcast.errors import UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @click.command(context_settings=CONTEXT)
@@ -175,6 +179,8 @@ class _Seen:
         self.dtype = data.frame["timestamp"].dtype
 
     def table(self, table: pl.DataFrame) -> None:
+        import polars as pl
+
         self.new += table.filter(pl.col("new_series"))["series_id"].unique(maintain_order=True).to_list()
 
     def finish(self, as_of: str | None) -> None:

@@ -6,7 +6,7 @@ import click
 
 from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
-from streamcast.modelfile import DEFAULT_MODEL_PATH
+from streamcast.modelheader import DEFAULT_MODEL_PATH
 from streamcast.threads import ENV, check_threads, default_threads
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -97,6 +97,11 @@ from streamcast.errors import DataError, UsageError
     help="Time of a new series' first value when lines carry no time [default: now].",
 )
 @click.option(
+    "--partition",
+    metavar="K/N",
+    help="Serve only the series of shard K of N (Kafka's keyed partitioning); skip and count the rest.",
+)
+@click.option(
     "--state", "state_path", metavar="FILE", help="Checkpoint every series' state here, and resume from it."
 )
 @click.option(
@@ -194,6 +199,7 @@ def stream(
     from streamcast.devices import resolve_device
     from streamcast.online import LearnConfig
     from streamcast.reading import read_series
+    from streamcast.shards import parse_shard
     from streamcast.stream.engine import StreamConfig, warm_up
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
@@ -218,6 +224,7 @@ def stream(
     for name in ("checkpoint_every", "batch_lines"):
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    partition = parse_shard(options["partition"], "--partition") if options["partition"] else None
     if learn and device.type != "cpu":
         if click.get_current_context().get_parameter_source("device") is ParameterSource.COMMANDLINE:
             raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
@@ -238,6 +245,7 @@ def stream(
         max_jump=options["max_jump"],
         max_series=options["max_series"],
         idle_evict=_idle_evict(options["idle_evict"], forecaster.freq),
+        partition=partition,
     )
     with _state_lock(state_path):
         if state_path and Path(state_path).exists():
@@ -266,7 +274,7 @@ def stream(
             history, moved = forecaster.in_model_zone(history)
             if moved:
                 warn(moved)
-            warmed = warm_up(forecaster, state, history, threads=threads)
+            warmed = warm_up(forecaster, state, history, threads=threads, partition=partition)
             click.echo(f"warmed {len(warmed)} series from {warmup_data}", err=True)
         session_options = SessionOptions(
             output_format,
@@ -365,7 +373,8 @@ def _idle_evict(text: str | None, freq: str) -> int | None:
 def _stream_start(text: str | None, freq: str):
     if text is None:
         return None
-    from streamcast.stream.input import MAX_STEP, YEARS
+    from streamcast.stream.fields import MAX_STEP
+    from streamcast.stream.times import YEARS
 
     if freq.endswith("i"):
         try:

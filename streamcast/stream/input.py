@@ -31,26 +31,29 @@ epoch seconds, wall time for naive ones). For a model without a time axis (freq
 from __future__ import annotations
 
 import csv
-import io
 import math
-import os
-import re
-import select
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import BinaryIO
 
 import numpy as np
 
 from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.reading import EPOCH_SECONDS_MIN, MAX_VALUE, MISSING, Columns
+from streamcast.reading import MAX_VALUE, Columns
+from streamcast.stream.fields import (  # noqa: F401 (MAX_ID_CHARS, MAX_STEP: the input's limits, named here too)
+    MAX_ID_CHARS,
+    MAX_STEP,
+    BadLine,
+    check_value,
+    read_number,
+    read_series_id,
+    read_values_ahead,
+    show,
+)
+from streamcast.stream.reader import MAX_LINE_BYTES, TOO_LONG, LineReader  # noqa: F401 (the reader of lines)
+from streamcast.stream.times import YEARS, TimeReader  # noqa: F401 (YEARS: the input's limits)
 
-_EPOCH = datetime(1970, 1, 1)
-_EPOCH_UTC = _EPOCH.replace(tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 FORMATS = ("csv", "jsonl")
 
 
@@ -85,6 +88,21 @@ class Observations:
 
     def __len__(self) -> int:
         return len(self.series_ids)
+
+    def take(self, keep: np.ndarray) -> Observations:
+        """The observations where `keep` (N,) is true, in order; the events stay whole."""
+        if keep.all():
+            return self
+        rows = np.flatnonzero(keep)
+        return Observations(
+            lines=self.lines[rows],
+            series_ids=[self.series_ids[i] for i in rows.tolist()],
+            values=self.values[rows],
+            times=self.times[rows] if self.times is not None else None,
+            covariates=self.covariates[rows],
+            events=self.events,
+            time_zone=self.time_zone,
+        )
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping], forecaster: Forecaster) -> Observations:
@@ -128,10 +146,6 @@ def parser_for(
     )
 
 
-class BadLine(Exception):
-    """A line that cannot become an observation; the message is the reason."""
-
-
 class LineParser:
     """Turns lines into Observations; remembers the format and layout found on the first good line."""
 
@@ -171,12 +185,12 @@ class LineParser:
         self.has_time = True
         self.header: str | None = None
         self.reported: set[str] = set()
-        self.time_zone: str | None = None  # "UTC" once any timestamp carried an offset
+        self.times = TimeReader(self.index_time)
         # The zone the output is written in, fixed by the first accepted line, so that a stream
         # that mixes naive and zoned timestamps prints the same text however lines are batched.
         self.stream_zone: str | None = None
         self._zone_fixed = False
-        self._time_cache: dict[str, int] = {}
+        self._bulk = CsvColumns(self)
 
     def parse(self, lines: list[str], first_line: int) -> Observations:
         """Parse `lines`, numbered from `first_line`; bad lines become events, never exceptions."""
@@ -245,6 +259,7 @@ class LineParser:
             self.format or _guess(lines[0]),
             given=self.given,
             series_count=self.series_count,
+            future_steps=self.future_steps,
         )
         scratch = _Batch(self.row_width)
         try:
@@ -305,7 +320,7 @@ class LineParser:
                 if len(self.reported) >= MAX_REPORTED:
                     break  # a producer inventing keys must not grow memory or flood stderr
                 self.reported.add(key)
-                reason = f"unknown column {_show(key)}"
+                reason = f"unknown column {show(key)}"
                 if len(self.reported) == MAX_REPORTED:
                     reason += (
                         f" (the last of {MAX_REPORTED} reported; later unknown keys are ignored silently)"
@@ -330,32 +345,43 @@ class LineParser:
         )
 
     def _parse_csv(self, lines: list[str], first_line: int, batch: _Batch) -> None:
-        for k, line in enumerate(lines):
-            if not line or line.isspace():
-                continue
-            number = first_line + k
-            parts = _split_csv(line)
-            if self.layout is None:
-                if self._try_header(parts, line, number, batch):
-                    continue
-                width = len(parts) - len(self.covariates)
-                if width not in (1, 2, 3):
-                    batch.bad(number, f"expected {_expected(self.covariates)}, got {len(parts)} fields")
-                    continue
-                if width < 3 and self.series_count > 1:
-                    batch.bad(number, self._no_id())  # a stray line must not fix the layout
-                    continue
-                before = len(batch.values)
-                self.layout = _positional(width, len(self.covariates))
-                self.has_time = self.layout[1] is not None
-                self._csv_line(parts, number, batch)
-                if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
-                    self.layout = None
-                continue
-            if self.header is not None and line.strip() == self.header:
-                batch.bad(number, "a repeated header line")
-                continue
+        k = 0
+        while k < len(lines) and not self._bulk_ready():
+            self._csv_text(lines[k], first_line + k, batch)
+            k += 1
+        if k < len(lines):
+            self._bulk.parse(lines[k:], first_line + k, batch)
+
+    def _bulk_ready(self) -> bool:
+        """Once the layout and the output's zone are fixed, plain lines are read column by column."""
+        return self.layout is not None and self._zone_fixed and not self.covariates
+
+    def _csv_text(self, line: str, number: int, batch: _Batch) -> None:
+        """One CSV line by every rule; the first good one fixes the layout."""
+        if not line or line.isspace():
+            return
+        parts = _split_csv(line)
+        if self.layout is None:
+            if self._try_header(parts, line, number, batch):
+                return
+            width = len(parts) - len(self.covariates)
+            if width not in (1, 2, 3):
+                batch.bad(number, f"expected {_expected(self.covariates)}, got {len(parts)} fields")
+                return
+            if width < 3 and self.series_count > 1:
+                batch.bad(number, self._no_id())  # a stray line must not fix the layout
+                return
+            before = len(batch.values)
+            self.layout = _positional(width, len(self.covariates))
+            self.has_time = self.layout[1] is not None
             self._csv_line(parts, number, batch)
+            if len(batch.values) == before:  # the line did not parse: do not let it fix the layout
+                self.layout = None
+            return
+        if self.header is not None and line.strip() == self.header:
+            batch.bad(number, "a repeated header line")
+            return
+        self._csv_line(parts, number, batch)
 
     def _csv_line(self, parts: list[str], number: int, batch: _Batch) -> None:
         id_at, time_at, value_at, cov_at, width = self.layout  # type: ignore[misc]
@@ -442,6 +468,13 @@ class LineParser:
             f"series id is missing (the model forecasts {self.series_count} series: send id,time,value{tail})"
         )
 
+    def _time(self, raw) -> int | None:
+        if raw is None:
+            if not self.has_time:
+                return None
+            raise BadLine("timestamp is missing")
+        return self.times.read(raw)
+
     def fix_zone(self, zone: str | None) -> None:
         """Resume a stream in the zone its state was written in, whatever the next line carries."""
         self._zone_fixed, self.stream_zone = True, zone
@@ -449,11 +482,11 @@ class LineParser:
     def _record(self, number: int, sid, when, value, covs: list, batch: _Batch) -> None:
         """Validate one observation's fields and append it; a bad field skips the whole line."""
         try:
-            v = _number(value, "value")
+            v = read_number(value, "value")
             if v is None:
                 raise BadLine("value is missing")
-            _check_value(v, "value")
-            sid = _series_id(sid)
+            check_value(v, "value")
+            sid = read_series_id(sid)
             t = self._time(when)
         except BadLine as exc:
             batch.bad(number, str(exc))
@@ -461,16 +494,16 @@ class LineParser:
         ahead = []
         try:
             for name, raw in zip(self.covariates[self.n_past :], covs[self.n_past :], strict=True):
-                ahead.extend(_values_ahead(raw, name, self.future_steps))
+                ahead.extend(read_values_ahead(raw, name, self.future_steps))
         except BadLine as exc:
             batch.bad(number, str(exc))
             return
         row = []
         for name, raw in zip(self.covariates[: self.n_past], covs[: self.n_past], strict=True):
             try:
-                x = _number(raw, name)
+                x = read_number(raw, name)
                 if x is not None:
-                    _check_value(x, name)
+                    check_value(x, name)
             except BadLine:
                 x = None
             if x is None:
@@ -485,87 +518,7 @@ class LineParser:
             row.append(x)
         batch.add(number, sid, t, v, row + ahead)
         if not self._zone_fixed:
-            self._zone_fixed, self.stream_zone = True, self.time_zone
-
-    def _time(self, raw) -> int | None:
-        if raw is None:
-            if not self.has_time:
-                return None
-            raise BadLine("timestamp is missing")
-        if isinstance(raw, str):
-            cached = self._time_cache.get(raw)
-            if cached is not None:
-                return cached
-            parsed = self._time_text(raw)
-            if len(self._time_cache) > 4096:
-                self._time_cache.clear()
-            self._time_cache[raw] = parsed
-            return parsed
-        if isinstance(raw, datetime):
-            return self._datetime(raw)
-        if isinstance(raw, date):
-            return self._datetime(datetime(raw.year, raw.month, raw.day))
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            try:
-                number = float(raw)
-            except OverflowError:
-                raise BadLine(f"timestamp {_show(raw)} is out of range") from None
-            return self._numeric_time(number, _show(raw))
-        raise BadLine(f"timestamp {_show(raw)} is not a date")
-
-    def _time_text(self, text: str) -> int:
-        stripped = text.strip()
-        if self.index_time:
-            try:
-                step = int(stripped)
-            except ValueError:
-                raise BadLine(f"time {_show(text)} is not a whole step number") from None
-            return _check_step(step, text)
-        if len(stripped) == 7 and stripped[4] == "-":  # "2024-01": monthly data
-            stripped += "-01"
-        try:
-            return self._datetime(datetime.fromisoformat(stripped))
-        except ValueError:
-            pass
-        try:
-            number = float(stripped)
-        except ValueError:
-            raise BadLine(
-                f"timestamp {_show(text)} is not a date (use ISO 8601 like 2024-01-31 13:00)"
-            ) from None
-        return self._numeric_time(number, _show(text))
-
-    def _numeric_time(self, number: float, shown: str) -> int:
-        if self.index_time:
-            if not math.isfinite(number) or number != int(number):
-                raise BadLine(f"time {shown} is not a whole step number")
-            return _check_step(int(number), shown)
-        if 19_000_101 <= number <= 21_001_231 and number == int(number):  # YYYYMMDD
-            try:
-                return self._datetime(datetime.strptime(str(int(number)), "%Y%m%d"))
-            except ValueError:
-                pass
-        if not math.isfinite(number) or number <= EPOCH_SECONDS_MIN or number > 1e11:
-            raise BadLine(f"timestamp {shown} is not a date (numbers are read as epoch seconds)")
-        self.time_zone = self.time_zone or "UTC"
-        return int(round(number * 1_000_000))
-
-    def _datetime(self, dt: datetime) -> int:
-        if self.index_time:
-            raise BadLine(
-                f"timestamp {_show(dt.isoformat())} given, but the model counts steps (its data had no time column)"
-            )
-        if dt.tzinfo is None:
-            t = (dt - _EPOCH) // _MICROSECOND
-        else:
-            t = (dt - _EPOCH_UTC) // _MICROSECOND
-        if not FIRST_TIME <= t <= LAST_TIME:
-            raise BadLine(
-                f"timestamp {_show(dt.isoformat())} is out of range (years {YEARS[0]} to {YEARS[1]})"
-            )
-        if dt.tzinfo is not None:
-            self.time_zone = self.time_zone or "UTC"
-        return t
+            self._zone_fixed, self.stream_zone = True, self.times.time_zone
 
 
 class _Batch:
@@ -587,6 +540,14 @@ class _Batch:
         self.values.append(v)
         self.covs.append(covs)
 
+    def extend(self, numbers: range, ids: list[str], times: list, values: list[float]) -> None:
+        """Rows without covariates, checked already (CsvColumns)."""
+        self.lines += numbers
+        self.ids += ids
+        self.times += times
+        self.values += values
+        self.covs += [_NO_COVARIATES] * len(ids)
+
     def bad(self, number: int, reason: str) -> None:
         self.events.append(Event(number, "skipped", reason))
 
@@ -598,10 +559,99 @@ class _Batch:
             series_ids=self.ids,
             values=np.array(self.values, dtype=np.float64),
             times=np.array(self.times, dtype=np.int64) if timed else None,
-            covariates=np.array(self.covs, dtype=np.float64).reshape(n, self.n_covariates),
+            covariates=np.array(self.covs, dtype=np.float64).reshape(n, self.n_covariates)
+            if self.n_covariates
+            else np.zeros((n, 0)),
             events=self.events,
             time_zone=time_zone,
         )
+
+
+_NO_COVARIATES: list[float] = []
+
+
+class CsvColumns:
+    """CSV lines of a fixed layout without covariates, read column by column: each field is checked
+    once per distinct text (ids and times repeat) or in one pass (values). Lines any check would
+    question go through the parser's line-by-line rules, which word the message; the result is
+    the same as reading every line by those rules."""
+
+    def __init__(self, parser: LineParser) -> None:
+        self.parser = parser
+        self.ids: dict[str, str | None] = {}  # raw text -> the checked id, None when bad
+
+    def parse(self, lines: list[str], first_line: int, batch: _Batch) -> None:
+        p = self.parser
+        id_at, time_at, value_at, _, width = p.layout  # type: ignore[misc]
+        rows = [line.split(",") for line in lines]
+        shaped = [len(r) == width and '"' not in line for r, line in zip(rows, lines, strict=True)]
+        if p.header is not None:  # a repeated header is reported by the line-by-line rules
+            shaped = [ok and line.strip() != p.header for ok, line in zip(shaped, lines, strict=True)]
+        if not all(shaped):
+            filler = ["nan"] * width  # fails the value check: the line goes the slow way
+            rows = [r if ok else filler for r, ok in zip(rows, shaped, strict=True)]
+        values = self._values([r[value_at] for r in rows])
+        good = np.isfinite(values) & (np.abs(values) <= MAX_VALUE)
+        raw_ids = [r[id_at] for r in rows] if id_at is not None else [p.default_id] * len(rows)
+        known = self.ids
+        ids = [known[r] if r in known else self._id(r) for r in raw_ids]
+        if time_at is not None:
+            cache = p.times.cache
+            times = [cache[r] if r in cache else self._time(r) for r in (r[time_at] for r in rows)]
+        else:
+            times = [None] * len(rows)
+        good &= np.fromiter(
+            (
+                sid is not None and (t is not None or time_at is None)
+                for sid, t in zip(ids, times, strict=True)
+            ),
+            dtype=bool,
+            count=len(rows),
+        )
+        values_list = values.tolist()
+        start = 0
+        for bad in np.flatnonzero(~good).tolist() + [len(rows)]:
+            if bad > start:
+                numbers = range(first_line + start, first_line + bad)
+                batch.extend(numbers, ids[start:bad], times[start:bad], values_list[start:bad])
+            if bad < len(rows):
+                p._csv_text(lines[bad], first_line + bad, batch)
+            start = bad + 1
+
+    @staticmethod
+    def _values(texts: list[str]) -> np.ndarray:
+        """float() of each text as `_number` reads it; NaN where that would not give a plain number."""
+        if "_" not in "".join(texts):  # Python reads 1_000 as 1000; a CSV never means that
+            try:
+                return np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+            except ValueError:
+                pass
+        return np.array([_plain_float(t) for t in texts], dtype=np.float64)
+
+    def _id(self, raw: str) -> str | None:
+        try:
+            sid = read_series_id(raw)
+        except BadLine:
+            sid = None
+        if len(self.ids) >= MAX_CACHED_IDS:
+            self.ids.clear()
+        self.ids[raw] = sid
+        return sid
+
+    def _time(self, raw: str) -> int | None:
+        try:
+            return self.parser.times.read(raw)
+        except BadLine:
+            return None
+
+
+def _plain_float(text: str) -> float:
+    if "_" in text:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _guess(line: str) -> str:
@@ -658,222 +708,6 @@ def _pick(lower: dict[str, int], given: str | None, candidates: tuple[str, ...])
     return next((lower[c] for c in candidates if c in lower), None)
 
 
-def _check_value(x: float, name: str) -> None:
-    """Values must be finite and within ±MAX_VALUE: beyond it, scaling and forecasts overflow."""
-    if not math.isfinite(x):
-        raise BadLine(f"{name} is {'NaN' if x != x else 'infinite'}")
-    if abs(x) > MAX_VALUE:
-        raise BadLine(f"{name} {x:g} is out of range (beyond ±{MAX_VALUE:g})")
-
-
-def _check_step(step: int, shown) -> int:
-    if abs(step) > MAX_STEP:
-        raise BadLine(f"time {_show(shown)} is out of range (beyond ±{MAX_STEP:g} steps)")
-    return step
-
-
-def _series_id(raw) -> str:
-    """A series id as text that every output can carry: not empty, no control characters, valid
-    Unicode (JSON allows lone UTF-16 surrogates, which no UTF-8 output can write)."""
-    if isinstance(raw, str):
-        sid = raw.strip()
-    elif raw is None or isinstance(raw, (bool, dict, list)):
-        sid = ""
-    else:
-        sid = str(raw)
-    if not sid:
-        raise BadLine("series id is missing")
-    if len(sid) > MAX_ID_CHARS:
-        raise BadLine(f"series id {_show(sid)} is longer than {MAX_ID_CHARS} characters")
-    if not sid.isascii():
-        try:
-            sid.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadLine(f"series id {_show(sid)} is not valid Unicode (a lone surrogate)") from None
-    if _CONTROL.search(sid):
-        raise BadLine(f"series id {_show(sid)} has a control character")
-    return sid
-
-
-def _number(raw, name: str) -> float | None:
-    if raw is None:
-        return None
-    if isinstance(raw, float):
-        return raw
-    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-        raise BadLine(f"{name} {_show(raw)} is not a number")
-    if isinstance(raw, str) and raw.strip() in MISSING:
-        return None
-    if isinstance(raw, str) and "_" in raw:  # Python reads 1_000 as 1000; a CSV never means that
-        raise BadLine(f"{name} {_show(raw)} is not a number")
-    try:
-        return float(raw)
-    except (ValueError, OverflowError):
-        raise BadLine(f"{name} {_show(raw)} is not a number") from None
-
-
-def _values_ahead(raw, name: str, steps: int) -> list[float]:
-    """A future covariate's values for the next `steps` steps: a JSON list, or numbers separated by
-    spaces (a CSV field); every one a finite number."""
-    if isinstance(raw, str):
-        items = raw.split()
-    elif isinstance(raw, list):
-        items = raw
-    elif raw is not None and steps == 1:
-        items = [raw]
-    else:
-        items = None
-    if items is None or len(items) != steps:
-        got = "nothing" if raw is None else f"{len(items)} values" if items is not None else _show(raw)
-        raise BadLine(
-            f"future covariate {name!r} must hold its next {steps} values (a JSON list, or numbers "
-            f"separated by spaces in CSV), got {got}"
-        )
-    values = []
-    for item in items:
-        x = _number(item, f"future covariate {name!r}")
-        if x is None:
-            raise BadLine(f"future covariate {name!r} has a missing value")
-        _check_value(x, f"future covariate {name!r}")
-        values.append(x)
-    return values
-
-
-def _show(raw) -> str:
-    text = repr(raw)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 DETECT_LINES = 64  # the format is detected among the first lines at hand, at most this many
-MAX_LINE_BYTES = 1 << 20
-MAX_STEP = 10**15  # step numbers of a model without a time axis
-MAX_ID_CHARS = 1000
 MAX_REPORTED = 100  # unknown JSON keys reported, at most
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-# Times pandas and numpy hold in nanoseconds (forecasts beyond stay within datetime).
-YEARS = (1678, 2261)
-FIRST_TIME = (datetime(YEARS[0], 1, 1) - _EPOCH) // _MICROSECOND
-LAST_TIME = (datetime(YEARS[1] + 1, 1, 1) - _EPOCH) // _MICROSECOND - 1
-TOO_LONG = "\x00 line too long"  # stands in, by identity, for a line the reader dropped
-
-
-class LineReader:
-    """Complete lines from a byte stream, as many as are ready right now: one micro-batch.
-
-    Waiting never holds back a line that has arrived, so a slow producer gets each forecast at once,
-    while a fast one (a file through `cat`) fills batches of up to `max_lines`.
-    """
-
-    def __init__(self, source: BinaryIO, max_lines: int = 8192, wake_fd: int | None = None) -> None:
-        self.source = source
-        self.max_lines = max_lines
-        self.wake_fd = wake_fd
-        self.buffer = bytearray()
-        self.pending: list[str] = []
-        self.eof = False
-        self.lines_read = 0
-        self.started = False  # a byte-order mark may open the first line only
-        self.dropping = False  # inside a line longer than MAX_LINE_BYTES: skip to its end
-        try:
-            self.fd: int | None = source.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            self.fd = None
-        if self.fd is not None:
-            _grow_pipe(self.fd)
-
-    def read(self, timeout: float | None = None) -> tuple[int, list[str]] | None:
-        """(number of the first line, lines) ready within `timeout` seconds, possibly none; None at the end."""
-        if not self.pending and not self.eof:
-            self._fill(timeout)
-        if not self.pending:
-            if self.eof:
-                return None
-            return self.lines_read + 1, []
-        lines, self.pending = self.pending[: self.max_lines], self.pending[self.max_lines :]
-        first = self.lines_read + 1
-        self.lines_read += len(lines)
-        return first, lines
-
-    def _fill(self, timeout: float | None) -> None:
-        if self.fd is None:
-            chunk = self.source.read(1 << 20)
-            self._take(chunk)
-            return
-        watched = [self.fd] if self.wake_fd is None else [self.fd, self.wake_fd]
-        ready = select.select(watched, [], [], timeout)[0]
-        if self.wake_fd is not None and self.wake_fd in ready:
-            _drain(self.wake_fd)
-        if self.fd not in ready:
-            return
-        while True:
-            chunk = os.read(self.fd, 1 << 20)
-            self._take(chunk)
-            if self.eof or self.buffer.count(b"\n") >= self.max_lines:
-                return
-            if not select.select([self.fd], [], [], 0)[0]:
-                return
-
-    def _take(self, chunk: bytes) -> None:
-        if not chunk:
-            self.eof = True
-            if self.dropping:
-                self.pending.append(TOO_LONG)
-            elif self.buffer:
-                self.pending += self._lines(bytes(self.buffer))
-            self.buffer.clear()
-            return
-        if self.dropping:
-            # Memory stays bounded whatever a producer sends: the rest of a too long line is dropped.
-            end = chunk.find(b"\n")
-            if end < 0:
-                return
-            self.pending.append(TOO_LONG)
-            self.dropping, chunk = False, chunk[end + 1 :]
-        start = len(self.buffer)
-        self.buffer += chunk
-        cut = self.buffer.rfind(b"\n", start)
-        if cut < 0:
-            if len(self.buffer) > MAX_LINE_BYTES:
-                self.buffer.clear()
-                self.dropping = True
-            return
-        raw = bytes(self.buffer[:cut])
-        del self.buffer[: cut + 1]
-        self.pending += self._lines(raw)
-        if len(self.buffer) > MAX_LINE_BYTES:
-            self.buffer.clear()
-            self.dropping = True
-
-    def _lines(self, raw: bytes) -> list[str]:
-        """Complete lines; each one longer than MAX_LINE_BYTES, wherever it lies, is TOO_LONG."""
-        if len(raw) <= MAX_LINE_BYTES:
-            return self._decode(raw).split("\n")
-        return [
-            TOO_LONG if len(part) > MAX_LINE_BYTES else self._decode(part).removesuffix("\r")
-            for part in raw.split(b"\n")
-        ]
-
-    def _decode(self, raw: bytes) -> str:
-        text = raw.decode("utf-8", errors="replace")
-        if not self.started:
-            self.started = True
-            text = text.removeprefix("\ufeff")
-        return text.replace("\r\n", "\n") if "\r" in text else text
-
-
-def _grow_pipe(fd: int) -> None:
-    """A larger pipe lets a bulk producer fill bigger micro-batches (Linux only; harmless elsewhere)."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
-    except (ImportError, OSError):
-        pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except (BlockingIOError, OSError):
-        pass
+MAX_CACHED_IDS = 1 << 20  # checked series ids remembered: memory stays bounded

@@ -39,25 +39,38 @@ class _Text:
 
     def numbers(self, values: np.ndarray) -> list[str]:
         """(R, K) floats -> R strings "v1,v2,...,vK"."""
+        return self.number_texts(values).to_list()
+
+    def number_texts(self, values: np.ndarray) -> pl.Series:
+        """As `numbers`, as a polars column (what `lines` joins)."""
         rows, width = values.shape
         if rows == 0:
-            return []
+            return pl.Series([], dtype=pl.String)
         numbers = values.astype(np.float32).reshape(-1)
         flat = pl.Series(numbers).cast(pl.String)
         if not np.isfinite(numbers).all():
             flat = flat.set(pl.Series(~np.isfinite(numbers)), None).fill_null(self.missing)
-        return flat.reshape((rows, width)).arr.join(",").to_list()
+        return flat.reshape((rows, width)).arr.join(",")
 
-    def watch_fields(self, batch: StreamBatch, template: str) -> list[str]:
-        """Per row, "," + `template` filled with the error, score and flag (--watch), else ""."""
+    def id_texts(self, series_ids: list[str]) -> pl.Series:
+        texts = self.ids
+        return pl.Series([texts[s] if s in texts else self._id(s) for s in series_ids], dtype=pl.String)
+
+    @staticmethod
+    def lines(parts: list) -> str:
+        """Text pieces (str for every row, or a Series of one per row) joined row by row, in one pass."""
+        row = pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
+        return "".join(pl.select(row).to_series().to_list())
+
+    def watch_fields(self, batch: StreamBatch, names: tuple[str, str, str]) -> list:
+        """The error, score and flag (--watch) as `lines` pieces, each after its `names` prefix;
+        none when the batch is not watched."""
         w = batch.watched
         if w is None:
-            return [""] * len(batch)
-        numbers = self.numbers(np.column_stack([w.error, w.score]))
-        return [
-            "," + template.format(*pair.split(","), "true" if flag else "false")
-            for pair, flag in zip(numbers, w.anomaly.tolist(), strict=True)
-        ]
+            return []
+        error = self.number_texts(w.error[:, None])
+        score = self.number_texts(w.score[:, None])
+        return [names[0], error, names[1], score, names[2], _booleans(w.anomaly)]
 
     def cache(self, sid: str, text: str) -> str:
         if len(self.ids) >= MAX_CACHED_IDS:
@@ -92,22 +105,23 @@ class JsonLines(_Text):
             quoted = texts if indexed else [f'"{t}"' for t in texts]
             heads.append(quoted[0])
             tails.append(",".join(quoted[1:]))
-        point = self.numbers(batch.values[:, :, batch.point_index])
-        quantiles = [
-            (json.dumps(quantile_column(q)), self.numbers(batch.values[:, :, i]))
-            for i, q in enumerate(batch.quantiles)
+        pick = pl.Series(inverse, dtype=pl.Int64)
+        parts = [
+            '{"series_id":',
+            self.id_texts(batch.series_ids),
+            ',"timestamp":',
+            pl.Series(heads, dtype=pl.String).gather(pick),
+            ',"forecast":[',
+            self.number_texts(batch.values[:, :, batch.point_index]),
+            '],"timestamps":[',
+            pl.Series(tails, dtype=pl.String).gather(pick),
+            "]",
         ]
-        watch = self.watch_fields(batch, '"error":{},"score":{},"anomaly":{}')
-        out = []
-        for r, sid in enumerate(batch.series_ids):
-            u = inverse[r]
-            extra = "".join(f",{name}:[{text[r]}]" for name, text in quantiles)
-            warm = "true" if batch.warming_up[r] else "false"
-            out.append(
-                f'{{"series_id":{self._id(sid)},"timestamp":{heads[u]},"forecast":[{point[r]}],'
-                f'"timestamps":[{tails[u]}]{extra},"warming_up":{warm}{watch[r]}}}\n'
-            )
-        return "".join(out)
+        for i, q in enumerate(batch.quantiles):
+            parts += [f",{json.dumps(quantile_column(q))}:[", self.number_texts(batch.values[:, :, i]), "]"]
+        parts += [',"warming_up":', _booleans(batch.warming_up)]
+        parts += self.watch_fields(batch, (',"error":', ',"score":', ',"anomaly":'))
+        return self.lines([*parts, "}\n"])
 
     def _id(self, sid: str) -> str:
         text = self.ids.get(sid)
@@ -139,15 +153,15 @@ class Csv(_Text):
         if len(batch) == 0:
             return ""
         inverse, stamps = self.times(batch, 0)
-        blocks = [self.numbers(batch.values[:, :, batch.point_index])]
-        blocks += [self.numbers(batch.values[:, :, i]) for i in range(len(batch.quantiles))]
-        watch = self.watch_fields(batch, "{},{},{}")
-        out = []
-        for r, sid in enumerate(batch.series_ids):
-            numbers = ",".join(block[r] for block in blocks)
-            warm = "true" if batch.warming_up[r] else "false"
-            out.append(f"{self._id(sid)},{stamps[inverse[r]][0]},{warm},{numbers}{watch[r]}\n")
-        return "".join(out)
+        times = pl.Series([texts[0] for texts in stamps], dtype=pl.String).gather(
+            pl.Series(inverse, dtype=pl.Int64)
+        )
+        parts = [self.id_texts(batch.series_ids), ",", times, ",", _booleans(batch.warming_up), ","]
+        parts.append(self.number_texts(batch.values[:, :, batch.point_index]))
+        for i in range(len(batch.quantiles)):
+            parts += [",", self.number_texts(batch.values[:, :, i])]
+        parts += self.watch_fields(batch, (",", ",", ","))
+        return self.lines([*parts, "\n"])
 
     def _id(self, sid: str) -> str:
         text = self.ids.get(sid)
@@ -155,6 +169,10 @@ class Csv(_Text):
             needs_quotes = any(c in sid for c in ',"\n\r') or sid != sid.strip()
             text = self.cache(sid, '"' + sid.replace('"', '""') + '"' if needs_quotes else sid)
         return text
+
+
+def _booleans(flags: np.ndarray) -> pl.Series:
+    return pl.Series(np.where(flags, "true", "false"), dtype=pl.String)
 
 
 def formatter(

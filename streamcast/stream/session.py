@@ -29,8 +29,9 @@ from streamcast.modelfile import load as load_model
 from streamcast.modelfile import save as save_model
 from streamcast.stream import reload
 from streamcast.stream.engine import StreamBatch, StreamConfig, stream
-from streamcast.stream.input import LineParser, LineReader, Observations
+from streamcast.stream.input import LineParser, Observations
 from streamcast.stream.output import formatter
+from streamcast.stream.reader import LineReader
 from streamcast.stream.state import StreamState
 from streamcast.stream.watch import anomalies_only
 
@@ -176,6 +177,7 @@ class StreamSession:
         self.counts["accepted"] += batch.accepted
         self.counts["replayed"] += batch.replayed
         self.counts["evicted"] += batch.evicted
+        self.counts["other_partition"] += batch.other_partition
         self.unsaved += batch.accepted
         for event in batch.events:
             self.counts[event.kind] += 1
@@ -187,7 +189,11 @@ class StreamSession:
 
     def summary(self) -> str:
         """One line of counts for stderr at the end of a run."""
-        shown = COUNTS + (("anomalies",) if self.config.watch is not None else ())
+        shown = (
+            *COUNTS,
+            *(("other_partition",) if self.config.partition is not None else ()),
+            *(("anomalies",) if self.config.watch is not None else ()),
+        )
         counts = ", ".join(f"{k}={self.counts[k]}" for k in shown)
         return f"stream: {self.lines} lines, {counts}"
 

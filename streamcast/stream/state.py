@@ -167,8 +167,12 @@ class StreamState:
         """Write a checkpoint atomically."""
         n = len(self.ids)
         tensors = {f"hidden.{j}": p[:n].contiguous() for j, p in enumerate(self.hidden)}
-        covs = [c if c is not None else [] for c in self.last_covariates]
-        width = max((len(c) for c in covs), default=0)
+        width = max((len(c) for c in self.last_covariates if c is not None), default=0)
+        covs = (
+            torch.tensor([c or [0.0] * width for c in self.last_covariates], dtype=torch.float64)
+            if width
+            else torch.zeros((n, 0), dtype=torch.float64)
+        )
         tensors.update(
             {
                 "loc": torch.tensor(self.loc, dtype=torch.float64),
@@ -181,9 +185,7 @@ class StreamState:
                 "has_covariates": torch.tensor(
                     [c is not None for c in self.last_covariates], dtype=torch.bool
                 ),
-                "last_covariates": torch.tensor(
-                    [c or [0.0] * width for c in covs], dtype=torch.float64
-                ).reshape(n, width),
+                "last_covariates": covs.reshape(n, width),
                 "ticks": torch.tensor(self.ticks, dtype=torch.int64),
                 "since_reset": torch.tensor(self.since_reset, dtype=torch.int64),
             }
@@ -228,9 +230,14 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         spec = forecaster.spec
         width = len(spec.covariates) + len(spec.future_covariates) * spec.future_steps
         _check_tensors(tensors, len(ids), width, state._template)
-        for sid in ids:
-            state.series_index(sid)
-        state.set_rows(list(range(len(ids))), tuple(tensors[f"hidden.{j}"] for j in range(len(state.hidden))))
+        n = len(ids)
+        state.ids = list(ids)
+        state.index = dict(zip(state.ids, range(n), strict=True))
+        state.hidden = tuple(
+            torch.cat([tensors[f"hidden.{j}"], p.new_zeros((max(0, 16 - n), *p.shape[1:]))])
+            for j, p in enumerate(state.hidden)
+        )
+        state.last_seen = [0] * n
         state.loc = tensors["loc"].tolist()
         state.scale = tensors["scale"].tolist()
         state.frozen = tensors["frozen"].tolist()

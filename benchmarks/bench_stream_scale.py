@@ -1,0 +1,95 @@
+"""`stream` holding many series in one process: memory per series, a tick of every series, and the
+checkpoint (save and load) of all their states.
+
+For each count of series: every series gets a first observation (a new series: the rules line by
+line) and a second one through `stream` in micro-batches of 8,192 lines, then the state file is
+written and read back. Memory is the resident size the held states add, split into the hidden-state
+tensors (their rows; the tensor grows by doubling) and everything else (ids, index, scales, clocks).
+GRU hidden 64, horizon 24. Usage: python bench_stream_scale.py [MAX_SERIES] (default 1,000,000).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine, report, synthetic
+
+import streamcast as sc
+from streamcast.stream.input import parser_for
+
+BATCH = 8192
+
+
+def rss_bytes() -> int:
+    """The resident size of this process now (not its peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def tick(model: sc.Forecaster, state: sc.StreamState, lines: list[str]) -> float:
+    """Seconds to stream `lines` through `state` in micro-batches, forecasts included."""
+    parser = parser_for(model)
+    batches = (parser.parse(lines[i : i + BATCH], i + 1) for i in range(0, len(lines), BATCH))
+    started = time.perf_counter()
+    emitted = sum(len(b) for b in sc.stream(model, batches, state))
+    assert emitted == len(lines)
+    return time.perf_counter() - started
+
+
+def measure(model: sc.Forecaster, series: int, tmp: Path) -> dict:
+    first = [f"s{i:07d},2024-01-01 00:00,{10 + i % 7}" for i in range(series)]
+    second = [line.replace(" 00:00,", " 01:00,") for line in first]
+    gc.collect()
+    before = rss_bytes()
+    state = sc.StreamState(model)
+    new_seconds = tick(model, state, first)
+    gc.collect()
+    held = rss_bytes() - before
+    tensor_bytes = sum(p[0].numel() * p.element_size() for p in state.hidden) * len(state)
+    next_seconds = tick(model, state, second)
+    path = tmp / "state.safetensors"
+    started = time.perf_counter()
+    state.save(path)
+    save_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = sc.StreamState.load(path, model)
+    load_seconds = time.perf_counter() - started
+    assert len(loaded) == series
+    return {
+        "series": series,
+        "bytes/series (not tensors)": (held - tensor_bytes) / series,
+        "tensor bytes/series": tensor_bytes / series,
+        "new series: ticks/s": series / new_seconds,
+        "next tick: ticks/s": series / next_seconds,
+        "checkpoint save s": save_seconds,
+        "checkpoint load s": load_seconds,
+        "file MB": path.stat().st_size / 1e6,
+    }
+
+
+def main() -> None:
+    most = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    counts = [n for n in (10_000, 100_000, 1_000_000) if n <= most] or [most]
+    frame = synthetic(20, 200)
+    config = sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=1)
+    model = sc.fit(sc.read_series(frame), config)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            rows.append(measure(model, n, Path(tmp)))
+            gc.collect()
+    load = os.getloadavg()[0]
+    report(
+        "stream_scale",
+        rows,
+        note=f"GRU hidden 64, horizon 24, one process; load {load:.1f}; {machine()}",
+    )
+
+
+if __name__ == "__main__":
+    main()

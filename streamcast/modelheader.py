@@ -1,0 +1,86 @@
+"""A model file's header alone: its format, version and JSON metadata, checked, without torch.
+
+`streamcast info` and the CLI's start-up need no network, so this module imports neither torch nor
+the model: `modelfile` builds the network on top of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from streamcast import safefile
+from streamcast.errors import ModelFileError, first_line
+from streamcast.schema import ModelMeta, validate
+
+FORMAT = "streamcast-model"
+# 2: ensembles (member_configs) and target transforms; 3: a sha256 of the whole file in the
+# header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
+# keep loading; 4: the head's scale (`head_scale`), which a reader of 3 would ignore and misread.
+# An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
+FORMAT_VERSION = 4
+WHOLE_FILE_CHECKSUM = 3
+DEFAULT_MODEL_PATH = "model.streamcast"
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON metadata alone, without building the network (for `streamcast info`)."""
+    return metadata(read_file(path), path)
+
+
+def tensor_bytes(raw: bytes) -> bytes:
+    """What follows the header: the tensors' data."""
+    size = int.from_bytes(raw[:8], "little")
+    return raw[8 + size :]
+
+
+def read_file(path: str | Path) -> bytes:
+    p = Path(path)
+    if p.is_dir():
+        raise ModelFileError(f"{str(p)!r} is a folder, not a model or state file: give the file's path")
+    if not p.is_file():
+        hint = (
+            " (run `streamcast fit DATA` first, or pass -m/--model PATH)"
+            if p.name == DEFAULT_MODEL_PATH
+            else ""
+        )
+        raise ModelFileError(f"model file {str(p)!r} not found{hint}")
+    return p.read_bytes()
+
+
+def metadata(raw: bytes, path: str | Path) -> dict:
+    """Parse the safetensors header by hand: a foreign file must fail with a clear message; then
+    check the whole file's checksum and the metadata's schema."""
+    problem = f"{path}: not a streamcast model file"
+    try:
+        meta = safefile.header(raw)
+    except safefile.Damaged as exc:
+        raise ModelFileError(f"{problem} ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(problem)
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
+        raise ModelFileError(f"{problem} (format version {version!r})")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: written by a newer streamcast (format {version}); upgrade streamcast to load it"
+        )
+    try:
+        sealed = safefile.check(raw, meta, required=version >= WHOLE_FILE_CHECKSUM)
+    except safefile.Damaged as exc:
+        raise ModelFileError(
+            f"{path}: the model file is damaged ({exc}); copy it again or fit a new one"
+        ) from None
+    expected = meta.get("tensors_sha256")  # format 1; files from before any checksum have none
+    if not sealed and expected is not None and hashlib.sha256(tensor_bytes(raw)).hexdigest() != expected:
+        raise ModelFileError(
+            f"{path}: the model file is damaged (its weights do not match their checksum); "
+            "copy it again or fit a new one"
+        )
+    try:
+        validate(meta, ModelMeta)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path}: the model file's header is invalid ({first_line(exc)}); copy it again or fit a new one"
+        ) from None
+    return meta

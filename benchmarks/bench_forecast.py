@@ -39,20 +39,27 @@ def frame(series: int, length: int) -> SeriesFrame:
     return SeriesFrame(data, "1h", Columns("series_id", "timestamp", "value"), "<synthetic>")
 
 
-def untrained(ids: list[str], members: int = 1) -> Forecaster:
+def untrained(ids: list[str], members: int = 1, lags: str = "season") -> Forecaster:
     spec = FeatureSpec("1h", calendar_names("1h"), (), (), ())
-    # The shape `fit` gives hourly data by default, with the GRU the issue names.
+    # The shape `fit` gives positive hourly data by default, with the GRU the issue names.
     config = ModelConfig(
-        input_size=spec.input_size, cell="gru", hidden_size=64, horizon=24, ar=window_length("1h"), season=24
+        input_size=spec.input_size,
+        cell="gru",
+        hidden_size=64,
+        horizon=24,
+        ar=window_length("1h"),
+        season=24,
+        head_scale="window",
+        lag_inputs=lags,
     )
     net = (RecurrentForecaster(config) if members == 1 else EnsembleForecaster([config] * members)).eval()
     scaler = Scaler(dict.fromkeys(ids, 100.0), dict.fromkeys(ids, 10.0))
     return Forecaster(net, spec, scaler, Columns("series_id", "timestamp", "value"))
 
 
-def one(series: int, length: int, members: int) -> dict:
+def one(series: int, length: int, members: int, lags: str) -> dict:
     data = frame(series, length)
-    model = untrained(data.series_ids, members)
+    model = untrained(data.series_ids, members, lags)
     before = peak_rss_mb()
     started = time.perf_counter()
     table = sc.forecast(model, data)
@@ -60,6 +67,7 @@ def one(series: int, length: int, members: int) -> dict:
     assert table.height == series * 24
     return {
         "members": members,
+        "lag inputs": lags,
         "series": series,
         "history": length,
         "seconds": seconds,
@@ -70,25 +78,27 @@ def one(series: int, length: int, members: int) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--one":
-        print(json.dumps(one(int(sys.argv[2]), 1000, int(sys.argv[3]))))
+    if len(sys.argv) == 5 and sys.argv[1] == "--one":
+        print(json.dumps(one(int(sys.argv[2]), 1000, int(sys.argv[3]), sys.argv[4])))
         return
     members = [int(m) for m in (sys.argv[1:] or ["1", "3"])]  # ensemble sizes to measure
     sizes = [1000, 2000] if os.environ.get("STREAMCAST_BENCH_QUICK") else [1000, 5000, 10000]
     rows = []
     for m in members:
-        for series in sizes:
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", str(series), str(m)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for lags in ("season", "none"):  # the default, and without `--lag-inputs` to show its cost
+            for series in sizes:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", str(series), str(m), lags],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     report(
         "forecast_throughput",
         rows,
-        note="GRU hidden 64 (members: an ensemble of that many), horizon 24, 1,000 hourly points per series",
+        note="GRU hidden 64 (members: an ensemble of that many), head scaled by its window, "
+        "horizon 24, 1,000 hourly points per series",
     )
 
 

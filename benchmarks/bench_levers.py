@@ -23,7 +23,8 @@ from common import SHARED_DATA, report, require
 import streamcast as sc
 from streamcast.metrics import mase, mase_scale, smape
 
-GLOBAL = {"head_scale": "global", "ensemble": 1}  # the rows before --head-scale and --ensemble
+# The rows before --head-scale, --lag-inputs and --ensemble:
+GLOBAL = {"head_scale": "global", "lag_inputs": "none", "ensemble": 1}
 LEVERS = {
     "before: no transform, plateau lr": {**GLOBAL, "transform": "none", "lr_schedule": "plateau"},
     "log transform (auto)": {**GLOBAL, "transform": "auto", "lr_schedule": "plateau"},
@@ -32,9 +33,16 @@ LEVERS = {
     "log + ensemble of 3": {**GLOBAL, "transform": "auto", "ensemble": 3},
     "log + quantiles 0.1/0.5/0.9": {**GLOBAL, "transform": "auto", "quantiles": (0.1, 0.9)},
     "log + ensemble of 3, hidden 32": {**GLOBAL, "transform": "auto", "ensemble": 3, "hidden_size": 32},
-    "log + window head scale": {"transform": "auto", "head_scale": "window", "ensemble": 1},
+    "log + window head scale": {
+        "transform": "auto",
+        "head_scale": "window",
+        "lag_inputs": "none",
+        "ensemble": 1,
+    },
     "scaling std (z-scores of the logs)": {**GLOBAL, "transform": "auto", "scaling": "std"},
-    "defaults: log + window head + ensemble of 3": {"transform": "auto", "head_scale": "auto", "ensemble": 3},
+    "log + window head + ensemble of 3": {"head_scale": "auto", "lag_inputs": "none", "ensemble": 3},
+    "log + window head + lag inputs": {"head_scale": "auto", "lag_inputs": "season", "ensemble": 1},
+    "defaults: log + window head + lag inputs + ensemble of 3": {},
 }
 
 

@@ -109,7 +109,7 @@ class FitConfig:
     loss: str = "mae"
     scaling: str = "mean"
     head_scale: str = "auto"
-    lag_inputs: str = "none"
+    lag_inputs: str = "season"
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None

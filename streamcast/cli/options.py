@@ -159,7 +159,7 @@ def fit_options(f):
         click.option(
             "--lag-inputs",
             type=click.Choice(["none", "season"]),
-            default="none",
+            default="season",
             show_default=True,
             help="season: the recurrent cell also sees each step's change since the step before and since one season back, in units of its --ar window's spread (read from the carried window).",
         ),

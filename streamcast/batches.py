@@ -16,16 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from streamcast.errors import DataError, StreamcastError, UsageError, first_line
-from streamcast.reading import SeriesFrame, find_columns, read_series
+from streamcast.reading import SAMPLE_ROWS, SeriesFrame, find_columns, read_series, sample_rows
 from streamcast.shards import Shard
 
 BATCH_SERIES = 2_048
-SAMPLE_ROWS = 10_000  # rows that columns are told from before a file is read by id
 """Series per batch. A multiple of the 256 series the network runs at once (`stepping.run_series`),
 so that series of equal length meet in the same groups as in one pass over all, and their forecasts
 are the same to the last bit (elsewhere to float32 rounding: matrix routines sum in another order
@@ -127,19 +127,17 @@ class BatchReader:
 def read_batches(
     source: str | Path | pl.DataFrame,
     *,
-    id_col: str | None = None,
-    time_col: str | None = None,
-    target: str | None = None,
-    covariates: Sequence[str] = (),
     series: Sequence[str] = (),
     shard: Shard | None = None,
     batch_series: int | None = BATCH_SERIES,
+    **options: Any,
 ) -> Iterator[SeriesFrame]:
-    """The chosen series of `source` (all by default; only `shard`'s share with one), in batches.
+    """The chosen series of `source` (all by default; only `shard`'s share with one), in batches;
+    `options` are `BatchReader`'s (columns, future covariates, static, max_gap, time_zone).
 
     >>> for batch in read_batches("big.parquet", shard=parse_shard("0/4")): ...  # doctest: +SKIP
     """
-    reader = BatchReader(source, id_col=id_col, time_col=time_col, target=target, covariates=covariates)
+    reader = BatchReader(source, **options)
     yield from reader.read(reader.share(series=series, shard=shard), batch_series)
 
 
@@ -193,9 +191,7 @@ class _ParquetScan:
             schema = pq.read_schema(path)
             # Columns may be told from their content: decide on the first rows, and leave anything
             # unsure to the whole read, which says why.
-            first = next(pq.ParquetFile(path).iter_batches(batch_size=SAMPLE_ROWS), None)
-            sample = pl.from_arrow(first) if first is not None else pl.from_arrow(schema.empty_table())
-            columns = find_columns(sample, where=str(source), **options)
+            columns = find_columns(sample_rows(path, SAMPLE_ROWS), where=str(source), **options)
         except (OSError, ValueError, pl.exceptions.PolarsError, StreamcastError):
             return None
         if columns.id is None or pa.types.is_dictionary(schema.field(columns.id).type):

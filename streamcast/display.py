@@ -337,6 +337,9 @@ def _known_row(spec: dict) -> list[tuple[str, str]]:
         *spec.get("future_covariates", []),
         *([f"holidays {spec['holidays']}"] if spec.get("holidays") else []),
     ]
-    if not names:
-        return []
-    return [("known ahead", f"{', '.join(names)} (next {spec['future_steps']} steps at each step)")]
+    rows = []
+    if names:
+        rows.append(("known ahead", f"{', '.join(names)} (next {spec['future_steps']} steps at each step)"))
+    if spec.get("static"):
+        rows.append(("static", ", ".join(spec["static"]) + " (one value per series)"))
+    return rows

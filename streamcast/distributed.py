@@ -145,5 +145,8 @@ def joined(device: torch.device) -> Iterator[Cluster | None]:
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
     try:
         yield Cluster(rank, world, local_rank, device)
+        # Leave together: a rank that tore down its gloo pairs while a peer still held them once
+        # aborted that peer ("terminate called without an active exception") in the test suite.
+        dist.barrier()
     finally:
         dist.destroy_process_group()

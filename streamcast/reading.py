@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from streamcast.column_names import ID_NAMES, TARGET_NAMES
@@ -126,7 +127,11 @@ class SeriesFrame:
 
 
 def read_table(
-    source: str | Path | pl.DataFrame, id_col: str | None = None, shard: Shard | None = None
+    source: str | Path | pl.DataFrame,
+    id_col: str | None = None,
+    shard: Shard | None = None,
+    time_col: str | None = None,
+    target: str | None = None,
 ) -> pl.DataFrame:
     """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, a folder
     or glob of Parquet files (a dataset), `-` for CSV on stdin, or a DataFrame as it is.
@@ -136,7 +141,7 @@ def read_table(
     if isinstance(source, pl.DataFrame):
         frame = source
     elif is_dataset(source):
-        frame = _read_dataset(str(source), where, id_col, shard)
+        frame = _read_dataset(str(source), where, id_col, shard, (time_col, target))
     elif str(source) == "-":
         frame = _read_csv(sys.stdin.buffer.read(), where, id_col)
     else:
@@ -153,23 +158,21 @@ def is_dataset(source: str | Path | pl.DataFrame) -> bool:
     return Path(source).is_dir() or glob.has_magic(str(source))
 
 
-def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | None) -> pl.DataFrame:
+def _read_dataset(
+    source: str, where: str, id_col: str | None, shard: Shard | None, named_cols: tuple = (None, None)
+) -> pl.DataFrame:
     """Every Parquet file of a folder (and its subfolders) or a glob, as one table; with a shard,
     the series ids are found first and only the shard's rows are read, so that no process holds
     the whole dataset."""
-    pattern = str(Path(source) / "**" / "*.parquet") if Path(source).is_dir() else source
-    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).is_file())
-    if not files:
-        what = "is a folder with no Parquet files" if Path(source).is_dir() else "matches no Parquet files"
-        raise DataError(
-            f"{where!r} {what}: give a Parquet or CSV file, or a folder or glob of .parquet files (a dataset)"
-        )
+    files = _dataset_files(source, where)
     try:
         lazy = pl.scan_parquet(files)
         if shard is None:
             return lazy.collect()
         columns = lazy.collect_schema().names()
         id_name = given_column(columns, id_col, "--id-col", ()) if id_col else named(columns, ID_NAMES, ())
+        if id_name is None:
+            id_name = _id_from_content(files, where, *named_cols)
         if id_name is None:
             raise UsageError(
                 f"{where}: reading a share of the series needs a series id column; pass --id-col"
@@ -183,6 +186,69 @@ def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | No
         return lazy.filter(pl.col(id_name).is_in(keep)).collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"cannot read {where} as a Parquet dataset ({first_line(exc)})") from None
+
+
+SAMPLE_ROWS = 10_000  # rows that columns are told from before a file or dataset is read by id
+
+
+def sample_rows(path: str | Path, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
+    """Up to `rows` rows of a Parquet file in 8 runs spread over it, so that a file sorted by id
+    shows several series to the content rules (`columns.find_id`), not only its first one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    total = parquet.metadata.num_rows
+    if total <= rows:
+        return pl.from_arrow(parquet.read())
+    run = max(1, rows // 8)  # runs that never overlap: total > rows = 8 runs
+    starts = sorted({int(x) for x in np.linspace(0, max(0, total - run), 8)})
+    offsets = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
+    pieces = []
+    for start in starts:
+        group = int(np.searchsorted(offsets, start, side="right")) - 1
+        table = parquet.read_row_group(group)
+        pieces.append(table.slice(start - int(offsets[group]), run))
+    return (
+        pl.from_arrow(pa.concat_tables(pieces))
+        if pieces
+        else pl.from_arrow(parquet.schema_arrow.empty_table())
+    )
+
+
+def _dataset_files(source: str, where: str) -> list[str]:
+    pattern = str(Path(source) / "**" / "*.parquet") if Path(source).is_dir() else source
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if Path(f).is_file())
+    if not files:
+        what = "is a folder with no Parquet files" if Path(source).is_dir() else "matches no Parquet files"
+        raise DataError(
+            f"{where!r} {what}: give a Parquet or CSV file, or a folder or glob of .parquet files (a dataset)"
+        )
+    return files
+
+
+def _dataset_id(source: str, where: str, time_col: str | None, target: str | None) -> str | None:
+    """The id column of a whole dataset, decided before any rank reads its share: a share of one
+    series would not show which column tells series apart, and every rank must read the same way."""
+    files = _dataset_files(source, where)
+    try:
+        columns = pl.scan_parquet(files).collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {where} as a Parquet dataset ({first_line(exc)})") from None
+    return named(columns, ID_NAMES, ()) or _id_from_content(files, where, time_col, target)
+
+
+def _id_from_content(files: list[str], where: str, time_col: str | None, target: str | None) -> str | None:
+    """The id column of a dataset that names it by none of the known names, told from a sample of
+    each of its first files as `read_series` tells it from the whole table; None when unsure."""
+    from streamcast.errors import StreamcastError
+
+    share = max(1, SAMPLE_ROWS // min(len(files), 8))
+    sample = pl.concat([sample_rows(f, share) for f in files[:8]], how="vertical_relaxed")
+    try:
+        return _find_columns(sample, None, time_col, target, (), where)[0].id
+    except StreamcastError:
+        return None
 
 
 def _where(source: str | Path | pl.DataFrame) -> str:
@@ -314,7 +380,9 @@ def read_series(
         raise UsageError(
             f"column {sorted(both)[0]!r} is given as both --covariate and --future-covariate; pick one"
         )
-    raw = read_table(source, id_col, shard)
+    if shard is not None and id_col is None and is_dataset(source):
+        id_col = _dataset_id(str(source), where, time_col, target or None)
+    raw = read_table(source, id_col, shard, time_col, target or None)
     columns, wide, found = _find_columns(
         raw, id_col, time_col, target or None, (*covariates, *known, *static), where
     )

@@ -128,3 +128,48 @@ def test_cli_warns_once_about_new_series_across_batches(data_dir):
     result = CliRunner().invoke(main, [*args, "--batch-series", "2"], catch_exceptions=False)
     # the model was fitted on s0..s2 of another data set: s3..s8 are new
     assert result.stderr.count("warning: 6 series the model never saw (e.g. 's3')") == 1
+
+
+def stores_sorted_by_id(path, rows_per_store: int = 12_000) -> None:
+    """Three stores, the id under a name no list knows, the file sorted by it: its first 10,000
+    rows hold one store only."""
+    hours = pl.datetime_range(
+        pl.datetime(2020, 1, 1),
+        pl.datetime(2020, 1, 1) + pl.duration(hours=rows_per_store - 1),
+        "1h",
+        eager=True,
+    )
+    pl.concat(
+        pl.DataFrame(
+            {"store": f"st{i}", "when": hours, "sales": np.arange(rows_per_store) % 24 + 10.0 * (i + 1)}
+        )
+        for i in range(3)
+    ).write_parquet(path)
+
+
+def test_a_file_sorted_by_an_id_told_from_content_is_still_read_by_id(tmp_path):
+    path = tmp_path / "stores.parquet"
+    stores_sorted_by_id(path)
+    reader = BatchReader(path, target="sales")
+    assert reader._scan is not None  # read by id, batch by batch, not whole
+    assert reader.ids == ["st0", "st1", "st2"]
+
+
+def test_a_dataset_shard_finds_an_id_told_from_content(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    stores_sorted_by_id(folder / "part-0.parquet", rows_per_store=500)
+    whole = sc.read_series(folder, target="sales")
+    shares = [sc.read_series(folder, target="sales", shard=sc.shards.Shard(k, 2)) for k in range(2)]
+    assert (
+        sorted(s for share in shares for s in share.series_ids) == whole.series_ids == ["st0", "st1", "st2"]
+    )
+
+
+def test_read_batches_takes_the_readers_options(tmp_path):
+    path = tmp_path / "zoned.parquet"
+    hourly_frame(series=2, length=30).with_columns(
+        pl.col("timestamp").dt.replace_time_zone("Europe/Berlin")
+    ).write_parquet(path)
+    batches = list(read_batches(path, time_zone="UTC", batch_series=2))
+    assert [b.frame["timestamp"].dtype.time_zone for b in batches] == ["UTC"]

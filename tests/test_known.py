@@ -367,6 +367,7 @@ def test_cli_fit_with_static_columns(tmp_path):
     assert read_metadata(model)["columns"]["static"] == ["region", "size"]
     out = CliRunner().invoke(cli, ["forecast", "-m", str(model), str(data)])
     assert out.exit_code == 0 and len(out.stdout.strip().splitlines()) == 1 + 4 * H
+    assert "region, size (one value per series)" in CliRunner().invoke(cli, ["info", str(model)]).stdout
 
 
 def test_a_stream_state_with_future_covariates_saves_and_resumes(known_model, tmp_path):

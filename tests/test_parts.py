@@ -148,3 +148,13 @@ def test_a_dataset_folder_is_made_but_a_missing_parent_fails_at_once(folder, tmp
     assert missing.exit_code == 2
     assert "does not exist; create it first" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_backtest_shard_refuses_save_forecasts_instead_of_ignoring_it(folder, tmp_path):
+    saved = tmp_path / "forecasts.csv"
+    result = run(
+        folder, "backtest", "--shard", "0/2", "-o", f"{tmp_path / 'scores'}/", "--save-forecasts", str(saved)
+    )
+    assert result.exit_code == 2
+    assert "--save-forecasts writes one file of every series: run it without --shard" in result.stderr
+    assert not saved.exists()

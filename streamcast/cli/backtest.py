@@ -144,10 +144,13 @@ def backtest(
             raise UsageError("--shard writes a part for --combine, not JSON: drop --json")
         if anomaly_z is not None:
             raise UsageError("--anomaly-z streams all the data, not one shard: run it without --shard")
+        if save_forecasts:
+            raise UsageError("--save-forecasts writes one file of every series: run it without --shard")
         if model_path:
             _only_when_fitting(ctx, save_model)
         source = (model_path, data, id_col, time_col, target, covariates)
         scoring = {"windows": windows, "stride": stride, "season": season, "threads": threads}
+        scoring["device"] = device
         _backtest_shard(ctx, source, shard, from_torchrun, output, scoring, quiet)
         return
     if output:
@@ -246,7 +249,8 @@ def _backtest_shard(
     make_dataset_folder(output)
     output = output_for(output, shard, from_torchrun)
     check_output_path(output)
-    forecaster = streamcast.load(model_path)
+    scoring = dict(scoring)
+    forecaster = streamcast.load(model_path).to(scoring.pop("device"))
     reader = reader_for_model(forecaster, data, *columns)
     ids = reader.share(shard=shard)
     part = pl.DataFrame(schema=PART_SCHEMA)

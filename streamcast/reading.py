@@ -36,7 +36,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from streamcast.column_names import ID_NAMES, TARGET_NAMES
@@ -193,7 +192,8 @@ SAMPLE_ROWS = 10_000  # rows that columns are told from before a file or dataset
 
 def sample_rows(path: str | Path, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
     """Up to `rows` rows of a Parquet file in 8 runs spread over it, so that a file sorted by id
-    shows several series to the content rules (`columns.find_id`), not only its first one."""
+    shows several series to the content rules (`columns.find_id`), not only its first one. Read as
+    a stream of batches: memory stays one row group's, whatever the file's size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -201,19 +201,15 @@ def sample_rows(path: str | Path, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
     total = parquet.metadata.num_rows
     if total <= rows:
         return pl.from_arrow(parquet.read())
-    run = max(1, rows // 8)  # runs that never overlap: total > rows = 8 runs
-    starts = sorted({int(x) for x in np.linspace(0, max(0, total - run), 8)})
-    offsets = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
+    run = max(1, rows // 8)
+    every = max(1, total // (8 * run))  # keep every `every`-th run of `run` rows
     pieces = []
-    for start in starts:
-        group = int(np.searchsorted(offsets, start, side="right")) - 1
-        table = parquet.read_row_group(group)
-        pieces.append(table.slice(start - int(offsets[group]), run))
-    return (
-        pl.from_arrow(pa.concat_tables(pieces))
-        if pieces
-        else pl.from_arrow(parquet.schema_arrow.empty_table())
-    )
+    for i, batch in enumerate(parquet.iter_batches(batch_size=run)):
+        if i % every == 0:
+            pieces.append(batch)
+        if len(pieces) == 8:
+            break
+    return pl.from_arrow(pa.Table.from_batches(pieces))
 
 
 def _dataset_files(source: str, where: str) -> list[str]:

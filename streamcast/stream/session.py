@@ -150,7 +150,8 @@ class StreamSession:
         self.reload_due = False
         path = self.options.model_path
         try:
-            new = load_model(path)
+            device = next(self.forecaster.net.parameters()).device
+            new = load_model(path).to(device)  # served where the old one was (--device)
             reload.adopt(self.state, self.forecaster, new, path)
         except StreamcastError as exc:
             self.err.write(f"SIGHUP: {first_line(exc)}\n")

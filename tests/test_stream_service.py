@@ -149,3 +149,24 @@ def test_sighup_reloads_the_model_file_keeping_every_state_and_refuses_one_of_an
     expected = forecasts_after(tiny_model, refitted, lines[:11], lines[11])
     assert after["forecast"] == pytest.approx(expected, rel=1e-5)
     assert after["forecast"] != pytest.approx(forecasts_after(tiny_model, tiny_model, lines[:11], lines[11]))
+
+
+def test_lines_of_another_partition_are_counted_as_skipped_in_the_metrics(tmp_path, tiny_model):
+    from streamcast.shards import shard_of
+
+    path = tmp_path / "model.streamcast"
+    sc.save(tiny_model, path)
+    ours = next(f"s{i}" for i in range(100) if shard_of(f"s{i}", 2) == 0)
+    theirs = next(f"s{i}" for i in range(100) if shard_of(f"s{i}", 2) == 1)
+    proc = spawn(path, "--metrics-port", "127.0.0.1:0", "--partition", "0/2")
+    try:
+        url = proc.stderr.readline().decode().strip().removeprefix("metrics on ")
+        proc.stdin.write(f"{theirs},2024-01-01 00:00,10\n{theirs},2024-01-01 01:00,11\n".encode())
+        assert send(proc, f"{ours},2024-01-01 00:00,10")["series_id"] == ours
+        samples = scrape_until(url, "streamcast_stream_lines_total", (), 3.0)
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+    assert proc.returncode == 0
+    assert samples[("streamcast_stream_skipped_total", (("reason", "other_partition"),))] == 2
+    assert samples[("streamcast_stream_accepted_total", ())] == 1

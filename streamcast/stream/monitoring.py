@@ -17,7 +17,7 @@ from streamcast.errors import UsageError
 from streamcast.stream.engine import StreamBatch
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-SKIP_REASONS = ("replayed", "timestamp", "value", "malformed")
+SKIP_REASONS = ("replayed", "timestamp", "value", "malformed", "other_partition")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -109,6 +109,7 @@ class StreamMetrics:
         self.accepted.inc(batch.accepted)
         self.anomalies.inc(batch.anomalies)
         self.skipped.labels("replayed").inc(batch.replayed)
+        self.skipped.labels("other_partition").inc(batch.other_partition)
         self.events.labels("evicted").inc(batch.evicted)
         for event in batch.events:
             if event.kind == "skipped":

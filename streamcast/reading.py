@@ -126,11 +126,7 @@ class SeriesFrame:
 
 
 def read_table(
-    source: str | Path | pl.DataFrame,
-    id_col: str | None = None,
-    shard: Shard | None = None,
-    time_col: str | None = None,
-    target: str | None = None,
+    source: str | Path | pl.DataFrame, id_col: str | None = None, shard: Shard | None = None
 ) -> pl.DataFrame:
     """The raw table, before any column is interpreted: Parquet, CSV or .csv.gz by suffix, a folder
     or glob of Parquet files (a dataset), `-` for CSV on stdin, or a DataFrame as it is.
@@ -140,7 +136,7 @@ def read_table(
     if isinstance(source, pl.DataFrame):
         frame = source
     elif is_dataset(source):
-        frame = _read_dataset(str(source), where, id_col, shard, (time_col, target))
+        frame = _read_dataset(str(source), where, id_col, shard)
     elif str(source) == "-":
         frame = _read_csv(sys.stdin.buffer.read(), where, id_col)
     else:
@@ -157,9 +153,7 @@ def is_dataset(source: str | Path | pl.DataFrame) -> bool:
     return Path(source).is_dir() or glob.has_magic(str(source))
 
 
-def _read_dataset(
-    source: str, where: str, id_col: str | None, shard: Shard | None, named_cols: tuple = (None, None)
-) -> pl.DataFrame:
+def _read_dataset(source: str, where: str, id_col: str | None, shard: Shard | None) -> pl.DataFrame:
     """Every Parquet file of a folder (and its subfolders) or a glob, as one table; with a shard,
     the series ids are found first and only the shard's rows are read, so that no process holds
     the whole dataset."""
@@ -169,9 +163,8 @@ def _read_dataset(
         if shard is None:
             return lazy.collect()
         columns = lazy.collect_schema().names()
+        # `read_series` has told the id from the whole dataset's content where no name gave it.
         id_name = given_column(columns, id_col, "--id-col", ()) if id_col else named(columns, ID_NAMES, ())
-        if id_name is None:
-            id_name = _id_from_content(files, where, *named_cols)
         if id_name is None:
             raise UsageError(
                 f"{where}: reading a share of the series needs a series id column; pass --id-col"
@@ -378,7 +371,7 @@ def read_series(
         )
     if shard is not None and id_col is None and is_dataset(source):
         id_col = _dataset_id(str(source), where, time_col, target or None)
-    raw = read_table(source, id_col, shard, time_col, target or None)
+    raw = read_table(source, id_col, shard)
     columns, wide, found = _find_columns(
         raw, id_col, time_col, target or None, (*covariates, *known, *static), where
     )

@@ -1,5 +1,6 @@
 """Serving a live stream, in the order a line travels: `reader` cuts bytes into lines, `input` parses
-lines into observations (`fields` checks each field, `times` reads timestamps), `engine` runs each
+lines into `observations` (`detect` tells the format, `csvlines` and `jsonlines` find the fields by
+the `layout`, `fields` checks each field, `times` reads timestamps), `engine` runs each
 micro-batch: `rules` apply the per-line rules (or `steady` plans a steady batch in whole arrays on the
 model's `grid`, under a `config`), the network advances each series' carried state and forecasts;
 `state` keeps and checkpoints those states, `output` formats the forecasts, `session` runs the loop

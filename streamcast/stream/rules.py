@@ -67,39 +67,20 @@ class LineRules:
         self.config = config
         self.grid = grid
         self.warmup = warmup
-        self.scaling = spec.scaling
         self.transform = spec.transform
+        self.clock = ClockRules(state, config, grid)
+        self.scales = WarmupScale(state, spec, warmup)
         # A line's covariates: the past ones, then each future covariate's next `future_steps` values.
         self.cov_loc = [*spec.covariate_loc, *np.repeat(spec.future_loc, spec.future_steps).tolist()]
-
-    def _first_time(self) -> int:
-        """Where a series whose lines carry no time starts: --start, else now on the model's grid."""
-        start = self.config.start
-        if self.grid.indexed:
-            return int(start or 0)
-        if start is None:
-            now = (datetime.now(timezone.utc) - EPOCH.replace(tzinfo=timezone.utc)) // timedelta(
-                microseconds=1
-            )
-            return self.grid.floor(now)
-        if isinstance(start, datetime):
-            base = EPOCH.replace(tzinfo=timezone.utc) if start.tzinfo else EPOCH
-            return (start - base) // timedelta(microseconds=1)
-        return int(start)
 
     def plan(self, obs: LineColumns, begin: int, stop_line: int | None) -> Plan:
         """Apply the rules line by line; stop at a learning boundary or a --strict error."""
         st, grid, plan = self.state, self.grid, Plan()
         run_of: dict[int, int] = {}
         times, values, covs, lines = obs.times, obs.values, obs.covariates, obs.lines
-        strict, max_gap, warmup, every, max_jump = (
-            self.config.strict,
-            self.config.max_gap,
-            self.warmup,
-            self.config.every,
-            self.config.max_jump,
-        )
+        strict, warmup, every = self.config.strict, self.warmup, self.config.every
         learn_every = self.config.learn.every if self.config.learn is not None else 0
+        clock_event, update_scale = self.clock.event, self.scales.update
         i = begin
         for i in range(begin, len(values)):
             line = lines[i]
@@ -111,7 +92,7 @@ class LineRules:
             if times is not None:
                 t = times[i]
             else:
-                t = self._first_time() if last is None else grid.shift(last, 1)
+                t = first_time(self.config, grid) if last is None else grid.shift(last, 1)
             fresh = last is None
             event = None
             if self.transform == "log" and values[i] <= 0:
@@ -132,50 +113,8 @@ class LineRules:
                 if k is not None and k <= 0 and st.resumed[s]:
                     plan.replayed += 1
                     continue
-                follows = grid.steps(jumped, t) if jumped is not None else None
-                if follows is not None and 1 <= follows <= max_gap + 1:
-                    event = Event(
-                        line,
-                        "reset",
-                        f"series {obs.series_ids[i]!r}: timestamp {self.show(t)} follows the jump to {self.show(jumped)}; state reset",
-                    )
-                elif k is not None and k > max_jump:
-                    st.jumps[s] = t
-                    event = Event(
-                        line,
-                        "skipped",
-                        f"series {obs.series_ids[i]!r}: timestamp {self.show(t)} jumps {k} periods after {self.show(last)}, more than --max-jump {max_jump}; taken only if the next line follows it",
-                    )
-                elif k is None:
-                    event = Event(
-                        line,
-                        "skipped",
-                        f"series {obs.series_ids[i]!r}: timestamp {self.show(t)} is off the {grid.freq} grid after {self.show(last)}",
-                    )
-                elif k == 0:
-                    event = Event(
-                        line,
-                        "skipped",
-                        f"series {obs.series_ids[i]!r}: timestamp {self.show(t)} repeats the last one",
-                    )
-                elif k < 0:
-                    event = Event(
-                        line,
-                        "skipped",
-                        f"series {obs.series_ids[i]!r}: timestamp {self.show(t)} goes back before {self.show(last)}",
-                    )
-                elif k - 1 > max_gap:
-                    event = Event(
-                        line,
-                        "reset",
-                        f"series {obs.series_ids[i]!r}: gap of {k - 1} periods after {self.show(last)} is longer than --max-gap {max_gap}; state reset",
-                    )
-                elif k > 1:
-                    event = Event(
-                        line,
-                        "filled",
-                        f"series {obs.series_ids[i]!r}: gap of {k - 1} periods after {self.show(last)}; filled by linear interpolation",
-                    )
+                if k != 1 or jumped is not None:  # else the line follows its series: no event
+                    event = clock_event(line, obs.series_ids[i], s, t, last, k, jumped)
                 if event is not None:
                     if strict:
                         plan.error = event
@@ -203,7 +142,7 @@ class LineRules:
             if event is not None and event.kind == "filled":
                 self._fill(plan, r, s, last, k, v, held if held is not None else row_cov)
             if not st.frozen[s]:
-                self._update_scale(s, v)
+                update_scale(s, v)
             st.since_reset[s] += 1
             st.ticks[s] += 1
             st.last_time[s], st.last_value[s] = t, v
@@ -248,8 +187,75 @@ class LineRules:
             if cov is not None:
                 plan.row_cov.append(cov)
 
-    def _update_scale(self, s: int, v: float) -> None:
-        """Welford's running mean and variance: a new series scales itself while it warms up."""
+
+class ClockRules:
+    """Where a line's time falls against its series' clock: a gap (filled, or too long: a reset),
+    a jump, a repeat, a time that goes back or lies off the grid. Each is an Event for the user."""
+
+    def __init__(self, state: StreamState, config: StreamConfig, grid: Grid) -> None:
+        self.state = state
+        self.config = config
+        self.grid = grid
+
+    def event(self, line: int, sid: str, s: int, t: int, last: int, k: int | None, jumped: int | None):
+        """The event of series `s`'s line at `t`, `k` periods after its `last` time (None: off the
+        grid); `jumped`: the time of the series' jump awaiting confirmation. None: no event."""
+        max_gap, max_jump, show = self.config.max_gap, self.config.max_jump, self.show
+        follows = self.grid.steps(jumped, t) if jumped is not None else None
+        if follows is not None and 1 <= follows <= max_gap + 1:
+            return Event(
+                line,
+                "reset",
+                f"series {sid!r}: timestamp {show(t)} follows the jump to {show(jumped)}; state reset",
+            )
+        if k is not None and k > max_jump:
+            self.state.jumps[s] = t
+            return Event(
+                line,
+                "skipped",
+                f"series {sid!r}: timestamp {show(t)} jumps {k} periods after {show(last)}, more than --max-jump {max_jump}; taken only if the next line follows it",
+            )
+        if k is None:
+            return Event(
+                line,
+                "skipped",
+                f"series {sid!r}: timestamp {show(t)} is off the {self.grid.freq} grid after {show(last)}",
+            )
+        if k == 0:
+            return Event(line, "skipped", f"series {sid!r}: timestamp {show(t)} repeats the last one")
+        if k < 0:
+            return Event(
+                line, "skipped", f"series {sid!r}: timestamp {show(t)} goes back before {show(last)}"
+            )
+        if k - 1 > max_gap:
+            return Event(
+                line,
+                "reset",
+                f"series {sid!r}: gap of {k - 1} periods after {show(last)} is longer than --max-gap {max_gap}; state reset",
+            )
+        if k > 1:
+            return Event(
+                line,
+                "filled",
+                f"series {sid!r}: gap of {k - 1} periods after {show(last)}; filled by linear interpolation",
+            )
+        return None
+
+    def show(self, t: int) -> str:
+        return self.grid.text(np.array([t], dtype=np.int64), self.state.time_zone)[0]
+
+
+class WarmupScale:
+    """A new series scales itself by its own values while it warms up: Welford's running mean and
+    variance over its first `warmup` values, then frozen."""
+
+    def __init__(self, state: StreamState, spec: FeatureSpec, warmup: int) -> None:
+        self.state = state
+        self.scaling = spec.scaling
+        self.transform = spec.transform
+        self.warmup = warmup
+
+    def update(self, s: int, v: float) -> None:
         st = self.state
         if self.transform == "log":
             v = math.log(v)  # the scale is the logs' (raw values stay raw: gaps fill as in reading)
@@ -265,5 +271,16 @@ class LineRules:
         if n >= self.warmup:
             st.frozen[s] = True
 
-    def show(self, t: int) -> str:
-        return self.grid.text(np.array([t], dtype=np.int64), self.state.time_zone)[0]
+
+def first_time(config: StreamConfig, grid: Grid) -> int:
+    """Where a series whose lines carry no time starts: --start, else now on the model's grid."""
+    start = config.start
+    if grid.indexed:
+        return int(start or 0)
+    if start is None:
+        now = (datetime.now(timezone.utc) - EPOCH.replace(tzinfo=timezone.utc)) // timedelta(microseconds=1)
+        return grid.floor(now)
+    if isinstance(start, datetime):
+        base = EPOCH.replace(tzinfo=timezone.utc) if start.tzinfo else EPOCH
+        return (start - base) // timedelta(microseconds=1)
+    return int(start)

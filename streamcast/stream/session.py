@@ -84,17 +84,17 @@ class StreamSession:
         self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         self.lines = 0
         self.header_written = False
-        self.unsaved = 0
-        self.saved_at = time.monotonic()
-        self.stop_signal: int | None = None
-        self.reload_due = False
+        self.checkpoints = Checkpoints(state, options)
+        self.signals = Signals()
 
     def run(self, source: BinaryIO) -> int:
         """Stream `source` to the end or to a signal; the exit code (0, or 130 after SIGINT)."""
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
-        handlers = self._install(wake_write)
+        self.signals.install(
+            wake_write, reload_on=(signal.SIGHUP,) if self.options.model_path is not None else ()
+        )
         try:
             reader = LineReader(source, self.options.batch_lines, wake_fd=wake_read)
             try:
@@ -105,14 +105,14 @@ class StreamSession:
                         self.forecaster, batches, self.state, self.config, threads=self.options.threads
                     ):
                         self._emit(batch)
-                        if self._checkpoint_due():
-                            self.checkpoint()
-                    if self.stop_signal is not None or not self.reload_due:
+                        if self.checkpoints.due():
+                            self.checkpoints.save(self.forecaster)
+                    if self.signals.stop is not None or not self.signals.reload_due:
                         break
                     self._reload()
             except StrictStop as stop:
                 self.lines = stop.line  # the lines after it were read ahead, never processed
-                self.checkpoint()
+                self.checkpoints.save(self.forecaster)
                 self.err.write(self.summary() + "\n")
                 raise
             except BrokenPipeError:
@@ -124,18 +124,18 @@ class StreamSession:
                     "stdout was closed by its reader; stopped without a final checkpoint, "
                     "so a restart with the same --state replays from the last one"
                 ) from None
-            self.checkpoint()
+            self.checkpoints.save(self.forecaster)
         finally:
-            self._restore(handlers)
+            self.signals.restore()
             os.close(wake_read)
             os.close(wake_write)
         self.err.write(self.summary() + "\n")
         self.err.flush()
-        return 130 if self.stop_signal == signal.SIGINT else 0
+        return 130 if self.signals.stop == signal.SIGINT else 0
 
     def _observations(self, reader: LineReader) -> Iterator[Observations]:
-        while self.stop_signal is None and not self.reload_due:
-            got = reader.read(self._timeout())
+        while self.signals.stop is None and not self.signals.reload_due:
+            got = reader.read(self.checkpoints.timeout())
             if got is None:
                 return
             first, lines = got
@@ -147,7 +147,7 @@ class StreamSession:
 
     def _reload(self) -> None:
         """Serve the model file as it is now; a failure is one stderr line and the old model."""
-        self.reload_due = False
+        self.signals.reload_due = False
         path = self.options.model_path
         try:
             device = next(self.forecaster.net.parameters()).device
@@ -179,7 +179,7 @@ class StreamSession:
         self.counts["replayed"] += batch.replayed
         self.counts["evicted"] += batch.evicted
         self.counts["other_partition"] += batch.other_partition
-        self.unsaved += batch.accepted
+        self.checkpoints.unsaved += batch.accepted
         for event in batch.events:
             self.counts[event.kind] += 1
         if batch.events and not self.options.quiet:
@@ -198,18 +198,29 @@ class StreamSession:
         counts = ", ".join(f"{k}={self.counts[k]}" for k in shown)
         return f"stream: {self.lines} lines, {counts}"
 
-    def checkpoint(self) -> None:
-        """Save the state file and the adapted model, where asked for."""
-        if self.options.state_path:
-            self.state.save(self.options.state_path)
-        if self.options.save_model and self.state.learner is not None:
-            save_model(self.state.learner.adapted(self.forecaster), self.options.save_model)
+
+class Checkpoints:
+    """Saves the state file and the adapted model, where asked for: once `checkpoint_every`
+    observations or `checkpoint_seconds` have passed since the last save, and when told to."""
+
+    def __init__(self, state: StreamState, options: SessionOptions) -> None:
+        self.state = state
+        self.options = options
+        self.unsaved = 0  # observations taken since the last save
+        self.saved_at = time.monotonic()
+
+    def save(self, forecaster: Forecaster) -> None:
+        options = self.options
+        if options.state_path:
+            self.state.save(options.state_path)
+        if options.save_model and self.state.learner is not None:
+            save_model(self.state.learner.adapted(forecaster), options.save_model)
         self.unsaved = 0
         self.saved_at = time.monotonic()
-        if self.options.metrics is not None and (self.options.state_path or self.options.save_model):
-            self.options.metrics.checkpointed()
+        if options.metrics is not None and (options.state_path or options.save_model):
+            options.metrics.checkpointed()
 
-    def _checkpoint_due(self) -> bool:
+    def due(self) -> bool:
         if not self.unsaved:
             return False
         return self.unsaved >= self.options.checkpoint_every or self._seconds_left() <= 0
@@ -217,33 +228,41 @@ class StreamSession:
     def _seconds_left(self) -> float:
         return self.options.checkpoint_seconds - (time.monotonic() - self.saved_at)
 
-    def _timeout(self) -> float | None:
+    def timeout(self) -> float | None:
         """Wait for input no longer than until the next timed checkpoint is due."""
         if not self.unsaved or not (self.options.state_path or self.options.save_model):
             return None
         return max(0.0, self._seconds_left())
 
-    def _install(self, wake_fd: int):
-        """Signals set a flag (the micro-batch in hand finishes) and wake the reader's select()."""
+
+class Signals:
+    """SIGTERM and SIGINT stop the run after the micro-batch in hand; a reload signal (SIGHUP) asks
+    for the model file to be read again. A handler only sets a flag and wakes the reader's select()."""
+
+    def __init__(self) -> None:
+        self.stop: int | None = None  # the signal that asked the run to stop
+        self.reload_due = False
+        self._previous = None  # the handlers and wake-up fd to restore
+
+    def install(self, wake_fd: int, reload_on: tuple[int, ...]) -> None:
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return  # Python takes signals in the main thread only
 
         def on_signal(signum, frame):
-            self.stop_signal = signum
+            self.stop = signum
 
-        def on_hangup(signum, frame):
+        def on_reload(signum, frame):
             self.reload_due = True
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        if self.options.model_path is not None:
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
-        return previous, signal.set_wakeup_fd(wake_fd)
+        previous.update({sig: signal.signal(sig, on_reload) for sig in reload_on})
+        self._previous = previous, signal.set_wakeup_fd(wake_fd)
 
-    @staticmethod
-    def _restore(handlers) -> None:
-        if handlers is None:
+    def restore(self) -> None:
+        if self._previous is None:
             return
-        previous, wake = handlers
+        previous, wake = self._previous
+        self._previous = None
         signal.set_wakeup_fd(wake)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

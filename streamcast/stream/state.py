@@ -165,31 +165,7 @@ class StreamState:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically."""
-        n = len(self.ids)
-        tensors = {f"hidden.{j}": p[:n].contiguous() for j, p in enumerate(self.hidden)}
-        width = max((len(c) for c in self.last_covariates if c is not None), default=0)
-        covs = (
-            torch.tensor([c or [0.0] * width for c in self.last_covariates], dtype=torch.float64)
-            if width
-            else torch.zeros((n, 0), dtype=torch.float64)
-        )
-        tensors.update(
-            {
-                "loc": torch.tensor(self.loc, dtype=torch.float64),
-                "scale": torch.tensor(self.scale, dtype=torch.float64),
-                "frozen": torch.tensor(self.frozen, dtype=torch.bool),
-                "welford": torch.tensor(self.welford, dtype=torch.float64).reshape(n, 4),
-                "timed": torch.tensor([t is not None for t in self.last_time], dtype=torch.bool),
-                "last_time": torch.tensor([t or 0 for t in self.last_time], dtype=torch.int64),
-                "last_value": torch.tensor(self.last_value, dtype=torch.float64),
-                "has_covariates": torch.tensor(
-                    [c is not None for c in self.last_covariates], dtype=torch.bool
-                ),
-                "last_covariates": covs.reshape(n, width),
-                "ticks": torch.tensor(self.ticks, dtype=torch.int64),
-                "since_reset": torch.tensor(self.since_reset, dtype=torch.int64),
-            }
-        )
+        tensors = _series_tensors(self)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -205,11 +181,39 @@ class StreamState:
             learned, meta["learner"] = self.learner.to_tensors()
             tensors.update({f"learn.{k}": v for k, v in learned.items()})
         if self.watch is not None:
-            self.watch.ensure(n)
+            self.watch.ensure(len(self.ids))
             tensors.update(self.watch.to_tensors())
             meta["watch"] = {"quantiles": list(self.watch.quantiles)}
         atomic_write_bytes(path, safefile.write(tensors, meta))
         return Path(path)
+
+
+def _series_tensors(state: StreamState) -> dict[str, torch.Tensor]:
+    """The hidden rows and per-series lists as the file's tensors (`load_state` reads them back)."""
+    n = len(state.ids)
+    tensors = {f"hidden.{j}": p[:n].contiguous() for j, p in enumerate(state.hidden)}
+    width = max((len(c) for c in state.last_covariates if c is not None), default=0)
+    covs = (
+        torch.tensor([c or [0.0] * width for c in state.last_covariates], dtype=torch.float64)
+        if width
+        else torch.zeros((n, 0), dtype=torch.float64)
+    )
+    tensors.update(
+        {
+            "loc": torch.tensor(state.loc, dtype=torch.float64),
+            "scale": torch.tensor(state.scale, dtype=torch.float64),
+            "frozen": torch.tensor(state.frozen, dtype=torch.bool),
+            "welford": torch.tensor(state.welford, dtype=torch.float64).reshape(n, 4),
+            "timed": torch.tensor([t is not None for t in state.last_time], dtype=torch.bool),
+            "last_time": torch.tensor([t or 0 for t in state.last_time], dtype=torch.int64),
+            "last_value": torch.tensor(state.last_value, dtype=torch.float64),
+            "has_covariates": torch.tensor([c is not None for c in state.last_covariates], dtype=torch.bool),
+            "last_covariates": covs.reshape(n, width),
+            "ticks": torch.tensor(state.ticks, dtype=torch.int64),
+            "since_reset": torch.tensor(state.since_reset, dtype=torch.int64),
+        }
+    )
+    return tensors
 
 
 def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:

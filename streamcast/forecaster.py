@@ -26,7 +26,7 @@ from streamcast.features import (
 )
 from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
-from streamcast.zones import served_message, to_zone, zone_of
+from streamcast.zones import in_zone
 
 if TYPE_CHECKING:
     from streamcast.backtest import BacktestResult
@@ -65,16 +65,7 @@ class Forecaster:
         """
         from streamcast.training import FitConfig, fit
 
-        config = config or FitConfig()
-        if not isinstance(data, SeriesFrame):
-            options.setdefault("covariates", config.covariates)
-            options.setdefault("future_covariates", config.future_covariates)
-            options.setdefault("static", config.static)
-            data = read_series(data, **options)
-        if tuple(data.columns.covariates) != tuple(config.covariates):
-            config = replace(config, covariates=tuple(data.columns.covariates))
-        if data.columns.future_covariates and data.columns.future_covariates != config.future_covariates:
-            config = replace(config, future_covariates=tuple(data.columns.future_covariates))
+        data, config = _training_data(data, config or FitConfig(), options)
         return fit(data, config, threads=threads)
 
     @classmethod
@@ -103,27 +94,12 @@ class Forecaster:
         """`forecasting.forecast` on `data`, read with the model's own column mapping."""
         from streamcast.forecasting import forecast
 
-        return forecast(self, self._read(data), **options)
+        return forecast(self, _read_as_trained(data, self.columns, self.time_zone), **options)
 
     def backtest(self, data: SeriesFrame | str | Path | pl.DataFrame, **options: Any) -> BacktestResult:
         from streamcast.backtest import backtest
 
-        return backtest(self, self._read(data), **options)
-
-    def _read(self, data: SeriesFrame | str | Path | pl.DataFrame) -> SeriesFrame:
-        if isinstance(data, SeriesFrame):
-            return data
-        c = self.columns
-        return read_series(
-            data,
-            id_col=c.id,
-            time_col=c.time,
-            target=c.target,
-            covariates=c.covariates,
-            future_covariates=c.future_covariates,
-            static=c.static,
-            time_zone=self.time_zone,
-        )
+        return backtest(self, _read_as_trained(data, self.columns, self.time_zone), **options)
 
     @property
     def time_zone(self) -> str | None:
@@ -135,16 +111,7 @@ class Forecaster:
         zone was another (models from before zones were recorded take the data as it is)."""
         if "time_zone" not in self.info.get("data", {}) or data.frame["timestamp"].dtype == pl.Int64:
             return data, None
-        zone = self.time_zone
-        if zone_of(data.frame["timestamp"]) != zone:
-            frame = data.frame.with_columns(to_zone(data.frame["timestamp"], zone, data.source))
-            filled = data.filled
-            if filled is not None:
-                filled = filled.with_columns(to_zone(filled["timestamp"], zone, data.source))
-            data = replace(data, frame=frame, filled=filled)
-        if data.source_zone == zone:
-            return data, None
-        return data, served_message(data.source, data.source_zone, zone)
+        return in_zone(data, self.time_zone)
 
     @property
     def horizon(self) -> int:
@@ -206,3 +173,38 @@ class Forecaster:
         """Which output is the point forecast: the median when quantiles are on."""
         q = self.quantiles
         return q.index(0.5) if q else 0
+
+
+def _training_data(
+    data: SeriesFrame | str | Path | pl.DataFrame, config: FitConfig, options: dict[str, Any]
+) -> tuple[SeriesFrame, FitConfig]:
+    """`data` read as a SeriesFrame (with the config's covariates unless `options` name others),
+    and the config with the covariates the data has: the model's inputs are the data's columns."""
+    if not isinstance(data, SeriesFrame):
+        options.setdefault("covariates", config.covariates)
+        options.setdefault("future_covariates", config.future_covariates)
+        options.setdefault("static", config.static)
+        data = read_series(data, **options)
+    if tuple(data.columns.covariates) != tuple(config.covariates):
+        config = replace(config, covariates=tuple(data.columns.covariates))
+    if data.columns.future_covariates and data.columns.future_covariates != config.future_covariates:
+        config = replace(config, future_covariates=tuple(data.columns.future_covariates))
+    return data, config
+
+
+def _read_as_trained(
+    data: SeriesFrame | str | Path | pl.DataFrame, columns: Columns, zone: str | None
+) -> SeriesFrame:
+    """`data` read with the model's own column mapping and time zone (a SeriesFrame as it is)."""
+    if isinstance(data, SeriesFrame):
+        return data
+    return read_series(
+        data,
+        id_col=columns.id,
+        time_col=columns.time,
+        target=columns.target,
+        covariates=columns.covariates,
+        future_covariates=columns.future_covariates,
+        static=columns.static,
+        time_zone=zone,
+    )

@@ -4,9 +4,15 @@ and serving (the train/serve skew the design exists to prevent)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import polars as pl
 
 from streamcast.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from streamcast.reading import SeriesFrame
 
 NAIVE = "no time zone"
 
@@ -61,6 +67,20 @@ def offset_note(text: pl.Series, name: str) -> list[str]:
         f"timestamps in {name!r} carry UTC offsets ({shown}) and are read in UTC, so hours and weekdays "
         "follow UTC; to keep the local calendar pass --time-zone ZONE (e.g. Europe/Berlin)"
     ]
+
+
+def in_zone(data: SeriesFrame, zone: str | None) -> tuple[SeriesFrame, str | None]:
+    """`data` with its timestamps (and its filled rows') in `zone`, and the warning due when the
+    source's zone was another."""
+    if zone_of(data.frame["timestamp"]) != zone:
+        frame = data.frame.with_columns(to_zone(data.frame["timestamp"], zone, data.source))
+        filled = data.filled
+        if filled is not None:
+            filled = filled.with_columns(to_zone(filled["timestamp"], zone, data.source))
+        data = replace(data, frame=frame, filled=filled)
+    if data.source_zone == zone:
+        return data, None
+    return data, served_message(data.source, data.source_zone, zone)
 
 
 def served_message(source: str, data_zone: str | None, model_zone: str | None) -> str:

@@ -48,7 +48,7 @@ from streamcast.stream.fields import (  # noqa: F401 (MAX_ID_CHARS, MAX_STEP: th
     read_values_ahead,
 )
 from streamcast.stream.jsonlines import JsonLines
-from streamcast.stream.observations import Event, LineBatch, Observations  # noqa: F401 (named here too)
+from streamcast.stream.observations import Event, LineBatch, Observations  # noqa: F401 (Event, Observations: the output, named here too)
 from streamcast.stream.reader import MAX_LINE_BYTES, TOO_LONG, LineReader  # noqa: F401 (the reader of lines)
 from streamcast.stream.times import YEARS, TimeReader  # noqa: F401 (YEARS: the input's limits)
 

@@ -197,7 +197,9 @@ class ClockRules:
         self.config = config
         self.grid = grid
 
-    def event(self, line: int, sid: str, s: int, t: int, last: int, k: int | None, jumped: int | None):
+    def event(
+        self, line: int, sid: str, s: int, t: int, last: int, k: int | None, jumped: int | None
+    ) -> Event | None:
         """The event of series `s`'s line at `t`, `k` periods after its `last` time (None: off the
         grid); `jumped`: the time of the series' jump awaiting confirmation. None: no event."""
         max_gap, max_jump, show = self.config.max_gap, self.config.max_jump, self.show

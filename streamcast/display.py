@@ -198,7 +198,7 @@ def print_info(meta: dict, path: str) -> None:
         (
             "head",
             f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"
-            f" lags={cfg.get('lag_inputs', 'none')}",
+            f" lags={cfg.get('lag_inputs', 'none')} start={cfg.get('ar_start', 'naive')}",
         ),
         ("transform", meta["feature_spec"].get("transform", "none")),
         ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),

@@ -15,6 +15,7 @@ from torch import nn
 CELLS = ("rnn", "rnn-relu", "lstm", "gru")
 HEAD_SCALES = ("global", "window")
 LAG_INPUTS = ("none", "season")
+AR_STARTS = ("naive", "ridge")  # where the highway started (streamcast.highway)
 WINDOW_SCALE_FLOOR = 1e-5
 
 State = tuple[torch.Tensor, ...]
@@ -42,8 +43,11 @@ class ModelConfig:
     known_at: int = 0
     head_scale: str = "global"
     lag_inputs: str = "none"
+    ar_start: str = "naive"
 
     def __post_init__(self) -> None:
+        if self.ar_start not in AR_STARTS:
+            raise ValueError(f"ar_start must be one of {AR_STARTS}, not {self.ar_start!r}")
         if self.lag_inputs not in LAG_INPUTS:
             raise ValueError(f"lag_inputs must be one of {LAG_INPUTS}, not {self.lag_inputs!r}")
         if self.head_scale not in HEAD_SCALES:
@@ -135,6 +139,10 @@ class RecurrentForecaster(nn.Module):
             with torch.no_grad():
                 self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
                 self.head[-1].weight.mul_(0.1)
+            # A least-squares start is kept as fitted, in training and in online learning alike:
+            # it is already the best linear map, and Adam's steps, the same size for every
+            # weight, only shake it (on ETTh1 OT a trained one lost half its gain in an epoch).
+            self.ar.weight.requires_grad_(config.ar_start != "ridge")
         if config.known > 0:
             # A direct path from each known input at step t+h to the forecast of step t+h, started
             # at zero (the network starts as without it): load responds to the temperature of its

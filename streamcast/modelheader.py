@@ -16,7 +16,7 @@ from streamcast.schema import ModelMeta, validate
 FORMAT = "streamcast-model"
 # 2: ensembles (member_configs) and target transforms; 3: a sha256 of the whole file in the
 # header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
-# keep loading; 4: the head's scale and lag inputs, inputs known in advance and static features,
+# keep loading; 4: the head's scale, lag inputs and highway start, inputs known in advance and static features,
 # which a reader of 3 would ignore and misread.
 # An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
 FORMAT_VERSION = 4

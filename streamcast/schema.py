@@ -35,6 +35,7 @@ class ModelConfigMeta(Struct, kw_only=True):
     known_at: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     head_scale: Literal["global", "window"] = "global"
     lag_inputs: Literal["none", "season"] = "none"
+    ar_start: Literal["naive", "ridge"] = "naive"
 
 
 class FeatureSpecMeta(Struct, kw_only=True):

@@ -50,6 +50,7 @@ from streamcast.features import (
 )
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
+from streamcast.highway import AR_STARTS, choose_start
 from streamcast.known import holiday_calendar
 from streamcast.lanes import (
     Lanes,
@@ -110,6 +111,7 @@ class FitConfig:
     scaling: str = "mean"
     head_scale: str = "auto"
     lag_inputs: str = "season"
+    ar_start: str = "auto"
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -126,6 +128,7 @@ class FitConfig:
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
             (self.lag_inputs in LAG_INPUTS, f"--lag-inputs must be one of {', '.join(LAG_INPUTS)}"),
+            (self.ar_start in AR_STARTS, f"--ar-start must be one of {', '.join(AR_STARTS)}"),
             (
                 self.head_scale in ("auto", *HEAD_SCALES),
                 f"--head-scale must be one of auto, {', '.join(HEAD_SCALES)}",
@@ -423,6 +426,20 @@ def prepare(
         row_weight = torch.from_numpy(np.repeat(weights, lengths).astype(np.float32))
         val_rows = torch.from_numpy(np.concatenate([offsets[i] + p for i, p in enumerate(val_positions)]))
         val_weight = row_weight[val_rows]
+    start, ar_start = choose_start(
+        config.ar_start,
+        inputs.inputs[:, 0],
+        offsets,
+        train_lengths,
+        val_positions,
+        model_config.ar,
+        config.horizon,
+        season,
+        squared=config.loss == "mse",
+        cluster=cluster,
+    )
+    log.info("the linear highway starts as %s", "least squares" if start == "ridge" else "seasonal naive")
+    model_config = replace(model_config, ar_start=start)
     # Training reads its rows on the device; validation runs through `run_series` and scores on the CPU.
     work = _Work(
         table.to(device),
@@ -438,6 +455,7 @@ def prepare(
         device,
         cluster,
         layout,
+        ar_start,
     )
     series, rows = len(ids), int(lengths.sum())
     if cluster is not None:
@@ -581,6 +599,7 @@ class _Work:
     device: torch.device = CPU
     cluster: Cluster | None = None  # under torchrun: the other ranks, which hold the other series
     layout: GlobalLanes | None = None  # with a cluster: every rank's lanes, for one batch order
+    ar_start: torch.Tensor | None = None  # (horizon, ar) the highway's start, if not seasonal naive
 
 
 def _train_member(
@@ -599,7 +618,14 @@ def _train_member(
     model_config, config, seed = plan.model, plan.config, plan.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = RecurrentForecaster(model_config).to(work.device)
+    fits = work.ar_start is not None and work.ar_start.shape == (model_config.horizon, model_config.ar)
+    if model_config.ar_start == "ridge" and not fits:  # --auto's longer window: trained from naive
+        model_config = replace(model_config, ar_start="naive")
+    net = RecurrentForecaster(model_config)
+    if model_config.ar_start == "ridge":
+        with torch.no_grad():
+            net.ar.weight.copy_(work.ar_start)
+    net = net.to(work.device)
     optimizer = _optimizer(net, config)
     scheduler = _scheduler(optimizer, config, _steps_per_epoch(work, config.bptt))
     train_epoch = _train_epoch if work.cluster is None else _train_epoch_sharded

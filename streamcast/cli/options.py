@@ -157,6 +157,13 @@ def fit_options(f):
             help="window: the head's inputs and corrections are measured in the spread of its --ar window, so a smooth series gets corrections as fine as its own moves; global: in the series' scale; auto: window when the values are modelled in logs.",
         ),
         click.option(
+            "--ar-start",
+            type=click.Choice(["auto", "naive", "ridge"]),
+            default="auto",
+            show_default=True,
+            help="Where the --ar highway starts. naive: seasonal naive, then trained; ridge: the least-squares forecast from the window (as NLinear fits it), kept fixed while the network learns corrections; auto: whichever scores better on the validation part, each series in units of its seasonal naive error.",
+        ),
+        click.option(
             "--lag-inputs",
             type=click.Choice(["none", "season"]),
             default="season",

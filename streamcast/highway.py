@@ -1,0 +1,138 @@
+"""Where the linear highway starts: seasonal naive, or the least-squares forecast from the window.
+
+The highway (`RecurrentForecaster.ar`) maps the last `ar` values straight to the forecast, and
+the recurrent part learns corrections to it. Started as seasonal naive it is right for data that
+repeats its season (M4 Hourly); on data that drifts (ETT's oil temperature) the least-squares
+linear forecast from the window, as NLinear fits it, scores 12-27% lower MSE on the validation
+part than the whole trained network did from a naive start, and Adam does not find it in 30
+epochs. The least-squares fit is one solve of an `ar` x `ar` system, so `--ar-start auto` makes
+both and keeps the one that scores better on the fit's own validation part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+from streamcast.distributed import Cluster
+from streamcast.model import AR_STARTS as MODEL_STARTS
+from streamcast.model import seasonal_naive_weights
+
+AR_STARTS = ("auto", *MODEL_STARTS)
+RIDGE = 0.01  # of the mean diagonal: the fit hardly moved between 0.001 and 0.1 on ETT validation
+MAX_WINDOWS = 200_000  # windows in the least-squares sums; a larger data set is strided
+BLOCK = 4096  # windows copied at a time
+
+
+def ridge_weights(
+    values: np.ndarray,
+    offsets: np.ndarray,
+    train_lengths: np.ndarray,
+    ar: int,
+    horizon: int,
+    cluster: Cluster | None = None,
+) -> np.ndarray | None:
+    """(horizon, ar) highway weights: the ridge fit of the next `horizon` values on the last `ar`,
+    both taken relative to the last value (NLinear), over every window of the training parts.
+
+    Relative to the last value, so that a series' level does not enter the fit and the weights
+    carry over to levels not seen; the map is still linear in the window, so it is the
+    highway's own weight. None when no series is long enough for a whole window and horizon.
+    """
+    counts = np.maximum(train_lengths - ar - horizon + 1, 0)
+    total = int(counts.sum()) if cluster is None else int(cluster.sum([counts.sum()])[0])
+    if total == 0:
+        return None
+    stride = max(1, -(-total // MAX_WINDOWS))
+    gram, cross = np.zeros((ar, ar)), np.zeros((ar, horizon))
+    for start, length in zip(offsets[:-1].tolist(), train_lengths.tolist(), strict=True):
+        if length < ar + horizon:
+            continue
+        part = values[start : start + length].astype(np.float64)
+        windows = sliding_window_view(part, ar + horizon)[::stride]  # (n, ar + horizon), a view
+        for block in range(0, len(windows), BLOCK):  # a block at a time: memory stays small
+            relative = windows[block : block + BLOCK] - windows[block : block + BLOCK, ar - 1 : ar]
+            x, y = relative[:, :ar], relative[:, ar:]
+            with np.errstate(invalid="ignore", over="ignore"):  # checked once, below
+                gram += x.T @ x
+                cross += x.T @ y
+    if cluster is not None:
+        both = cluster.sum(np.concatenate([gram, cross], axis=1))
+        gram, cross = both[:, :ar], both[:, ar:]
+    if not (np.isfinite(gram).all() and np.isfinite(cross).all()):
+        return None  # values too extreme to square: the naive start, and training says the rest
+    ridge = RIDGE * max(float(np.trace(gram)) / ar, 1e-12)
+    w = np.linalg.solve(gram + ridge * np.eye(ar), cross)  # (ar, horizon)
+    weights = w.T.copy()
+    weights[:, -1] += 1.0 - w.sum(axis=0)  # x_last * (1 - sum w) puts the level back
+    return weights.astype(np.float32)
+
+
+def validation_error(
+    weights: np.ndarray,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    train_lengths: np.ndarray,
+    positions: list[np.ndarray],
+    season: int,
+    squared: bool,
+) -> tuple[float, int]:
+    """The summed error of a highway alone at the validation origins, each series' in units of
+    its in-sample seasonal naive error (MASE; squared for MSE), and how many series it covers.
+
+    In those units every series counts alike: pooled in the data's own units, the few most
+    volatile series of M4 chose least squares, which then served the smooth ones a third worse.
+    Origins without a whole window before them are left out.
+    """
+    ar, horizon = weights.shape[1], weights.shape[0]
+    total, count = 0.0, 0
+    for start, length, origins in zip(offsets[:-1].tolist(), train_lengths.tolist(), positions, strict=True):
+        origins = origins[origins >= ar - 1]
+        lag = season if length > season else 1
+        if not len(origins) or length <= lag:
+            continue
+        part = values[start : start + length].astype(np.float64)
+        unit = float(np.abs(part[lag:] - part[:-lag]).mean())
+        if unit <= 1e-12:
+            continue
+        rows = start + origins[:, None] + np.arange(-ar + 1, horizon + 1)  # (n, ar + horizon)
+        block = values[rows].astype(np.float64)
+        error = (block[:, :ar] @ weights.T.astype(np.float64) - block[:, ar:]) / unit
+        total += float((error**2).mean() if squared else np.abs(error).mean())
+        count += 1
+    return total, count
+
+
+def choose_start(
+    requested: str,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    train_lengths: np.ndarray,
+    val_positions: list[np.ndarray],
+    ar: int,
+    horizon: int,
+    season: int,
+    squared: bool,
+    cluster: Cluster | None = None,
+) -> tuple[str, torch.Tensor | None]:
+    """The start `--ar-start` asks for (auto: the better on the validation part) and its weights;
+    None keeps the network's own seasonal naive start."""
+    if ar == 0 or requested == "naive":
+        return "naive", None
+    ridge = ridge_weights(values, offsets, train_lengths, ar, horizon, cluster)
+    if ridge is None:
+        return "naive", None
+    if requested == "auto":
+        naive = seasonal_naive_weights(ar, horizon, season).numpy()
+        scores = [
+            validation_error(w, values, offsets, train_lengths, val_positions, season, squared)
+            for w in (naive, ridge)
+        ]
+        flat = [x for score in scores for x in score]
+        if cluster is not None:
+            flat = cluster.sum(flat).tolist()
+        naive_error, naive_count, ridge_error, ridge_count = flat
+        if not ridge_count or ridge_error / ridge_count >= naive_error / max(naive_count, 1):
+            return "naive", None
+    return "ridge", torch.from_numpy(ridge)

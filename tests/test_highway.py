@@ -1,0 +1,147 @@
+"""`--ar-start`: the linear highway starts as seasonal naive or as the least-squares forecast."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+from streamcast.cli import main
+from streamcast.highway import choose_start, ridge_weights, validation_error
+from streamcast.model import seasonal_naive_weights
+from streamcast.reading import read_series
+from streamcast.training import fit
+from tests.conftest import TINY
+
+
+def frame_of(series: dict[str, np.ndarray]) -> pl.DataFrame:
+    ids = [name for name, v in series.items() for _ in v]
+    steps = pl.int_range(pl.len()).over("series_id")
+    return pl.DataFrame({"series_id": ids, "value": np.concatenate(list(series.values()))}).select(
+        "series_id", (pl.lit(datetime(2024, 1, 1)) + pl.duration(hours=steps)).alias("timestamp"), "value"
+    )
+
+
+def drifting(length: int = 600, seed: int = 0) -> np.ndarray:
+    """A slow wave with a 100-hour period: seasonal naive (a day back) is far off, a linear map
+    from the last values is nearly exact."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return 5.0 * np.sin(2 * np.pi * t / 100) + 0.02 * t + rng.normal(0, 0.05, length)
+
+
+def layout(values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(v) for v in values])
+    return np.concatenate(values).astype(np.float32), np.concatenate([[0], np.cumsum(lengths)])
+
+
+def test_least_squares_forecasts_a_series_that_a_linear_map_can_follow():
+    values, offsets = layout([drifting()])
+    weights = ridge_weights(values, offsets, np.array([500]), ar=48, horizon=12)
+    assert weights.shape == (12, 48)
+    origins = np.arange(500, 588)
+    windows = np.stack([values[o - 48 : o] for o in origins])
+    future = np.stack([values[o : o + 12] for o in origins])
+    ridge_error = np.abs(windows @ weights.T - future).mean()
+    naive_error = np.abs(windows @ seasonal_naive_weights(48, 12, 24).numpy().T - future).mean()
+    assert ridge_error < 0.15 and ridge_error < naive_error / 5, (ridge_error, naive_error)
+
+
+def test_least_squares_ignores_the_level_of_a_series():
+    values, offsets = layout([drifting()])
+    moved, _ = layout([drifting() + 1000.0])
+    a = ridge_weights(values, offsets, np.array([500]), ar=24, horizon=6)
+    b = ridge_weights(moved, offsets, np.array([500]), ar=24, horizon=6)
+    np.testing.assert_allclose(a, b, atol=2e-3)
+    np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=1e-4)  # a constant window forecasts itself
+
+
+def test_no_window_long_enough_and_values_too_extreme_keep_the_naive_start():
+    values, offsets = layout([drifting(40)])
+    assert ridge_weights(values, offsets, np.array([40]), ar=48, horizon=12) is None
+    huge = np.tile([1e300, -1e300], 150)
+    assert ridge_weights(huge, np.array([0, 300]), np.array([300]), ar=24, horizon=6) is None
+
+
+def test_auto_takes_least_squares_where_it_scores_better_and_naive_where_one_volatile_series_would_decide():
+    drift, offsets = layout([drifting(600, s) for s in range(3)])
+    lengths, positions = np.full(3, 552), [np.array([551])] * 3
+    start, weights = choose_start("auto", drift, offsets, lengths, positions, 48, 48, 24, squared=False)
+    assert start == "ridge" and weights.shape == (48, 48)
+
+    # One wild random walk and four days that repeat to within a little noise: pooled, the walk
+    # would make least squares a persistence forecast that serves the daily series badly.
+    rng = np.random.default_rng(1)
+    t = np.arange(600)
+    daily = [20 + 3 * np.sin(2 * np.pi * t / 24 + i) + rng.normal(0, 0.01, 600) for i in range(4)]
+    mixed, offsets = layout([np.cumsum(rng.normal(0, 50, 600)), *daily])
+    lengths, positions = np.full(5, 552), [np.array([551])] * 5
+    assert choose_start("auto", mixed, offsets, lengths, positions, 48, 48, 24, squared=False) == (
+        "naive",
+        None,
+    )
+    assert (
+        choose_start("naive", drift, offsets[:4], lengths[:3], positions, 48, 48, 24, squared=False)[0]
+        == "naive"
+    )
+    assert choose_start("ridge", mixed, offsets, lengths, positions, 48, 48, 24, squared=False)[0] == "ridge"
+
+
+def test_validation_error_counts_each_series_in_units_of_its_seasonal_naive_error():
+    values, offsets = layout([np.arange(100.0), 10 * np.arange(100.0)])  # lag-24 change: 24 and 240
+    persistence = np.zeros((2, 4))
+    persistence[:, -1] = 1.0  # forecasts the last value: off by 1, 2 (x10 for the second series)
+    total, count = validation_error(
+        persistence, values, offsets, np.array([90, 90]), [np.array([89])] * 2, 24, squared=False
+    )
+    assert count == 2
+    assert total == pytest.approx(2 * 1.5 / 24)  # both series score alike in their own units
+
+
+@pytest.fixture(scope="module")
+def drift_data():
+    return read_series(frame_of({f"d{i}": drifting(400, i) + 10 * i for i in range(3)}))
+
+
+def test_fit_keeps_the_least_squares_start_fixed_and_records_it(drift_data):
+    config = replace(TINY, horizon=12, ar=48, epochs=3)
+    model = fit(drift_data, config)
+    assert model.net.config.ar_start == "ridge" and not model.net.ar.weight.requires_grad
+    naive = fit(drift_data, replace(config, ar_start="naive"))
+    assert naive.net.config.ar_start == "naive" and naive.net.ar.weight.requires_grad
+    # The fixed start is the least-squares fit of the scaled training windows, byte for byte.
+    inputs = model.inputs(drift_data.frame)
+    lengths = np.diff(inputs.offsets) - model.info["val_size"]
+    expected = ridge_weights(inputs.inputs[:, 0], inputs.offsets, lengths, 48, 12)
+    assert torch.equal(model.net.ar.weight.detach(), torch.from_numpy(expected))
+    assert not torch.equal(naive.net.ar.weight.detach(), torch.from_numpy(expected))
+
+
+def test_ensemble_members_all_start_from_the_same_least_squares_highway(drift_data):
+    model = fit(drift_data, replace(TINY, horizon=12, ar=48, epochs=2, ensemble=2))
+    first, second = (m.ar.weight.detach() for m in model.net.members)
+    assert torch.equal(first, second)
+
+
+def test_cli_fit_ar_start_is_an_option_and_info_shows_the_start(tmp_path):
+    data = tmp_path / "drift.csv"
+    frame_of({f"d{i}": drifting(400, i) for i in range(2)}).write_csv(data)
+    runner = CliRunner()
+    common = ["fit", str(data), "--horizon", "12", "--ar", "48", "--epochs", "2", "--hidden", "8"]
+    common += ["--ensemble", "1", "--quiet"]
+    for start in ("ridge", "naive"):
+        out = tmp_path / f"{start}.model"
+        result = runner.invoke(main, [*common, "--ar-start", start, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        shown = runner.invoke(main, ["info", str(out)]).stdout
+        assert f"start={start}" in shown
+        meta = json.loads(runner.invoke(main, ["info", str(out), "--json"]).stdout)
+        assert meta["model_config"]["ar_start"] == start
+    bad = runner.invoke(main, [*common, "--ar-start", "linear", "-o", str(tmp_path / "x.model")])
+    assert bad.exit_code == 2 and "--ar-start" in bad.output

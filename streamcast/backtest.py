@@ -201,7 +201,10 @@ def backtest(
 
     inputs = _inputs_before(forecaster, frame, ids, offsets, first + 1, data.static)
     with torch_threads(threads):
-        outputs, _ = run_series(forecaster.net, inputs.inputs, offsets, list(origin_at))  # (S * K, H, Q)
+        naive = forecaster.naive_serving(ids)
+        outputs, _ = run_series(
+            forecaster.net, inputs.inputs, offsets, list(origin_at), naive=naive
+        )  # (S*K, H, Q)
     forecasts = forecaster.point_and_quantiles(
         outputs, np.repeat(inputs.loc, windows), np.repeat(inputs.scale, windows)
     )

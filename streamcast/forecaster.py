@@ -15,6 +15,7 @@ import polars as pl
 import torch
 
 from streamcast.errors import DataError
+from streamcast.fallback import NaiveServing
 from streamcast.features import (
     FeatureSpec,
     Scaler,
@@ -44,6 +45,8 @@ class Forecaster:
     info: dict[str, Any] = field(default_factory=dict)
     static_values: dict[str, tuple] = field(default_factory=dict)
     """Each training series' values of the `--static` columns, for series whose data lacks them."""
+    naive_series: frozenset[str] = frozenset()
+    """Training series served seasonal naive (`fit --naive-fallback`, `streamcast.fallback`)."""
 
     # The object-style entry points below are thin doors into the modules that build on this one
     # (training, modelfile, forecasting, backtest); they import them when called, so that those
@@ -160,6 +163,13 @@ class Forecaster:
                 {row[0]: tuple(row[1:]) for row in table.select("series_id", *self.spec.static).iter_rows()}
             )
         return values
+
+    def naive_serving(self, series_ids: list[str]) -> NaiveServing | None:
+        """Which of these series are served seasonal naive; None when none is."""
+        if not self.naive_series or self.net.config.ar == 0:
+            return None
+        chosen = np.fromiter((s in self.naive_series for s in series_ids), bool, len(series_ids))
+        return NaiveServing(chosen, self.net.config.season, self.point_index) if chosen.any() else None
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""

@@ -17,7 +17,8 @@ import torch
 from streamcast import known
 from streamcast.batches import BATCH_SERIES, BatchReader
 from streamcast.errors import DataError, StreamcastWarning, UsageError
-from streamcast.features import calendar_features
+from streamcast.fallback import NaiveServing, serve_naive
+from streamcast.features import SeriesInputs, calendar_features
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.reading import Columns, SeriesFrame, periods_after
@@ -250,8 +251,11 @@ def _forecast_history(
     origins = frame["timestamp"].gather(inputs.offsets[1:] - 1)
     last_inputs = torch.from_numpy(inputs.inputs[inputs.offsets[1:] - 1])
     with torch_threads(threads):
-        outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions)
+        naive = forecaster.naive_serving(inputs.series_ids)
+        outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions, naive=naive)
         scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
+    if naive is not None and horizon > forecaster.horizon:
+        scaled = _naive_beyond(scaled, naive, inputs, forecaster.net.config.ar)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
     table = _table(forecaster, inputs.series_ids, origins, values, horizon)
     if data.dates:
@@ -294,6 +298,19 @@ def _known_future(
     ends = frame.group_by("series_id", maintain_order=True).agg(pl.col("timestamp").last())["timestamp"]
     known.check_known(frame, tail, spec.future_covariates, spec.future_steps, ends)
     return table
+
+
+def _naive_beyond(scaled: torch.Tensor, naive: NaiveServing, inputs: SeriesInputs, ar: int) -> torch.Tensor:
+    """Past the trained horizon, a series served seasonal naive keeps repeating its last season
+    (the roll-forward fed it to the network, whose own forecasts would take over from there)."""
+    rows = np.flatnonzero(naive.series)
+    windows = torch.zeros(len(rows), ar, dtype=scaled.dtype)  # zeros before a series' start, as served
+    for k, i in enumerate(rows.tolist()):
+        recent = inputs.inputs[max(inputs.offsets[i], inputs.offsets[i + 1] - ar) : inputs.offsets[i + 1], 0]
+        windows[k, ar - len(recent) :] = torch.from_numpy(recent)
+    at = torch.from_numpy(rows)
+    scaled[at] = serve_naive(scaled[at], windows, naive.season, naive.point)
+    return scaled
 
 
 def _roll_forward(

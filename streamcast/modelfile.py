@@ -58,6 +58,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             if forecaster.static_values
             else {}
         ),
+        **({"naive_series": sorted(forecaster.naive_series)} if forecaster.naive_series else {}),
         "info": forecaster.info,
         **(
             {"member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members]}
@@ -138,7 +139,16 @@ def load(path: str | Path) -> Forecaster:
         ) from None
     net.eval()
     static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
-    return Forecaster(net=net, spec=spec, scaler=scaler, columns=columns, info=info, static_values=static)
+    naive = frozenset(meta.get("naive_series", []))
+    return Forecaster(
+        net=net,
+        spec=spec,
+        scaler=scaler,
+        columns=columns,
+        info=info,
+        static_values=static,
+        naive_series=naive,
+    )
 
 
 def _tuples(value):

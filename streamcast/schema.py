@@ -115,6 +115,7 @@ class ModelMeta(Struct, kw_only=True):
     tensors_sha256: str | None = None
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
     static_values: dict[str, list[Any]] = {}
+    naive_series: list[Name] = []
 
     def __post_init__(self) -> None:
         spec, config = self.feature_spec, self.model_config

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from streamcast.model import Network, State, concat_states, select_state
+from streamcast.fallback import NaiveServing, serve_naive
+from streamcast.model import MemberFeatures, Network, State, concat_states, select_state
 
 
 @torch.no_grad()
@@ -33,6 +34,7 @@ def run_series(
     initial: State | None = None,
     series_batch: int = 256,
     time_chunk: int = 64,
+    naive: NaiveServing | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Run every series from its start (or from `initial`) to its end, batched across series.
 
@@ -68,8 +70,9 @@ def run_series(
             - np.repeat(np.cumsum(sizes) - sizes, sizes)
         )
         wanted_at = (rows, steps.astype(np.int64, copy=False), out_rows)
+        fallback = None if naive is None else (naive, naive.series[batch])
         for local, s in _run_batch(
-            net, table, offsets[batch], lengths[batch], wanted_at, state, outputs, time_chunk
+            net, table, offsets[batch], lengths[batch], wanted_at, state, outputs, time_chunk, fallback
         ):
             finished.append(batch[local])
             finals.append(s)
@@ -80,7 +83,7 @@ def run_series(
 
 
 def _run_batch(
-    net, table, starts, lengths, wanted, state, outputs, time_chunk
+    net, table, starts, lengths, wanted, state, outputs, time_chunk, fallback=None
 ) -> list[tuple[np.ndarray, State]]:
     """Walk one batch of series through time; a series leaves the batch when its history ends.
 
@@ -99,7 +102,10 @@ def _run_batch(
         if len(hit):
             rows_at = torch.from_numpy(np.searchsorted(active, want_row[hit]))  # rows still active
             steps_at = torch.from_numpy(want_step[hit] - t)
-            decoded = net.decode(hidden[rows_at, steps_at]).to(outputs.device)
+            features = hidden[rows_at, steps_at]
+            decoded = net.decode(features).to(outputs.device)
+            if fallback is not None:
+                decoded = _naive_where_chosen(decoded, features, want_row[hit], *fallback)
             outputs[torch.from_numpy(want_out[hit])] = decoded
         done = lengths[active] == stop
         if done.any():
@@ -109,6 +115,17 @@ def _run_batch(
         active = active[~done]
         t = stop
     return final
+
+
+def _naive_where_chosen(decoded, features, batch_rows, naive: NaiveServing, chosen: np.ndarray):
+    """Replace the forecasts of the series chosen for seasonal naive (`streamcast.fallback`)."""
+    pick = chosen[batch_rows]
+    if not pick.any():
+        return decoded
+    at = torch.from_numpy(np.flatnonzero(pick))
+    window = (features.members[0] if isinstance(features, MemberFeatures) else features).window[at]
+    decoded[at] = serve_naive(decoded[at], window.to(decoded.device), naive.season, naive.point)
+    return decoded
 
 
 def _device(net: Network) -> torch.device:

@@ -35,6 +35,7 @@ from streamcast.dataparallel import (
 from streamcast.devices import device_name, resolve_device
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
+from streamcast.fallback import NAIVE_FALLBACK, badly_served
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
@@ -112,6 +113,7 @@ class FitConfig:
     head_scale: str = "auto"
     lag_inputs: str = "season"
     ar_start: str = "auto"
+    naive_fallback: float = NAIVE_FALLBACK  # 0 = off; streamcast.fallback
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -129,6 +131,10 @@ class FitConfig:
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
             (self.lag_inputs in LAG_INPUTS, f"--lag-inputs must be one of {', '.join(LAG_INPUTS)}"),
             (self.ar_start in AR_STARTS, f"--ar-start must be one of {', '.join(AR_STARTS)}"),
+            (
+                self.naive_fallback == 0 or 1 <= self.naive_fallback < math.inf,
+                "--naive-fallback must be 0 (off) or a ratio of at least 1, e.g. 2",
+            ),
             (
                 self.head_scale in ("auto", *HEAD_SCALES),
                 f"--head-scale must be one of auto, {', '.join(HEAD_SCALES)}",
@@ -530,6 +536,10 @@ def assemble(
             for plan, n, r in trained
         ]
         info["ensemble_val_loss"] = validation_loss(net, work, config)
+    naive = _badly_served_series(net, work, config, data)
+    if cluster is not None:
+        naive = [s for part in cluster.gather(naive) for s in part]
+    info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive)}
     static = _static_values(data, config.static)
     return Forecaster(
         net=net,
@@ -538,7 +548,28 @@ def assemble(
         columns=data.columns,
         info=info,
         static_values=static,
+        naive_series=frozenset(naive),
     )
+
+
+def _badly_served_series(net, work: _Work, config: FitConfig, data: SeriesFrame) -> list[str]:
+    """The ids of this process's series that seasonal naive will serve (`--naive-fallback`):
+    the trained network, warmed as `forecast` warms it, scored against seasonal naive at the
+    validation origins."""
+    c = net.config
+    if not config.naive_fallback or c.ar < c.season:
+        return []
+    net.eval()
+    outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
+    counts = np.array([len(p) for p in work.val_positions])
+    at = np.concatenate(work.val_positions)[:, None] + np.arange(-c.ar + 1, 1)  # (R, ar) in-series
+    rows = np.repeat(work.offsets[:-1], counts)[:, None] + at
+    # Before a series' first value the carried window holds zeros, as it does in serving.
+    windows = torch.where(torch.from_numpy(at >= 0), work.values.cpu()[torch.from_numpy(rows.clip(0))], 0.0)
+    point = c.quantiles.index(0.5) if c.quantiles else 0
+    chosen = badly_served(outputs, work.val_targets, windows, counts, c.season, point, config.naive_fallback)
+    ids, _ = series_offsets(data.frame)
+    return [s for s, pick in zip(ids, chosen.tolist(), strict=True) if pick]
 
 
 def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:

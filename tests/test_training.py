@@ -177,7 +177,8 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
     [
         ("1h", 168),
         ("30m", 336),
-        ("15m", 96),
+        ("15m", 336),
+        ("5m", 336),
         ("1m", 336),
         ("1d", 28),
         ("1w", 52),
@@ -186,7 +187,7 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
         ("1i", 32),
     ],
 )
-def test_the_head_window_is_the_longest_cycle_that_fits(freq, steps):
+def test_the_head_window_is_a_week_where_it_fits_and_336_steps_where_it_does_not(freq, steps):
     assert window_length(freq) == steps
 
 

@@ -147,7 +147,7 @@ def fit_options(f):
         click.option(
             "--ar",
             type=int,
-            help="The head sees the last N values, with a linear highway over them started as seasonal naive (0 = off) [default: a week hourly (168), a day for 15-minute data (96), at most 336 steps; 28 daily].",
+            help="The head sees the last N values, with a linear highway over them (see --ar-start; 0 = off) [default: a week hourly (168), 336 steps for finer data; 28 daily].",
         ),
         click.option(
             "--head-scale",
@@ -162,6 +162,13 @@ def fit_options(f):
             default="auto",
             show_default=True,
             help="Where the --ar highway starts. naive: seasonal naive, then trained; ridge: the least-squares forecast from the window (as NLinear fits it), kept fixed while the network learns corrections; auto: whichever scores better on the validation part, each series in units of its seasonal naive error.",
+        ),
+        click.option(
+            "--naive-fallback",
+            type=float,
+            default=2.0,
+            show_default=True,
+            help="After training, a series whose validation error is over this many times seasonal naive's is served seasonal naive (recorded in the model file; 0 = off).",
         ),
         click.option(
             "--lag-inputs",

@@ -69,7 +69,10 @@ class PlanRunner:
         positions = np.split(within[wanted], np.cumsum(np.bincount(wanted_run, minlength=n_runs))[:-1])
         initial = st.rows(plan.run_series, plan.run_fresh)
         # A micro-batch is a few ticks of many series: one call for all of them (no cache to win).
-        outputs, final = run_series(self.net, inputs, offsets, positions, initial=initial, series_batch=4096)
+        naive = f.naive_serving([st.ids[s] for s in plan.run_series])
+        outputs, final = run_series(
+            self.net, inputs, offsets, positions, initial=initial, series_batch=4096, naive=naive
+        )
         last_run = {s: r for r, s in enumerate(plan.run_series)}
         st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
         if st.learner is not None and self.config.learn is not None:

@@ -1,0 +1,129 @@
+"""`--naive-fallback`: the series the network serves badly get seasonal naive, in every command."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.cli import main
+from streamcast.fallback import badly_served, naive_from_window, serve_naive
+from streamcast.reading import read_series
+from tests.conftest import TINY, hourly_frame
+from tests.test_cli_stream import lines_for
+
+
+def test_the_naive_forecast_repeats_the_last_season_from_the_window():
+    window = torch.arange(48.0).reshape(1, 48)
+    naive = naive_from_window(window, horizon=30, season=24)
+    assert naive.tolist() == [[*range(24, 48), *range(24, 30)]]
+
+
+def test_quantiles_move_with_the_point_forecast():
+    outputs = torch.tensor([[[1.0, 2.0, 4.0]] * 3])  # (1, H=3, Q=3), median at 1
+    window = torch.tensor([[5.0, 6.0, 7.0]])
+    served = serve_naive(outputs, window, season=3, point=1)
+    assert served[0, :, 1].tolist() == [5.0, 6.0, 7.0]
+    assert (served[0, :, 2] - served[0, :, 0]).tolist() == [3.0, 3.0, 3.0]
+
+
+def test_a_series_is_chosen_only_when_the_network_is_over_ratio_times_worse():
+    targets = torch.zeros(3, 2)
+    windows = torch.zeros(3, 4)
+    windows[:, -2:] = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # naive error 1, 1, 0
+    outputs = torch.tensor([[1.9, 1.9], [2.1, 2.1], [0.1, 0.1]]).unsqueeze(-1)
+    chosen = badly_served(outputs, targets, windows, np.array([1, 1, 1, 0]), 2, 0, 2.0)
+    assert chosen.tolist() == [False, True, True, False]  # the fourth series has no origin
+
+
+@pytest.fixture(scope="module")
+def naive_s1(tiny_model):
+    return replace(tiny_model, naive_series=frozenset({"s1"}))
+
+
+def test_forecast_serves_the_chosen_series_its_last_day_and_the_others_as_before(
+    tiny_model, tiny_data, naive_s1
+):
+    before = sc.forecast(replace(tiny_model, naive_series=frozenset()), tiny_data, horizon=30)
+    after = sc.forecast(naive_s1, tiny_data, horizon=30)  # past the trained 6 steps too
+    last_day = tiny_data.frame.filter(pl.col("series_id") == "s1")["value"].to_numpy()[-24:]
+    got = after.filter(pl.col("series_id") == "s1")["forecast"].to_numpy()
+    np.testing.assert_allclose(got, np.concatenate([last_day, last_day[:6]]), rtol=1e-5)
+    others = pl.col("series_id") != "s1"
+    assert after.filter(others).equals(before.filter(others))
+
+
+def test_backtest_scores_the_chosen_series_as_seasonal_naive(tiny_data, naive_s1):
+    per = sc.backtest(naive_s1, tiny_data, windows=3, per_series=True).per_series
+    s1 = per.filter(pl.col("series_id") == "s1")
+    np.testing.assert_allclose(s1["model"].to_numpy(), s1["seasonal_naive"].to_numpy(), rtol=1e-4)
+    s0 = per.filter(pl.col("series_id") == "s0")
+    assert not np.allclose(s0["model"].to_numpy(), s0["seasonal_naive"].to_numpy(), rtol=1e-4)
+
+
+def test_stream_serves_the_chosen_series_what_forecast_serves(naive_s1, tmp_path):
+    path = tmp_path / "naive.streamcast"
+    sc.save(naive_s1, path)
+    loaded = sc.load(path)
+    assert loaded.naive_series == {"s1"}
+    frame = hourly_frame(length=60)
+    result = CliRunner().invoke(main, ["stream", "-m", str(path)], input="\n".join(lines_for(frame)) + "\n")
+    assert result.exit_code == 0, result.stderr
+    last = [json.loads(line) for line in result.stdout.splitlines() if '"s1"' in line][-1]
+    expected = sc.forecast(loaded, read_series(frame)).filter(pl.col("series_id") == "s1")["forecast"]
+    np.testing.assert_allclose(last["forecast"], expected.to_numpy(), rtol=1e-5)
+    day = frame.filter(pl.col("series_id") == "s1")["value"].to_numpy()[-24:]
+    np.testing.assert_allclose(last["forecast"], day[:6], rtol=1e-3)
+
+
+def periodic_and_noisy(length: int = 300) -> pl.DataFrame:
+    """Two noisy series and one that repeats its day exactly: no network matches its seasonal naive."""
+    rng = np.random.default_rng(3)
+    t = np.arange(length)
+    values = {
+        "noisy0": 20 + np.cumsum(rng.normal(0, 1, length)),
+        "noisy1": 30 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, length),
+        "exact": 25 + 2 * np.sin(2 * np.pi * t / 24),
+    }
+    ids = [k for k, v in values.items() for _ in v]
+    steps = pl.int_range(pl.len()).over("series_id")
+    return pl.DataFrame({"series_id": ids, "value": np.concatenate(list(values.values()))}).select(
+        "series_id", (pl.lit(datetime(2024, 1, 1)) + pl.duration(hours=steps)).alias("timestamp"), "value"
+    )
+
+
+def test_fit_chooses_the_series_seasonal_naive_serves_better_and_the_cli_can_turn_it_off(tmp_path):
+    data = tmp_path / "mixed.csv"
+    periodic_and_noisy().write_csv(data)
+    runner = CliRunner()
+    common = ["fit", str(data), "--horizon", "6", "--epochs", "2", "--hidden", "8", "--ensemble", "1"]
+    on, off = tmp_path / "on.streamcast", tmp_path / "off.streamcast"
+    fitted = runner.invoke(main, [*common, "-o", str(on)])
+    assert fitted.exit_code == 0
+    assert (
+        "fallback: seasonal naive for 1 of 3 series (validation error over 2x seasonal naive's)"
+        in fitted.stderr
+    )
+    assert runner.invoke(main, [*common, "--naive-fallback", "0", "-o", str(off)]).exit_code == 0
+    assert "exact" in sc.load(on).naive_series
+    assert sc.load(off).naive_series == frozenset()
+    meta = json.loads(runner.invoke(main, ["info", str(on), "--json"]).stdout)
+    assert meta["info"]["naive_fallback"]["ratio"] == 2.0
+    assert "exact" in meta["naive_series"]
+    shown = runner.invoke(main, ["info", str(on)]).stdout
+    assert "seasonal naive" in shown
+    bad = runner.invoke(main, [*common, "--naive-fallback", "0.5", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--naive-fallback must be 0 (off) or a ratio of at least 1" in bad.output
+
+
+def test_the_python_fit_records_the_choice_in_its_info():
+    model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=2))
+    assert model.info["naive_fallback"] == {"ratio": 2.0, "series": len(model.naive_series)}
+    assert "exact" in model.naive_series

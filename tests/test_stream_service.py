@@ -163,7 +163,9 @@ def test_lines_of_another_partition_are_counted_as_skipped_in_the_metrics(tmp_pa
         url = proc.stderr.readline().decode().strip().removeprefix("metrics on ")
         proc.stdin.write(f"{theirs},2024-01-01 00:00,10\n{theirs},2024-01-01 01:00,11\n".encode())
         assert send(proc, f"{ours},2024-01-01 00:00,10")["series_id"] == ours
-        samples = scrape_until(url, "streamcast_stream_lines_total", (), 3.0)
+        # Each counter is set on its own after the batch's output: wait for the ones asserted.
+        scrape_until(url, "streamcast_stream_accepted_total", (), 1.0)
+        samples = scrape_until(url, "streamcast_stream_skipped_total", (("reason", "other_partition"),), 2.0)
     finally:
         proc.stdin.close()
         proc.wait(30)

@@ -98,6 +98,7 @@ def main() -> None:
             "method": "epochs (best)",
             "sMAPE": f"{len(model.info['history'])} ({model.info['best_epoch']})",
         },
+        {"method": "series served seasonal naive (--naive-fallback)", "sMAPE": len(model.naive_series)},
         {"method": "peak RSS MB", "sMAPE": peak_rss_mb()},
     ]
     report(

@@ -249,6 +249,8 @@ class EnsembleForecaster(nn.Module):
 
     The state is the members' states side by side, so every caller that carries, selects or saves
     a state carries an ensemble's too; the forecast is the members' median, quantile by quantile.
+    Members with the same `--ar` window carry it once, last: it holds the same recent values for
+    every member, and it is most of a series' state (672 of the default member's 1,184 bytes).
     """
 
     def __init__(self, configs: list[ModelConfig]) -> None:
@@ -258,7 +260,10 @@ class EnsembleForecaster(nn.Module):
         if len(shared) != 1:
             raise ValueError("ensemble members must share inputs, horizon and quantiles")
         self.config = configs[0]
-        self._state_sizes = [len(m.init_state(1)) for m in self.members]
+        windows = {c.ar for c in configs}
+        self._shared_window = len(windows) == 1 and configs[0].ar > 0
+        drop = 1 if self._shared_window else 0
+        self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
 
     @classmethod
     def of(cls, nets: list[RecurrentForecaster]) -> EnsembleForecaster:
@@ -269,22 +274,28 @@ class EnsembleForecaster(nn.Module):
         return ensemble.eval()
 
     def init_state(self, batch: int) -> State:
-        return tuple(s for m in self.members for s in m.init_state(batch))
+        states = [m.init_state(batch) for m in self.members]
+        if not self._shared_window:
+            return tuple(s for state in states for s in state)
+        return (*(s for state in states for s in state[:-1]), states[0][-1])
 
     def _split_state(self, state: State) -> list[State]:
+        window = (state[-1],) if self._shared_window else ()
         parts, at = [], 0
         for size in self._state_sizes:
-            parts.append(tuple(state[at : at + size]))
+            parts.append((*state[at : at + size], *window))
             at += size
         return parts
 
     def encode(self, x: torch.Tensor, state: State) -> tuple[MemberFeatures, State]:
-        """Each member over x, in turn."""
+        """Each member over x, in turn; a shared window is carried on once (every member's is the same)."""
         features, new_state = [], []
         for member, part in zip(self.members, self._split_state(state), strict=True):
             f, s = member.encode(x, part)
             features.append(f)
-            new_state.extend(s)
+            new_state.extend(s[:-1] if self._shared_window else s)
+        if self._shared_window:
+            new_state.append(s[-1])
         return MemberFeatures(tuple(features)), tuple(new_state)
 
     def decode_members(self, features: MemberFeatures) -> torch.Tensor:

@@ -40,8 +40,14 @@ def naive_from_window(window: torch.Tensor, horizon: int, season: int) -> torch.
 
 def serve_naive(outputs: torch.Tensor, window: torch.Tensor, season: int, point: int) -> torch.Tensor:
     """(R, H, Q) network outputs -> the seasonal naive forecast from each row's (R, ar) window,
-    with the network's quantiles moved along with its point forecast (the interval keeps its width)."""
+    with the network's quantiles moved along with its point forecast (the interval keeps its width).
+
+    The quantiles are put in order first, as they are served (`Forecaster.point_and_quantiles`):
+    shifted unordered, a crossing pair would be sorted past the point afterwards and the served
+    median would no longer be seasonal naive."""
     naive = naive_from_window(window, outputs.shape[-2], season)  # (R, H)
+    if outputs.shape[-1] > 1:
+        outputs = outputs.sort(dim=-1).values
     return outputs - outputs[..., point : point + 1] + naive.unsqueeze(-1).to(outputs.dtype)
 
 

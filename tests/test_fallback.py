@@ -34,6 +34,15 @@ def test_quantiles_move_with_the_point_forecast():
     assert (served[0, :, 2] - served[0, :, 0]).tolist() == [3.0, 3.0, 3.0]
 
 
+def test_the_served_median_is_seasonal_naive_where_the_networks_quantiles_cross():
+    outputs = torch.tensor([[[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]]])  # (1, H=2, Q=3), out of order
+    window = torch.tensor([[5.0, 6.0]])
+    served = serve_naive(outputs, window, season=2, point=1)
+    ordered = served.sort(dim=-1).values  # as Forecaster.point_and_quantiles serves them
+    assert ordered[0, :, 1].tolist() == [5.0, 6.0]
+    assert (ordered[0, :, 2] - ordered[0, :, 0]).tolist() == [2.0, 5.0]
+
+
 def test_a_series_is_chosen_only_when_the_network_is_over_ratio_times_worse():
     targets = torch.zeros(3, 2)
     windows = torch.zeros(3, 4)

@@ -5,7 +5,8 @@ For each count of series: every series gets a first observation (a new series: t
 line) and a second one through `stream` in micro-batches of 8,192 lines, then the state file is
 written and read back. Memory is the resident size the held states add, split into the hidden-state
 tensors (their rows; the tensor grows by doubling) and everything else (ids, index, scales, clocks).
-GRU hidden 64, horizon 24. Usage: python bench_stream_scale.py [MAX_SERIES] (default 1,000,000).
+GRU hidden 64, horizon 24. Usage: python bench_stream_scale.py [MAX_SERIES] [MEMBERS] (default
+1,000,000 series of one network; MEMBERS 3 measures the default ensemble's size of state).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def main() -> None:
     most = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     counts = [n for n in (10_000, 100_000, 1_000_000) if n <= most] or [most]
     frame = synthetic(20, 200)
-    config = sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=1)
+    members = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    config = sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=members)
     model = sc.fit(sc.read_series(frame), config)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,9 +87,9 @@ def main() -> None:
             gc.collect()
     load = os.getloadavg()[0]
     report(
-        "stream_scale",
+        "stream_scale" if members == 1 else f"stream_scale_ensemble{members}",
         rows,
-        note=f"GRU hidden 64, horizon 24, one process; load {load:.1f}; {machine()}",
+        note=f"GRU hidden 64 x {members} member(s), horizon 24, one process; load {load:.1f}; {machine()}",
     )
 
 

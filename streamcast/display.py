@@ -163,7 +163,10 @@ class FitProgress:
                 markup=False,
             )
         if info.get("naive_fallback", {}).get("series"):
-            stderr.print(f"fallback: {_fallback({'info': info})}; the network serves the rest", markup=False)
+            others = info["data"]["series"] - info["naive_fallback"]["series"]
+            stderr.print(
+                f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
+            )
         stderr.print(f"wrote {path}", markup=False)
 
 
@@ -190,6 +193,8 @@ def _fallback(meta: dict) -> str:
         return "-"
     if not chosen["ratio"]:
         return "off"
+    if "skipped" in chosen:
+        return f"off: {chosen['skipped']}"
     series = meta["info"].get("data", {}).get("series", "?")
     return (
         f"seasonal naive for {chosen['series']} of {series} series "

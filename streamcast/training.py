@@ -35,7 +35,7 @@ from streamcast.dataparallel import (
 from streamcast.devices import device_name, resolve_device
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
-from streamcast.fallback import NAIVE_FALLBACK, badly_served
+from streamcast.fallback import NAIVE_FALLBACK, badly_served, naive_at
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
@@ -540,6 +540,8 @@ def assemble(
     if cluster is not None:
         naive = [s for part in cluster.gather(naive) for s in part]
     info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive)}
+    if config.naive_fallback and net.config.ar < net.config.season:
+        info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
     static = _static_values(data, config.static)
     return Forecaster(
         net=net,
@@ -562,12 +564,10 @@ def _badly_served_series(net, work: _Work, config: FitConfig, data: SeriesFrame)
     net.eval()
     outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
     counts = np.array([len(p) for p in work.val_positions])
-    at = np.concatenate(work.val_positions)[:, None] + np.arange(-c.ar + 1, 1)  # (R, ar) in-series
-    rows = np.repeat(work.offsets[:-1], counts)[:, None] + at
-    # Before a series' first value the carried window holds zeros, as it does in serving.
-    windows = torch.where(torch.from_numpy(at >= 0), work.values.cpu()[torch.from_numpy(rows.clip(0))], 0.0)
+    starts = np.repeat(work.offsets[:-1], counts)
+    naive = naive_at(work.values.cpu(), starts, np.concatenate(work.val_positions), c.horizon, c.season)
     point = c.quantiles.index(0.5) if c.quantiles else 0
-    chosen = badly_served(outputs, work.val_targets, windows, counts, c.season, point, config.naive_fallback)
+    chosen = badly_served(outputs, work.val_targets, naive, counts, point, config.naive_fallback)
     ids, _ = series_offsets(data.frame)
     return [s for s, pick in zip(ids, chosen.tolist(), strict=True) if pick]
 

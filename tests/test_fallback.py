@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.fallback import badly_served, naive_from_window, serve_naive
+from streamcast.fallback import badly_served, naive_at, naive_from_window, serve_naive
 from streamcast.reading import read_series
 from tests.conftest import TINY, hourly_frame
 from tests.test_cli_stream import lines_for
@@ -48,8 +48,27 @@ def test_a_series_is_chosen_only_when_the_network_is_over_ratio_times_worse():
     windows = torch.zeros(3, 4)
     windows[:, -2:] = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # naive error 1, 1, 0
     outputs = torch.tensor([[1.9, 1.9], [2.1, 2.1], [0.1, 0.1]]).unsqueeze(-1)
-    chosen = badly_served(outputs, targets, windows, np.array([1, 1, 1, 0]), 2, 0, 2.0)
+    naive = naive_from_window(windows, horizon=2, season=2)
+    chosen = badly_served(outputs, targets, naive, np.array([1, 1, 1, 0]), 0, 2.0)
     assert chosen.tolist() == [False, True, True, False]  # the fourth series has no origin
+
+
+def test_the_naive_forecasts_read_from_the_values_equal_those_read_from_each_window():
+    values = torch.arange(1.0, 31.0)  # two series: 1..10 and 11..30
+    starts, origins = np.array([0, 10, 10]), np.array([2, 9, 19])  # the first window runs off the start
+    windows = torch.stack(
+        [torch.cat([torch.zeros(5), values[0:3]]), values[12:20], values[22:30]]
+    )  # (3, ar=8): zeros before a series' first value, as the carried window holds them
+    np.testing.assert_array_equal(
+        naive_at(values, starts, origins, horizon=6, season=4), naive_from_window(windows, 6, 4)
+    )
+
+
+def test_a_quantile_model_is_scored_on_the_median_it_serves():
+    targets = torch.zeros(1, 2)
+    naive = torch.ones(1, 2)  # naive error 1
+    crossed = torch.tensor([[[0.5, 5.0, 0.0], [0.5, 5.0, 0.0]]])  # the raw middle output is 5, served 0.5
+    assert badly_served(crossed, targets, naive, np.array([1]), 1, 2.0).tolist() == [False]
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +155,14 @@ def test_the_python_fit_records_the_choice_in_its_info():
     model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=2))
     assert model.info["naive_fallback"] == {"ratio": 2.0, "series": len(model.naive_series)}
     assert "exact" in model.naive_series
+
+
+def test_a_window_shorter_than_a_season_leaves_the_fallback_off_and_info_says_why(tmp_path):
+    data = tmp_path / "mixed.csv"
+    periodic_and_noisy().write_csv(data)
+    out = tmp_path / "short.streamcast"
+    args = ["fit", str(data), "--horizon", "6", "--epochs", "1", "--hidden", "8", "--ensemble", "1"]
+    assert CliRunner().invoke(main, [*args, "--ar", "12", "-o", str(out)]).exit_code == 0
+    assert sc.load(out).naive_series == frozenset()
+    shown = CliRunner().invoke(main, ["info", str(out)]).stdout
+    assert "off: the --ar window is shorter than a season" in shown

@@ -410,3 +410,26 @@ def test_lines_without_an_id_belong_to_the_models_only_series():
 def test_a_missing_state_file_is_a_model_file_error(tiny_model, tmp_path):
     with pytest.raises(ModelFileError, match="state file .* not found"):
         StreamState.load(tmp_path / "nope.state", tiny_model)
+
+
+def test_an_ensemble_carries_its_window_once_and_a_file_of_the_old_layout_is_refused_in_one_line(
+    tiny_data, tmp_path
+):
+    from safetensors.torch import load as load_bytes
+
+    from streamcast import safefile
+    from streamcast.errors import ModelFileError
+
+    model = sc.fit(tiny_data, FitConfig(**{**TINY.__dict__, "ensemble": 2}))
+    ar = model.net.config.ar
+    shapes = [tuple(p.shape) for p in model.net.init_state(1)]
+    assert shapes == [(1, 1, 8), (1, 1, 8), (1, 1, 8), (1, 1, 8), (1, ar)]  # h, c of each, one window
+    state = StreamState(model)
+    run(model, [Observations.from_records(records(hourly_frame(length=30)), model)], state)
+    state.save(tmp_path / "s.state")
+    raw = (tmp_path / "s.state").read_bytes()
+    tensors, meta = load_bytes(raw), safefile.header(raw)
+    tensors["hidden.5"] = tensors["hidden.4"].clone()  # each member its own window, as files were
+    (tmp_path / "old.state").write_bytes(safefile.write(tensors, meta))
+    with pytest.raises(ModelFileError, match="keeps 6 state parts per series where this streamcast keeps 5"):
+        StreamState.load(tmp_path / "old.state", model)

@@ -230,6 +230,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         )
     try:
         tensors = load_bytes(raw)
+        _check_layout(tensors, path, len(state._template))
         ids = meta["series_ids"]
         spec = forecaster.spec
         width = len(spec.covariates) + len(spec.future_covariates) * spec.future_steps
@@ -291,6 +292,17 @@ _PER_SERIES = {
     "welford": (torch.float64, (4,)),
     "last_covariates": (torch.float64, None),
 }
+
+
+def _check_layout(tensors: dict[str, torch.Tensor], path, parts: int) -> None:
+    """A whole file of another layout of the same model's state is not damaged: say what it is."""
+    held = sum(1 for name in tensors if name.startswith("hidden."))
+    if held != parts:
+        raise ModelFileError(
+            f"{path}: this state file keeps {held} state parts per series where this streamcast keeps "
+            f"{parts} for the model (an ensemble's file from before its members shared one window): "
+            "move it away to start fresh, or restart with --warmup from the history"
+        )
 
 
 def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, template: State) -> None:

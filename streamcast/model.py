@@ -90,6 +90,16 @@ class Features:
 
 
 @dataclass(frozen=True)
+class WindowRead:
+    """A chunk's inputs with the lag inputs added, the window at each step (B, T, ar) and the
+    window carried on (B, ar); no window without `ar`."""
+
+    x: torch.Tensor
+    windows: torch.Tensor | None = None
+    carried: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class MemberFeatures:
     """An ensemble's features: each member's, indexed together."""
 
@@ -191,16 +201,28 @@ class RecurrentForecaster(nn.Module):
 
         Split from `decode` so that serving can run the head only where a forecast is wanted.
         """
-        c = self.config
         parts = list(state)
+        read = self.read_window(x, parts.pop() if self.config.ar > 0 else None)
+        return self.encode_read(read, tuple(parts))
+
+    def read_window(self, x: torch.Tensor, carried: torch.Tensor | None) -> WindowRead:
+        """The carried window of the last `ar` values advanced over x, and the lag inputs read from
+        it: the same for every member of an ensemble that shares the window, so read once."""
+        c = self.config
+        if c.ar == 0:
+            return WindowRead(x)
+        history = torch.cat([carried, x[..., 0]], dim=1)  # (B, ar + T)
+        windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
+        if c.lag_count:
+            x = torch.cat([x, _lags(windows, c.season)], dim=-1)
+        return WindowRead(x, windows, history[:, -c.ar :])
+
+    def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
+        """`encode` from a read window; `state` is this network's state without the window."""
+        c = self.config
+        x, parts = read.x, list(state)
         new_state: list[torch.Tensor] = []
         ahead = x[..., c.known_at : c.known_at + c.known * c.horizon] if c.known else None
-        if c.ar > 0:
-            history = torch.cat([parts.pop(), x[..., 0]], dim=1)  # (B, ar + T)
-            ar_windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
-            ar_state = history[:, -c.ar :]
-            if c.lag_count:
-                x = torch.cat([x, _lags(ar_windows, c.season)], dim=-1)
         if c.conv > 1:
             buffer = parts.pop()
             window = torch.cat([buffer, x], dim=1)  # (B, conv - 1 + T, F)
@@ -214,10 +236,9 @@ class RecurrentForecaster(nn.Module):
         new_state.extend(p.transpose(0, 1) for p in rnn_state)
         if c.conv > 1:
             new_state.append(conv_state)
-        if c.ar > 0:
-            new_state.append(ar_state)
-            return Features(out, ar_windows, ahead), tuple(new_state)
-        return Features(out, None, ahead), tuple(new_state)
+        if read.carried is not None:
+            new_state.append(read.carried)
+        return Features(out, read.windows, ahead), tuple(new_state)
 
     def decode(self, features: Features) -> torch.Tensor:
         """Features from `encode` (indexed or not) -> (..., horizon, outputs_per_step) scaled forecasts."""
@@ -260,7 +281,7 @@ class EnsembleForecaster(nn.Module):
         if len(shared) != 1:
             raise ValueError("ensemble members must share inputs, horizon and quantiles")
         self.config = configs[0]
-        windows = {c.ar for c in configs}
+        windows = {(c.ar, c.season, c.lag_inputs) for c in configs}
         self._shared_window = len(windows) == 1 and configs[0].ar > 0
         drop = 1 if self._shared_window else 0
         self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
@@ -280,23 +301,27 @@ class EnsembleForecaster(nn.Module):
         return (*(s for state in states for s in state[:-1]), states[0][-1])
 
     def _split_state(self, state: State) -> list[State]:
-        window = (state[-1],) if self._shared_window else ()
+        """Each member's part of the state (without the shared window, which is the last part)."""
         parts, at = [], 0
         for size in self._state_sizes:
-            parts.append((*state[at : at + size], *window))
+            parts.append(tuple(state[at : at + size]))
             at += size
         return parts
 
     def encode(self, x: torch.Tensor, state: State) -> tuple[MemberFeatures, State]:
-        """Each member over x, in turn; a shared window is carried on once (every member's is the same)."""
-        features, new_state = [], []
-        for member, part in zip(self.members, self._split_state(state), strict=True):
-            f, s = member.encode(x, part)
-            features.append(f)
-            new_state.extend(s[:-1] if self._shared_window else s)
-        if self._shared_window:
-            new_state.append(s[-1])
-        return MemberFeatures(tuple(features)), tuple(new_state)
+        """Each member over x, in turn. A shared window is read once (its lag inputs too) and
+        carried on once: it is the same for every member."""
+        if not self._shared_window:
+            pieces = [
+                m.encode(x, part) for m, part in zip(self.members, self._split_state(state), strict=True)
+            ]
+            return MemberFeatures(tuple(f for f, _ in pieces)), tuple(p for _, s in pieces for p in s)
+        read = self.members[0].read_window(x, state[-1])
+        pieces = [
+            m.encode_read(read, part) for m, part in zip(self.members, self._split_state(state), strict=True)
+        ]
+        new_state = [p for _, s in pieces for p in s[:-1]]
+        return MemberFeatures(tuple(f for f, _ in pieces)), (*new_state, read.carried)
 
     def decode_members(self, features: MemberFeatures) -> torch.Tensor:
         """-> (..., members, horizon, outputs_per_step)."""

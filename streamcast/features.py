@@ -522,8 +522,32 @@ def input_rows(
 
 def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...]) -> np.ndarray:
     """`calendar_features`, computed once per distinct time: a stream's micro-batch holds many
-    series at a few times."""
+    series at a few times. The rows of recent times are kept (`_RECENT_CALENDAR`): one line at a
+    time, a hundred series reporting the same hour paid for a polars frame each, most of a line's
+    feature work; a row comes from the same function either way, so the inputs are the same."""
     if not names or len(timestamps) == 0:
         return calendar_features(timestamps, names)
-    _, first, inverse = np.unique(timestamps.to_physical().to_numpy(), return_index=True, return_inverse=True)
-    return calendar_features(timestamps.gather(first), names)[inverse.reshape(-1)]
+    times, first, inverse = np.unique(
+        timestamps.to_physical().to_numpy(), return_index=True, return_inverse=True
+    )
+    if len(times) > _RECENT_TIMES:  # a history, not a micro-batch: nothing to win
+        return calendar_features(timestamps.gather(first), names)[inverse.reshape(-1)]
+    recent = _RECENT_CALENDAR.setdefault((str(timestamps.dtype), names), {})
+    missing = [i for i, t in enumerate(times.tolist()) if t not in recent]
+    if len(missing) == len(times):
+        rows = calendar_features(timestamps.gather(first), names)
+    else:
+        rows = np.empty((len(times), len(names)), dtype=np.float32)
+        for i, t in enumerate(times.tolist()):
+            if t in recent:
+                rows[i] = recent[t]
+        if missing:
+            rows[missing] = calendar_features(timestamps.gather(first[missing]), names)
+    if len(recent) + len(times) > _RECENT_TIMES:
+        recent.clear()
+    recent.update(zip(times.tolist(), rows, strict=True))
+    return rows[inverse.reshape(-1)]
+
+
+_RECENT_TIMES = 4096
+_RECENT_CALENDAR: dict[tuple[str, tuple[str, ...]], dict[int, np.ndarray]] = {}

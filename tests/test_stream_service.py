@@ -62,7 +62,9 @@ def test_metrics_are_served_on_the_port_while_the_stream_runs(tmp_path, tiny_mod
                 send(proc, f"{sid},2024-01-01 0{h}:00,{10 + h}")
         proc.stdin.write(b"a,not a time,3\nb,2024-01-01 03:00,oops\n")
         send(proc, "a,2024-01-01 03:00,13")
-        samples = scrape_until(url, "streamcast_stream_lines_total", (), 9.0)
+        # Lines are counted as a micro-batch is read, the rest once its forecasts are out.
+        scrape_until(url, "streamcast_stream_lines_total", (), 9.0)
+        samples = scrape_until(url, "streamcast_stream_accepted_total", (), 7.0)
     finally:
         proc.stdin.close()
         proc.wait(30)

@@ -433,3 +433,16 @@ def test_an_ensemble_carries_its_window_once_and_a_file_of_the_old_layout_is_ref
     (tmp_path / "old.state").write_bytes(safefile.write(tensors, meta))
     with pytest.raises(ModelFileError, match="keeps 6 state parts per series where this streamcast keeps 5"):
         StreamState.load(tmp_path / "old.state", model)
+
+
+def test_calendar_rows_kept_from_earlier_micro_batches_equal_computing_them_afresh():
+    from streamcast.features import _calendar_by_distinct_time, calendar_features, calendar_names
+
+    names = calendar_names("1h")
+    hours = pl.Series("ts", [datetime(2024, 1, 15, h) for h in range(24)]).dt.replace_time_zone(
+        "Europe/Berlin"
+    )
+    for part in (hours[:5], hours[3:9], hours[::-1], hours[7:8]):  # some rows kept, some new, repeats
+        np.testing.assert_array_equal(_calendar_by_distinct_time(part, names), calendar_features(part, names))
+    naive = hours.dt.replace_time_zone(None)  # the same instants' digits without a zone: other rows
+    np.testing.assert_array_equal(_calendar_by_distinct_time(naive, names), calendar_features(naive, names))

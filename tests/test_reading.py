@@ -626,7 +626,9 @@ def test_row_order_of_the_input_does_not_change_the_result(rows):
 @settings(max_examples=60, deadline=None)
 @given(
     freq=st.sampled_from(["15m", "1h", "6h", "1d", "1w", "1mo", "3mo"]),
-    day=st.integers(1, 28),
+    # Up to the 27th: a grid on the 28th whose last point is February 28 is read as month-end
+    # data by design (periods_after), so its next point is May 31, not May 28.
+    day=st.integers(1, 27),
     n=st.integers(1, 20),
     k=st.integers(1, 10),
 )
@@ -718,3 +720,11 @@ def test_daily_local_midnights_with_changing_offsets_explain_the_utc_conversion(
     (tmp_path / "dst.csv").write_text("ds,y\n" + "".join(f"{d},{k}\n" for k, d in enumerate(days)))
     with raises(DataError, "off its 1d grid", "daylight saving", "write them without the offset"):
         read_series(tmp_path / "dst.csv")
+
+
+def test_a_last_point_on_february_28_is_read_as_month_end_data():
+    assert future_timestamps(datetime(2026, 2, 28, 6), "3mo", 2) == [
+        datetime(2026, 5, 31, 6),
+        datetime(2026, 8, 31, 6),
+    ]
+    assert future_timestamps(datetime(2026, 1, 28, 6), "3mo", 1) == [datetime(2026, 4, 28, 6)]

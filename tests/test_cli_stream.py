@@ -464,3 +464,14 @@ def test_strict_names_the_bad_value_not_an_ignored_key_on_the_same_line(model_pa
     assert result.stderr.splitlines()[-1] == (
         "Error: line 1: value 'abc' is not a number (--strict stops at the first bad line)"
     )
+
+
+def test_the_kept_time_texts_give_the_same_lines_when_they_overflow(model_path, monkeypatch):
+    from streamcast.stream import output
+
+    text = "\n".join(lines_for(hourly_frame(length=30))) + "\n"
+    for args in ([], ["--output-format", "csv"], ["--batch-lines", "1"]):
+        plenty = run(model_path, args, text).stdout
+        monkeypatch.setattr(output, "MAX_CACHED_TIMES", 2)  # cleared again and again
+        assert run(model_path, args, text).stdout == plenty
+        monkeypatch.undo()

@@ -27,6 +27,7 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 
 
 MAX_CACHED_IDS = 65_536  # the id texts kept: memory stays bounded however many series pass
+MAX_CACHED_TIMES = 4_096  # the times whose texts are kept
 
 
 class _Text:
@@ -36,6 +37,7 @@ class _Text:
 
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
+        self.stamps: dict[tuple, list[str]] = {}  # (time, steps, zone) -> its text and the steps' after
 
     def numbers(self, values: np.ndarray) -> list[str]:
         """(R, K) floats -> R strings "v1,v2,...,vK"."""
@@ -79,12 +81,23 @@ class _Text:
         return text
 
     def times(self, batch: StreamBatch, steps: int) -> tuple[np.ndarray, list[list[str]]]:
-        """For each row, the index of its time among the distinct ones; their texts and `steps` after."""
+        """For each row, the index of its time among the distinct ones; their texts and `steps` after.
+
+        The texts of recent times are kept: one line at a time, each series of an hour asked for
+        the same 25 texts, which polars made afresh for every line."""
         unique, inverse = np.unique(batch.times, return_inverse=True)
-        k = np.arange(steps + 1)
-        grid = batch.grid.shift(np.repeat(unique, steps + 1), np.tile(k, len(unique)))
-        flat = batch.grid.text(grid, batch.time_zone)
-        return inverse, [flat[u * (steps + 1) : (u + 1) * (steps + 1)] for u in range(len(unique))]
+        keys = [(t, steps, batch.time_zone) for t in unique.tolist()]
+        texts = [self.stamps.get(key) for key in keys]
+        new = [u for u, text in enumerate(texts) if text is None]
+        if new:
+            k = np.arange(steps + 1)
+            grid = batch.grid.shift(np.repeat(unique[new], steps + 1), np.tile(k, len(new)))
+            flat = batch.grid.text(grid, batch.time_zone)
+            if len(self.stamps) + len(new) > MAX_CACHED_TIMES:
+                self.stamps.clear()
+            for i, u in enumerate(new):
+                texts[u] = self.stamps[keys[u]] = flat[i * (steps + 1) : (i + 1) * (steps + 1)]
+        return inverse, texts
 
 
 class JsonLines(_Text):

@@ -69,17 +69,31 @@ def ridge_weights(
     return weights.astype(np.float32)
 
 
+def naive_units(
+    values: np.ndarray, offsets: np.ndarray, train_lengths: np.ndarray, season: int
+) -> np.ndarray:
+    """(S,) each series' in-sample seasonal naive error over its training part (MASE's
+    denominator); 0 where there is none to take."""
+    units = np.zeros(len(train_lengths))
+    for i, (start, length) in enumerate(zip(offsets[:-1].tolist(), train_lengths.tolist(), strict=True)):
+        lag = season if length > season else 1
+        if length > lag:
+            part = values[start : start + length].astype(np.float64)
+            units[i] = np.abs(part[lag:] - part[:-lag]).mean()
+    return units
+
+
 def validation_error(
     weights: np.ndarray,
     values: np.ndarray,
     offsets: np.ndarray,
-    train_lengths: np.ndarray,
     positions: list[np.ndarray],
-    season: int,
+    units: np.ndarray,
     squared: bool,
 ) -> tuple[float, int]:
     """The summed error of a highway alone at the validation origins, each series' in units of
-    its in-sample seasonal naive error (MASE; squared for MSE), and how many series it covers.
+    its in-sample seasonal naive error (`naive_units`; squared for MSE), and how many series
+    it covers.
 
     In those units every series counts alike: pooled in the data's own units, the few most
     volatile series of M4 chose least squares, which then served the smooth ones a third worse.
@@ -87,14 +101,9 @@ def validation_error(
     """
     ar, horizon = weights.shape[1], weights.shape[0]
     total, count = 0.0, 0
-    for start, length, origins in zip(offsets[:-1].tolist(), train_lengths.tolist(), positions, strict=True):
+    for start, origins, unit in zip(offsets[:-1].tolist(), positions, units.tolist(), strict=True):
         origins = origins[origins >= ar - 1]
-        lag = season if length > season else 1
-        if not len(origins) or length <= lag:
-            continue
-        part = values[start : start + length].astype(np.float64)
-        unit = float(np.abs(part[lag:] - part[:-lag]).mean())
-        if unit <= 1e-12:
+        if not len(origins) or unit <= 1e-12:
             continue
         rows = start + origins[:, None] + np.arange(-ar + 1, horizon + 1)  # (n, ar + horizon)
         block = values[rows].astype(np.float64)
@@ -125,10 +134,8 @@ def choose_start(
         return "naive", None
     if requested == "auto":
         naive = seasonal_naive_weights(ar, horizon, season).numpy()
-        scores = [
-            validation_error(w, values, offsets, train_lengths, val_positions, season, squared)
-            for w in (naive, ridge)
-        ]
+        units = naive_units(values, offsets, train_lengths, season)
+        scores = [validation_error(w, values, offsets, val_positions, units, squared) for w in (naive, ridge)]
         flat = [x for score in scores for x in score]
         if cluster is not None:
             flat = cluster.sum(flat).tolist()

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from streamcast.cli import main
-from streamcast.highway import choose_start, ridge_weights, validation_error
+from streamcast.highway import choose_start, naive_units, ridge_weights, validation_error
 from streamcast.model import seasonal_naive_weights
 from streamcast.reading import read_series
 from streamcast.training import fit
@@ -97,9 +97,9 @@ def test_validation_error_counts_each_series_in_units_of_its_seasonal_naive_erro
     values, offsets = layout([np.arange(100.0), 10 * np.arange(100.0)])  # lag-24 change: 24 and 240
     persistence = np.zeros((2, 4))
     persistence[:, -1] = 1.0  # forecasts the last value: off by 1, 2 (x10 for the second series)
-    total, count = validation_error(
-        persistence, values, offsets, np.array([90, 90]), [np.array([89])] * 2, 24, squared=False
-    )
+    units = naive_units(values, offsets, np.array([90, 90]), 24)
+    np.testing.assert_allclose(units, [24.0, 240.0])
+    total, count = validation_error(persistence, values, offsets, [np.array([89])] * 2, units, squared=False)
     assert count == 2
     assert total == pytest.approx(2 * 1.5 / 24)  # both series score alike in their own units
 

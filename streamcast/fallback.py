@@ -59,7 +59,11 @@ def serve_naive(outputs: torch.Tensor, window: torch.Tensor, season: int, point:
     The quantiles are put in order first, as they are served (`Forecaster.point_and_quantiles`):
     shifted unordered, a crossing pair would be sorted past the point afterwards and the served
     median would no longer be seasonal naive."""
-    naive = naive_from_window(window, outputs.shape[-2], season)  # (R, H)
+    return move_onto(outputs, naive_from_window(window, outputs.shape[-2], season), point)
+
+
+def move_onto(outputs: torch.Tensor, naive: torch.Tensor, point: int) -> torch.Tensor:
+    """(R, H, Q) outputs, their quantiles in order, moved so that the point is `naive` (R, H)."""
     if outputs.shape[-1] > 1:
         outputs = outputs.sort(dim=-1).values
     return outputs - outputs[..., point : point + 1] + naive.unsqueeze(-1).to(outputs.dtype)

@@ -17,7 +17,7 @@ import torch
 from streamcast import known
 from streamcast.batches import BATCH_SERIES, BatchReader
 from streamcast.errors import DataError, StreamcastWarning, UsageError
-from streamcast.fallback import NaiveServing, serve_naive
+from streamcast.fallback import NaiveServing, move_onto, naive_at
 from streamcast.features import SeriesInputs, calendar_features
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
@@ -304,12 +304,13 @@ def _naive_beyond(scaled: torch.Tensor, naive: NaiveServing, inputs: SeriesInput
     """Past the trained horizon, a series served seasonal naive keeps repeating its last season
     (the roll-forward fed it to the network, whose own forecasts would take over from there)."""
     rows = np.flatnonzero(naive.series)
-    windows = torch.zeros(len(rows), ar, dtype=scaled.dtype)  # zeros before a series' start, as served
-    for k, i in enumerate(rows.tolist()):
-        recent = inputs.inputs[max(inputs.offsets[i], inputs.offsets[i + 1] - ar) : inputs.offsets[i + 1], 0]
-        windows[k, ar - len(recent) :] = torch.from_numpy(recent)
+    starts = inputs.offsets[rows]
+    values = torch.from_numpy(inputs.inputs[:, 0])
+    forecasts = naive_at(
+        values, starts, inputs.offsets[rows + 1] - starts - 1, scaled.shape[-2], min(naive.season, ar)
+    )
     at = torch.from_numpy(rows)
-    scaled[at] = serve_naive(scaled[at], windows, naive.season, naive.point)
+    scaled[at] = move_onto(scaled[at], forecasts, naive.point)
     return scaled
 
 

@@ -535,12 +535,16 @@ def assemble(
             }
             for plan, n, r in trained
         ]
-        info["ensemble_val_loss"] = validation_loss(net, work, config)
-    naive = _badly_served_series(net, work, config, data)
+    checked = bool(config.naive_fallback) and net.config.ar >= net.config.season
+    # One validation pass serves the ensemble's score and the fallback's check.
+    outputs = validation_outputs(net, work) if checked or len(trained) > 1 else None
+    if len(trained) > 1:
+        info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
+    naive = _badly_served_series(net, outputs, work, config, data) if checked else []
     if cluster is not None:
         naive = [s for part in cluster.gather(naive) for s in part]
     info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive)}
-    if config.naive_fallback and net.config.ar < net.config.season:
+    if config.naive_fallback and not checked:
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
     static = _static_values(data, config.static)
     return Forecaster(
@@ -554,15 +558,13 @@ def assemble(
     )
 
 
-def _badly_served_series(net, work: _Work, config: FitConfig, data: SeriesFrame) -> list[str]:
+def _badly_served_series(
+    net, outputs: torch.Tensor, work: _Work, config: FitConfig, data: SeriesFrame
+) -> list[str]:
     """The ids of this process's series that seasonal naive will serve (`--naive-fallback`):
-    the trained network, warmed as `forecast` warms it, scored against seasonal naive at the
-    validation origins."""
+    the trained network's validation `outputs` (warmed as `forecast` warms it) scored against
+    seasonal naive at the same origins."""
     c = net.config
-    if not config.naive_fallback or c.ar < c.season:
-        return []
-    net.eval()
-    outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
     counts = np.array([len(p) for p in work.val_positions])
     starts = np.repeat(work.offsets[:-1], counts)
     naive = naive_at(work.values.cpu(), starts, np.concatenate(work.val_positions), c.horizon, c.season)
@@ -962,14 +964,22 @@ def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:
 
 def validation_loss(net, work: _Work, config: FitConfig) -> float:
     """The state is warmed over each series' training part first, exactly as `forecast` serves it."""
+    return validation_score(validation_outputs(net, work), work, config, net.config.quantiles)
+
+
+def validation_outputs(net, work: _Work) -> torch.Tensor:
+    """(R, H, Q) the forecasts at every validation origin, each series warmed from its start."""
     net.eval()
     outputs, _ = run_series(net, work.inputs, work.offsets, work.val_positions)
+    return outputs
+
+
+def validation_score(outputs: torch.Tensor, work: _Work, config: FitConfig, quantiles: tuple) -> float:
+    """The validation loss of `validation_outputs`."""
     mask = torch.ones(outputs.shape[0], dtype=torch.bool)
     if work.cluster is None:
-        return float(
-            forecast_loss(outputs, work.val_targets, mask, config.loss, net.config.quantiles, work.val_weight)
-        )
+        return float(forecast_loss(outputs, work.val_targets, mask, config.loss, quantiles, work.val_weight))
     # Every rank scores its own series; the sums over all of them make one process's mean.
-    terms = loss_terms(outputs, work.val_targets, mask, config.loss, net.config.quantiles, work.val_weight)
+    terms = loss_terms(outputs, work.val_targets, mask, config.loss, quantiles, work.val_weight)
     total, count = work.cluster.sum([float(t) for t in terms])
     return float(total / count)

@@ -20,14 +20,8 @@ def forecast_loss(
 
     The target broadcasts against y, so an ensemble's members (..., N, H, Q) share one (..., 1, H).
     """
-    per_step = _per_step(y, target, loss, quantiles)
-    if weights is None:
-        return per_step[mask].mean()
-    # Weighted by series (mask-shaped weights); a members axis in per_step broadcasts over them.
-    w = weights[mask]
-    picked = per_step[mask]
-    w = w.reshape(w.shape + (1,) * (picked.dim() - 1))
-    return (picked * w).sum() / (w.sum() * (picked.numel() // max(1, len(w))))
+    total, count = loss_terms(y, target, mask, loss, quantiles, weights)
+    return total / count
 
 
 def loss_terms(
@@ -44,6 +38,7 @@ def loss_terms(
     picked = per_step[mask]
     if weights is None:
         return picked.sum(), picked.new_tensor(float(picked.numel()))
+    # Weighted by series (mask-shaped weights); a members axis in per_step broadcasts over them.
     w = weights[mask]
     w = w.reshape(w.shape + (1,) * (picked.dim() - 1))
     return (picked * w).sum(), w.sum() * (picked.numel() // max(1, len(w)))

@@ -432,20 +432,26 @@ def prepare(
         row_weight = torch.from_numpy(np.repeat(weights, lengths).astype(np.float32))
         val_rows = torch.from_numpy(np.concatenate([offsets[i] + p for i, p in enumerate(val_positions)]))
         val_weight = row_weight[val_rows]
-    start, ar_start = choose_start(
+    # The default window may grow to twice its length where least squares does better with it.
+    windows = (model_config.ar, 2 * model_config.ar) if config.ar is None else (model_config.ar,)
+    start, ar_start, window = choose_start(
         config.ar_start,
         inputs.inputs[:, 0],
         offsets,
         train_lengths,
         val_positions,
-        model_config.ar,
+        windows,
         config.horizon,
         season,
         squared=config.loss == "mse",
         cluster=cluster,
     )
-    log.info("the linear highway starts as %s", "least squares" if start == "ridge" else "seasonal naive")
-    model_config = replace(model_config, ar_start=start)
+    log.info(
+        "the linear highway starts as %s over the last %d values",
+        "least squares" if start == "ridge" else "seasonal naive",
+        window,
+    )
+    model_config = replace(model_config, ar_start=start, ar=window)
     # Training reads its rows on the device; validation runs through `run_series` and scores on the CPU.
     work = _Work(
         table.to(device),

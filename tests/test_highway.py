@@ -72,8 +72,10 @@ def test_no_window_long_enough_and_values_too_extreme_keep_the_naive_start():
 def test_auto_takes_least_squares_where_it_scores_better_and_naive_where_one_volatile_series_would_decide():
     drift, offsets = layout([drifting(600, s) for s in range(3)])
     lengths, positions = np.full(3, 552), [np.array([551])] * 3
-    start, weights = choose_start("auto", drift, offsets, lengths, positions, 48, 48, 24, squared=False)
-    assert start == "ridge" and weights.shape == (48, 48)
+    start, weights, window = choose_start(
+        "auto", drift, offsets, lengths, positions, (48,), 48, 24, squared=False
+    )
+    assert start == "ridge" and weights.shape == (48, 48) and window == 48
 
     # One wild random walk and four days that repeat to within a little noise: pooled, the walk
     # would make least squares a persistence forecast that serves the daily series badly.
@@ -82,15 +84,18 @@ def test_auto_takes_least_squares_where_it_scores_better_and_naive_where_one_vol
     daily = [20 + 3 * np.sin(2 * np.pi * t / 24 + i) + rng.normal(0, 0.01, 600) for i in range(4)]
     mixed, offsets = layout([np.cumsum(rng.normal(0, 50, 600)), *daily])
     lengths, positions = np.full(5, 552), [np.array([551])] * 5
-    assert choose_start("auto", mixed, offsets, lengths, positions, 48, 48, 24, squared=False) == (
+    assert choose_start("auto", mixed, offsets, lengths, positions, (48,), 48, 24, squared=False) == (
         "naive",
         None,
+        48,
     )
     assert (
-        choose_start("naive", drift, offsets[:4], lengths[:3], positions, 48, 48, 24, squared=False)[0]
+        choose_start("naive", drift, offsets[:4], lengths[:3], positions, (48,), 48, 24, squared=False)[0]
         == "naive"
     )
-    assert choose_start("ridge", mixed, offsets, lengths, positions, 48, 48, 24, squared=False)[0] == "ridge"
+    assert (
+        choose_start("ridge", mixed, offsets, lengths, positions, (48,), 48, 24, squared=False)[0] == "ridge"
+    )
 
 
 def test_validation_error_counts_each_series_in_units_of_its_seasonal_naive_error():
@@ -145,3 +150,37 @@ def test_cli_fit_ar_start_is_an_option_and_info_shows_the_start(tmp_path):
         assert meta["model_config"]["ar_start"] == start
     bad = runner.invoke(main, [*common, "--ar-start", "linear", "-o", str(tmp_path / "x.model")])
     assert bad.exit_code == 2 and "--ar-start" in bad.output
+
+
+def repeating(length: int, period: int = 90, seed: int = 0) -> np.ndarray:
+    """A fixed random shape repeated every `period` steps, plus a little noise: a window shorter
+    than the period cannot see where the shape goes next, a longer one copies it."""
+    rng = np.random.default_rng(seed)
+    shape = rng.normal(0, 1, period)
+    return np.tile(shape, length // period + 1)[:length] + rng.normal(0, 0.05, length)
+
+
+def test_the_window_doubles_where_least_squares_does_better_with_it():
+    values, offsets = layout([repeating(1200, seed=s) for s in range(3)])
+    lengths, positions = np.full(3, 1100), [np.arange(1099, 1140)] * 3
+    start, weights, window = choose_start(
+        "auto", values, offsets, lengths, positions, (48, 96), 12, 24, squared=False
+    )
+    assert (start, window) == ("ridge", 96) and weights.shape == (12, 96)
+    # Asked for one window, it is kept; too short for the longer one, the default stays.
+    assert choose_start("auto", values, offsets, lengths, positions, (48,), 12, 24, squared=False)[2] == 48
+    short, short_offsets = layout([repeating(150, seed=s) for s in range(3)])
+    lengths, positions = np.full(3, 100), [np.arange(99, 138)] * 3
+    assert (
+        choose_start("ridge", short, short_offsets, lengths, positions, (48, 96), 12, 24, squared=False)[2]
+        == 48
+    )
+
+
+def test_fit_takes_the_longer_window_only_when_the_window_is_left_to_it():
+    data = read_series(frame_of({f"r{i}": repeating(900, seed=i) for i in range(3)}))
+    config = replace(TINY, horizon=12, epochs=1, val_size=60)
+    chosen = fit(data, config)
+    assert chosen.net.config.ar == 2 * 168 and chosen.net.config.ar_start == "ridge"
+    assert fit(data, replace(config, ar=168)).net.config.ar == 168
+    assert fit(data, replace(config, ar_start="naive")).net.config.ar == 168

@@ -100,13 +100,31 @@ class WindowRead:
 
 
 @dataclass(frozen=True)
+class HeadRead:
+    """The window as the head reads it (`RecurrentForecaster.read_head`): its shape, and the
+    spread that scales the head's output, if the head works in units of it."""
+
+    shape: torch.Tensor
+    spread: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class MemberFeatures:
     """An ensemble's features: each member's, indexed together."""
 
     members: tuple[Features, ...]
 
     def __getitem__(self, index) -> MemberFeatures:
-        return MemberFeatures(tuple(f[index] for f in self.members))
+        # Members that share the carried window hold the same tensor: index (copy) it once.
+        windows: dict[int, torch.Tensor] = {}
+        picked = []
+        for f in self.members:
+            window = None
+            if f.window is not None:
+                window = windows.setdefault(id(f.window), f.window[index])
+            ahead = None if f.ahead is None else f.ahead[index]
+            picked.append(Features(f.hidden[index], window, ahead))
+        return MemberFeatures(tuple(picked))
 
 
 class RecurrentForecaster(nn.Module):
@@ -240,27 +258,37 @@ class RecurrentForecaster(nn.Module):
             new_state.append(read.carried)
         return Features(out, read.windows, ahead), tuple(new_state)
 
-    def decode(self, features: Features) -> torch.Tensor:
-        """Features from `encode` (indexed or not) -> (..., horizon, outputs_per_step) scaled forecasts."""
-        y = self._decode(features)
+    def decode(self, features: Features, read: HeadRead | None = None) -> torch.Tensor:
+        """Features from `encode` (indexed or not) -> (..., horizon, outputs_per_step) scaled forecasts.
+
+        `read`: the window as `read_head` gives it, where an ensemble has read it once for all.
+        """
+        y = self._decode(features, read)
         if features.ahead is None:
             return y
         ahead = features.ahead.unflatten(-1, (self.config.known, self.config.horizon))  # (..., K, H)
         return y + (self.known * ahead).sum(-2).unsqueeze(-1)
 
-    def _decode(self, features: Features) -> torch.Tensor:
+    def read_head(self, window: torch.Tensor) -> HeadRead:
+        """The window as the head reads it: relative to the newest value, so that a level shift
+        moves the base forecast with it instead of pushing the head's inputs out of the range it
+        was trained on; with `head_scale="window"`, in units of its spread, which scales the
+        head's output back."""
+        shape = window - window[..., -1:]
+        if self.config.head_scale != "window":
+            return HeadRead(shape)
+        spread = shape.abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR  # (..., 1)
+        return HeadRead(shape / spread, spread)
+
+    def _decode(self, features: Features, read: HeadRead | None) -> torch.Tensor:
         c = self.config
         hidden, window = features.hidden, features.window
         if window is None:
             return self.head(self.dropout(hidden)).unflatten(-1, (c.horizon, c.outputs_per_step))
-        # The head sees the recent values relative to the last one: a level shift moves the base
-        # forecast with it instead of pushing the head's inputs out of the range it was trained on.
-        shape = window - window[..., -1:]
-        if c.head_scale == "window":
-            spread = shape.abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR  # (..., 1)
-            y = self.head(self.dropout(torch.cat([hidden, shape / spread], dim=-1))) * spread
-        else:
-            y = self.head(self.dropout(torch.cat([hidden, shape], dim=-1)))
+        read = read if read is not None else self.read_head(window)
+        y = self.head(self.dropout(torch.cat([hidden, read.shape], dim=-1)))
+        if read.spread is not None:
+            y = y * read.spread
         y = y.unflatten(-1, (c.horizon, c.outputs_per_step))
         return y + self.ar(window).unsqueeze(-1)  # the same base for every quantile
 
@@ -285,6 +313,7 @@ class EnsembleForecaster(nn.Module):
         self._shared_window = len(windows) == 1 and configs[0].ar > 0
         drop = 1 if self._shared_window else 0
         self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
+        self._same_head = len({c.head_scale for c in configs}) == 1
 
     @classmethod
     def of(cls, nets: list[RecurrentForecaster]) -> EnsembleForecaster:
@@ -324,9 +353,15 @@ class EnsembleForecaster(nn.Module):
         return MemberFeatures(tuple(f for f, _ in pieces)), (*new_state, read.carried)
 
     def decode_members(self, features: MemberFeatures) -> torch.Tensor:
-        """-> (..., members, horizon, outputs_per_step)."""
+        """-> (..., members, horizon, outputs_per_step). Members that share the window and read
+        it alike share its reading too: serving decodes every tick, and the reading was a third
+        of an ensemble's decoding."""
+        read = None
+        window = features.members[0].window
+        if self._shared_window and self._same_head and window is not None:
+            read = self.members[0].read_head(window)
         pieces = zip(self.members, features.members, strict=True)
-        return torch.stack([m.decode(f) for m, f in pieces], dim=-3)
+        return torch.stack([m.decode(f, read) for m, f in pieces], dim=-3)
 
     def decode(self, features: MemberFeatures) -> torch.Tensor:
         return median_of_members(self.decode_members(features))

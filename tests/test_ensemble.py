@@ -81,6 +81,27 @@ def test_ensemble_state_ticks_equal_one_batched_pass_and_forecasting_leaves_it_a
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("scales", [("window", "window"), ("global", "window")])
+def test_an_ensemble_decodes_exactly_as_its_members_alone(scales):
+    """Members reading one shared window read it once; each forecast stays what the member alone
+    gives, bit for bit, for members that read it alike and for members that do not."""
+    torch.manual_seed(1)
+    configs = [
+        ModelConfig(input_size=3, cell="gru", hidden_size=8, horizon=5, ar=12, season=4, head_scale=h)
+        for h in scales
+    ]
+    net = EnsembleForecaster(configs).eval()
+    x = torch.randn(3, 7, 3)
+    with torch.no_grad():
+        features, _ = net.encode(x, net.init_state(3))
+        picked = features[torch.tensor([0, 2]), torch.tensor([6, 3])]
+        together = net.decode_members(picked)
+        alone = [m.decode(f) for m, f in zip(net.members, picked.members, strict=True)]
+    assert together.shape == (2, 2, 5, 1)
+    for m, y in enumerate(alone):
+        assert torch.equal(together[:, m], y)
+
+
 def test_members_with_other_horizons_cannot_form_an_ensemble():
     with pytest.raises(ValueError, match="share inputs, horizon and quantiles"):
         EnsembleForecaster([ModelConfig(input_size=1, horizon=3), ModelConfig(input_size=1, horizon=4)])

@@ -68,12 +68,22 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict, part: str = "t
 
     inputs = model.inputs(full.frame)
     origins = np.arange(val_end - 1, test_end - horizon)
-    outputs, _ = run_series(model.net, inputs.inputs, inputs.offsets, [origins] * len(inputs.series_ids))
+    naive = model.naive_serving(inputs.series_ids)
+    outputs, _ = run_series(
+        model.net,
+        inputs.inputs,
+        inputs.offsets,
+        [origins] * len(inputs.series_ids),
+        naive=naive,
+        intervals=model.intervals,
+    )
     n_series = len(inputs.series_ids)
     points = model.point_and_quantiles(
         outputs, np.repeat(inputs.loc, len(origins)), np.repeat(inputs.scale, len(origins))
     )
     predicted = points[..., model.point_index].reshape(n_series, len(origins), horizon)
+    low = points[..., 0].reshape(predicted.shape)
+    high = points[..., -1].reshape(predicted.shape)
     values = full.frame["value"].to_numpy()
     actual = np.stack(
         [values[inputs.offsets[i] + origins[:, None] + np.arange(1, horizon + 1)] for i in range(n_series)]
@@ -84,12 +94,14 @@ def evaluate(name: str, mode: str, horizon: int, overrides: dict, part: str = "t
         [values[inputs.offsets[i] : inputs.offsets[i] + protocol_train] for i in range(n_series)]
     )
     mean, std = train.mean(axis=1)[:, None, None], train.std(axis=1)[:, None, None]
+    covered = float(((actual >= low) & (actual <= high)).mean()) if points.shape[-1] > 1 else "no interval"
     predicted, actual = (predicted - mean) / std, (actual - mean) / std
     return {
         "dataset": f"{name} {mode}",
         "horizon": horizon,
         f"{part} MSE": float(np.mean((predicted - actual) ** 2)),
         f"{part} MAE": float(np.mean(np.abs(predicted - actual))),
+        f"{part} 80% interval coverage": covered,
         "best val loss": model.info["history"][model.info["best_epoch"] - 1]["val_loss"],
         "epochs": len(model.info["history"]),
         "fit s": seconds,

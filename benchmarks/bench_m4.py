@@ -43,6 +43,17 @@ def load_m4(path) -> pl.DataFrame:
     )
 
 
+def _coverage(forecast: pl.DataFrame, actual: np.ndarray) -> float | str:
+    """The share of held-out points inside the outermost interval the model serves."""
+    quantiles = [c for c in forecast.columns if c.startswith("q")]
+    if len(quantiles) < 2:
+        return "no interval"
+    ordered = forecast.sort("series_id", "step")
+    low = ordered[quantiles[0]].to_numpy().reshape(actual.shape)
+    high = ordered[quantiles[-1]].to_numpy().reshape(actual.shape)
+    return float(((actual >= low) & (actual <= high)).mean())
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
@@ -99,6 +110,7 @@ def main() -> None:
             "sMAPE": f"{len(model.info['history'])} ({model.info['best_epoch']})",
         },
         {"method": "series served seasonal naive (--naive-fallback)", "sMAPE": len(model.naive_series)},
+        {"method": "80% interval coverage (--intervals)", "sMAPE": _coverage(forecast, actual)},
         {"method": "peak RSS MB", "sMAPE": peak_rss_mb()},
     ]
     report(

@@ -203,7 +203,12 @@ def backtest(
     with torch_threads(threads):
         naive = forecaster.naive_serving(ids)
         outputs, _ = run_series(
-            forecaster.net, inputs.inputs, offsets, list(origin_at), naive=naive
+            forecaster.net,
+            inputs.inputs,
+            offsets,
+            list(origin_at),
+            naive=naive,
+            intervals=forecaster.intervals,
         )  # (S*K, H, Q)
     forecasts = forecaster.point_and_quantiles(
         outputs, np.repeat(inputs.loc, windows), np.repeat(inputs.scale, windows)

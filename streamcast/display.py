@@ -167,6 +167,8 @@ class FitProgress:
             stderr.print(
                 f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
             )
+        if info.get("intervals"):
+            stderr.print(f"intervals: {_intervals({'info': info})}", markup=False)
         stderr.print(f"wrote {path}", markup=False)
 
 
@@ -202,6 +204,18 @@ def _fallback(meta: dict) -> str:
     )
 
 
+def _intervals(meta: dict) -> str:
+    """`10%-90%, calibrated on the validation part`, why there is none, or `-` (older files and
+    quantile models, whose quantiles are their own)."""
+    asked = meta["info"].get("intervals")
+    if not asked:
+        return "-"
+    levels = "-".join(f"{q:.0%}" for q in asked["levels"])
+    if "skipped" in asked:
+        return f"none ({levels} asked: {asked['skipped']})"
+    return f"{levels} around the point forecast, calibrated on the validation part"
+
+
 def print_info(meta: dict, path: str) -> None:
     """A model file's metadata as readable tables."""
     info = meta["info"]
@@ -223,6 +237,7 @@ def print_info(meta: dict, path: str) -> None:
         ),
         ("transform", meta["feature_spec"].get("transform", "none")),
         ("fallback", _fallback(meta)),
+        ("intervals", _intervals(meta)),
         ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
         (
             "inputs",

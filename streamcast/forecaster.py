@@ -25,6 +25,7 @@ from streamcast.features import (
     from_model_units,
     series_offsets,
 )
+from streamcast.intervals import Intervals
 from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
 from streamcast.zones import in_zone
@@ -47,6 +48,8 @@ class Forecaster:
     """Each training series' values of the `--static` columns, for series whose data lacks them."""
     naive_series: frozenset[str] = frozenset()
     """Training series served seasonal naive (`fit --naive-fallback`, `streamcast.fallback`)."""
+    intervals: Intervals | None = None
+    """The interval calibrated around a point model's forecasts (`fit --intervals`)."""
 
     # The object-style entry points below are thin doors into the modules that build on this one
     # (training, modelfile, forecasting, backtest); they import them when called, so that those
@@ -122,7 +125,9 @@ class Forecaster:
 
     @property
     def quantiles(self) -> tuple[float, ...]:
-        return self.net.config.quantiles
+        """The quantiles served: the network's own, or its calibrated interval's with the point
+        forecast as the median."""
+        return self.intervals.quantiles if self.intervals is not None else self.net.config.quantiles
 
     @property
     def freq(self) -> str:

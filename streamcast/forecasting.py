@@ -20,6 +20,7 @@ from streamcast.errors import DataError, StreamcastWarning, UsageError
 from streamcast.fallback import NaiveServing, move_onto, naive_at
 from streamcast.features import SeriesInputs, calendar_features
 from streamcast.forecaster import Forecaster
+from streamcast.intervals import units_at
 from streamcast.model import State
 from streamcast.reading import Columns, SeriesFrame, periods_after
 from streamcast.stepping import advance, run_series
@@ -252,8 +253,21 @@ def _forecast_history(
     last_inputs = torch.from_numpy(inputs.inputs[inputs.offsets[1:] - 1])
     with torch_threads(threads):
         naive = forecaster.naive_serving(inputs.series_ids)
-        outputs, state = run_series(forecaster.net, inputs.inputs, inputs.offsets, positions, naive=naive)
+        intervals = forecaster.intervals
+        outputs, state = run_series(
+            forecaster.net, inputs.inputs, inputs.offsets, positions, naive=naive, intervals=intervals
+        )
         scaled = _roll_forward(forecaster, outputs, state, origins, last_inputs, horizon)  # (S, horizon, Q)
+    if intervals is not None and horizon > forecaster.horizon:
+        # The roll-out fed the points on; the whole forecast is widened from each origin's window.
+        units = units_at(
+            torch.from_numpy(inputs.inputs[:, 0]),
+            inputs.offsets[:-1],
+            np.array(lengths) - 1,
+            forecaster.net.config.ar,
+            intervals.season,
+        )
+        scaled = intervals.widen(scaled, units)  # the roll-out returned the points alone
     if naive is not None and horizon > forecaster.horizon:
         scaled = _naive_beyond(scaled, naive, inputs, forecaster.net.config.ar)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
@@ -328,8 +342,10 @@ def _roll_forward(
     their last value. Within the trained horizon this is just the head's output, sliced.
     """
     trained = forecaster.horizon
-    pieces = [outputs]
     point = forecaster.point_index
+    if forecaster.intervals is not None and horizon > trained:
+        outputs, point = outputs[..., point : point + 1], 0  # the network's own output: the point
+    pieces = [outputs]
     done = trained
     while done < horizon:
         future = future_timestamps(origins, forecaster.freq, done - trained + 1, trained)  # (S * trained,)

@@ -101,7 +101,7 @@ class WindowRead:
 
 @dataclass(frozen=True)
 class HeadRead:
-    """The window as the head reads it (`RecurrentForecaster.read_head`): its shape, and the
+    """The window as the head reads it (`read_head`): its shape, and the
     spread that scales the head's output, if the head works in units of it."""
 
     shape: torch.Tensor
@@ -269,23 +269,12 @@ class RecurrentForecaster(nn.Module):
         ahead = features.ahead.unflatten(-1, (self.config.known, self.config.horizon))  # (..., K, H)
         return y + (self.known * ahead).sum(-2).unsqueeze(-1)
 
-    def read_head(self, window: torch.Tensor) -> HeadRead:
-        """The window as the head reads it: relative to the newest value, so that a level shift
-        moves the base forecast with it instead of pushing the head's inputs out of the range it
-        was trained on; with `head_scale="window"`, in units of its spread, which scales the
-        head's output back."""
-        shape = window - window[..., -1:]
-        if self.config.head_scale != "window":
-            return HeadRead(shape)
-        spread = shape.abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR  # (..., 1)
-        return HeadRead(shape / spread, spread)
-
     def _decode(self, features: Features, read: HeadRead | None) -> torch.Tensor:
         c = self.config
         hidden, window = features.hidden, features.window
         if window is None:
             return self.head(self.dropout(hidden)).unflatten(-1, (c.horizon, c.outputs_per_step))
-        read = read if read is not None else self.read_head(window)
+        read = read if read is not None else read_head(window, c.head_scale)
         y = self.head(self.dropout(torch.cat([hidden, read.shape], dim=-1)))
         if read.spread is not None:
             y = y * read.spread
@@ -359,7 +348,7 @@ class EnsembleForecaster(nn.Module):
         read = None
         window = features.members[0].window
         if self._shared_window and self._same_head and window is not None:
-            read = self.members[0].read_head(window)
+            read = read_head(window, self.config.head_scale)
         pieces = zip(self.members, features.members, strict=True)
         return torch.stack([m.decode(f, read) for m, f in pieces], dim=-3)
 
@@ -373,6 +362,18 @@ class EnsembleForecaster(nn.Module):
     def member_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         features, state = self.encode(x, state)
         return self.decode_members(features), state
+
+
+def read_head(window: torch.Tensor, head_scale: str) -> HeadRead:
+    """The window as the head reads it: relative to the newest value, so that a level shift moves
+    the base forecast with it instead of pushing the head's inputs out of the range it was
+    trained on; with `head_scale="window"`, in units of its spread, which scales the head's
+    output back."""
+    shape = window - window[..., -1:]
+    if head_scale != "window":
+        return HeadRead(shape)
+    spread = shape.abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR  # (..., 1)
+    return HeadRead(shape / spread, spread)
 
 
 def median_of_members(y: torch.Tensor) -> torch.Tensor:

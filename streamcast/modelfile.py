@@ -25,6 +25,7 @@ from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.features import FeatureSpec, Scaler
 from streamcast.forecaster import Forecaster
+from streamcast.intervals import Intervals
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.modelheader import (  # noqa: F401 (read_metadata and the constants are public here too)
     DEFAULT_MODEL_PATH,
@@ -59,6 +60,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             else {}
         ),
         **({"naive_series": sorted(forecaster.naive_series)} if forecaster.naive_series else {}),
+        **({"intervals": forecaster.intervals.to_meta()} if forecaster.intervals is not None else {}),
         "info": forecaster.info,
         **(
             {"member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members]}
@@ -140,6 +142,7 @@ def load(path: str | Path) -> Forecaster:
     net.eval()
     static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
     naive = frozenset(meta.get("naive_series", []))
+    intervals = Intervals.from_meta(meta["intervals"]) if meta.get("intervals") else None
     return Forecaster(
         net=net,
         spec=spec,
@@ -148,6 +151,7 @@ def load(path: str | Path) -> Forecaster:
         info=info,
         static_values=static,
         naive_series=naive,
+        intervals=intervals,
     )
 
 

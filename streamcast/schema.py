@@ -103,6 +103,23 @@ class TrainingMeta(Struct, kw_only=True, frozen=True):
     world_size: Positive | None = None
 
 
+class IntervalsMeta(Struct, kw_only=True):
+    """`fit --intervals`: the calibrated interval's levels and, per horizon step, each level's
+    distance from the point forecast in units of the window's seasonal change."""
+
+    levels: Annotated[list[Annotated[float, Meta(gt=0.0, lt=1.0)]], Meta(min_length=1, max_length=64)]
+    offsets: Annotated[list[list[float]], Meta(max_length=100_000)]
+    season: Positive
+
+    def __post_init__(self) -> None:
+        if 0.5 in self.levels:
+            raise ValueError("an interval level of 0.5 is the point forecast itself")
+        if any(len(row) != len(self.levels) for row in self.offsets):
+            raise ValueError("every interval row needs one offset per level")
+        if not all(abs(x) < float("inf") for row in self.offsets for x in row):
+            raise ValueError("interval offsets must be finite")
+
+
 class ModelMeta(Struct, kw_only=True):
     format: Literal["streamcast-model"]
     format_version: Count
@@ -116,9 +133,15 @@ class ModelMeta(Struct, kw_only=True):
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
     static_values: dict[str, list[Any]] = {}
     naive_series: list[Name] = []
+    intervals: IntervalsMeta | None = None
 
     def __post_init__(self) -> None:
         spec, config = self.feature_spec, self.model_config
+        if self.intervals is not None:
+            if config.quantiles or config.ar == 0:
+                raise ValueError("an interval is calibrated only around a point model with an --ar window")
+            if len(self.intervals.offsets) != config.horizon:
+                raise ValueError("the interval needs one row of offsets per horizon step")
         inputs = spec.input_size
         for c in [config, *(self.member_configs or [])]:
             if c.input_size != inputs:

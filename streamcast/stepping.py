@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from streamcast.fallback import NaiveServing, serve_naive
+from streamcast.intervals import Intervals
 from streamcast.model import MemberFeatures, Network, State, concat_states, select_state
 
 
@@ -35,6 +36,7 @@ def run_series(
     series_batch: int = 256,
     time_chunk: int = 64,
     naive: NaiveServing | None = None,
+    intervals: Intervals | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Run every series from its start (or from `initial`) to its end, batched across series.
 
@@ -49,7 +51,8 @@ def run_series(
     counts = np.array([len(p) for p in positions], dtype=np.int64)
     out_start = np.concatenate([[0], np.cumsum(counts)])
     c = net.config
-    outputs = torch.empty(int(out_start[-1]), c.horizon, c.outputs_per_step)
+    width = len(intervals.quantiles) if intervals is not None else c.outputs_per_step
+    outputs = torch.empty(int(out_start[-1]), c.horizon, width)
     finished: list[np.ndarray] = []  # series indices, in the order their final states come
     finals: list[State] = []
     table = torch.from_numpy(inputs).to(_device(net))  # the forecasts come back to the CPU
@@ -72,7 +75,16 @@ def run_series(
         wanted_at = (rows, steps.astype(np.int64, copy=False), out_rows)
         fallback = None if naive is None else (naive, naive.series[batch])
         for local, s in _run_batch(
-            net, table, offsets[batch], lengths[batch], wanted_at, state, outputs, time_chunk, fallback
+            net,
+            table,
+            offsets[batch],
+            lengths[batch],
+            wanted_at,
+            state,
+            outputs,
+            time_chunk,
+            fallback,
+            intervals,
         ):
             finished.append(batch[local])
             finals.append(s)
@@ -83,7 +95,7 @@ def run_series(
 
 
 def _run_batch(
-    net, table, starts, lengths, wanted, state, outputs, time_chunk, fallback=None
+    net, table, starts, lengths, wanted, state, outputs, time_chunk, fallback=None, intervals=None
 ) -> list[tuple[np.ndarray, State]]:
     """Walk one batch of series through time; a series leaves the batch when its history ends.
 
@@ -104,6 +116,8 @@ def _run_batch(
             steps_at = torch.from_numpy(want_step[hit] - t)
             features = hidden[rows_at, steps_at]
             decoded = net.decode(features).to(outputs.device)
+            if intervals is not None:
+                decoded = intervals.widen_from(decoded, _window(features).to(decoded.device))
             if fallback is not None:
                 decoded = _naive_where_chosen(decoded, features, want_row[hit], *fallback)
             outputs[torch.from_numpy(want_out[hit])] = decoded
@@ -123,9 +137,14 @@ def _naive_where_chosen(decoded, features, batch_rows, naive: NaiveServing, chos
     if not pick.any():
         return decoded
     at = torch.from_numpy(np.flatnonzero(pick))
-    window = (features.members[0] if isinstance(features, MemberFeatures) else features).window[at]
+    window = _window(features)[at]
     decoded[at] = serve_naive(decoded[at], window.to(decoded.device), naive.season, naive.point)
     return decoded
+
+
+def _window(features) -> torch.Tensor:
+    """The carried window of recent values at each decoded step (an ensemble's first member's)."""
+    return (features.members[0] if isinstance(features, MemberFeatures) else features).window
 
 
 def _device(net: Network) -> torch.device:

@@ -52,6 +52,7 @@ from streamcast.features import (
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.highway import AR_STARTS, choose_start
+from streamcast.intervals import INTERVALS, Intervals, calibrate, units_at
 from streamcast.known import holiday_calendar
 from streamcast.lanes import (
     Lanes,
@@ -95,6 +96,7 @@ class FitConfig:
     ar: int | None = None
     horizon: int = 24
     quantiles: tuple[float, ...] = ()
+    intervals: tuple[float, ...] = INTERVALS  # levels calibrated around a point model (intervals.py)
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()  # known in advance: the network sees the next `horizon` values
     holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
@@ -183,6 +185,10 @@ class FitConfig:
             (
                 all(0 < q < 1 for q in self.quantiles),
                 "--quantiles must lie strictly between 0 and 1",
+            ),
+            (
+                all(0 < q < 1 and q != 0.5 for q in self.intervals),
+                "--intervals levels must lie strictly between 0 and 1, other than 0.5 (the point forecast)",
             ),
             (
                 self.conv == 0 or self.conv >= 2,
@@ -542,16 +548,33 @@ def assemble(
             for plan, n, r in trained
         ]
     checked = bool(config.naive_fallback) and net.config.ar >= net.config.season
+    calibrated = bool(config.intervals) and not config.quantiles and net.config.ar > 0
     # One validation pass serves the ensemble's score and the fallback's check.
     outputs = validation_outputs(net, work) if checked or len(trained) > 1 else None
     if len(trained) > 1:
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
-    naive = _badly_served_series(net, outputs, work, config, data) if checked else []
+    counts = np.array([len(p) for p in work.val_positions])
+    chosen = np.zeros(len(counts), dtype=bool)
+    if checked:
+        naive_points = _validation_naive(net, work, counts)
+        chosen = badly_served(
+            outputs, work.val_targets, naive_points, counts, _point(net), config.naive_fallback
+        )
+    ids, _ = series_offsets(data.frame)
+    naive = [s for s, pick in zip(ids, chosen.tolist(), strict=True) if pick]
     if cluster is not None:
         naive = [s for part in cluster.gather(naive) for s in part]
     info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive)}
     if config.naive_fallback and not checked:
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
+    intervals = None
+    if calibrated:
+        intervals, reason = _calibrated(net, chosen, work, prepared.val_size, config)
+        info["intervals"] = {"levels": list(config.intervals)}
+        if reason:
+            info["intervals"]["skipped"] = reason
+    elif config.intervals and not config.quantiles:
+        info["intervals"] = {"levels": list(config.intervals), "skipped": "no --ar window to scale it by"}
     static = _static_values(data, config.static)
     return Forecaster(
         net=net,
@@ -561,23 +584,57 @@ def assemble(
         info=info,
         static_values=static,
         naive_series=frozenset(naive),
+        intervals=intervals,
     )
 
 
-def _badly_served_series(
-    net, outputs: torch.Tensor, work: _Work, config: FitConfig, data: SeriesFrame
-) -> list[str]:
-    """The ids of this process's series that seasonal naive will serve (`--naive-fallback`):
-    the trained network's validation `outputs` (warmed as `forecast` warms it) scored against
-    seasonal naive at the same origins."""
+def _point(net) -> int:
+    """Which of the network's outputs is its point forecast."""
+    q = net.config.quantiles
+    return q.index(0.5) if q else 0
+
+
+def _validation_naive(net, work: _Work, counts: np.ndarray) -> torch.Tensor:
+    """(R, H) seasonal naive at every validation origin, which the fallback scores the trained
+    network's validation outputs (warmed as `forecast` warms it) against."""
     c = net.config
-    counts = np.array([len(p) for p in work.val_positions])
     starts = np.repeat(work.offsets[:-1], counts)
-    naive = naive_at(work.values.cpu(), starts, np.concatenate(work.val_positions), c.horizon, c.season)
-    point = c.quantiles.index(0.5) if c.quantiles else 0
-    chosen = badly_served(outputs, work.val_targets, naive, counts, point, config.naive_fallback)
-    ids, _ = series_offsets(data.frame)
-    return [s for s, pick in zip(ids, chosen.tolist(), strict=True) if pick]
+    return naive_at(work.values.cpu(), starts, np.concatenate(work.val_positions), c.horizon, c.season)
+
+
+def _calibrated(
+    net, chosen: np.ndarray, work: _Work, val_size: int, config
+) -> tuple[Intervals | None, str | None]:
+    """The interval around the forecasts as served (seasonal naive for the series it serves),
+    from their errors on the validation part, each in units of its origin's window
+    (`streamcast.intervals`).
+
+    Every forecast step that lands in the validation part counts, from origins back to a horizon
+    before it: `val_size` errors per step and series instead of one, so that one series with the
+    default validation part of one horizon is enough to calibrate on. Their targets were never
+    trained on; only their windows were."""
+    c = net.config
+    trained = [int(p[0]) + 1 for p in work.val_positions]  # each series' training length
+    positions = [np.arange(max(0, n - c.horizon), n + val_size - 1) for n in trained]
+    outputs, _ = run_series(net, work.inputs, work.offsets, positions)
+    counts = np.array([len(p) for p in positions])
+    origins = np.concatenate(positions) if len(positions) else np.zeros(0, dtype=np.int64)
+    starts = np.repeat(work.offsets[:-1], counts)
+    ends = np.repeat(np.array(trained), counts)
+    point = outputs[..., _point(net)].double()
+    naive = naive_at(work.values.cpu(), starts, origins, c.horizon, c.season).double()
+    served = torch.where(torch.from_numpy(np.repeat(chosen, counts))[:, None], naive, point)
+    at = origins[:, None] + np.arange(1, c.horizon + 1)  # (R, H) the position of each target
+    inside = (at >= ends[:, None]) & (at < ends[:, None] + val_size)
+    values = work.values.cpu().double()
+    targets = torch.where(
+        torch.from_numpy(inside), values[torch.from_numpy(starts[:, None] + np.where(inside, at, 0))], np.nan
+    )
+    units = units_at(work.values.cpu(), starts, origins, c.ar, c.season).double()
+    errors = ((targets - served) / units[:, None]).numpy()
+    if work.cluster is not None:
+        errors = np.concatenate(work.cluster.gather(errors))
+    return calibrate(errors, config.intervals, c.season)
 
 
 def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:

@@ -190,6 +190,15 @@ def fit_options(f):
             help="Also learn these quantiles (pinball loss), e.g. 0.1,0.5,0.9.",
         ),
         click.option(
+            "--intervals",
+            metavar="Q,Q|none",
+            default="0.1,0.9",
+            show_default=True,
+            callback=lambda _ctx, _param, text: parse_levels(text),
+            help="Without --quantiles: the levels of the interval calibrated around the point "
+            "forecast on the validation part (split conformal; the point is unchanged); none = off.",
+        ),
+        click.option(
             "--bptt", type=int, default=48, show_default=True, help="Truncated BPTT chunk length in steps."
         ),
         click.option(
@@ -345,6 +354,18 @@ def parse_floats(text: str | None) -> tuple[float, ...]:
     except ValueError:
         raise UsageError(
             f"--quantiles takes numbers separated by commas, e.g. 0.1,0.5,0.9; got {text!r}"
+        ) from None
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """`--intervals`: levels separated by commas, or none."""
+    if text.strip().lower() in ("none", "off", ""):
+        return ()
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--intervals takes levels separated by commas, e.g. 0.1,0.9, or none; got {text!r}"
         ) from None
 
 

@@ -71,7 +71,14 @@ class PlanRunner:
         # A micro-batch is a few ticks of many series: one call for all of them (no cache to win).
         naive = f.naive_serving([st.ids[s] for s in plan.run_series])
         outputs, final = run_series(
-            self.net, inputs, offsets, positions, initial=initial, series_batch=4096, naive=naive
+            self.net,
+            inputs,
+            offsets,
+            positions,
+            initial=initial,
+            series_batch=4096,
+            naive=naive,
+            intervals=f.intervals,
         )
         last_run = {s: r for r, s in enumerate(plan.run_series)}
         st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))

@@ -125,13 +125,14 @@ class JsonLines(_Text):
             ',"timestamp":',
             pl.Series(heads, dtype=pl.String).gather(pick),
             ',"forecast":[',
-            self.number_texts(batch.values[:, :, batch.point_index]),
+            point := self.number_texts(batch.values[:, :, batch.point_index]),
             '],"timestamps":[',
             pl.Series(tails, dtype=pl.String).gather(pick),
             "]",
         ]
         for i, q in enumerate(batch.quantiles):
-            parts += [f",{json.dumps(quantile_column(q))}:[", self.number_texts(batch.values[:, :, i]), "]"]
+            texts = point if i == batch.point_index else self.number_texts(batch.values[:, :, i])
+            parts += [f",{json.dumps(quantile_column(q))}:[", texts, "]"]
         parts += [',"warming_up":', _booleans(batch.warming_up)]
         parts += self.watch_fields(batch, (',"error":', ',"score":', ',"anomaly":'))
         return self.lines([*parts, "}\n"])
@@ -170,9 +171,10 @@ class Csv(_Text):
             pl.Series(inverse, dtype=pl.Int64)
         )
         parts = [self.id_texts(batch.series_ids), ",", times, ",", _booleans(batch.warming_up), ","]
-        parts.append(self.number_texts(batch.values[:, :, batch.point_index]))
-        for i in range(len(batch.quantiles)):
-            parts += [",", self.number_texts(batch.values[:, :, i])]
+        point = self.number_texts(batch.values[:, :, batch.point_index])
+        parts.append(point)
+        for i in range(len(batch.quantiles)):  # the median is the point: formatted once
+            parts += [",", point if i == batch.point_index else self.number_texts(batch.values[:, :, i])]
         parts += self.watch_fields(batch, (",", ",", ","))
         return self.lines([*parts, "\n"])
 

@@ -4,7 +4,8 @@ Bulk: a file of 100 interleaved hourly series piped in with `cat`, forecasts to 
 second over the whole run and after subtracting the process start-up (importing torch), measured
 separately with empty input. Interactive: one line written at a time, the clock running from the
 write until its forecast line has been read back; p50/p90/p99 over `LATENCY_LINES` lines.
-GRU, hidden 64, horizon 24 (one epoch of training: speed does not depend on the weights).
+GRU, hidden 64, horizon 24 (one epoch of training: speed does not depend on the weights); arguments:
+MEMBERS (default 1) and `none` for a model without the default interval.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def interactive(model: Path, lines: list[str]) -> dict:
 
 def main() -> None:
     members = int(sys.argv[1]) if len(sys.argv) > 1 else 1  # an ensemble of this many GRUs
+    # `none` as the second argument: point forecasts alone (`fit --intervals none`), else the
+    # default calibrated interval, whose q0.1/q0.5/q0.9 triple the numbers of every line.
+    intervals = () if sys.argv[2:3] == ["none"] else sc.FitConfig().intervals
     quick = bool(os.environ.get("STREAMCAST_BENCH_QUICK"))
     live = 500 if quick else LIVE
     frame = synthetic(SERIES, HISTORY + live)
@@ -83,7 +87,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "gru64.streamcast"
         history = sc.read_series(frame.filter(pl.col("timestamp") < cutoff))
-        config = sc.FitConfig(cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=members)
+        config = sc.FitConfig(
+            cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=members, intervals=intervals
+        )
         sc.save(sc.fit(history, config), model)
         ticks = frame.filter(pl.col("timestamp") >= cutoff).sort("timestamp", "series_id")
         text = [f"{sid},{ts:%Y-%m-%d %H:%M},{v:.3f}" for sid, v, ts in ticks.iter_rows()]
@@ -96,9 +102,10 @@ def main() -> None:
         rows += [bulk(model, lines, len(text), fmt, startup) for fmt in ("jsonl", "csv")]
         rows.append(interactive(model, text[: LATENCY_LINES + 50]))
     report(
-        "stream" if members == 1 else f"stream_ensemble{members}",
+        ("stream" if members == 1 else f"stream_ensemble{members}") + ("_points" if not intervals else ""),
         rows,
-        note=f"{SERIES} interleaved series, GRU hidden 64 x {members} members, horizon 24; {machine()}",
+        note=f"{SERIES} interleaved series, GRU hidden 64 x {members} members, horizon 24, "
+        f"intervals {intervals or 'none'}; {machine()}",
     )
 
 

@@ -114,6 +114,8 @@ class IntervalsMeta(Struct, kw_only=True):
     def __post_init__(self) -> None:
         if 0.5 in self.levels:
             raise ValueError("an interval level of 0.5 is the point forecast itself")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError("each interval level may be given once")
         if any(len(row) != len(self.levels) for row in self.offsets):
             raise ValueError("every interval row needs one offset per level")
         if not all(abs(x) < float("inf") for row in self.offsets for x in row):

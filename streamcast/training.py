@@ -191,6 +191,10 @@ class FitConfig:
                 "--intervals levels must lie strictly between 0 and 1, other than 0.5 (the point forecast)",
             ),
             (
+                len(set(self.intervals)) == len(self.intervals),
+                "each --intervals level may be given once",
+            ),
+            (
                 self.conv == 0 or self.conv >= 2,
                 "--conv must be 0 (off) or a kernel size of at least 2",
             ),
@@ -570,11 +574,11 @@ def assemble(
     intervals = None
     if calibrated:
         intervals, reason = _calibrated(net, chosen, work, prepared.val_size, config)
-        info["intervals"] = {"levels": list(config.intervals)}
+        info["intervals"] = {"levels": sorted(config.intervals)}
         if reason:
             info["intervals"]["skipped"] = reason
     elif config.intervals and not config.quantiles:
-        info["intervals"] = {"levels": list(config.intervals), "skipped": "no --ar window to scale it by"}
+        info["intervals"] = {"levels": sorted(config.intervals), "skipped": "no --ar window to scale it by"}
     static = _static_values(data, config.static)
     return Forecaster(
         net=net,
@@ -634,7 +638,7 @@ def _calibrated(
     errors = ((targets - served) / units[:, None]).numpy()
     if work.cluster is not None:
         errors = np.concatenate(work.cluster.gather(errors))
-    return calibrate(errors, config.intervals, c.season)
+    return calibrate(errors, tuple(sorted(config.intervals)), c.season)
 
 
 def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:

@@ -183,3 +183,47 @@ def test_intervals_none_and_quantile_models_serve_no_calibrated_interval(tmp_pat
     assert learned.exit_code == 0, learned.output
     model = sc.load(tmp_path / "q.streamcast")
     assert model.intervals is None and model.quantiles == (0.2, 0.5, 0.8)
+
+
+def test_a_level_given_twice_is_refused_before_fitting(tmp_path):
+    data = tmp_path / "d.csv"
+    noisy_days(series=1, length=100).write_csv(data)
+    result = CliRunner().invoke(
+        main, ["fit", str(data), "-o", str(tmp_path / "m"), "--intervals", "0.1,0.1,0.9"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "once" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_levels_given_out_of_order_are_stored_in_order(calibrated):
+    data, config, model = calibrated
+    reversed_ = sc.fit(data, replace(config, intervals=(0.9, 0.1)))
+    assert reversed_.intervals.levels == (0.1, 0.9)
+    assert reversed_.info["intervals"]["levels"] == [0.1, 0.9]
+    np.testing.assert_array_equal(reversed_.intervals.offsets, model.intervals.offsets)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda iv: iv.update(levels=[0.1, 0.1], offsets=[[-1.0, -1.0]] * len(iv["offsets"])), "once"),
+    ],
+)
+def test_a_crafted_interval_that_would_misplace_the_point_is_refused(calibrated, tmp_path, change, message):
+    from tests.test_modelfile import rewrite_metadata
+
+    data, _, model = calibrated
+    path = sc.save(model, tmp_path / "m.streamcast")
+
+    def edit(meta):
+        change(meta["intervals"])
+        return meta
+
+    rewrite_metadata(path, edit)
+    frame = tmp_path / "d.csv"
+    data.frame.write_csv(frame)
+    result = CliRunner().invoke(main, ["forecast", str(frame), "-m", str(path)])
+    assert result.exit_code != 0
+    assert "header is invalid" in result.output and message in result.output, result.output
+    assert "Traceback" not in result.output

@@ -120,6 +120,13 @@ class IntervalsMeta(Struct, kw_only=True):
             raise ValueError("every interval row needs one offset per level")
         if not all(abs(x) < float("inf") for row in self.offsets for x in row):
             raise ValueError("interval offsets must be finite")
+        # A level on the wrong side of the point would be sorted past it, and served as the point.
+        if any(
+            (x > 0.0 if q < 0.5 else x < 0.0)
+            for row in self.offsets
+            for q, x in zip(self.levels, row, strict=True)
+        ):
+            raise ValueError("each interval level's offsets must lie on its own side of the point forecast")
 
 
 class ModelMeta(Struct, kw_only=True):

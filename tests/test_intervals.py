@@ -208,6 +208,8 @@ def test_levels_given_out_of_order_are_stored_in_order(calibrated):
     ("change", "message"),
     [
         (lambda iv: iv.update(levels=[0.1, 0.1], offsets=[[-1.0, -1.0]] * len(iv["offsets"])), "once"),
+        (lambda iv: iv.update(offsets=[[1.0, 2.0]] * len(iv["offsets"])), "side"),
+        (lambda iv: iv.update(offsets=[[-1.0, -2.0]] * len(iv["offsets"])), "side"),
     ],
 )
 def test_a_crafted_interval_that_would_misplace_the_point_is_refused(calibrated, tmp_path, change, message):

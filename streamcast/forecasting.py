@@ -266,6 +266,7 @@ def _forecast_history(
             np.array(lengths) - 1,
             forecaster.net.config.ar,
             intervals.season,
+            intervals.typical,
         )
         scaled = intervals.widen(scaled, units)  # the roll-out returned the points alone
     if naive is not None and horizon > forecaster.horizon:

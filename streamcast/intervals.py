@@ -24,18 +24,39 @@ import torch
 
 INTERVALS = (0.1, 0.9)  # the default levels: an 80% interval
 MIN_ERRORS = 20  # validation errors per horizon step below which no interval is calibrated
+MIN_CHANGES = 4  # a window's own changes below which its unit is the typical one
 UNIT_FLOOR = 1e-5  # in the model's scaled units: a window that never moved still has a width
 
 
-def window_unit(window: torch.Tensor, season: int) -> torch.Tensor:
+def window_unit(window: torch.Tensor, season: int, typical: float | None = None) -> torch.Tensor:
     """(..., ar) recent values -> (...,) their mean absolute change over one season (one step
-    where the window holds less than two seasons)."""
-    lag = season if window.shape[-1] > 2 * season else 1
-    return (window[..., lag:] - window[..., :-lag]).abs().mean(dim=-1) + UNIT_FLOOR
+    where the window holds less than two seasons).
+
+    A carried window starts as zeros, and a new series fills it from the right: the zeros before
+    its first non-zero value are not its own, so only the changes after it count. Where fewer
+    than a season of changes (or 4 steps') are its own, the unit is `typical` (the median unit
+    of the validation part), or NaN without one: read from a few values and many zeros, it had
+    made a young series' interval a fraction of its width.
+    """
+    ar = window.shape[-1]
+    lag = season if ar > 2 * season else 1
+    own = window != 0
+    first = torch.where(own.any(dim=-1), own.to(torch.uint8).argmax(dim=-1), ar)  # (...,)
+    counted = torch.arange(ar - lag, device=window.device) >= first.unsqueeze(-1)  # (..., ar - lag)
+    changes = (window[..., lag:] - window[..., :-lag]).abs() * counted
+    count = counted.sum(dim=-1)
+    unit = changes.sum(dim=-1) / count.clamp(min=1) + UNIT_FLOOR
+    fallback = torch.nan if typical is None else typical
+    return torch.where(count >= max(lag, MIN_CHANGES), unit, torch.full_like(unit, fallback))
 
 
 def units_at(
-    values: torch.Tensor, starts: np.ndarray, origins: np.ndarray, ar: int, season: int
+    values: torch.Tensor,
+    starts: np.ndarray,
+    origins: np.ndarray,
+    ar: int,
+    season: int,
+    typical: float | None = None,
 ) -> torch.Tensor:
     """(R,) `window_unit` of the window each origin's forecast reads, straight from the values,
     zeros before a series' start as the carried window holds them; a block of rows at a time,
@@ -46,7 +67,7 @@ def units_at(
         at = origins[block : block + 4096, None] + back  # (n, ar) positions within each series
         rows = torch.from_numpy(starts[block : block + 4096, None] + at.clip(0))
         window = torch.where(torch.from_numpy(at >= 0), values[rows], 0.0)
-        units[block : block + 4096] = window_unit(window, season)
+        units[block : block + 4096] = window_unit(window, season, typical)
     return units
 
 
@@ -58,6 +79,7 @@ class Intervals:
     levels: tuple[float, ...]  # e.g. (0.1, 0.9); the point forecast is the 0.5 between them
     offsets: np.ndarray  # (horizon, len(levels))
     season: int
+    typical: float | None = None  # the unit of a window with too few values of its own
 
     @property
     def quantiles(self) -> tuple[float, ...]:
@@ -76,21 +98,23 @@ class Intervals:
         return torch.cat([around[..., :median], point, around[..., median:]], dim=-1)
 
     def widen_from(self, point: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-        return self.widen(point, window_unit(window, self.season))
+        return self.widen(point, window_unit(window, self.season, self.typical))
 
     def to_meta(self) -> dict:
-        return {"levels": list(self.levels), "offsets": self.offsets.tolist(), "season": self.season}
+        meta = {"levels": list(self.levels), "offsets": self.offsets.tolist(), "season": self.season}
+        return meta if self.typical is None else {**meta, "typical_unit": self.typical}
 
     @classmethod
     def from_meta(cls, meta: dict) -> Intervals:
-        return cls(tuple(meta["levels"]), np.asarray(meta["offsets"], dtype=np.float64), int(meta["season"]))
+        offsets = np.asarray(meta["offsets"], dtype=np.float64)
+        return cls(tuple(meta["levels"]), offsets, int(meta["season"]), meta.get("typical_unit"))
 
 
 def calibrate(
-    errors: np.ndarray, levels: tuple[float, ...], season: int
+    errors: np.ndarray, levels: tuple[float, ...], season: int, typical: float | None = None
 ) -> tuple[Intervals | None, str | None]:
-    """The interval from validation errors (R, H), each already in its origin's unit; or None and
-    the reason when too few errors were measured.
+    """The interval from validation errors (R, H), each already in its origin's unit (`typical`:
+    the median of those units); or None and the reason when too few errors were measured.
 
     Each level is taken a little further out than its share, (n + 1) / n of its distance from the
     median: split conformal's finite-sample correction, so that a small validation part does not
@@ -106,4 +130,4 @@ def calibrate(
     below = np.array([q < 0.5 for q in levels])
     offsets[:, below] = np.minimum(offsets[:, below], 0.0)
     offsets[:, ~below] = np.maximum(offsets[:, ~below], 0.0)
-    return Intervals(tuple(levels), offsets, season), None
+    return Intervals(tuple(levels), offsets, season, typical), None

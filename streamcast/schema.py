@@ -110,6 +110,7 @@ class IntervalsMeta(Struct, kw_only=True):
     levels: Annotated[list[Annotated[float, Meta(gt=0.0, lt=1.0)]], Meta(min_length=1, max_length=64)]
     offsets: Annotated[list[list[float]], Meta(max_length=100_000)]
     season: Positive
+    typical_unit: Annotated[float, Meta(gt=0.0)] | None = None
 
     def __post_init__(self) -> None:
         if 0.5 in self.levels:

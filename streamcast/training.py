@@ -52,7 +52,7 @@ from streamcast.features import (
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.highway import AR_STARTS, choose_start
-from streamcast.intervals import INTERVALS, Intervals, calibrate, units_at
+from streamcast.intervals import INTERVALS, MIN_CHANGES, Intervals, calibrate, units_at
 from streamcast.known import holiday_calendar
 from streamcast.lanes import (
     Lanes,
@@ -619,7 +619,10 @@ def _calibrated(
     trained on; only their windows were."""
     c = net.config
     trained = [int(p[0]) + 1 for p in work.val_positions]  # each series' training length
-    positions = [np.arange(max(0, n - c.horizon), n + val_size - 1) for n in trained]
+    # Every `every`-th origin where there are many: the quantiles need far fewer errors than a
+    # large fit has, and each costs a row of doubles per horizon step.
+    every = max(1, -(-len(trained) * (c.horizon + val_size) // MAX_CALIBRATION_ORIGINS))
+    positions = [np.arange(max(0, n - c.horizon), n + val_size - 1, every) for n in trained]
     outputs, _ = run_series(net, work.inputs, work.offsets, positions)
     counts = np.array([len(p) for p in positions])
     origins = np.concatenate(positions) if len(positions) else np.zeros(0, dtype=np.int64)
@@ -635,10 +638,16 @@ def _calibrated(
         torch.from_numpy(inside), values[torch.from_numpy(starts[:, None] + np.where(inside, at, 0))], np.nan
     )
     units = units_at(work.values.cpu(), starts, origins, c.ar, c.season).double()
-    errors = ((targets - served) / units[:, None]).numpy()
+    own = units[~units.isnan()].numpy()
+    if work.cluster is not None:
+        own = np.concatenate(work.cluster.gather(own))
+    if not len(own):
+        return None, f"no validation origin has {max(c.season, MIN_CHANGES)} steps of history in its window"
+    typical = float(np.median(own))  # the unit of windows with too little history of their own
+    errors = ((targets - served) / units.nan_to_num(typical)[:, None]).numpy()
     if work.cluster is not None:
         errors = np.concatenate(work.cluster.gather(errors))
-    return calibrate(errors, tuple(sorted(config.intervals)), c.season)
+    return calibrate(errors, tuple(sorted(config.intervals)), c.season, typical)
 
 
 def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:
@@ -648,6 +657,7 @@ def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tup
 
 
 MAX_WEIGHT_RATIO = 10.0
+MAX_CALIBRATION_ORIGINS = 200_000  # origins the interval is calibrated from, at most
 
 
 def mase_weights(

@@ -45,19 +45,31 @@ def noisy_days(series: int = 4, length: int = 600, noise: float = 1.0, seed: int
 
 
 def test_the_unit_is_the_mean_change_over_a_season_in_the_window():
-    window = torch.tensor([[0.0, 1.0, 0.0, 1.0, 3.0, 1.0, 0.0, 1.0]])  # season 2: changes 0,0,3,0,3,0
+    window = torch.tensor([[2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0]])  # season 2
+    # Changes over 2 steps: 1.5, 0, 2.5, 0, 2.5, 0, 1.5, 0: mean 1.0.
     assert window_unit(window, 2).item() == pytest.approx(1.0, abs=1e-4)
     # Shorter than two seasons: the change over one step.
-    assert window_unit(torch.tensor([[0.0, 2.0, 2.0]]), 24).item() == pytest.approx(1.0, abs=1e-4)
-    assert window_unit(torch.zeros(1, 48), 24).item() > 0  # a window that never moved keeps a width
+    assert window_unit(torch.tensor([[1.0, 3.0, 3.0, 5.0, 5.0, 7.0]]), 24).item() == pytest.approx(
+        1.2, abs=1e-4
+    )
+
+
+def test_a_young_series_unit_counts_its_own_values_only_and_too_few_take_the_typical_one():
+    own = torch.tensor([2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0])
+    padded = torch.cat([torch.zeros(30), own]).unsqueeze(0)  # the carried window of a new series
+    assert window_unit(padded, 2).item() == pytest.approx(window_unit(own.unsqueeze(0), 2).item())
+    fresh = torch.cat([torch.zeros(36), own[:4]]).unsqueeze(0)  # two changes of its own
+    assert torch.isnan(window_unit(fresh, 2)).item()
+    assert window_unit(fresh, 2, typical=0.7).item() == pytest.approx(0.7)
+    assert window_unit(torch.zeros(1, 40), 2, typical=0.7).item() == pytest.approx(0.7)
 
 
 def test_units_read_from_the_values_equal_those_of_each_window():
     values = torch.arange(1.0, 41.0) ** 1.5
-    starts, origins = np.array([0, 0, 10]), np.array([3, 9, 29])  # the first window runs off the start
-    units = units_at(values, starts, origins, ar=8, season=2)
-    windows = torch.stack([torch.cat([torch.zeros(4), values[0:4]]), values[2:10], values[32:40]])
-    torch.testing.assert_close(units, window_unit(windows, 2))
+    starts, origins = np.array([0, 0, 10]), np.array([5, 9, 29])  # the first window runs off the start
+    units = units_at(values, starts, origins, ar=8, season=2, typical=0.5)
+    windows = torch.stack([torch.cat([torch.zeros(2), values[0:6]]), values[2:10], values[32:40]])
+    torch.testing.assert_close(units, window_unit(windows, 2, typical=0.5))
 
 
 def test_calibration_puts_each_level_where_its_share_of_errors_lies():
@@ -229,3 +241,23 @@ def test_a_crafted_interval_that_would_misplace_the_point_is_refused(calibrated,
     assert result.exit_code != 0
     assert "header is invalid" in result.output and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_young_series_gets_an_interval_as_wide_as_a_typical_one(calibrated):
+    data, _, model = calibrated
+    grown = sc.forecast(model, data)
+    young = data.frame.filter(pl.col("series_id") == "s1").tail(30).with_columns(series_id=pl.lit("new"))
+    fresh = sc.forecast(model, sc.read_series(young))  # 30 values: fewer than two days of its own
+    width = lambda t: (t["q0.9"] - t["q0.1"]).mean()  # noqa: E731
+    typical = width(grown.filter(pl.col("series_id").is_in(["s0", "s1", "s2"])))
+    assert 0.3 * typical < width(fresh) < 3 * typical
+
+
+def test_the_watch_of_an_interval_model_flags_by_the_error_spread_as_a_point_model_does(calibrated):
+    from streamcast.alarms import alarm_rate
+
+    data, _, model = calibrated
+    fresh = sc.read_series(noisy_days(length=700, seed=0))
+    with_interval = alarm_rate(model, fresh)
+    assert with_interval.scored > 1000
+    assert with_interval.flagged == alarm_rate(replace(model, intervals=None), fresh).flagged

@@ -47,7 +47,7 @@ from streamcast.stream.input import Event, Observations
 from streamcast.stream.rules import LineColumns, LineRules
 from streamcast.stream.state import StreamState
 from streamcast.stream.steady import steady_plan
-from streamcast.stream.watch import SeriesWatch, Watched
+from streamcast.stream.watch import Watched, watch_for
 from streamcast.threads import torch_threads
 
 __all__ = [  # StreamConfig, Grid and default_warmup live in their own modules; importable here too
@@ -175,7 +175,7 @@ class _Engine:
         elif config.learn is not None:
             state.learner.config = config.learn
         if config.watch is not None and state.watch is None:
-            state.watch = SeriesWatch(forecaster.quantiles, forecaster.point_index)
+            state.watch = watch_for(forecaster)
 
     def process(self, obs: Observations) -> tuple[StreamBatch, Event | None]:
         """Forecasts for one micro-batch, in input order, and the error that stops a --strict run."""

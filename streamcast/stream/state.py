@@ -27,7 +27,7 @@ from streamcast.forecaster import Forecaster
 from streamcast.model import State
 from streamcast.online import OnlineLearner
 from streamcast.schema import StateMeta, validate
-from streamcast.stream.watch import SeriesWatch, check_watch_tensors
+from streamcast.stream.watch import SeriesWatch, check_watch_tensors, watch_for
 
 FORMAT = "streamcast-stream-state"
 FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
@@ -267,7 +267,7 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
             learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
             state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
         if "watch" in meta:
-            state.watch = SeriesWatch(forecaster.quantiles, forecaster.point_index)
+            state.watch = watch_for(forecaster)
             state.watch.load_tensors(tensors)
     except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
         reason = first_line(exc)

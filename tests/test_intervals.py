@@ -160,7 +160,7 @@ def test_stream_lines_carry_the_interval(calibrated, tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("0.5", "other than 0.5"), ("1.2", "strictly between 0 and 1"), ("low", "--intervals takes levels")],
+    [("0.5", "other than 0.5"), ("1.2", "strictly between 0 and 1"), ("low", "--intervals takes numbers")],
 )
 def test_bad_levels_are_one_line_and_exit_2(tmp_path, value, message):
     data = tmp_path / "d.csv"

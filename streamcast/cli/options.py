@@ -346,27 +346,24 @@ def known_options() -> list:
     ]
 
 
-def parse_floats(text: str | None) -> tuple[float, ...]:
+def parse_floats(
+    text: str | None, option: str = "--quantiles", example: str = "0.1,0.5,0.9"
+) -> tuple[float, ...]:
     if not text:
         return ()
     try:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
         raise UsageError(
-            f"--quantiles takes numbers separated by commas, e.g. 0.1,0.5,0.9; got {text!r}"
+            f"{option} takes numbers separated by commas, e.g. {example}; got {text!r}"
         ) from None
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
     """`--intervals`: levels separated by commas, or none."""
-    if text.strip().lower() in ("none", "off", ""):
+    if text.strip().lower() in ("none", "off"):
         return ()
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"--intervals takes levels separated by commas, e.g. 0.1,0.9, or none; got {text!r}"
-        ) from None
+    return parse_floats(text, "--intervals", "0.1,0.9, or none")
 
 
 def warn(message: str) -> None:

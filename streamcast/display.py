@@ -216,6 +216,16 @@ def _intervals(meta: dict) -> str:
     return f"{levels} around the point forecast, calibrated on the validation part"
 
 
+def _quantiles(cfg: dict, meta: dict) -> str:
+    """The quantiles served: the network's own, or those of the calibrated interval."""
+    if cfg["quantiles"]:
+        return ",".join(map(str, cfg["quantiles"]))
+    interval = meta.get("intervals")
+    if interval:
+        return ",".join(map(str, sorted({*interval["levels"], 0.5}))) + " (the calibrated interval's)"
+    return "-"
+
+
 def print_info(meta: dict, path: str) -> None:
     """A model file's metadata as readable tables."""
     info = meta["info"]
@@ -238,7 +248,7 @@ def print_info(meta: dict, path: str) -> None:
         ("transform", meta["feature_spec"].get("transform", "none")),
         ("fallback", _fallback(meta)),
         ("intervals", _intervals(meta)),
-        ("quantiles", ",".join(map(str, cfg["quantiles"])) or "-"),
+        ("quantiles", _quantiles(cfg, meta)),
         (
             "inputs",
             ", ".join(

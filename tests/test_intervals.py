@@ -133,6 +133,7 @@ def test_the_interval_survives_save_and_load_and_info_shows_it(calibrated, tmp_p
     assert sc.forecast(loaded, data).equals(sc.forecast(model, data))
     shown = CliRunner().invoke(main, ["info", str(path)], terminal_width=200)
     assert "10%-90% around the point forecast" in shown.output
+    assert "0.1,0.5,0.9 (the calibrated interval's)" in shown.output
 
 
 def test_the_forecast_past_the_trained_horizon_keeps_an_interval_around_every_step(calibrated):

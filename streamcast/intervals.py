@@ -40,10 +40,15 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
     """
     ar = window.shape[-1]
     lag = season if ar > 2 * season else 1
+    changes = (window[..., lag:] - window[..., :-lag]).abs()
+    if ar - lag >= max(lag, MIN_CHANGES) and bool((window[..., 0] != 0).all()):
+        # Every window is its series' own from its first value (a stream's usual case): the
+        # same sum and count as below, without finding where each one's values begin.
+        return changes.sum(dim=-1) / (ar - lag) + UNIT_FLOOR
     own = window != 0
     first = torch.where(own.any(dim=-1), own.to(torch.uint8).argmax(dim=-1), ar)  # (...,)
     counted = torch.arange(ar - lag, device=window.device) >= first.unsqueeze(-1)  # (..., ar - lag)
-    changes = (window[..., lag:] - window[..., :-lag]).abs() * counted
+    changes = changes * counted
     count = counted.sum(dim=-1)
     unit = changes.sum(dim=-1) / count.clamp(min=1) + UNIT_FLOOR
     fallback = torch.nan if typical is None else typical

@@ -51,6 +51,15 @@ def agree_transform(cluster: Cluster, train_values: np.ndarray, requested: str) 
     return "log" if cluster.min([float(positive)])[0] > 0 else "none"
 
 
+def agree_floor(cluster: Cluster, train_values: np.ndarray, requested: str, transform: str) -> float | None:
+    """`features.choose_floor` over all ranks' data: 0 only when every rank's values are >= 0."""
+    if requested != "auto" or transform != "none":
+        return None
+    finite = train_values[np.isfinite(train_values)]
+    nonnegative = float(bool(finite.size) and bool((finite >= 0).all()))
+    return 0.0 if cluster.min([nonnegative])[0] > 0 else None
+
+
 def agree_feature_spec(
     cluster: Cluster,
     frame: pl.DataFrame,

@@ -204,6 +204,12 @@ def _fallback(meta: dict) -> str:
     )
 
 
+def _transform(spec: dict) -> str:
+    """`log`, `none`, or `none, floor=0` for data that never went below zero."""
+    transform = spec.get("transform", "none")
+    return transform if spec.get("floor") is None else f"{transform}, floor={spec['floor']:g}"
+
+
 def _intervals(meta: dict) -> str:
     """`10%-90%, calibrated on the validation part`, why there is none, or `-` (older files and
     quantile models, whose quantiles are their own)."""
@@ -245,7 +251,7 @@ def print_info(meta: dict, path: str) -> None:
             f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"
             f" lags={cfg.get('lag_inputs', 'none')} start={cfg.get('ar_start', 'naive')}",
         ),
-        ("transform", meta["feature_spec"].get("transform", "none")),
+        ("transform", _transform(meta["feature_spec"])),
         ("fallback", _fallback(meta)),
         ("intervals", _intervals(meta)),
         ("quantiles", _quantiles(cfg, meta)),

@@ -186,6 +186,10 @@ class FeatureSpec:
     static_levels: tuple[tuple[str, ...], ...] = ()
     static_loc: tuple[float, ...] = ()
     static_scale: tuple[float, ...] = ()
+    # The least value a forecast takes: 0 where `--transform auto` kept the values untransformed
+    # and every training value was >= 0 (counts, sales with zero days, solar power at night), as
+    # it takes logs where every one was > 0; None: no bound.
+    floor: float | None = None
 
     @property
     def static_width(self) -> int:
@@ -313,6 +317,16 @@ def choose_transform(values: np.ndarray, requested: str) -> str:
         return requested
     finite = values[np.isfinite(values)]
     return "log" if finite.size and bool((finite > 0).all()) else "none"
+
+
+def choose_floor(values: np.ndarray, requested: str, transform: str) -> float | None:
+    """`--transform auto` on data that never goes below zero but has zeros (so no logs): its
+    forecasts and their intervals are bounded at 0. A negative count or a negative night-time
+    solar output is never right, and the bound can only bring a forecast closer to such data."""
+    if requested != "auto" or transform != "none":
+        return None
+    finite = values[np.isfinite(values)]
+    return 0.0 if finite.size and bool((finite >= 0).all()) else None
 
 
 def to_model_units(values: np.ndarray, transform: str) -> np.ndarray:

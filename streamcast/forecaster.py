@@ -181,7 +181,8 @@ class Forecaster:
         y = scaled.double().numpy()
         if y.shape[-1] > 1:
             y = np.sort(y, axis=-1)
-        return from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
+        values = from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
+        return values if self.spec.floor is None else np.maximum(values, self.spec.floor)
 
     @property
     def point_index(self) -> int:

@@ -94,6 +94,7 @@ _KNOWN_SPEC = {
     "static_levels": (),
     "static_loc": (),
     "static_scale": (),
+    "floor": None,
 }
 
 

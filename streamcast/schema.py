@@ -46,6 +46,7 @@ class FeatureSpecMeta(Struct, kw_only=True):
     covariate_scale: list[float]
     scaling: Literal["mean", "std"] = "mean"
     transform: Literal["none", "log"] = "none"
+    floor: Annotated[float, Meta(ge=-1e300, le=1e300)] | None = None
     future_covariates: list[Name] = []
     future_loc: list[float] = []
     future_scale: list[float] = []

@@ -25,6 +25,7 @@ from torch import nn
 from streamcast.dataparallel import (
     GlobalLanes,
     agree_feature_spec,
+    agree_floor,
     agree_freq,
     agree_median,
     agree_transform,
@@ -42,6 +43,7 @@ from streamcast.features import (
     FeatureSpec,
     Scaler,
     build_inputs,
+    choose_floor,
     choose_transform,
     fit_feature_spec,
     fit_scaler,
@@ -394,6 +396,7 @@ def prepare(
             horizon=config.horizon,
             static=data.static.select("series_id", *config.static) if config.static else None,
         )
+        spec = replace(spec, floor=choose_floor(raw[train_rows], config.transform, transform))
     else:
         if config.future_covariates or config.holidays or config.static:
             raise UsageError(
@@ -402,6 +405,7 @@ def prepare(
             )
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
+        spec = replace(spec, floor=agree_floor(cluster, raw[train_rows], config.transform, transform))
     static_values = _static_values(data, config.static)
     with _together(cluster):
         scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)

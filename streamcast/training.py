@@ -36,7 +36,7 @@ from streamcast.dataparallel import (
 from streamcast.devices import device_name, resolve_device
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
-from streamcast.fallback import NAIVE_FALLBACK, badly_served, naive_at
+from streamcast.fallback import NAIVE_FALLBACK, badly_served, naive_at, served_point
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
@@ -561,13 +561,10 @@ def assemble(
     outputs = validation_outputs(net, work) if checked or len(trained) > 1 else None
     if len(trained) > 1:
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
-    counts = np.array([len(p) for p in work.val_positions])
-    chosen = np.zeros(len(counts), dtype=bool)
+    late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
+    chosen = np.zeros(len(work.val_positions), dtype=bool)
     if checked:
-        naive_points = _validation_naive(net, work, counts)
-        chosen = badly_served(
-            outputs, work.val_targets, naive_points, counts, _point(net), config.naive_fallback
-        )
+        chosen = badly_served(late.point, late.targets, late.naive, late.counts, config.naive_fallback)
     ids, _ = series_offsets(data.frame)
     naive = [s for s, pick in zip(ids, chosen.tolist(), strict=True) if pick]
     if cluster is not None:
@@ -577,7 +574,7 @@ def assemble(
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
     intervals = None
     if calibrated:
-        intervals, reason = _calibrated(net, chosen, work, prepared.val_size, config)
+        intervals, reason = _calibrated(net, late, chosen, work, config)
         info["intervals"] = {"levels": sorted(config.intervals)}
         if reason:
             info["intervals"]["skipped"] = reason
@@ -602,28 +599,29 @@ def _point(net) -> int:
     return q.index(0.5) if q else 0
 
 
-def _validation_naive(net, work: _Work, counts: np.ndarray) -> torch.Tensor:
-    """(R, H) seasonal naive at every validation origin, which the fallback scores the trained
-    network's validation outputs (warmed as `forecast` warms it) against."""
-    c = net.config
-    starts = np.repeat(work.offsets[:-1], counts)
-    return naive_at(work.values.cpu(), starts, np.concatenate(work.val_positions), c.horizon, c.season)
+@dataclass(frozen=True)
+class LateValidation:
+    """The served network's forecasts from every origin whose steps reach into the validation
+    part (R, H, with the targets outside it NaN), seasonal naive's from the same origins, and
+    each origin's window unit (NaN where too short: `intervals.window_unit`)."""
+
+    point: torch.Tensor
+    naive: torch.Tensor
+    targets: torch.Tensor
+    units: torch.Tensor
+    counts: np.ndarray  # origins per series
 
 
-def _calibrated(
-    net, chosen: np.ndarray, work: _Work, val_size: int, config
-) -> tuple[Intervals | None, str | None]:
-    """The interval around the forecasts as served (seasonal naive for the series it serves),
-    from their errors on the validation part, each in units of its origin's window
-    (`streamcast.intervals`).
-
-    Every forecast step that lands in the validation part counts, from origins back to a horizon
-    before it: `val_size` errors per step and series instead of one, so that one series with the
-    default validation part of one horizon is enough to calibrate on. Their targets were never
-    trained on; only their windows were."""
+def _late_validation(net, work: _Work, val_size: int) -> LateValidation:
+    """Every forecast step that lands in the validation part, from origins back to a horizon
+    before it: `val_size` errors per step and series instead of one origin's, so that the
+    naive fallback's choice and the interval rest on many errors. Their targets were never
+    trained on; only their windows were. On M4 Hourly the fallback chosen on them at ratio 1.5
+    lowered MASE on every seed where the one origin's choice at 2 had (0.830 -> 0.819, 0.837 ->
+    0.820), and sMAPE with it."""
     c = net.config
     trained = [int(p[0]) + 1 for p in work.val_positions]  # each series' training length
-    # Every `every`-th origin where there are many: the quantiles need far fewer errors than a
+    # Every `every`-th origin where there are many: the choices need far fewer errors than a
     # large fit has, and each costs a row of doubles per horizon step.
     every = max(1, -(-len(trained) * (c.horizon + val_size) // MAX_CALIBRATION_ORIGINS))
     positions = [np.arange(max(0, n - c.horizon), n + val_size - 1, every) for n in trained]
@@ -632,9 +630,8 @@ def _calibrated(
     origins = np.concatenate(positions) if len(positions) else np.zeros(0, dtype=np.int64)
     starts = np.repeat(work.offsets[:-1], counts)
     ends = np.repeat(np.array(trained), counts)
-    point = outputs[..., _point(net)].double()
+    point = served_point(outputs, _point(net)).double()
     naive = naive_at(work.values.cpu(), starts, origins, c.horizon, c.season).double()
-    served = torch.where(torch.from_numpy(np.repeat(chosen, counts))[:, None], naive, point)
     at = origins[:, None] + np.arange(1, c.horizon + 1)  # (R, H) the position of each target
     inside = (at >= ends[:, None]) & (at < ends[:, None] + val_size)
     values = work.values.cpu().double()
@@ -642,13 +639,24 @@ def _calibrated(
         torch.from_numpy(inside), values[torch.from_numpy(starts[:, None] + np.where(inside, at, 0))], np.nan
     )
     units = units_at(work.values.cpu(), starts, origins, c.ar, c.season).double()
-    own = units[~units.isnan()].numpy()
+    return LateValidation(point, naive, targets, units, counts)
+
+
+def _calibrated(
+    net, late: LateValidation, chosen: np.ndarray, work: _Work, config
+) -> tuple[Intervals | None, str | None]:
+    """The interval around the forecasts as served (seasonal naive for the series it serves),
+    from their errors on the validation part, each in units of its origin's window
+    (`streamcast.intervals`)."""
+    c = net.config
+    served = torch.where(torch.from_numpy(np.repeat(chosen, late.counts))[:, None], late.naive, late.point)
+    own = late.units[~late.units.isnan()].numpy()
     if work.cluster is not None:
         own = np.concatenate(work.cluster.gather(own))
     if not len(own):
         return None, f"no validation origin has {max(c.season, MIN_CHANGES)} steps of history in its window"
     typical = float(np.median(own))  # the unit of windows with too little history of their own
-    errors = ((targets - served) / units.nan_to_num(typical)[:, None]).numpy()
+    errors = ((late.targets - served) / late.units.nan_to_num(typical)[:, None]).numpy()
     if work.cluster is not None:
         errors = np.concatenate(work.cluster.gather(errors))
     return calibrate(errors, tuple(sorted(config.intervals)), c.season, typical)

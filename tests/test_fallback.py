@@ -14,7 +14,14 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.fallback import badly_served, naive_at, naive_from_window, serve_naive
+from streamcast.fallback import (
+    NAIVE_FALLBACK,
+    badly_served,
+    naive_at,
+    naive_from_window,
+    serve_naive,
+    served_point,
+)
 from streamcast.reading import read_series
 from tests.conftest import TINY, hourly_frame
 from tests.test_cli_stream import lines_for
@@ -47,10 +54,20 @@ def test_a_series_is_chosen_only_when_the_network_is_over_ratio_times_worse():
     targets = torch.zeros(3, 2)
     windows = torch.zeros(3, 4)
     windows[:, -2:] = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # naive error 1, 1, 0
-    outputs = torch.tensor([[1.9, 1.9], [2.1, 2.1], [0.1, 0.1]]).unsqueeze(-1)
+    points = torch.tensor([[1.9, 1.9], [2.1, 2.1], [0.1, 0.1]])
     naive = naive_from_window(windows, horizon=2, season=2)
-    chosen = badly_served(outputs, targets, naive, np.array([1, 1, 1, 0]), 0, 2.0)
+    chosen = badly_served(points, targets, naive, np.array([1, 1, 1, 0]), 2.0)
     assert chosen.tolist() == [False, True, True, False]  # the fourth series has no origin
+
+
+def test_only_steps_inside_the_validation_part_count():
+    # One series, two origins: the second's last step lies past the validation part (NaN target)
+    # and its huge error does not count; the steps that do count are 1.9 against 1 each.
+    targets = torch.tensor([[0.0, 0.0], [0.0, float("nan")]])
+    points = torch.tensor([[1.9, 1.9], [1.9, 100.0]])
+    naive = torch.ones(2, 2)
+    assert badly_served(points, targets, naive, np.array([2]), 2.0).tolist() == [False]
+    assert badly_served(points, targets, naive, np.array([2]), 1.5).tolist() == [True]
 
 
 def test_the_naive_forecasts_read_from_the_values_equal_those_read_from_each_window():
@@ -68,7 +85,9 @@ def test_a_quantile_model_is_scored_on_the_median_it_serves():
     targets = torch.zeros(1, 2)
     naive = torch.ones(1, 2)  # naive error 1
     crossed = torch.tensor([[[0.5, 5.0, 0.0], [0.5, 5.0, 0.0]]])  # the raw middle output is 5, served 0.5
-    assert badly_served(crossed, targets, naive, np.array([1]), 1, 2.0).tolist() == [False]
+    point = served_point(crossed, 1)
+    assert point.tolist() == [[0.5, 0.5]]
+    assert badly_served(point, targets, naive, np.array([1]), 2.0).tolist() == [False]
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +155,14 @@ def test_fit_chooses_the_series_seasonal_naive_serves_better_and_the_cli_can_tur
     fitted = runner.invoke(main, [*common, "-o", str(on)])
     assert fitted.exit_code == 0
     assert (
-        "fallback: seasonal naive for 1 of 3 series (validation error over 2x seasonal naive's)"
+        "fallback: seasonal naive for 1 of 3 series (validation error over 1.5x seasonal naive's)"
         in fitted.stderr
     )
     assert runner.invoke(main, [*common, "--naive-fallback", "0", "-o", str(off)]).exit_code == 0
     assert "exact" in sc.load(on).naive_series
     assert sc.load(off).naive_series == frozenset()
     meta = json.loads(runner.invoke(main, ["info", str(on), "--json"]).stdout)
-    assert meta["info"]["naive_fallback"]["ratio"] == 2.0
+    assert meta["info"]["naive_fallback"]["ratio"] == 1.5
     assert "exact" in meta["naive_series"]
     shown = runner.invoke(main, ["info", str(on)]).stdout
     assert "seasonal naive" in shown
@@ -152,8 +171,8 @@ def test_fit_chooses_the_series_seasonal_naive_serves_better_and_the_cli_can_tur
 
 
 def test_the_python_fit_records_the_choice_in_its_info():
-    model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=2))
-    assert model.info["naive_fallback"] == {"ratio": 2.0, "series": len(model.naive_series)}
+    model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=2, naive_fallback=NAIVE_FALLBACK))
+    assert model.info["naive_fallback"] == {"ratio": 1.5, "series": len(model.naive_series)}
     assert "exact" in model.naive_series
 
 

@@ -100,7 +100,7 @@ def test_combined_backtest_parts_score_as_one_run(folder, tmp_path):
     assert got.drop(SCORES).equals(want.drop(SCORES))
     assert got.filter(pl.col("scope") == "overall")["metric"].to_list() == ["mae", "rmse", "smape", "mase"]
     for column in SCORES:
-        np.testing.assert_allclose(got[column].to_numpy(), want[column].to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose(got[column].to_numpy(), want[column].to_numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_combine_names_a_missing_part(folder, tmp_path):

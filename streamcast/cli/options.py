@@ -166,7 +166,7 @@ def fit_options(f):
         click.option(
             "--naive-fallback",
             type=float,
-            default=2.0,
+            default=1.5,
             show_default=True,
             help="After training, a series whose validation error is over this many times seasonal naive's is served seasonal naive (recorded in the model file; 0 = off).",
         ),

@@ -32,6 +32,15 @@ def hourly_frame(
     )
 
 
+def long_hourly(series: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Series given as arrays, as a long-format hourly frame from 2024-01-01."""
+    ids = [name for name, v in series.items() for _ in v]
+    steps = pl.int_range(pl.len()).over("series_id")
+    return pl.DataFrame({"series_id": ids, "value": np.concatenate(list(series.values()))}).select(
+        "series_id", (pl.lit(datetime(2024, 1, 1)) + pl.duration(hours=steps)).alias("timestamp"), "value"
+    )
+
+
 # The network itself is what most tests exercise: two epochs of hidden 8 would be served seasonal
 # naive by the default fallback (tests/test_fallback.py covers it).
 TINY = FitConfig(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -12,28 +11,13 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from tests.conftest import TINY
+from tests.conftest import TINY, long_hourly
 
 
 def sparse_counts(series: int = 3, length: int = 500, shift: float = 0.0) -> pl.DataFrame:
     """Mostly zeros with an occasional count: a network's forecasts and intervals dip below 0."""
     rng = np.random.default_rng(0)
-    frames = [
-        pl.DataFrame(
-            {
-                "series_id": f"c{s}",
-                "timestamp": pl.datetime_range(
-                    datetime(2024, 1, 1),
-                    datetime(2024, 1, 1) + (length - 1) * pl.duration(hours=1),
-                    "1h",
-                    eager=True,
-                ),
-                "value": rng.poisson(0.3, length).astype(float) + shift,
-            }
-        )
-        for s in range(series)
-    ]
-    return pl.concat(frames)
+    return long_hourly({f"c{s}": rng.poisson(0.3, length).astype(float) + shift for s in range(series)})
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.intervals import MIN_ERRORS, Intervals, calibrate, units_at, window_unit
-from tests.conftest import TINY
+from tests.conftest import TINY, long_hourly
 
 
 def noisy_days(series: int = 4, length: int = 600, noise: float = 1.0, seed: int = 0) -> pl.DataFrame:
@@ -23,25 +22,12 @@ def noisy_days(series: int = 4, length: int = 600, noise: float = 1.0, seed: int
     cover about its share of the points, each series in its own units."""
     rng = np.random.default_rng(seed)
     t = np.arange(length)
-    rows = []
-    for s in range(series):
-        level = 50.0 + 10 * s
-        values = level + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, noise * (1 + s), length)
-        rows.append(
-            pl.DataFrame(
-                {
-                    "series_id": f"s{s}",
-                    "timestamp": pl.datetime_range(
-                        datetime(2024, 1, 1),
-                        datetime(2024, 1, 1) + (length - 1) * pl.duration(hours=1),
-                        "1h",
-                        eager=True,
-                    ),
-                    "value": values,
-                }
-            )
-        )
-    return pl.concat(rows)
+    return long_hourly(
+        {
+            f"s{s}": 50.0 + 10 * s + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, noise * (1 + s), length)
+            for s in range(series)
+        }
+    )
 
 
 def test_the_unit_is_the_mean_change_over_a_season_in_the_window():

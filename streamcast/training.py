@@ -622,8 +622,10 @@ def _late_validation(net, work: _Work, val_size: int) -> LateValidation:
     c = net.config
     trained = [int(p[0]) + 1 for p in work.val_positions]  # each series' training length
     # Every `every`-th origin where there are many: the choices need far fewer errors than a
-    # large fit has, and each costs a row of doubles per horizon step.
-    every = max(1, -(-len(trained) * (c.horizon + val_size) // MAX_CALIBRATION_ORIGINS))
+    # large fit has, and each costs a row of doubles per horizon step. Counted over every rank's
+    # series, so that torchrun takes the origins one process takes.
+    series = len(trained) if work.cluster is None else int(work.cluster.sum([len(trained)])[0])
+    every = max(1, -(-series * (c.horizon + val_size) // MAX_CALIBRATION_ORIGINS))
     positions = [np.arange(max(0, n - c.horizon), n + val_size - 1, every) for n in trained]
     outputs, _ = run_series(net, work.inputs, work.offsets, positions)
     counts = np.array([len(p) for p in positions])

@@ -185,3 +185,32 @@ def test_a_window_shorter_than_a_season_leaves_the_fallback_off_and_info_says_wh
     assert sc.load(out).naive_series == frozenset()
     shown = CliRunner().invoke(main, ["info", str(out)]).stdout
     assert "off: the --ar window is shorter than a season" in shown
+
+
+class _TwoEqualRanks:
+    """A stand-in for a torchrun cluster of two ranks that hold as many series as this one."""
+
+    world_size = 2
+
+    def sum(self, values):
+        return 2 * np.asarray(values, dtype=np.float64)
+
+    def gather(self, obj):
+        return [obj, obj]
+
+
+def test_the_validation_origins_thin_out_by_the_series_of_every_rank(monkeypatch):
+    # A rank's series take every `every`-th origin where all ranks' series together have too
+    # many: the stride must not depend on how the series are shared out between ranks.
+    from streamcast import training
+
+    prepared = training.prepare(read_series(periodic_and_noisy()), TINY)
+    net = training.RecurrentForecaster(prepared.model_config)
+    work, val_size = prepared.work, prepared.val_size
+    series, per_series = len(work.val_positions), TINY.horizon + val_size
+    monkeypatch.setattr(training, "MAX_CALIBRATION_ORIGINS", series * per_series)  # one process: every 1
+    alone = training._late_validation(net, work, val_size)
+    assert alone.counts.tolist() == [per_series - 1] * series
+    ranked = training._late_validation(net, replace(work, cluster=_TwoEqualRanks()), val_size)
+    assert ranked.counts.tolist() == [len(range(0, per_series - 1, 2))] * series  # twice the series: every 2
+

@@ -557,9 +557,8 @@ def assemble(
         ]
     checked = bool(config.naive_fallback) and net.config.ar >= net.config.season
     calibrated = bool(config.intervals) and not config.quantiles and net.config.ar > 0
-    # One validation pass serves the ensemble's score and the fallback's check.
-    outputs = validation_outputs(net, work) if checked or len(trained) > 1 else None
     if len(trained) > 1:
+        outputs = validation_outputs(net, work)
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
     late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
     chosen = np.zeros(len(work.val_positions), dtype=bool)

@@ -214,3 +214,20 @@ def test_the_validation_origins_thin_out_by_the_series_of_every_rank(monkeypatch
     ranked = training._late_validation(net, replace(work, cluster=_TwoEqualRanks()), val_size)
     assert ranked.counts.tolist() == [len(range(0, per_series - 1, 2))] * series  # twice the series: every 2
 
+
+def test_a_single_network_is_not_run_over_the_validation_origins_again_for_the_fallback(monkeypatch):
+    # The fallback scores the forecasts `_late_validation` makes; only an ensemble's score needs
+    # the outputs at the validation origins.
+    from streamcast import training
+
+    calls = []
+    real_outputs, real_assemble = training.validation_outputs, training.assemble
+
+    def assemble(*args):  # counts the passes after training, not those of its epochs
+        monkeypatch.setattr(training, "validation_outputs", lambda *a: calls.append(1) or real_outputs(*a))
+        return real_assemble(*args)
+
+    monkeypatch.setattr(training, "assemble", assemble)
+    model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=1, naive_fallback=NAIVE_FALLBACK))
+    assert "naive_fallback" in model.info and "skipped" not in model.info["naive_fallback"]
+    assert calls == []

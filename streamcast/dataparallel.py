@@ -16,7 +16,7 @@ import polars as pl
 
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError
-from streamcast.features import FeatureSpec, Scaler, _safe_scale, calendar_names
+from streamcast.features import FeatureSpec, Scaler, _safe_scale, calendar_names, choose_floor
 from streamcast.lanes import Lanes, loss_chunks
 
 
@@ -53,11 +53,8 @@ def agree_transform(cluster: Cluster, train_values: np.ndarray, requested: str) 
 
 def agree_floor(cluster: Cluster, train_values: np.ndarray, requested: str, transform: str) -> float | None:
     """`features.choose_floor` over all ranks' data: 0 only when every rank's values are >= 0."""
-    if requested != "auto" or transform != "none":
-        return None
-    finite = train_values[np.isfinite(train_values)]
-    nonnegative = float(bool(finite.size) and bool((finite >= 0).all()))
-    return 0.0 if cluster.min([nonnegative])[0] > 0 else None
+    here = choose_floor(train_values, requested, transform)
+    return here if cluster.min([float(here is not None)])[0] > 0 else None
 
 
 def agree_feature_spec(

@@ -47,7 +47,12 @@ def naive_at(values: torch.Tensor, starts: np.ndarray, origins: np.ndarray, hori
     begin at `starts`), read straight from the values: what `naive_from_window` reads from the
     carried window, without building a window per origin. Before a series' first value the
     window holds zeros, and so does this."""
-    at = origins[:, None] - steps_back(horizon, season)  # (R, H) positions within each series
+    return carried_at(values, starts, origins[:, None] - steps_back(horizon, season))
+
+
+def carried_at(values: torch.Tensor, starts: np.ndarray, at: np.ndarray) -> torch.Tensor:
+    """(R, K) the values at positions `at` (R, K) within the series that begin at `starts` (R,),
+    as a carried window holds them: zeros before a series' first value."""
     rows = torch.from_numpy(starts[:, None] + at.clip(0))
     return torch.where(torch.from_numpy(at >= 0), values[rows], 0.0)
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from streamcast.fallback import carried_at
+
 INTERVALS = (0.1, 0.9)  # the default levels: an 80% interval
 MIN_ERRORS = 20  # validation errors per horizon step below which no interval is calibrated
 MIN_CHANGES = 4  # a window's own changes below which its unit is the typical one
@@ -71,8 +73,7 @@ def units_at(
     back = np.arange(-ar + 1, 1)
     for block in range(0, len(origins), 4096):
         at = origins[block : block + 4096, None] + back  # (n, ar) positions within each series
-        rows = torch.from_numpy(starts[block : block + 4096, None] + at.clip(0))
-        window = torch.where(torch.from_numpy(at >= 0), values[rows], 0.0)
+        window = carried_at(values, starts[block : block + 4096], at)
         units[block : block + 4096] = window_unit(window, season, typical)
     return units
 

@@ -3,13 +3,23 @@ whole file, header included, so that any byte damaged on disk or in transfer is 
 
 The digest sits in the header itself: the file is written with 64 zeros in its place, hashed, and the
 zeros are replaced by the digest (same length, so nothing moves). Checking undoes that replacement.
+
+Written and read here rather than by safetensors' own functions, which copy every tensor into a
+bytes object: a million series' stream state is a gigabyte, and each copy costs seconds to
+allocate. The files are plain safetensors all the same (tested against the library both ways).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from typing import TYPE_CHECKING
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from streamcast.atomic import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -26,13 +36,73 @@ class Damaged(ValueError):
 
 def write(tensors: dict[str, torch.Tensor], meta: dict) -> bytes:
     """safetensors bytes with `meta` as JSON under the key "streamcast", sealed with their sha256."""
-    from safetensors.torch import save as save_bytes  # torch only where tensors are written
+    out = io.BytesIO()
+    dump(out, tensors, meta)
+    return out.getvalue()
+
+
+def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write the sealed file atomically, straight from the tensors' memory: a million series'
+    stream state is a gigabyte, which one more copy (or two, as safetensors' own serializer and a
+    bytes object make) would take seconds to allocate."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        dump(f, tensors, meta)
+
+
+def dump(f: BinaryIO, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write a safetensors file into the seekable `f`, hashing as it goes, then put the digest in
+    the placeholder it hashed in its place (same length, so nothing moves)."""
+    import torch  # only where tensors are written: `info` reads headers without it
 
     text = json.dumps({**meta, CHECKSUM_KEY: _PLACEHOLDER}, sort_keys=True)
-    raw = save_bytes(tensors, metadata={"streamcast": text})
-    at = _digest_at(raw, _PLACEHOLDER)
-    digest = hashlib.sha256(raw).hexdigest()
-    return raw[:at] + digest.encode() + raw[at + 64 :]
+    # As safetensors orders them: widest dtype first, so every tensor stays aligned to its size.
+    names = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    entries: dict = {"__metadata__": {"streamcast": text}}
+    pieces = []
+    offset = 0
+    for name in names:
+        tensor = tensors[name].detach().cpu().contiguous()
+        size = tensor.numel() * tensor.element_size()
+        entries[name] = {
+            "dtype": _dtype_names()[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        if size:
+            pieces.append(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+        offset += size
+    head = json.dumps(entries, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts aligned to 8 bytes
+    start = f.tell()
+    first = len(head).to_bytes(8, "little") + head
+    at = _digest_at(first, _PLACEHOLDER)
+    digest = hashlib.sha256(first)
+    f.write(first)
+    _write_hashed(f, pieces, digest)
+    end = f.tell()
+    f.seek(start + at)
+    f.write(digest.hexdigest().encode())
+    f.seek(end)
+
+
+_CHUNK = 1 << 24
+
+
+def _write_hashed(f: BinaryIO, pieces: list[memoryview], digest) -> None:
+    """Write and hash `pieces` in order; past a few chunks the hash of each chunk runs on a second
+    thread while the chunk is written (both release the GIL), so a large file costs about its
+    hash alone."""
+    chunks = [piece[i : i + _CHUNK] for piece in pieces for i in range(0, len(piece), _CHUNK)]
+    if len(chunks) < 4:
+        for chunk in chunks:
+            digest.update(chunk)
+            f.write(chunk)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        for chunk in chunks:
+            hashed = pool.submit(digest.update, chunk)
+            f.write(chunk)
+            hashed.result()
 
 
 def header(raw: bytes) -> dict:
@@ -98,10 +168,82 @@ def check(raw: bytes, meta: dict, required: bool) -> bool:
     if not isinstance(digest, str) or len(digest) != 64:
         raise Damaged("its checksum is missing")
     at = _digest_at(raw, digest)
-    sealed = hashlib.sha256(raw[:at] + _PLACEHOLDER.encode() + raw[at + 64 :]).hexdigest()
-    if sealed != digest:
+    view = memoryview(raw)  # no copies: a state file can be a gigabyte
+    sealed = hashlib.sha256(view[:at])
+    sealed.update(_PLACEHOLDER.encode())
+    sealed.update(view[at + 64 :])
+    if sealed.hexdigest() != digest:
         raise Damaged("its bytes do not match its checksum")
     return True
+
+
+def read_tensors(raw: bytearray) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in `raw`, as views of its memory, not copies (a
+    state file of a million series is a gigabyte; safetensors' own loader copies every tensor).
+    Checked as safetensors checks a file: known dtypes, shapes that fit their bytes, tensors
+    contiguous and in bounds; ValueError when they are not."""
+    import torch
+
+    size = int.from_bytes(raw[:8], "little")
+    try:
+        entries = json.loads(bytes(raw[8 : 8 + size]))
+    except RecursionError:
+        raise ValueError("the header is nested too deeply") from None
+    if not isinstance(entries, dict):
+        raise ValueError("the header is not a JSON object")
+    entries.pop("__metadata__", None)
+    dtypes = {name: dtype for dtype, name in _dtype_names().items()}
+    start = 8 + size
+    placed = []
+    for name, entry in entries.items():
+        try:
+            dtype = dtypes[entry["dtype"]]
+            shape = [int(n) for n in entry["shape"]]
+            begin, end = (int(n) for n in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r} is not described as safetensors describes one") from None
+        count = math.prod(shape)
+        if min(shape, default=0) < 0 or end - begin != count * dtype.itemsize:
+            raise ValueError(f"tensor {name!r}: its shape does not fit its bytes")
+        placed.append((begin, end, name, dtype, shape, count))
+    placed.sort()
+    tensors = {}
+    offset = 0
+    for begin, end, name, dtype, shape, count in placed:
+        if begin != offset:
+            raise ValueError(f"tensor {name!r} is not where the one before it ends")
+        offset = end
+        at = start + begin
+        if count == 0:
+            tensors[name] = torch.zeros(shape, dtype=dtype)
+        elif at % dtype.itemsize:  # a foreign file's unaligned tensor: copied into place
+            tensors[name] = torch.frombuffer(bytearray(raw[at : at + end - begin]), dtype=dtype).reshape(
+                shape
+            )
+        else:
+            tensors[name] = torch.frombuffer(raw, dtype=dtype, count=count, offset=at).reshape(shape)
+        if dtype == torch.bool and count and int(tensors[name].view(torch.uint8).max()) > 1:
+            raise ValueError(f"tensor {name!r} holds a bool that is neither 0 nor 1")
+    if start + offset != len(raw):
+        raise ValueError("the tensors do not fill the file")
+    return tensors
+
+
+def _dtype_names() -> dict:
+    import torch
+
+    return {
+        torch.float64: "F64",
+        torch.float32: "F32",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.int64: "I64",
+        torch.int32: "I32",
+        torch.int16: "I16",
+        torch.int8: "I8",
+        torch.uint8: "U8",
+        torch.bool: "BOOL",
+    }
 
 
 def _digest_at(raw: bytes, digest: str) -> int:

@@ -9,19 +9,25 @@ restart continues exactly where the checkpoint left off.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
+import math
+import os
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import safetensors
 import torch
-from safetensors.torch import load as load_bytes
 
 import streamcast
 from streamcast import safefile
-from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
 from streamcast.forecaster import Forecaster
 from streamcast.model import State
@@ -184,97 +190,148 @@ class StreamState:
             self.watch.ensure(len(self.ids))
             tensors.update(self.watch.to_tensors())
             meta["watch"] = {"quantiles": list(self.watch.quantiles)}
-        atomic_write_bytes(path, safefile.write(tensors, meta))
+        safefile.save(path, tensors, meta)
         return Path(path)
 
 
 def _series_tensors(state: StreamState) -> dict[str, torch.Tensor]:
     """The hidden rows and per-series lists as the file's tensors (`load_state` reads them back)."""
     n = len(state.ids)
-    tensors = {f"hidden.{j}": p[:n].contiguous() for j, p in enumerate(state.hidden)}
+    tensors = {f"hidden.{j}": p[:n] for j, p in enumerate(state.hidden)}
     width = max((len(c) for c in state.last_covariates if c is not None), default=0)
-    covs = (
-        torch.tensor([c or [0.0] * width for c in state.last_covariates], dtype=torch.float64)
-        if width
-        else torch.zeros((n, 0), dtype=torch.float64)
+    covs = _column(
+        chain.from_iterable(c or [0.0] * width for c in state.last_covariates), np.float64, n * width
     )
     tensors.update(
         {
-            "loc": torch.tensor(state.loc, dtype=torch.float64),
-            "scale": torch.tensor(state.scale, dtype=torch.float64),
-            "frozen": torch.tensor(state.frozen, dtype=torch.bool),
-            "welford": torch.tensor(state.welford, dtype=torch.float64).reshape(n, 4),
-            "timed": torch.tensor([t is not None for t in state.last_time], dtype=torch.bool),
-            "last_time": torch.tensor([t or 0 for t in state.last_time], dtype=torch.int64),
-            "last_value": torch.tensor(state.last_value, dtype=torch.float64),
-            "has_covariates": torch.tensor([c is not None for c in state.last_covariates], dtype=torch.bool),
+            "loc": _column(state.loc, np.float64, n),
+            "scale": _column(state.scale, np.float64, n),
+            "frozen": _column(state.frozen, np.bool_, n),
+            "welford": _column(chain.from_iterable(state.welford), np.float64, 4 * n).reshape(n, 4),
+            "timed": _column((t is not None for t in state.last_time), np.bool_, n),
+            "last_time": _column((t or 0 for t in state.last_time), np.int64, n),
+            "last_value": _column(state.last_value, np.float64, n),
+            "has_covariates": _column((c is not None for c in state.last_covariates), np.bool_, n),
             "last_covariates": covs.reshape(n, width),
-            "ticks": torch.tensor(state.ticks, dtype=torch.int64),
-            "since_reset": torch.tensor(state.since_reset, dtype=torch.int64),
+            "ticks": _column(state.ticks, np.int64, n),
+            "since_reset": _column(state.since_reset, np.int64, n),
         }
     )
     return tensors
 
 
+def _column(values: Iterable, dtype, count: int) -> torch.Tensor:
+    # numpy takes a million Python numbers at about twice torch.tensor's speed
+    return torch.from_numpy(np.fromiter(values, dtype=dtype, count=count))
+
+
 def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
-    """Read a checkpoint for `forecaster`; a foreign, damaged or other-model file is a ModelFileError."""
+    """Read a checkpoint for `forecaster`; a foreign, damaged or other-model file is a ModelFileError.
+
+    The file's checksum is verified on a second thread while its tensors are read and checked
+    (hashing a gigabyte takes about a second, and releases the GIL)."""
     if not Path(path).is_file():
         raise ModelFileError(f"state file {str(path)!r} not found: check the path, or start without one")
-    raw = Path(path).read_bytes()
+    raw = _read(path)
     meta = _metadata(raw, path)
+    version = meta.get("format_version", 0)
+    with ThreadPoolExecutor(1) as pool:
+        sealed = pool.submit(safefile.check, raw, meta, version >= 2)
+        try:
+            state = _from_file(raw, meta, path, forecaster)
+            sealed.result()
+        except (*DAMAGED_FILE, safetensors.SafetensorError, safefile.Damaged, ModelFileError) as exc:
+            reason = first_line(exc)
+            try:  # damage the checksum sees is the reason, whatever it broke on the way
+                sealed.result()
+            except safefile.Damaged as damaged:
+                reason = first_line(damaged)
+            else:
+                if isinstance(exc, ModelFileError):
+                    raise
+            raise ModelFileError(
+                f"{path}: the state file is damaged ({reason}); move it away to start fresh"
+            ) from None
+    return state
+
+
+def _read(path: str | Path) -> bytearray:
+    """The whole file in one writable buffer, which the loaded hidden states then share."""
+    with open(path, "rb") as f:
+        raw = bytearray(os.fstat(f.fileno()).st_size)
+        f.readinto(raw)
+    return raw
+
+
+def _from_file(raw: bytearray, meta: dict, path: str | Path, forecaster: Forecaster) -> StreamState:
     state = StreamState(forecaster)
     if meta.get("model") != state.fingerprint:
         raise ModelFileError(
             f"{path}: this state file was written for another model (fingerprint {str(meta.get('model'))[:15]}, "
             f"the model has {state.fingerprint[:15]}): pass the model it was made with, or a new --state file"
         )
-    try:
-        tensors = load_bytes(raw)
-        _check_layout(tensors, path, len(state._template))
-        ids = meta["series_ids"]
-        spec = forecaster.spec
-        width = len(spec.covariates) + len(spec.future_covariates) * spec.future_steps
-        _check_tensors(tensors, len(ids), width, state._template)
-        n = len(ids)
-        state.ids = list(ids)
-        state.index = dict(zip(state.ids, range(n), strict=True))
-        state.hidden = tuple(
-            torch.cat([tensors[f"hidden.{j}"], p.new_zeros((max(0, 16 - n), *p.shape[1:]))])
-            for j, p in enumerate(state.hidden)
-        )
-        state.last_seen = [0] * n
-        state.loc = tensors["loc"].tolist()
-        state.scale = tensors["scale"].tolist()
-        state.frozen = tensors["frozen"].tolist()
-        state.welford = tensors["welford"].tolist()
-        timed = tensors["timed"].tolist()
-        state.last_time = [
-            t if ok else None for t, ok in zip(tensors["last_time"].tolist(), timed, strict=True)
-        ]
-        state.last_value = tensors["last_value"].tolist()
-        has = tensors["has_covariates"].tolist()
-        state.last_covariates = [
-            c if ok else None for c, ok in zip(tensors["last_covariates"].tolist(), has, strict=True)
-        ]
-        state.ticks = tensors["ticks"].tolist()
-        state.since_reset = tensors["since_reset"].tolist()
-        state.resumed = [True] * len(ids)
-        state.newest = max((t for t in state.last_time if t is not None), default=None)
-        state.time_zone = meta["time_zone"]
-        state.lines = meta["lines"]
-        state.accepted = meta["accepted"]
-        if "learner" in meta:
-            learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
-            state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
-        if "watch" in meta:
-            state.watch = watch_for(forecaster)
-            state.watch.load_tensors(tensors)
-    except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
-        reason = first_line(exc)
-        raise ModelFileError(
-            f"{path}: the state file is damaged ({reason}); move it away to start fresh"
-        ) from None
+    tensors = safefile.read_tensors(raw)
+    _check_layout(tensors, path, len(state._template))
+    ids = meta["series_ids"]
+    spec = forecaster.spec
+    width = len(spec.covariates) + len(spec.future_covariates) * spec.future_steps
+    _check_tensors(tensors, len(ids), width, state._template)
+    n = len(ids)
+    state.ids = list(ids)
+    state.index = dict(zip(state.ids, range(n), strict=True))
+    state.hidden = tuple(
+        tensors[f"hidden.{j}"]
+        if n >= 16
+        else torch.cat([tensors[f"hidden.{j}"], p.new_zeros((16 - n, *p.shape[1:]))])
+        for j, p in enumerate(state.hidden)
+    )
+    with _no_collection():
+        _take_lists(state, tensors)
+    state.newest = max((t for t in state.last_time if t is not None), default=None)
+    state.time_zone = meta["time_zone"]
+    state.lines = meta["lines"]
+    state.accepted = meta["accepted"]
+    if "learner" in meta:
+        learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
+        state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
+    if "watch" in meta:
+        state.watch = watch_for(forecaster)
+        state.watch.load_tensors(tensors)
     return state
+
+
+def _take_lists(state: StreamState, tensors: dict[str, torch.Tensor]) -> None:
+    n = len(state.ids)
+    state.last_seen = [0] * n
+    state.loc = tensors["loc"].tolist()
+    state.scale = tensors["scale"].tolist()
+    state.frozen = tensors["frozen"].tolist()
+    state.welford = tensors["welford"].tolist()
+    timed = tensors["timed"].tolist()
+    state.last_time = [t if ok else None for t, ok in zip(tensors["last_time"].tolist(), timed, strict=True)]
+    state.last_value = tensors["last_value"].tolist()
+    has = tensors["has_covariates"]
+    state.last_covariates = (
+        [c if ok else None for c, ok in zip(tensors["last_covariates"].tolist(), has.tolist(), strict=True)]
+        if bool(has.any())
+        else [None] * n
+    )
+    state.ticks = tensors["ticks"].tolist()
+    state.since_reset = tensors["since_reset"].tolist()
+    state.resumed = [True] * n
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """Millions of new lists would set off the cycle collector again and again over the whole heap
+    (seconds at a million series); none of them can form a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # Each per-series tensor of a state file: its dtype, and its shape after the row per series
@@ -317,7 +374,7 @@ def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, 
         tensor = tensors[f"hidden.{j}"]
         if tensor.dtype != part.dtype or tuple(tensor.shape) != (n, *part.shape[1:]):
             raise ValueError(f"tensor 'hidden.{j}' does not fit the model's state")
-    if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in tensors.values()):
+    if any(v.is_floating_point() and v.numel() and not _finite(v) for v in tensors.values()):
         raise ValueError("a number is not finite")
     if not bool((tensors["scale"] > 0).all()):
         raise ValueError("a series scale is not positive")
@@ -331,6 +388,13 @@ def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, 
         raise ValueError("the learner's series do not fit")
     if bool(((series < 0) | (series >= n)).any()) or bool((lengths < 0).any()):
         raise ValueError("the learner names a series the state does not hold")
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """One pass with no temporary (isfinite makes a mask the size of the hidden states): NaN
+    carries through min and max, an infinity shows in one of them."""
+    low, high = torch.aminmax(tensor)
+    return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
 def _metadata(raw: bytes, path: str | Path) -> dict:
@@ -347,7 +411,6 @@ def _metadata(raw: bytes, path: str | Path) -> dict:
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written by a newer streamcast; upgrade streamcast to resume from it")
     try:
-        safefile.check(raw, meta, required=version >= 2)
         validate(meta, StateMeta)
     except ValueError as exc:
         raise ModelFileError(

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from streamcast.cli import main
-from streamcast.highway import choose_start, naive_units, ridge_weights, validation_error
+from streamcast.highway import MEAN_MARGIN, choose_start, naive_units, ridge_weights, validation_error
 from streamcast.model import seasonal_naive_weights
 from streamcast.reading import read_series
 from streamcast.training import fit
@@ -160,13 +160,16 @@ def repeating(length: int, period: int = 90, seed: int = 0) -> np.ndarray:
     return np.tile(shape, length // period + 1)[:length] + rng.normal(0, 0.05, length)
 
 
-def test_the_window_doubles_where_least_squares_does_better_with_it():
+def test_a_single_window_is_kept_where_it_scores_clearly_better_than_the_mean_of_the_fits():
+    # A shape repeating every 90 steps: 48 values cannot see it, 96 copy it; the mean would half
+    # forget it.
     values, offsets = layout([repeating(1200, seed=s) for s in range(3)])
     lengths, positions = np.full(3, 1100), [np.arange(1099, 1140)] * 3
     start, weights, window = choose_start(
         "auto", values, offsets, lengths, positions, (48, 96), 12, 24, squared=False
     )
-    assert (start, window) == ("ridge", 96) and weights.shape == (12, 96)
+    assert (start, window) == ("ridge", 96)
+    assert torch.equal(weights, torch.from_numpy(ridge_weights(values, offsets, lengths, 96, 12)))
     # Asked for one window, it is kept; too short for the longer one, the default stays.
     assert choose_start("auto", values, offsets, lengths, positions, (48,), 12, 24, squared=False)[2] == 48
     short, short_offsets = layout([repeating(150, seed=s) for s in range(3)])
@@ -175,6 +178,34 @@ def test_the_window_doubles_where_least_squares_does_better_with_it():
         choose_start("ridge", short, short_offsets, lengths, positions, (48, 96), 12, 24, squared=False)[2]
         == 48
     )
+
+
+def wandering(length: int, seed: int) -> np.ndarray:
+    """A daily wave on a random-walk level, with noise: a week's window and a fortnight's do
+    about equally well."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return 3 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.normal(0, 0.3, length)) + rng.normal(0, 0.5, length)
+
+
+def test_the_highway_is_the_mean_of_the_fits_where_no_window_is_clearly_better():
+    values, offsets = layout([wandering(1200, seed=s) for s in range(3)])
+    lengths, positions = np.full(3, 1100), [np.arange(1099, 1140)] * 3
+    start, weights, window = choose_start(
+        "auto", values, offsets, lengths, positions, (48, 96), 12, 24, squared=False
+    )
+    short, long = (ridge_weights(values, offsets, lengths, w, 12) for w in (48, 96))
+    assert (start, window) == ("ridge", 96) and weights.shape == (12, 96)
+    # One map over the longer window: the shorter fit reads its newest 48 values.
+    expected = (np.pad(short.astype(np.float64), ((0, 0), (48, 0))) + long) / 2
+    assert np.allclose(weights.numpy(), expected, atol=1e-6)
+    assert np.allclose(weights.numpy().sum(axis=1), 1.0, atol=1e-4)  # the level is carried as before
+    units = naive_units(values, offsets, lengths, 24)
+    scores = [
+        validation_error(w, values, offsets, positions, units, False, 96)[0]
+        for w in (short, long, weights.numpy())
+    ]
+    assert min(scores[:2]) > (1 - MEAN_MARGIN) * scores[2]
 
 
 def test_fit_takes_the_longer_window_only_when_the_window_is_left_to_it():

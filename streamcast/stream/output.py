@@ -2,7 +2,9 @@
 
 Numbers are formatted by polars in one vectorised pass (float32 precision, the network's own, in
 the shortest form that reads back exactly), timestamps once per distinct time in the batch; what is
-left per line is one string template, so the bulk regime stays fast.
+left per line is one string template, so the bulk regime stays fast. A batch of a few lines (one
+line at a time, interactively) is formatted row by row in Python to the same text, since each
+polars call has a fixed cost that there outweighs the work.
 
 JSON lines: {"series_id", "timestamp", "forecast": [H], "timestamps": [H target times],
 "q0.1": [H] ... (models with quantiles), "warming_up"}, then with --watch "error", "score" (null when
@@ -30,8 +32,88 @@ MAX_CACHED_IDS = 65_536  # the id texts kept: memory stays bounded however many 
 MAX_CACHED_TIMES = 4_096  # the times whose texts are kept
 
 
+SMALL_BATCH = 16  # rows up to which a batch is formatted row by row in Python
+# polars writes float32 in positional notation inside these bounds and switches to exponents
+# outside them; numpy's positional shortest form is the same text inside (tested)
+_PLAIN_LOW, _PLAIN_HIGH = 1e-5, 1e12
+
+
+class _Columns:
+    """Text pieces as polars columns: one vectorised pass per piece, for batches of many rows."""
+
+    @staticmethod
+    def numbers(values: np.ndarray, missing: str) -> pl.Series:
+        rows, width = values.shape
+        flat = pl.Series(values.reshape(-1)).cast(pl.String)
+        if not np.isfinite(values).all():
+            flat = flat.set(pl.Series(~np.isfinite(values.reshape(-1))), None).fill_null(missing)
+        return flat.reshape((rows, width)).arr.join(",")
+
+    @staticmethod
+    def texts(texts: list[str]) -> pl.Series:
+        return pl.Series(texts, dtype=pl.String)
+
+    @staticmethod
+    def gather(texts: list[str], pick: np.ndarray) -> pl.Series:
+        return pl.Series(texts, dtype=pl.String).gather(pl.Series(pick, dtype=pl.Int64))
+
+    @staticmethod
+    def booleans(flags: np.ndarray) -> pl.Series:
+        return pl.Series(np.where(flags, "true", "false"), dtype=pl.String)
+
+    @staticmethod
+    def join(parts: list) -> str:
+        row = pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
+        return "".join(pl.select(row).to_series().to_list())
+
+
+class _Rows:
+    """The same pieces as Python lists, for a few rows: there each polars call's fixed cost (a
+    query planned and run per piece) was most of a line's time, one line at a time."""
+
+    @staticmethod
+    def numbers(values: np.ndarray, missing: str) -> list[str]:
+        text = np.format_float_positional
+        return [
+            ",".join(text(v, unique=True, trim="0") if np.isfinite(v) else missing for v in row)
+            for row in values
+        ]
+
+    @staticmethod
+    def texts(texts: list[str]) -> list[str]:
+        return texts
+
+    @staticmethod
+    def gather(texts: list[str], pick: np.ndarray) -> list[str]:
+        return [texts[i] for i in pick.tolist()]
+
+    @staticmethod
+    def booleans(flags: np.ndarray) -> list[str]:
+        return ["true" if f else "false" for f in flags.tolist()]
+
+    @staticmethod
+    def join(parts: list) -> str:
+        rows = next(len(p) for p in parts if not isinstance(p, str))
+        return "".join("".join(p if isinstance(p, str) else p[r] for p in parts) for r in range(rows))
+
+
+def kit_for(batch: StreamBatch) -> type[_Columns] | type[_Rows]:
+    """Row by row for a few rows whose numbers polars writes without exponents; columns otherwise."""
+    if len(batch) > SMALL_BATCH:
+        return _Columns
+    numbers = [batch.values]
+    if batch.watched is not None:
+        numbers += [batch.watched.error, batch.watched.score]
+    return _Rows if all(_plain(x) for x in numbers) else _Columns
+
+
+def _plain(values: np.ndarray) -> bool:
+    size = np.abs(values.astype(np.float32))
+    return bool(np.all((size == 0) | ((size >= _PLAIN_LOW) & (size < _PLAIN_HIGH)) | ~np.isfinite(size)))
+
+
 class _Text:
-    """Shared pieces: series ids and times as text, cached, and float blocks joined by polars."""
+    """Shared pieces: series ids and times as text, cached, and float blocks joined."""
 
     missing = "null"  # what a forecast that is not a finite number is written as (it never should be)
 
@@ -41,38 +123,27 @@ class _Text:
 
     def numbers(self, values: np.ndarray) -> list[str]:
         """(R, K) floats -> R strings "v1,v2,...,vK"."""
-        return self.number_texts(values).to_list()
+        if not len(values):
+            return []
+        return list(self.number_texts(_Columns, values))
 
-    def number_texts(self, values: np.ndarray) -> pl.Series:
-        """As `numbers`, as a polars column (what `lines` joins)."""
-        rows, width = values.shape
-        if rows == 0:
-            return pl.Series([], dtype=pl.String)
-        numbers = values.astype(np.float32).reshape(-1)
-        flat = pl.Series(numbers).cast(pl.String)
-        if not np.isfinite(numbers).all():
-            flat = flat.set(pl.Series(~np.isfinite(numbers)), None).fill_null(self.missing)
-        return flat.reshape((rows, width)).arr.join(",")
+    def number_texts(self, kit, values: np.ndarray):
+        """(R, K) floats in float32 precision, the shortest text that reads back exactly."""
+        return kit.numbers(values.astype(np.float32), self.missing)
 
-    def id_texts(self, series_ids: list[str]) -> pl.Series:
+    def id_texts(self, kit, series_ids: list[str]):
         texts = self.ids
-        return pl.Series([texts[s] if s in texts else self._id(s) for s in series_ids], dtype=pl.String)
+        return kit.texts([texts[s] if s in texts else self._id(s) for s in series_ids])
 
-    @staticmethod
-    def lines(parts: list) -> str:
-        """Text pieces (str for every row, or a Series of one per row) joined row by row, in one pass."""
-        row = pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
-        return "".join(pl.select(row).to_series().to_list())
-
-    def watch_fields(self, batch: StreamBatch, names: tuple[str, str, str]) -> list:
-        """The error, score and flag (--watch) as `lines` pieces, each after its `names` prefix;
+    def watch_fields(self, kit, batch: StreamBatch, names: tuple[str, str, str]) -> list:
+        """The error, score and flag (--watch) as `join` pieces, each after its `names` prefix;
         none when the batch is not watched."""
         w = batch.watched
         if w is None:
             return []
-        error = self.number_texts(w.error[:, None])
-        score = self.number_texts(w.score[:, None])
-        return [names[0], error, names[1], score, names[2], _booleans(w.anomaly)]
+        error = self.number_texts(kit, w.error[:, None])
+        score = self.number_texts(kit, w.score[:, None])
+        return [names[0], error, names[1], score, names[2], kit.booleans(w.anomaly)]
 
     def cache(self, sid: str, text: str) -> str:
         if len(self.ids) >= MAX_CACHED_IDS:
@@ -118,24 +189,24 @@ class JsonLines(_Text):
             quoted = texts if indexed else [f'"{t}"' for t in texts]
             heads.append(quoted[0])
             tails.append(",".join(quoted[1:]))
-        pick = pl.Series(inverse, dtype=pl.Int64)
+        kit = kit_for(batch)
         parts = [
             '{"series_id":',
-            self.id_texts(batch.series_ids),
+            self.id_texts(kit, batch.series_ids),
             ',"timestamp":',
-            pl.Series(heads, dtype=pl.String).gather(pick),
+            kit.gather(heads, inverse),
             ',"forecast":[',
-            point := self.number_texts(batch.values[:, :, batch.point_index]),
+            point := self.number_texts(kit, batch.values[:, :, batch.point_index]),
             '],"timestamps":[',
-            pl.Series(tails, dtype=pl.String).gather(pick),
+            kit.gather(tails, inverse),
             "]",
         ]
         for i, q in enumerate(batch.quantiles):
-            texts = point if i == batch.point_index else self.number_texts(batch.values[:, :, i])
+            texts = point if i == batch.point_index else self.number_texts(kit, batch.values[:, :, i])
             parts += [f",{json.dumps(quantile_column(q))}:[", texts, "]"]
-        parts += [',"warming_up":', _booleans(batch.warming_up)]
-        parts += self.watch_fields(batch, (',"error":', ',"score":', ',"anomaly":'))
-        return self.lines([*parts, "}\n"])
+        parts += [',"warming_up":', kit.booleans(batch.warming_up)]
+        parts += self.watch_fields(kit, batch, (',"error":', ',"score":', ',"anomaly":'))
+        return kit.join([*parts, "}\n"])
 
     def _id(self, sid: str) -> str:
         text = self.ids.get(sid)
@@ -167,16 +238,15 @@ class Csv(_Text):
         if len(batch) == 0:
             return ""
         inverse, stamps = self.times(batch, 0)
-        times = pl.Series([texts[0] for texts in stamps], dtype=pl.String).gather(
-            pl.Series(inverse, dtype=pl.Int64)
-        )
-        parts = [self.id_texts(batch.series_ids), ",", times, ",", _booleans(batch.warming_up), ","]
-        point = self.number_texts(batch.values[:, :, batch.point_index])
+        kit = kit_for(batch)
+        times = kit.gather([texts[0] for texts in stamps], inverse)
+        parts = [self.id_texts(kit, batch.series_ids), ",", times, ",", kit.booleans(batch.warming_up), ","]
+        point = self.number_texts(kit, batch.values[:, :, batch.point_index])
         parts.append(point)
         for i in range(len(batch.quantiles)):  # the median is the point: formatted once
-            parts += [",", point if i == batch.point_index else self.number_texts(batch.values[:, :, i])]
-        parts += self.watch_fields(batch, (",", ",", ","))
-        return self.lines([*parts, "\n"])
+            parts += [",", point if i == batch.point_index else self.number_texts(kit, batch.values[:, :, i])]
+        parts += self.watch_fields(kit, batch, (",", ",", ","))
+        return kit.join([*parts, "\n"])
 
     def _id(self, sid: str) -> str:
         text = self.ids.get(sid)
@@ -184,10 +254,6 @@ class Csv(_Text):
             needs_quotes = any(c in sid for c in ',"\n\r') or sid != sid.strip()
             text = self.cache(sid, '"' + sid.replace('"', '""') + '"' if needs_quotes else sid)
         return text
-
-
-def _booleans(flags: np.ndarray) -> pl.Series:
-    return pl.Series(np.where(flags, "true", "false"), dtype=pl.String)
 
 
 def formatter(

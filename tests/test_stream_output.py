@@ -1,0 +1,81 @@
+"""`stream`'s text: a few lines are written row by row in Python, many in polars columns; a reader
+must not be able to tell which (the same bytes either way)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamcast.stream.config import StreamConfig
+from streamcast.stream.engine import stream
+from streamcast.stream.input import parser_for
+from streamcast.stream.output import _PLAIN_HIGH, _PLAIN_LOW, _Columns, _plain, _Rows, formatter
+from streamcast.stream.state import StreamState
+from streamcast.stream.watch import WatchConfig
+from tests.conftest import hourly_frame
+
+output = importlib.import_module(
+    "streamcast.stream.output"
+)  # the module (the package exports a function `stream`)
+
+EDGES = [0.0, -0.0, 1.0, -1.5, 100.0, 0.1, _PLAIN_LOW, -_PLAIN_LOW, 123456.79, 1e7, 16777217.0]
+EDGES += [float(np.nextafter(np.float32(_PLAIN_HIGH), np.float32(0))), 3.4028235e11, 2.5e-5]
+
+
+def texts(kit, values: list[float]) -> list[str]:
+    return list(kit.numbers(np.array([values], dtype=np.float32), "null"))
+
+
+def test_row_by_row_numbers_are_polars_own_text_at_the_edges_of_the_plain_range():
+    assert texts(_Rows, EDGES) == texts(_Columns, EDGES)
+    assert texts(_Rows, [float("nan"), 1.0, float("inf")]) == ["null,1.0,null"]
+
+
+def test_numbers_polars_writes_with_an_exponent_are_left_to_polars():
+    assert _plain(np.array([0.0, -0.0, 1.0, _PLAIN_LOW, float("nan")]))
+    assert not _plain(np.array([1.0, 1e13])) and not _plain(np.array([1e-7, 1.0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.floats(width=32, allow_nan=False, allow_infinity=False).filter(
+            lambda v: v == 0 or _PLAIN_LOW <= abs(v) < _PLAIN_HIGH
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_row_by_row_numbers_are_polars_own_text(values):
+    assert texts(_Rows, values) == texts(_Columns, values)
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv"])
+@pytest.mark.parametrize("watch", [None, WatchConfig()])
+def test_a_batch_written_row_by_row_is_the_bytes_polars_writes_for_it(
+    tiny_model, output_format, watch, monkeypatch
+):
+    rows = hourly_frame(length=40).sort("timestamp", "series_id").iter_rows()
+    # Values over six orders of magnitude, and one a hundred billion times the rest.
+    scale = [1e-3, 1.0, 1e3]
+    lines = [
+        f"{sid},{ts:%Y-%m-%d %H:%M},{value * scale[i % 3] * (1e11 if i == 50 else 1):.6g}"
+        for i, (sid, ts, value) in enumerate(rows)
+    ]
+    parser = parser_for(tiny_model)
+    batches = [parser.parse(lines[i : i + 4], i + 1) for i in range(0, len(lines), 4)]
+    config = StreamConfig(watch=watch)
+    written = list(stream(tiny_model, batches, StreamState(tiny_model), config))
+    assert sum(len(b) for b in written) >= 100  # the outlier may be held back as a jump
+
+    def text(small: int) -> str:
+        monkeypatch.setattr(output, "SMALL_BATCH", small)
+        write = formatter(output_format, tiny_model.horizon, tiny_model.quantiles, watch is not None)
+        return "".join(write.format(b) for b in written)
+
+    by_rows, by_columns = text(output.SMALL_BATCH), text(-1)
+    assert by_rows == by_columns

@@ -90,7 +90,7 @@ def _fit_auto(data, config, time_budget, on_epoch, device) -> Forecaster:
     chosen = ranked[:1]
     if len(ranked) >= 2:
         few = ranked[:KEEP]
-        ensemble = EnsembleForecaster.of([n for _, n, _ in few])
+        ensemble = EnsembleForecaster.of([n for _, n, _ in few], prepared.config.ensemble_combine)
         if validation_loss(ensemble, prepared.work, prepared.config) < best_alone:
             chosen = few
     model = assemble(prepared, chosen)

@@ -295,7 +295,8 @@ def print_info(meta: dict, path: str) -> None:
         rows.append(
             (
                 "ensemble",
-                f"{len(info['members'])} members ({cells}), median val loss {_fmt(info['ensemble_val_loss'])}",
+                f"{len(info['members'])} members ({cells}), their {meta.get('ensemble_combine', 'median')}"
+                f" served, val loss {_fmt(info['ensemble_val_loss'])}",
             )
         )
     health = info["gradient_health"]

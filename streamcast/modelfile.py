@@ -63,7 +63,10 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         **({"intervals": forecaster.intervals.to_meta()} if forecaster.intervals is not None else {}),
         "info": forecaster.info,
         **(
-            {"member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members]}
+            {
+                "member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members],
+                "ensemble_combine": net.combine,
+            }
             if isinstance(net, EnsembleForecaster)
             else {}
         ),
@@ -118,7 +121,9 @@ def load(path: str | Path) -> Forecaster:
         weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
 
         def build() -> torch.nn.Module:
-            return RecurrentForecaster(configs[0]) if len(configs) == 1 else EnsembleForecaster(configs)
+            if len(configs) == 1:
+                return RecurrentForecaster(configs[0])
+            return EnsembleForecaster(configs, meta.get("ensemble_combine", "median"))
 
         _check_shapes(build, weights)
         net = build()

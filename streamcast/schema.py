@@ -142,6 +142,7 @@ class ModelMeta(Struct, kw_only=True):
     versions: dict[str, str] = {}
     tensors_sha256: str | None = None
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
+    ensemble_combine: Literal["mean", "median"] = "median"  # files from before it was kept: the median
     static_values: dict[str, list[Any]] = {}
     naive_series: list[Name] = []
     intervals: IntervalsMeta | None = None

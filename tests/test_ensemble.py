@@ -7,10 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from click.testing import CliRunner
 
 import streamcast as sc
+from streamcast import safefile
 from streamcast.cli import main
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster, median_of_members
@@ -50,11 +52,75 @@ def test_the_first_member_is_the_single_model_of_the_same_seed(tiny_data, ensemb
 
 
 def test_the_forecast_is_the_median_of_the_members_forecasts(ensemble, tiny_data):
-    got = sc.forecast(ensemble, tiny_data)
+    net = EnsembleForecaster.of(list(ensemble.net.members), "median")
+    got = sc.forecast(
+        Forecaster(net, ensemble.spec, ensemble.scaler, ensemble.columns, ensemble.info), tiny_data
+    )
     each = [sc.forecast(member(ensemble, m), tiny_data) for m in range(3)]
     for column in ("forecast", "q0.1", "q0.9"):
         members = np.stack([f[column].to_numpy() for f in each])
         np.testing.assert_allclose(got[column].to_numpy(), np.median(members, axis=0), rtol=1e-6)
+
+
+def test_the_default_forecast_is_the_members_mean_in_the_networks_own_units(ensemble, tiny_data):
+    assert ensemble.net.combine == "mean"
+    # In the scaled (for positive data, log) units the network forecasts in: for data in logs the
+    # served forecast is the members' geometric mean.
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, ensemble.net.config.input_size)
+    with torch.no_grad():
+        y, _ = ensemble.net(x, ensemble.net.init_state(2))
+        each, _ = ensemble.net.member_forward(x, ensemble.net.init_state(2))
+    torch.testing.assert_close(y, each.sort(dim=-1).values.mean(dim=-3))
+    got = sc.forecast(ensemble, tiny_data)["forecast"].to_numpy()
+    members = np.stack([sc.forecast(member(ensemble, m), tiny_data)["forecast"].to_numpy() for m in range(3)])
+    assert (members.min(axis=0) <= got + 1e-4).all() and (got <= members.max(axis=0) + 1e-4).all()
+
+
+def test_the_file_keeps_how_members_combine_and_older_files_keep_the_median(ensemble, tmp_path):
+    path = tmp_path / "e.streamcast"
+    sc.save(
+        Forecaster(
+            EnsembleForecaster.of(list(ensemble.net.members), "median"),
+            ensemble.spec,
+            ensemble.scaler,
+            ensemble.columns,
+            ensemble.info,
+        ),
+        path,
+    )
+    assert sc.load(path).net.combine == "median"
+    sc.save(ensemble, path)
+    assert sc.load(path).net.combine == "mean"
+    raw = path.read_bytes()
+    meta = safefile.header(raw)
+    del meta["ensemble_combine"]  # as written before the mean was the default
+    path.write_bytes(safefile.write(safetensors.torch.load(raw), meta))
+    assert sc.load(path).net.combine == "median"
+
+
+def test_cli_fit_ensemble_combine_is_an_option_and_info_shows_it(tmp_path, tiny_data):
+    data = tmp_path / "d.csv"
+    tiny_data.frame.write_csv(data)
+    model = tmp_path / "m.streamcast"
+    args = [
+        "fit",
+        str(data),
+        "--horizon",
+        "6",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--ensemble",
+        "2",
+        "--quiet",
+    ]
+    result = CliRunner().invoke(main, [*args, "--ensemble-combine", "median", "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "their median served" in CliRunner().invoke(main, ["info", str(model)]).stdout
+    bad = CliRunner().invoke(main, [*args, "--ensemble-combine", "max", "-o", str(model)])
+    assert bad.exit_code == 2 and "--ensemble-combine" in bad.output
 
 
 def test_the_median_of_an_even_number_of_members_is_the_mean_of_the_middle_two():

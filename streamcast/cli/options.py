@@ -270,7 +270,14 @@ def fit_options(f):
             type=int,
             default=3,
             show_default=True,
-            help="Train N members (seeds --seed, --seed+1, ..) and forecast their median; every command serves the one file. Three cut M4 Hourly's validation MASE by a tenth against one; 1 trains a single network.",
+            help="Train N members (seeds --seed, --seed+1, ..) and forecast their mean (see --ensemble-combine); every command serves the one file. Three cut M4 Hourly's validation MASE by a tenth against one; 1 trains a single network.",
+        ),
+        click.option(
+            "--ensemble-combine",
+            type=click.Choice(["mean", "median"]),
+            default="mean",
+            show_default=True,
+            help="How the members' forecasts (and quantiles) become one: mean, or median (one odd member cannot drag it).",
         ),
         click.option(
             "--ensemble-cells",

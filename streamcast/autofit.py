@@ -1,8 +1,8 @@
 """`fit --auto`: try a few configurations within a time budget and keep what validates best.
 
 Every candidate trains on the same scaled inputs, lanes and validation part (`training.prepare`),
-so their validation losses compare like for like. The best few become an ensemble when their median
-validates better than the best one alone; otherwise the best one is the model. What was tried, and
+so their validation losses compare like for like. The best few become an ensemble when their mean
+(or median, `--ensemble-combine`) validates better than the best one alone; otherwise the best one is the model. What was tried, and
 how each did, goes into the model file (`info.auto`) and the CLI's summary.
 """
 

@@ -31,6 +31,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     DEFAULT_MODEL_PATH,
     FORMAT,
     FORMAT_VERSION,
+    MEAN_OF_MEMBERS,
     metadata,
     read_file,
     read_metadata,
@@ -49,7 +50,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     net = forecaster.net
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": MEAN_OF_MEMBERS if _mean_of_members(net) else MEAN_OF_MEMBERS - 1,
         "model_config": _without_defaults(asdict(net.config), _KNOWN_MODEL),
         "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
         "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
@@ -102,6 +103,10 @@ _KNOWN_SPEC = {
 
 
 _KNOWN_MODEL = {"known": 0, "known_at": 0}
+
+
+def _mean_of_members(net) -> bool:
+    return isinstance(net, EnsembleForecaster) and net.combine == "mean"
 
 
 def _without_defaults(fields: dict, defaults: dict) -> dict:

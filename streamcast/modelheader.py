@@ -17,9 +17,11 @@ FORMAT = "streamcast-model"
 # 2: ensembles (member_configs) and target transforms; 3: a sha256 of the whole file in the
 # header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
 # keep loading; 4: the head's scale, lag inputs and highway start, inputs known in advance and static features,
-# which a reader of 3 would ignore and misread.
+# which a reader of 3 would ignore and misread; 5: an ensemble served by its members' mean, which a
+# reader of 4 would serve as their median (files without it are still written as 4).
 # An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+MEAN_OF_MEMBERS = 5
 WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 

@@ -161,7 +161,8 @@ class OnlineLearner:
         for key, value in tensors.items():
             if key.startswith("adam."):
                 _, i, name = key.split(".", 2)
-                state.setdefault(int(i), {})[name] = value
+                # a copy: the loaded tensors share the state file's whole buffer, which would live on
+                state.setdefault(int(i), {})[name] = value.clone()
         learner.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         series = tensors["series"].tolist()
         ends = np.cumsum([0, *tensors["lengths"].tolist()])

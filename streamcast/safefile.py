@@ -198,8 +198,8 @@ def read_tensors(raw: bytearray) -> dict[str, torch.Tensor]:
     for name, entry in entries.items():
         try:
             dtype = dtypes[entry["dtype"]]
-            shape = [int(n) for n in entry["shape"]]
-            begin, end = (int(n) for n in entry["data_offsets"])
+            shape = [_integer(n) for n in entry["shape"]]
+            begin, end = (_integer(n) for n in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"tensor {name!r} is not described as safetensors describes one") from None
         count = math.prod(shape)
@@ -227,6 +227,13 @@ def read_tensors(raw: bytearray) -> dict[str, torch.Tensor]:
     if start + offset != len(raw):
         raise ValueError("the tensors do not fill the file")
     return tensors
+
+
+def _integer(value) -> int:
+    """A JSON integer, nothing else: Python's json also reads Infinity, 1e400, true and "12"."""
+    if type(value) is not int:
+        raise ValueError(f"{value!r} is not an integer")
+    return value
 
 
 def _dtype_names() -> dict:

@@ -90,6 +90,7 @@ def test_the_file_keeps_how_members_combine_and_older_files_keep_the_median(ense
         path,
     )
     assert sc.load(path).net.combine == "median"
+    assert safefile.header(path.read_bytes())["format_version"] == 4  # as an older reader reads it
     sc.save(ensemble, path)
     assert sc.load(path).net.combine == "mean"
     raw = path.read_bytes()
@@ -226,7 +227,9 @@ def test_fit_ensemble_from_the_cli_is_served_by_forecast_and_shown_by_info(tmp_p
     assert result.exit_code == 0, result.stderr
     meta = json.loads(run(["info", "--json", str(out)]).stdout)
     assert [m["cell"] for m in meta["member_configs"]] == ["lstm", "gru"]
-    assert meta["format_version"] == 4  # ensembles came with 2, the whole-file checksum with 3
+    # ensembles came with 2, the whole-file checksum with 3, the members' mean with 5: a reader of
+    # 4 would serve it as their median, so it asks for an upgrade instead
+    assert meta["format_version"] == 5
     assert "ensemble" in run(["info", str(out)]).stdout
     forecast = run(["forecast", "-m", str(out), str(data)])
     assert forecast.exit_code == 0 and len(forecast.stdout.splitlines()) == 1 + 2 * 6

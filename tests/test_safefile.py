@@ -94,6 +94,10 @@ def rewritten(entries: dict, data: bytes) -> bytearray:
         ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(16), "do not fill the file"),
         ({"a": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x07", "neither 0 nor 1"),
         ([1, 2], b"", "not a JSON object"),
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, float("inf")]}}, bytes(8), "not described"),
+        ({"a": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 0]}}, b"", "not described"),
+        ({"a": {"dtype": "F32", "shape": "12", "data_offsets": [0, 8]}}, bytes(8), "not described"),
+        ({"a": {"dtype": "F32", "shape": [True, 2], "data_offsets": [0, 8]}}, bytes(8), "not described"),
     ],
 )
 def test_a_file_that_does_not_hold_together_is_refused(entries, data, message):

@@ -240,7 +240,13 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         try:
             state = _from_file(raw, meta, path, forecaster)
             sealed.result()
-        except (*DAMAGED_FILE, safetensors.SafetensorError, safefile.Damaged, ModelFileError) as exc:
+        except (
+            *DAMAGED_FILE,
+            OverflowError,
+            safetensors.SafetensorError,
+            safefile.Damaged,
+            ModelFileError,
+        ) as exc:
             reason = first_line(exc)
             try:  # damage the checksum sees is the reason, whatever it broke on the way
                 sealed.result()

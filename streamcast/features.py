@@ -514,15 +514,17 @@ def input_rows(
     covariates: np.ndarray,
     spec: FeatureSpec,
     static: np.ndarray | None = None,
+    step: int = 0,
 ) -> np.ndarray:
     """The rows `build_inputs` makes, from values already scaled (N,) and raw covariates (N, C):
     the past covariates, then each future covariate's next `future_steps` values; `static`: each
     row's static inputs (`static_rows`).
 
     For a caller whose scale changes row by row (a new series warming up in `stream`) or who cannot
-    afford a frame and a group-by per tick.
+    afford a frame and a group-by per tick. `step`: the grid's fixed step in the timestamps' units
+    (0 for none), with which the calendar rows of the next times are made ahead.
     """
-    parts = [scaled[:, None], _calendar_by_distinct_time(timestamps, spec.calendar)]
+    parts = [scaled[:, None], _calendar_by_distinct_time(timestamps, spec.calendar, step)]
     if spec.covariates or spec.future_covariates:
         loc = np.concatenate([spec.covariate_loc, np.repeat(spec.future_loc, spec.future_steps)])
         scale = np.concatenate([spec.covariate_scale, np.repeat(spec.future_scale, spec.future_steps)])
@@ -534,7 +536,7 @@ def input_rows(
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...]) -> np.ndarray:
+def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...], step: int = 0) -> np.ndarray:
     """`calendar_features`, computed once per distinct time: a stream's micro-batch holds many
     series at a few times. The rows of recent times are kept (`_RECENT_CALENDAR`): one line at a
     time, a hundred series reporting the same hour paid for a polars frame each, most of a line's
@@ -557,11 +559,19 @@ def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...]) ->
                 rows[i] = recent[t]
         if missing:
             rows[missing] = calendar_features(timestamps.gather(first[missing]), names)
-    if len(recent) + len(times) > _RECENT_TIMES:
+    if len(recent) + len(times) * (_TIMES_AHEAD + 1) > _RECENT_TIMES:
         recent.clear()
     recent.update(zip(times.tolist(), rows, strict=True))
+    if step and 0 < len(missing) <= 4:
+        # A new time of a live stream is one line in a hundred, and it paid for a polars frame:
+        # the rows of the next times are made with it, by the same function.
+        later = (times[missing][:, None] + step * np.arange(1, _TIMES_AHEAD + 1)).reshape(-1)
+        later = np.setdiff1d(later, times)
+        ahead = pl.Series(later).cast(timestamps.dtype)
+        recent.update(zip(later.tolist(), calendar_features(ahead, names), strict=True))
     return rows[inverse.reshape(-1)]
 
 
 _RECENT_TIMES = 4096
+_TIMES_AHEAD = 24  # the later times whose calendar rows are made with a new one's
 _RECENT_CALENDAR: dict[tuple[str, tuple[str, ...]], dict[int, np.ndarray]] = {}

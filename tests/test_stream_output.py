@@ -79,3 +79,23 @@ def test_a_batch_written_row_by_row_is_the_bytes_polars_writes_for_it(
 
     by_rows, by_columns = text(output.SMALL_BATCH), text(-1)
     assert by_rows == by_columns
+
+
+def test_times_and_calendar_rows_made_ahead_are_those_made_when_their_time_comes(tiny_model, monkeypatch):
+    lines = [
+        f"{sid},{ts:%Y-%m-%d %H:%M},{value:.4f}"
+        for sid, ts, value in hourly_frame(length=40).sort("timestamp", "series_id").iter_rows()
+    ]
+    features = importlib.import_module("streamcast.features")
+
+    def one_at_a_time(ahead: int) -> str:
+        monkeypatch.setattr(output, "TIMES_AHEAD", ahead)
+        monkeypatch.setattr(features, "_TIMES_AHEAD", ahead)
+        features._RECENT_CALENDAR.clear()
+        parser = parser_for(tiny_model)
+        batches = [parser.parse([line], i + 1) for i, line in enumerate(lines)]
+        write = formatter("jsonl", tiny_model.horizon, tiny_model.quantiles)
+        return "".join(write.format(b) for b in stream(tiny_model, batches, StreamState(tiny_model)))
+
+    made_ahead = one_at_a_time(24)
+    assert made_ahead.count("\n") == 120 and made_ahead == one_at_a_time(0)

@@ -30,6 +30,8 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 
 MAX_CACHED_IDS = 65_536  # the id texts kept: memory stays bounded however many series pass
 MAX_CACHED_TIMES = 4_096  # the times whose texts are kept
+TIMES_AHEAD = 24  # later times whose texts are made with a new time's (one line at a time)
+FEW_NEW_TIMES = 4  # new times in a batch up to which those are made
 
 
 SMALL_BATCH = 16  # rows up to which a batch is formatted row by row in Python
@@ -161,13 +163,20 @@ class _Text:
         texts = [self.stamps.get(key) for key in keys]
         new = [u for u, text in enumerate(texts) if text is None]
         if new:
-            k = np.arange(steps + 1)
-            grid = batch.grid.shift(np.repeat(unique[new], steps + 1), np.tile(k, len(new)))
+            # A new time of a live stream is one line in a hundred, and it paid for a polars call:
+            # the texts of the next TIMES_AHEAD times are made with it, as the same sums (a fixed
+            # step; months are moved from each time itself).
+            ahead = TIMES_AHEAD if len(new) <= FEW_NEW_TIMES and not batch.grid.months else 0
+            width = steps + 1 + ahead
+            grid = batch.grid.shift(np.repeat(unique[new], width), np.tile(np.arange(width), len(new)))
             flat = batch.grid.text(grid, batch.time_zone)
-            if len(self.stamps) + len(new) > MAX_CACHED_TIMES:
+            if len(self.stamps) + len(new) * (ahead + 1) > MAX_CACHED_TIMES:
                 self.stamps.clear()
             for i, u in enumerate(new):
-                texts[u] = self.stamps[keys[u]] = flat[i * (steps + 1) : (i + 1) * (steps + 1)]
+                row, at = flat[i * width : (i + 1) * width], grid[i * width : (i + 1) * width].tolist()
+                for j in range(ahead, -1, -1):  # the time itself last: its own key is set for sure
+                    self.stamps[(at[j], steps, batch.time_zone)] = row[j : j + steps + 1]
+                texts[u] = self.stamps[keys[u]]
         return inverse, texts
 
 

@@ -13,6 +13,7 @@ the new model's shapes match; otherwise one line on stderr and the old model ser
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import signal
@@ -95,6 +96,10 @@ class StreamSession:
         self.signals.install(
             wake_write, reload_on=(signal.SIGHUP,) if self.options.model_path is not None else ()
         )
+        # Everything loaded so far (torch, polars, the model, the states) lives as long as the
+        # stream: out of the cycle collector's sight, its full passes no longer walk it between
+        # two lines.
+        gc.freeze()
         try:
             reader = LineReader(source, self.options.batch_lines, wake_fd=wake_read)
             try:

@@ -543,8 +543,9 @@ def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...], st
     feature work; a row comes from the same function either way, so the inputs are the same."""
     if not names or len(timestamps) == 0:
         return calendar_features(timestamps, names)
+    # cast, not to_physical: the same integers, without an expression run per call (60 us against 2)
     times, first, inverse = np.unique(
-        timestamps.to_physical().to_numpy(), return_index=True, return_inverse=True
+        timestamps.cast(pl.Int64).to_numpy(), return_index=True, return_inverse=True
     )
     if len(times) > _RECENT_TIMES:  # a history, not a micro-batch: nothing to win
         return calendar_features(timestamps.gather(first), names)[inverse.reshape(-1)]

@@ -168,6 +168,11 @@ class StreamSession:
         self.err.flush()
         if self.options.metrics is not None:
             self.options.metrics.reloaded(outcome)
+        # The old model was frozen with the rest at start: let the collector see it once, so that
+        # a cycle in it is not kept for ever, reload after reload; then freeze the new state of things.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def _emit(self, batch: StreamBatch) -> None:
         self.counts["anomalies"] += batch.anomalies

@@ -560,13 +560,13 @@ def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...], st
                 rows[i] = recent[t]
         if missing:
             rows[missing] = calendar_features(timestamps.gather(first[missing]), names)
-    if len(recent) + len(times) * (_TIMES_AHEAD + 1) > _RECENT_TIMES:
+    if len(recent) + len(times) * (TIMES_AHEAD + 1) > _RECENT_TIMES:
         recent.clear()
     recent.update(zip(times.tolist(), rows, strict=True))
-    if step and 0 < len(missing) <= 4:
+    if step and 0 < len(missing) <= FEW_NEW_TIMES:
         # A new time of a live stream is one line in a hundred, and it paid for a polars frame:
         # the rows of the next times are made with it, by the same function.
-        later = (times[missing][:, None] + step * np.arange(1, _TIMES_AHEAD + 1)).reshape(-1)
+        later = (times[missing][:, None] + step * np.arange(1, TIMES_AHEAD + 1)).reshape(-1)
         later = np.setdiff1d(later, times)
         ahead = pl.Series(later).cast(timestamps.dtype)
         recent.update(zip(later.tolist(), calendar_features(ahead, names), strict=True))
@@ -574,5 +574,8 @@ def _calendar_by_distinct_time(timestamps: pl.Series, names: tuple[str, ...], st
 
 
 _RECENT_TIMES = 4096
-_TIMES_AHEAD = 24  # the later times whose calendar rows are made with a new one's
+# A live stream's new time is one line in a hundred: the next TIMES_AHEAD times' calendar rows (and
+# `stream`'s time texts) are made with it, where a batch brings at most FEW_NEW_TIMES new times.
+TIMES_AHEAD = 24
+FEW_NEW_TIMES = 4
 _RECENT_CALENDAR: dict[tuple[str, tuple[str, ...]], dict[int, np.ndarray]] = {}

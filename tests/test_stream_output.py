@@ -90,7 +90,7 @@ def test_times_and_calendar_rows_made_ahead_are_those_made_when_their_time_comes
 
     def one_at_a_time(ahead: int) -> str:
         monkeypatch.setattr(output, "TIMES_AHEAD", ahead)
-        monkeypatch.setattr(features, "_TIMES_AHEAD", ahead)
+        monkeypatch.setattr(features, "TIMES_AHEAD", ahead)
         features._RECENT_CALENDAR.clear()
         parser = parser_for(tiny_model)
         batches = [parser.parse([line], i + 1) for i, line in enumerate(lines)]

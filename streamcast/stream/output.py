@@ -22,6 +22,7 @@ import json
 import numpy as np
 import polars as pl
 
+from streamcast.features import FEW_NEW_TIMES, TIMES_AHEAD
 from streamcast.forecasting import quantile_column
 from streamcast.stream.engine import StreamBatch
 
@@ -30,9 +31,6 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 
 MAX_CACHED_IDS = 65_536  # the id texts kept: memory stays bounded however many series pass
 MAX_CACHED_TIMES = 4_096  # the times whose texts are kept
-TIMES_AHEAD = 24  # later times whose texts are made with a new time's (one line at a time)
-FEW_NEW_TIMES = 4  # new times in a batch up to which those are made
-
 
 SMALL_BATCH = 16  # rows up to which a batch is formatted row by row in Python
 # polars writes float32 in positional notation inside these bounds and switches to exponents

@@ -58,13 +58,14 @@ def dump(f: BinaryIO, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     # As safetensors orders them: widest dtype first, so every tensor stays aligned to its size.
     names = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
     entries: dict = {"__metadata__": {"streamcast": text}}
+    dtype_names = _dtype_names()
     pieces = []
     offset = 0
     for name in names:
         tensor = tensors[name].detach().cpu().contiguous()
         size = tensor.numel() * tensor.element_size()
         entries[name] = {
-            "dtype": _dtype_names()[tensor.dtype],
+            "dtype": dtype_names[tensor.dtype],
             "shape": list(tensor.shape),
             "data_offsets": [offset, offset + size],
         }

@@ -60,8 +60,10 @@ class PlanRunner:
         scaled = (to_model_units(np.asarray(plan.row_value)[order], self.transform) - loc) / scale
         stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
-        step = 0 if self.grid.months else self.grid.step
-        inputs = input_rows(scaled, stamps, cov, f.spec, self._static(plan.run_series, counts), step)
+        # the grid's step is 0 for months, which are not made ahead
+        inputs = input_rows(
+            scaled, stamps, cov, f.spec, self._static(plan.run_series, counts), self.grid.step
+        )
         emit = np.asarray(plan.row_emit)[order]
         # Watching scores every observation, so every one needs its forecast (filled steps do not).
         wanted = emit if self.config.watch is None else np.asarray(plan.row_obs)[order] >= 0

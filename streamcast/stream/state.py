@@ -23,7 +23,6 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import torch
 
 import streamcast
@@ -243,7 +242,6 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
         except (
             *DAMAGED_FILE,
             OverflowError,
-            safetensors.SafetensorError,
             safefile.Damaged,
             ModelFileError,
         ) as exc:

@@ -5,7 +5,23 @@ from __future__ import annotations
 import torch
 
 LOSSES = ("mae", "mse", "huber")
+LOSS_CHOICES = ("auto", *LOSSES)
 SERIES_WEIGHTS = ("equal", "mase")
+
+
+def choose_loss(requested: str, transform: str) -> str:
+    """`--loss auto`: MAE on logs, MSE on data left in its own units.
+
+    In logs an absolute error is a relative one, which is what sMAPE and MASE score on positive,
+    multiplicative data; a median forecast in logs is also the median in the data's units. Data
+    that crosses zero (or holds zeros) stays in its units, and is mostly scored by squared error
+    (the ETT and LTSF benchmarks), whose best forecast is the mean. There MSE training lowered
+    the validation MSE on all four ETT tasks over 3 seeds (README, accuracy levers), and with
+    MAE the recurrent part had made ETTh1's forecasts worse than the least-squares highway alone.
+    """
+    if requested != "auto":
+        return requested
+    return "mae" if transform == "log" else "mse"
 
 
 def forecast_loss(

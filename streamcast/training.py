@@ -64,7 +64,7 @@ from streamcast.lanes import (
     loss_chunks,
     make_lanes,
 )
-from streamcast.losses import LOSSES, SERIES_WEIGHTS, forecast_loss, loss_terms
+from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
 from streamcast.model import (
     CELLS,
     COMBINES,
@@ -113,7 +113,7 @@ class FitConfig:
     lr_schedule: str = "plateau"
     clip: float = 1.0
     clip_value: float = 0.0
-    loss: str = "mae"
+    loss: str = "auto"  # mae on logs, mse otherwise (streamcast.losses.choose_loss)
     scaling: str = "mean"
     head_scale: str = "auto"
     lag_inputs: str = "season"
@@ -133,7 +133,7 @@ class FitConfig:
             (self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
+            (self.loss in LOSS_CHOICES, f"--loss must be one of {', '.join(LOSS_CHOICES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
             (self.lag_inputs in LAG_INPUTS, f"--lag-inputs must be one of {', '.join(LAG_INPUTS)}"),
             (self.ar_start in AR_STARTS, f"--ar-start must be one of {', '.join(AR_STARTS)}"),
@@ -296,7 +296,9 @@ def _fit(
     cells = config.ensemble_cells or (config.cell,)
     plans = [
         MemberPlan(
-            replace(prepared.model_config, cell=cells[m % len(cells)]), config, member_seed(config.seed, m)
+            replace(prepared.model_config, cell=cells[m % len(cells)]),
+            prepared.config,  # with what `prepare` resolved from the data (`--loss auto`)
+            member_seed(config.seed, m),
         )
         for m in range(config.ensemble)
     ]
@@ -409,6 +411,7 @@ def prepare(
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
         spec = replace(spec, floor=agree_floor(cluster, raw[train_rows], config.transform, transform))
+    config = replace(config, loss=choose_loss(config.loss, transform))  # the file records what trained
     static_values = _static_values(data, config.static)
     with _together(cluster):
         scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ import streamcast as sc
 from streamcast.cli import main
 from streamcast.errors import DataError
 from streamcast.features import choose_transform, from_model_units, to_model_units
+from streamcast.losses import choose_loss
 from streamcast.stream.engine import stream
 from streamcast.stream.input import Observations
 from tests.conftest import TINY, hourly_frame
@@ -40,6 +42,19 @@ def test_fit_records_the_transform_and_head_scale_it_chose(tiny_model):
     model = sc.fit(sc.read_series(shifted), TINY)
     assert model.spec.transform == "none"
     assert model.net.config.head_scale == "global"
+    # --loss auto: MAE in logs, MSE in the data's own units; the file records what trained.
+    assert (tiny_model.info["fit_config"]["loss"], model.info["fit_config"]["loss"]) == ("mae", "mse")
+    squared = sc.fit(sc.read_series(shifted), replace(TINY, loss="mse"))
+    for name, weight in squared.net.state_dict().items():
+        torch.testing.assert_close(model.net.state_dict()[name], weight, rtol=0, atol=0)
+    absolute = sc.fit(sc.read_series(shifted), replace(TINY, loss="mae"))
+    assert absolute.info["fit_config"]["loss"] == "mae"  # asked for: kept
+    assert absolute.info["history"][-1]["val_loss"] != model.info["history"][-1]["val_loss"]
+
+
+def test_auto_loss_is_mae_on_logs_and_mse_in_the_datas_units():
+    assert (choose_loss("auto", "log"), choose_loss("auto", "none")) == ("mae", "mse")
+    assert (choose_loss("huber", "log"), choose_loss("mae", "none")) == ("huber", "mae")
 
 
 @pytest.fixture(scope="module")

@@ -243,7 +243,13 @@ def fit_options(f):
             show_default=True,
             help="Clip each gradient value (0 = off).",
         ),
-        click.option("--loss", type=click.Choice(["mae", "mse", "huber"]), default="mae", show_default=True),
+        click.option(
+            "--loss",
+            type=click.Choice(["auto", "mae", "mse", "huber"]),
+            default="auto",
+            show_default=True,
+            help="Training loss; auto: mae on log-transformed data, mse on data in its own units.",
+        ),
         click.option(
             "--scaling",
             type=click.Choice(["mean", "std"]),

@@ -411,7 +411,9 @@ def prepare(
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
         spec = replace(spec, floor=agree_floor(cluster, raw[train_rows], config.transform, transform))
-    config = replace(config, loss=choose_loss(config.loss, transform))  # the file records what trained
+    config = replace(
+        config, loss=choose_loss(config.loss, transform, config.quantiles)
+    )  # as the file records
     static_values = _static_values(data, config.static)
     with _together(cluster):
         scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)

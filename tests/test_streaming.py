@@ -361,6 +361,17 @@ def test_online_learning_changes_the_weights_and_resumes_exactly(tiny_model, tmp
     )
 
 
+def test_online_learning_resolves_a_model_file_whose_loss_reads_auto(tiny_model, tmp_path):
+    info = {**tiny_model.info, "fit_config": {**tiny_model.info["fit_config"], "loss": "auto"}}
+    edited = replace(tiny_model, info=info, naive_series=frozenset())
+    state = StreamState(edited)
+    config = StreamConfig(learn=LearnConfig(lr=1e-2, window=8, every=16))
+    run(edited, [Observations.from_records(records(hourly_frame(length=30)), edited)], state, config)
+    assert state.learner.loss == "mae" and state.learner.steps > 0  # the tiny data is in logs
+    state.save(tmp_path / "s.state")
+    assert StreamState.load(tmp_path / "s.state", edited).learner.loss == "mae"
+
+
 def test_online_learning_does_not_depend_on_how_the_input_was_batched(tiny_model):
     rows = records(hourly_frame(length=30))
     config = StreamConfig(learn=LearnConfig(lr=1e-2, window=6, every=10))

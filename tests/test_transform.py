@@ -16,7 +16,7 @@ import streamcast as sc
 from streamcast.cli import main
 from streamcast.errors import DataError
 from streamcast.features import choose_transform, from_model_units, to_model_units
-from streamcast.losses import choose_loss
+from streamcast.losses import choose_loss, forecast_loss
 from streamcast.stream.engine import stream
 from streamcast.stream.input import Observations
 from tests.conftest import TINY, hourly_frame
@@ -48,13 +48,21 @@ def test_fit_records_the_transform_and_head_scale_it_chose(tiny_model):
     for name, weight in squared.net.state_dict().items():
         torch.testing.assert_close(model.net.state_dict()[name], weight, rtol=0, atol=0)
     absolute = sc.fit(sc.read_series(shifted), replace(TINY, loss="mae"))
-    assert absolute.info["fit_config"]["loss"] == "mae"  # asked for: kept
-    assert absolute.info["history"][-1]["val_loss"] != model.info["history"][-1]["val_loss"]
+    assert absolute.info["fit_config"]["loss"] == "mae"  # asked for: kept, and trained otherwise
+    assert not torch.equal(absolute.net.rnn.weight_hh_l0, model.net.rnn.weight_hh_l0)
+    # A quantile model trains on pinball loss; auto stays MAE for it, as before.
+    quantiles = sc.fit(sc.read_series(shifted), replace(TINY, quantiles=(0.1, 0.9)))
+    assert quantiles.info["fit_config"]["loss"] == "mae"
 
 
 def test_auto_loss_is_mae_on_logs_and_mse_in_the_datas_units():
     assert (choose_loss("auto", "log"), choose_loss("auto", "none")) == ("mae", "mse")
+    assert choose_loss("auto", "none", (0.1, 0.9)) == "mae"
     assert (choose_loss("huber", "log"), choose_loss("mae", "none")) == ("huber", "mae")
+    y, target, mask = torch.zeros(2, 3, 4, 1), torch.ones(2, 3, 4), torch.ones(2, 3, dtype=torch.bool)
+    assert float(forecast_loss(y, target, mask, "mse", ())) == 1.0
+    with pytest.raises(ValueError, match="unknown loss 'auto'"):  # never trained on unresolved
+        forecast_loss(y, target, mask, "auto", ())
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +110,8 @@ def test_transform_and_head_scale_are_fit_options_shown_by_info(tmp_path):
     assert result.exit_code == 0, result.stderr
     info = runner.invoke(main, ["info", str(out)]).stdout
     assert "transform" in info and "none" in info
+    # The CLI's default --loss is auto: MSE for data left in its own units, and info says so.
+    assert sc.load(out).info["fit_config"]["loss"] == "mse" and "(mse, scaled)" in info
     windowed = runner.invoke(
         main, ["fit", str(data), *fast, "--head-scale", "window", "--lag-inputs", "season", "-o", str(out)]
     )

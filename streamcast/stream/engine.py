@@ -36,6 +36,7 @@ import polars as pl
 from streamcast.errors import StrictStop
 from streamcast.forecaster import Forecaster
 from streamcast.known import known_table
+from streamcast.losses import choose_loss
 from streamcast.online import OnlineLearner
 from streamcast.reading import SeriesFrame
 from streamcast.shards import Shard
@@ -170,7 +171,10 @@ class _Engine:
         self.runner = PlanRunner(forecaster, state, config, self.rules)
         self._held: dict[str, bool] = {}  # series id -> in this partition (--partition)
         if config.learn is not None and state.learner is None:
-            loss = forecaster.info.get("fit_config", {}).get("loss", "mae")
+            # A file records the loss `fit` resolved; one edited by hand to "auto" resolves alike.
+            loss = choose_loss(
+                forecaster.info.get("fit_config", {}).get("loss", "mae"), forecaster.spec.transform
+            )
             state.learner = OnlineLearner(forecaster.net, loss, config.learn)
         elif config.learn is not None:
             state.learner.config = config.learn

@@ -4,7 +4,8 @@ checkpoint (save and load) of all their states.
 For each count of series: every series gets a first observation (a new series: the rules line by
 line) and a second one through `stream` in micro-batches of 8,192 lines, then the state file is
 written four times over (as a stream checkpoints again and again; the first write also pays for the
-file's fresh pages) and read back twice. Memory is the resident size the held states add, split into the hidden-state
+file's fresh pages), twice more as `stream` checkpoints (from 100,000 series a second thread writes
+a copy: how long the stream is held, and when the file has landed), and read back twice. Memory is the resident size the held states add, split into the hidden-state
 tensors (their rows; the tensor grows by doubling) and everything else (ids, index, scales, clocks).
 GRU hidden 64, horizon 24. Usage: python bench_stream_scale.py [MAX_SERIES] [MEMBERS] (default
 1,000,000 series of one network; MEMBERS 3 measures the default ensemble's size of state).
@@ -23,7 +24,9 @@ from pathlib import Path
 from common import machine, report, synthetic
 
 import streamcast as sc
+from streamcast.stream.checkpoints import Checkpoints
 from streamcast.stream.input import parser_for
+from streamcast.stream.session import SessionOptions
 
 BATCH = 8192
 SAVES = 4
@@ -62,6 +65,17 @@ def measure(model: sc.Forecaster, series: int, tmp: Path) -> dict:
         started = time.perf_counter()
         state.save(path)
         saves.append(time.perf_counter() - started)
+    # As `stream` takes them: from BACKGROUND_FROM series a copy is taken and a second thread
+    # writes it, so the stream is held only for the copy; the next checkpoint waits for it.
+    points = Checkpoints(state, SessionOptions(state_path=str(path)))
+    stalls, lands = [], []
+    for _ in range(2):
+        started = time.perf_counter()
+        points.save(model)
+        stalls.append(time.perf_counter() - started)
+        points.landed()
+        lands.append(time.perf_counter() - started)
+    points.close()
     loads = []
     for _ in range(2):
         started = time.perf_counter()
@@ -77,6 +91,8 @@ def measure(model: sc.Forecaster, series: int, tmp: Path) -> dict:
         "next tick: ticks/s": series / next_seconds,
         "checkpoint save s, first": saves[0],
         "checkpoint save s, median of the next": statistics.median(saves[1:]),
+        "stream held s (background from 100k)": max(stalls),
+        "background write lands s": max(lands),
         "checkpoint load s, first / second": f"{loads[0]:.2f} / {loads[1]:.2f}",
         "file MB": path.stat().st_size / 1e6,
     }

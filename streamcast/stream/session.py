@@ -18,7 +18,6 @@ import io
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 from streamcast.errors import OutputClosed, StreamcastError, StrictStop, first_line
 from streamcast.forecaster import Forecaster
 from streamcast.modelfile import load as load_model
-from streamcast.modelfile import save as save_model
 from streamcast.stream import reload
+from streamcast.stream.checkpoints import Checkpoints
 from streamcast.stream.engine import StreamBatch, StreamConfig, stream
 from streamcast.stream.input import LineParser, Observations
 from streamcast.stream.output import formatter
@@ -117,7 +116,7 @@ class StreamSession:
                     self._reload()
             except StrictStop as stop:
                 self.lines = stop.line  # the lines after it were read ahead, never processed
-                self.checkpoints.save(self.forecaster)
+                self.checkpoints.save(self.forecaster, final=True)
                 self.err.write(self.summary() + "\n")
                 raise
             except BrokenPipeError:
@@ -129,8 +128,9 @@ class StreamSession:
                     "stdout was closed by its reader; stopped without a final checkpoint, "
                     "so a restart with the same --state replays from the last one"
                 ) from None
-            self.checkpoints.save(self.forecaster)
+            self.checkpoints.save(self.forecaster, final=True)
         finally:
+            self.checkpoints.close()  # a checkpoint in flight lands, whatever ended the run
             self.signals.restore()
             os.close(wake_read)
             os.close(wake_write)
@@ -207,42 +207,6 @@ class StreamSession:
         )
         counts = ", ".join(f"{k}={self.counts[k]}" for k in shown)
         return f"stream: {self.lines} lines, {counts}"
-
-
-class Checkpoints:
-    """Saves the state file and the adapted model, where asked for: once `checkpoint_every`
-    observations or `checkpoint_seconds` have passed since the last save, and when told to."""
-
-    def __init__(self, state: StreamState, options: SessionOptions) -> None:
-        self.state = state
-        self.options = options
-        self.unsaved = 0  # observations taken since the last save
-        self.saved_at = time.monotonic()
-
-    def save(self, forecaster: Forecaster) -> None:
-        options = self.options
-        if options.state_path:
-            self.state.save(options.state_path)
-        if options.save_model and self.state.learner is not None:
-            save_model(self.state.learner.adapted(forecaster), options.save_model)
-        self.unsaved = 0
-        self.saved_at = time.monotonic()
-        if options.metrics is not None and (options.state_path or options.save_model):
-            options.metrics.checkpointed()
-
-    def due(self) -> bool:
-        if not self.unsaved:
-            return False
-        return self.unsaved >= self.options.checkpoint_every or self._seconds_left() <= 0
-
-    def _seconds_left(self) -> float:
-        return self.options.checkpoint_seconds - (time.monotonic() - self.saved_at)
-
-    def timeout(self) -> float | None:
-        """Wait for input no longer than until the next timed checkpoint is due."""
-        if not self.unsaved or not (self.options.state_path or self.options.save_model):
-            return None
-        return max(0.0, self._seconds_left())
 
 
 class Signals:

@@ -170,12 +170,20 @@ class StreamState:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically."""
+        safefile.save(path, *self.snapshot())
+        return Path(path)
+
+    def snapshot(self, copy: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+        """The checkpoint's tensors and metadata; with `copy`, nothing in them is shared with the
+        state, so a second thread can write them while the stream goes on changing it."""
         tensors = _series_tensors(self)
+        if copy:  # the other tensors are built afresh; the hidden rows are views of the state's
+            tensors = {k: v.clone() if k.startswith("hidden.") else v for k, v in tensors.items()}
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": self.fingerprint,
-            "series_ids": self.ids,
+            "series_ids": list(self.ids) if copy else self.ids,
             "time_zone": self.time_zone,
             "lines": self.lines,
             "accepted": self.accepted,
@@ -189,8 +197,7 @@ class StreamState:
             self.watch.ensure(len(self.ids))
             tensors.update(self.watch.to_tensors())
             meta["watch"] = {"quantiles": list(self.watch.quantiles)}
-        safefile.save(path, tensors, meta)
-        return Path(path)
+        return tensors, meta
 
 
 def _series_tensors(state: StreamState) -> dict[str, torch.Tensor]:

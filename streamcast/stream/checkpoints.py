@@ -1,0 +1,96 @@
+"""When and how `stream` writes its checkpoints: the state file and the adapted model.
+
+A state of many series is written by a second thread while the stream goes on. A million GRU
+series make a gigabyte, whose writing, hashing and fsync had held the stream for 3.6 s; now it
+holds it only while a copy of the state is taken (the per-series columns and the hidden rows),
+and the next checkpoint waits for the one in flight. A small state is written in place, as
+before: it takes milliseconds, and a checkpoint that has landed when `save` returns keeps a
+SIGKILL's replay window exactly where the last checkpoint was asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from streamcast import safefile
+from streamcast.forecaster import Forecaster
+from streamcast.modelfile import save as save_model
+from streamcast.stream.state import StreamState
+
+if TYPE_CHECKING:
+    from streamcast.stream.session import SessionOptions
+
+BACKGROUND_FROM = 100_000  # series from which the state file is written by a second thread
+
+
+class Checkpoints:
+    """Saves the state file and the adapted model, where asked for: once `checkpoint_every`
+    observations or `checkpoint_seconds` have passed since the last save, and when told to."""
+
+    def __init__(
+        self, state: StreamState, options: SessionOptions, background_from: int | None = None
+    ) -> None:
+        self.state = state
+        self.options = options
+        self.background_from = BACKGROUND_FROM if background_from is None else background_from
+        self.unsaved = 0  # observations taken since the last save
+        self.saved_at = time.monotonic()
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
+
+    def save(self, forecaster: Forecaster, final: bool = False) -> None:
+        """Take a checkpoint; `final`: it has landed when this returns (the run ends)."""
+        options = self.options
+        if options.state_path:
+            self.landed()  # one write at a time, in the order taken; its error is raised here
+            if final or len(self.state) < self.background_from:
+                self.state.save(options.state_path)
+                self._checkpointed()
+            else:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="streamcast-checkpoint")
+                tensors, meta = self.state.snapshot(copy=True)
+                self._in_flight = self._writer.submit(safefile.save, options.state_path, tensors, meta)
+                self._in_flight.add_done_callback(lambda done: done.exception() or self._checkpointed())
+        if options.save_model and self.state.learner is not None:
+            save_model(self.state.learner.adapted(forecaster), options.save_model)
+            if not options.state_path:
+                self._checkpointed()
+        self.unsaved = 0
+        self.saved_at = time.monotonic()
+
+    def landed(self) -> None:
+        """Wait for the state file in flight, if any; an error writing it is raised here."""
+        if self._in_flight is None:
+            return
+        writing, self._in_flight = self._in_flight, None
+        writing.result()
+
+    def close(self) -> None:
+        """Let the write in flight land (its error raised), then stop the writer's thread."""
+        try:
+            self.landed()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _checkpointed(self) -> None:
+        if self.options.metrics is not None:
+            self.options.metrics.checkpointed()
+
+    def due(self) -> bool:
+        if not self.unsaved:
+            return False
+        return self.unsaved >= self.options.checkpoint_every or self._seconds_left() <= 0
+
+    def _seconds_left(self) -> float:
+        return self.options.checkpoint_seconds - (time.monotonic() - self.saved_at)
+
+    def timeout(self) -> float | None:
+        """Wait for input no longer than until the next timed checkpoint is due."""
+        if not self.unsaved or not (self.options.state_path or self.options.save_model):
+            return None
+        return max(0.0, self._seconds_left())

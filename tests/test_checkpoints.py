@@ -1,0 +1,77 @@
+"""Checkpoints of a large state are written by a second thread while the stream goes on."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import streamcast as sc
+from streamcast import safefile
+from streamcast.stream import checkpoints
+from streamcast.stream.checkpoints import Checkpoints
+from streamcast.stream.input import Observations
+from streamcast.stream.session import SessionOptions
+from streamcast.stream.state import StreamState
+from tests.conftest import hourly_frame
+from tests.test_cli_stream import lines_for, run
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("checkpoints") / "model.streamcast"
+    sc.save(tiny_model, path)
+    return path
+
+
+def feed(model, state, frame):
+    for _ in sc.stream(model, [Observations.from_records(frame.to_dicts(), model)], state):
+        pass
+
+
+def test_a_background_checkpoint_holds_the_state_as_it_was_when_taken(tiny_model, tmp_path):
+    frame = hourly_frame(length=40)
+    state = StreamState(tiny_model)
+    feed(tiny_model, state, frame.head(60))
+    hidden = [p[: len(state)].clone() for p in state.hidden]
+    accepted = state.accepted
+    points = Checkpoints(state, SessionOptions(state_path=str(tmp_path / "s.state")), background_from=0)
+    points.save(tiny_model)
+    feed(tiny_model, state, frame.slice(60))  # the stream goes on while the file is written
+    points.close()
+    back = StreamState.load(tmp_path / "s.state", tiny_model)
+    assert back.accepted == accepted < state.accepted
+    for a, b in zip(back.hidden, hidden, strict=True):
+        assert a[: len(back)].equal(b)
+
+
+def test_the_next_checkpoint_waits_for_the_one_in_flight_and_raises_its_error(tiny_model, tmp_path):
+    state = StreamState(tiny_model)
+    feed(tiny_model, state, hourly_frame(length=5))
+    missing = tmp_path / "gone" / "s.state"  # its folder does not exist: the write fails
+    points = Checkpoints(state, SessionOptions(state_path=str(missing)), background_from=0)
+    points.save(tiny_model)  # returns: the error belongs to the thread until it is asked for
+    with pytest.raises(FileNotFoundError):
+        points.save(tiny_model)
+    points.close()  # nothing in flight any more
+
+
+def test_stream_writes_large_states_from_a_second_thread_and_lands_the_last(
+    model_path, tmp_path, tiny_model, monkeypatch
+):
+    threads = []
+    save = safefile.save
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "BACKGROUND_FROM", 0)
+    monkeypatch.setattr(safefile, "save", spy)
+    lines = lines_for(hourly_frame(length=40))
+    state = tmp_path / "s.state"
+    result = run(model_path, ["--state", str(state), "--checkpoint-every", "30"], "\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert threads[:-1] and not any(threads[:-1])  # every periodic one from the writer's thread
+    assert threads[-1]  # the last one, at the end of input, written before the run returns
+    assert StreamState.load(state, tiny_model).accepted == len(lines)

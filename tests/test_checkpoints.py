@@ -29,18 +29,32 @@ def feed(model, state, frame):
         pass
 
 
-def test_a_background_checkpoint_holds_the_state_as_it_was_when_taken(tiny_model, tmp_path):
+def test_a_background_checkpoint_holds_the_state_as_it_was_when_taken(tiny_model, tmp_path, monkeypatch):
+    fed = threading.Event()
+    write = checkpoints._write
+
+    def after_the_stream_moved_on(*args):  # the writer builds and writes only once it has
+        assert fed.wait(30)
+        return write(*args)
+
+    monkeypatch.setattr(checkpoints, "_write", after_the_stream_moved_on)
     frame = hourly_frame(length=40)
     state = StreamState(tiny_model)
     feed(tiny_model, state, frame.head(60))
     hidden = [p[: len(state)].clone() for p in state.hidden]
-    accepted = state.accepted
+    accepted, columns = state.accepted, (list(state.last_value), list(state.ticks), list(state.welford))
     points = Checkpoints(state, SessionOptions(state_path=str(tmp_path / "s.state")), background_from=0)
     points.save(tiny_model)
     feed(tiny_model, state, frame.slice(60))  # the stream goes on while the file is written
+    fed.set()
     points.close()
     back = StreamState.load(tmp_path / "s.state", tiny_model)
     assert back.accepted == accepted < state.accepted
+    assert (
+        (back.last_value, back.ticks, back.welford)
+        == columns
+        != (state.last_value, state.ticks, state.welford)
+    )
     for a, b in zip(back.hidden, hidden, strict=True):
         assert a[: len(back)].equal(b)
 

@@ -16,11 +16,12 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -170,37 +171,62 @@ class StreamState:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically."""
-        safefile.save(path, *self.snapshot())
+        safefile.save(path, *self.snapshot()())
         return Path(path)
 
-    def snapshot(self, copy: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
-        """The checkpoint's tensors and metadata; with `copy`, nothing in them is shared with the
-        state, so a second thread can write them while the stream goes on changing it."""
-        tensors = _series_tensors(self)
-        if copy:  # the other tensors are built afresh; the hidden rows are views of the state's
-            tensors = {k: v.clone() if k.startswith("hidden.") else v for k, v in tensors.items()}
+    def snapshot(self, copy: bool = False) -> Callable[[], tuple[dict[str, torch.Tensor], dict]]:
+        """A function that builds the checkpoint's tensors and metadata as the state is now.
+
+        With `copy`, it builds them from copies taken here, so that a second thread can build and
+        write them while the stream goes on: the per-series lists are copied shallowly (their
+        items are replaced, never changed in place), the hidden rows cloned, and the learner's and
+        the watch's tensors taken now. Building the file's columns from the lists, about a second
+        at a million series, is then the writer's work and not the stream's."""
+        n = len(self.ids)
+        lists = {name: list(getattr(self, name)) if copy else getattr(self, name) for name in _WRITTEN_LISTS}
+        hidden = tuple(p[:n].clone() if copy else p[:n] for p in self.hidden)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": self.fingerprint,
-            "series_ids": list(self.ids) if copy else self.ids,
             "time_zone": self.time_zone,
             "lines": self.lines,
             "accepted": self.accepted,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "streamcast": streamcast.__version__,
         }
+        extra: dict[str, torch.Tensor] = {}
         if self.learner is not None:
-            learned, meta["learner"] = self.learner.to_tensors()
-            tensors.update({f"learn.{k}": v for k, v in learned.items()})
+            learned, meta["learner"] = self.learner.to_tensors()  # copies
+            extra.update({f"learn.{k}": v for k, v in learned.items()})
         if self.watch is not None:
-            self.watch.ensure(len(self.ids))
-            tensors.update(self.watch.to_tensors())
+            self.watch.ensure(n)
+            extra.update(self.watch.to_tensors())  # copies
             meta["watch"] = {"quantiles": list(self.watch.quantiles)}
-        return tensors, meta
+
+        def build() -> tuple[dict[str, torch.Tensor], dict]:
+            tensors = _series_tensors(SimpleNamespace(hidden=hidden, **lists))
+            tensors.update(extra)
+            return tensors, {**meta, "series_ids": lists["ids"]}
+
+        return build
 
 
-def _series_tensors(state: StreamState) -> dict[str, torch.Tensor]:
+_WRITTEN_LISTS = (  # the per-series lists a checkpoint holds (`_series_tensors`)
+    "ids",
+    "loc",
+    "scale",
+    "frozen",
+    "welford",
+    "last_time",
+    "last_value",
+    "last_covariates",
+    "ticks",
+    "since_reset",
+)
+
+
+def _series_tensors(state: SimpleNamespace) -> dict[str, torch.Tensor]:
     """The hidden rows and per-series lists as the file's tensors (`load_state` reads them back)."""
     n = len(state.ids)
     tensors = {f"hidden.{j}": p[:n] for j, p in enumerate(state.hidden)}

@@ -89,3 +89,44 @@ def test_stream_writes_large_states_from_a_second_thread_and_lands_the_last(
     assert threads[:-1] and not any(threads[:-1])  # every periodic one from the writer's thread
     assert threads[-1]  # the last one, at the end of input, written before the run returns
     assert StreamState.load(state, tiny_model).accepted == len(lines)
+
+
+def test_a_failed_background_write_stops_the_stream_with_one_line(model_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "BACKGROUND_FROM", 0)
+
+    def disk_full(path, build):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(checkpoints, "_write", disk_full)
+    state = tmp_path / "s.state"
+    lines = lines_for(hourly_frame(length=10))
+    result = run(
+        model_path,
+        ["--state", str(state), "--checkpoint-every", "5", "--batch-lines", "5"],
+        "\n".join(lines) + "\n",
+    )
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot use ") and "No space left on device" in last
+    assert len(result.stdout.splitlines()) < len(lines)  # it stopped at the next batch, not at the end
+
+
+def test_a_failed_write_in_flight_does_not_hide_the_error_that_ended_the_run(
+    model_path, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(checkpoints, "BACKGROUND_FROM", 0)
+    release = threading.Event()
+
+    def slow_and_failing(path, build):
+        release.wait(30)
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(checkpoints, "_write", slow_and_failing)
+    text = "s0,2024-01-01 00:00,10\ns0,2024-01-01 01:00,11\ns0,2024-01-01 02:00,x\n"
+    args = ["--state", str(tmp_path / "s.state"), "--strict", "--checkpoint-every", "2", "--batch-lines", "1"]
+    threading.Timer(0.5, release.set).start()
+    result = run(model_path, args, text)
+    assert result.exit_code == 1
+    err = result.stderr.splitlines()
+    assert any(line.startswith("checkpoint: ") and "No space left" in line for line in err)
+    assert err[-1].startswith("Error: line 3: value 'x' is not a number")

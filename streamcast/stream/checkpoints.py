@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from streamcast import safefile
+from streamcast.errors import first_line
 from streamcast.forecaster import Forecaster
 from streamcast.modelfile import save as save_model
 from streamcast.stream.state import StreamState
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from streamcast.stream.session import SessionOptions
 
 BACKGROUND_FROM = 100_000  # series from which the state file is written by a second thread
+IN_FLIGHT_POLL = 0.5  # seconds an idle input waits at most while a write is in flight
 
 
 class Checkpoints:
@@ -61,6 +63,13 @@ class Checkpoints:
         self.unsaved = 0
         self.saved_at = time.monotonic()
 
+    def poll(self) -> None:
+        """Raise the error of a write that failed, as soon as it has, without waiting for one
+        still in flight: a stream whose checkpoints fail stops at the next batch (or within
+        `IN_FLIGHT_POLL` seconds on an idle input), as when they were written in place."""
+        if self._in_flight is not None and self._in_flight.done():
+            self.landed()
+
     def landed(self) -> None:
         """Wait for the state file in flight, if any; an error writing it is raised here."""
         if self._in_flight is None:
@@ -68,10 +77,16 @@ class Checkpoints:
         writing, self._in_flight = self._in_flight, None
         writing.result()
 
-    def close(self) -> None:
-        """Let the write in flight land (its error raised), then stop the writer's thread."""
+    def close(self, report: TextIO | None = None) -> None:
+        """Let the write in flight land, then stop the writer's thread. Its error is raised, or
+        with `report` (the run is already ending on another error, which must not be hidden)
+        written there as one line."""
         try:
             self.landed()
+        except Exception as exc:
+            if report is None:
+                raise
+            report.write(f"checkpoint: {first_line(exc)}\n")
         finally:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
@@ -90,10 +105,12 @@ class Checkpoints:
         return self.options.checkpoint_seconds - (time.monotonic() - self.saved_at)
 
     def timeout(self) -> float | None:
-        """Wait for input no longer than until the next timed checkpoint is due."""
-        if not self.unsaved or not (self.options.state_path or self.options.save_model):
-            return None
-        return max(0.0, self._seconds_left())
+        """Wait for input no longer than until the next timed checkpoint is due, or than
+        `IN_FLIGHT_POLL` while a write is in flight (its error is then seen on an idle input)."""
+        waits = [IN_FLIGHT_POLL] if self._in_flight is not None else []
+        if self.unsaved and (self.options.state_path or self.options.save_model):
+            waits.append(max(0.0, self._seconds_left()))
+        return min(waits) if waits else None
 
 
 def _write(path: str, build) -> None:

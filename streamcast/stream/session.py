@@ -109,6 +109,7 @@ class StreamSession:
                         self.forecaster, batches, self.state, self.config, threads=self.options.threads
                     ):
                         self._emit(batch)
+                        self.checkpoints.poll()  # a write that failed since stops the run here
                         if self.checkpoints.due():
                             self.checkpoints.save(self.forecaster)
                     if self.signals.stop is not None or not self.signals.reload_due:
@@ -116,6 +117,7 @@ class StreamSession:
                     self._reload()
             except StrictStop as stop:
                 self.lines = stop.line  # the lines after it were read ahead, never processed
+                self.checkpoints.close(report=self.err)  # a write in flight must not hide the stop
                 self.checkpoints.save(self.forecaster, final=True)
                 self.err.write(self.summary() + "\n")
                 raise
@@ -129,8 +131,11 @@ class StreamSession:
                     "so a restart with the same --state replays from the last one"
                 ) from None
             self.checkpoints.save(self.forecaster, final=True)
+        except BaseException:
+            self.checkpoints.close(report=self.err)  # lands; its own error must not hide this one
+            raise
         finally:
-            self.checkpoints.close()  # a checkpoint in flight lands, whatever ended the run
+            self.checkpoints.close()  # nothing is in flight here any more: stops the writer
             self.signals.restore()
             os.close(wake_read)
             os.close(wake_write)

@@ -52,6 +52,20 @@ def model_fingerprint(forecaster: Forecaster) -> str:
     return "sha256:" + digest.hexdigest()[:32]
 
 
+_WRITTEN_LISTS = (  # the per-series lists a checkpoint holds (`_series_tensors`)
+    "ids",
+    "loc",
+    "scale",
+    "frozen",
+    "welford",
+    "last_time",
+    "last_value",
+    "last_covariates",
+    "ticks",
+    "since_reset",
+)
+
+
 class StreamState:
     """Hidden state rows, scale, last time and value, and tick counts of every series seen so far.
 
@@ -116,20 +130,7 @@ class StreamState:
         self.last_seen.append(self.accepted)
         return s
 
-    _SERIES_LISTS = (
-        "ids",
-        "loc",
-        "scale",
-        "frozen",
-        "welford",
-        "last_time",
-        "last_value",
-        "last_covariates",
-        "ticks",
-        "since_reset",
-        "resumed",
-        "last_seen",
-    )
+    _SERIES_LISTS = (*_WRITTEN_LISTS, "resumed", "last_seen")  # a run's own besides
 
     def evict(self, rows: list[int]) -> None:
         """Forget the series at `rows` entirely; the others keep their order, renumbered."""
@@ -210,20 +211,6 @@ class StreamState:
             return tensors, {**meta, "series_ids": lists["ids"]}
 
         return build
-
-
-_WRITTEN_LISTS = (  # the per-series lists a checkpoint holds (`_series_tensors`)
-    "ids",
-    "loc",
-    "scale",
-    "frozen",
-    "welford",
-    "last_time",
-    "last_value",
-    "last_covariates",
-    "ticks",
-    "since_reset",
-)
 
 
 def _series_tensors(state: SimpleNamespace) -> dict[str, torch.Tensor]:

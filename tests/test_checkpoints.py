@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -14,7 +16,7 @@ from streamcast.stream.input import Observations
 from streamcast.stream.session import SessionOptions
 from streamcast.stream.state import StreamState
 from tests.conftest import hourly_frame
-from tests.test_cli_stream import lines_for, run
+from tests.test_cli_stream import ROOT, lines_for, run
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +132,38 @@ def test_a_failed_write_in_flight_does_not_hide_the_error_that_ended_the_run(
     err = result.stderr.splitlines()
     assert any(line.startswith("checkpoint: ") and "No space left" in line for line in err)
     assert err[-1].startswith("Error: line 3: value 'x' is not a number")
+
+
+FAILING_WRITER = """
+import sys
+from streamcast.cli import main
+from streamcast.stream import checkpoints
+
+def disk_full(path, build):
+    raise OSError(28, "No space left on device", path)
+
+checkpoints.BACKGROUND_FROM = 0
+checkpoints._write = disk_full
+main(sys.argv[1:])
+"""
+
+
+def test_an_idle_stream_stops_soon_after_its_background_write_failed(model_path, tmp_path):
+    args = ["stream", "-m", str(model_path), "--state", str(tmp_path / "s.state"), "--checkpoint-every", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAILING_WRITER, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        for h in range(2):  # the second line's checkpoint goes to the writer, which fails
+            proc.stdin.write(f"s0,2024-01-01 0{h}:00,{10 + h}\n".encode())
+            proc.stdin.flush()
+            proc.stdout.readline()
+        assert proc.wait(30) == 1  # no more input, stdin still open: it stops all the same
+        assert "No space left on device" in proc.stderr.read().decode().splitlines()[-1]
+    finally:
+        proc.kill()
+        proc.stdin.close()

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+from streamcast.modelfile import save
 from streamcast.reading import read_series
 from streamcast.threads import DEFAULT_THREADS, ENV, set_process_threads
 from streamcast.training import FitConfig, fit
@@ -56,6 +57,13 @@ def tiny_data():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data):
     return fit(tiny_data, TINY)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory, tiny_model):
+    """The tiny model as a file, for the commands' tests; read only (a test that changes a model
+    file copies it first)."""
+    return save(tiny_model, tmp_path_factory.mktemp("tiny_model") / "model.streamcast")
 
 
 # The suite runs as the commands do by default: on one torch thread (streamcast.threads), inter-op

@@ -25,13 +25,6 @@ def data_path(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("backtest_model") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
 def invoke(*args):
     return CliRunner().invoke(main, ["backtest", *map(str, args)])
 

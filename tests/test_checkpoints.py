@@ -19,13 +19,6 @@ from tests.conftest import hourly_frame
 from tests.test_cli_stream import ROOT, lines_for, run
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("checkpoints") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
 def feed(model, state, frame):
     for _ in sc.stream(model, [Observations.from_records(frame.to_dicts(), model)], state):
         pass

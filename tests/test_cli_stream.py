@@ -31,13 +31,6 @@ def lines_for(frame) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("stream") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
 def run(model_path, args, text):
     return CliRunner().invoke(
         main, ["stream", "-m", str(model_path), *args], input=text, catch_exceptions=False

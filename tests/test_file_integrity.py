@@ -26,13 +26,6 @@ COMMITTED = Path(__file__).parent / "data" / "tiny-v1.streamcast"
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("integrity") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def state_path(tmp_path_factory, tiny_model):
     state = StreamState(tiny_model)
     rows = [{"series_id": f"s{i}", "timestamp": "2024-01-01T00:00", "value": 10.0 + i} for i in range(3)]

@@ -86,13 +86,6 @@ csv_lines = (near_csv | st.lists(fields, min_size=0, max_size=5)).map(",".join)
 byte_lines = st.binary(max_size=60)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("fuzz") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
 def run_stream(model, lines: list[str]) -> None:
     """Parse and stream `lines` as the CLI does, checking every observation and every output line."""
     parser = parser_for(model)

@@ -25,11 +25,6 @@ def run(args):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
-@pytest.fixture
-def model_path(tmp_path, tiny_model):
-    return sc.save(tiny_model, tmp_path / "m.streamcast")
-
-
 def daily_csv(tmp_path, days=120):
     rng = np.random.default_rng(0)
     start = date(2024, 1, 1)

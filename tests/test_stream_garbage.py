@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import streamcast as sc
 from streamcast.cli import main
 from streamcast.stream.engine import stream
 from streamcast.stream.input import parser_for
@@ -99,13 +98,6 @@ def test_the_command_never_dies_on_random_bytes(model_path, garbage):
     for message in result.stderr.splitlines()[:-1]:
         assert message.startswith("line ")
     assert result.stderr.splitlines()[-1].startswith("stream: ")
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("garbage") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
 
 
 def test_a_real_process_survives_invalid_utf8_nul_bytes_crlf_and_a_huge_line(model_path):

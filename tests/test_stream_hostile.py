@@ -20,13 +20,6 @@ GOOD_JSON = '{"series_id": "s0", "timestamp": "2024-01-01T00:00", "value": 10}\n
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("hostile") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def single_model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("hostile_single") / "single.streamcast"
     sc.save(sc.fit(sc.read_series(hourly_frame(series=1)), TINY), path)

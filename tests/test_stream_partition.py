@@ -16,14 +16,6 @@ from streamcast.shards import Shard, shard_of
 from tests.conftest import hourly_frame
 from tests.test_cli_stream import ROOT, assert_same_forecasts, lines_for, run
 
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("partition") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
 LINES = lines_for(hourly_frame(length=20))  # s0, s1, s2 interleaved: 60 lines
 TEXT = "\n".join(LINES) + "\n"
 

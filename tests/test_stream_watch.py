@@ -139,13 +139,6 @@ def test_anomaly_z_must_be_positive():
         sc.WatchConfig(z=0)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("watch") / "model.streamcast"
-    sc.save(tiny_model, path)
-    return path
-
-
 def test_watch_adds_error_score_and_anomaly_to_every_json_line(model_path):
     result = run(model_path, ["--watch"], "\n".join(lines_for(hourly_frame(length=30))) + "\n")
     assert result.exit_code == 0, result.stderr

@@ -53,6 +53,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_child_rss_mb() -> float:
+    """Peak resident memory of the largest child process waited for (`fit --jobs`' members)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def report(name: str, rows: list[dict], note: str = "") -> None:
     """Print rows as an aligned table and store them in benchmarks/results/NAME.json."""
     if not rows:

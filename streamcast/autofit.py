@@ -17,6 +17,7 @@ import torch
 from streamcast.devices import resolve_device
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
+from streamcast.memberjobs import resolve_jobs
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
 from streamcast.threads import torch_threads
@@ -67,8 +68,10 @@ def fit_auto(
     on_epoch: Callable[[EpochStats], None] | None = None,
     threads: int | None = None,
     device: str = "auto",
+    jobs: int | str = 1,
 ) -> Forecaster:
     """Train candidates until `time_budget` seconds are spent; keep the best one or the best few.
+    `jobs`: candidates trained at once, each in its own process (as `fit`'s).
 
     >>> model = fit_auto(read_series("load.parquet"), FitConfig(horizon=48), time_budget=120)  # doctest: +SKIP
     >>> model.info["auto"]["chosen"]  # doctest: +SKIP
@@ -77,14 +80,16 @@ def fit_auto(
     check_budget(time_budget)
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.
     chosen_device = resolve_device(device)
-    with torch_threads(threads), torch.random.fork_rng(devices=[]):
-        return _fit_auto(data, config, time_budget, on_epoch, chosen_device)
+    with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
+        return _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count)
 
 
-def _fit_auto(data, config, time_budget, on_epoch, device) -> Forecaster:
+def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> Forecaster:
     started = time.monotonic()
     prepared = prepare(data, replace(config, ensemble=1), device=device)
-    trained = train_members(candidate_plans(prepared), prepared.work, on_epoch, started + time_budget)
+    plans = candidate_plans(prepared)
+    jobs = resolve_jobs(jobs, len(plans), threads, prepared.rows * config.epochs)
+    trained = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)
     ranked = sorted(trained, key=lambda t: t[2].best_val_loss)
     best_alone = ranked[0][2].best_val_loss
     chosen = ranked[:1]
@@ -93,7 +98,7 @@ def _fit_auto(data, config, time_budget, on_epoch, device) -> Forecaster:
         ensemble = EnsembleForecaster.of([n for _, n, _ in few], prepared.config.ensemble_combine)
         if validation_loss(ensemble, prepared.work, prepared.config) < best_alone:
             chosen = few
-    model = assemble(prepared, chosen)
+    model = assemble(prepared, chosen, jobs)
     model.info["auto"] = {
         "time_budget": time_budget,
         "seconds": time.monotonic() - started,

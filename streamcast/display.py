@@ -184,8 +184,12 @@ def _trained_on(info: dict) -> str:
     """`cuda:0 (NVIDIA H100), 4 processes`; files from before devices were recorded: `-`."""
     if "device" not in info:
         return "-"
-    world = info.get("world_size", 1)
-    return info["device"] + (f", {world} processes (torchrun)" if world > 1 else ", 1 process")
+    world, jobs = info.get("world_size", 1), info.get("jobs", 1)
+    if world > 1:
+        return info["device"] + f", {world} processes (torchrun)"
+    return info["device"] + (
+        f", members {jobs} at a time in their own processes" if jobs > 1 else ", 1 process"
+    )
 
 
 def _fallback(meta: dict) -> str:

@@ -30,12 +30,14 @@ def fit_parallel(
     device: str = "auto",
     on_read: Callable[[tuple[str, ...]], None] | None = None,
     adjust: Callable[[FitConfig, SeriesFrame], FitConfig] | None = None,
+    jobs: int | str = 1,
     **read_options: Any,
 ) -> Forecaster:
     """Train on `source` with all ranks of the torchrun job this process runs in (plain `fit` when
     it runs alone). Every rank returns the same model; rank 0 alone calls `on_epoch` and `on_read`
     (with the reading notes), and should be the one to save it. `adjust` may settle what depends on
-    the data once it is read (the CLI's horizon by frequency); every rank calls it.
+    the data once it is read (the CLI's horizon by frequency); every rank calls it. `jobs`: as
+    `fit`'s, for a process of its own (under torchrun the ranks already share the cores).
 
     A user error on one rank names the rank; torchrun then stops the others.
     """
@@ -47,7 +49,7 @@ def fit_parallel(
             if on_read is not None:
                 on_read(data.notes)
             config = adjust(config, data) if adjust else config
-            return fit(data, config, on_epoch, threads=threads, device=chosen)
+            return fit(data, config, on_epoch, threads=threads, device=chosen, jobs=jobs)
         if str(source) == "-":
             raise UsageError("under torchrun every process reads the data itself: give a file, not -")
         try:

@@ -65,6 +65,7 @@ from streamcast.lanes import (
     make_lanes,
 )
 from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
+from streamcast.memberjobs import resolve_jobs, train_in_processes
 from streamcast.model import (
     CELLS,
     COMBINES,
@@ -267,6 +268,7 @@ def fit(
     threads: int | None = None,
     device: str | torch.device = "auto",
     cluster: Cluster | None = None,
+    jobs: int | str = 1,
 ) -> Forecaster:
     """Train a forecaster on every series of `data`; the last `val_size` steps of each validate.
 
@@ -274,13 +276,16 @@ def fit(
     torch threads for the run (default: `streamcast.threads.default_threads()`, one). `device`:
     as `--device` (`auto`: a CUDA GPU when torch sees one). Under torchrun, `cluster`
     (`streamcast.distributed.joined`) with `data` this rank's share of the series trains one model
-    with the other ranks (see `streamcast.torchrun.fit_parallel`).
+    with the other ranks (see `streamcast.torchrun.fit_parallel`). `jobs`: how many members of an
+    ensemble train at once, each in its own process ("auto": the cores the load leaves free); the
+    weights are the same for any count (`streamcast.memberjobs`; a script needs the
+    `if __name__ == "__main__":` guard for more than one).
     """
     device = cluster.device if cluster is not None else resolve_device(str(device))
     # The seed makes the model reproducible without resetting the caller's own torch generator.
-    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+    with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _fit(data, config, on_epoch, cluster, device)
+        return _fit(data, config, on_epoch, cluster, device, jobs, count)
 
 
 def _fit(
@@ -289,10 +294,15 @@ def _fit(
     on_epoch: Callable[[EpochStats], None] | None,
     cluster: Cluster | None = None,
     device: torch.device = CPU,
+    jobs: int | str = 1,
+    threads: int = 1,
 ) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
     prepared = prepare(data, config, cluster, device)
+    jobs = resolve_jobs(jobs, config.ensemble, threads, prepared.rows * config.epochs)
     log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)
+    if jobs > 1:
+        log.info("training %d members at a time, each in its own process", jobs)
     cells = config.ensemble_cells or (config.cell,)
     plans = [
         MemberPlan(
@@ -302,7 +312,7 @@ def _fit(
         )
         for m in range(config.ensemble)
     ]
-    return assemble(prepared, train_members(plans, prepared.work, on_epoch))
+    return assemble(prepared, train_members(plans, prepared.work, on_epoch, jobs=jobs), jobs)
 
 
 @dataclass(frozen=True)
@@ -502,8 +512,16 @@ def train_members(
     work: _Work,
     on_epoch: Callable[[EpochStats], None] | None,
     deadline: float | None = None,
+    jobs: int = 1,
 ) -> list[tuple[MemberPlan, RecurrentForecaster, FitResult]]:
-    """Train each plan in turn; Ctrl-C (or the deadline) ends the run and keeps what is trained."""
+    """Train each plan in turn, or `jobs` at a time in child processes (the same weights);
+    Ctrl-C (or the deadline) ends the run and keeps what is trained."""
+    if jobs > 1 and len(plans) > 1 and work.cluster is None and work.device.type == "cpu":
+        done, _ = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
+        trained = [(plans[m], net, result) for m, (net, result) in sorted(done.items()) if result.history]
+        if not trained:
+            raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
+        return trained
     trained = []
     for m, plan in enumerate(plans):
         if deadline is not None and trained and time.monotonic() >= deadline:
@@ -519,7 +537,7 @@ def train_members(
 
 
 def assemble(
-    prepared: Prepared, trained: list[tuple[MemberPlan, RecurrentForecaster, FitResult]]
+    prepared: Prepared, trained: list[tuple[MemberPlan, RecurrentForecaster, FitResult]], jobs: int = 1
 ) -> Forecaster:
     """One network (or an ensemble of the members) with the metadata the model file keeps."""
     config, data, work = prepared.config, prepared.data, prepared.work
@@ -548,6 +566,7 @@ def assemble(
         "lanes": len(work.lanes) if work.layout is None else len(work.layout),
         "device": device_name(work.device),
         "world_size": 1 if cluster is None else cluster.world_size,
+        "jobs": min(jobs, len(trained)),  # members trained at once, each in its own process
     }
     if len(trained) > 1:
         info["members"] = [

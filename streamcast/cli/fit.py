@@ -59,6 +59,15 @@ from streamcast.modelheader import DEFAULT_MODEL_PATH
     metavar="SECONDS",
     help="With --auto: no candidate starts an epoch after this many seconds.",
 )
+@click.option(
+    "--jobs",
+    default="auto",
+    show_default=True,
+    metavar="N|auto",
+    callback=lambda ctx, param, value: _jobs(value),
+    help="Members of the ensemble (or --auto candidates) trained at once, each in its own process; "
+    "the model is the same for any N. auto: as many as the cores other work leaves free (one for a short fit).",
+)
 @threads_option
 @device_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -73,6 +82,7 @@ def fit(
     report,
     auto,
     time_budget,
+    jobs,
     threads,
     device,
     quiet,
@@ -137,7 +147,13 @@ def fit(
         progress.members, progress.budget = 0, time_budget  # unknown: as many as the budget allows
         with progress:
             forecaster = fit_auto(
-                series, config, time_budget, on_epoch=progress.epoch, threads=threads, device=device
+                series,
+                config,
+                time_budget,
+                on_epoch=progress.epoch,
+                threads=threads,
+                device=device,
+                jobs=jobs,
             )
     else:
         with progress:  # the reading notes print above the live table
@@ -149,6 +165,7 @@ def fit(
                 device=device,
                 on_read=progress.notes,
                 adjust=horizon_for,
+                jobs=jobs,
                 **read_options,
             )
     if rank == 0:
@@ -162,6 +179,16 @@ def fit(
         _leave_torchrun(status)
     if status:
         sys.exit(status)
+
+
+def _jobs(value: str) -> int | str:
+    """`auto` or a count of at least one, checked before the data is read."""
+    from streamcast.memberjobs import resolve_jobs
+
+    if value == "auto":
+        return value
+    resolve_jobs(value, 1)  # a usage error for what is not a count
+    return int(value)
 
 
 def _leave_torchrun(status: int) -> None:

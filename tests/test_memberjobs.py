@@ -1,0 +1,161 @@
+"""`fit --jobs`: an ensemble's members trained side by side in child processes give the model
+that training them in turn gives, report every epoch, stop on Ctrl-C with their best weights and
+pass a member's error on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+import streamcast
+from streamcast import memberjobs
+from streamcast.cli import main
+from streamcast.errors import DataError, UsageError
+from streamcast.reading import read_series
+from streamcast.training import fit
+from tests.conftest import TINY, hourly_frame
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_members_trained_in_processes_have_the_weights_of_members_trained_in_turn(tiny_data):
+    config = replace(TINY, ensemble=3)
+    in_turn, side_by_side = [], []
+    one = fit(tiny_data, config, on_epoch=in_turn.append, jobs=1)
+    two = fit(tiny_data, config, on_epoch=side_by_side.append, jobs=2)
+    a, b = one.net.state_dict(), two.net.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    key = lambda s: (s.member, s.epoch, s.val_loss)  # noqa: E731
+    assert sorted(map(key, side_by_side)) == sorted(map(key, in_turn))
+    assert {s.member for s in side_by_side} == {1, 2, 3}
+    assert (one.info["jobs"], two.info["jobs"]) == (1, 2)
+    assert [m["best_epoch"] for m in two.info["members"]] == [m["best_epoch"] for m in one.info["members"]]
+
+
+def test_a_members_error_in_its_process_is_raised_in_the_caller():
+    data = read_series(hourly_frame(series=2))
+    bad = data.frame.with_columns(
+        pl.when((pl.col("series_id") == "s1") & (pl.int_range(pl.len()).over("series_id") == 50))
+        .then(float("inf"))
+        .otherwise(pl.col("value"))
+        .alias("value")
+    )
+    data = type(data)(bad, data.freq, data.columns, data.source, data.notes)
+    with pytest.raises(DataError, match="training diverged: no epoch gave a finite validation loss"):
+        fit(data, replace(TINY, batch_size=1, ensemble=2), jobs=2)
+
+
+def test_auto_takes_the_cores_other_work_leaves_free_and_one_for_a_short_fit(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    long = memberjobs.AUTO_FROM
+    for busy, members, expected in [(0.2, 3, 2), (0.6, 3, 1), (1.3, 3, 1), (0.0, 1, 1), (0.0, 2, 2)]:
+        monkeypatch.setattr(memberjobs, "busy_cores", lambda cores, busy=busy: busy)
+        assert memberjobs.resolve_jobs("auto", members, 1, long) == expected, (busy, members)
+    monkeypatch.setattr(memberjobs, "busy_cores", lambda cores: 0.0)
+    assert memberjobs.resolve_jobs("auto", 3, 1, long - 1) == 1  # not worth a process's start
+    assert memberjobs.resolve_jobs("auto", 3, 2, long) == 1  # two threads each fill both cores
+    assert memberjobs.resolve_jobs(8, 3) == 3  # never more processes than members
+    for bad in (0, "0", "two"):
+        with pytest.raises(UsageError, match="--jobs must be"):
+            memberjobs.resolve_jobs(bad, 3)
+
+
+def test_busy_cores_counts_a_spinning_process(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = memberjobs.busy_cores(cores, sample=0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.6 <= busy <= cores
+
+
+def test_fit_jobs_through_the_cli_and_info_says_so(tmp_path):
+    csv = tmp_path / "load.csv"
+    hourly_frame(series=2, length=120).write_csv(csv)
+    out = tmp_path / "m.streamcast"
+    fast = ["--hidden", "8", "--epochs", "2", "--horizon", "6", "--bptt", "16", "-q"]
+    result = CliRunner().invoke(
+        main, ["fit", str(csv), "-o", str(out), "--ensemble", "2", "--jobs", "2", *fast]
+    )
+    assert result.exit_code == 0, result.output
+    assert "members 2 at a time in their own processes" in CliRunner().invoke(main, ["info", str(out)]).stdout
+    assert streamcast.load(out).info["jobs"] == 2
+    bad = CliRunner().invoke(
+        main, ["fit", str(csv), "-o", str(tmp_path / "x.streamcast"), "--jobs", "0", *fast]
+    )
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().splitlines() == ["Error: --jobs must be at least 1 (processes); got 0"]
+    assert not (tmp_path / "x.streamcast").exists()
+
+
+@pytest.mark.parametrize("whom", ["group", "parent"])
+def test_ctrl_c_stops_members_in_their_processes_and_keeps_their_best(tmp_path, whom):
+    """A terminal's Ctrl-C reaches the whole process group; `kill -INT` of the parent alone is
+    passed on to the members after a grace period. Either way every member keeps its best."""
+    csv = tmp_path / "load.csv"
+    hourly_frame(series=3, length=400).write_csv(csv)
+    out = tmp_path / "m.streamcast"
+    args = ["--hidden", "8", "--horizon", "6", "--bptt", "16", "--epochs", "100000", "--patience", "100000"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamcast",
+            "fit",
+            str(csv),
+            "-o",
+            str(out),
+            "--ensemble",
+            "2",
+            "--jobs",
+            "2",
+            *args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "CI": "true"},
+        start_new_session=True,
+    )
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120
+    while seen != {"member 1/2 epoch 2", "member 2/2 epoch 2"} and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, f"fit ended early: {proc.wait()}"
+        seen.update(m for m in ("member 1/2 epoch 2", "member 2/2 epoch 2") if line.startswith(m + " "))
+    if whom == "group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    info = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).stdout)["info"]
+    assert info["interrupted"] is True
+    assert len(info["members"]) == 2
+    assert all(m["best_epoch"] >= 1 for m in info["members"])
+
+
+def test_members_in_processes_log_their_epochs_here(tiny_data, caplog):
+    with caplog.at_level(logging.INFO, logger="streamcast"):
+        fit(tiny_data, replace(TINY, ensemble=2), jobs=2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "training 2 members at a time, each in its own process" in messages
+    for member in (1, 2):
+        assert sum(m.startswith(f"member {member} epoch ") for m in messages) == TINY.epochs

@@ -42,6 +42,19 @@ def long_hourly(series: dict[str, np.ndarray]) -> pl.DataFrame:
     )
 
 
+def diverging_data():
+    """Two series, one with an infinite value read past the reader's checks: every training step
+    that sees it has a non-finite loss, so no epoch validates (a diverged run)."""
+    data = read_series(hourly_frame(series=2))
+    bad = data.frame.with_columns(
+        pl.when((pl.col("series_id") == "s1") & (pl.int_range(pl.len()).over("series_id") == 50))
+        .then(float("inf"))
+        .otherwise(pl.col("value"))
+        .alias("value")
+    )
+    return type(data)(bad, data.freq, data.columns, data.source, data.notes)
+
+
 # The network itself is what most tests exercise: two epochs of hidden 8 would be served seasonal
 # naive by the default fallback (tests/test_fallback.py covers it).
 TINY = FitConfig(

@@ -13,7 +13,6 @@ import sys
 import time
 from dataclasses import replace
 
-import polars as pl
 import pytest
 import torch
 from click.testing import CliRunner
@@ -22,9 +21,8 @@ import streamcast
 from streamcast import memberjobs
 from streamcast.cli import main
 from streamcast.errors import DataError, UsageError
-from streamcast.reading import read_series
 from streamcast.training import fit
-from tests.conftest import TINY, hourly_frame
+from tests.conftest import TINY, diverging_data, hourly_frame
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,14 +43,7 @@ def test_members_trained_in_processes_have_the_weights_of_members_trained_in_tur
 
 
 def test_a_members_error_in_its_process_is_raised_in_the_caller():
-    data = read_series(hourly_frame(series=2))
-    bad = data.frame.with_columns(
-        pl.when((pl.col("series_id") == "s1") & (pl.int_range(pl.len()).over("series_id") == 50))
-        .then(float("inf"))
-        .otherwise(pl.col("value"))
-        .alias("value")
-    )
-    data = type(data)(bad, data.freq, data.columns, data.source, data.notes)
+    data = diverging_data()
     with pytest.raises(DataError, match="training diverged: no epoch gave a finite validation loss"):
         fit(data, replace(TINY, batch_size=1, ensemble=2), jobs=2)
 

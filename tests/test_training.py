@@ -16,7 +16,7 @@ from streamcast.lanes import make_lanes
 from streamcast.losses import forecast_loss
 from streamcast.reading import read_series
 from streamcast.training import FitConfig, fit, mase_weights
-from tests.conftest import TINY, hourly_frame
+from tests.conftest import TINY, diverging_data, hourly_frame
 
 
 def weights(forecaster) -> list[torch.Tensor]:
@@ -100,15 +100,7 @@ def test_non_finite_steps_are_skipped_and_the_weights_stay_finite(monkeypatch):
 
 
 def test_a_run_with_no_finite_validation_loss_is_a_data_error_not_a_model():
-    frame = hourly_frame(series=2)
-    data = read_series(frame)
-    bad = data.frame.with_columns(
-        pl.when((pl.col("series_id") == "s1") & (pl.int_range(pl.len()).over("series_id") == 50))
-        .then(float("inf"))
-        .otherwise(pl.col("value"))
-        .alias("value")
-    )
-    data = type(data)(bad, data.freq, data.columns, data.source, data.notes)
+    data = diverging_data()
     epochs = []
     with pytest.raises(
         DataError, match=r"training diverged: no epoch gave a finite validation loss \(\d+ steps skipped"

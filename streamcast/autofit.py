@@ -30,6 +30,7 @@ from streamcast.training import (
     assemble,
     member_seed,
     prepare,
+    side_by_side,
     train_members,
     validation_loss,
 )
@@ -88,7 +89,11 @@ def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> For
     started = time.monotonic()
     prepared = prepare(data, replace(config, ensemble=1), device=device)
     plans = candidate_plans(prepared)
-    jobs = resolve_jobs(jobs, len(plans), threads, prepared.rows * config.epochs)
+    jobs = (
+        resolve_jobs(jobs, len(plans), threads, prepared.rows * config.epochs)
+        if side_by_side(prepared.work)
+        else 1
+    )
     trained = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)
     ranked = sorted(trained, key=lambda t: t[2].best_val_loss)
     best_alone = ranked[0][2].best_val_loss

@@ -8,7 +8,9 @@ thread each simply share the cores.
 
 Processes are spawned, not forked: a forked child inherits the parent's locks and torch's thread
 pools mid-state. A spawned child imports the caller's main module again, so a script that calls
-`fit(..., jobs=2)` needs the usual `if __name__ == "__main__":` guard; the CLI has it.
+`fit(..., jobs=2)` needs the usual `if __name__ == "__main__":` guard; the CLI has it. Each child
+has a pipe of its own, so that one dying mid-message (the OOM killer) is an end of file, never a
+read that waits for ever.
 """
 
 from __future__ import annotations
@@ -17,26 +19,30 @@ import logging
 import math
 import os
 import pickle
-import queue
 import signal
+import threading
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from logging.handlers import QueueHandler
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 
-from streamcast.errors import UsageError
+from streamcast.errors import StreamcastError
 from streamcast.model import RecurrentForecaster
+from streamcast.threads import check_jobs
 
 POLL = 0.2  # seconds between looks at the children while none reports
 GRACE = 2.0  # seconds after our Ctrl-C before the children still training are sent one
-
-
 # "auto" spawns processes only for fits this long (rows x epochs of one member, about 20 s here):
 # a child takes 1-2 s to import torch, which a short fit would not win back.
 AUTO_FROM = 2_000_000
+
+TrainOne = Callable[..., tuple[RecurrentForecaster, Any]]  # (plan, member, work, on_epoch, deadline)
 
 
 def resolve_jobs(jobs: int | str | None, members: int, threads: int = 1, timesteps: int | None = None) -> int:
@@ -46,20 +52,27 @@ def resolve_jobs(jobs: int | str | None, members: int, threads: int = 1, timeste
     process."""
     if jobs is None:
         return 1
-    if jobs == "auto":
-        if members < 2 or (timesteps is not None and timesteps < AUTO_FROM):
-            return 1
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        free = cores - busy_cores(cores)
-        return max(1, min(members, math.floor(free / max(1, threads) + 0.5)))
-    if isinstance(jobs, str):
-        try:
-            jobs = int(jobs)
-        except ValueError:
-            raise UsageError(f"--jobs must be a whole number or auto; got {jobs!r}") from None
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1 (processes); got {jobs}")
-    return min(jobs, max(1, members))
+    if jobs != "auto":
+        return min(check_jobs(jobs), max(1, members))
+    if members < 2 or (timesteps is not None and timesteps < AUTO_FROM):
+        return 1
+    cores = usable_cores()
+    free = cores - busy_cores(cores)
+    return max(1, min(members, math.floor(free / max(1, threads) + 0.5)))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup's CPU quota (a
+    container limited to 2 CPUs on a 64-core host sees 64 in the affinity)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def busy_cores(cores: int, sample: float = 0.25) -> float:
@@ -83,11 +96,36 @@ def _cpu_times() -> list[int]:
         return [int(x) for x in stat.readline().split()[1:9]]
 
 
+@dataclass
+class _Child:
+    process: Any
+    reader: Connection
+
+
+@dataclass
+class _Run:
+    """The parent's side of a run: who is waiting, who runs, what came back."""
+
+    waiting: list[tuple[int, Any]]
+    running: dict[int, _Child] = field(default_factory=dict)
+    done: dict[int, tuple[RecurrentForecaster, Any]] = field(default_factory=dict)
+    interrupted: bool = False
+    stop_at: float | None = None  # when to pass our Ctrl-C on to the children still running
+
+    def interrupt(self) -> None:
+        """Ctrl-C: no new member starts; the running ones are told after a grace period, since a
+        terminal's Ctrl-C reaches them with us and a `kill -INT` of ours alone does not."""
+        if not self.interrupted:
+            self.stop_at = time.monotonic() + GRACE
+        self.interrupted = True
+        self.waiting.clear()
+
+
 def train_in_processes(
-    train_one: Callable,
-    plans: list,
+    train_one: TrainOne,
+    plans: list[Any],
     work: Any,
-    on_epoch: Callable | None,
+    on_epoch: Callable[[Any], None] | None,
     deadline: float | None,
     jobs: int,
 ) -> tuple[dict[int, tuple[RecurrentForecaster, Any]], bool]:
@@ -95,131 +133,178 @@ def train_in_processes(
     for the members that ran, and whether a Ctrl-C ended the run.
 
     `train_one(plan, member, work, on_epoch, deadline)` runs in the child (a module-level
-    function, so that the child can import it). Epochs reach `on_epoch` here, in the order they
-    end. As when members train in turn, a member starts only before the deadline (the first
-    always); after a Ctrl-C no new member starts and the running ones keep their best weights.
-    A member's error stops the others and is raised here.
+    function, so that the child can import it). Epochs reach `on_epoch` and log records this
+    process's handlers as they come. As when members train in turn, a member starts only before
+    the deadline (the first always); after a Ctrl-C no new member starts and the running ones
+    keep their best weights. A member's error stops the others and is raised here.
     """
     context = mp.get_context("spawn")
-    reports = context.Queue()
-    threads = torch.get_num_threads()
-    level = logging.getLogger("streamcast").getEffectiveLevel()
-    waiting = list(enumerate(plans))
-    running: dict[int, Any] = {}
-    done: dict[int, tuple[RecurrentForecaster, Any]] = {}
-    interrupted, stop_at, dead_since = False, None, {}
+    settings = _Settings.now()
+    run = _Run(list(enumerate(plans)))
+    caught, previous = _catch_interrupts(run)
     try:
-        while waiting or running:
-            while waiting and len(running) < jobs and not interrupted:
-                if deadline is not None and (done or running) and time.monotonic() >= deadline:
-                    waiting.clear()
-                    break
-                index, plan = waiting.pop(0)
-                child = context.Process(
-                    target=_member_process,
-                    args=(train_one, plan, index + 1, work, deadline, threads, reports, level),
-                    name=f"streamcast-member-{index + 1}",
-                    daemon=True,
-                )
-                child.start()
-                running[index] = child
-            if not running:
+        while run.waiting or run.running:
+            _start_members(run, context, train_one, work, deadline, jobs, settings)
+            if not run.running:
                 break
-            if stop_at is not None and time.monotonic() >= stop_at:
-                _interrupt(running)  # Ctrl-C reaches them with us; a `kill -INT` of ours alone does not
-                stop_at = None
-            try:
-                kind, member, payload = reports.get(timeout=POLL)
-            except queue.Empty:
-                _check_alive(running, dead_since)
-                continue
-            except KeyboardInterrupt:
-                interrupted = True
-                waiting.clear()
-                stop_at = time.monotonic() + GRACE
-                continue
-            if kind == "log":  # the member's own log lines, to this process's handlers
-                logging.getLogger(payload.name).handle(payload)
-                continue
-            if kind == "epoch":
-                try:
-                    if on_epoch is not None:
-                        on_epoch(payload)
-                except KeyboardInterrupt:  # Ctrl-C while the progress was drawn: as above
-                    interrupted, stop_at = True, time.monotonic() + GRACE
-                    waiting.clear()
-                continue
-            running.pop(member - 1).join()
-            if kind == "interrupted":
-                interrupted = True
-                waiting.clear()
-                continue
-            if kind == "error":
-                raise payload
+            if run.stop_at is not None and time.monotonic() >= run.stop_at:
+                _signal(run.running)
+                run.stop_at = None
+            for ready in wait([c.reader for c in run.running.values()], timeout=POLL):
+                _take(run, _member_of(run, ready), on_epoch, work.device)
+    finally:
+        for child in run.running.values():
+            child.process.terminate()
+            child.process.join()
+            child.reader.close()
+        if caught:
+            signal.signal(signal.SIGINT, previous)
+    return run.done, run.interrupted
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What of the parent's torch set-up decides the arithmetic, for the child to take on."""
+
+    threads: int
+    dtype: torch.dtype
+    deterministic: bool
+    log_level: int
+
+    @classmethod
+    def now(cls) -> _Settings:
+        return cls(
+            torch.get_num_threads(),
+            torch.get_default_dtype(),
+            torch.are_deterministic_algorithms_enabled(),
+            logging.getLogger("streamcast").getEffectiveLevel(),
+        )
+
+
+def _catch_interrupts(run: _Run) -> tuple[bool, Any]:
+    """While the members train, Ctrl-C only marks the run: an exception could land mid-read of a
+    member's weights. Only the main thread receives signals; elsewhere there is nothing to do.
+    -> whether the handler was set, and the one to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return False, None
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: run.interrupt())
+    return True, signal.default_int_handler if previous is None else previous
+
+
+def _start_members(run: _Run, context, train_one, work, deadline, jobs: int, settings: _Settings) -> None:
+    while run.waiting and len(run.running) < jobs:
+        if deadline is not None and (run.done or run.running) and time.monotonic() >= deadline:
+            run.waiting.clear()
+            return
+        index, plan = run.waiting.pop(0)
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_member_process,
+            args=(train_one, plan, index + 1, work, deadline, settings, writer),
+            name=f"streamcast-member-{index + 1}",
+            daemon=True,
+        )
+        # Started with Ctrl-C blocked, which the child inherits until its own handler is set: a
+        # signal while it still imports torch would otherwise kill it without a word.
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        writer.close()  # the child's end: ours closed, its death reads as the end of the pipe
+        run.running[index] = _Child(process, reader)
+
+
+def _member_of(run: _Run, reader: Connection) -> int:
+    return next(i for i, c in run.running.items() if c.reader is reader)
+
+
+def _take(run: _Run, index: int, on_epoch, device) -> None:
+    """One message from member `index`: an epoch, a log record, its weights or its error."""
+    child = run.running[index]
+    try:
+        kind, payload = child.reader.recv()
+    except (EOFError, OSError):
+        child.process.join()
+        run.running.pop(index).reader.close()
+        if run.interrupted:
+            return  # stopped by the Ctrl-C before it had anything to send
+        raise RuntimeError(
+            f"member {index + 1}'s training process ended with exit code {child.process.exitcode} "
+            "before it reported; train with --jobs 1 to see why"
+        ) from None
+    if kind == "log":
+        logging.getLogger(payload.name).handle(payload)
+    elif kind == "epoch":
+        if on_epoch is not None:
+            on_epoch(payload)
+    else:
+        child.process.join()
+        run.running.pop(index).reader.close()
+        if kind == "error":
+            error, where = payload
+            if isinstance(error, StreamcastError):
+                raise error  # the user's to fix: one line, as in one process
+            raise error from ChildTraceback(where)
+        if kind == "done":
             config, weights, result = payload
             net = RecurrentForecaster(config)
             net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-            done[member - 1] = (net.to(work.device).eval(), result)
-            interrupted = interrupted or result.interrupted
+            run.done[index] = (net.to(device).eval(), result)
             if result.interrupted:
-                waiting.clear()
-    finally:
-        for child in running.values():
-            child.terminate()
-            child.join()
-        reports.close()
-    return done, interrupted
+                run.interrupt()
+        else:  # "interrupted": before its first epoch, nothing to keep
+            run.interrupt()
 
 
-def _interrupt(running: dict[int, Any]) -> None:
+def _signal(running: dict[int, _Child]) -> None:
     for child in running.values():
-        if child.pid is not None and child.exitcode is None:
-            os.kill(child.pid, signal.SIGINT)
+        if child.process.pid is not None and child.process.exitcode is None:
+            os.kill(child.process.pid, signal.SIGINT)
 
 
-def _check_alive(running: dict[int, Any], dead_since: dict[int, float]) -> None:
-    """A child that died without a word (killed, out of memory) is an error, not a hang. One that
-    has just ended may still have its report in the pipe: it gets a few more looks first."""
-    for index, child in running.items():
-        if child.exitcode is None:
-            continue
-        if time.monotonic() - dead_since.setdefault(index, time.monotonic()) > 5 * POLL:
-            raise RuntimeError(
-                f"member {index + 1}'s training process ended with exit code {child.exitcode} "
-                "before it reported; train with --jobs 1 to see why"
-            )
-
-
-def _member_process(train_one, plan, member, work, deadline, threads, reports, level) -> None:
-    """The child: train one member on the parent's thread count and send back its weights (as
-    numpy arrays, so nothing of this process must outlive it) and its log records."""
+def _member_process(
+    train_one: TrainOne,
+    plan,
+    member: int,
+    work,
+    deadline: float | None,
+    settings: _Settings,
+    writer: Connection,
+) -> None:
+    """The child: train one member as the parent would and send back its weights (as numpy
+    arrays, so nothing of this process must outlive it), its epochs and its log records."""
     signal.signal(signal.SIGINT, _first_interrupt)
-    logger = logging.getLogger("streamcast")
-    logger.setLevel(level)
-    logger.addHandler(_Forward(reports))
-    logger.propagate = False
-    torch.set_num_threads(threads)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile lands now
     try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:
-        pass
-    try:
-        net, result = train_one(
-            plan, member, work, lambda stats: reports.put(("epoch", member, stats)), deadline
-        )
+        torch.set_num_threads(settings.threads)
+        torch.set_default_dtype(settings.dtype)
+        torch.use_deterministic_algorithms(settings.deterministic)
+        logger = logging.getLogger("streamcast")
+        logger.setLevel(settings.log_level)
+        logger.addHandler(_Forward(writer))
+        logger.propagate = False
+        net, result = train_one(plan, member, work, lambda stats: writer.send(("epoch", stats)), deadline)
         weights = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
-        reports.put(("done", member, (net.config, weights, result)))
+        writer.send(("done", (net.config, weights, result)))
     except KeyboardInterrupt:  # before its first epoch: nothing to keep
-        reports.put(("interrupted", member, None))
+        writer.send(("interrupted", None))
     except BaseException as exc:  # noqa: BLE001 - every failure is the parent's to raise
-        reports.put(("error", member, _sendable(exc)))
+        writer.send(("error", (_sendable(exc), "".join(traceback.format_exception(exc)))))
+    finally:
+        writer.close()
 
 
 class _Forward(QueueHandler):
     """Sends a child's log records to the parent, which hands them to its own handlers."""
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        self.queue.put(("log", 0, record))
+        self.queue.send(("log", record))
 
 
 def _first_interrupt(signum, frame) -> None:
@@ -229,10 +314,18 @@ def _first_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+class ChildTraceback(Exception):
+    """Where in a member's process an error was raised: its traceback, as text."""
+
+
 def _sendable(exc: BaseException) -> BaseException:
-    """The exception itself where it survives pickling, else a RuntimeError with its text."""
+    """The exception itself where it survives pickling, else one of the same kind that does (an
+    exception whose constructor takes other arguments)."""
     try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
+        return pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001
+        if isinstance(exc, StreamcastError):
+            same = StreamcastError(str(exc))
+            same.exit_code = exc.exit_code
+            return same
         return RuntimeError(f"{type(exc).__name__}: {exc}")

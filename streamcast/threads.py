@@ -40,6 +40,17 @@ def check_threads(threads: int, name: str = "--threads") -> int:
     return threads
 
 
+def check_jobs(jobs: int | str, name: str = "--jobs") -> int:
+    """A count of processes (`fit --jobs`), or a usage error that says what was wrong."""
+    try:
+        count = int(jobs)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a whole number or auto; got {jobs!r}") from None
+    if count < 1:
+        raise UsageError(f"{name} must be at least 1 (processes); got {count}")
+    return count
+
+
 @contextmanager
 def torch_threads(threads: int | None = None) -> Iterator[int]:
     """Run the block on `threads` intra-op torch threads (None: `default_threads()`), then give the

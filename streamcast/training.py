@@ -299,7 +299,11 @@ def _fit(
 ) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
     prepared = prepare(data, config, cluster, device)
-    jobs = resolve_jobs(jobs, config.ensemble, threads, prepared.rows * config.epochs)
+    jobs = (
+        resolve_jobs(jobs, config.ensemble, threads, prepared.rows * config.epochs)
+        if side_by_side(prepared.work)
+        else 1
+    )
     log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)
     if jobs > 1:
         log.info("training %d members at a time, each in its own process", jobs)
@@ -516,11 +520,13 @@ def train_members(
 ) -> list[tuple[MemberPlan, RecurrentForecaster, FitResult]]:
     """Train each plan in turn, or `jobs` at a time in child processes (the same weights);
     Ctrl-C (or the deadline) ends the run and keeps what is trained."""
-    if jobs > 1 and len(plans) > 1 and work.cluster is None and work.device.type == "cpu":
-        done, _ = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
+    if jobs > 1 and len(plans) > 1 and side_by_side(work):
+        done, interrupted = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
         trained = [(plans[m], net, result) for m, (net, result) in sorted(done.items()) if result.history]
         if not trained:
             raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
+        if interrupted and not any(r.interrupted for *_, r in trained):
+            trained[-1][2].interrupted = True  # members were left out: the run did not finish
         return trained
     trained = []
     for m, plan in enumerate(plans):
@@ -534,6 +540,12 @@ def train_members(
     if not trained:
         raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
     return trained
+
+
+def side_by_side(work: _Work) -> bool:
+    """Whether members can train in processes of their own: one process on the CPU (torchrun's
+    ranks already share the cores, and a GPU's memory is not to be split)."""
+    return work.cluster is None and work.device.type == "cpu"
 
 
 def assemble(

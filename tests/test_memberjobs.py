@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,18 +21,25 @@ from click.testing import CliRunner
 import streamcast
 from streamcast import memberjobs
 from streamcast.cli import main
-from streamcast.errors import DataError, UsageError
+from streamcast.errors import DataError, StreamcastError, StrictStop, UsageError
 from streamcast.training import fit
 from tests.conftest import TINY, diverging_data, hourly_frame
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_members_trained_in_processes_have_the_weights_of_members_trained_in_turn(tiny_data):
+def test_members_trained_in_processes_have_the_weights_of_members_trained_in_turn(tiny_data, caplog):
     config = replace(TINY, ensemble=3)
     in_turn, side_by_side = [], []
     one = fit(tiny_data, config, on_epoch=in_turn.append, jobs=1)
-    two = fit(tiny_data, config, on_epoch=side_by_side.append, jobs=2)
+    with caplog.at_level(logging.INFO, logger="streamcast"):
+        two = fit(tiny_data, config, on_epoch=side_by_side.append, jobs=2)
+    # Each member's epochs were logged by a process of its own, not by this one.
+    makers = {
+        r.getMessage().split(" epoch ")[0]: r.process for r in caplog.records if " epoch " in r.getMessage()
+    }
+    assert set(makers) == {"member 1", "member 2", "member 3"}
+    assert os.getpid() not in makers.values() and len(set(makers.values())) == 3
     a, b = one.net.state_dict(), two.net.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -150,3 +158,84 @@ def test_members_in_processes_log_their_epochs_here(tiny_data, caplog):
     assert "training 2 members at a time, each in its own process" in messages
     for member in (1, 2):
         assert sum(m.startswith(f"member {member} epoch ") for m in messages) == TINY.epochs
+
+
+def _dies(plan, member, work, on_epoch, deadline):
+    os._exit(3)
+
+
+def _bug(plan, member, work, on_epoch, deadline):
+    raise ZeroDivisionError("a bug in the member's process")
+
+
+def _user_error(plan, member, work, on_epoch, deadline):
+    raise StrictStop(7, "a user's mistake")
+
+
+WORK = SimpleNamespace(device=torch.device("cpu"))
+
+
+def test_a_member_process_that_dies_without_a_word_is_an_error_not_a_hang():
+    with pytest.raises(
+        RuntimeError, match="member 1's training process ended with exit code 3 before it reported"
+    ):
+        memberjobs.train_in_processes(_dies, ["plan"], WORK, None, None, 1)
+
+
+def test_a_bug_in_a_member_keeps_its_traceback_and_a_users_error_stays_one_line():
+    with pytest.raises(ZeroDivisionError, match="a bug in the member's process") as raised:
+        memberjobs.train_in_processes(_bug, ["plan"], WORK, None, None, 1)
+    assert isinstance(raised.value.__cause__, memberjobs.ChildTraceback)
+    assert "in _bug" in str(raised.value.__cause__)
+    with pytest.raises(StreamcastError, match="line 7: a user's mistake") as raised:
+        memberjobs.train_in_processes(_user_error, ["plan"], WORK, None, None, 1)
+    assert raised.value.exit_code == 1 and raised.value.__cause__ is None
+
+
+def _children(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listed:
+        return listed.read().split()
+
+
+@pytest.mark.skipif(
+    not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"), reason="Linux /proc"
+)
+def test_ctrl_c_while_members_start_exits_130_with_one_line(tmp_path):
+    """The members' processes are still importing torch: the signal waits for their handler."""
+    csv = tmp_path / "load.csv"
+    hourly_frame(series=3, length=400).write_csv(csv)
+    args = ["--hidden", "8", "--horizon", "6", "--bptt", "16", "--epochs", "100000", "-q"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamcast",
+            "fit",
+            str(csv),
+            "-o",
+            str(tmp_path / "m.streamcast"),
+            "--ensemble",
+            "2",
+            "--jobs",
+            "2",
+            *args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert len(_children(proc.pid)) >= 2  # the members (and multiprocessing's resource tracker)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1]
+        == "Error: training was interrupted before the first epoch finished; nothing to keep"
+    )

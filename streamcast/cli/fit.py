@@ -66,7 +66,8 @@ from streamcast.modelheader import DEFAULT_MODEL_PATH
     metavar="N|auto",
     callback=lambda ctx, param, value: _jobs(value),
     help="Members of the ensemble (or --auto candidates) trained at once, each in its own process; "
-    "the model is the same for any N. auto: as many as the cores other work leaves free (one for a short fit).",
+    "an ensemble is the same for any N (--auto's budget may let more candidates train). "
+    "auto: as many as the cores other work leaves free (one for a short fit).",
 )
 @threads_option
 @device_option
@@ -182,13 +183,10 @@ def fit(
 
 
 def _jobs(value: str) -> int | str:
-    """`auto` or a count of at least one, checked before the data is read."""
-    from streamcast.memberjobs import resolve_jobs
+    """`auto` or a count of at least one, checked before the data is read (without torch)."""
+    from streamcast.threads import check_jobs
 
-    if value == "auto":
-        return value
-    resolve_jobs(value, 1)  # a usage error for what is not a count
-    return int(value)
+    return value if value == "auto" else check_jobs(value)
 
 
 def _leave_torchrun(status: int) -> None:

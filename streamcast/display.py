@@ -118,10 +118,16 @@ class FitProgress:
             return f" · budget left {max(0.0, self.budget - (time.monotonic() - self.started)):.0f}s"
         if not self.rows or not self.epochs_total:
             return ""
-        last = self.rows[-1]
-        left = self.epochs_total - last.epoch + (self.members - last.member) * self.epochs_total
+        latest: dict[int, int] = {}
+        for s in self.rows:
+            latest[s.member] = s.epoch
+        left = sum(self.epochs_total - latest.get(m, 0) for m in range(1, self.members + 1))
         mean = sum(s.seconds for s in self.rows) / len(self.rows)
-        return f" · ETA at most {left * mean:.0f}s ({left} epochs left)" if left > 0 else ""
+        return (
+            f" · ETA at most {left * mean / _side_by_side(self.rows):.0f}s ({left} epochs left)"
+            if left > 0
+            else ""
+        )
 
     def _member(self, stats: EpochStats) -> str:
         if self.members == 0:
@@ -178,6 +184,15 @@ def _reach_hint(reach: int, config: dict) -> str:
     if config["cell"] in ("rnn", "rnn-relu") and reach < config["bptt"] // 4:
         return " (vanishing: try --cell lstm or gru, or a shorter --bptt)"
     return ""
+
+
+def _side_by_side(rows: list[EpochStats]) -> int:
+    """How many members train at once (`fit --jobs`), seen from their epochs: the most members
+    whose runs of epochs overlap, one where they came one after another."""
+    spans: dict[int, list[int]] = {}
+    for i, s in enumerate(rows):
+        spans.setdefault(s.member, [i, i])[1] = i
+    return max(sum(a <= i <= b for a, b in spans.values()) for i in range(len(rows)))
 
 
 def _trained_on(info: dict) -> str:

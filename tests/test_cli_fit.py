@@ -216,3 +216,23 @@ def test_the_live_table_shows_skipped_steps_lr_and_an_eta():
     text = console.export_text()
     assert "skipped" in text and "lr" in text and "0.003" in text
     assert "ETA at most 16s (8 epochs left)" in text
+
+
+def test_the_eta_counts_each_members_epochs_and_members_trained_side_by_side():
+    from rich.console import Console
+
+    from streamcast.display import FitProgress
+    from streamcast.training import EpochStats
+
+    def eta(order):
+        progress = FitProgress(epochs=10, members=2)
+        for member, epoch in order:
+            progress.rows.append(
+                EpochStats(epoch, 0.5, 0.4, 0.1, 0.2, 0.0, 0, 20, 0.003, 2.0, 1000.0, member=member)
+            )
+        console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(progress._table())
+        return console.export_text()
+
+    assert "ETA at most 34s (17 epochs left)" in eta([(1, 1), (1, 2), (2, 1)])  # in turn
+    assert "ETA at most 16s (16 epochs left)" in eta([(1, 1), (2, 1), (1, 2), (2, 2)])  # two at once

@@ -17,7 +17,7 @@ import torch
 from streamcast.devices import resolve_device
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.memberjobs import resolve_jobs
+from streamcast.memberjobs import resolve_jobs, work_bytes
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
 from streamcast.threads import torch_threads
@@ -89,9 +89,10 @@ def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> For
     started = time.monotonic()
     prepared = prepare(data, replace(config, ensemble=1), device=device)
     plans = candidate_plans(prepared)
+    work = prepared.work
     jobs = (
-        resolve_jobs(jobs, len(plans), threads, prepared.rows * config.epochs)
-        if side_by_side(prepared.work)
+        resolve_jobs(jobs, len(plans), threads, prepared.rows * config.epochs, work_bytes(work))
+        if side_by_side(work)
         else 1
     )
     trained = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)

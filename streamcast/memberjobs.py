@@ -10,7 +10,10 @@ Processes are spawned, not forked: a forked child inherits the parent's locks an
 pools mid-state. A spawned child imports the caller's main module again, so a script that calls
 `fit(..., jobs=2)` needs the usual `if __name__ == "__main__":` guard; the CLI has it. Each child
 has a pipe of its own, so that one dying mid-message (the OOM killer) is an end of file, never a
-read that waits for ever.
+read that waits for ever. The training data goes to the children as one temporary file, written
+once: passed as the process's arguments it would go through a pipe the parent writes with the
+child's end still open (a child that dies leaves the write waiting for ever), and torch's own
+sharing goes through /dev/shm (64 MB in a default Docker container; a write past it is a SIGBUS).
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ import math
 import os
 import pickle
 import signal
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from logging.handlers import QueueHandler
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import numpy as np
 import torch
 import torch.multiprocessing as mp
 
@@ -41,20 +48,23 @@ GRACE = 2.0  # seconds after our Ctrl-C before the children still training are s
 # "auto" spawns processes only for fits this long (rows x epochs of one member, about 20 s here):
 # a child takes 1-2 s to import torch, which a short fit would not win back.
 AUTO_FROM = 2_000_000
+AUTO_MAX_COPY = 1 << 30  # bytes of training data each member's process copies, for "auto"
 
 TrainOne = Callable[..., tuple[RecurrentForecaster, Any]]  # (plan, member, work, on_epoch, deadline)
 
 
-def resolve_jobs(jobs: int | str | None, members: int, threads: int = 1, timesteps: int | None = None) -> int:
+def resolve_jobs(
+    jobs: int | str | None, members: int, threads: int = 1, timesteps: int | None = None, copied: int = 0
+) -> int:
     """How many members train at once: `jobs` itself, or for "auto" the cores other work leaves
     free (`busy_cores`) for `threads` torch threads each, at most one per member and at least
     one; one where a member's `timesteps` (rows x epochs) are too few to pay for starting a
-    process."""
+    process, or where each process would copy more than `AUTO_MAX_COPY` bytes (`copied`)."""
     if jobs is None:
         return 1
     if jobs != "auto":
         return min(check_jobs(jobs), max(1, members))
-    if members < 2 or (timesteps is not None and timesteps < AUTO_FROM):
+    if members < 2 or (timesteps is not None and timesteps < AUTO_FROM) or copied > AUTO_MAX_COPY:
         return 1
     cores = usable_cores()
     free = cores - busy_cores(cores)
@@ -141,10 +151,17 @@ def train_in_processes(
     context = mp.get_context("spawn")
     settings = _Settings.now()
     run = _Run(list(enumerate(plans)))
+    folder = tempfile.TemporaryDirectory(prefix="streamcast-members-")
+    shared = os.path.join(folder.name, "work.pickle")
+    with open(shared, "wb") as file:
+        pickle.dump(_portable(work), file, protocol=pickle.HIGHEST_PROTOCOL)
+    if hasattr(resource_tracker, "ensure_running"):
+        # Started now, not with the first member: starting it unblocks Ctrl-C (`_ctrl_c_blocked`).
+        resource_tracker.ensure_running()
     caught, previous = _catch_interrupts(run)
     try:
         while run.waiting or run.running:
-            _start_members(run, context, train_one, work, deadline, jobs, settings)
+            _start_members(run, context, train_one, shared, deadline, jobs, settings)
             if not run.running:
                 break
             if run.stop_at is not None and time.monotonic() >= run.stop_at:
@@ -159,6 +176,7 @@ def train_in_processes(
             child.reader.close()
         if caught:
             signal.signal(signal.SIGINT, previous)
+        folder.cleanup()
     return run.done, run.interrupted
 
 
@@ -192,7 +210,11 @@ def _catch_interrupts(run: _Run) -> tuple[bool, Any]:
     return True, signal.default_int_handler if previous is None else previous
 
 
-def _start_members(run: _Run, context, train_one, work, deadline, jobs: int, settings: _Settings) -> None:
+def _start_members(
+    run: _Run, context, train_one, shared: str, deadline, jobs: int, settings: _Settings
+) -> None:
+    """Start members while there are free places (and time left). `shared`: the file that holds
+    the training data for every member to read, written once."""
     while run.waiting and len(run.running) < jobs:
         if deadline is not None and (run.done or run.running) and time.monotonic() >= deadline:
             run.waiting.clear()
@@ -201,22 +223,29 @@ def _start_members(run: _Run, context, train_one, work, deadline, jobs: int, set
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(
             target=_member_process,
-            args=(train_one, plan, index + 1, work, deadline, settings, writer),
+            args=(train_one, plan, index + 1, shared, deadline, settings, writer),
             name=f"streamcast-member-{index + 1}",
             daemon=True,
         )
-        # Started with Ctrl-C blocked, which the child inherits until its own handler is set: a
-        # signal while it still imports torch would otherwise kill it without a word.
-        blocked = hasattr(signal, "pthread_sigmask")
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        # Started with Ctrl-C blocked, which the child keeps through exec and Python's start-up
+        # until its own handler is set (one while it still imported torch killed it without a
+        # word); ours waits meanwhile, and is taken when we unblock.
+        with _ctrl_c_blocked():
             process.start()
-        finally:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         writer.close()  # the child's end: ours closed, its death reads as the end of the pipe
         run.running[index] = _Child(process, reader)
+
+
+@contextmanager
+def _ctrl_c_blocked() -> Iterator[None]:
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _member_of(run: _Run, reader: Connection) -> int:
@@ -237,7 +266,7 @@ def _take(run: _Run, index: int, on_epoch, device) -> None:
             f"member {index + 1}'s training process ended with exit code {child.process.exitcode} "
             "before it reported; train with --jobs 1 to see why"
         ) from None
-    if kind == "log":
+    if kind == "log":  # the member's own log lines, to this process's handlers
         logging.getLogger(payload.name).handle(payload)
     elif kind == "epoch":
         if on_epoch is not None:
@@ -271,7 +300,7 @@ def _member_process(
     train_one: TrainOne,
     plan,
     member: int,
-    work,
+    shared: str,
     deadline: float | None,
     settings: _Settings,
     writer: Connection,
@@ -279,9 +308,11 @@ def _member_process(
     """The child: train one member as the parent would and send back its weights (as numpy
     arrays, so nothing of this process must outlive it), its epochs and its log records."""
     signal.signal(signal.SIGINT, _first_interrupt)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile lands now
     try:
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one meanwhile lands here
+        with open(shared, "rb") as file:
+            work = _restored(pickle.load(file))
         torch.set_num_threads(settings.threads)
         torch.set_default_dtype(settings.dtype)
         torch.use_deterministic_algorithms(settings.deterministic)
@@ -298,6 +329,39 @@ def _member_process(
         writer.send(("error", (_sendable(exc), "".join(traceback.format_exception(exc)))))
     finally:
         writer.close()
+
+
+def _portable(work: Any) -> Any:
+    """`work` with its tensors as numpy arrays, for plain pickling (not torch's shared memory)."""
+    if not is_dataclass(work):
+        return work
+    tensors = {f.name: getattr(work, f.name) for f in fields(work)}
+    return replace(work, **{k: v.numpy() for k, v in tensors.items() if isinstance(v, torch.Tensor)})
+
+
+def _restored(work: Any) -> Any:
+    """The child's `work`: the arrays `_portable` made are tensors again (no copy)."""
+    if not is_dataclass(work):
+        return work
+    hints = {f.name: f.type for f in fields(work)}
+    arrays = {k: getattr(work, k) for k, hint in hints.items() if "Tensor" in str(hint)}
+    return replace(work, **{k: torch.from_numpy(v) for k, v in arrays.items() if isinstance(v, np.ndarray)})
+
+
+def work_bytes(work: Any) -> int:
+    """What a member's process copies of `work`: the bytes of its tensors and arrays."""
+    if not is_dataclass(work):
+        return 0
+    total = 0
+    for f in fields(work):
+        value = getattr(work, f.name)
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif is_dataclass(value):
+            total += work_bytes(value)
+    return total
 
 
 class _Forward(QueueHandler):

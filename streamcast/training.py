@@ -65,7 +65,7 @@ from streamcast.lanes import (
     make_lanes,
 )
 from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
-from streamcast.memberjobs import resolve_jobs, train_in_processes
+from streamcast.memberjobs import resolve_jobs, train_in_processes, work_bytes
 from streamcast.model import (
     CELLS,
     COMBINES,
@@ -299,9 +299,10 @@ def _fit(
 ) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
     prepared = prepare(data, config, cluster, device)
+    work = prepared.work
     jobs = (
-        resolve_jobs(jobs, config.ensemble, threads, prepared.rows * config.epochs)
-        if side_by_side(prepared.work)
+        resolve_jobs(jobs, config.ensemble, threads, prepared.rows * config.epochs, work_bytes(work))
+        if side_by_side(work)
         else 1
     )
     log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)

@@ -66,6 +66,7 @@ def test_auto_takes_the_cores_other_work_leaves_free_and_one_for_a_short_fit(mon
     assert memberjobs.resolve_jobs("auto", 3, 1, long - 1) == 1  # not worth a process's start
     assert memberjobs.resolve_jobs("auto", 3, 2, long) == 1  # two threads each fill both cores
     assert memberjobs.resolve_jobs(8, 3) == 3  # never more processes than members
+    assert memberjobs.resolve_jobs("auto", 3, 1, long, memberjobs.AUTO_MAX_COPY + 1) == 1  # too much to copy
     for bad in (0, "0", "two"):
         with pytest.raises(UsageError, match="--jobs must be"):
             memberjobs.resolve_jobs(bad, 3)
@@ -239,3 +240,17 @@ def test_ctrl_c_while_members_start_exits_130_with_one_line(tmp_path):
         err.strip().splitlines()[-1]
         == "Error: training was interrupted before the first epoch finished; nothing to keep"
     )
+
+
+def test_the_training_data_reaches_a_member_as_plain_arrays_not_shared_memory(tiny_data):
+    """torch would share its tensors through /dev/shm (64 MB in a default Docker container)."""
+    from streamcast.training import prepare
+
+    work = prepare(tiny_data, TINY).work
+    portable = memberjobs._portable(work)
+    assert not any(isinstance(getattr(portable, f), torch.Tensor) for f in vars(portable))
+    back = memberjobs._restored(portable)
+    for name in ("table", "values", "val_targets"):
+        assert isinstance(getattr(back, name), torch.Tensor)
+        assert torch.equal(getattr(back, name), getattr(work, name))
+    assert memberjobs.work_bytes(work) >= work.table.numel() * 4 + work.lanes.rows.nbytes

@@ -17,7 +17,6 @@ import torch
 from streamcast.devices import resolve_device
 from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
-from streamcast.memberjobs import resolve_jobs, work_bytes
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
 from streamcast.threads import torch_threads
@@ -28,9 +27,9 @@ from streamcast.training import (
     MemberPlan,
     Prepared,
     assemble,
+    member_jobs,
     member_seed,
     prepare,
-    side_by_side,
     train_members,
     validation_loss,
 )
@@ -89,12 +88,7 @@ def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> For
     started = time.monotonic()
     prepared = prepare(data, replace(config, ensemble=1), device=device)
     plans = candidate_plans(prepared)
-    work = prepared.work
-    jobs = (
-        resolve_jobs(jobs, len(plans), threads, prepared.rows * config.epochs, work_bytes(work))
-        if side_by_side(work)
-        else 1
-    )
+    jobs = member_jobs(jobs, len(plans), threads, prepared)
     trained = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)
     ranked = sorted(trained, key=lambda t: t[2].best_val_loss)
     best_alone = ranked[0][2].best_val_loss

@@ -277,7 +277,7 @@ def fit(
     as `--device` (`auto`: a CUDA GPU when torch sees one). Under torchrun, `cluster`
     (`streamcast.distributed.joined`) with `data` this rank's share of the series trains one model
     with the other ranks (see `streamcast.torchrun.fit_parallel`). `jobs`: how many members of an
-    ensemble train at once, each in its own process ("auto": the cores the load leaves free); the
+    ensemble train at once, each in its own process ("auto": the cores other work leaves free); the
     weights are the same for any count (`streamcast.memberjobs`; a script needs the
     `if __name__ == "__main__":` guard for more than one).
     """
@@ -299,12 +299,7 @@ def _fit(
 ) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
     prepared = prepare(data, config, cluster, device)
-    work = prepared.work
-    jobs = (
-        resolve_jobs(jobs, config.ensemble, threads, prepared.rows * config.epochs, work_bytes(work))
-        if side_by_side(work)
-        else 1
-    )
+    jobs = member_jobs(jobs, config.ensemble, threads, prepared)
     log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)
     if jobs > 1:
         log.info("training %d members at a time, each in its own process", jobs)
@@ -541,6 +536,15 @@ def train_members(
     if not trained:
         raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
     return trained
+
+
+def member_jobs(requested: int | str, members: int, threads: int, prepared: Prepared) -> int:
+    """How many of `members` train at once (`streamcast.memberjobs.resolve_jobs`): one where they
+    cannot train in processes of their own."""
+    if not side_by_side(prepared.work):
+        return 1
+    timesteps = prepared.rows * prepared.config.epochs
+    return resolve_jobs(requested, members, threads, timesteps, work_bytes(prepared.work))
 
 
 def side_by_side(work: _Work) -> bool:

@@ -103,15 +103,13 @@ def test_fit_jobs_through_the_cli_and_info_says_so(tmp_path):
     assert not (tmp_path / "x.streamcast").exists()
 
 
-@pytest.mark.parametrize("whom", ["group", "parent"])
-def test_ctrl_c_stops_members_in_their_processes_and_keeps_their_best(tmp_path, whom):
-    """A terminal's Ctrl-C reaches the whole process group; `kill -INT` of the parent alone is
-    passed on to the members after a grace period. Either way every member keeps its best."""
+def _long_fit_of_two(tmp_path, out, *more: str) -> subprocess.Popen:
+    """`fit` of two members, two at a time, that would run for ever: in a session of its own, so
+    that a signal to its process group is a terminal's Ctrl-C."""
     csv = tmp_path / "load.csv"
     hourly_frame(series=3, length=400).write_csv(csv)
-    out = tmp_path / "m.streamcast"
-    args = ["--hidden", "8", "--horizon", "6", "--bptt", "16", "--epochs", "100000", "--patience", "100000"]
-    proc = subprocess.Popen(
+    args = ["--hidden", "8", "--horizon", "6", "--bptt", "16", "--epochs", "100000", *more]
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -134,6 +132,14 @@ def test_ctrl_c_stops_members_in_their_processes_and_keeps_their_best(tmp_path, 
         env={**os.environ, "CI": "true"},
         start_new_session=True,
     )
+
+
+@pytest.mark.parametrize("whom", ["group", "parent"])
+def test_ctrl_c_stops_members_in_their_processes_and_keeps_their_best(tmp_path, whom):
+    """A terminal's Ctrl-C reaches the whole process group; `kill -INT` of the parent alone is
+    passed on to the members after a grace period. Either way every member keeps its best."""
+    out = tmp_path / "m.streamcast"
+    proc = _long_fit_of_two(tmp_path, out, "--patience", "100000")
     seen: set[str] = set()
     deadline = time.monotonic() + 120
     while seen != {"member 1/2 epoch 2", "member 2/2 epoch 2"} and time.monotonic() < deadline:
@@ -203,31 +209,7 @@ def _children(pid: int) -> list[str]:
 )
 def test_ctrl_c_while_members_start_exits_130_with_one_line(tmp_path):
     """The members' processes are still importing torch: the signal waits for their handler."""
-    csv = tmp_path / "load.csv"
-    hourly_frame(series=3, length=400).write_csv(csv)
-    args = ["--hidden", "8", "--horizon", "6", "--bptt", "16", "--epochs", "100000", "-q"]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamcast",
-            "fit",
-            str(csv),
-            "-o",
-            str(tmp_path / "m.streamcast"),
-            "--ensemble",
-            "2",
-            "--jobs",
-            "2",
-            *args,
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    proc = _long_fit_of_two(tmp_path, tmp_path / "m.streamcast", "-q")
     deadline = time.monotonic() + 60
     while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)

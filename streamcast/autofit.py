@@ -89,7 +89,7 @@ def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> For
     prepared = prepare(data, replace(config, ensemble=1), device=device)
     plans = candidate_plans(prepared)
     jobs = member_jobs(jobs, len(plans), threads, prepared)
-    trained = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)
+    trained, jobs = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)
     ranked = sorted(trained, key=lambda t: t[2].best_val_loss)
     best_alone = ranked[0][2].best_val_loss
     chosen = ranked[:1]

@@ -121,13 +121,13 @@ class FitProgress:
         latest: dict[int, int] = {}
         for s in self.rows:
             latest[s.member] = s.epoch
-        left = sum(self.epochs_total - latest.get(m, 0) for m in range(1, self.members + 1))
+        lefts = [self.epochs_total - latest.get(m, 0) for m in range(1, self.members + 1)]
+        left = sum(lefts)
         mean = sum(s.seconds for s in self.rows) / len(self.rows)
-        return (
-            f" · ETA at most {left * mean / _side_by_side(self.rows):.0f}s ({left} epochs left)"
-            if left > 0
-            else ""
-        )
+        # k at a time: the work shared out, plus what the longest member may leave to run alone.
+        k = _side_by_side(self.rows)
+        bound = left / k + max(lefts) * (1 - 1 / k)
+        return f" · ETA at most {bound * mean:.0f}s ({left} epochs left)" if left > 0 else ""
 
     def _member(self, stats: EpochStats) -> str:
         if self.members == 0:

@@ -120,6 +120,7 @@ class _Run:
     running: dict[int, _Child] = field(default_factory=dict)
     done: dict[int, tuple[RecurrentForecaster, Any]] = field(default_factory=dict)
     interrupted: bool = False
+    asked: bool = False  # a Ctrl-C came (set by the handler, applied by the loop)
     stop_at: float | None = None  # when to pass our Ctrl-C on to the children still running
 
     def interrupt(self) -> None:
@@ -149,35 +150,55 @@ def train_in_processes(
     keep their best weights. A member's error stops the others and is raised here.
     """
     context = mp.get_context("spawn")
-    settings = _Settings.now()
     run = _Run(list(enumerate(plans)))
-    folder = tempfile.TemporaryDirectory(prefix="streamcast-members-")
-    shared = os.path.join(folder.name, "work.pickle")
-    with open(shared, "wb") as file:
-        pickle.dump(_portable(work), file, protocol=pickle.HIGHEST_PROTOCOL)
-    if hasattr(resource_tracker, "ensure_running"):
-        # Started now, not with the first member: starting it unblocks Ctrl-C (`_ctrl_c_blocked`).
-        resource_tracker.ensure_running()
-    caught, previous = _catch_interrupts(run)
-    try:
-        while run.waiting or run.running:
-            _start_members(run, context, train_one, shared, deadline, jobs, settings)
-            if not run.running:
-                break
-            if run.stop_at is not None and time.monotonic() >= run.stop_at:
-                _signal(run.running)
-                run.stop_at = None
-            for ready in wait([c.reader for c in run.running.values()], timeout=POLL):
-                _take(run, _member_of(run, ready), on_epoch, work.device)
-    finally:
-        for child in run.running.values():
-            child.process.terminate()
-            child.process.join()
-            child.reader.close()
-        if caught:
-            signal.signal(signal.SIGINT, previous)
-        folder.cleanup()
+    with tempfile.TemporaryDirectory(prefix="streamcast-members-") as folder:
+        shared = os.path.join(folder, "work.pickle")
+        try:
+            with open(shared, "wb") as file:
+                pickle.dump(_portable(work), file, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError as exc:
+            raise NoRoom(f"no room for the members' copy of the data in {folder}: {exc}") from exc
+        if hasattr(resource_tracker, "ensure_running"):
+            # Started now, not with the first member: starting it unblocks Ctrl-C (`_ctrl_c_blocked`).
+            resource_tracker.ensure_running()
+        caught, previous, ignored = _catch_interrupts(run)
+        settings = _Settings.now(ignored)
+        try:
+            while run.waiting or run.running:
+                if run.asked and not run.interrupted:
+                    run.interrupt()
+                _start_members(run, context, train_one, shared, deadline, jobs, settings)
+                if not run.running:
+                    break
+                if run.stop_at is not None and time.monotonic() >= run.stop_at:
+                    _signal(run.running)
+                    run.stop_at = None
+                for ready in wait([c.reader for c in run.running.values()], timeout=POLL):
+                    _take(run, _member_of(run, ready), on_epoch, work.device)
+        finally:
+            for child in run.running.values():
+                child.process.terminate()
+                _end(child.process)
+                child.reader.close()
+            if caught:
+                signal.signal(signal.SIGINT, previous)
     return run.done, run.interrupted
+
+
+class NoRoom(OSError):
+    """The members' copy of the training data could not be written (a full TMPDIR): `fit`
+    trains them in turn instead."""
+
+
+def _end(process, wait_for: float = 5.0) -> None:
+    """Wait for a child to exit: one that will not is terminated, then killed."""
+    process.join(wait_for)
+    if process.exitcode is None:
+        process.terminate()
+        process.join(1.0)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
 
 
 @dataclass(frozen=True)
@@ -188,26 +209,37 @@ class _Settings:
     dtype: torch.dtype
     deterministic: bool
     log_level: int
+    ignore_ctrl_c: bool  # the caller ignores SIGINT (a background job): so do the members
 
     @classmethod
-    def now(cls) -> _Settings:
+    def now(cls, ignore_ctrl_c: bool) -> _Settings:
         return cls(
             torch.get_num_threads(),
             torch.get_default_dtype(),
             torch.are_deterministic_algorithms_enabled(),
             logging.getLogger("streamcast").getEffectiveLevel(),
+            ignore_ctrl_c,
         )
 
 
-def _catch_interrupts(run: _Run) -> tuple[bool, Any]:
-    """While the members train, Ctrl-C only marks the run: an exception could land mid-read of a
-    member's weights. Only the main thread receives signals; elsewhere there is nothing to do.
-    -> whether the handler was set, and the one to put back."""
+def _catch_interrupts(run: _Run) -> tuple[bool, Any, bool]:
+    """While the members train, Ctrl-C only marks the run (an exception could land mid-read of a
+    member's weights); a second one stops at once, members and all. Only the main thread
+    receives signals. A caller that ignores SIGINT, or handles it outside Python, keeps it.
+    -> whether the handler was set, the one to put back, and whether SIGINT is ignored."""
     if threading.current_thread() is not threading.main_thread():
-        return False, None
+        return False, None, False
     previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda signum, frame: run.interrupt())
-    return True, signal.default_int_handler if previous is None else previous
+    if previous is signal.SIG_IGN or previous is None:
+        return False, None, previous is signal.SIG_IGN
+
+    def handler(signum, frame) -> None:
+        if run.asked:
+            raise KeyboardInterrupt
+        run.asked = True
+
+    signal.signal(signal.SIGINT, handler)
+    return True, previous, False
 
 
 def _start_members(
@@ -230,9 +262,14 @@ def _start_members(
         # Started with Ctrl-C blocked, which the child keeps through exec and Python's start-up
         # until its own handler is set (one while it still imported torch killed it without a
         # word); ours waits meanwhile, and is taken when we unblock.
-        with _ctrl_c_blocked():
-            process.start()
-        writer.close()  # the child's end: ours closed, its death reads as the end of the pipe
+        try:
+            with _ctrl_c_blocked():
+                process.start()
+        except BaseException:
+            reader.close()
+            raise
+        finally:
+            writer.close()  # the child's end: ours closed, its death reads as the end of the pipe
         run.running[index] = _Child(process, reader)
 
 
@@ -258,7 +295,7 @@ def _take(run: _Run, index: int, on_epoch, device) -> None:
     try:
         kind, payload = child.reader.recv()
     except (EOFError, OSError):
-        child.process.join()
+        _end(child.process)
         run.running.pop(index).reader.close()
         if run.interrupted:
             return  # stopped by the Ctrl-C before it had anything to send
@@ -272,7 +309,7 @@ def _take(run: _Run, index: int, on_epoch, device) -> None:
         if on_epoch is not None:
             on_epoch(payload)
     else:
-        child.process.join()
+        _end(child.process)
         run.running.pop(index).reader.close()
         if kind == "error":
             error, where = payload
@@ -307,7 +344,7 @@ def _member_process(
 ) -> None:
     """The child: train one member as the parent would and send back its weights (as numpy
     arrays, so nothing of this process must outlive it), its epochs and its log records."""
-    signal.signal(signal.SIGINT, _first_interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if settings.ignore_ctrl_c else _first_interrupt)
     try:
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one meanwhile lands here
@@ -321,6 +358,7 @@ def _member_process(
         logger.addHandler(_Forward(writer))
         logger.propagate = False
         net, result = train_one(plan, member, work, lambda stats: writer.send(("epoch", stats)), deadline)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # trained: a Ctrl-C now must not cut the reply short
         weights = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
         writer.send(("done", (net.config, weights, result)))
     except KeyboardInterrupt:  # before its first epoch: nothing to keep
@@ -372,8 +410,8 @@ class _Forward(QueueHandler):
 
 
 def _first_interrupt(signum, frame) -> None:
-    """The first Ctrl-C stops the training (which keeps its best weights); a second one, the
-    parent's passed on after ours reached the whole group, must not cut the reply short."""
+    """The first Ctrl-C stops the training (which keeps its best weights); a second one (the
+    parent's, passed on after ours reached the whole group) must not cut the reply short."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 

@@ -65,7 +65,7 @@ from streamcast.lanes import (
     make_lanes,
 )
 from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
-from streamcast.memberjobs import resolve_jobs, train_in_processes, work_bytes
+from streamcast.memberjobs import NoRoom, resolve_jobs, train_in_processes, work_bytes
 from streamcast.model import (
     CELLS,
     COMBINES,
@@ -312,7 +312,8 @@ def _fit(
         )
         for m in range(config.ensemble)
     ]
-    return assemble(prepared, train_members(plans, prepared.work, on_epoch, jobs=jobs), jobs)
+    trained, jobs = train_members(plans, prepared.work, on_epoch, jobs=jobs)
+    return assemble(prepared, trained, jobs)
 
 
 @dataclass(frozen=True)
@@ -513,17 +514,22 @@ def train_members(
     on_epoch: Callable[[EpochStats], None] | None,
     deadline: float | None = None,
     jobs: int = 1,
-) -> list[tuple[MemberPlan, RecurrentForecaster, FitResult]]:
+) -> tuple[list[tuple[MemberPlan, RecurrentForecaster, FitResult]], int]:
     """Train each plan in turn, or `jobs` at a time in child processes (the same weights);
-    Ctrl-C (or the deadline) ends the run and keeps what is trained."""
+    Ctrl-C (or the deadline) ends the run and keeps what is trained. -> what was trained, and
+    how many trained at once."""
     if jobs > 1 and len(plans) > 1 and side_by_side(work):
-        done, interrupted = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
-        trained = [(plans[m], net, result) for m, (net, result) in sorted(done.items()) if result.history]
-        if not trained:
-            raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
-        if interrupted and not any(r.interrupted for *_, r in trained):
-            trained[-1][2].interrupted = True  # members were left out: the run did not finish
-        return trained
+        try:
+            done, interrupted = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
+        except NoRoom as exc:
+            log.warning("%s; training the members in turn", exc)
+        else:
+            trained = [(plans[m], net, result) for m, (net, result) in sorted(done.items()) if result.history]
+            if not trained:
+                raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
+            if interrupted and not any(r.interrupted for *_, r in trained):
+                trained[-1][2].interrupted = True  # members were left out: the run did not finish
+            return trained, min(jobs, len(done))
     trained = []
     for m, plan in enumerate(plans):
         if deadline is not None and trained and time.monotonic() >= deadline:
@@ -535,7 +541,7 @@ def train_members(
             break
     if not trained:
         raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
-    return trained
+    return trained, 1
 
 
 def member_jobs(requested: int | str, members: int, threads: int, prepared: Prepared) -> int:
@@ -583,7 +589,7 @@ def assemble(
         "lanes": len(work.lanes) if work.layout is None else len(work.layout),
         "device": device_name(work.device),
         "world_size": 1 if cluster is None else cluster.world_size,
-        "jobs": min(jobs, len(trained)),  # members trained at once, each in its own process
+        "jobs": jobs,  # members trained at once, each in its own process
     }
     if len(trained) > 1:
         info["members"] = [

@@ -235,4 +235,5 @@ def test_the_eta_counts_each_members_epochs_and_members_trained_side_by_side():
         return console.export_text()
 
     assert "ETA at most 34s (17 epochs left)" in eta([(1, 1), (1, 2), (2, 1)])  # in turn
-    assert "ETA at most 16s (16 epochs left)" in eta([(1, 1), (2, 1), (1, 2), (2, 2)])  # two at once
+    # Two at once: 16 epochs' work shared by two, and at most what the longer may run alone.
+    assert "ETA at most 24s (16 epochs left)" in eta([(1, 1), (2, 1), (1, 2), (2, 2)])

@@ -109,7 +109,7 @@ def _long_fit_of_two(tmp_path, out, *more: str) -> subprocess.Popen:
     csv = tmp_path / "load.csv"
     hourly_frame(series=3, length=400).write_csv(csv)
     args = ["--hidden", "8", "--horizon", "6", "--bptt", "16", "--epochs", "100000", *more]
-    return subprocess.Popen(
+    return _in_its_own_session(
         [
             sys.executable,
             "-m",
@@ -123,7 +123,14 @@ def _long_fit_of_two(tmp_path, out, *more: str) -> subprocess.Popen:
             "--jobs",
             "2",
             *args,
-        ],
+        ]
+    )
+
+
+def _in_its_own_session(command: list[str]) -> subprocess.Popen:
+    """A process in a session of its own: a signal to its group is what a terminal's Ctrl-C is."""
+    return subprocess.Popen(
+        command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -236,3 +243,53 @@ def test_the_training_data_reaches_a_member_as_plain_arrays_not_shared_memory(ti
         assert isinstance(getattr(back, name), torch.Tensor)
         assert torch.equal(getattr(back, name), getattr(work, name))
     assert memberjobs.work_bytes(work) >= work.table.numel() * 4 + work.lanes.rows.nbytes
+
+
+def test_no_room_for_the_members_data_trains_them_in_turn(tiny_data, monkeypatch, caplog):
+    config = replace(TINY, ensemble=2)
+    in_turn = fit(tiny_data, config, jobs=1)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memberjobs.pickle, "dump", full_disk)
+    with caplog.at_level(logging.WARNING, logger="streamcast"):
+        fallback = fit(tiny_data, config, jobs=2)
+    assert any(
+        "No space left on device" in r.getMessage() and "in turn" in r.getMessage() for r in caplog.records
+    )
+    assert fallback.info["jobs"] == 1
+    a, b = in_turn.net.state_dict(), fallback.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_auto_records_how_many_candidates_trained_at_once(tiny_data):
+    from streamcast.autofit import fit_auto
+
+    model = fit_auto(tiny_data, TINY, time_budget=60, jobs=2)
+    assert len(model.info["auto"]["tried"]) >= 2
+    assert model.info["jobs"] == 2
+
+
+def test_a_fit_that_ignores_ctrl_c_keeps_ignoring_it_with_members_side_by_side(tmp_path):
+    """A background job in a script ignores SIGINT; `--jobs` must not start heeding it."""
+    csv = tmp_path / "load.csv"
+    hourly_frame(series=3, length=400).write_csv(csv)
+    out = tmp_path / "m.streamcast"
+    argv = ["streamcast", "fit", str(csv), "-o", str(out), "--ensemble", "2", "--jobs", "2", "--hidden", "8"]
+    argv += ["--horizon", "6", "--bptt", "16", "--epochs", "4", "--patience", "10"]
+    code = f"import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.argv = {argv!r}; "
+    code += "from streamcast.cli import main; main()"
+    proc = _in_its_own_session([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, f"fit ended early: {proc.wait()}"
+        if " epoch 1 " in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    info = streamcast.load(out).info
+    assert info["interrupted"] is False
+    assert [len(m["history"]) for m in info["members"]] == [4, 4]

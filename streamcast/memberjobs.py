@@ -151,7 +151,11 @@ def train_in_processes(
     """
     context = mp.get_context("spawn")
     run = _Run(list(enumerate(plans)))
-    with tempfile.TemporaryDirectory(prefix="streamcast-members-") as folder:
+    try:
+        holder = tempfile.TemporaryDirectory(prefix="streamcast-members-")
+    except OSError as exc:
+        raise NoRoom(f"no folder for the members' copy of the data: {exc}") from exc
+    with holder as folder:
         shared = os.path.join(folder, "work.pickle")
         try:
             with open(shared, "wb") as file:

@@ -159,7 +159,7 @@ def train_in_processes(
         shared = os.path.join(folder, "work.pickle")
         try:
             with open(shared, "wb") as file:
-                pickle.dump(_portable(work), file, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(_portable(work), file, protocol=pickle.HIGHEST_PROTOCOL)  # (work, tensor names)
         except OSError as exc:
             raise NoRoom(f"no room for the members' copy of the data in {folder}: {exc}") from exc
         if hasattr(resource_tracker, "ensure_running"):
@@ -177,8 +177,9 @@ def train_in_processes(
                 if run.stop_at is not None and time.monotonic() >= run.stop_at:
                     _signal(run.running)
                     run.stop_at = None
-                for ready in wait([c.reader for c in run.running.values()], timeout=POLL):
-                    _take(run, _member_of(run, ready), on_epoch, work.device)
+                members = {c.reader: index for index, c in run.running.items()}
+                for ready in wait(list(members), timeout=POLL):
+                    _take(run, members[ready], on_epoch, work.device)
         finally:
             for child in run.running.values():
                 child.process.terminate()
@@ -289,18 +290,13 @@ def _ctrl_c_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _member_of(run: _Run, reader: Connection) -> int:
-    return next(i for i, c in run.running.items() if c.reader is reader)
-
-
 def _take(run: _Run, index: int, on_epoch, device) -> None:
     """One message from member `index`: an epoch, a log record, its weights or its error."""
     child = run.running[index]
     try:
         kind, payload = child.reader.recv()
     except (EOFError, OSError):
-        _end(child.process)
-        run.running.pop(index).reader.close()
+        _retire(run, index)
         if run.interrupted:
             return  # stopped by the Ctrl-C before it had anything to send
         raise RuntimeError(
@@ -313,8 +309,7 @@ def _take(run: _Run, index: int, on_epoch, device) -> None:
         if on_epoch is not None:
             on_epoch(payload)
     else:
-        _end(child.process)
-        run.running.pop(index).reader.close()
+        _retire(run, index)
         if kind == "error":
             error, where = payload
             if isinstance(error, StreamcastError):
@@ -329,6 +324,13 @@ def _take(run: _Run, index: int, on_epoch, device) -> None:
                 run.interrupt()
         else:  # "interrupted": before its first epoch, nothing to keep
             run.interrupt()
+
+
+def _retire(run: _Run, index: int) -> None:
+    """Member `index` has said its last (or died): wait for its process and close its pipe."""
+    child = run.running.pop(index)
+    _end(child.process)
+    child.reader.close()
 
 
 def _signal(running: dict[int, _Child]) -> None:
@@ -353,7 +355,7 @@ def _member_process(
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one meanwhile lands here
         with open(shared, "rb") as file:
-            work = _restored(pickle.load(file))
+            work = _restored(*pickle.load(file))
         torch.set_num_threads(settings.threads)
         torch.set_default_dtype(settings.dtype)
         torch.use_deterministic_algorithms(settings.deterministic)
@@ -373,21 +375,18 @@ def _member_process(
         writer.close()
 
 
-def _portable(work: Any) -> Any:
-    """`work` with its tensors as numpy arrays, for plain pickling (not torch's shared memory)."""
+def _portable(work: Any) -> tuple[Any, tuple[str, ...]]:
+    """`work` with its tensors as numpy arrays, for plain pickling (not torch's shared memory),
+    and the names of the fields that were tensors."""
     if not is_dataclass(work):
-        return work
-    tensors = {f.name: getattr(work, f.name) for f in fields(work)}
-    return replace(work, **{k: v.numpy() for k, v in tensors.items() if isinstance(v, torch.Tensor)})
+        return work, ()
+    tensors = {f.name: v for f in fields(work) if isinstance(v := getattr(work, f.name), torch.Tensor)}
+    return replace(work, **{k: v.numpy() for k, v in tensors.items()}), tuple(tensors)
 
 
-def _restored(work: Any) -> Any:
-    """The child's `work`: the arrays `_portable` made are tensors again (no copy)."""
-    if not is_dataclass(work):
-        return work
-    hints = {f.name: f.type for f in fields(work)}
-    arrays = {k: getattr(work, k) for k, hint in hints.items() if "Tensor" in str(hint)}
-    return replace(work, **{k: torch.from_numpy(v) for k, v in arrays.items() if isinstance(v, np.ndarray)})
+def _restored(work: Any, tensors: tuple[str, ...]) -> Any:
+    """The child's `work`: the fields `_portable` made arrays are tensors again (no copy)."""
+    return replace(work, **{k: torch.from_numpy(getattr(work, k)) for k in tensors}) if tensors else work
 
 
 def work_bytes(work: Any) -> int:

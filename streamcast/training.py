@@ -518,18 +518,20 @@ def train_members(
     """Train each plan in turn, or `jobs` at a time in child processes (the same weights);
     Ctrl-C (or the deadline) ends the run and keeps what is trained. -> what was trained, and
     how many trained at once."""
+    trained, at_once = None, 1
     if jobs > 1 and len(plans) > 1 and side_by_side(work):
         try:
-            done, interrupted = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
+            trained, at_once = _side_by_side(plans, work, on_epoch, deadline, jobs)
         except NoRoom as exc:
             log.warning("%s; training the members in turn", exc)
-        else:
-            trained = [(plans[m], net, result) for m, (net, result) in sorted(done.items()) if result.history]
-            if not trained:
-                raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
-            if interrupted and not any(r.interrupted for *_, r in trained):
-                trained[-1][2].interrupted = True  # members were left out: the run did not finish
-            return trained, min(jobs, len(done))
+    if trained is None:
+        trained = _in_turn(plans, work, on_epoch, deadline)
+    if not trained:
+        raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
+    return trained, at_once
+
+
+def _in_turn(plans, work: _Work, on_epoch, deadline: float | None) -> list:
     trained = []
     for m, plan in enumerate(plans):
         if deadline is not None and trained and time.monotonic() >= deadline:
@@ -539,9 +541,15 @@ def train_members(
             trained.append((plan, net, result))
         if result.interrupted:
             break
-    if not trained:
-        raise Interrupted("training was interrupted before the first epoch finished; nothing to keep")
-    return trained, 1
+    return trained
+
+
+def _side_by_side(plans, work: _Work, on_epoch, deadline: float | None, jobs: int) -> tuple[list, int]:
+    done, interrupted = train_in_processes(_train_member, plans, work, on_epoch, deadline, jobs)
+    trained = [(plans[m], net, result) for m, (net, result) in sorted(done.items()) if result.history]
+    if trained and interrupted and not any(r.interrupted for *_, r in trained):
+        trained[-1][2].interrupted = True  # members were left out: the run did not finish
+    return trained, min(jobs, len(done))
 
 
 def member_jobs(requested: int | str, members: int, threads: int, prepared: Prepared) -> int:

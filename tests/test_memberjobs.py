@@ -236,9 +236,9 @@ def test_the_training_data_reaches_a_member_as_plain_arrays_not_shared_memory(ti
     from streamcast.training import prepare
 
     work = prepare(tiny_data, TINY).work
-    portable = memberjobs._portable(work)
+    portable, tensors = memberjobs._portable(work)
     assert not any(isinstance(getattr(portable, f), torch.Tensor) for f in vars(portable))
-    back = memberjobs._restored(portable)
+    back = memberjobs._restored(portable, tensors)
     for name in ("table", "values", "val_targets"):
         assert isinstance(getattr(back, name), torch.Tensor)
         assert torch.equal(getattr(back, name), getattr(work, name))

@@ -115,6 +115,7 @@ def main() -> None:
             "sMAPE": f"{len(model.info['history'])} ({model.info['best_epoch']})",
         },
         {"method": "series served seasonal naive (--naive-fallback)", "sMAPE": len(model.naive_series)},
+        {"method": "series served a blend with it", "sMAPE": len(model.naive_share)},
         {"method": "80% interval coverage (--intervals)", "sMAPE": _coverage(forecast, actual)},
         {"method": "peak RSS MB", "sMAPE": peak_rss_mb()},
         {"method": "peak RSS MB of a member's process", "sMAPE": peak_child_rss_mb() or "none"},

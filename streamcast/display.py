@@ -168,8 +168,9 @@ class FitProgress:
                 f"(members {', '.join(_fmt(m['val_loss']) for m in info['members'])})",
                 markup=False,
             )
-        if info.get("naive_fallback", {}).get("series"):
-            others = info["data"]["series"] - info["naive_fallback"]["series"]
+        fallback = info.get("naive_fallback", {})
+        if fallback.get("series") or fallback.get("blended"):
+            others = info["data"]["series"] - fallback["series"] - fallback.get("blended", 0)
             stderr.print(
                 f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
             )
@@ -217,10 +218,13 @@ def _fallback(meta: dict) -> str:
     if "skipped" in chosen:
         return f"off: {chosen['skipped']}"
     series = meta["info"].get("data", {}).get("series", "?")
-    return (
+    text = (
         f"seasonal naive for {chosen['series']} of {series} series "
         f"(validation error over {chosen['ratio']:g}x seasonal naive's)"
     )
+    if chosen.get("blended"):
+        text += f", blended with it for {chosen['blended']} more (over {chosen['blend_from']:g}x)"
+    return text
 
 
 def _transform(spec: dict) -> str:

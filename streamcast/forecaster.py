@@ -15,7 +15,7 @@ import polars as pl
 import torch
 
 from streamcast.errors import DataError
-from streamcast.fallback import NaiveServing
+from streamcast.fallback import NaiveServing, naive_serving
 from streamcast.features import (
     FeatureSpec,
     Scaler,
@@ -48,6 +48,8 @@ class Forecaster:
     """Each training series' values of the `--static` columns, for series whose data lacks them."""
     naive_series: frozenset[str] = frozenset()
     """Training series served seasonal naive (`fit --naive-fallback`, `streamcast.fallback`)."""
+    naive_share: dict[str, float] = field(default_factory=dict)
+    """Training series served a blend: their share (0-1) of seasonal naive, the rest the network's."""
     intervals: Intervals | None = None
     """The interval calibrated around a point model's forecasts (`fit --intervals`)."""
 
@@ -171,10 +173,11 @@ class Forecaster:
 
     def naive_serving(self, series_ids: list[str]) -> NaiveServing | None:
         """Which of these series are served seasonal naive; None when none is."""
-        if not self.naive_series or self.net.config.ar == 0:
+        if self.net.config.ar == 0:
             return None
-        chosen = np.fromiter((s in self.naive_series for s in series_ids), bool, len(series_ids))
-        return NaiveServing(chosen, self.net.config.season, self.point_index) if chosen.any() else None
+        return naive_serving(
+            self.naive_series, self.naive_share, series_ids, self.net.config.season, self.point_index
+        )
 
     def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""

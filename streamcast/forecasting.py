@@ -270,7 +270,7 @@ def _forecast_history(
         )
         scaled = intervals.widen(scaled, units)  # the roll-out returned the points alone
     if naive is not None and horizon > forecaster.horizon:
-        scaled = _naive_beyond(scaled, naive, inputs, forecaster.net.config.ar)
+        scaled = _naive_beyond(scaled, naive, inputs, forecaster.net.config.ar, forecaster.horizon)
     values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
     table = _table(forecaster, inputs.series_ids, origins, values, horizon)
     if data.dates:
@@ -315,9 +315,12 @@ def _known_future(
     return table
 
 
-def _naive_beyond(scaled: torch.Tensor, naive: NaiveServing, inputs: SeriesInputs, ar: int) -> torch.Tensor:
+def _naive_beyond(
+    scaled: torch.Tensor, naive: NaiveServing, inputs: SeriesInputs, ar: int, trained: int
+) -> torch.Tensor:
     """Past the trained horizon, a series served seasonal naive keeps repeating its last season
-    (the roll-forward fed it to the network, whose own forecasts would take over from there)."""
+    (the roll-forward fed it to the network, whose own forecasts would take over from there); a
+    blended series keeps its share of it. The `trained` steps were served so already."""
     rows = np.flatnonzero(naive.series)
     starts = inputs.offsets[rows]
     values = torch.from_numpy(inputs.inputs[:, 0])
@@ -325,7 +328,8 @@ def _naive_beyond(scaled: torch.Tensor, naive: NaiveServing, inputs: SeriesInput
         values, starts, inputs.offsets[rows + 1] - starts - 1, scaled.shape[-2], min(naive.season, ar)
     )
     at = torch.from_numpy(rows)
-    scaled[at] = move_onto(scaled[at], forecasts, naive.point)
+    beyond = scaled[at, trained:]
+    scaled[at, trained:] = move_onto(beyond, forecasts[:, trained:], naive.point, naive.share_of(rows))
     return scaled
 
 

@@ -61,6 +61,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             else {}
         ),
         **({"naive_series": sorted(forecaster.naive_series)} if forecaster.naive_series else {}),
+        **({"naive_share": dict(sorted(forecaster.naive_share.items()))} if forecaster.naive_share else {}),
         **({"intervals": forecaster.intervals.to_meta()} if forecaster.intervals is not None else {}),
         "info": forecaster.info,
         **(
@@ -153,6 +154,7 @@ def load(path: str | Path) -> Forecaster:
     net.eval()
     static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
     naive = frozenset(meta.get("naive_series", []))
+    blended = {k: float(v) for k, v in meta.get("naive_share", {}).items()}
     intervals = Intervals.from_meta(meta["intervals"]) if meta.get("intervals") else None
     return Forecaster(
         net=net,
@@ -162,6 +164,7 @@ def load(path: str | Path) -> Forecaster:
         info=info,
         static_values=static,
         naive_series=naive,
+        naive_share=blended,
         intervals=intervals,
     )
 

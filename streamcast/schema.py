@@ -145,6 +145,7 @@ class ModelMeta(Struct, kw_only=True):
     ensemble_combine: Literal["mean", "median"] = "median"  # files from before it was kept: the median
     static_values: dict[str, list[Any]] = {}
     naive_series: list[Name] = []
+    naive_share: dict[Name, Annotated[float, Meta(gt=0, lt=1)]] = {}
     intervals: IntervalsMeta | None = None
 
     def __post_init__(self) -> None:

@@ -73,7 +73,7 @@ def run_series(
             - np.repeat(np.cumsum(sizes) - sizes, sizes)
         )
         wanted_at = (rows, steps.astype(np.int64, copy=False), out_rows)
-        fallback = None if naive is None else (naive, naive.series[batch])
+        fallback = None if naive is None else (naive, naive.series[batch], naive.share_of(batch))
         for local, s in _run_batch(
             net,
             table,
@@ -131,14 +131,20 @@ def _run_batch(
     return final
 
 
-def _naive_where_chosen(decoded, features, batch_rows, naive: NaiveServing, chosen: np.ndarray):
-    """Replace the forecasts of the series chosen for seasonal naive (`streamcast.fallback`)."""
+def _naive_where_chosen(
+    decoded, features, batch_rows, naive: NaiveServing, chosen: np.ndarray, share: np.ndarray | None
+):
+    """Replace the forecasts of the series chosen for seasonal naive (`streamcast.fallback`), or
+    blend them with it by each series' `share` (of the batch's series; None: naive whole)."""
     pick = chosen[batch_rows]
     if not pick.any():
         return decoded
     at = torch.from_numpy(np.flatnonzero(pick))
     window = _window(features)[at]
-    decoded[at] = serve_naive(decoded[at], window.to(decoded.device), naive.season, naive.point)
+    rows_share = None if share is None else share[batch_rows[pick]]
+    if rows_share is not None and (rows_share >= 1).all():
+        rows_share = None
+    decoded[at] = serve_naive(decoded[at], window.to(decoded.device), naive.season, naive.point, rows_share)
     return decoded
 
 

@@ -36,7 +36,7 @@ from streamcast.dataparallel import (
 from streamcast.devices import device_name, resolve_device
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
-from streamcast.fallback import NAIVE_FALLBACK, badly_served, naive_at, served_point
+from streamcast.fallback import BLEND_FROM, NAIVE_FALLBACK, badly_served, naive_at, served_point
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
@@ -619,19 +619,23 @@ def assemble(
         outputs = validation_outputs(net, work)
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
     late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
-    chosen = np.zeros(len(work.val_positions), dtype=bool)
+    shares = np.zeros(len(work.val_positions))
     if checked:
-        chosen = badly_served(late.point, late.targets, late.naive, late.counts, config.naive_fallback)
+        shares = badly_served(late.point, late.targets, late.naive, late.counts, config.naive_fallback)
     ids, _ = series_offsets(data.frame)
-    naive = [s for s, pick in zip(ids, chosen.tolist(), strict=True) if pick]
+    naive = [s for s, share in zip(ids, shares.tolist(), strict=True) if share >= 1]
+    blended = {s: share for s, share in zip(ids, shares.tolist(), strict=True) if 0 < share < 1}
     if cluster is not None:
         naive = [s for part in cluster.gather(naive) for s in part]
-    info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive)}
+        blended = {s: w for part in cluster.gather(blended) for s, w in part.items()}
+    info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive), "blended": len(blended)}
+    if config.naive_fallback:
+        info["naive_fallback"]["blend_from"] = round(BLEND_FROM * config.naive_fallback, 6)
     if config.naive_fallback and not checked:
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
     intervals = None
     if calibrated:
-        intervals, reason = _calibrated(net, late, chosen, work, config)
+        intervals, reason = _calibrated(net, late, shares, work, config)
         info["intervals"] = {"levels": sorted(config.intervals)}
         if reason:
             info["intervals"]["skipped"] = reason
@@ -646,6 +650,7 @@ def assemble(
         info=info,
         static_values=static,
         naive_series=frozenset(naive),
+        naive_share=blended,
         intervals=intervals,
     )
 
@@ -702,13 +707,15 @@ def _late_validation(net, work: _Work, val_size: int) -> LateValidation:
 
 
 def _calibrated(
-    net, late: LateValidation, chosen: np.ndarray, work: _Work, config
+    net, late: LateValidation, shares: np.ndarray, work: _Work, config
 ) -> tuple[Intervals | None, str | None]:
-    """The interval around the forecasts as served (seasonal naive for the series it serves),
-    from their errors on the validation part, each in units of its origin's window
-    (`streamcast.intervals`)."""
+    """The interval around the forecasts as served (seasonal naive, whole or in part, for the
+    series it serves), from their errors on the validation part, each in units of its origin's
+    window (`streamcast.intervals`)."""
     c = net.config
-    served = torch.where(torch.from_numpy(np.repeat(chosen, late.counts))[:, None], late.naive, late.point)
+    share = torch.from_numpy(np.repeat(shares, late.counts))[:, None]
+    blend = late.point + share * (late.naive - late.point)
+    served = torch.where(share >= 1, late.naive, torch.where(share > 0, blend, late.point))
     own = late.units[~late.units.isnan()].numpy()
     if work.cluster is not None:
         own = np.concatenate(work.cluster.gather(own))

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.fallback import (
+    BLEND_FROM,
     NAIVE_FALLBACK,
     badly_served,
     naive_at,
@@ -50,14 +51,26 @@ def test_the_served_median_is_seasonal_naive_where_the_networks_quantiles_cross(
     assert (ordered[0, :, 2] - ordered[0, :, 0]).tolist() == [2.0, 5.0]
 
 
-def test_a_series_is_chosen_only_when_the_network_is_over_ratio_times_worse():
-    targets = torch.zeros(3, 2)
-    windows = torch.zeros(3, 4)
-    windows[:, -2:] = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])  # naive error 1, 1, 0
-    points = torch.tensor([[1.9, 1.9], [2.1, 2.1], [0.1, 0.1]])
+def test_a_series_is_chosen_over_ratio_times_worse_and_blended_a_little_under_it():
+    targets = torch.zeros(5, 2)
+    windows = torch.zeros(5, 4)
+    windows[:, -2:] = torch.tensor([[1.0, 1.0]] * 3 + [[0.0, 0.0]] * 2)  # naive error 1, 1, 1, 0, 0
+    points = torch.tensor([[1.9, 1.9], [2.1, 2.1], [1.5, 1.5], [0.1, 0.1], [0.0, 0.0]])
     naive = naive_from_window(windows, horizon=2, season=2)
-    chosen = badly_served(points, targets, naive, np.array([1, 1, 1, 0]), 2.0)
-    assert chosen.tolist() == [False, True, True, False]  # the fourth series has no origin
+    shares = badly_served(points, targets, naive, np.array([1, 1, 1, 1, 1, 0]), 2.0)
+    assert BLEND_FROM * 2.0 == pytest.approx(1.6)
+    # 1.9x: (1.9 - 1.6) / (2 - 1.6) of the way to naive; 2.1x: naive; 1.5x: the network alone;
+    # worse than a perfect naive: naive; both perfect: the network; no origin: the network.
+    np.testing.assert_allclose(shares, [0.75, 1.0, 0.0, 1.0, 0.0, 0.0])
+
+
+def test_a_blended_series_is_served_its_share_of_the_way_from_the_network_to_naive():
+    outputs = torch.tensor([[[1.0, 2.0, 4.0]] * 3, [[1.0, 2.0, 4.0]] * 3])  # (2, H=3, Q=3), median 2
+    window = torch.tensor([[5.0, 6.0, 7.0], [5.0, 6.0, 7.0]])
+    served = serve_naive(outputs, window, season=3, point=1, share=np.array([0.25, 1.0]))
+    assert served[0, :, 1].tolist() == [2.75, 3.0, 3.25]  # a quarter of the way to 5, 6, 7
+    assert served[1, :, 1].tolist() == [5.0, 6.0, 7.0]  # a whole share is naive exactly
+    assert (served[:, :, 2] - served[:, :, 0]).flatten().tolist() == [3.0] * 6  # widths kept
 
 
 def test_only_steps_inside_the_validation_part_count():
@@ -66,8 +79,8 @@ def test_only_steps_inside_the_validation_part_count():
     targets = torch.tensor([[0.0, 0.0], [0.0, float("nan")]])
     points = torch.tensor([[1.9, 1.9], [1.9, 100.0]])
     naive = torch.ones(2, 2)
-    assert badly_served(points, targets, naive, np.array([2]), 2.0).tolist() == [False]
-    assert badly_served(points, targets, naive, np.array([2]), 1.5).tolist() == [True]
+    np.testing.assert_allclose(badly_served(points, targets, naive, np.array([2]), 2.0), [0.75])
+    assert badly_served(points, targets, naive, np.array([2]), 1.5).tolist() == [1.0]
 
 
 def test_the_naive_forecasts_read_from_the_values_equal_those_read_from_each_window():
@@ -87,7 +100,7 @@ def test_a_quantile_model_is_scored_on_the_median_it_serves():
     crossed = torch.tensor([[[0.5, 5.0, 0.0], [0.5, 5.0, 0.0]]])  # the raw middle output is 5, served 0.5
     point = served_point(crossed, 1)
     assert point.tolist() == [[0.5, 0.5]]
-    assert badly_served(point, targets, naive, np.array([1]), 2.0).tolist() == [False]
+    assert badly_served(point, targets, naive, np.array([1]), 2.0).tolist() == [0.0]
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +185,14 @@ def test_fit_chooses_the_series_seasonal_naive_serves_better_and_the_cli_can_tur
 
 def test_the_python_fit_records_the_choice_in_its_info():
     model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=2, naive_fallback=NAIVE_FALLBACK))
-    assert model.info["naive_fallback"] == {"ratio": 1.5, "series": len(model.naive_series)}
+    assert model.info["naive_fallback"] == {
+        "ratio": 1.5,
+        "series": len(model.naive_series),
+        "blended": len(model.naive_share),
+        "blend_from": 1.2,
+    }
     assert "exact" in model.naive_series
+    assert all(0 < share < 1 for share in model.naive_share.values())
 
 
 def test_a_window_shorter_than_a_season_leaves_the_fallback_off_and_info_says_why(tmp_path):
@@ -231,3 +250,55 @@ def test_a_single_network_is_not_run_over_the_validation_origins_again_for_the_f
     model = sc.fit(read_series(periodic_and_noisy()), replace(TINY, epochs=1, naive_fallback=NAIVE_FALLBACK))
     assert "naive_fallback" in model.info and "skipped" not in model.info["naive_fallback"]
     assert calls == []
+
+
+@pytest.fixture(scope="module")
+def blended_s1(tiny_model):
+    return replace(tiny_model, naive_series=frozenset(), naive_share={"s1": 0.25})
+
+
+def test_every_command_serves_a_blended_series_its_share_of_seasonal_naive(
+    tiny_model, tiny_data, naive_s1, blended_s1, tmp_path
+):
+    network = sc.forecast(replace(tiny_model, naive_series=frozenset()), tiny_data, horizon=30)
+    naive = sc.forecast(naive_s1, tiny_data, horizon=30)  # past the trained 6 steps too
+    blended = sc.forecast(blended_s1, tiny_data, horizon=30)
+    s1 = pl.col("series_id") == "s1"
+    own, whole = network.filter(s1)["forecast"].to_numpy(), naive.filter(s1)["forecast"].to_numpy()
+    got = blended.filter(s1)["forecast"].to_numpy()
+    # The blend is taken in the network's units: logs here, so a weighted geometric mean.
+    assert tiny_model.spec.transform == "log"
+    np.testing.assert_allclose(got[:6], own[:6] ** 0.75 * whole[:6] ** 0.25, rtol=1e-5)
+    assert blended.filter(~s1).equals(network.filter(~s1))
+    # The model file keeps the share, and stream serves what forecast serves.
+    path = tmp_path / "blended.streamcast"
+    sc.save(blended_s1, path)
+    loaded = sc.load(path)
+    assert loaded.naive_share == {"s1": 0.25} and loaded.naive_series == frozenset()
+    frame = hourly_frame(length=60)
+    result = CliRunner().invoke(main, ["stream", "-m", str(path)], input="\n".join(lines_for(frame)) + "\n")
+    assert result.exit_code == 0, result.stderr
+    last = [json.loads(line) for line in result.stdout.splitlines() if '"s1"' in line][-1]
+    expected = sc.forecast(loaded, read_series(frame)).filter(s1)["forecast"]
+    np.testing.assert_allclose(last["forecast"], expected.to_numpy(), rtol=1e-5)
+    # backtest scores it between the network and seasonal naive.
+    per = sc.backtest(blended_s1, tiny_data, windows=3, per_series=True).per_series.filter(s1)
+    alone = sc.backtest(tiny_model, tiny_data, windows=3, per_series=True).per_series.filter(s1)
+    assert not np.allclose(per["model"].to_numpy(), alone["model"].to_numpy(), rtol=1e-4)
+
+
+def test_info_says_how_many_series_are_blended(tmp_path):
+    data = tmp_path / "mixed.csv"
+    periodic_and_noisy().write_csv(data)
+    out = tmp_path / "m.streamcast"
+    args = ["fit", str(data), "--horizon", "6", "--epochs", "2", "--hidden", "8", "--ensemble", "1"]
+    assert CliRunner().invoke(main, [*args, "-o", str(out)]).exit_code == 0
+    model = sc.load(out)
+    model = replace(model, naive_share={"noisy0": 0.5})
+    model.info["naive_fallback"]["blended"] = 1
+    sc.save(model, out)
+    shown = CliRunner().invoke(main, ["info", str(out)]).stdout
+    assert "blended with it for 1 more (over 1.2x)" in " ".join(shown.replace("│", " ").split())
+    assert json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).stdout)["naive_share"] == {
+        "noisy0": 0.5
+    }

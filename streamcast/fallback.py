@@ -150,4 +150,5 @@ def badly_served(
         relative = np.where(total_naive > 0, total_network / total_naive, np.inf)
         share = np.clip((relative - start) / (ratio - start), 0.0, 1.0)
     blended = scored & ~full & np.isfinite(relative) & (relative > start)
-    return np.where(full, 1.0, np.where(blended, share, 0.0))
+    # Exactly at the ratio is not over it: the largest blend short of naive whole.
+    return np.where(full, 1.0, np.where(blended, np.minimum(share, np.nextafter(1.0, 0.0)), 0.0))

@@ -28,6 +28,7 @@ from streamcast.forecaster import Forecaster
 from streamcast.intervals import Intervals
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.modelheader import (  # noqa: F401 (read_metadata and the constants are public here too)
+    BLENDED_FALLBACK,
     DEFAULT_MODEL_PATH,
     FORMAT,
     FORMAT_VERSION,
@@ -50,7 +51,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     net = forecaster.net
     meta = {
         "format": FORMAT,
-        "format_version": MEAN_OF_MEMBERS if _mean_of_members(net) else MEAN_OF_MEMBERS - 1,
+        "format_version": _format_version(forecaster),
         "model_config": _without_defaults(asdict(net.config), _KNOWN_MODEL),
         "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
         "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
@@ -112,6 +113,13 @@ def _mean_of_members(net) -> bool:
 
 def _without_defaults(fields: dict, defaults: dict) -> dict:
     return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
+
+
+def _format_version(forecaster: Forecaster) -> int:
+    """The oldest version whose readers serve this file as written: older readers refuse it."""
+    if forecaster.naive_share:
+        return BLENDED_FALLBACK
+    return MEAN_OF_MEMBERS if _mean_of_members(forecaster.net) else MEAN_OF_MEMBERS - 1
 
 
 def load(path: str | Path) -> Forecaster:

@@ -18,10 +18,13 @@ FORMAT = "streamcast-model"
 # header, required from this version on. Versions 1 and 2 carry a sha256 of the tensors only and
 # keep loading; 4: the head's scale, lag inputs and highway start, inputs known in advance and static features,
 # which a reader of 3 would ignore and misread; 5: an ensemble served by its members' mean, which a
-# reader of 4 would serve as their median (files without it are still written as 4).
+# reader of 4 would serve as their median (files without it are still written as 4); 6: series
+# served a blend of the network and seasonal naive (`naive_share`), which a reader of 5 would serve
+# from the network alone (files without them are still written as 4 or 5).
 # An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MEAN_OF_MEMBERS = 5
+BLENDED_FALLBACK = 6
 WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 

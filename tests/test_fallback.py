@@ -13,10 +13,12 @@ import torch
 from click.testing import CliRunner
 
 import streamcast as sc
+from streamcast import safefile
 from streamcast.cli import main
 from streamcast.fallback import (
     BLEND_FROM,
     NAIVE_FALLBACK,
+    NaiveServing,
     badly_served,
     naive_at,
     naive_from_window,
@@ -24,6 +26,7 @@ from streamcast.fallback import (
     served_point,
 )
 from streamcast.reading import read_series
+from streamcast.stepping import run_series
 from tests.conftest import TINY, hourly_frame
 from tests.test_cli_stream import lines_for
 
@@ -58,6 +61,8 @@ def test_a_series_is_chosen_over_ratio_times_worse_and_blended_a_little_under_it
     points = torch.tensor([[1.9, 1.9], [2.1, 2.1], [1.5, 1.5], [0.1, 0.1], [0.0, 0.0]])
     naive = naive_from_window(windows, horizon=2, season=2)
     shares = badly_served(points, targets, naive, np.array([1, 1, 1, 1, 1, 0]), 2.0)
+    at_ratio = badly_served(torch.full((1, 2), 2.0), torch.zeros(1, 2), naive[:1], np.array([1]), 2.0)
+    assert 0.999 < at_ratio[0] < 1.0  # exactly at the ratio is not over it: blended, not naive whole
     assert BLEND_FROM * 2.0 == pytest.approx(1.6)
     # 1.9x: (1.9 - 1.6) / (2 - 1.6) of the way to naive; 2.1x: naive; 1.5x: the network alone;
     # worse than a perfect naive: naive; both perfect: the network; no origin: the network.
@@ -192,7 +197,6 @@ def test_the_python_fit_records_the_choice_in_its_info():
         "blend_from": 1.2,
     }
     assert "exact" in model.naive_series
-    assert all(0 < share < 1 for share in model.naive_share.values())
 
 
 def test_a_window_shorter_than_a_season_leaves_the_fallback_off_and_info_says_why(tmp_path):
@@ -269,6 +273,8 @@ def test_every_command_serves_a_blended_series_its_share_of_seasonal_naive(
     # The blend is taken in the network's units: logs here, so a weighted geometric mean.
     assert tiny_model.spec.transform == "log"
     np.testing.assert_allclose(got[:6], own[:6] ** 0.75 * whole[:6] ** 0.25, rtol=1e-5)
+    # Past the trained horizon too: neither the network's roll-out nor seasonal naive whole.
+    assert not np.allclose(got[6:], whole[6:], rtol=1e-4) and not np.allclose(got[6:], own[6:], rtol=1e-4)
     assert blended.filter(~s1).equals(network.filter(~s1))
     # The model file keeps the share, and stream serves what forecast serves.
     path = tmp_path / "blended.streamcast"
@@ -281,10 +287,13 @@ def test_every_command_serves_a_blended_series_its_share_of_seasonal_naive(
     last = [json.loads(line) for line in result.stdout.splitlines() if '"s1"' in line][-1]
     expected = sc.forecast(loaded, read_series(frame)).filter(s1)["forecast"]
     np.testing.assert_allclose(last["forecast"], expected.to_numpy(), rtol=1e-5)
-    # backtest scores it between the network and seasonal naive.
+    # backtest scores the blend: neither the network alone nor seasonal naive.
     per = sc.backtest(blended_s1, tiny_data, windows=3, per_series=True).per_series.filter(s1)
     alone = sc.backtest(tiny_model, tiny_data, windows=3, per_series=True).per_series.filter(s1)
     assert not np.allclose(per["model"].to_numpy(), alone["model"].to_numpy(), rtol=1e-4)
+    assert not np.allclose(per["model"].to_numpy(), per["seasonal_naive"].to_numpy(), rtol=1e-4)
+    # The file says so to older readers, which would serve the blend from the network alone.
+    assert sc.load(path).info is not None and safefile.header(path.read_bytes())["format_version"] == 6
 
 
 def test_info_says_how_many_series_are_blended(tmp_path):
@@ -302,3 +311,45 @@ def test_info_says_how_many_series_are_blended(tmp_path):
     assert json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).stdout)["naive_share"] == {
         "noisy0": 0.5
     }
+
+
+def test_shares_follow_their_series_whatever_batches_the_series_are_walked_in(tiny_model):
+    # Series of unequal lengths are batched longest first: each share must stay with its series.
+    frame = pl.concat(
+        [
+            hourly_frame(series=1, length=n, seed=i).with_columns(series_id=pl.lit(f"u{i}"))
+            for i, n in enumerate([70, 130, 100, 160])
+        ]
+    )
+    inputs = tiny_model.inputs(frame)
+    lengths = np.diff(inputs.offsets)
+    positions = [np.array([n - 1]) for n in lengths.tolist()]
+    net, season = tiny_model.net, tiny_model.net.config.season
+    own, _ = run_series(net, inputs.inputs, inputs.offsets, positions)
+    share = np.array([0.2, 1.0, 0.0, 0.6])
+    values = torch.from_numpy(inputs.inputs[:, 0])
+    naive = naive_at(values, inputs.offsets[:-1], lengths - 1, own.shape[1], season)
+    expected = own[..., 0] + torch.from_numpy(share)[:, None].float() * (naive - own[..., 0])
+    serving = NaiveServing(share > 0, season, 0, share)
+    for batch in (1, 2, 256):
+        served, _ = run_series(
+            net, inputs.inputs, inputs.offsets, positions, naive=serving, series_batch=batch
+        )
+        np.testing.assert_allclose(served[..., 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_records_the_blended_series_and_calibrates_the_interval_on_what_it_serves(monkeypatch):
+    from streamcast import training
+
+    data = read_series(periodic_and_noisy())
+    config = replace(TINY, epochs=1, naive_fallback=NAIVE_FALLBACK, intervals=(0.1, 0.9), val_size=24)
+    monkeypatch.setattr(
+        training, "badly_served", lambda *args: np.array([1.0, 0.0, 0.5])
+    )  # exact, noisy0, noisy1
+    model = sc.fit(data, config)
+    assert model.naive_series == {"exact"} and model.naive_share == {"noisy1": 0.5}
+    assert model.info["naive_fallback"]["blended"] == 1
+    monkeypatch.setattr(training, "badly_served", lambda *args: np.array([1.0, 0.0, 0.0]))
+    unblended = sc.fit(data, config)  # the same weights (same seed), noisy1 served by the network
+    assert unblended.naive_share == {}
+    assert not np.allclose(model.intervals.offsets, unblended.intervals.offsets)

@@ -223,7 +223,15 @@ def test_fit_ensemble_from_the_cli_is_served_by_forecast_and_shown_by_info(tmp_p
     data = tmp_path / "d.csv"
     hourly_frame(series=2, length=120).write_csv(data)
     out = tmp_path / "e.streamcast"
-    result = run(["fit", str(data), *FAST, "--ensemble", "2", "--ensemble-cells", "lstm,gru", "-o", str(out)])
+    cells = [
+        "--ensemble",
+        "2",
+        "--ensemble-cells",
+        "lstm,gru",
+        "--naive-fallback",
+        "0",
+    ]  # no blends (format 6)
+    result = run(["fit", str(data), *FAST, *cells, "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     meta = json.loads(run(["info", "--json", str(out)]).stdout)
     assert [m["cell"] for m in meta["member_configs"]] == ["lstm", "gru"]

@@ -18,7 +18,14 @@ import polars as pl
 
 from streamcast import metrics
 from streamcast.errors import DataError, UsageError
-from streamcast.features import SeriesInputs, build_inputs, fit_scaler, season_length, series_offsets
+from streamcast.features import (
+    SeriesInputs,
+    build_inputs,
+    fit_scaler,
+    season_length,
+    series_floors,
+    series_offsets,
+)
 from streamcast.forecaster import Forecaster
 from streamcast.forecasting import quantile_column
 from streamcast.reading import SeriesFrame
@@ -210,8 +217,12 @@ def backtest(
             naive=naive,
             intervals=forecaster.intervals,
         )  # (S*K, H, Q)
+    floors = series_floors(forecaster.floor_series, ids)
     forecasts = forecaster.point_and_quantiles(
-        outputs, np.repeat(inputs.loc, windows), np.repeat(inputs.scale, windows)
+        outputs,
+        np.repeat(inputs.loc, windows),
+        np.repeat(inputs.scale, windows),
+        None if floors is None else np.repeat(floors, windows),
     )
     values = frame["value"].to_numpy().astype(np.float64)
     rows = (offsets[:-1, None] + origin_at).reshape(-1)  # (R,) the frame row of every origin

@@ -329,6 +329,29 @@ def choose_floor(values: np.ndarray, requested: str, transform: str) -> float | 
     return 0.0 if finite.size and bool((finite >= 0).all()) else None
 
 
+def nonnegative_series(
+    values: np.ndarray, offsets: np.ndarray, series_ids: list[str], train_lengths: np.ndarray
+) -> list[str]:
+    """The series whose training part never goes below zero, where other series do (so that
+    `choose_floor` bounds none): a count, a rainfall or a night-time output among temperatures
+    is bounded at 0 on its own. Used with `--transform auto` on data left in its units."""
+    kept = []
+    for sid, start, length in zip(series_ids, offsets[:-1].tolist(), train_lengths.tolist(), strict=True):
+        part = values[start : start + length]
+        finite = part[np.isfinite(part)]
+        if finite.size and bool((finite >= 0).all()):
+            kept.append(sid)
+    return kept
+
+
+def series_floors(floored: frozenset[str], series_ids: list[str]) -> np.ndarray | None:
+    """(S,) each series' lower bound: 0 for the `floored` series, -inf for the others; None when
+    none is floored."""
+    if not floored:
+        return None
+    return np.fromiter((0.0 if s in floored else -np.inf for s in series_ids), np.float64, len(series_ids))
+
+
 def to_model_units(values: np.ndarray, transform: str) -> np.ndarray:
     """Raw values -> the units the scaler and network work in (non-positive values become NaN
     under log; `check_positive` names them first where that is an error)."""

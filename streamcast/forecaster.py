@@ -50,6 +50,8 @@ class Forecaster:
     """Training series served seasonal naive (`fit --naive-fallback`, `streamcast.fallback`)."""
     naive_share: dict[str, float] = field(default_factory=dict)
     """Training series served a blend: their share (0-1) of seasonal naive, the rest the network's."""
+    floor_series: frozenset[str] = frozenset()
+    """Training series whose forecasts are bounded at 0 (`features.nonnegative_series`)."""
     intervals: Intervals | None = None
     """The interval calibrated around a point model's forecasts (`fit --intervals`)."""
 
@@ -162,14 +164,7 @@ class Forecaster:
 
     def static_for(self, table: pl.DataFrame | None) -> dict[str, tuple] | None:
         """Static values per series: the data's where it has them, else those seen in training."""
-        if not self.spec.static:
-            return None
-        values = dict(self.static_values)
-        if table is not None:
-            values.update(
-                {row[0]: tuple(row[1:]) for row in table.select("series_id", *self.spec.static).iter_rows()}
-            )
-        return values
+        return _static_for(self.spec.static, self.static_values, table)
 
     def naive_serving(self, series_ids: list[str]) -> NaiveServing | None:
         """Which of these series are served seasonal naive; None when none is."""
@@ -179,12 +174,17 @@ class Forecaster:
             self.naive_series, self.naive_share, series_ids, self.net.config.season, self.point_index
         )
 
-    def point_and_quantiles(self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing."""
+    def point_and_quantiles(
+        self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray, floor: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing,
+        within each row's `floor` (R,; `features.series_floors`) and the model's own."""
         y = scaled.double().numpy()
         if y.shape[-1] > 1:
             y = np.sort(y, axis=-1)
         values = from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
+        if floor is not None:
+            values = np.maximum(values, floor[:, None, None])
         return values if self.spec.floor is None else np.maximum(values, self.spec.floor)
 
     @property
@@ -192,6 +192,17 @@ class Forecaster:
         """Which output is the point forecast: the median when quantiles are on."""
         q = self.quantiles
         return q.index(0.5) if q else 0
+
+
+def _static_for(
+    columns: tuple[str, ...], trained: dict[str, tuple], table: pl.DataFrame | None
+) -> dict[str, tuple] | None:
+    if not columns:
+        return None
+    values = dict(trained)
+    if table is not None:
+        values.update({row[0]: tuple(row[1:]) for row in table.select("series_id", *columns).iter_rows()})
+    return values
 
 
 def _training_data(

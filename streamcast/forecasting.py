@@ -18,7 +18,7 @@ from streamcast import known
 from streamcast.batches import BATCH_SERIES, BatchReader
 from streamcast.errors import DataError, StreamcastWarning, UsageError
 from streamcast.fallback import NaiveServing, move_onto, naive_at
-from streamcast.features import SeriesInputs, calendar_features
+from streamcast.features import SeriesInputs, calendar_features, series_floors
 from streamcast.forecaster import Forecaster
 from streamcast.intervals import units_at
 from streamcast.model import State
@@ -271,7 +271,9 @@ def _forecast_history(
         scaled = intervals.widen(scaled, units)  # the roll-out returned the points alone
     if naive is not None and horizon > forecaster.horizon:
         scaled = _naive_beyond(scaled, naive, inputs, forecaster.net.config.ar, forecaster.horizon)
-    values = forecaster.point_and_quantiles(scaled, inputs.loc, inputs.scale)
+    values = forecaster.point_and_quantiles(
+        scaled, inputs.loc, inputs.scale, series_floors(forecaster.floor_series, inputs.series_ids)
+    )
     table = _table(forecaster, inputs.series_ids, origins, values, horizon)
     if data.dates:
         table = table.with_columns(pl.col("origin", "timestamp").cast(pl.Date))

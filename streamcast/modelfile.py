@@ -30,6 +30,7 @@ from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaste
 from streamcast.modelheader import (  # noqa: F401 (read_metadata and the constants are public here too)
     BLENDED_FALLBACK,
     DEFAULT_MODEL_PATH,
+    FLOORED_SERIES,
     FORMAT,
     FORMAT_VERSION,
     MEAN_OF_MEMBERS,
@@ -63,6 +64,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         ),
         **({"naive_series": sorted(forecaster.naive_series)} if forecaster.naive_series else {}),
         **({"naive_share": dict(sorted(forecaster.naive_share.items()))} if forecaster.naive_share else {}),
+        **({"floor_series": sorted(forecaster.floor_series)} if forecaster.floor_series else {}),
         **({"intervals": forecaster.intervals.to_meta()} if forecaster.intervals is not None else {}),
         "info": forecaster.info,
         **(
@@ -117,6 +119,8 @@ def _without_defaults(fields: dict, defaults: dict) -> dict:
 
 def _format_version(forecaster: Forecaster) -> int:
     """The oldest version whose readers serve this file as written: older readers refuse it."""
+    if forecaster.floor_series:
+        return FLOORED_SERIES
     if forecaster.naive_share:
         return BLENDED_FALLBACK
     return MEAN_OF_MEMBERS if _mean_of_members(forecaster.net) else MEAN_OF_MEMBERS - 1
@@ -163,6 +167,7 @@ def load(path: str | Path) -> Forecaster:
     static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
     naive = frozenset(meta.get("naive_series", []))
     blended = {k: float(v) for k, v in meta.get("naive_share", {}).items()}
+    floored = frozenset(meta.get("floor_series", []))
     intervals = Intervals.from_meta(meta["intervals"]) if meta.get("intervals") else None
     return Forecaster(
         net=net,
@@ -173,6 +178,7 @@ def load(path: str | Path) -> Forecaster:
         static_values=static,
         naive_series=naive,
         naive_share=blended,
+        floor_series=floored,
         intervals=intervals,
     )
 

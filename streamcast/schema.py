@@ -146,6 +146,7 @@ class ModelMeta(Struct, kw_only=True):
     static_values: dict[str, list[Any]] = {}
     naive_series: list[Name] = []
     naive_share: dict[Name, Annotated[float, Meta(gt=0, lt=1)]] = {}
+    floor_series: list[Name] = []
     intervals: IntervalsMeta | None = None
 
     def __post_init__(self) -> None:

@@ -47,6 +47,7 @@ from streamcast.features import (
     choose_transform,
     fit_feature_spec,
     fit_scaler,
+    nonnegative_series,
     season_length,
     series_offsets,
     window_length,
@@ -641,6 +642,9 @@ def assemble(
             info["intervals"]["skipped"] = reason
     elif config.intervals and not config.quantiles:
         info["intervals"] = {"levels": sorted(config.intervals), "skipped": "no --ar window to scale it by"}
+    floored = _floored(prepared)
+    if floored:
+        info["floor"] = {"series": len(floored)}
     static = _static_values(data, config.static)
     return Forecaster(
         net=net,
@@ -651,8 +655,24 @@ def assemble(
         static_values=static,
         naive_series=frozenset(naive),
         naive_share=blended,
+        floor_series=frozenset(floored),
         intervals=intervals,
     )
+
+
+def _floored(prepared: Prepared) -> list[str]:
+    """The series bounded at 0 on their own (`nonnegative_series`): only where `--transform auto`
+    left the data in its units and the model does not bound every series already."""
+    spec, work = prepared.spec, prepared.work
+    if prepared.config.transform != "auto" or spec.transform != "none" or spec.floor is not None:
+        return []
+    ids, _ = series_offsets(prepared.data.frame)
+    train_lengths = np.array([int(p[0]) + 1 for p in work.val_positions])
+    raw = prepared.data.frame["value"].to_numpy()
+    floored = nonnegative_series(raw, work.offsets, ids, train_lengths)
+    if work.cluster is not None:
+        floored = [s for part in work.cluster.gather(floored) for s in part]
+    return floored
 
 
 def _point(net) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 import streamcast as sc
+from streamcast import safefile
 from streamcast.cli import main
+from streamcast.features import nonnegative_series
 from tests.conftest import TINY, long_hourly
+from tests.test_cli_stream import lines_for
 
 
 def sparse_counts(series: int = 3, length: int = 500, shift: float = 0.0) -> pl.DataFrame:
@@ -52,3 +56,54 @@ def test_no_bound_when_asked_for_no_transform_or_when_the_data_goes_below_zero()
     assert sc.fit(crossing, replace(TINY, horizon=6, epochs=1)).spec.floor is None
     positive = sc.read_series(sparse_counts(shift=1.0))
     assert sc.fit(positive, replace(TINY, horizon=6, epochs=1)).spec.transform == "log"
+
+
+def mixed(length: int = 500) -> pl.DataFrame:
+    """Three sparse counts and a temperature below zero: no bound for all, one for each count."""
+    rng = np.random.default_rng(1)
+    counts = {f"c{s}": rng.poisson(0.3, length).astype(float) for s in range(3)}
+    return long_hourly({**counts, "temp": -5.0 + rng.normal(0, 1, length)})
+
+
+@pytest.fixture(scope="module")
+def mixed_model():
+    data = sc.read_series(mixed())
+    return data, sc.fit(data, replace(TINY, horizon=12, epochs=2, val_size=48))
+
+
+def test_each_series_that_never_goes_below_zero_is_bounded_on_its_own_in_every_command(mixed_model, tmp_path):
+    data, model = mixed_model
+    assert model.spec.floor is None and model.spec.transform == "none"
+    assert model.floor_series == {"c0", "c1", "c2"} and model.info["floor"] == {"series": 3}
+    counts, temp = pl.col("series_id") != "temp", pl.col("series_id") == "temp"
+    table = sc.forecast(model, data)
+    raw = sc.forecast(replace(model, floor_series=frozenset()), data)
+    assert raw.filter(counts)["q0.1"].min() < 0  # the bound does something here
+    assert (table.filter(counts)["q0.1"] == raw.filter(counts)["q0.1"].clip(0.0)).all()
+    assert table.filter(temp).equals(raw.filter(temp)) and table.filter(temp)["forecast"].max() < 0
+    # backtest scores the bounded forecasts
+    kept = sc.backtest(model, data, windows=3, keep_forecasts=True).forecasts
+    point = [c for c in kept.columns if c.startswith("q0.1")][0]
+    assert kept.filter(counts)[point].min() >= 0 and kept.filter(temp)["forecast"].max() < 0
+    # the file keeps the bound (format 7: an older streamcast would forecast below zero)
+    path = sc.save(model, tmp_path / "m.streamcast")
+    assert sc.load(path).floor_series == model.floor_series
+    assert safefile.header(path.read_bytes())["format_version"] == 7
+    # and stream serves it
+    text = "\n".join(lines_for(mixed(length=200))) + "\n"
+    result = CliRunner().invoke(main, ["stream", "-m", str(path), "-q"], input=text)
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert min(min(line["q0.1"]) for line in lines if line["series_id"] != "temp") >= 0
+    assert max(max(line["forecast"]) for line in lines if line["series_id"] == "temp") < 0
+
+
+def test_the_series_bound_is_found_on_the_training_part_and_only_for_data_left_in_its_units():
+    values = np.array([1.0, 0.0, 2.0, -1.0, 3.0, 0.0, 5.0, np.nan])
+    offsets, lengths = np.array([0, 3, 8]), np.array([3, 3])  # b's -1 is in its training part
+    assert nonnegative_series(values, offsets, ["a", "b"], lengths) == ["a"]
+    assert nonnegative_series(values, offsets, ["a", "b"], np.array([3, 2])) == ["a"]
+    late = np.array([1.0, 0.0, 2.0, 4.0, 3.0, -1.0])  # b goes below zero only after its training part
+    assert nonnegative_series(late, np.array([0, 3, 6]), ["a", "b"], np.array([3, 2])) == ["a", "b"]
+    data = sc.read_series(mixed())
+    assert sc.fit(data, replace(TINY, horizon=6, epochs=1, transform="none")).floor_series == frozenset()

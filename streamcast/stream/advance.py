@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from streamcast.features import input_rows, static_rows, to_model_units
+from streamcast.features import input_rows, series_floors, static_rows, to_model_units
 from streamcast.forecaster import Forecaster
 from streamcast.model import select_state
 from streamcast.stepping import run_series
@@ -87,7 +87,9 @@ class PlanRunner:
         st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
         if st.learner is not None and self.config.learn is not None:
             st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
-        values = f.point_and_quantiles(outputs, loc[wanted], scale[wanted])
+        floors = series_floors(f.floor_series, [st.ids[s] for s in plan.run_series])
+        row_floor = None if floors is None else floors[run[order][wanted]]
+        values = f.point_and_quantiles(outputs, loc[wanted], scale[wanted], row_floor)
         watched = None
         if self.config.watch is not None:
             watched, emit = self._watch(plan, order, wanted, values, emit, final, last_run)

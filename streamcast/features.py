@@ -330,13 +330,13 @@ def choose_floor(values: np.ndarray, requested: str, transform: str) -> float | 
 
 
 def nonnegative_series(
-    values: np.ndarray, offsets: np.ndarray, series_ids: list[str], train_lengths: np.ndarray
+    values: np.ndarray, offsets: np.ndarray, series_ids: list[str], lengths: np.ndarray
 ) -> list[str]:
-    """The series whose training part never goes below zero, where other series do (so that
-    `choose_floor` bounds none): a count, a rainfall or a night-time output among temperatures
-    is bounded at 0 on its own. Used with `--transform auto` on data left in its units."""
+    """The series that never go below zero in their first `lengths` values, where other series
+    do (so that `choose_floor` bounds none): a count, a rainfall or a night-time output among
+    temperatures is bounded at 0 on its own. Used with `--transform auto` on data left in its units."""
     kept = []
-    for sid, start, length in zip(series_ids, offsets[:-1].tolist(), train_lengths.tolist(), strict=True):
+    for sid, start, length in zip(series_ids, offsets[:-1].tolist(), lengths.tolist(), strict=True):
         part = values[start : start + length]
         finite = part[np.isfinite(part)]
         if finite.size and bool((finite >= 0).all()):

@@ -413,7 +413,8 @@ def prepare(
             horizon=config.horizon,
             static=data.static.select("series_id", *config.static) if config.static else None,
         )
-        spec = replace(spec, floor=choose_floor(raw[train_rows], config.transform, transform))
+        # The bound looks at the validation part too: it is the newest data, served from next.
+        spec = replace(spec, floor=choose_floor(raw, config.transform, transform))
     else:
         if config.future_covariates or config.holidays or config.static:
             raise UsageError(
@@ -422,7 +423,7 @@ def prepare(
             )
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
-        spec = replace(spec, floor=agree_floor(cluster, raw[train_rows], config.transform, transform))
+        spec = replace(spec, floor=agree_floor(cluster, raw, config.transform, transform))
     config = replace(
         config, loss=choose_loss(config.loss, transform, config.quantiles)
     )  # as the file records
@@ -661,15 +662,15 @@ def assemble(
 
 
 def _floored(prepared: Prepared) -> list[str]:
-    """The series bounded at 0 on their own (`nonnegative_series`): only where `--transform auto`
-    left the data in its units and the model does not bound every series already."""
+    """The series bounded at 0 on their own (`nonnegative_series`, over each whole series: its
+    validation part is the newest data, served from next): only where `--transform auto` left
+    the data in its units and the model does not bound every series already."""
     spec, work = prepared.spec, prepared.work
     if prepared.config.transform != "auto" or spec.transform != "none" or spec.floor is not None:
         return []
     ids, _ = series_offsets(prepared.data.frame)
-    train_lengths = np.array([int(p[0]) + 1 for p in work.val_positions])
     raw = prepared.data.frame["value"].to_numpy()
-    floored = nonnegative_series(raw, work.offsets, ids, train_lengths)
+    floored = nonnegative_series(raw, work.offsets, ids, np.diff(work.offsets))
     if work.cluster is not None:
         floored = [s for part in work.cluster.gather(floored) for s in part]
     return floored

@@ -83,27 +83,58 @@ def test_each_series_that_never_goes_below_zero_is_bounded_on_its_own_in_every_c
     assert table.filter(temp).equals(raw.filter(temp)) and table.filter(temp)["forecast"].max() < 0
     # backtest scores the bounded forecasts
     kept = sc.backtest(model, data, windows=3, keep_forecasts=True).forecasts
-    point = [c for c in kept.columns if c.startswith("q0.1")][0]
-    assert kept.filter(counts)[point].min() >= 0 and kept.filter(temp)["forecast"].max() < 0
+    unkept = sc.backtest(
+        replace(model, floor_series=frozenset()), data, windows=3, keep_forecasts=True
+    ).forecasts
+    low = [c for c in kept.columns if c.startswith("q0.1")][0]
+    assert unkept.filter(counts)[low].min() < 0 <= kept.filter(counts)[low].min()
+    assert kept.filter(temp).equals(unkept.filter(temp))
     # the file keeps the bound (format 7: an older streamcast would forecast below zero)
     path = sc.save(model, tmp_path / "m.streamcast")
     assert sc.load(path).floor_series == model.floor_series
     assert safefile.header(path.read_bytes())["format_version"] == 7
     # and stream serves it
+    unbounded = sc.save(replace(model, floor_series=frozenset()), tmp_path / "raw.streamcast")
     text = "\n".join(lines_for(mixed(length=200))) + "\n"
-    result = CliRunner().invoke(main, ["stream", "-m", str(path), "-q"], input=text)
-    assert result.exit_code == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert min(min(line["q0.1"]) for line in lines if line["series_id"] != "temp") >= 0
-    assert max(max(line["forecast"]) for line in lines if line["series_id"] == "temp") < 0
+    lowest = []
+    for file in (path, unbounded):
+        result = CliRunner().invoke(main, ["stream", "-m", str(file), "-q"], input=text)
+        assert result.exit_code == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        lowest.append(min(min(line["q0.1"]) for line in lines if line["series_id"] != "temp"))
+    assert lowest[1] < 0 <= lowest[0]
 
 
-def test_the_series_bound_is_found_on_the_training_part_and_only_for_data_left_in_its_units():
-    values = np.array([1.0, 0.0, 2.0, -1.0, 3.0, 0.0, 5.0, np.nan])
-    offsets, lengths = np.array([0, 3, 8]), np.array([3, 3])  # b's -1 is in its training part
-    assert nonnegative_series(values, offsets, ["a", "b"], lengths) == ["a"]
-    assert nonnegative_series(values, offsets, ["a", "b"], np.array([3, 2])) == ["a"]
-    late = np.array([1.0, 0.0, 2.0, 4.0, 3.0, -1.0])  # b goes below zero only after its training part
-    assert nonnegative_series(late, np.array([0, 3, 6]), ["a", "b"], np.array([3, 2])) == ["a", "b"]
+def test_a_series_new_to_the_model_is_not_bounded(mixed_model):
+    data, model = mixed_model
+    rng = np.random.default_rng(5)
+    frame = pl.concat([mixed(), long_hourly({"new": rng.poisson(0.3, 500).astype(float)})])
+    new = pl.col("series_id") == "new"
+    table = sc.forecast(model, sc.read_series(frame)).filter(new)
+    raw = sc.forecast(replace(model, floor_series=frozenset()), sc.read_series(frame)).filter(new)
+    assert table.equals(raw) and table["q0.1"].min() < 0
+
+
+def test_a_series_that_goes_below_zero_in_its_validation_part_is_not_bounded():
+    rng = np.random.default_rng(2)
+    late = rng.poisson(0.3, 500).astype(float)
+    late[-10:] = -3.0  # the newest values, in the validation part (the last 48)
+    counts = {f"c{s}": rng.poisson(0.3, 500).astype(float) for s in range(2)}
+    config = replace(TINY, horizon=12, epochs=1, val_size=48)
+    frame = long_hourly({**counts, "late": late, "temp": -5.0 + rng.normal(0, 1, 500)})
+    assert sc.fit(sc.read_series(frame), config).floor_series == {"c0", "c1"}
+    # Nor is data as a whole whose validation part alone goes below zero.
+    alone = long_hourly({**counts, "late": late})
+    model = sc.fit(sc.read_series(alone), config)
+    assert model.spec.floor is None and model.floor_series == {"c0", "c1"}
+
+
+def test_the_series_bound_reads_the_values_it_is_given_and_only_data_left_in_its_units():
+    values = np.array([1.0, 0.0, 2.0, -1.0, 3.0, 0.0, 5.0, np.nan])  # a: 3 values, b: 5
+    assert nonnegative_series(values, np.array([0, 3, 8]), ["a", "b"], np.array([3, 5])) == ["a"]
+    late = np.array([1.0, 0.0, 2.0, 4.0, 3.0, -1.0])  # b's -1 is its third value
+    offsets = np.array([0, 3, 6])
+    assert nonnegative_series(late, offsets, ["a", "b"], np.array([3, 3])) == ["a"]
+    assert nonnegative_series(late, offsets, ["a", "b"], np.array([3, 2])) == ["a", "b"]
     data = sc.read_series(mixed())
     assert sc.fit(data, replace(TINY, horizon=6, epochs=1, transform="none")).floor_series == frozenset()

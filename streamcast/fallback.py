@@ -34,11 +34,8 @@ class NaiveServing:
     share: np.ndarray | None = None  # (S,) each series' share of seasonal naive; None: all 1
 
     def share_of(self, rows: np.ndarray) -> np.ndarray | None:
-        """The shares of these rows (of the run's series); None where each is served naive whole."""
-        if self.share is None:
-            return None
-        picked = self.share[rows]
-        return None if (picked[picked > 0] >= 1).all() else picked
+        """The shares of these rows (of the run's series); None: each is served naive whole."""
+        return None if self.share is None else self.share[rows]
 
 
 def naive_serving(
@@ -109,10 +106,17 @@ def move_onto(
     own = outputs[..., point : point + 1]
     target = naive.unsqueeze(-1).to(outputs.dtype)
     if share is not None:
-        partial = torch.from_numpy(share < 1).to(outputs.device)[:, None, None]
-        weight = torch.from_numpy(share).to(outputs.dtype).to(outputs.device)[:, None, None]
-        target = torch.where(partial, own + weight * (target - own), target)
+        target = toward_naive(own, target, torch.from_numpy(share).to(outputs.device)[:, None, None])
     return outputs - own + target
+
+
+def toward_naive(point: torch.Tensor, naive: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """`share` of the way from the network's `point` to `naive` (all three broadcast alike; the
+    share compared in its own precision): naive exactly where the share is whole, the point
+    exactly where it is none. What serving moves a blended series to, and what the interval is
+    calibrated around."""
+    blend = point + share.to(point.dtype) * (naive - point)
+    return torch.where(share >= 1, naive, torch.where(share > 0, blend, point))
 
 
 def served_point(outputs: torch.Tensor, point: int) -> torch.Tensor:

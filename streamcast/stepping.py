@@ -142,8 +142,6 @@ def _naive_where_chosen(
     at = torch.from_numpy(np.flatnonzero(pick))
     window = _window(features)[at]
     rows_share = None if share is None else share[batch_rows[pick]]
-    if rows_share is not None and (rows_share >= 1).all():
-        rows_share = None
     decoded[at] = serve_naive(decoded[at], window.to(decoded.device), naive.season, naive.point, rows_share)
     return decoded
 

@@ -36,7 +36,7 @@ from streamcast.dataparallel import (
 from streamcast.devices import device_name, resolve_device
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
-from streamcast.fallback import BLEND_FROM, NAIVE_FALLBACK, badly_served, naive_at, served_point
+from streamcast.fallback import BLEND_FROM, NAIVE_FALLBACK, badly_served, naive_at, served_point, toward_naive
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
@@ -734,9 +734,7 @@ def _calibrated(
     series it serves), from their errors on the validation part, each in units of its origin's
     window (`streamcast.intervals`)."""
     c = net.config
-    share = torch.from_numpy(np.repeat(shares, late.counts))[:, None]
-    blend = late.point + share * (late.naive - late.point)
-    served = torch.where(share >= 1, late.naive, torch.where(share > 0, blend, late.point))
+    served = toward_naive(late.point, late.naive, torch.from_numpy(np.repeat(shares, late.counts))[:, None])
     own = late.units[~late.units.isnan()].numpy()
     if work.cluster is not None:
         own = np.concatenate(work.cluster.gather(own))

@@ -340,6 +340,7 @@ class Prepared:
     rows: int
     val_size: int
     lane_length: int
+    floor_series: frozenset[str] = frozenset()  # bounded at 0 on their own (`_floored`)
 
 
 def choose_head_scale(requested: str, transform: str) -> str:
@@ -424,6 +425,7 @@ def prepare(
         transform = agree_transform(cluster, raw[train_rows], config.transform)
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
         spec = replace(spec, floor=agree_floor(cluster, raw, config.transform, transform))
+    floor_series = _floored(raw, offsets, ids, spec, config.transform, cluster)
     config = replace(
         config, loss=choose_loss(config.loss, transform, config.quantiles)
     )  # as the file records
@@ -507,7 +509,9 @@ def prepare(
     series, rows = len(ids), int(lengths.sum())
     if cluster is not None:
         series, rows = (int(n) for n in cluster.sum([series, rows]))
-    return Prepared(data, config, spec, scaler, model_config, work, series, rows, val_size, lane_length)
+    return Prepared(
+        data, config, spec, scaler, model_config, work, series, rows, val_size, lane_length, floor_series
+    )
 
 
 def train_members(
@@ -643,9 +647,8 @@ def assemble(
             info["intervals"]["skipped"] = reason
     elif config.intervals and not config.quantiles:
         info["intervals"] = {"levels": sorted(config.intervals), "skipped": "no --ar window to scale it by"}
-    floored = _floored(prepared)
-    if floored:
-        info["floor"] = {"series": len(floored)}
+    if prepared.floor_series:
+        info["floor"] = {"series": len(prepared.floor_series)}
     static = _static_values(data, config.static)
     return Forecaster(
         net=net,
@@ -656,24 +659,28 @@ def assemble(
         static_values=static,
         naive_series=frozenset(naive),
         naive_share=blended,
-        floor_series=frozenset(floored),
+        floor_series=prepared.floor_series,
         intervals=intervals,
     )
 
 
-def _floored(prepared: Prepared) -> list[str]:
-    """The series bounded at 0 on their own (`nonnegative_series`, over each whole series: its
-    validation part is the newest data, served from next): only where `--transform auto` left
-    the data in its units and the model does not bound every series already."""
-    spec, work = prepared.spec, prepared.work
-    if prepared.config.transform != "auto" or spec.transform != "none" or spec.floor is not None:
-        return []
-    ids, _ = series_offsets(prepared.data.frame)
-    raw = prepared.data.frame["value"].to_numpy()
-    floored = nonnegative_series(raw, work.offsets, ids, np.diff(work.offsets))
-    if work.cluster is not None:
-        floored = [s for part in work.cluster.gather(floored) for s in part]
-    return floored
+def _floored(
+    raw: np.ndarray,
+    offsets: np.ndarray,
+    ids: list[str],
+    spec: FeatureSpec,
+    requested: str,
+    cluster: Cluster | None,
+) -> frozenset[str]:
+    """The series bounded at 0 on their own (`nonnegative_series`, over each whole series, as
+    `choose_floor` reads the whole data: the validation part is the newest, served from next):
+    only where `--transform auto` left the data in its units and the spec bounds no series yet."""
+    if requested != "auto" or spec.transform != "none" or spec.floor is not None:
+        return frozenset()
+    floored = nonnegative_series(raw, offsets, ids, np.diff(offsets))
+    if cluster is not None:
+        floored = [s for part in cluster.gather(floored) for s in part]
+    return frozenset(floored)
 
 
 def _point(net) -> int:

@@ -87,8 +87,10 @@ class PlanRunner:
         st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
         if st.learner is not None and self.config.learn is not None:
             st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
-        floors = series_floors(f.floor_series, [st.ids[s] for s in plan.run_series])
-        row_floor = None if floors is None else floors[run[order][wanted]]
+        row_floor = None
+        if f.floor_series:  # the id list is built only for a model that bounds some series
+            floors = series_floors(f.floor_series, [st.ids[s] for s in plan.run_series])
+            row_floor = floors[run[order][wanted]]
         values = f.point_and_quantiles(outputs, loc[wanted], scale[wanted], row_floor)
         watched = None
         if self.config.watch is not None:

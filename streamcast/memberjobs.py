@@ -110,6 +110,7 @@ def _cpu_times() -> list[int]:
 class _Child:
     process: Any
     reader: Connection
+    reported: bool = False  # an epoch came back: it has weights worth keeping
 
 
 @dataclass
@@ -171,6 +172,9 @@ def train_in_processes(
             while run.waiting or run.running:
                 if run.asked and not run.interrupted:
                     run.interrupt()
+                    # One started as the Ctrl-C came may have missed it, and would train an
+                    # epoch in the grace period: told now, it stops with nothing, as the others do.
+                    _signal({i: c for i, c in run.running.items() if not c.reported})
                 _start_members(run, context, train_one, shared, deadline, jobs, settings)
                 if not run.running:
                     break
@@ -252,7 +256,7 @@ def _start_members(
 ) -> None:
     """Start members while there are free places (and time left). `shared`: the file that holds
     the training data for every member to read, written once."""
-    while run.waiting and len(run.running) < jobs:
+    while run.waiting and len(run.running) < jobs and not run.asked:
         if deadline is not None and (run.done or run.running) and time.monotonic() >= deadline:
             run.waiting.clear()
             return
@@ -306,6 +310,7 @@ def _take(run: _Run, index: int, on_epoch, device) -> None:
     if kind == "log":  # the member's own log lines, to this process's handlers
         logging.getLogger(payload.name).handle(payload)
     elif kind == "epoch":
+        child.reported = True
         if on_epoch is not None:
             on_epoch(payload)
     else:

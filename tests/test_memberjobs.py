@@ -206,6 +206,14 @@ def test_a_bug_in_a_member_keeps_its_traceback_and_a_users_error_stays_one_line(
     assert raised.value.exit_code == 1 and raised.value.__cause__ is None
 
 
+def test_no_member_starts_after_a_ctrl_c():
+    """A Ctrl-C landing between two starts: the next member must not start and train unasked."""
+    run = memberjobs._Run([(0, "plan 1"), (1, "plan 2")])
+    run.asked = True
+    memberjobs._start_members(run, None, _dies, "unused", None, 2, None)
+    assert run.running == {} and len(run.waiting) == 2
+
+
 def _children(pid: int) -> list[str]:
     with open(f"/proc/{pid}/task/{pid}/children") as listed:
         return listed.read().split()

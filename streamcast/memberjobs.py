@@ -355,7 +355,7 @@ def _member_process(
 ) -> None:
     """The child: train one member as the parent would and send back its weights (as numpy
     arrays, so nothing of this process must outlive it), its epochs and its log records."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN if settings.ignore_ctrl_c else _first_interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if settings.ignore_ctrl_c else _interrupt)
     try:
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one meanwhile lands here
@@ -417,10 +417,11 @@ class _Forward(QueueHandler):
         self.queue.send(("log", record))
 
 
-def _first_interrupt(signum, frame) -> None:
-    """The first Ctrl-C stops the training (which keeps its best weights); a second one (the
-    parent's, passed on after ours reached the whole group) must not cut the reply short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C stops the training, which keeps its best weights. Every one raises until the training
+    has returned (SIGINT is then ignored, so the reply is not cut short): one that lands in a
+    `__del__` or a callback is swallowed there, and the parent's, passed on after its grace
+    period, must then stop the member rather than find it deaf."""
     raise KeyboardInterrupt
 
 

@@ -206,6 +206,27 @@ def test_a_bug_in_a_member_keeps_its_traceback_and_a_users_error_stays_one_line(
     assert raised.value.exit_code == 1 and raised.value.__cause__ is None
 
 
+def _deaf_to_the_first_ctrl_c(plan, member, work, on_epoch, deadline):
+    """The member's first Ctrl-C lands where Python swallows it (a `__del__`, a callback)."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass  # swallowed
+    os.kill(os.getppid(), signal.SIGINT)  # `kill -INT` of the parent alone: passed on after 2 s
+    time.sleep(30)
+    os._exit(5)  # still training: the parent's Ctrl-C did not reach it
+
+
+def test_a_member_that_swallowed_one_ctrl_c_still_stops_at_the_next():
+    started = time.monotonic()
+    done, interrupted = memberjobs.train_in_processes(
+        _deaf_to_the_first_ctrl_c, ["plan"], WORK, None, None, 1
+    )
+    assert (done, interrupted) == ({}, True)
+    assert time.monotonic() - started < 25
+
+
 def test_no_member_starts_after_a_ctrl_c():
     """A Ctrl-C landing between two starts: the next member must not start and train unasked."""
     run = memberjobs._Run([(0, "plan 1"), (1, "plan 2")])

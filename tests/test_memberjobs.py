@@ -128,7 +128,9 @@ def _long_fit_of_two(tmp_path, out, *more: str) -> subprocess.Popen:
 
 
 def _in_its_own_session(command: list[str]) -> subprocess.Popen:
-    """A process in a session of its own: a signal to its group is what a terminal's Ctrl-C is."""
+    """A process in a session of its own: a signal to its group is what a terminal's Ctrl-C is.
+    Its Ctrl-C is a terminal's too: a test run started in the background (`pytest &` in a script)
+    ignores SIGINT, which a child inherits, and `fit` would rightly ignore it as well."""
     return subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -138,6 +140,7 @@ def _in_its_own_session(command: list[str]) -> subprocess.Popen:
         cwd=ROOT,
         env={**os.environ, "CI": "true"},
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -209,7 +209,7 @@ def _trained_on(info: dict) -> str:
 
 
 def _fallback(meta: dict) -> str:
-    """`seasonal naive for 23 of 414 series (validation error over 2x its)`; older files: `-`."""
+    """`naive for 23 of 414 series (validation error over 1.5x the better of ...)`; older files: `-`."""
     chosen = meta["info"].get("naive_fallback")
     if chosen is None:
         return "-"
@@ -218,12 +218,16 @@ def _fallback(meta: dict) -> str:
     if "skipped" in chosen:
         return f"off: {chosen['skipped']}"
     series = meta["info"].get("data", {}).get("series", "?")
+    best = chosen.get("to") == "best"
+    yardstick = "the better of seasonal naive's and the last value's" if best else "seasonal naive's"
     text = (
-        f"seasonal naive for {chosen['series']} of {series} series "
-        f"(validation error over {chosen['ratio']:g}x seasonal naive's)"
+        f"{'naive' if best else 'seasonal naive'} for {chosen['series']} of {series} series "
+        f"(validation error over {chosen['ratio']:g}x {yardstick})"
     )
     if chosen.get("blended"):
         text += f", blended with it for {chosen['blended']} more (over {chosen['blend_from']:g}x)"
+    if chosen.get("last_value"):
+        text += f"; the last value for {chosen['last_value']} of them"
     return text
 
 

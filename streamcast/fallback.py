@@ -1,4 +1,4 @@
-"""Seasonal naive for the series the network serves badly (`fit --naive-fallback RATIO`).
+"""Naive for the series the network serves badly (`fit --naive-fallback RATIO`).
 
 A global network is right for most series and clearly wrong for a few: on M4 Hourly a handful of
 series that repeat their day to a tenth of a degree get the network's small noise, which is many
@@ -11,6 +11,11 @@ ratio: on M4 Hourly's held-out points that lowered sMAPE on three seeds of three
 choice is recorded in the model file by series id, and the forecast comes from the head's
 carried window of recent values, so `forecast`, `backtest` and `stream` serve it alike, with no
 new state.
+
+The naive is seasonal naive, or the last value (`--fallback-to best`) for a series where that did
+better on the same validation points. Seasonal naive is no yardstick for a random walk, or on
+coarse data shorter than two seasons: on ETTh1's weekly means (53 weeks to fit on, a season of
+52) the network scored about twice the last value's error, and only one series fell back.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 
 NAIVE_FALLBACK = 1.5  # the default ratio (streamcast.training._late_validation)
 BLEND_FROM = 0.8  # of the ratio: where a series' share of seasonal naive starts to grow from 0
+FALLBACK_TO = ("best", "seasonal")  # the naive served: the better of seasonal and last value, or seasonal
 
 
 @dataclass(frozen=True)
@@ -32,17 +38,28 @@ class NaiveServing:
     season: int
     point: int  # the output that is the point forecast (the median of a quantile model)
     share: np.ndarray | None = None  # (S,) each series' share of seasonal naive; None: all 1
+    last: np.ndarray | None = None  # (S,) bool: served the last value (naive) instead; None: none
 
     def share_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The shares of these rows (of the run's series); None: each is served naive whole."""
         return None if self.share is None else self.share[rows]
 
+    def seasons_of(self, rows: np.ndarray) -> int | np.ndarray:
+        """How far back each of these rows repeats: the season, or 1 for the last value."""
+        return self.season if self.last is None else np.where(self.last[rows], 1, self.season)
+
 
 def naive_serving(
-    naive: frozenset[str], blended: dict[str, float], series_ids: list[str], season: int, point: int
+    naive: frozenset[str],
+    blended: dict[str, float],
+    series_ids: list[str],
+    season: int,
+    point: int,
+    last: frozenset[str] = frozenset(),
 ) -> NaiveServing | None:
-    """How a run of these series is served: seasonal naive for those in `naive`, a blend for those
-    in `blended`; None when neither holds any of them."""
+    """How a run of these series is served: naive for those in `naive`, a blend for those in
+    `blended` (seasonal naive, or the last value for those in `last`); None when neither holds
+    any of them."""
     if not (naive or blended):
         return None
     share = np.fromiter(
@@ -51,21 +68,33 @@ def naive_serving(
     chosen = share > 0
     if not chosen.any():
         return None
-    return NaiveServing(chosen, season, point, share if (share[chosen] < 1).any() else None)
+    at_last = np.fromiter((s in last for s in series_ids), bool, len(series_ids)) & chosen if last else None
+    return NaiveServing(
+        chosen,
+        season,
+        point,
+        share if (share[chosen] < 1).any() else None,
+        at_last if at_last is not None and at_last.any() else None,
+    )
 
 
-def steps_back(horizon: int, season: int) -> np.ndarray:
+def steps_back(horizon: int, season: int | np.ndarray) -> np.ndarray:
     """(horizon,) how far before the last value each step's seasonal naive forecast lies: the
-    value one season (or whole seasons) before the step."""
+    value one season (or whole seasons) before the step; (R, horizon) for a season per row."""
     steps = np.arange(horizon)
+    if isinstance(season, np.ndarray):
+        season = season[:, None]
     return season * (steps // season + 1) - 1 - steps
 
 
-def naive_from_window(window: torch.Tensor, horizon: int, season: int) -> torch.Tensor:
-    """(..., ar) recent values -> (..., horizon) the seasonal naive forecast."""
+def naive_from_window(window: torch.Tensor, horizon: int, season: int | np.ndarray) -> torch.Tensor:
+    """(..., ar) recent values -> (..., horizon) the seasonal naive forecast; `season` (R,) per
+    row of a (R, ar) window (1: the last value)."""
     ar = window.shape[-1]
-    back = torch.from_numpy(steps_back(horizon, max(1, min(season, ar)))).to(window.device)
-    return window[..., ar - 1 - back]
+    back = torch.from_numpy(steps_back(horizon, np.clip(season, 1, ar))).to(window.device)
+    if back.dim() == 1:
+        return window[..., ar - 1 - back]
+    return window.gather(-1, ar - 1 - back)
 
 
 def naive_at(values: torch.Tensor, starts: np.ndarray, origins: np.ndarray, horizon: int, season: int):
@@ -84,7 +113,11 @@ def carried_at(values: torch.Tensor, starts: np.ndarray, at: np.ndarray) -> torc
 
 
 def serve_naive(
-    outputs: torch.Tensor, window: torch.Tensor, season: int, point: int, share: np.ndarray | None = None
+    outputs: torch.Tensor,
+    window: torch.Tensor,
+    season: int | np.ndarray,
+    point: int,
+    share: np.ndarray | None = None,
 ) -> torch.Tensor:
     """(R, H, Q) network outputs -> the seasonal naive forecast from each row's (R, ar) window,
     with the network's quantiles moved along with its point forecast (the interval keeps its width).
@@ -133,20 +166,30 @@ def badly_served(
     naive: torch.Tensor,
     rows_per_series: np.ndarray,
     ratio: float,
-) -> np.ndarray:
-    """(S,) each series' share of seasonal naive: 1 where its validation error is over `ratio`
-    times seasonal naive's, growing from 0 at `BLEND_FROM` x `ratio` up to it, else 0.
+    last: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) each series' share of naive: 1 where its validation error is over `ratio` times
+    naive's, growing from 0 at `BLEND_FROM` x `ratio` up to it, else 0; and (S,) bool whether that
+    naive is the last value, where `last` is given and did better than seasonal naive.
 
     The served point forecasts (R, H), the targets (R, H; NaN where a step falls outside the
-    validation part) and the naive forecasts (R, H) are at the validation origins, each series'
-    `rows_per_series` of them in turn; a series with no target keeps the network.
+    validation part) and the seasonal naive forecasts (R, H) are at the validation origins, each
+    series' `rows_per_series` of them in turn (`last`: the last value's forecasts from them); a
+    series with no target keeps the network.
     """
     known = ~torch.isnan(targets)
-    network = torch.where(known, (point - targets).abs(), 0.0).sum(dim=-1).double().numpy()  # (R,)
-    naive = torch.where(known, (naive - targets).abs(), 0.0).sum(dim=-1).double().numpy()
     series = np.repeat(np.arange(len(rows_per_series)), rows_per_series)
-    total_network = np.bincount(series, network, minlength=len(rows_per_series))
-    total_naive = np.bincount(series, naive, minlength=len(rows_per_series))
+
+    def total(forecast: torch.Tensor) -> np.ndarray:
+        errors = torch.where(known, (forecast - targets).abs(), 0.0).sum(dim=-1).double().numpy()
+        return np.bincount(series, errors, minlength=len(rows_per_series))
+
+    total_network, total_naive = total(point), total(naive)
+    at_last = np.zeros(len(rows_per_series), dtype=bool)
+    if last is not None:
+        total_last = total(last)
+        at_last = total_last < total_naive
+        total_naive = np.minimum(total_naive, total_last)
     scored = np.bincount(series, known.sum(dim=-1).numpy(), minlength=len(rows_per_series)) > 0
     full = scored & (total_network > ratio * total_naive)
     start = BLEND_FROM * ratio
@@ -155,4 +198,5 @@ def badly_served(
         share = np.clip((relative - start) / (ratio - start), 0.0, 1.0)
     blended = scored & ~full & np.isfinite(relative) & (relative > start)
     # Exactly at the ratio is not over it: the largest blend short of naive whole.
-    return np.where(full, 1.0, np.where(blended, np.minimum(share, np.nextafter(1.0, 0.0)), 0.0))
+    share = np.where(full, 1.0, np.where(blended, np.minimum(share, np.nextafter(1.0, 0.0)), 0.0))
+    return share, at_last & (share > 0)

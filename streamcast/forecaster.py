@@ -50,6 +50,8 @@ class Forecaster:
     """Training series served seasonal naive (`fit --naive-fallback`, `streamcast.fallback`)."""
     naive_share: dict[str, float] = field(default_factory=dict)
     """Training series served a blend: their share (0-1) of seasonal naive, the rest the network's."""
+    naive_last: frozenset[str] = frozenset()
+    """Of those, the series whose naive is the last value, not seasonal naive (`--fallback-to`)."""
     floor_series: frozenset[str] = frozenset()
     """Training series whose forecasts are bounded at 0 (`features.nonnegative_series`)."""
     intervals: Intervals | None = None
@@ -167,12 +169,9 @@ class Forecaster:
         return _static_for(self.spec.static, self.static_values, table)
 
     def naive_serving(self, series_ids: list[str]) -> NaiveServing | None:
-        """Which of these series are served seasonal naive; None when none is."""
-        if self.net.config.ar == 0:
-            return None
-        return naive_serving(
-            self.naive_series, self.naive_share, series_ids, self.net.config.season, self.point_index
-        )
+        """Which of these series are served naive (`streamcast.fallback`); None when none is."""
+        c, chosen = self.net.config, (self.naive_series, self.naive_share, series_ids)
+        return naive_serving(*chosen, c.season, self.point_index, self.naive_last) if c.ar else None
 
     def point_and_quantiles(
         self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray, floor: np.ndarray | None = None

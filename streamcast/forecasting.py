@@ -320,14 +320,19 @@ def _known_future(
 def _naive_beyond(
     scaled: torch.Tensor, naive: NaiveServing, inputs: SeriesInputs, ar: int, trained: int
 ) -> torch.Tensor:
-    """Past the trained horizon, a series served seasonal naive keeps repeating its last season
-    (the roll-forward fed it to the network, whose own forecasts would take over from there); a
-    blended series keeps its share of it. The `trained` steps were served so already."""
+    """Past the trained horizon, a series served seasonal naive keeps repeating its last season,
+    or its last value (the roll-forward fed it to the network, whose own forecasts would take
+    over from there); a blended series keeps its share of it. The `trained` steps were served so
+    already."""
     rows = np.flatnonzero(naive.series)
     starts = inputs.offsets[rows]
     values = torch.from_numpy(inputs.inputs[:, 0])
     forecasts = naive_at(
-        values, starts, inputs.offsets[rows + 1] - starts - 1, scaled.shape[-2], min(naive.season, ar)
+        values,
+        starts,
+        inputs.offsets[rows + 1] - starts - 1,
+        scaled.shape[-2],
+        np.minimum(naive.seasons_of(rows), ar),
     )
     at = torch.from_numpy(rows)
     beyond = scaled[at, trained:]

@@ -33,6 +33,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     FLOORED_SERIES,
     FORMAT,
     FORMAT_VERSION,
+    LAST_VALUE_FALLBACK,
     MEAN_OF_MEMBERS,
     metadata,
     read_file,
@@ -64,6 +65,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         ),
         **({"naive_series": sorted(forecaster.naive_series)} if forecaster.naive_series else {}),
         **({"naive_share": dict(sorted(forecaster.naive_share.items()))} if forecaster.naive_share else {}),
+        **({"naive_last": sorted(forecaster.naive_last)} if forecaster.naive_last else {}),
         **({"floor_series": sorted(forecaster.floor_series)} if forecaster.floor_series else {}),
         **({"intervals": forecaster.intervals.to_meta()} if forecaster.intervals is not None else {}),
         "info": forecaster.info,
@@ -119,6 +121,8 @@ def _without_defaults(fields: dict, defaults: dict) -> dict:
 
 def _format_version(forecaster: Forecaster) -> int:
     """The oldest version whose readers serve this file as written: older readers refuse it."""
+    if forecaster.naive_last:
+        return LAST_VALUE_FALLBACK
     if forecaster.floor_series:
         return FLOORED_SERIES
     if forecaster.naive_share:
@@ -167,6 +171,7 @@ def load(path: str | Path) -> Forecaster:
     static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
     naive = frozenset(meta.get("naive_series", []))
     blended = {k: float(v) for k, v in meta.get("naive_share", {}).items()}
+    last = frozenset(meta.get("naive_last", []))
     floored = frozenset(meta.get("floor_series", []))
     intervals = Intervals.from_meta(meta["intervals"]) if meta.get("intervals") else None
     return Forecaster(
@@ -178,6 +183,7 @@ def load(path: str | Path) -> Forecaster:
         static_values=static,
         naive_series=naive,
         naive_share=blended,
+        naive_last=last,
         floor_series=floored,
         intervals=intervals,
     )

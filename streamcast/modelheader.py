@@ -21,12 +21,14 @@ FORMAT = "streamcast-model"
 # reader of 4 would serve as their median (files without it are still written as 4); 6: series
 # served a blend of the network and seasonal naive (`naive_share`), which a reader of 5 would serve
 # from the network alone (files without them are still written as 4 or 5); 7: series bounded at
-# 0 on their own (`floor_series`), which a reader of 6 would forecast below 0.
+# 0 on their own (`floor_series`), which a reader of 6 would forecast below 0; 8: series whose
+# fallback is the last value (`naive_last`), which a reader of 7 would serve seasonal naive.
 # An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 MEAN_OF_MEMBERS = 5
 BLENDED_FALLBACK = 6
 FLOORED_SERIES = 7
+LAST_VALUE_FALLBACK = 8
 WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 

@@ -146,6 +146,7 @@ class ModelMeta(Struct, kw_only=True):
     static_values: dict[str, list[Any]] = {}
     naive_series: list[Name] = []
     naive_share: dict[Name, Annotated[float, Meta(gt=0, lt=1)]] = {}
+    naive_last: list[Name] = []  # of the series in naive_series or naive_share
     floor_series: list[Name] = []
     intervals: IntervalsMeta | None = None
 
@@ -171,6 +172,8 @@ class ModelMeta(Struct, kw_only=True):
         if self.columns.future_covariates != spec.future_covariates:
             raise ValueError("the future covariate columns differ from the features' future covariates")
         _check_unique(self.series_ids)
+        if not set(self.naive_last) <= {*self.naive_series, *self.naive_share}:
+            raise ValueError("naive_last names a series that is not served naive")
 
 
 class LearnConfigMeta(Struct, kw_only=True):

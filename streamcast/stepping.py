@@ -142,7 +142,8 @@ def _naive_where_chosen(
     at = torch.from_numpy(np.flatnonzero(pick))
     window = _window(features)[at]
     rows_share = None if share is None else share[batch_rows[pick]]
-    decoded[at] = serve_naive(decoded[at], window.to(decoded.device), naive.season, naive.point, rows_share)
+    seasons = naive.seasons_of(batch_rows[pick])
+    decoded[at] = serve_naive(decoded[at], window.to(decoded.device), seasons, naive.point, rows_share)
     return decoded
 
 

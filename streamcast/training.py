@@ -36,7 +36,15 @@ from streamcast.dataparallel import (
 from streamcast.devices import device_name, resolve_device
 from streamcast.distributed import Cluster
 from streamcast.errors import DataError, Interrupted, UsageError
-from streamcast.fallback import BLEND_FROM, NAIVE_FALLBACK, badly_served, naive_at, served_point, toward_naive
+from streamcast.fallback import (
+    BLEND_FROM,
+    FALLBACK_TO,
+    NAIVE_FALLBACK,
+    badly_served,
+    naive_at,
+    served_point,
+    toward_naive,
+)
 from streamcast.features import (
     SCALINGS,
     TRANSFORMS,
@@ -121,6 +129,7 @@ class FitConfig:
     lag_inputs: str = "season"
     ar_start: str = "auto"
     naive_fallback: float = NAIVE_FALLBACK  # 0 = off; streamcast.fallback
+    fallback_to: str = "best"  # seasonal naive, or the last value where it did better (FALLBACK_TO)
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -143,6 +152,7 @@ class FitConfig:
                 self.naive_fallback == 0 or 1 <= self.naive_fallback < math.inf,
                 "--naive-fallback must be 0 (off) or a ratio of at least 1, e.g. 2",
             ),
+            (self.fallback_to in FALLBACK_TO, f"--fallback-to must be one of {', '.join(FALLBACK_TO)}"),
             (
                 self.head_scale in ("auto", *HEAD_SCALES),
                 f"--head-scale must be one of auto, {', '.join(HEAD_SCALES)}",
@@ -625,23 +635,34 @@ def assemble(
         outputs = validation_outputs(net, work)
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
     late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
-    shares = np.zeros(len(work.val_positions))
+    shares, at_last = np.zeros(len(work.val_positions)), np.zeros(len(work.val_positions), dtype=bool)
     if checked:
-        shares = badly_served(late.point, late.targets, late.naive, late.counts, config.naive_fallback)
+        either = late.last if config.fallback_to == "best" else None
+        shares, at_last = badly_served(
+            late.point, late.targets, late.naive, late.counts, config.naive_fallback, either
+        )
     ids, _ = series_offsets(data.frame)
     naive = [s for s, share in zip(ids, shares.tolist(), strict=True) if share >= 1]
     blended = {s: share for s, share in zip(ids, shares.tolist(), strict=True) if 0 < share < 1}
+    last = [s for s, chosen in zip(ids, at_last.tolist(), strict=True) if chosen]
     if cluster is not None:
         naive = [s for part in cluster.gather(naive) for s in part]
         blended = {s: w for part in cluster.gather(blended) for s, w in part.items()}
-    info["naive_fallback"] = {"ratio": config.naive_fallback, "series": len(naive), "blended": len(blended)}
+        last = [s for part in cluster.gather(last) for s in part]
+    info["naive_fallback"] = {
+        "ratio": config.naive_fallback,
+        "series": len(naive),
+        "blended": len(blended),
+        "to": config.fallback_to,
+        "last_value": len(last),
+    }
     if config.naive_fallback:
         info["naive_fallback"]["blend_from"] = round(BLEND_FROM * config.naive_fallback, 6)
     if config.naive_fallback and not checked:
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
     intervals = None
     if calibrated:
-        intervals, reason = _calibrated(net, late, shares, work, config)
+        intervals, reason = _calibrated(net, late, shares, at_last, work, config)
         info["intervals"] = {"levels": sorted(config.intervals)}
         if reason:
             info["intervals"]["skipped"] = reason
@@ -659,6 +680,7 @@ def assemble(
         static_values=static,
         naive_series=frozenset(naive),
         naive_share=blended,
+        naive_last=frozenset(last),
         floor_series=prepared.floor_series,
         intervals=intervals,
     )
@@ -697,6 +719,7 @@ class LateValidation:
 
     point: torch.Tensor
     naive: torch.Tensor
+    last: torch.Tensor  # the last value's forecasts (naive without a season)
     targets: torch.Tensor
     units: torch.Tensor
     counts: np.ndarray  # origins per series
@@ -724,6 +747,7 @@ def _late_validation(net, work: _Work, val_size: int) -> LateValidation:
     ends = np.repeat(np.array(trained), counts)
     point = served_point(outputs, _point(net)).double()
     naive = naive_at(work.values.cpu(), starts, origins, c.horizon, c.season).double()
+    last = naive_at(work.values.cpu(), starts, origins, c.horizon, 1).double()
     at = origins[:, None] + np.arange(1, c.horizon + 1)  # (R, H) the position of each target
     inside = (at >= ends[:, None]) & (at < ends[:, None] + val_size)
     values = work.values.cpu().double()
@@ -731,17 +755,18 @@ def _late_validation(net, work: _Work, val_size: int) -> LateValidation:
         torch.from_numpy(inside), values[torch.from_numpy(starts[:, None] + np.where(inside, at, 0))], np.nan
     )
     units = units_at(work.values.cpu(), starts, origins, c.ar, c.season).double()
-    return LateValidation(point, naive, targets, units, counts)
+    return LateValidation(point, naive, last, targets, units, counts)
 
 
 def _calibrated(
-    net, late: LateValidation, shares: np.ndarray, work: _Work, config
+    net, late: LateValidation, shares: np.ndarray, at_last: np.ndarray, work: _Work, config
 ) -> tuple[Intervals | None, str | None]:
-    """The interval around the forecasts as served (seasonal naive, whole or in part, for the
-    series it serves), from their errors on the validation part, each in units of its origin's
-    window (`streamcast.intervals`)."""
+    """The interval around the forecasts as served (naive, whole or in part, for the series it
+    serves: the last value for those `at_last`), from their errors on the validation part, each
+    in units of its origin's window (`streamcast.intervals`)."""
     c = net.config
-    served = toward_naive(late.point, late.naive, torch.from_numpy(np.repeat(shares, late.counts))[:, None])
+    naive = torch.where(torch.from_numpy(np.repeat(at_last, late.counts))[:, None], late.last, late.naive)
+    served = toward_naive(late.point, naive, torch.from_numpy(np.repeat(shares, late.counts))[:, None])
     own = late.units[~late.units.isnan()].numpy()
     if work.cluster is not None:
         own = np.concatenate(work.cluster.gather(own))

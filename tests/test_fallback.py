@@ -60,8 +60,9 @@ def test_a_series_is_chosen_over_ratio_times_worse_and_blended_a_little_under_it
     windows[:, -2:] = torch.tensor([[1.0, 1.0]] * 3 + [[0.0, 0.0]] * 2)  # naive error 1, 1, 1, 0, 0
     points = torch.tensor([[1.9, 1.9], [2.1, 2.1], [1.5, 1.5], [0.1, 0.1], [0.0, 0.0]])
     naive = naive_from_window(windows, horizon=2, season=2)
-    shares = badly_served(points, targets, naive, np.array([1, 1, 1, 1, 1, 0]), 2.0)
-    at_ratio = badly_served(torch.full((1, 2), 2.0), torch.zeros(1, 2), naive[:1], np.array([1]), 2.0)
+    shares, at_last = badly_served(points, targets, naive, np.array([1, 1, 1, 1, 1, 0]), 2.0)
+    at_ratio, _ = badly_served(torch.full((1, 2), 2.0), torch.zeros(1, 2), naive[:1], np.array([1]), 2.0)
+    assert not at_last.any()  # no last value's forecasts given: seasonal naive for all
     assert 0.999 < at_ratio[0] < 1.0  # exactly at the ratio is not over it: blended, not naive whole
     assert BLEND_FROM * 2.0 == pytest.approx(1.6)
     # 1.9x: (1.9 - 1.6) / (2 - 1.6) of the way to naive; 2.1x: naive; 1.5x: the network alone;
@@ -84,8 +85,8 @@ def test_only_steps_inside_the_validation_part_count():
     targets = torch.tensor([[0.0, 0.0], [0.0, float("nan")]])
     points = torch.tensor([[1.9, 1.9], [1.9, 100.0]])
     naive = torch.ones(2, 2)
-    np.testing.assert_allclose(badly_served(points, targets, naive, np.array([2]), 2.0), [0.75])
-    assert badly_served(points, targets, naive, np.array([2]), 1.5).tolist() == [1.0]
+    np.testing.assert_allclose(badly_served(points, targets, naive, np.array([2]), 2.0)[0], [0.75])
+    assert badly_served(points, targets, naive, np.array([2]), 1.5)[0].tolist() == [1.0]
 
 
 def test_the_naive_forecasts_read_from_the_values_equal_those_read_from_each_window():
@@ -105,7 +106,7 @@ def test_a_quantile_model_is_scored_on_the_median_it_serves():
     crossed = torch.tensor([[[0.5, 5.0, 0.0], [0.5, 5.0, 0.0]]])  # the raw middle output is 5, served 0.5
     point = served_point(crossed, 1)
     assert point.tolist() == [[0.5, 0.5]]
-    assert badly_served(point, targets, naive, np.array([1]), 2.0).tolist() == [0.0]
+    assert badly_served(point, targets, naive, np.array([1]), 2.0)[0].tolist() == [0.0]
 
 
 @pytest.fixture(scope="module")
@@ -172,18 +173,25 @@ def test_fit_chooses_the_series_seasonal_naive_serves_better_and_the_cli_can_tur
     on, off = tmp_path / "on.streamcast", tmp_path / "off.streamcast"
     fitted = runner.invoke(main, [*common, "-o", str(on)])
     assert fitted.exit_code == 0
+    # The random walk (noisy0) is served its last value; the exact day its seasonal naive.
     assert (
-        "fallback: seasonal naive for 1 of 3 series (validation error over 1.5x seasonal naive's)"
-        in fitted.stderr
+        "fallback: naive for 2 of 3 series (validation error over 1.5x the better of seasonal "
+        "naive's and the last value's); the last value for 1 of them" in fitted.stderr
     )
+    assert sc.load(on).naive_series == {"exact", "noisy0"} and sc.load(on).naive_last == {"noisy0"}
+    seasonal = tmp_path / "seasonal.streamcast"
+    fitted = runner.invoke(main, [*common, "--fallback-to", "seasonal", "-o", str(seasonal)])
+    assert "fallback: seasonal naive for 1 of 3 series (validation error over 1.5x seasonal naive's)" in (
+        fitted.stderr
+    )
+    assert sc.load(seasonal).naive_series == {"exact"} and sc.load(seasonal).naive_last == frozenset()
     assert runner.invoke(main, [*common, "--naive-fallback", "0", "-o", str(off)]).exit_code == 0
-    assert "exact" in sc.load(on).naive_series
     assert sc.load(off).naive_series == frozenset()
     meta = json.loads(runner.invoke(main, ["info", str(on), "--json"]).stdout)
     assert meta["info"]["naive_fallback"]["ratio"] == 1.5
-    assert "exact" in meta["naive_series"]
-    shown = runner.invoke(main, ["info", str(on)]).stdout
-    assert "seasonal naive" in shown
+    assert meta["naive_series"] == ["exact", "noisy0"] and meta["naive_last"] == ["noisy0"]
+    shown = " ".join(runner.invoke(main, ["info", str(on)]).stdout.replace("│", " ").split())
+    assert "naive for 2 of 3 series" in shown and "the last value for 1 of them" in shown
     bad = runner.invoke(main, [*common, "--naive-fallback", "0.5", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--naive-fallback must be 0 (off) or a ratio of at least 1" in bad.output
 
@@ -195,8 +203,10 @@ def test_the_python_fit_records_the_choice_in_its_info():
         "series": len(model.naive_series),
         "blended": len(model.naive_share),
         "blend_from": 1.2,
+        "to": "best",
+        "last_value": len(model.naive_last),
     }
-    assert "exact" in model.naive_series
+    assert "exact" in model.naive_series and "exact" not in model.naive_last
 
 
 def test_a_window_shorter_than_a_season_leaves_the_fallback_off_and_info_says_why(tmp_path):
@@ -344,11 +354,88 @@ def test_fit_records_the_blended_series_and_calibrates_the_interval_on_what_it_s
     data = read_series(periodic_and_noisy())
     config = replace(TINY, epochs=1, naive_fallback=NAIVE_FALLBACK, intervals=(0.1, 0.9), val_size=24)
     # The series in order: exact (naive whole), noisy0 (the network), noisy1 (half and half).
-    monkeypatch.setattr(training, "badly_served", lambda *args: np.array([1.0, 0.0, 0.5]))
+    monkeypatch.setattr(
+        training, "badly_served", lambda *args: (np.array([1.0, 0.0, 0.5]), np.zeros(3, bool))
+    )
     model = sc.fit(data, config)
     assert model.naive_series == {"exact"} and model.naive_share == {"noisy1": 0.5}
     assert model.info["naive_fallback"]["blended"] == 1
-    monkeypatch.setattr(training, "badly_served", lambda *args: np.array([1.0, 0.0, 0.0]))
+    monkeypatch.setattr(
+        training, "badly_served", lambda *args: (np.array([1.0, 0.0, 0.0]), np.zeros(3, bool))
+    )
     unblended = sc.fit(data, config)  # the same weights (same seed), noisy1 served by the network
     assert unblended.naive_share == {}
     assert not np.allclose(model.intervals.offsets, unblended.intervals.offsets)
+
+
+def test_the_last_value_is_the_yardstick_where_it_beats_seasonal_naive():
+    targets = torch.zeros(3, 2)
+    points = torch.tensor([[3.0, 3.0], [3.0, 3.0], [1.3, 1.3]])
+    seasonal = torch.tensor([[4.0, 4.0], [1.0, 1.0], [4.0, 4.0]])
+    last = torch.tensor([[1.0, 1.0], [4.0, 4.0], [1.0, 1.0]])
+    shares, at_last = badly_served(points, targets, seasonal, np.array([1, 1, 1]), 1.5, last)
+    # 3x the last value's error: naive whole, the last value; 3x seasonal naive's: seasonal naive;
+    # 1.3x the last value's (0.3x seasonal naive's): a third of the way to the last value.
+    np.testing.assert_allclose(shares, [1.0, 1.0, 1 / 3], rtol=1e-6)
+    assert at_last.tolist() == [True, False, True]
+    alone, _ = badly_served(points, targets, seasonal, np.array([1, 1, 1]), 1.5)
+    assert alone.tolist() == [0.0, 1.0, 0.0]  # seasonal naive alone: the first and last kept
+
+
+def test_a_season_per_row_reads_the_last_value_or_the_last_season():
+    window = torch.arange(12.0).reshape(2, 6)
+    got = naive_from_window(window, horizon=4, season=np.array([1, 3]))
+    assert got.tolist() == [[5.0] * 4, [9.0, 10.0, 11.0, 9.0]]
+    values, starts = torch.arange(12.0), np.array([0, 6])
+    np.testing.assert_array_equal(naive_at(values, starts, np.array([5, 5]), 4, np.array([1, 3])), got)
+
+
+def test_every_command_serves_a_last_value_series_its_last_value(tiny_model, tiny_data, tmp_path):
+    last_s1 = replace(tiny_model, naive_series=frozenset({"s1"}), naive_last=frozenset({"s1"}))
+    table = sc.forecast(last_s1, tiny_data, horizon=30)  # past the trained 6 steps too
+    s1 = pl.col("series_id") == "s1"
+    newest = tiny_data.frame.filter(s1)["value"][-1]
+    np.testing.assert_allclose(table.filter(s1)["forecast"].to_numpy(), newest, rtol=1e-5)
+    assert table.filter(~s1).equals(sc.forecast(tiny_model, tiny_data, horizon=30).filter(~s1))
+    per = sc.backtest(last_s1, tiny_data, windows=3, per_series=True).per_series.filter(s1)
+    np.testing.assert_allclose(per["model"].to_numpy(), per["naive"].to_numpy(), rtol=1e-4)
+    path = tmp_path / "last.streamcast"
+    sc.save(last_s1, path)
+    assert sc.load(path).naive_last == {"s1"}
+    # Older readers would serve seasonal naive: the file says so.
+    assert safefile.header(path.read_bytes())["format_version"] == 8
+    frame = hourly_frame(length=60)
+    result = CliRunner().invoke(main, ["stream", "-m", str(path)], input="\n".join(lines_for(frame)) + "\n")
+    assert result.exit_code == 0, result.stderr
+    last = [json.loads(line) for line in result.stdout.splitlines() if '"s1"' in line][-1]
+    np.testing.assert_allclose(last["forecast"], frame.filter(s1)["value"][-1], rtol=1e-5)
+
+
+def test_a_model_file_whose_last_value_series_is_not_served_naive_is_refused(tiny_model, tmp_path):
+    path = tmp_path / "odd.streamcast"
+    sc.save(replace(tiny_model, naive_series=frozenset({"s1"}), naive_last=frozenset({"s1"})), path)
+    meta = safefile.header(path.read_bytes())
+    meta["naive_series"] = []
+    from streamcast.schema import ModelMeta, validate
+
+    with pytest.raises(Exception, match="naive_last names a series that is not served naive"):
+        validate(meta, ModelMeta)
+
+
+def test_fit_calibrates_the_interval_around_the_last_value_where_it_serves_it(monkeypatch):
+    from streamcast import training
+
+    data = read_series(periodic_and_noisy())
+    config = replace(TINY, epochs=1, naive_fallback=NAIVE_FALLBACK, intervals=(0.1, 0.9), val_size=24)
+    monkeypatch.setattr(
+        training, "badly_served", lambda *args: (np.array([1.0, 1.0, 0.0]), np.array([False, True, False]))
+    )
+    model = sc.fit(data, config)  # exact: its seasonal naive, noisy0: its last value
+    assert model.naive_series == {"exact", "noisy0"} and model.naive_last == {"noisy0"}
+    assert model.info["naive_fallback"]["last_value"] == 1
+    monkeypatch.setattr(
+        training, "badly_served", lambda *args: (np.array([1.0, 1.0, 0.0]), np.array([False, False, False]))
+    )
+    seasonal = sc.fit(data, config)  # the same weights; noisy0 served its seasonal naive
+    assert seasonal.naive_last == frozenset()
+    assert not np.allclose(model.intervals.offsets, seasonal.intervals.offsets)

@@ -222,10 +222,15 @@ def _deaf_to_the_first_ctrl_c(plan, member, work, on_epoch, deadline):
 
 
 def test_a_member_that_swallowed_one_ctrl_c_still_stops_at_the_next():
+    # As from a terminal: a test run started in the background ignores SIGINT, and so would fit.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
-    done, interrupted = memberjobs.train_in_processes(
-        _deaf_to_the_first_ctrl_c, ["plan"], WORK, None, None, 1
-    )
+    try:
+        done, interrupted = memberjobs.train_in_processes(
+            _deaf_to_the_first_ctrl_c, ["plan"], WORK, None, None, 1
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (done, interrupted) == ({}, True)
     assert time.monotonic() - started < 25
 

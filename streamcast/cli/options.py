@@ -168,7 +168,14 @@ def fit_options(f):
             type=float,
             default=1.5,
             show_default=True,
-            help="After training, a series whose validation error is over this many times seasonal naive's is served seasonal naive (recorded in the model file; 0 = off).",
+            help="After training, a series whose validation error is over this many times naive's is served naive, and one over 0.8 times it a blend (recorded in the model file; 0 = off).",
+        ),
+        click.option(
+            "--fallback-to",
+            type=click.Choice(["best", "seasonal"]),
+            default="best",
+            show_default=True,
+            help="The naive of --naive-fallback. seasonal: seasonal naive; best: per series, seasonal naive or the last value, whichever did better on the validation part (short or seasonless data).",
         ),
         click.option(
             "--lag-inputs",

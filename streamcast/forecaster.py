@@ -178,9 +178,7 @@ class Forecaster:
     ) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing,
         within each row's `floor` (R,; `features.series_floors`) and the model's own."""
-        y = scaled.double().numpy()
-        if y.shape[-1] > 1:
-            y = np.sort(y, axis=-1)
+        y = _in_order(scaled.double().numpy())
         values = from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
         if floor is not None:
             values = np.maximum(values, floor[:, None, None])
@@ -191,6 +189,14 @@ class Forecaster:
         """Which output is the point forecast: the median when quantiles are on."""
         q = self.quantiles
         return q.index(0.5) if q else 0
+
+
+def _in_order(y: np.ndarray) -> np.ndarray:
+    """(..., Q) outputs with their quantiles in order. A calibrated interval's always are, and
+    sorting three numbers at a time cost `stream` 5% of its time: checked first, sorted if not."""
+    if y.shape[-1] > 1 and not (y[..., 1:] >= y[..., :-1]).all():
+        return np.sort(y, axis=-1)
+    return y
 
 
 def _static_for(

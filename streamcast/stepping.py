@@ -73,7 +73,9 @@ def run_series(
             - np.repeat(np.cumsum(sizes) - sizes, sizes)
         )
         wanted_at = (rows, steps.astype(np.int64, copy=False), out_rows)
-        fallback = None if naive is None else (naive, naive.series[batch], naive.share_of(batch))
+        fallback = None
+        if naive is not None:  # each cut to the batch's series, indexed by batch row from here on
+            fallback = (naive, naive.series[batch], naive.share_of(batch), naive.seasons_of(batch))
         for local, s in _run_batch(
             net,
             table,
@@ -132,17 +134,25 @@ def _run_batch(
 
 
 def _naive_where_chosen(
-    decoded, features, batch_rows, naive: NaiveServing, chosen: np.ndarray, share: np.ndarray | None
+    decoded,
+    features,
+    batch_rows,
+    naive: NaiveServing,
+    chosen: np.ndarray,
+    share: np.ndarray | None,
+    seasons: int | np.ndarray,
 ):
-    """Replace the forecasts of the series chosen for seasonal naive (`streamcast.fallback`), or
-    blend them with it by each series' `share` (of the batch's series; None: naive whole)."""
+    """Replace the forecasts of the series chosen for naive (`streamcast.fallback`), or blend
+    them with it by each series' `share` (of the batch's series; None: naive whole); `seasons`:
+    the season each repeats (of the batch's series; 1: the last value)."""
     pick = chosen[batch_rows]
     if not pick.any():
         return decoded
     at = torch.from_numpy(np.flatnonzero(pick))
     window = _window(features)[at]
     rows_share = None if share is None else share[batch_rows[pick]]
-    seasons = naive.seasons_of(batch_rows[pick])
+    if isinstance(seasons, np.ndarray):
+        seasons = seasons[batch_rows[pick]]
     decoded[at] = serve_naive(decoded[at], window.to(decoded.device), seasons, naive.point, rows_share)
     return decoded
 

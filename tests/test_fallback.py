@@ -439,3 +439,28 @@ def test_fit_calibrates_the_interval_around_the_last_value_where_it_serves_it(mo
     seasonal = sc.fit(data, config)  # the same weights; noisy0 served its seasonal naive
     assert seasonal.naive_last == frozenset()
     assert not np.allclose(model.intervals.offsets, seasonal.intervals.offsets)
+
+
+def test_a_last_value_series_is_served_its_last_value_whatever_its_batch_row(tiny_model):
+    # s0 shorter than s1 and s2: run_series walks the longest first, so s0 is not batch row 0.
+    frame = hourly_frame(length=200).filter(
+        (pl.col("series_id") != "s0") | (pl.int_range(pl.len()).over("series_id") >= 40)
+    )
+    data = read_series(frame)
+    chosen = replace(tiny_model, naive_series=frozenset({"s0", "s1"}), naive_last=frozenset({"s0"}))
+    table = sc.forecast(chosen, data)
+    for s, expected in [("s0", lambda v: np.full(6, v[-1])), ("s1", lambda v: v[-24:-18])]:
+        values = frame.filter(pl.col("series_id") == s)["value"].to_numpy()
+        got = table.filter(pl.col("series_id") == s)["forecast"].to_numpy()
+        np.testing.assert_allclose(got, expected(values), rtol=1e-5, err_msg=s)
+    per = sc.backtest(chosen, data, windows=3, per_series=True).per_series
+    s0 = per.filter(pl.col("series_id") == "s0")
+    np.testing.assert_allclose(s0["model"].to_numpy(), s0["naive"].to_numpy(), rtol=1e-4)
+
+
+def test_a_tie_keeps_seasonal_naive_and_only_a_served_series_is_marked_for_the_last_value():
+    targets, points = torch.zeros(2, 2), torch.tensor([[3.0, 3.0], [1.0, 1.0]])
+    seasonal = torch.tensor([[1.0, 1.0], [4.0, 4.0]])
+    last = torch.tensor([[1.0, 1.0], [2.0, 2.0]])  # a tie; better, but the network is better still
+    shares, at_last = badly_served(points, targets, seasonal, np.array([1, 1]), 1.5, last)
+    assert shares.tolist() == [1.0, 0.0] and at_last.tolist() == [False, False]

@@ -427,3 +427,14 @@ def test_one_series_id_given_as_a_string_is_one_id(tiny_model, tiny_data):
 def test_an_absurd_horizon_is_refused_instead_of_rolling_out_forever(tiny_model, tiny_data):
     with pytest.raises(UsageError, match="--horizon 99999999999 is more than 100,000 steps"):
         forecast(tiny_model, tiny_data, horizon=99_999_999_999)
+
+
+def test_crossing_quantiles_are_served_in_order_and_ordered_ones_as_they_are(tiny_model):
+    crossed = torch.tensor([[[0.3, 0.1, 0.2], [0.0, 0.5, 0.4]], [[0.1, 0.2, 0.3], [0.1, 0.1, 0.2]]])
+    loc, scale = np.zeros(2), np.ones(2)
+    served = tiny_model.point_and_quantiles(crossed, loc, scale)
+    expected = tiny_model.point_and_quantiles(crossed.sort(dim=-1).values, loc, scale)
+    np.testing.assert_array_equal(served, expected)
+    assert (np.diff(served, axis=-1) >= 0).all()
+    ordered = tiny_model.point_and_quantiles(crossed[1:], loc[1:], scale[1:])
+    np.testing.assert_array_equal(ordered, served[1:])

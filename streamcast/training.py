@@ -629,14 +629,20 @@ def assemble(
             }
             for plan, n, r in trained
         ]
-    checked = bool(config.naive_fallback) and net.config.ar >= net.config.season
+    # Seasonal naive is read from the window; the last value needs only the newest value in it.
+    seasonal = net.config.ar >= net.config.season
+    last_only = not seasonal and config.fallback_to == "best" and net.config.ar > 0
+    checked = bool(config.naive_fallback) and (seasonal or last_only)
     calibrated = bool(config.intervals) and not config.quantiles and net.config.ar > 0
     if len(trained) > 1:
         outputs = validation_outputs(net, work)
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
     late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
     shares, at_last = np.zeros(len(work.val_positions)), np.zeros(len(work.val_positions), dtype=bool)
-    if checked:
+    if checked and last_only:
+        shares, _ = badly_served(late.point, late.targets, late.last, late.counts, config.naive_fallback)
+        at_last = shares > 0
+    elif checked:
         either = late.last if config.fallback_to == "best" else None
         shares, at_last = badly_served(
             late.point, late.targets, late.naive, late.counts, config.naive_fallback, either

@@ -214,10 +214,24 @@ def test_a_window_shorter_than_a_season_leaves_the_fallback_off_and_info_says_wh
     periodic_and_noisy().write_csv(data)
     out = tmp_path / "short.streamcast"
     args = ["fit", str(data), "--horizon", "6", "--epochs", "1", "--hidden", "8", "--ensemble", "1"]
-    assert CliRunner().invoke(main, [*args, "--ar", "12", "-o", str(out)]).exit_code == 0
+    seasonal = ["--ar", "12", "--fallback-to", "seasonal"]
+    assert CliRunner().invoke(main, [*args, *seasonal, "-o", str(out)]).exit_code == 0
     assert sc.load(out).naive_series == frozenset()
     shown = CliRunner().invoke(main, ["info", str(out)]).stdout
     assert "off: the --ar window is shorter than a season" in shown
+
+
+def test_a_window_shorter_than_a_season_still_falls_back_to_the_last_value(tmp_path):
+    # Minute data has a season (a day) of 1,440 steps and a window of 336: the last value is there.
+    data = tmp_path / "mixed.csv"
+    periodic_and_noisy().write_csv(data)
+    out = tmp_path / "short.streamcast"
+    args = ["fit", str(data), "--horizon", "6", "--epochs", "2", "--hidden", "8", "--ensemble", "1"]
+    assert CliRunner().invoke(main, [*args, "--ar", "12", "-o", str(out)]).exit_code == 0
+    model = sc.load(out)
+    served = model.naive_series | set(model.naive_share)
+    assert "noisy0" in served and model.naive_last == served  # the random walk, its last value
+    assert "skipped" not in model.info["naive_fallback"]
 
 
 class _TwoEqualRanks:

@@ -76,7 +76,7 @@ def fit_auto(
     >>> model = fit_auto(read_series("load.parquet"), FitConfig(horizon=48), time_budget=120)  # doctest: +SKIP
     >>> model.info["auto"]["chosen"]  # doctest: +SKIP
     """
-    config = config or FitConfig()  # its `ensemble` is ignored: --auto chooses the members itself
+    config = (config or FitConfig()).for_data(data.freq)  # its `ensemble` is ignored: --auto chooses
     check_budget(time_budget)
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.
     chosen_device = resolve_device(device)

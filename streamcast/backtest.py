@@ -397,6 +397,7 @@ def fit_and_backtest(
     The model never trains, validates or scales on a point it is scored on. Series too short for
     both the fit and the backtest are left out of both, with a note. `threads` as in `fit`.
     """
+    config = config.for_data(data.freq)
     stride = _stride(stride, config.horizon)
     season = _season(season, data.freq)
     if windows < 1:

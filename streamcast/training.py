@@ -53,6 +53,7 @@ from streamcast.features import (
     build_inputs,
     choose_floor,
     choose_transform,
+    default_horizon,
     fit_feature_spec,
     fit_scaler,
     nonnegative_series,
@@ -107,7 +108,7 @@ class FitConfig:
     dropout: float = 0.0
     conv: int = 0
     ar: int | None = None
-    horizon: int = 24
+    horizon: int | None = None  # None: by the data's frequency, as the CLI (features.default_horizon)
     quantiles: tuple[float, ...] = ()
     intervals: tuple[float, ...] = INTERVALS  # levels calibrated around a point model (intervals.py)
     covariates: tuple[str, ...] = ()
@@ -162,7 +163,10 @@ class FitConfig:
                 self.series_weight in SERIES_WEIGHTS,
                 f"--series-weight must be one of {', '.join(SERIES_WEIGHTS)}",
             ),
-            (1 <= self.horizon <= 100_000, "--horizon must be between 1 and 100,000 steps"),
+            (
+                self.horizon is None or 1 <= self.horizon <= 100_000,
+                "--horizon must be between 1 and 100,000 steps",
+            ),
             (
                 self.hidden_size <= 1 << 16 and self.num_layers <= 64,
                 "--hidden must be at most 65,536 and --layers at most 64 (what a model file may hold)",
@@ -217,7 +221,7 @@ class FitConfig:
             ),
             (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
             (
-                self.val_size is None or self.val_size >= self.horizon,
+                self.val_size is None or self.horizon is None or self.val_size >= self.horizon,
                 "--val-size must be >= --horizon",
             ),
         ]
@@ -236,6 +240,10 @@ class FitConfig:
 
     def resolved_val_size(self) -> int:
         return self.val_size if self.val_size is not None else self.horizon
+
+    def for_data(self, freq: str) -> FitConfig:
+        """The config with the horizon the data's frequency suggests where none was given."""
+        return self if self.horizon is not None else replace(self, horizon=default_horizon(freq)[0])
 
 
 @dataclass
@@ -292,6 +300,7 @@ def fit(
     weights are the same for any count (`streamcast.memberjobs`; a script needs the
     `if __name__ == "__main__":` guard for more than one).
     """
+    config = config.for_data(data.freq)
     device = cluster.device if cluster is not None else resolve_device(str(device))
     # The seed makes the model reproducible without resetting the caller's own torch generator.
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):

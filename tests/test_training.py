@@ -235,3 +235,23 @@ def test_warmup_cosine_warms_up_within_the_first_epoch_then_decays(tiny_data):
     lrs = [e["lr"] for e in fit(tiny_data, config).info["history"]]
     assert lrs[0] == pytest.approx(config.lr, rel=0.05)  # warm-up ends with the first epoch
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.2 * config.lr
+
+
+def test_the_library_takes_the_horizon_the_cli_takes_from_the_data_frequency():
+    """Without a horizon, `fit` forecasts a day of hourly data and two weeks of daily data, as
+    `streamcast fit` does; a given horizon is kept."""
+    from streamcast.backtest import fit_and_backtest
+
+    assert FitConfig().horizon is None
+    hourly = read_series(hourly_frame(series=2, length=200))
+    daily = read_series(
+        hourly_frame(series=2, length=200).with_columns(
+            timestamp=pl.datetime(2024, 1, 1) + pl.duration(days=pl.int_range(pl.len()).over("series_id"))
+        )
+    )
+    unset = replace(TINY, horizon=None, epochs=1)
+    assert fit(hourly, unset).horizon == 24
+    assert fit(daily, unset).horizon == 14
+    assert fit(daily, replace(unset, horizon=5)).horizon == 5
+    model, result = fit_and_backtest(daily, unset, windows=2)
+    assert model.horizon == result.horizon == 14

@@ -218,10 +218,13 @@ def _fallback(meta: dict) -> str:
     if "skipped" in chosen:
         return f"off: {chosen['skipped']}"
     series = meta["info"].get("data", {}).get("series", "?")
-    best = chosen.get("to") == "best"
-    yardstick = "the better of seasonal naive's and the last value's" if best else "seasonal naive's"
+    to = chosen.get("to", "seasonal")
+    yardstick = {
+        "best": "the better of seasonal naive's and the last value's",
+        "last": "the last value's; the --ar window is shorter than a season",
+    }.get(to, "seasonal naive's")
     text = (
-        f"{'naive' if best else 'seasonal naive'} for {chosen['series']} of {series} series "
+        f"{'seasonal naive' if to == 'seasonal' else 'naive'} for {chosen['series']} of {series} series "
         f"(validation error over {chosen['ratio']:g}x {yardstick})"
     )
     if chosen.get("blended"):

@@ -675,6 +675,8 @@ def assemble(
         info["naive_fallback"]["blend_from"] = round(BLEND_FROM * config.naive_fallback, 6)
     if config.naive_fallback and not checked:
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
+    if checked and last_only:
+        info["naive_fallback"]["to"] = "last"  # seasonal naive cannot be read from the window
     intervals = None
     if calibrated:
         intervals, reason = _calibrated(net, late, shares, at_last, work, config)

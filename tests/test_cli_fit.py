@@ -237,3 +237,18 @@ def test_the_eta_counts_each_members_epochs_and_members_trained_side_by_side():
     assert "ETA at most 34s (17 epochs left)" in eta([(1, 1), (1, 2), (2, 1)])  # in turn
     # Two at once: 16 epochs' work shared by two, and at most what the longer may run alone.
     assert "ETA at most 24s (16 epochs left)" in eta([(1, 1), (2, 1), (1, 2), (2, 2)])
+
+
+def test_val_size_is_checked_against_the_horizon_taken_from_the_data(tmp_path):
+    """Daily data without --horizon forecasts 14 steps: --val-size 20 is enough, 10 is not."""
+    import polars as pl
+
+    daily = tmp_path / "daily.csv"
+    days = pl.datetime(2024, 1, 1) + pl.duration(days=pl.int_range(pl.len()).over("series_id"))
+    hourly_frame(series=2, length=200).with_columns(timestamp=days).write_csv(daily)
+    args = ["fit", str(daily), "--epochs", "1", "--hidden", "8", "--ensemble", "1", "-o", str(tmp_path / "d")]
+    fitted = CliRunner().invoke(main, [*args, "--val-size", "20"])
+    assert fitted.exit_code == 0, fitted.output
+    assert streamcast.load(tmp_path / "d").horizon == 14
+    short = CliRunner().invoke(main, [*args, "--val-size", "10"])
+    assert short.exit_code == 2 and "--val-size must be >= --horizon" in short.output

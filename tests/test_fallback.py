@@ -232,6 +232,8 @@ def test_a_window_shorter_than_a_season_still_falls_back_to_the_last_value(tmp_p
     served = model.naive_series | set(model.naive_share)
     assert "noisy0" in served and model.naive_last == served  # the random walk, its last value
     assert "skipped" not in model.info["naive_fallback"]
+    shown = " ".join(CliRunner().invoke(main, ["info", str(out)]).stdout.replace("│", " ").split())
+    assert "over 1.5x the last value's; the --ar window is shorter than a season" in shown
 
 
 class _TwoEqualRanks:

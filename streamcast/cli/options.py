@@ -317,11 +317,11 @@ def fit_options(f):
 
 
 def fit_config(options: dict, **more):
-    """The FitConfig of fit's options; without --horizon, a placeholder until the data's frequency
-    is known (`with_horizon`)."""
+    """The FitConfig of fit's options; without --horizon, none until the data's frequency is
+    known (`with_horizon`), so that --val-size is checked against the horizon taken."""
     from streamcast.training import FitConfig
 
-    return FitConfig(**{**options, "horizon": options["horizon"] or 24}, **more)
+    return FitConfig(**options, **more)
 
 
 def with_horizon(config, given: int | None, freq: str, quiet: bool):

@@ -19,6 +19,7 @@ from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
+from streamcast.shortseries import needed_points, serve_short, split_short
 from streamcast.threads import torch_threads
 from streamcast.training import (
     EpochStats,
@@ -78,10 +79,13 @@ def fit_auto(
     """
     config = (config or FitConfig()).for_data(data.freq)  # its `ensemble` is ignored: --auto chooses
     check_budget(time_budget)
+    data, left_out = split_short(data, config.horizon, config.resolved_val_size())
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.
     chosen_device = resolve_device(device)
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
-        return _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count)
+        forecaster = _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count)
+    needed = needed_points(config.horizon, config.resolved_val_size())
+    return serve_short(forecaster, left_out, config.naive_fallback, needed)
 
 
 def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> Forecaster:

@@ -174,6 +174,8 @@ class FitProgress:
             stderr.print(
                 f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
             )
+        if info.get("short_series"):
+            stderr.print(f"short series: {_short(info['short_series'])}", markup=False)
         if info.get("intervals"):
             stderr.print(f"intervals: {_intervals({'info': info})}", markup=False)
         stderr.print(f"wrote {path}", markup=False)
@@ -208,6 +210,15 @@ def _trained_on(info: dict) -> str:
     )
 
 
+def _short(short: dict) -> str:
+    """`2 series shorter than 50 points (e.g. 'new7') were left out of training; served naive`."""
+    served = "served naive" if short["served"] == "naive" else "the network serves them as new series"
+    return (
+        f"{short['series']} series shorter than {short['needed']} points (e.g. {short['example']!r}) "
+        f"were left out of training; {served}"
+    )
+
+
 def _fallback(meta: dict) -> str:
     """`naive for 23 of 414 series (validation error over 1.5x the better of ...)`; older files: `-`."""
     chosen = meta["info"].get("naive_fallback")
@@ -231,6 +242,9 @@ def _fallback(meta: dict) -> str:
         text += f", blended with it for {chosen['blended']} more (over {chosen['blend_from']:g}x)"
     if chosen.get("last_value"):
         text += f"; the last value for {chosen['last_value']} of them"
+    short = meta["info"].get("short_series")
+    if short and short["served"] == "naive":
+        text += f"; {short['series']} series too short to train on served naive"
     return text
 
 

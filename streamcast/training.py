@@ -87,6 +87,7 @@ from streamcast.model import (
     detach_state,
 )
 from streamcast.reading import SeriesFrame
+from streamcast.shortseries import needed_points, serve_short, split_short
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
 from streamcast.zones import zone_of
@@ -301,11 +302,16 @@ def fit(
     `if __name__ == "__main__":` guard for more than one).
     """
     config = config.for_data(data.freq)
+    left_out: dict[str, int] = {}
+    if cluster is None:  # under torchrun a rank holds a share: every series must train
+        data, left_out = split_short(data, config.horizon, config.resolved_val_size())
     device = cluster.device if cluster is not None else resolve_device(str(device))
     # The seed makes the model reproducible without resetting the caller's own torch generator.
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _fit(data, config, on_epoch, cluster, device, jobs, count)
+        forecaster = _fit(data, config, on_epoch, cluster, device, jobs, count)
+    needed = needed_points(config.horizon, config.resolved_val_size())
+    return serve_short(forecaster, left_out, config.naive_fallback, needed)
 
 
 def _fit(

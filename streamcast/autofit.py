@@ -19,7 +19,7 @@ from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
-from streamcast.shortseries import needed_points, serve_short, split_short
+from streamcast.shortseries import serve_short, split_short
 from streamcast.threads import torch_threads
 from streamcast.training import (
     EpochStats,
@@ -83,14 +83,13 @@ def fit_auto(
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.
     chosen_device = resolve_device(device)
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
-        forecaster = _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count)
-    needed = needed_points(config.horizon, config.resolved_val_size())
-    return serve_short(forecaster, left_out, config.naive_fallback, needed)
+        forecaster = _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count, left_out)
+    return serve_short(forecaster, left_out, config.naive_fallback)
 
 
-def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads) -> Forecaster:
+def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads, left_out=None) -> Forecaster:
     started = time.monotonic()
-    prepared = prepare(data, replace(config, ensemble=1), device=device)
+    prepared = prepare(data, replace(config, ensemble=1), device=device, left_out=left_out)
     plans = candidate_plans(prepared)
     jobs = member_jobs(jobs, len(plans), threads, prepared)
     trained, jobs = train_members(plans, prepared.work, on_epoch, started + time_budget, jobs)

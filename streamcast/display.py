@@ -210,9 +210,13 @@ def _trained_on(info: dict) -> str:
     )
 
 
-def _short(short: dict) -> str:
+def _short(short: dict | None) -> str:
     """`2 series shorter than 50 points (e.g. 'new7') were left out of training; served naive`."""
+    if not short:
+        return "none"
     served = "served naive" if short["served"] == "naive" else "the network serves them as new series"
+    if short.get("last_value"):
+        served += f" (the last value for {short['last_value']})"
     return (
         f"{short['series']} series shorter than {short['needed']} points (e.g. {short['example']!r}) "
         f"were left out of training; {served}"
@@ -242,9 +246,6 @@ def _fallback(meta: dict) -> str:
         text += f", blended with it for {chosen['blended']} more (over {chosen['blend_from']:g}x)"
     if chosen.get("last_value"):
         text += f"; the last value for {chosen['last_value']} of them"
-    short = meta["info"].get("short_series")
-    if short and short["served"] == "naive":
-        text += f"; {short['series']} series too short to train on served naive"
     return text
 
 
@@ -297,6 +298,7 @@ def print_info(meta: dict, path: str) -> None:
         ),
         ("transform", _transform(meta["feature_spec"])),
         ("fallback", _fallback(meta)),
+        *([("short series", _short(info["short_series"]))] if info.get("short_series") else []),
         ("intervals", _intervals(meta)),
         ("quantiles", _quantiles(cfg, meta)),
         (

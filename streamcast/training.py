@@ -87,7 +87,7 @@ from streamcast.model import (
     detach_state,
 )
 from streamcast.reading import SeriesFrame
-from streamcast.shortseries import needed_points, serve_short, split_short
+from streamcast.shortseries import LeftOut, serve_short, split_short
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
 from streamcast.zones import zone_of
@@ -302,16 +302,15 @@ def fit(
     `if __name__ == "__main__":` guard for more than one).
     """
     config = config.for_data(data.freq)
-    left_out: dict[str, int] = {}
+    left_out = None
     if cluster is None:  # under torchrun a rank holds a share: every series must train
         data, left_out = split_short(data, config.horizon, config.resolved_val_size())
     device = cluster.device if cluster is not None else resolve_device(str(device))
     # The seed makes the model reproducible without resetting the caller's own torch generator.
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        forecaster = _fit(data, config, on_epoch, cluster, device, jobs, count)
-    needed = needed_points(config.horizon, config.resolved_val_size())
-    return serve_short(forecaster, left_out, config.naive_fallback, needed)
+        forecaster = _fit(data, config, on_epoch, cluster, device, jobs, count, left_out)
+    return serve_short(forecaster, left_out, config.naive_fallback)
 
 
 def _fit(
@@ -322,9 +321,10 @@ def _fit(
     device: torch.device = CPU,
     jobs: int | str = 1,
     threads: int = 1,
+    left_out: LeftOut | None = None,
 ) -> Forecaster:
     """`fit` under its own seed: covariates read with the data are used unless the config names others."""
-    prepared = prepare(data, config, cluster, device)
+    prepared = prepare(data, config, cluster, device, left_out)
     jobs = member_jobs(jobs, config.ensemble, threads, prepared)
     log.info("fitting %d series at %s, %d member(s)", len(data.series_ids), data.freq, config.ensemble)
     if jobs > 1:
@@ -387,11 +387,13 @@ def prepare(
     config: FitConfig,
     cluster: Cluster | None = None,
     device: torch.device = CPU,
+    left_out: LeftOut | None = None,
 ) -> Prepared:
     """Scale the data and lay out lanes and validation once, for every member to train on.
 
     Under a `cluster`, `data` is this rank's share, and what spans all series is agreed with the
-    other ranks (`streamcast.dataparallel`)."""
+    other ranks (`streamcast.dataparallel`). `left_out`: series too short to train on, whose values
+    count in the choices made for all the data (the log transform, the bound at 0)."""
     if not config.covariates and data.columns.covariates:
         config = replace(config, covariates=tuple(data.columns.covariates))  # read with the data
     if not config.future_covariates and data.columns.future_covariates:
@@ -426,8 +428,11 @@ def prepare(
     train_rows = _training_rows(offsets, train_lengths)
     raw = frame["value"].to_numpy()
     covariates, train_frame = tuple(config.covariates), frame.filter(pl.Series(train_rows))
+    seen = np.zeros(0) if left_out is None else left_out.values()
     if cluster is None:
-        transform = choose_transform(raw[train_rows], config.transform)
+        transform = choose_transform(np.concatenate([raw[train_rows], seen]), config.transform)
+        if left_out is not None:
+            left_out.check(transform)
         spec = fit_feature_spec(
             train_frame,
             data.freq,
@@ -440,7 +445,7 @@ def prepare(
             static=data.static.select("series_id", *config.static) if config.static else None,
         )
         # The bound looks at the validation part too: it is the newest data, served from next.
-        spec = replace(spec, floor=choose_floor(raw, config.transform, transform))
+        spec = replace(spec, floor=choose_floor(np.concatenate([raw, seen]), config.transform, transform))
     else:
         if config.future_covariates or config.holidays or config.static:
             raise UsageError(

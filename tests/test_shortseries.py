@@ -34,7 +34,14 @@ def test_short_series_are_left_out_of_training_and_served_naive():
     frame = with_short()
     model = sc.fit(read_series(frame), CONFIG)
     assert model.info["data"]["series"] == 3  # trained on the long ones
-    assert model.info["short_series"] == {"series": 2, "needed": 32, "example": "day_old", "served": "naive"}
+    assert model.info["short_series"] == {
+        "series": 2,
+        "needed": 32,
+        "example": "day_old",
+        "served": "naive",
+        "last_value": 1,
+    }
+    assert {"day_old", "hours_old"} <= set(model.scaler.loc)  # scaled by their own values
     assert {"day_old", "hours_old"} <= model.naive_series
     assert "hours_old" in model.naive_last and "day_old" not in model.naive_last
     table = sc.forecast(model, read_series(frame))
@@ -74,12 +81,15 @@ def test_the_cli_says_which_series_it_left_out_and_the_model_file_keeps_them(tmp
     assert result.exit_code == 0, result.output
     assert (
         "short series: 2 series shorter than 32 points (e.g. 'day_old') were left out of training; "
-        "served naive" in result.stderr
+        "served naive (the last value for 1)" in result.stderr
     )
     loaded = sc.load(out)
     assert {"day_old", "hours_old"} <= loaded.naive_series and "hours_old" in loaded.naive_last
     shown = " ".join(CliRunner().invoke(main, ["info", str(out)]).stdout.replace("│", " ").split())
-    assert "2 series too short to train on served naive" in shown
+    assert (
+        "short series 2 series shorter than 32 points (e.g. 'day_old') were left out of training; "
+        "served naive (the last value for 1)" in shown
+    )
 
 
 def test_the_library_warns_which_series_it_left_out():
@@ -87,3 +97,64 @@ def test_the_library_warns_which_series_it_left_out():
         sc.StreamcastWarning, match=r"2 series shorter than 32 points \(e.g. 'day_old', 30 points\)"
     ):
         sc.fit(read_series(with_short()), CONFIG)
+
+
+def test_their_values_count_in_the_log_transform_and_the_bound_at_zero():
+    """Long series all positive would be taken in logs, and long ones with zeros bounded at 0: a
+    short series that goes below zero must be served as well, from both models."""
+    positive = hourly_frame(series=3, length=200)
+    below = hourly_frame(series=1, length=30, seed=7).with_columns(
+        series_id=pl.lit("below"), value=pl.col("value") - 40
+    )
+    for long in (
+        positive,
+        positive.with_columns(value=pl.when(pl.col("value") < 12).then(0.0).otherwise("value")),
+    ):
+        frame = pl.concat([long, below])
+        model = sc.fit(read_series(frame), CONFIG)
+        assert model.spec.transform == "none" and model.spec.floor is None
+        values = frame.filter(pl.col("series_id") == "below")["value"].to_numpy()
+        got = sc.forecast(model, read_series(frame)).filter(pl.col("series_id") == "below")["forecast"]
+        np.testing.assert_allclose(got.to_numpy(), values[-24:-18], rtol=1e-5)
+
+
+def test_a_window_shorter_than_a_season_serves_them_their_last_value():
+    frame = with_short()
+    model = sc.fit(read_series(frame), replace(CONFIG, ar=12, fallback_to="seasonal"))
+    assert {"day_old", "hours_old"} <= model.naive_last  # 30 points, but a window of 12 reads no day
+    got = sc.forecast(model, read_series(frame)).filter(pl.col("series_id") == "day_old")["forecast"]
+    np.testing.assert_allclose(
+        got.to_numpy(), frame.filter(pl.col("series_id") == "day_old")["value"][-1], rtol=1e-5
+    )
+
+
+def test_fit_auto_leaves_them_out_too():
+    model = sc.fit_auto(read_series(with_short()), CONFIG, time_budget=5)
+    assert model.info["short_series"]["series"] == 2 and "hours_old" in model.naive_last
+
+
+def test_stream_serves_them_what_forecast_serves(tmp_path):
+    """Scaled by their own values in the model, they stream on a fixed scale, as trained series do."""
+    from tests.test_cli_stream import lines_for
+
+    frame = with_short()
+    path = tmp_path / "m.streamcast"
+    sc.save(sc.fit(read_series(frame), CONFIG), path)
+    later = hourly_frame(series=1, length=60, seed=7).with_columns(series_id=pl.lit("day_old"))
+    result = CliRunner().invoke(main, ["stream", "-m", str(path)], input="\n".join(lines_for(later)) + "\n")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    values = later["value"].to_numpy()
+    for i, row in enumerate(rows[24:], 24):  # a day in: each forecast is the same hours a day before
+        np.testing.assert_allclose(row["forecast"], values[i - 23 : i - 17], rtol=1e-5, err_msg=str(i))
+
+
+def test_a_log_transform_asked_for_names_a_short_series_below_zero_before_training():
+    below = hourly_frame(series=1, length=30, seed=7).with_columns(
+        series_id=pl.lit("below"), value=pl.lit(-1.0)
+    )
+    data = read_series(pl.concat([hourly_frame(series=3, length=200), below]))
+    with pytest.raises(DataError, match="series 'below' has a value <= 0"):
+        sc.fit(data, replace(CONFIG, transform="log"))

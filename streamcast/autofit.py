@@ -84,7 +84,7 @@ def fit_auto(
     chosen_device = resolve_device(device)
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
         forecaster = _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count, left_out)
-    return serve_short(forecaster, left_out, config.naive_fallback)
+    return serve_short(forecaster, left_out, config.naive_fallback, config.transform)
 
 
 def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads, left_out=None) -> Forecaster:

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from streamcast.errors import StreamcastWarning
-from streamcast.features import Scaler, check_positive, fit_scaler, series_offsets
+from streamcast.features import Scaler, check_positive, fit_scaler, nonnegative_series, series_offsets
 from streamcast.forecaster import Forecaster
 from streamcast.reading import SeriesFrame
 
@@ -73,10 +73,14 @@ def split_short(data: SeriesFrame, horizon: int, val_size: int) -> tuple[SeriesF
     return replace(data, frame=data.frame.filter(~is_short), static=static), left_out
 
 
-def serve_short(forecaster: Forecaster, left_out: LeftOut | None, naive_fallback: float) -> Forecaster:
+def serve_short(
+    forecaster: Forecaster, left_out: LeftOut | None, naive_fallback: float, transform: str
+) -> Forecaster:
     """The model with the series left out of training: scaled by their own values and served
     naive, seasonal naive where the series holds a season and the window reads one, else the
-    last value. With the fallback off (`--naive-fallback 0`) or no window the network serves them."""
+    last value. With the fallback off (`--naive-fallback 0`) or no window the network serves them.
+    Under `--transform auto` (`transform`), one that never goes below zero is bounded at 0 on its
+    own where the data as a whole is not, as a trained series is (`training._floored`)."""
     if left_out is None:
         return forecaster
     ids, offsets = series_offsets(left_out.frame)
@@ -95,7 +99,10 @@ def serve_short(forecaster: Forecaster, left_out: LeftOut | None, naive_fallback
         "served": "naive" if served else "network",
         "last_value": len(last) if served else 0,
     }
-    forecaster = replace(forecaster, scaler=scaler, info=info)
+    floored = forecaster.floor_series
+    if transform == "auto" and spec.transform == "none" and spec.floor is None:
+        floored = floored | set(nonnegative_series(values, offsets, ids, lengths))
+    forecaster = replace(forecaster, scaler=scaler, info=info, floor_series=floored)
     if not served:
         return forecaster
     return replace(

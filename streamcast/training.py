@@ -223,7 +223,7 @@ class FitConfig:
             (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
             (
                 self.val_size is None or self.horizon is None or self.val_size >= self.horizon,
-                "--val-size must be >= --horizon",
+                f"--val-size must be >= --horizon ({self.val_size} < {self.horizon})",
             ),
         ]
         for ok, message in checks:
@@ -310,7 +310,7 @@ def fit(
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         forecaster = _fit(data, config, on_epoch, cluster, device, jobs, count, left_out)
-    return serve_short(forecaster, left_out, config.naive_fallback)
+    return serve_short(forecaster, left_out, config.naive_fallback, config.transform)
 
 
 def _fit(

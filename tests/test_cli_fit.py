@@ -251,4 +251,4 @@ def test_val_size_is_checked_against_the_horizon_taken_from_the_data(tmp_path):
     assert fitted.exit_code == 0, fitted.output
     assert streamcast.load(tmp_path / "d").horizon == 14
     short = CliRunner().invoke(main, [*args, "--val-size", "10"])
-    assert short.exit_code == 2 and "--val-size must be >= --horizon" in short.output
+    assert short.exit_code == 2 and "--val-size must be >= --horizon (10 < 14)" in short.output

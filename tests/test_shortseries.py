@@ -158,3 +158,33 @@ def test_a_log_transform_asked_for_names_a_short_series_below_zero_before_traini
     data = read_series(pl.concat([hourly_frame(series=3, length=200), below]))
     with pytest.raises(DataError, match="series 'below' has a value <= 0"):
         sc.fit(data, replace(CONFIG, transform="log"))
+
+
+def test_a_short_series_that_never_goes_below_zero_is_bounded_at_zero_on_its_own():
+    """Where the data as a whole goes below zero, as a long series would be (`floor_series`)."""
+    long = pl.concat(
+        [
+            hourly_frame(series=1, length=200).with_columns(value=pl.col("value") - 40),  # below zero
+            hourly_frame(series=1, length=200, seed=3).with_columns(series_id=pl.lit("s1")),
+        ]
+    )
+    sparse = hourly_frame(series=1, length=20, seed=7).with_columns(
+        series_id=pl.lit("sparse"), value=pl.when(pl.int_range(pl.len()) % 5 == 0).then(3.0).otherwise(0.0)
+    )
+    frame = pl.concat([long, sparse])
+    for fallback in (1.5, 0.0):
+        model = sc.fit(read_series(frame), replace(CONFIG, naive_fallback=fallback))
+        assert model.spec.floor is None and {"s1", "sparse"} <= model.floor_series
+        table = sc.forecast(model, read_series(frame)).filter(pl.col("series_id") == "sparse")
+        assert (
+            (
+                table.select(
+                    pl.min_horizontal(
+                        pl.exclude("series_id", "origin", "timestamp", "step", "new_series").cast(pl.Float64)
+                    )
+                )
+                >= 0
+            )
+            .to_series()
+            .all()
+        )

@@ -210,10 +210,8 @@ def _trained_on(info: dict) -> str:
     )
 
 
-def _short(short: dict | None) -> str:
+def _short(short: dict) -> str:
     """`2 series shorter than 50 points (e.g. 'new7') were left out of training; served naive`."""
-    if not short:
-        return "none"
     served = "served naive" if short["served"] == "naive" else "the network serves them as new series"
     if short.get("last_value"):
         served += f" (the last value for {short['last_value']})"

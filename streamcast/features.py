@@ -329,6 +329,12 @@ def choose_floor(values: np.ndarray, requested: str, transform: str) -> float | 
     return 0.0 if finite.size and bool((finite >= 0).all()) else None
 
 
+def bounds_alone(spec: FeatureSpec, requested: str) -> bool:
+    """Whether series are bounded at 0 one by one (`nonnegative_series`): `--transform auto` left
+    the data in its units and the data as a whole is not bounded (`choose_floor`)."""
+    return requested == "auto" and spec.transform == "none" and spec.floor is None
+
+
 def nonnegative_series(
     values: np.ndarray, offsets: np.ndarray, series_ids: list[str], lengths: np.ndarray
 ) -> list[str]:

@@ -21,7 +21,14 @@ import numpy as np
 import polars as pl
 
 from streamcast.errors import StreamcastWarning
-from streamcast.features import Scaler, check_positive, fit_scaler, nonnegative_series, series_offsets
+from streamcast.features import (
+    Scaler,
+    bounds_alone,
+    check_positive,
+    fit_scaler,
+    nonnegative_series,
+    series_offsets,
+)
 from streamcast.forecaster import Forecaster
 from streamcast.reading import SeriesFrame
 
@@ -80,7 +87,7 @@ def serve_short(
     naive, seasonal naive where the series holds a season and the window reads one, else the
     last value. With the fallback off (`--naive-fallback 0`) or no window the network serves them.
     Under `--transform auto` (`transform`), one that never goes below zero is bounded at 0 on its
-    own where the data as a whole is not, as a trained series is (`training._floored`)."""
+    own where the data as a whole is not, as a trained series is (`features.bounds_alone`)."""
     if left_out is None:
         return forecaster
     ids, offsets = series_offsets(left_out.frame)
@@ -100,7 +107,7 @@ def serve_short(
         "last_value": len(last) if served else 0,
     }
     floored = forecaster.floor_series
-    if transform == "auto" and spec.transform == "none" and spec.floor is None:
+    if bounds_alone(spec, transform):
         floored = floored | set(nonnegative_series(values, offsets, ids, lengths))
     forecaster = replace(forecaster, scaler=scaler, info=info, floor_series=floored)
     if not served:

@@ -50,6 +50,7 @@ from streamcast.features import (
     TRANSFORMS,
     FeatureSpec,
     Scaler,
+    bounds_alone,
     build_inputs,
     choose_floor,
     choose_transform,
@@ -87,7 +88,7 @@ from streamcast.model import (
     detach_state,
 )
 from streamcast.reading import SeriesFrame
-from streamcast.shortseries import LeftOut, serve_short, split_short
+from streamcast.shortseries import LeftOut, needed_points, serve_short, split_short
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
 from streamcast.zones import zone_of
@@ -428,9 +429,12 @@ def prepare(
     train_rows = _training_rows(offsets, train_lengths)
     raw = frame["value"].to_numpy()
     covariates, train_frame = tuple(config.covariates), frame.filter(pl.Series(train_rows))
-    seen = np.zeros(0) if left_out is None else left_out.values()
+
+    def with_left_out(values: np.ndarray) -> np.ndarray:  # no copy of the data without them
+        return values if left_out is None else np.concatenate([values, left_out.values()])
+
     if cluster is None:
-        transform = choose_transform(np.concatenate([raw[train_rows], seen]), config.transform)
+        transform = choose_transform(with_left_out(raw[train_rows]), config.transform)
         if left_out is not None:
             left_out.check(transform)
         spec = fit_feature_spec(
@@ -445,7 +449,7 @@ def prepare(
             static=data.static.select("series_id", *config.static) if config.static else None,
         )
         # The bound looks at the validation part too: it is the newest data, served from next.
-        spec = replace(spec, floor=choose_floor(np.concatenate([raw, seen]), config.transform, transform))
+        spec = replace(spec, floor=choose_floor(with_left_out(raw), config.transform, transform))
     else:
         if config.future_covariates or config.holidays or config.static:
             raise UsageError(
@@ -679,15 +683,13 @@ def assemble(
         "ratio": config.naive_fallback,
         "series": len(naive),
         "blended": len(blended),
-        "to": config.fallback_to,
+        "to": "last" if checked and last_only else config.fallback_to,  # last: no season in the window
         "last_value": len(last),
     }
     if config.naive_fallback:
         info["naive_fallback"]["blend_from"] = round(BLEND_FROM * config.naive_fallback, 6)
     if config.naive_fallback and not checked:
         info["naive_fallback"]["skipped"] = "the --ar window is shorter than a season"
-    if checked and last_only:
-        info["naive_fallback"]["to"] = "last"  # seasonal naive cannot be read from the window
     intervals = None
     if calibrated:
         intervals, reason = _calibrated(net, late, shares, at_last, work, config)
@@ -725,7 +727,7 @@ def _floored(
     """The series bounded at 0 on their own (`nonnegative_series`, over each whole series, as
     `choose_floor` reads the whole data: the validation part is the newest, served from next):
     only where `--transform auto` left the data in its units and the spec bounds no series yet."""
-    if requested != "auto" or spec.transform != "none" or spec.floor is not None:
+    if not bounds_alone(spec, requested):
         return frozenset()
     floored = nonnegative_series(raw, offsets, ids, np.diff(offsets))
     if cluster is not None:
@@ -999,7 +1001,7 @@ def _together(cluster: Cluster | None) -> AbstractContextManager[None]:
 
 def _check_lengths(ids: list[str], lengths: np.ndarray, horizon: int, val_size: int) -> None:
     """Every series needs a training part with at least one full target window, plus validation."""
-    needed = val_size + horizon + 2
+    needed = needed_points(horizon, val_size)
     short = np.flatnonzero(lengths < needed)
     if len(short):
         i = int(short[0])

@@ -77,7 +77,9 @@ def fit_auto(
     >>> model = fit_auto(read_series("load.parquet"), FitConfig(horizon=48), time_budget=120)  # doctest: +SKIP
     >>> model.info["auto"]["chosen"]  # doctest: +SKIP
     """
-    config = (config or FitConfig()).for_data(data.freq)  # its `ensemble` is ignored: --auto chooses
+    config = (
+        (config or FitConfig()).for_data(data.freq).for_lengths(data)
+    )  # its `ensemble` is ignored: --auto chooses
     check_budget(time_budget)
     data, left_out = split_short(data, config.horizon, config.resolved_val_size())
     # Each candidate seeds itself; the caller's generator and thread count stay as they were.

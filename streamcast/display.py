@@ -174,6 +174,11 @@ class FitProgress:
             stderr.print(
                 f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
             )
+        if "transform_auto" in info:
+            stderr.print(
+                f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})",
+                markup=False,
+            )
         if info.get("short_series"):
             stderr.print(f"short series: {_short(info['short_series'])}", markup=False)
         if info.get("intervals"):
@@ -247,10 +252,18 @@ def _fallback(meta: dict) -> str:
     return text
 
 
-def _transform(spec: dict) -> str:
-    """`log`, `none`, or `none, floor=0` for data that never went below zero."""
+def _transform(spec: dict, info: dict) -> str:
+    """`log`, `none`, or `none, floor=0` for data that never went below zero; with why `auto`
+    chose it for positive data."""
     transform = spec.get("transform", "none")
-    return transform if spec.get("floor") is None else f"{transform}, floor={spec['floor']:g}"
+    text = transform if spec.get("floor") is None else f"{transform}, floor={spec['floor']:g}"
+    return text + (f" ({_level_spread(info['transform_auto'])})" if "transform_auto" in info else "")
+
+
+def _level_spread(auto: dict) -> str:
+    """Why `--transform auto` took or left logs for positive data (`streamcast.levelspread`)."""
+    grows = "grows" if auto["lambda"] < auto["log_below"] else "does not grow"
+    return f"auto: the spread {grows} with the level, median Box-Cox lambda {auto['lambda']:.2f} by Guerrero's method"
 
 
 def _intervals(meta: dict) -> str:
@@ -294,7 +307,7 @@ def print_info(meta: dict, path: str) -> None:
             f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"
             f" lags={cfg.get('lag_inputs', 'none')} start={cfg.get('ar_start', 'naive')}",
         ),
-        ("transform", _transform(meta["feature_spec"])),
+        ("transform", _transform(meta["feature_spec"], info)),
         ("fallback", _fallback(meta)),
         *([("short series", _short(info["short_series"]))] if info.get("short_series") else []),
         ("intervals", _intervals(meta)),
@@ -320,6 +333,11 @@ def print_info(meta: dict, path: str) -> None:
         ),
         ("fingerprint", str(info["data"].get("fingerprint") or "-")),
         ("trained on", _trained_on(info)),
+        *(
+            [("validation", f"the last {info['val_size']} steps of each series")]
+            if "val_size" in info
+            else []
+        ),
         (
             "best epoch" + of_member,
             f"{info['best_epoch']} of {len(info['history'])}"

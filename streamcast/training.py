@@ -75,6 +75,7 @@ from streamcast.lanes import (
     loss_chunks,
     make_lanes,
 )
+from streamcast.levelspread import LOG_BELOW, logs_suit, series_lambdas
 from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
 from streamcast.memberjobs import NoRoom, resolve_jobs, train_in_processes, work_bytes
 from streamcast.model import (
@@ -91,6 +92,7 @@ from streamcast.reading import SeriesFrame
 from streamcast.shortseries import LeftOut, needed_points, serve_short, split_short
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
+from streamcast.valsize import default_val_size
 from streamcast.zones import zone_of
 
 CPU = torch.device("cpu")
@@ -247,6 +249,14 @@ class FitConfig:
         """The config with the horizon the data's frequency suggests where none was given."""
         return self if self.horizon is not None else replace(self, horizon=default_horizon(freq)[0])
 
+    def for_lengths(self, data: SeriesFrame, cluster: Cluster | None = None) -> FitConfig:
+        """The config with the validation part the series' number and lengths suggest where none
+        was given (`streamcast.valsize`); after `for_data`, which sets the horizon."""
+        if self.val_size is not None:
+            return self
+        lengths = np.diff(series_offsets(data.frame)[1])
+        return replace(self, val_size=default_val_size(lengths, self.horizon, cluster))
+
 
 @dataclass
 class EpochStats:
@@ -302,7 +312,7 @@ def fit(
     weights are the same for any count (`streamcast.memberjobs`; a script needs the
     `if __name__ == "__main__":` guard for more than one).
     """
-    config = config.for_data(data.freq)
+    config = config.for_data(data.freq).for_lengths(data, cluster)
     left_out = None
     if cluster is None:  # under torchrun a rank holds a share: every series must train
         data, left_out = split_short(data, config.horizon, config.resolved_val_size())
@@ -367,6 +377,7 @@ class Prepared:
     val_size: int
     lane_length: int
     floor_series: frozenset[str] = frozenset()  # bounded at 0 on their own (`_floored`)
+    level_spread: float | None = None  # `--transform auto`'s median Box-Cox lambda (levelspread)
 
 
 def choose_head_scale(requested: str, transform: str) -> str:
@@ -435,6 +446,9 @@ def prepare(
 
     if cluster is None:
         transform = choose_transform(with_left_out(raw[train_rows]), config.transform)
+        transform, level_spread = _level_spread(
+            transform, config.transform, raw, offsets, train_lengths, season
+        )
         if left_out is not None:
             left_out.check(transform)
         spec = fit_feature_spec(
@@ -457,6 +471,9 @@ def prepare(
                 "fit without torchrun"
             )
         transform = agree_transform(cluster, raw[train_rows], config.transform)
+        transform, level_spread = _level_spread(
+            transform, config.transform, raw, offsets, train_lengths, season, cluster
+        )
         spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
         spec = replace(spec, floor=agree_floor(cluster, raw, config.transform, transform))
     floor_series = _floored(raw, offsets, ids, spec, config.transform, cluster)
@@ -544,8 +561,40 @@ def prepare(
     if cluster is not None:
         series, rows = (int(n) for n in cluster.sum([series, rows]))
     return Prepared(
-        data, config, spec, scaler, model_config, work, series, rows, val_size, lane_length, floor_series
+        data,
+        config,
+        spec,
+        scaler,
+        model_config,
+        work,
+        series,
+        rows,
+        val_size,
+        lane_length,
+        floor_series,
+        level_spread,
     )
+
+
+def _level_spread(
+    transform: str,
+    requested: str,
+    raw: np.ndarray,
+    offsets: np.ndarray,
+    train_lengths: np.ndarray,
+    season: int,
+    cluster: Cluster | None = None,
+) -> tuple[str, float | None]:
+    """`--transform auto` on positive data: logs only where the series' spread grows with their
+    level (`streamcast.levelspread`), over every rank's series alike. -> the transform, and the
+    series' median Box-Cox lambda where it decided."""
+    if requested != "auto" or transform != "log":
+        return transform, None
+    lambdas = series_lambdas(raw, offsets, train_lengths, season)
+    if cluster is not None:
+        lambdas = np.concatenate(cluster.gather(lambdas))
+    suits, middle = logs_suit(lambdas)
+    return ("log" if suits else "none"), middle
 
 
 def train_members(
@@ -698,6 +747,8 @@ def assemble(
             info["intervals"]["skipped"] = reason
     elif config.intervals and not config.quantiles:
         info["intervals"] = {"levels": sorted(config.intervals), "skipped": "no --ar window to scale it by"}
+    if prepared.level_spread is not None:
+        info["transform_auto"] = {"lambda": round(prepared.level_spread, 3), "log_below": LOG_BELOW}
     if prepared.floor_series:
         info["floor"] = {"series": len(prepared.floor_series)}
     static = _static_values(data, config.static)

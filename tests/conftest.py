@@ -16,16 +16,23 @@ from streamcast.training import FitConfig, fit
 
 
 def hourly_frame(
-    series: int = 3, length: int = 200, seed: int = 0, start: datetime = datetime(2024, 1, 1)
+    series: int = 3,
+    length: int = 200,
+    seed: int = 0,
+    start: datetime = datetime(2024, 1, 1),
+    growth: float = 0.002,
 ) -> pl.DataFrame:
-    """Long-format hourly series with a daily cycle, a per-series level and a little noise."""
+    """Long-format hourly series with a daily cycle, a per-series level and a little noise, all
+    growing by `growth` (0.2%) an hour: positive data whose spread grows with its level, which
+    `--transform auto` models in logs (`streamcast.levelspread`)."""
     rng = np.random.default_rng(seed)
     t = np.arange(length)
     ids, values = [], []
     for i in range(series):
         ids += [f"s{i}"] * length
         values.append(
-            10.0 * (i + 1) + 3.0 * np.sin(2 * np.pi * (t + 3 * i) / 24) + rng.normal(0, 0.3, length)
+            (10.0 * (i + 1) + 3.0 * np.sin(2 * np.pi * (t + 3 * i) / 24) + rng.normal(0, 0.3, length))
+            * np.exp(growth * t)
         )
     steps = pl.int_range(pl.len()).over("series_id")
     return pl.DataFrame({"series_id": ids, "value": np.concatenate(values)}).select(
@@ -58,7 +65,15 @@ def diverging_data():
 # The network itself is what most tests exercise: two epochs of hidden 8 would be served seasonal
 # naive by the default fallback (tests/test_fallback.py covers it).
 TINY = FitConfig(
-    hidden_size=8, epochs=2, horizon=6, bptt=16, batch_size=8, seed=0, ensemble=1, naive_fallback=0
+    hidden_size=8,
+    epochs=2,
+    horizon=6,
+    bptt=16,
+    batch_size=8,
+    seed=0,
+    ensemble=1,
+    naive_fallback=0,
+    val_size=6,
 )
 
 

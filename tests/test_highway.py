@@ -115,7 +115,7 @@ def drift_data():
 
 
 def test_fit_keeps_the_least_squares_start_fixed_and_records_it(drift_data):
-    config = replace(TINY, horizon=12, ar=48, epochs=3)
+    config = replace(TINY, horizon=12, val_size=12, ar=48, epochs=3)
     model = fit(drift_data, config)
     assert model.net.config.ar_start == "ridge" and not model.net.ar.weight.requires_grad
     naive = fit(drift_data, replace(config, ar_start="naive"))
@@ -129,7 +129,7 @@ def test_fit_keeps_the_least_squares_start_fixed_and_records_it(drift_data):
 
 
 def test_ensemble_members_all_start_from_the_same_least_squares_highway(drift_data):
-    model = fit(drift_data, replace(TINY, horizon=12, ar=48, epochs=2, ensemble=2))
+    model = fit(drift_data, replace(TINY, horizon=12, val_size=12, ar=48, epochs=2, ensemble=2))
     first, second = (m.ar.weight.detach() for m in model.net.members)
     assert torch.equal(first, second)
 

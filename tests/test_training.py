@@ -159,7 +159,7 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
     data = read_series(hourly_frame(series=4, length=600))
     reach = {}
     for cell in ("rnn", "lstm", "gru"):
-        model = fit(data, FitConfig(cell=cell, epochs=1, bptt=96, horizon=6, hidden_size=32))
+        model = fit(data, FitConfig(cell=cell, epochs=1, bptt=96, horizon=6, val_size=6, hidden_size=32))
         reach[cell] = model.info["gradient_health"]["gradient_reach"]
     assert reach["rnn"] * 2 <= min(reach["lstm"], reach["gru"])
 
@@ -249,8 +249,11 @@ def test_the_library_takes_the_horizon_the_cli_takes_from_the_data_frequency():
             timestamp=pl.datetime(2024, 1, 1) + pl.duration(days=pl.int_range(pl.len()).over("series_id"))
         )
     )
-    unset = replace(TINY, horizon=None, epochs=1)
-    assert fit(hourly, unset).horizon == 24
+    unset = replace(TINY, horizon=None, val_size=None, epochs=1)
+    on_hourly = fit(hourly, unset)
+    assert on_hourly.horizon == 24
+    # Two series of 200 points: the validation part is a sixth of them (streamcast.valsize).
+    assert on_hourly.info["val_size"] == 200 // 6 and on_hourly.info["fit_config"]["val_size"] == 200 // 6
     assert fit(daily, unset).horizon == 14
     assert fit(daily, replace(unset, horizon=5)).horizon == 5
     model, result = fit_and_backtest(daily, unset, windows=2)

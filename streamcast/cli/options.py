@@ -269,7 +269,7 @@ def fit_options(f):
             type=click.Choice(["auto", "log", "none"]),
             default="auto",
             show_default=True,
-            help="Model the log of the values (log), or the values (none); auto: log when every value is positive. Forecasts come back in the data's units.",
+            help="Model the log of the values (log), or the values (none); auto: log when every value is positive and the series' spread grows with their level (Guerrero's Box-Cox test). Forecasts come back in the data's units.",
         ),
         click.option(
             "--series-weight",

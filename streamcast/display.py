@@ -262,6 +262,8 @@ def _transform(spec: dict, info: dict) -> str:
 
 def _level_spread(auto: dict) -> str:
     """Why `--transform auto` took or left logs for positive data (`streamcast.levelspread`)."""
+    if auto["lambda"] is None:
+        return "auto: no series holds two whole seasons to test the spread against the level; logs, as every value is positive"
     grows = "grows" if auto["lambda"] < auto["log_below"] else "does not grow"
     return f"auto: the spread {grows} with the level, median Box-Cox lambda {auto['lambda']:.2f} by Guerrero's method"
 

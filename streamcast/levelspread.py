@@ -29,7 +29,8 @@ BLOCK = 100_000  # seasons measured at once
 def series_lambdas(values: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, season: int) -> np.ndarray:
     """(S,) each series' Guerrero lambda over its first `lengths` values (from `offsets`); NaN
     where it has fewer than two whole seasons, a value that is not finite and positive, or no
-    spread.
+    spread. Series are measured a block of about BLOCK seasons at a time, so that memory stays
+    bounded however many there are.
 
     A series whose level barely moves (its season means within a few percent of each other) has
     no say on logs, however its spread varies, and counts as lambda 1: a log is then nearly a
@@ -38,38 +39,57 @@ def series_lambdas(values: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
     period = max(int(season), 2)
     counts = np.minimum(lengths // period, MAX_SEASONS).astype(np.int64)
     lambdas = np.full(len(lengths), np.nan)
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(lengths):
+        stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + BLOCK, side="right")), start + 1)
+        lambdas[start:stop] = _lambdas(
+            values, offsets[start:stop], lengths[start:stop], counts[start:stop], period
+        )
+        start = stop
+    return lambdas
+
+
+def _lambdas(
+    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, counts: np.ndarray, period: int
+) -> np.ndarray:
+    """`series_lambdas` for the series that begin at `starts`, each read over its newest `counts`
+    whole seasons of `period` values."""
+    lambdas = np.full(len(lengths), np.nan)
     owners = np.repeat(np.arange(len(lengths)), counts)  # the series of each season measured
     if not len(owners):
         return lambdas
     first = np.cumsum(counts) - counts  # each series' first season in the list
     k = np.arange(len(owners)) - first[owners]  # 0 for its oldest season measured
-    ends = offsets[:-1][owners] + lengths[owners]
-    starts = ends - (counts[owners] - k) * period
-    means = np.empty(len(owners))
-    stds = np.empty(len(owners))
-    for block in range(0, len(owners), BLOCK):
-        rows = values[starts[block : block + BLOCK, None] + np.arange(period)].astype(np.float64)
-        means[block : block + BLOCK] = rows.mean(axis=1)
-        stds[block : block + BLOCK] = rows.std(axis=1, ddof=1)
+    at = starts[owners] + lengths[owners] - (counts[owners] - k) * period
+    rows = values[at[:, None] + np.arange(period)].astype(np.float64)
+    means, stds = rows.mean(axis=1), rows.std(axis=1, ddof=1)
     usable = np.isfinite(means) & np.isfinite(stds) & (means > 0)
     bad = np.bincount(owners, weights=(~usable).astype(np.float64), minlength=len(lengths)) > 0
-    means = np.where(usable, means, 1.0)
-    logs = np.log(means)
-    # ratio[s, j] = std_s / mean_s ** (1 - lambda_j), in logs to stay finite
-    ratios = np.exp(np.log(np.maximum(stds, 1e-300))[:, None] + logs[:, None] * (LAMBDAS - 1.0)[None, :])
-    ratios = np.where((stds > 0)[:, None], ratios, 0.0)
-    # Seasons are listed series by series: per-series sums are sums over runs of rows.
+    logs = np.log(np.where(usable, means, 1.0))
     kept = counts > 0
     heads = first[kept]
-    n = counts[kept].astype(np.float64)[:, None]
+    n = counts[kept].astype(np.float64)
+    level = np.zeros(len(lengths))
+    level[kept] = np.add.reduceat(logs, heads) / n
+    spread_of_level = np.full(len(lengths), np.inf)
+    spread_of_level[kept] = np.sqrt(np.maximum(np.add.reduceat(logs**2, heads) / n - level[kept] ** 2, 0.0))
+    # ratio[s, j] = std_s / mean_s ** (1 - lambda_j), in each series' own units (its largest
+    # std and its mean level taken out: its ratios scale alike, so their variation is the same),
+    # and so finite whatever the data's units.
+    spreads = np.log(np.maximum(stds, 1e-300))
+    top = np.zeros(len(lengths))
+    top[kept] = np.maximum.reduceat(spreads, heads)
+    exponent = (spreads - top[owners])[:, None] + (logs - level[owners])[:, None] * (LAMBDAS - 1.0)[None, :]
+    ratios = np.exp(exponent)
+    ratios = np.where((stds > 0)[:, None], ratios, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.add.reduceat(ratios, heads, axis=0) / n
-        square = np.add.reduceat(ratios**2, heads, axis=0) / n
+        mean = np.add.reduceat(ratios, heads, axis=0) / n[:, None]
+        square = np.add.reduceat(ratios**2, heads, axis=0) / n[:, None]
         variation = np.full((len(lengths), len(LAMBDAS)), np.nan)
-        variation[kept] = np.sqrt(np.maximum(square - mean**2, 0.0) * n / np.maximum(n - 1, 1)) / mean
-        level = np.add.reduceat(logs, heads) / n[:, 0]
-        spread_of_level = np.full(len(lengths), np.inf)
-        spread_of_level[kept] = np.sqrt(np.maximum(np.add.reduceat(logs**2, heads) / n[:, 0] - level**2, 0.0))
+        variation[kept] = (
+            np.sqrt(np.maximum(square - mean**2, 0.0) * n[:, None] / np.maximum(n - 1, 1)[:, None]) / mean
+        )
     decided = (counts >= 2) & ~bad & np.isfinite(variation).all(axis=1)
     lambdas[decided] = LAMBDAS[np.argmin(variation[decided], axis=1)]
     lambdas[decided & (spread_of_level < FLAT_LEVEL)] = 1.0

@@ -377,7 +377,7 @@ class Prepared:
     val_size: int
     lane_length: int
     floor_series: frozenset[str] = frozenset()  # bounded at 0 on their own (`_floored`)
-    level_spread: float | None = None  # `--transform auto`'s median Box-Cox lambda (levelspread)
+    level_spread: dict | None = None  # what `--transform auto`'s test found (levelspread), for info
 
 
 def choose_head_scale(requested: str, transform: str) -> str:
@@ -584,17 +584,19 @@ def _level_spread(
     train_lengths: np.ndarray,
     season: int,
     cluster: Cluster | None = None,
-) -> tuple[str, float | None]:
+) -> tuple[str, dict | None]:
     """`--transform auto` on positive data: logs only where the series' spread grows with their
-    level (`streamcast.levelspread`), over every rank's series alike. -> the transform, and the
-    series' median Box-Cox lambda where it decided."""
+    level (`streamcast.levelspread`), over every rank's series alike. -> the transform, and what
+    the test found for the model's info: the series' median Box-Cox lambda, or None where no
+    series holds two whole seasons to test (positive data then keeps logs)."""
     if requested != "auto" or transform != "log":
         return transform, None
     lambdas = series_lambdas(raw, offsets, train_lengths, season)
     if cluster is not None:
         lambdas = np.concatenate(cluster.gather(lambdas))
     suits, middle = logs_suit(lambdas)
-    return ("log" if suits else "none"), middle
+    found = {"lambda": None if middle is None else round(middle, 3), "log_below": LOG_BELOW}
+    return ("log" if suits else "none"), found
 
 
 def train_members(
@@ -748,7 +750,7 @@ def assemble(
     elif config.intervals and not config.quantiles:
         info["intervals"] = {"levels": sorted(config.intervals), "skipped": "no --ar window to scale it by"}
     if prepared.level_spread is not None:
-        info["transform_auto"] = {"lambda": round(prepared.level_spread, 3), "log_below": LOG_BELOW}
+        info["transform_auto"] = prepared.level_spread
     if prepared.floor_series:
         info["floor"] = {"series": len(prepared.floor_series)}
     static = _static_values(data, config.static)

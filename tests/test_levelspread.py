@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.levelspread import LAMBDAS, MAX_SEASONS, logs_suit, series_lambdas
-from tests.conftest import TINY
+from tests.conftest import TINY, hourly_frame
 
 
 def _flat(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,3 +125,25 @@ def test_the_cli_says_which_transform_auto_took_and_why(tmp_path):
     info = runner.invoke(main, ["info", str(out)]).stdout
     assert "Guerrero" in info
     assert sc.load(out).spec.transform == "none"
+
+
+def test_with_no_two_seasons_to_test_positive_data_keeps_logs_and_info_says_so(tmp_path):
+    data = sc.read_series(hourly_frame(series=2, length=40))  # under two days of hourly data
+    model = sc.fit(data, TINY)
+    assert model.spec.transform == "log" and model.info["transform_auto"]["lambda"] is None
+    out = sc.save(model, tmp_path / "m.streamcast")
+    shown = " ".join(CliRunner().invoke(main, ["info", str(out)]).stdout.replace("│", " ").split())
+    assert "no series holds two whole seasons to test the spread against the level" in shown
+
+
+def test_the_test_does_not_depend_on_the_datas_units():
+    rng = np.random.default_rng(5)
+    values, offsets, lengths = _flat(
+        [_multiplicative(rng) for _ in range(3)] + [_additive(rng) for _ in range(3)]
+    )
+    base = series_lambdas(values, offsets, lengths, 24)
+    for factor in (1e-100, 1e-20, 1e20, 1e150):
+        # the same lambdas, up to a grid step where rounding tips a near tie
+        np.testing.assert_allclose(
+            series_lambdas(values * factor, offsets, lengths, 24), base, rtol=0, atol=0.051
+        )

@@ -252,8 +252,8 @@ def test_the_library_takes_the_horizon_the_cli_takes_from_the_data_frequency():
     unset = replace(TINY, horizon=None, val_size=None, epochs=1)
     on_hourly = fit(hourly, unset)
     assert on_hourly.horizon == 24
-    # Two series of 200 points: the validation part is a sixth of them (streamcast.valsize).
-    assert on_hourly.info["val_size"] == 200 // 6 and on_hourly.info["fit_config"]["val_size"] == 200 // 6
+    # Two short series keep one horizon of validation (streamcast.valsize), recorded as resolved.
+    assert on_hourly.info["val_size"] == 24 and on_hourly.info["fit_config"]["val_size"] == 24
     assert fit(daily, unset).horizon == 14
     assert fit(daily, replace(unset, horizon=5)).horizon == 5
     model, result = fit_and_backtest(daily, unset, windows=2)

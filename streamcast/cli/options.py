@@ -299,7 +299,10 @@ def fit_options(f):
             help="Cells the members take in turn, e.g. lstm,gru [default: --cell for all].",
         ),
         click.option(
-            "--val-size", type=int, help="Validation steps at the end of each series [default: horizon]."
+            "--val-size",
+            type=int,
+            help="Validation steps at the end of each series [default: about 16,000 points over all series, "
+            "at least the horizon, at most a sixth of the shortest series beyond its first 1,000 points].",
         ),
         click.option(
             "--patience",

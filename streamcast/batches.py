@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from streamcast.errors import DataError, StreamcastError, UsageError, first_line
+from streamcast.glitches import GLITCH_RATIO
 from streamcast.reading import SAMPLE_ROWS, SeriesFrame, find_columns, read_series, sample_rows
 from streamcast.shards import Shard
 
@@ -49,6 +50,7 @@ class BatchReader:
         covariates: Sequence[str] = (),
         max_gap: int = 24,
         time_zone: str | None = None,
+        glitch_ratio: float = GLITCH_RATIO,
         future_covariates: Sequence[str] = (),
         static: Sequence[str] = (),
     ) -> None:
@@ -62,7 +64,7 @@ class BatchReader:
         columns.pop("static", None)
         self._scan = _ParquetScan.open(source, columns)
         # Reading rules beyond the columns: every batch is read by them, as one read would be.
-        self.options.update(max_gap=max_gap, time_zone=time_zone)
+        self.options.update(max_gap=max_gap, time_zone=time_zone, glitch_ratio=glitch_ratio)
         self._whole: SeriesFrame | None = None
 
     @property
@@ -133,7 +135,7 @@ def read_batches(
     **options: Any,
 ) -> Iterator[SeriesFrame]:
     """The chosen series of `source` (all by default; only `shard`'s share with one), in batches;
-    `options` are `BatchReader`'s (columns, future covariates, static, max_gap, time_zone).
+    `options` are `BatchReader`'s (columns, future covariates, static, max_gap, time_zone, glitch_ratio).
 
     >>> for batch in read_batches("big.parquet", shard=parse_shard("0/4")): ...  # doctest: +SKIP
     """

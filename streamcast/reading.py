@@ -47,6 +47,7 @@ from streamcast.columns import (
     parse_timestamps,
 )
 from streamcast.errors import DataError, UsageError, first_line
+from streamcast.glitches import GLITCH_RATIO, mark_glitches
 from streamcast.shards import Shard
 from streamcast.zones import offset_note, to_zone, zone_of
 
@@ -339,6 +340,7 @@ def read_series(
     min_length: int = 1,
     max_gap: int = 24,
     shard: Shard | None = None,
+    glitch_ratio: float = GLITCH_RATIO,
     future_covariates: Sequence[str] = (),
     static: Sequence[str] = (),
     source_name: str | None = None,
@@ -351,6 +353,8 @@ def read_series(
     is named for the file, not "<frame>").
     `time_zone` (an IANA name): zoned timestamps are converted to it, naive ones read as its local
     times; by default the data's own zone is kept, and UTC offsets are read as UTC.
+    `glitch_ratio`: values further than this many typical deviations outside their series' usual
+    range are read as missing (`streamcast.glitches`; 0 = off).
     `future_covariates`: columns known in advance; their rows after a series' last observation
     (target empty) are kept in `SeriesFrame.future` instead of being dropped. `static`: columns
     with one value per series (text or numbers), kept in `SeriesFrame.static`.
@@ -389,6 +393,8 @@ def read_series(
     future = None
     if known:
         frame, future = _split_future(frame, freq, known)
+    frame, glitch_notes = mark_glitches(frame, glitch_ratio)
+    notes += glitch_notes
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))

@@ -6,6 +6,7 @@ import click
 
 from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
+from streamcast.glitches import GLITCH_RATIO
 from streamcast.modelheader import DEFAULT_MODEL_PATH
 from streamcast.threads import ENV, check_threads, default_threads
 
@@ -33,6 +34,17 @@ def data_options(f):
         # Read where the data is read (read_for_model, fit): it only sets when a note is due.
         callback=lambda ctx, param, value: ctx.meta.__setitem__("long_gap", value),
         help="Gaps filled by interpolation that are longer than this get a note each.",
+    )(f)
+    f = click.option(
+        "--glitch-ratio",
+        type=click.FloatRange(min=0),
+        default=GLITCH_RATIO,
+        show_default=True,
+        metavar="K",
+        expose_value=False,
+        callback=lambda ctx, param, value: ctx.meta.__setitem__("glitch_ratio", value),
+        help="A value more than K typical deviations outside its series' usual range is a glitch "
+        "(a sentinel such as -9999, a corrupted reading), read as missing and named in a note; 0 = off.",
     )(f)
     f = click.option(
         "--covariate",
@@ -404,6 +416,11 @@ def long_gap() -> int:
     return click.get_current_context().meta.get("long_gap", 24)
 
 
+def glitch_ratio() -> float:
+    """The --glitch-ratio of the running command."""
+    return click.get_current_context().meta.get("glitch_ratio", GLITCH_RATIO)
+
+
 def time_zone() -> str | None:
     """The --time-zone of the running command."""
     return click.get_current_context().meta.get("time_zone")
@@ -447,6 +464,7 @@ def _with_model_columns(read, forecaster, data, id_col, time_col, target, covari
             target=target or cols.target,
             covariates=covariates or cols.covariates,
             max_gap=long_gap(),
+            glitch_ratio=glitch_ratio(),
             time_zone=time_zone() or forecaster.time_zone,
             future_covariates=cols.future_covariates,
             static=cols.static,

@@ -1,0 +1,88 @@
+"""Glitches (a sentinel such as -9999, a corrupted 1e6) are read as missing, named in a note;
+genuine extremes are kept."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.cli import main
+from streamcast.glitches import mark_glitches
+
+
+def _frame(series: dict[str, np.ndarray]) -> pl.DataFrame:
+    return pl.concat(
+        pl.DataFrame(
+            {
+                "series_id": name,
+                "timestamp": [datetime(2024, 1, 1) + timedelta(hours=i) for i in range(len(v))],
+                "value": np.asarray(v, dtype=np.float64),
+            }
+        )
+        for name, v in series.items()
+    )
+
+
+def _load(n=600, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 20 + 5 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 1, n)
+
+
+def test_a_sentinel_and_a_corrupted_reading_are_glitches_and_genuine_extremes_are_not():
+    load = _load()
+    load[100], load[300] = 1e6, -9999.0
+    growth = np.exp(np.linspace(0, np.log(1e5), 500))  # five orders of magnitude, step by step
+    counts = np.random.default_rng(1).poisson(0.01, 3000).astype(float)
+    counts[50] = 1000.0  # one large order among counts of 1
+    frame = _frame({"load": load, "growth": growth, "counts": counts, "flat": np.full(50, 3.0)})
+    marked, notes = mark_glitches(frame, 300.0)
+    missing = marked.filter(pl.col("value").is_null())
+    assert missing.select("series_id", "timestamp").rows() == [
+        ("load", datetime(2024, 1, 1) + timedelta(hours=100)),
+        ("load", datetime(2024, 1, 1) + timedelta(hours=300)),
+    ]
+    assert len(notes) == 1 and "read 2 values as missing" in notes[0]
+    assert "series 'load' at 2024-01-05 04:00:00: 1e+06" in notes[0] and "-9999" in notes[0]
+    assert "--glitch-ratio 0 keeps them" in notes[0]
+    assert mark_glitches(frame, 0.0) == (frame, [])  # off
+    assert mark_glitches(frame.filter(pl.col("series_id") != "load"), 300.0)[1] == []
+
+
+def test_read_series_interpolates_a_glitch_and_counts_it_as_filled(tmp_path):
+    load = _load(200)
+    load[77] = 99999.0
+    data = sc.read_series(_frame({"a": load, "b": _load(200, seed=2)}))
+    values = data.frame.filter(pl.col("series_id") == "a")["value"].to_numpy()
+    assert values[77] == (load[76] + load[78]) / 2  # interpolated as a gap is
+    assert data.filled.rows() == [("a", datetime(2024, 1, 1) + timedelta(hours=77))]  # never scored
+    assert any("read 1 value as missing" in n for n in data.notes)
+    kept = sc.read_series(_frame({"a": load}), glitch_ratio=0)
+    assert kept.frame["value"][77] == 99999.0 and kept.filled.is_empty()
+
+
+def test_fit_and_forecast_name_the_glitch_and_glitch_ratio_0_keeps_it(tmp_path):
+    growing = np.exp(0.004 * np.arange(400))  # a load whose daily swing grows with it: logs suit it
+    load = _load(400) * growing
+    load[123] = -9999.0
+    path = tmp_path / "glitched.csv"
+    _frame({"a": load, "b": _load(400, seed=3) * growing}).write_csv(path)
+    out = tmp_path / "m.streamcast"
+    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1"]
+    runner = CliRunner()
+    fitted = runner.invoke(main, ["fit", str(path), *fast, "-o", str(out)])
+    assert fitted.exit_code == 0, fitted.stderr
+    assert (
+        "note: read 1 value as missing" in fitted.stderr
+        and "series 'a' at 2024-01-06 03:00:00: -9999" in fitted.stderr
+    )
+    model = sc.load(out)
+    assert model.spec.transform == "log"  # the sentinel did not make the data "cross zero"
+    forecast = runner.invoke(main, ["forecast", str(path), "-m", str(out)])
+    assert forecast.exit_code == 0 and "read 1 value as missing" in forecast.stderr
+    kept = runner.invoke(main, ["fit", str(path), *fast, "--glitch-ratio", "0", "-o", str(out)])
+    assert kept.exit_code == 0 and "read 1 value" not in kept.stderr
+    assert sc.load(out).spec.transform == "none"  # -9999 kept: the data now crosses zero

@@ -1,5 +1,5 @@
-"""`--val-size` by default: about 16,000 validation points over all series, within the horizon
-and a sixth of what the shortest series that trains has beyond its first 1,000 points."""
+"""`--val-size` by default: about 40,000 validation points over all series, within the horizon
+and a fifth of what the shortest series that trains has beyond its first 1,000 points."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from tests.conftest import hourly_frame
 def test_many_short_series_keep_one_horizon_and_few_long_ones_get_more():
     assert default_val_size(np.full(414, 700), 48) == 48  # M4 Hourly: 414 x 48 points already
     assert default_val_size(np.full(60, 652), 48) == 48  # few, but short: every point trains
-    assert default_val_size(np.array([8640]), 96) == (8640 - 1000) // 6  # one long series
-    assert default_val_size(np.full(7, 8640), 96) == 1273  # ETTh1's seven columns
-    assert default_val_size(np.full(7, 34560), 96) == 2286  # ETTm1's: 16,000 points over seven
+    assert default_val_size(np.array([8640]), 96) == (8640 - 1000) // 5  # one long series
+    assert default_val_size(np.full(7, 8640), 96) == 1528  # ETTh1's seven columns
+    assert default_val_size(np.full(7, 34560), 96) == 5715  # ETTm1's: 40,000 points over seven
     assert default_val_size(np.full(10, 60), 24) == 24  # never under the horizon
 
 
 def test_the_default_never_makes_a_series_too_short_to_train():
     lengths = np.array([10, 1300, 5000, 5000])  # 10 is too short even for a horizon's validation
     val = default_val_size(lengths, 6)
-    assert val == (1300 - 1000) // 6  # the shortest series that trains sets the bound, not the one left out
+    assert val == (1300 - 1000) // 5  # the shortest series that trains sets the bound, not the one left out
     assert (lengths[1:] >= needed_points(6, val)).all()
     assert default_val_size(np.array([10, 12]), 6) == 6  # none trains: the horizon, and fit says why
 
@@ -41,8 +41,8 @@ class _TwoRanks:
 
 
 def test_under_torchrun_every_ranks_series_count():
-    assert default_val_size(np.array([3000]), 6) == 2000 // 6
-    assert default_val_size(np.array([3000]), 6, _TwoRanks()) == 600 // 6
+    assert default_val_size(np.array([3000]), 6) == 2000 // 5
+    assert default_val_size(np.array([3000]), 6, _TwoRanks()) == 600 // 5
 
 
 def test_fit_records_and_info_shows_the_validation_part(tmp_path):
@@ -52,7 +52,7 @@ def test_fit_records_and_info_shows_the_validation_part(tmp_path):
     fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
     runner = CliRunner()
     assert runner.invoke(main, ["fit", str(data), *fast, "-o", str(out)]).exit_code == 0
-    assert sc.load(out).info["val_size"] == 300 // 6
-    assert "the last 50 steps of each series" in runner.invoke(main, ["info", str(out)]).stdout
+    assert sc.load(out).info["val_size"] == 300 // 5
+    assert "the last 60 steps of each series" in runner.invoke(main, ["info", str(out)]).stdout
     given = runner.invoke(main, ["fit", str(data), *fast, "--val-size", "12", "-o", str(out)])
     assert given.exit_code == 0 and sc.load(out).info["val_size"] == 12

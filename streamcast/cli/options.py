@@ -313,8 +313,8 @@ def fit_options(f):
         click.option(
             "--val-size",
             type=int,
-            help="Validation steps at the end of each series [default: about 16,000 points over all series, "
-            "at least the horizon, at most a sixth of the shortest series beyond its first 1,000 points].",
+            help="Validation steps at the end of each series [default: about 40,000 points over all series, "
+            "at least the horizon, at most a fifth of the shortest series beyond its first 1,000 points].",
         ),
         click.option(
             "--patience",

@@ -25,6 +25,7 @@ from streamcast.features import (
     from_model_units,
     series_offsets,
 )
+from streamcast.glitches import recorded_ratio
 from streamcast.intervals import Intervals
 from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
@@ -106,12 +107,12 @@ class Forecaster:
         """`forecasting.forecast` on `data`, read with the model's own column mapping."""
         from streamcast.forecasting import forecast
 
-        return forecast(self, _read_as_trained(data, self.columns, self.time_zone), **options)
+        return forecast(self, _read_as_trained(data, self), **options)
 
     def backtest(self, data: SeriesFrame | str | Path | pl.DataFrame, **options: Any) -> BacktestResult:
         from streamcast.backtest import backtest
 
-        return backtest(self, _read_as_trained(data, self.columns, self.time_zone), **options)
+        return backtest(self, _read_as_trained(data, self), **options)
 
     @property
     def time_zone(self) -> str | None:
@@ -227,12 +228,12 @@ def _training_data(
     return data, config
 
 
-def _read_as_trained(
-    data: SeriesFrame | str | Path | pl.DataFrame, columns: Columns, zone: str | None
-) -> SeriesFrame:
-    """`data` read with the model's own column mapping and time zone (a SeriesFrame as it is)."""
+def _read_as_trained(data: SeriesFrame | str | Path | pl.DataFrame, forecaster: Forecaster) -> SeriesFrame:
+    """`data` read with the model's own column mapping, time zone and glitch ratio (a SeriesFrame
+    as it is)."""
     if isinstance(data, SeriesFrame):
         return data
+    columns, zone = forecaster.columns, forecaster.time_zone
     return read_series(
         data,
         id_col=columns.id,
@@ -242,4 +243,5 @@ def _read_as_trained(
         future_covariates=columns.future_covariates,
         static=columns.static,
         time_zone=zone,
+        glitch_ratio=recorded_ratio(forecaster.info),
     )

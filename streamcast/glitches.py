@@ -23,33 +23,85 @@ if TYPE_CHECKING:  # the CLI reads GLITCH_RATIO for --help, which must not wait 
     import polars as pl
 
 GLITCH_RATIO = 300.0  # typical deviations beyond the middle 98% from which a value is a glitch
+LONGEST = 3  # consecutive values beyond the bound that can be a glitch; a longer run is a change
 LISTED = 3  # glitches named in the note; the rest are counted
 
 
+def recorded_ratio(info: dict) -> float:
+    """The `glitch_ratio` a model's training data was read with (its `info`); 0 for models from
+    before glitches were read as missing, whose data is read again as it was then, and for a
+    value that is not a ratio (a file from elsewhere)."""
+    ratio = info.get("data", {}).get("glitch_ratio", 0.0)
+    ok = isinstance(ratio, int | float) and not isinstance(ratio, bool) and 0 <= ratio < float("inf")
+    return float(ratio) if ok else 0.0
+
+
 def mark_glitches(frame: pl.DataFrame, ratio: float) -> tuple[pl.DataFrame, list[str]]:
-    """`frame` (canonical columns, gaps still in place) with its glitches' values set to null, and
-    a note naming them; unchanged and no note where there are none or `ratio` is 0 (off)."""
+    """`frame` (canonical columns sorted by series and time, gaps still in place) with its
+    glitches' values set to null, and a note naming them; unchanged and no note where there are
+    none or `ratio` is 0 (off).
+
+    Only short runs are glitches: a run of more than LONGEST values beyond the bound is a new
+    level or a season of sales, not a logger's error, and neither is a run that ends a series,
+    where a shift cannot be told from a glitch and reading it as missing would move the series'
+    end. Statistics are per-series aggregations (the frame is sorted, so run ids index them).
+    """
+    import numpy as np
     import polars as pl
 
     if not ratio or frame.is_empty():
         return frame, []
     value = pl.col("value")
-    finite = pl.when(value.is_finite()).then(value)
-    by = "series_id"
-    centre = finite.median().over(by)
-    distance = (finite - centre).abs()
-    typical = distance.median().over(by)
-    others = pl.when(distance > 0).then(distance).mean().over(by)  # where the median distance is 0
-    spread = pl.when(typical > 0).then(typical).otherwise(others)
-    low, high = finite.quantile(0.01, "linear").over(by), finite.quantile(0.99, "linear").over(by)
-    glitch = (spread > 0) & ((finite > high + ratio * spread) | (finite < low - ratio * spread))
-    flags = frame.select(glitch.fill_null(False).alias("glitch"))["glitch"]
+    work = frame.select(
+        pl.col("series_id").rle_id().alias("run"), pl.when(value.is_finite()).then(value).alias("v")
+    )
+    level = work.group_by("run", maintain_order=True).agg(
+        pl.col("v").median().alias("centre"),
+        pl.col("v").quantile(0.01, "linear").alias("low"),
+        pl.col("v").quantile(0.99, "linear").alias("high"),
+    )
+    run = work["run"]
+    distance = (work["v"] - level["centre"].gather(run)).abs().alias("d")
+    spread = (
+        pl.DataFrame({"run": run, "d": distance})
+        .group_by("run", maintain_order=True)
+        .agg(
+            pl.col("d").median().alias("typical"), pl.col("d").filter(pl.col("d") > 0).mean().alias("others")
+        )
+        .select(pl.when(pl.col("typical") > 0).then("typical").otherwise("others").alias("spread"))["spread"]
+        .gather(run)
+    )
+    beyond = (
+        (spread > 0)
+        & (
+            (work["v"] > level["high"].gather(run) + ratio * spread)
+            | (work["v"] < level["low"].gather(run) - ratio * spread)
+        )
+    ).fill_null(False)
+    if not beyond.any():
+        return frame, []
+    # Runs of consecutive rows beyond the bound within a series: short ones that do not end it.
+    runs, marked = run.to_numpy(), beyond.to_numpy()
+    rows = np.arange(len(marked))
+    change = np.ones(len(marked), dtype=bool)
+    change[1:] = (runs[1:] != runs[:-1]) | (marked[1:] != marked[:-1])
+    starts = np.flatnonzero(change)
+    stretch = np.cumsum(change) - 1  # the run of equal `marked` each row is in
+    last_row = np.append(starts[1:], len(marked)) - 1  # each such run's last row
+    firsts = np.flatnonzero(np.append(True, runs[1:] != runs[:-1]))  # each series' first row
+    ends = np.maximum.reduceat(np.where(work["v"].is_not_null().to_numpy(), rows, -1), firsts)
+    flags = pl.Series(
+        marked
+        & (np.diff(np.append(starts, len(marked)))[stretch] <= LONGEST)
+        & (last_row[stretch] < ends[runs])
+    )
     count = int(flags.sum())
     if not count:
         return frame, []
     found = frame.filter(flags).head(LISTED)
     named = "; ".join(
-        f"series {s!r} at {t}: {v:g}" for s, t, v in found.select(by, "timestamp", "value").iter_rows()
+        f"series {s!r} at {t}: {v:g}"
+        for s, t, v in found.select("series_id", "timestamp", "value").iter_rows()
     )
     more = f"; and {count - LISTED} more" if count > LISTED else ""
     note = (

@@ -109,6 +109,9 @@ class SeriesFrame:
     model for the steps it forecasts. None without future covariates."""
     static: pl.DataFrame | None = None
     """(series_id, static columns...): each series' one value of each, as read. None without any."""
+    glitch_ratio: float = GLITCH_RATIO
+    """The `glitch_ratio` the values were read with (`streamcast.glitches`; 0: none were read as
+    missing): a model records it, and its data is read again the same way."""
 
     @property
     def series_ids(self) -> list[str]:
@@ -390,11 +393,12 @@ def read_series(
     frame, notes = _drop_duplicates(frame)
     notes = found + range_notes + notes + _layout_notes(raw, columns, wide, bool(notes))
     freq = _dataset_freq(frame, where)
+    # Judged on the observed values, before the future rows (which have none) are split off.
+    frame, glitch_notes = mark_glitches(frame, glitch_ratio)
+    notes += glitch_notes
     future = None
     if known:
         frame, future = _split_future(frame, freq, known)
-    frame, glitch_notes = mark_glitches(frame, glitch_ratio)
-    notes += glitch_notes
     frame, filled, gap_notes = _fill_gaps(frame, freq, columns.covariates, max_gap, where)
     _check_lengths(frame, min_length, where)
     source_name = source_name or ("<frame>" if isinstance(source, pl.DataFrame) else str(source))
@@ -411,7 +415,17 @@ def read_series(
     notes = tuple(notes + gap_notes)
     columns = replace(columns, covariates=tuple(covariates), future_covariates=known, static=static)
     return SeriesFrame(
-        frame, freq, columns, source_name, notes, filled, source_zone, dates, future, static_table
+        frame,
+        freq,
+        columns,
+        source_name,
+        notes,
+        filled,
+        source_zone,
+        dates,
+        future,
+        static_table,
+        glitch_ratio,
     )
 
 

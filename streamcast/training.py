@@ -677,6 +677,7 @@ def assemble(
             "rows": prepared.rows,
             "freq": data.freq,
             "time_zone": zone_of(data.frame["timestamp"]),
+            "glitch_ratio": data.glitch_ratio,
         },
         "history": [asdict(s) for s in result.history],
         "gradient_health": health_summary(result.history, result.best_epoch),

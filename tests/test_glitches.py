@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.glitches import mark_glitches
+from streamcast.glitches import mark_glitches, recorded_ratio
 
 
 def _frame(series: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -86,3 +86,47 @@ def test_fit_and_forecast_name_the_glitch_and_glitch_ratio_0_keeps_it(tmp_path):
     kept = runner.invoke(main, ["fit", str(path), *fast, "--glitch-ratio", "0", "-o", str(out)])
     assert kept.exit_code == 0 and "read 1 value" not in kept.stderr
     assert sc.load(out).spec.transform == "none"  # -9999 kept: the data now crosses zero
+
+
+def test_a_models_data_is_read_again_with_the_ratio_it_was_fitted_with(tmp_path):
+    load = _load(400)
+    load[200] = -9999.0
+    path = tmp_path / "g.csv"
+    _frame({"a": load, "b": _load(400, seed=4)}).write_csv(path)
+    out = tmp_path / "m.streamcast"
+    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["fit", str(path), *fast, "--glitch-ratio", "0", "-o", str(out)]).exit_code == 0
+    )
+    model = sc.load(out)
+    assert model.info["data"]["glitch_ratio"] == 0 and recorded_ratio(model.info) == 0
+    again = runner.invoke(main, ["forecast", "-m", str(out)])  # the recorded data, read as in fit
+    assert again.exit_code == 0 and "read 1 value" not in again.stderr
+    asked = runner.invoke(main, ["forecast", "-m", str(out), "--glitch-ratio", "300"])
+    assert asked.exit_code == 0 and "read 1 value as missing" in asked.stderr
+    assert sc.read_series(str(path)).glitch_ratio == 300  # the library's default, recorded by fit
+    del model.info["data"]["glitch_ratio"]  # a model from before: its data read as it was then
+    assert recorded_ratio(model.info) == 0
+    assert recorded_ratio({"data": {"glitch_ratio": "300"}}) == 0  # not a ratio: from elsewhere
+
+
+def test_a_run_of_values_beyond_the_bound_is_a_change_and_a_series_end_is_kept():
+    load = _load(600)
+    load[100:103] = -9999.0  # a short run: a logger's error
+    load[300:306] = 5000.0  # six steps at a new level: a change, kept
+    load[-2:] = 1e6  # the newest values: a shift cannot be told from a glitch there
+    marked, _ = mark_glitches(_frame({"a": load}), 300.0)
+    assert np.flatnonzero(marked["value"].is_null().to_numpy()).tolist() == [100, 101, 102]
+
+
+def test_a_glitch_before_future_covariate_rows_keeps_the_future_on_the_grid():
+    load = _load(100)
+    load[60] = 1e6
+    frame = _frame({"a": np.append(load, [np.nan] * 4)}).with_columns(temp=pl.lit(1.0))
+    data = sc.read_series(frame, future_covariates=["temp"])
+    assert data.future["timestamp"].to_list() == [
+        datetime(2024, 1, 1) + timedelta(hours=100 + i) for i in range(4)
+    ]
+    assert data.frame["timestamp"][-1] == datetime(2024, 1, 1) + timedelta(hours=99)
+    assert data.filled.rows() == [("a", datetime(2024, 1, 1) + timedelta(hours=60))]

@@ -6,7 +6,7 @@ import click
 
 from streamcast.column_names import ID_NAMES, TARGET_NAMES, TIME_NAMES
 from streamcast.errors import UsageError
-from streamcast.glitches import GLITCH_RATIO
+from streamcast.glitches import GLITCH_RATIO, recorded_ratio
 from streamcast.modelheader import DEFAULT_MODEL_PATH
 from streamcast.threads import ENV, check_threads, default_threads
 
@@ -38,13 +38,12 @@ def data_options(f):
     f = click.option(
         "--glitch-ratio",
         type=click.FloatRange(min=0),
-        default=GLITCH_RATIO,
-        show_default=True,
         metavar="K",
         expose_value=False,
         callback=lambda ctx, param, value: ctx.meta.__setitem__("glitch_ratio", value),
         help="A value more than K typical deviations outside its series' usual range is a glitch "
-        "(a sentinel such as -9999, a corrupted reading), read as missing and named in a note; 0 = off.",
+        f"(a sentinel such as -9999, a corrupted reading), read as missing and named in a note; 0 = off "
+        f"[default: {GLITCH_RATIO:g}; a model's data: the ratio it was fitted with].",
     )(f)
     f = click.option(
         "--covariate",
@@ -416,9 +415,13 @@ def long_gap() -> int:
     return click.get_current_context().meta.get("long_gap", 24)
 
 
-def glitch_ratio() -> float:
-    """The --glitch-ratio of the running command."""
-    return click.get_current_context().meta.get("glitch_ratio", GLITCH_RATIO)
+def glitch_ratio(forecaster=None) -> float:
+    """The --glitch-ratio of the running command; where none was given, the one `forecaster`'s
+    data was read with (the same values read as missing as in training), else the default."""
+    given = click.get_current_context().meta.get("glitch_ratio")
+    if given is not None:
+        return given
+    return recorded_ratio(forecaster.info) if forecaster is not None else GLITCH_RATIO
 
 
 def time_zone() -> str | None:
@@ -464,7 +467,7 @@ def _with_model_columns(read, forecaster, data, id_col, time_col, target, covari
             target=target or cols.target,
             covariates=covariates or cols.covariates,
             max_gap=long_gap(),
-            glitch_ratio=glitch_ratio(),
+            glitch_ratio=glitch_ratio(forecaster),
             time_zone=time_zone() or forecaster.time_zone,
             future_covariates=cols.future_covariates,
             static=cols.static,

@@ -19,6 +19,7 @@ from streamcast.cli.options import (
     warn,
 )
 from streamcast.errors import DataError, UsageError
+from streamcast.glitches import recorded_ratio
 
 
 @click.command(context_settings=CONTEXT)
@@ -270,6 +271,7 @@ def stream(
                 time_zone=forecaster.time_zone,
                 future_covariates=cols.future_covariates,
                 static=forecaster.columns.static,
+                glitch_ratio=recorded_ratio(forecaster.info),
             )
             history, moved = forecaster.in_model_zone(history)
             if moved:

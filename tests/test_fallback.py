@@ -149,7 +149,22 @@ def test_stream_serves_the_chosen_series_what_forecast_serves(naive_s1, tmp_path
     np.testing.assert_allclose(last["forecast"], day[:6], rtol=1e-3)
 
 
-AS_MEASURED = ["--transform", "log", "--val-size", "6"]  # what the CLI tests below were written for
+# A tiny fit for the CLI tests below, in logs and with one horizon of validation, as they were
+# written for (streamcast.levelspread and streamcast.valsize would choose otherwise for this data).
+TINY_FIT = [
+    "--horizon",
+    "6",
+    "--epochs",
+    "2",
+    "--hidden",
+    "8",
+    "--ensemble",
+    "1",
+    "--transform",
+    "log",
+    "--val-size",
+    "6",
+]
 
 
 def periodic_and_noisy(length: int = 300) -> pl.DataFrame:
@@ -173,20 +188,7 @@ def test_fit_chooses_the_series_seasonal_naive_serves_better_and_the_cli_can_tur
     data = tmp_path / "mixed.csv"
     periodic_and_noisy().write_csv(data)
     runner = CliRunner()
-    # Logs and one horizon of validation, as these tiny fits were measured with.
-    common = [
-        "fit",
-        str(data),
-        "--horizon",
-        "6",
-        "--epochs",
-        "2",
-        "--hidden",
-        "8",
-        "--ensemble",
-        "1",
-        *AS_MEASURED,
-    ]
+    common = ["fit", str(data), *TINY_FIT]
     on, off = tmp_path / "on.streamcast", tmp_path / "off.streamcast"
     fitted = runner.invoke(main, [*common, "-o", str(on)])
     assert fitted.exit_code == 0
@@ -243,19 +245,7 @@ def test_a_window_shorter_than_a_season_still_falls_back_to_the_last_value(tmp_p
     data = tmp_path / "mixed.csv"
     periodic_and_noisy().write_csv(data)
     out = tmp_path / "short.streamcast"
-    args = [
-        "fit",
-        str(data),
-        "--horizon",
-        "6",
-        "--epochs",
-        "2",
-        "--hidden",
-        "8",
-        "--ensemble",
-        "1",
-        *AS_MEASURED,
-    ]
+    args = ["fit", str(data), *TINY_FIT]
     assert CliRunner().invoke(main, [*args, "--ar", "12", "-o", str(out)]).exit_code == 0
     model = sc.load(out)
     served = model.naive_series | set(model.naive_share)

@@ -80,21 +80,20 @@ def mark_glitches(frame: pl.DataFrame, ratio: float) -> tuple[pl.DataFrame, list
     ).fill_null(False)
     if not beyond.any():
         return frame, []
-    # Runs of consecutive rows beyond the bound within a series: short ones that do not end it.
-    runs, marked = run.to_numpy(), beyond.to_numpy()
-    rows = np.arange(len(marked))
-    change = np.ones(len(marked), dtype=bool)
+    # Runs of consecutive observed values beyond the bound within a series (a missing reading
+    # inside a run does not split it): short ones that do not end the series.
+    seen = np.flatnonzero(work["v"].is_not_null().to_numpy())
+    runs, marked = run.to_numpy()[seen], beyond.to_numpy()[seen]
+    change = np.ones(len(seen), dtype=bool)
     change[1:] = (runs[1:] != runs[:-1]) | (marked[1:] != marked[:-1])
     starts = np.flatnonzero(change)
-    stretch = np.cumsum(change) - 1  # the run of equal `marked` each row is in
-    last_row = np.append(starts[1:], len(marked)) - 1  # each such run's last row
-    firsts = np.flatnonzero(np.append(True, runs[1:] != runs[:-1]))  # each series' first row
-    ends = np.maximum.reduceat(np.where(work["v"].is_not_null().to_numpy(), rows, -1), firsts)
-    flags = pl.Series(
-        marked
-        & (np.diff(np.append(starts, len(marked)))[stretch] <= LONGEST)
-        & (last_row[stretch] < ends[runs])
-    )
+    stretch = np.cumsum(change) - 1  # the run of equal `marked` each observed value is in
+    last = np.append(starts[1:], len(seen)) - 1  # each such run's last observed value
+    ends_series = np.append(runs[1:] != runs[:-1], True)  # each series' last observed value
+    short = np.diff(np.append(starts, len(seen)))[stretch] <= LONGEST
+    chosen = np.zeros(work.height, dtype=bool)
+    chosen[seen] = marked & short & ~ends_series[last[stretch]]
+    flags = pl.Series(chosen)
     count = int(flags.sum())
     if not count:
         return frame, []

@@ -109,9 +109,10 @@ class SeriesFrame:
     model for the steps it forecasts. None without future covariates."""
     static: pl.DataFrame | None = None
     """(series_id, static columns...): each series' one value of each, as read. None without any."""
-    glitch_ratio: float = GLITCH_RATIO
+    glitch_ratio: float = 0.0
     """The `glitch_ratio` the values were read with (`streamcast.glitches`; 0: none were read as
-    missing): a model records it, and its data is read again the same way."""
+    missing, as for a frame built by hand): a model records it, and its data is read again the
+    same way."""
 
     @property
     def series_ids(self) -> list[str]:

@@ -130,3 +130,13 @@ def test_a_glitch_before_future_covariate_rows_keeps_the_future_on_the_grid():
     ]
     assert data.frame["timestamp"][-1] == datetime(2024, 1, 1) + timedelta(hours=99)
     assert data.filled.rows() == [("a", datetime(2024, 1, 1) + timedelta(hours=60))]
+
+
+def test_a_missing_reading_inside_a_run_does_not_split_it():
+    load = _load(1000)
+    load[500:502], load[503:505] = 5000.0, 5000.0  # four at a new level, one reading missing
+    load[502] = np.nan
+    load[-3:] = 5000.0  # the newest values, with a missing one before the last
+    load[-2] = np.nan
+    marked, notes = mark_glitches(_frame({"a": load}).with_columns(pl.col("value").fill_nan(None)), 300.0)
+    assert marked["value"].null_count() == 2 and notes == []  # only the two missing readings

@@ -174,16 +174,27 @@ class FitProgress:
             stderr.print(
                 f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
             )
-        if "transform_auto" in info:
-            stderr.print(
-                f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})",
-                markup=False,
-            )
+        for line in _choices(forecaster):
+            stderr.print(line, markup=False)
         if info.get("short_series"):
             stderr.print(f"short series: {_short(info['short_series'])}", markup=False)
         if info.get("intervals"):
             stderr.print(f"intervals: {_intervals({'info': info})}", markup=False)
         stderr.print(f"wrote {path}", markup=False)
+
+
+def _choices(forecaster: Forecaster) -> list[str]:
+    """What `fit` chose from the data where it was not told: the validation part's size (where
+    it is over the horizon) and the transform for positive data."""
+    info, lines = forecaster.info, []
+    if info.get("val_size_chosen") and info["val_size"] > info["fit_config"]["horizon"]:
+        lines.append(
+            f"validation: the last {info['val_size']} steps of each series, not trained on (sized for "
+            "the series' number and lengths; --val-size to choose)"
+        )
+    if "transform_auto" in info:
+        lines.append(f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})")
+    return lines
 
 
 def _reach_hint(reach: int, config: dict) -> str:

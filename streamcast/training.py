@@ -312,6 +312,7 @@ def fit(
     weights are the same for any count (`streamcast.memberjobs`; a script needs the
     `if __name__ == "__main__":` guard for more than one).
     """
+    chosen = config.val_size is None  # the validation part is then the default's (valsize)
     config = config.for_data(data.freq).for_lengths(data, cluster)
     left_out = None
     if cluster is None:  # under torchrun a rank holds a share: every series must train
@@ -321,7 +322,10 @@ def fit(
     with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         forecaster = _fit(data, config, on_epoch, cluster, device, jobs, count, left_out)
-    return serve_short(forecaster, left_out, config.naive_fallback, config.transform)
+    forecaster = serve_short(forecaster, left_out, config.naive_fallback, config.transform)
+    if chosen:
+        forecaster.info["val_size_chosen"] = True
+    return forecaster
 
 
 def _fit(

@@ -49,10 +49,13 @@ def test_fit_records_and_info_shows_the_validation_part(tmp_path):
     data = tmp_path / "d.csv"
     hourly_frame(series=2, length=1300, growth=0.0).write_csv(data)
     out = tmp_path / "m.streamcast"
-    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
+    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1"]
     runner = CliRunner()
-    assert runner.invoke(main, ["fit", str(data), *fast, "-o", str(out)]).exit_code == 0
+    fitted = runner.invoke(main, ["fit", str(data), *fast, "-o", str(out)])
+    assert fitted.exit_code == 0
+    assert "validation: the last 60 steps of each series, not trained on" in fitted.stderr
     assert sc.load(out).info["val_size"] == 300 // 5
     assert "the last 60 steps of each series" in runner.invoke(main, ["info", str(out)]).stdout
     given = runner.invoke(main, ["fit", str(data), *fast, "--val-size", "12", "-o", str(out)])
     assert given.exit_code == 0 and sc.load(out).info["val_size"] == 12
+    assert "validation:" not in given.stderr  # asked for: nothing to say

@@ -59,3 +59,16 @@ def test_fit_records_and_info_shows_the_validation_part(tmp_path):
     given = runner.invoke(main, ["fit", str(data), *fast, "--val-size", "12", "-o", str(out)])
     assert given.exit_code == 0 and sc.load(out).info["val_size"] == 12
     assert "validation:" not in given.stderr  # asked for: nothing to say
+
+
+def test_fit_auto_sizes_the_validation_part_the_same_way():
+    from dataclasses import replace
+
+    from streamcast.autofit import fit_auto
+    from tests.conftest import TINY
+
+    data = sc.read_series(hourly_frame(series=2, length=1300, growth=0.0))
+    model = fit_auto(data, replace(TINY, val_size=None, epochs=1), time_budget=0.01)
+    assert model.info["val_size"] == 300 // 5 and model.info["val_size_chosen"]
+    given = fit_auto(data, replace(TINY, epochs=1), time_budget=0.01)  # TINY asks for 6
+    assert given.info["val_size"] == 6 and "val_size_chosen" not in given.info

@@ -19,7 +19,7 @@ from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster
 from streamcast.reading import SeriesFrame
-from streamcast.shortseries import serve_short, split_short
+from streamcast.shortseries import LeftOut
 from streamcast.threads import torch_threads
 from streamcast.training import (
     EpochStats,
@@ -27,6 +27,7 @@ from streamcast.training import (
     FitResult,
     MemberPlan,
     Prepared,
+    around_training,
     assemble,
     member_jobs,
     member_seed,
@@ -77,19 +78,16 @@ def fit_auto(
     >>> model = fit_auto(read_series("load.parquet"), FitConfig(horizon=48), time_budget=120)  # doctest: +SKIP
     >>> model.info["auto"]["chosen"]  # doctest: +SKIP
     """
-    chosen = config is None or config.val_size is None  # the validation part is the default's (valsize)
-    # Its `ensemble` is ignored: --auto chooses.
-    config = (config or FitConfig()).for_data(data.freq).for_lengths(data)
     check_budget(time_budget)
-    data, left_out = split_short(data, config.horizon, config.resolved_val_size())
-    # Each candidate seeds itself; the caller's generator and thread count stay as they were.
     chosen_device = resolve_device(device)
-    with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
-        forecaster = _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count, left_out)
-    forecaster = serve_short(forecaster, left_out, config.naive_fallback, config.transform)
-    if chosen:
-        forecaster.info["val_size_chosen"] = True
-    return forecaster
+
+    def train(data: SeriesFrame, config: FitConfig, left_out: LeftOut | None) -> Forecaster:
+        # Each candidate seeds itself; the caller's generator and thread count stay as they were.
+        with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
+            return _fit_auto(data, config, time_budget, on_epoch, chosen_device, jobs, count, left_out)
+
+    # The config's `ensemble` is ignored: --auto chooses.
+    return around_training(data, config or FitConfig(), train)
 
 
 def _fit_auto(data, config, time_budget, on_epoch, device, jobs, threads, left_out=None) -> Forecaster:

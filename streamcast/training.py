@@ -312,17 +312,33 @@ def fit(
     weights are the same for any count (`streamcast.memberjobs`; a script needs the
     `if __name__ == "__main__":` guard for more than one).
     """
-    chosen = config.val_size is None  # the validation part is then the default's (valsize)
+    device = cluster.device if cluster is not None else resolve_device(str(device))
+
+    def train(data: SeriesFrame, config: FitConfig, left_out: LeftOut | None) -> Forecaster:
+        # The seed makes the model reproducible without resetting the caller's own torch generator.
+        with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            return _fit(data, config, on_epoch, cluster, device, jobs, count, left_out)
+
+    return around_training(data, config, train, cluster)
+
+
+def around_training(
+    data: SeriesFrame,
+    config: FitConfig,
+    train: Callable[[SeriesFrame, FitConfig, LeftOut | None], Forecaster],
+    cluster: Cluster | None = None,
+) -> Forecaster:
+    """What `fit` and `fit_auto` do around `train`: the horizon and validation part the data
+    suggests where none was given, series too short to train left out and served naive (in one
+    process; under torchrun every series must train), and whether the validation part was chosen
+    (`fit` then says how long it is)."""
+    chosen = config.val_size is None
     config = config.for_data(data.freq).for_lengths(data, cluster)
     left_out = None
-    if cluster is None:  # under torchrun a rank holds a share: every series must train
+    if cluster is None:
         data, left_out = split_short(data, config.horizon, config.resolved_val_size())
-    device = cluster.device if cluster is not None else resolve_device(str(device))
-    # The seed makes the model reproducible without resetting the caller's own torch generator.
-    with torch_threads(threads) as count, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        forecaster = _fit(data, config, on_epoch, cluster, device, jobs, count, left_out)
-    forecaster = serve_short(forecaster, left_out, config.naive_fallback, config.transform)
+    forecaster = serve_short(train(data, config, left_out), left_out, config.naive_fallback, config.transform)
     if chosen:
         forecaster.info["val_size_chosen"] = True
     return forecaster

@@ -288,7 +288,9 @@ def _intervals(meta: dict) -> str:
     levels = "-".join(f"{q:.0%}" for q in asked["levels"])
     if "skipped" in asked:
         return f"none ({levels} asked: {asked['skipped']})"
-    return f"{levels} around the point forecast, calibrated on the validation part"
+    widen = asked.get("widen", 1.0)  # files from before --interval-widen: as measured
+    widened = f", widened {widen:g}x" if widen != 1.0 else ""
+    return f"{levels} around the point forecast, calibrated on the validation part{widened}"
 
 
 def _quantiles(cfg: dict, meta: dict) -> str:

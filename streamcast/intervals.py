@@ -29,6 +29,12 @@ INTERVALS = (0.1, 0.9)  # the default levels: an 80% interval
 MIN_ERRORS = 20  # validation errors per horizon step below which no interval is calibrated
 MIN_CHANGES = 4  # a window's own changes below which its unit is the typical one
 UNIT_FLOOR = 1e-5  # in the model's scaled units: a window that never moved still has a width
+# The calibrated offsets are widened by this factor (`--interval-widen`). The validation errors
+# they come from are those of the epoch, fallback and blend chosen on the same points, and of
+# forecasts made right after the training data, so they promise less than later forecasts miss:
+# the 80% interval covered 72.8-77.4% of the points of five validation parts (M4 Hourly, ETT's
+# four tasks); widened by 1.1, 76.3-80.9%.
+WIDEN = 1.1
 
 
 def window_unit(window: torch.Tensor, season: int, typical: float | None = None) -> torch.Tensor:
@@ -118,14 +124,19 @@ class Intervals:
 
 
 def calibrate(
-    errors: np.ndarray, levels: tuple[float, ...], season: int, typical: float | None = None
+    errors: np.ndarray,
+    levels: tuple[float, ...],
+    season: int,
+    typical: float | None = None,
+    widen: float = 1.0,
 ) -> tuple[Intervals | None, str | None]:
     """The interval from validation errors (R, H), each already in its origin's unit (`typical`:
     the median of those units); or None and the reason when too few errors were measured.
 
     Each level is taken a little further out than its share, (n + 1) / n of its distance from the
     median: split conformal's finite-sample correction, so that a small validation part does not
-    promise a narrower interval than it can back."""
+    promise a narrower interval than it can back. Then every offset is multiplied by `widen`
+    (`WIDEN` for `fit`'s default)."""
     counts = np.isfinite(errors).sum(axis=0)
     if errors.size == 0 or counts.min() < MIN_ERRORS:
         fewest = int(counts.min()) if errors.size else 0
@@ -137,4 +148,5 @@ def calibrate(
     below = np.array([q < 0.5 for q in levels])
     offsets[:, below] = np.minimum(offsets[:, below], 0.0)
     offsets[:, ~below] = np.maximum(offsets[:, ~below], 0.0)
+    offsets = offsets * widen
     return Intervals(tuple(levels), offsets, season, typical), None

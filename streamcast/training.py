@@ -65,7 +65,7 @@ from streamcast.features import (
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
 from streamcast.highway import AR_STARTS, choose_start
-from streamcast.intervals import INTERVALS, MIN_CHANGES, Intervals, calibrate, units_at
+from streamcast.intervals import INTERVALS, MIN_CHANGES, WIDEN, Intervals, calibrate, units_at
 from streamcast.known import holiday_calendar
 from streamcast.lanes import (
     Lanes,
@@ -115,6 +115,7 @@ class FitConfig:
     horizon: int | None = None  # None: by the data's frequency, as the CLI (features.default_horizon)
     quantiles: tuple[float, ...] = ()
     intervals: tuple[float, ...] = INTERVALS  # levels calibrated around a point model (intervals.py)
+    interval_widen: float = WIDEN  # the calibrated offsets times this (intervals.WIDEN says why)
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()  # known in advance: the network sees the next `horizon` values
     holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
@@ -218,6 +219,10 @@ class FitConfig:
             (
                 len(set(self.intervals)) == len(self.intervals),
                 "each --intervals level may be given once",
+            ),
+            (
+                0 < self.interval_widen < math.inf,
+                "--interval-widen must be a factor above 0 (1 = the validation errors' own quantiles)",
             ),
             (
                 self.conv == 0 or self.conv >= 2,
@@ -765,7 +770,7 @@ def assemble(
     intervals = None
     if calibrated:
         intervals, reason = _calibrated(net, late, shares, at_last, work, config)
-        info["intervals"] = {"levels": sorted(config.intervals)}
+        info["intervals"] = {"levels": sorted(config.intervals), "widen": config.interval_widen}
         if reason:
             info["intervals"]["skipped"] = reason
     elif config.intervals and not config.quantiles:
@@ -880,7 +885,7 @@ def _calibrated(
     errors = ((late.targets - served) / late.units.nan_to_num(typical)[:, None]).numpy()
     if work.cluster is not None:
         errors = np.concatenate(work.cluster.gather(errors))
-    return calibrate(errors, tuple(sorted(config.intervals)), c.season, typical)
+    return calibrate(errors, tuple(sorted(config.intervals)), c.season, typical, config.interval_widen)
 
 
 def _static_values(data: SeriesFrame, columns: tuple[str, ...]) -> dict[str, tuple]:

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
-from streamcast.intervals import MIN_ERRORS, Intervals, calibrate, units_at, window_unit
+from streamcast.cli.fit import fit as fit_cmd
+from streamcast.intervals import MIN_ERRORS, WIDEN, Intervals, calibrate, units_at, window_unit
+from streamcast.training import FitConfig
 from tests.conftest import TINY, long_hourly
 
 
@@ -65,6 +67,15 @@ def test_calibration_puts_each_level_where_its_share_of_errors_lies():
     assert reason is None and intervals.offsets.shape == (3, 2)
     np.testing.assert_allclose(intervals.offsets, [[-2.563, 2.563]] * 3, atol=0.15)  # N(0, 2)'s 10% and 90%
     assert intervals.quantiles == (0.1, 0.5, 0.9)
+
+
+def test_widening_multiplies_every_offset_and_the_default_is_the_clis():
+    errors = np.random.default_rng(1).normal(0, 1.0, (500, 4))
+    measured, _ = calibrate(errors, (0.1, 0.9), season=1)
+    widened, _ = calibrate(errors, (0.1, 0.9), season=1, widen=1.25)
+    np.testing.assert_allclose(widened.offsets, 1.25 * measured.offsets)
+    assert FitConfig().interval_widen == WIDEN > 1  # the library's default is `fit`'s
+    assert next(p for p in fit_cmd.params if p.name == "interval_widen").default == WIDEN
 
 
 def test_an_interval_never_excludes_its_own_point_and_too_few_errors_give_none():
@@ -155,6 +166,30 @@ def test_bad_levels_are_one_line_and_exit_2(tmp_path, value, message):
     result = CliRunner().invoke(main, ["fit", str(data), "-o", str(tmp_path / "m"), "--intervals", value])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_fit_widens_the_interval_as_asked_and_info_says_by_how_much(calibrated, tmp_path):
+    data, config, model = calibrated
+    as_measured = sc.fit(data, replace(config, interval_widen=1.0))
+    np.testing.assert_allclose(model.intervals.offsets, WIDEN * as_measured.intervals.offsets)
+    assert sc.forecast(as_measured, data)["forecast"].equals(sc.forecast(model, data)["forecast"])
+    assert model.info["intervals"]["widen"] == WIDEN
+    shown = CliRunner().invoke(
+        main, ["info", str(sc.save(model, tmp_path / "m.streamcast"))], terminal_width=200
+    )
+    assert "calibrated on the" in shown.output and f"widened {WIDEN:g}x" in shown.output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf"])
+def test_a_widening_that_is_not_a_positive_factor_is_one_line_and_exit_2(tmp_path, value):
+    data = tmp_path / "d.csv"
+    noisy_days(series=1, length=100).write_csv(data)
+    result = CliRunner().invoke(
+        main, ["fit", str(data), "-o", str(tmp_path / "m"), "--interval-widen", value]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--interval-widen must be a factor above 0" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_intervals_none_and_quantile_models_serve_no_calibrated_interval(tmp_path):

@@ -217,6 +217,14 @@ def fit_options(f):
             "forecast on the validation part (split conformal; the point is unchanged); none = off.",
         ),
         click.option(
+            "--interval-widen",
+            type=float,
+            default=1.1,
+            show_default=True,
+            help="The calibrated interval's distances from the point, times this: errors measured "
+            "on the validation part the model was chosen on promise too little (1 = as measured).",
+        ),
+        click.option(
             "--bptt", type=int, default=48, show_default=True, help="Truncated BPTT chunk length in steps."
         ),
         click.option(

@@ -156,6 +156,8 @@ class StreamState:
     def rows(self, series: list[int], fresh: list[bool]) -> State:
         """The states of `series` as one batch; rows marked fresh start from zero."""
         index = torch.tensor(series, dtype=torch.long)
+        if not any(fresh):  # most micro-batches, and a line at a time: the rows as they are
+            return tuple(p[index] for p in self.hidden)
         zero = torch.tensor(fresh, dtype=torch.bool)
         return tuple(p[index].masked_fill(zero.view(-1, *[1] * (p.dim() - 1)), 0.0) for p in self.hidden)
 

@@ -51,7 +51,8 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
     more than the arithmetic (a young row took 90 µs in torch, 22 µs here); training's calibration and every
     command serve through this one function, so their units agree to the bit.
     """
-    x = window.detach().cpu().numpy()
+    x = window.detach().cpu()
+    x = (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()  # numpy has no bfloat16
     ar = x.shape[-1]
     lag = season if ar > 2 * season else 1
     changes = np.abs(x[..., lag:] - x[..., :-lag])
@@ -59,7 +60,7 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
         # Every window is its series' own from its first value (a stream's usual case): the
         # same sum and count as below, without finding where each one's values begin.
         unit = changes.sum(axis=-1) / (ar - lag) + UNIT_FLOOR
-        return torch.from_numpy(np.asarray(unit, dtype=x.dtype)).to(window.device)
+        return torch.from_numpy(np.asarray(unit, dtype=x.dtype)).to(window.device, window.dtype)
     own = x != 0
     first = np.where(own.any(axis=-1), own.argmax(axis=-1), ar)  # (...,)
     counted = np.arange(ar - lag) >= first[..., None]  # (..., ar - lag)
@@ -67,7 +68,7 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
     unit = (changes * counted).sum(axis=-1) / np.maximum(count, 1).astype(x.dtype) + UNIT_FLOOR
     fallback = np.nan if typical is None else typical
     unit = np.where(count >= max(lag, MIN_CHANGES), unit, fallback)
-    return torch.from_numpy(np.asarray(unit, dtype=x.dtype)).to(window.device)
+    return torch.from_numpy(np.asarray(unit, dtype=x.dtype)).to(window.device, window.dtype)
 
 
 def units_at(

@@ -283,3 +283,16 @@ def test_the_watch_of_an_interval_model_flags_by_the_error_spread_as_a_point_mod
     with_interval = alarm_rate(model, fresh)
     assert with_interval.scored > 1000
     assert with_interval.flagged == alarm_rate(replace(model, intervals=None), fresh).flagged
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_the_window_unit_keeps_its_windows_dtype_young_or_full(dtype):
+    """Worked in numpy, which has no bfloat16: the unit still comes back in the window's dtype."""
+    window = torch.zeros(2, 60)
+    window[0] = 1 + torch.arange(60.0) / 2  # full: a change of 12 over each season of 24 steps
+    window[1, -10:] = 1.0  # young: fewer than a season of its own changes, so `typical`
+    unit = window_unit(window.to(dtype), season=24, typical=0.5)
+    assert unit.dtype == dtype and unit.shape == (2,)
+    torch.testing.assert_close(
+        unit.double(), torch.tensor([12.0, 0.5], dtype=torch.float64), atol=1e-2, rtol=1e-2
+    )

@@ -34,6 +34,7 @@ from streamcast.stream.output import formatter
 from streamcast.stream.reader import LineReader
 from streamcast.stream.state import StreamState
 from streamcast.stream.watch import anomalies_only
+from streamcast.stream.writer import OutputWriter
 
 if TYPE_CHECKING:
     from streamcast.stream.monitoring import StreamMetrics
@@ -78,12 +79,12 @@ class StreamSession:
         self.options = options
         self.out = out
         self.err = err
-        self.format = formatter(
+        text = formatter(
             options.output_format, forecaster.horizon, forecaster.quantiles, config.watch is not None
         )
+        self.output = OutputWriter(out, text)  # formats and writes in a second thread where it pays
         self.counts: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         self.lines = 0
-        self.header_written = False
         self.checkpoints = Checkpoints(state, options)
         self.signals = Signals()
 
@@ -111,30 +112,30 @@ class StreamSession:
                         self._emit(batch)
                         self.checkpoints.poll()  # a write that failed since stops the run here
                         if self.checkpoints.due():
+                            self.output.drain()  # a checkpoint covers only lines whose output is out
                             self.checkpoints.save(self.forecaster)
                     if self.signals.stop is not None or not self.signals.reload_due:
                         break
                     self._reload()
+                self.output.drain()
             except StrictStop as stop:
                 self.lines = stop.line  # the lines after it were read ahead, never processed
+                try:
+                    self.output.drain()
+                except BrokenPipeError:
+                    self._output_closed()
                 self.checkpoints.close(report=self.err)  # a write in flight must not hide the stop
                 self.checkpoints.save(self.forecaster, final=True)
                 self.err.write(self.summary() + "\n")
                 raise
             except BrokenPipeError:
-                # The reader of stdout has gone: the forecasts of this batch were lost, so no final
-                # checkpoint (a restart replays from the last one), and a supervisor must see it.
-                _silence_stdout(self.out)
-                self.err.write(self.summary() + "\n")
-                raise OutputClosed(
-                    "stdout was closed by its reader; stopped without a final checkpoint, "
-                    "so a restart with the same --state replays from the last one"
-                ) from None
+                self._output_closed()
             self.checkpoints.save(self.forecaster, final=True)
         except BaseException:
             self.checkpoints.close(report=self.err)  # lands; its own error must not hide this one
             raise
         finally:
+            self.output.close()
             self.checkpoints.close()  # nothing is in flight here any more: stops the writer
             self.signals.restore()
             os.close(wake_read)
@@ -142,6 +143,16 @@ class StreamSession:
         self.err.write(self.summary() + "\n")
         self.err.flush()
         return 130 if self.signals.stop == signal.SIGINT else 0
+
+    def _output_closed(self) -> None:
+        """The reader of stdout has gone: the forecasts in hand were lost, so no final checkpoint
+        (a restart replays from the last one), and a supervisor must see it."""
+        _silence_stdout(self.out)
+        self.err.write(self.summary() + "\n")
+        raise OutputClosed(
+            "stdout was closed by its reader; stopped without a final checkpoint, "
+            "so a restart with the same --state replays from the last one"
+        ) from None
 
     def _observations(self, reader: LineReader) -> Iterator[Observations]:
         while self.signals.stop is None and not self.signals.reload_due:
@@ -183,13 +194,7 @@ class StreamSession:
         self.counts["anomalies"] += batch.anomalies
         if self.options.only_anomalies:
             batch = anomalies_only(batch)
-        text = self.format.format(batch)
-        if text:
-            if not self.header_written:
-                text = self.format.header() + text
-                self.header_written = True
-            self.out.write(text.encode())
-            self.out.flush()
+        self.output.write(batch)
         self.counts["accepted"] += batch.accepted
         self.counts["replayed"] += batch.replayed
         self.counts["evicted"] += batch.evicted

@@ -1,0 +1,121 @@
+"""`stream`'s output thread: what a reader of stdout sees must not depend on which thread wrote it."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+
+from streamcast.stream.output import SMALL_BATCH
+from streamcast.stream.writer import OutputWriter
+
+
+class Lines:
+    """A batch of `n` lines named by `tag`."""
+
+    def __init__(self, tag: str, n: int) -> None:
+        self.tag, self.n = tag, n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class SlowText:
+    """Formats a batch as one line per row, slowly for big batches (the thread stays busy), and
+    records which thread formatted each batch."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, str] = {}
+
+    def header(self) -> str:
+        return "header\n"
+
+    def format(self, batch: Lines) -> str:
+        self.threads[batch.tag] = threading.current_thread().name
+        if batch.n > SMALL_BATCH:
+            time.sleep(0.02)
+        return "".join(f"{batch.tag}:{i}\n" for i in range(batch.n))
+
+
+def test_batches_come_out_in_order_with_one_header_whichever_thread_writes_them():
+    out, text = io.BytesIO(), SlowText()
+    writer = OutputWriter(out, text)
+    batches = [Lines("a", 1), Lines("b", 100), Lines("c", 1), Lines("d", 200), Lines("e", 2), Lines("f", 0)]
+    for batch in batches:
+        writer.write(batch)
+    writer.drain()
+    writer.close()
+    expected = "header\n" + "".join(f"{b.tag}:{i}\n" for b in batches for i in range(b.n))
+    assert out.getvalue().decode() == expected
+    # A few lines that find the thread idle are written at once; behind a big batch they queue.
+    assert text.threads["a"] == threading.current_thread().name
+    assert text.threads["b"] == text.threads["c"] == "streamcast-output"
+
+
+def test_drain_returns_only_when_every_batch_is_out():
+    out = io.BytesIO()
+    writer = OutputWriter(out, SlowText())
+    for k in range(3):
+        writer.write(Lines(f"big{k}", 50))
+    writer.drain()
+    assert out.getvalue().decode().count("\n") == 1 + 150  # the header and every line
+    writer.close()
+
+
+class ClosedPipe(io.BytesIO):
+    def write(self, data):  # the reader of stdout has gone
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_write_that_fails_in_the_thread_is_raised_in_the_callers_and_the_rest_is_dropped():
+    writer = OutputWriter(ClosedPipe(), SlowText())
+    writer.write(Lines("big", 100))
+    with pytest.raises(BrokenPipeError):
+        writer.drain()
+    with pytest.raises(BrokenPipeError):  # and again at the next batch: nothing is written after it
+        writer.write(Lines("next", 100))
+    writer.close()  # returns: the thread has stopped
+
+
+def test_a_checkpoint_is_taken_only_once_the_output_of_every_line_it_covers_is_out(
+    model_path, tmp_path, monkeypatch
+):
+    """The output thread lags (each batch it writes takes 50 ms): each checkpoint must still find
+    every accepted line's forecast written, or a SIGKILL after it would lose them for good (the
+    restart skips what the checkpoint holds as replays)."""
+    from click.testing import CliRunner
+
+    from streamcast.cli import main
+    from streamcast.stream import checkpoints, writer
+    from tests.conftest import hourly_frame
+
+    lines = [
+        f"{sid},{ts:%Y-%m-%d %H:%M},{value:.3f}"
+        for sid, ts, value in hourly_frame(length=60).sort("timestamp", "series_id").iter_rows()
+    ]
+    written = []
+    slow_write = writer.OutputWriter._write
+
+    def lagging(self, batch):
+        if len(batch) > SMALL_BATCH:
+            time.sleep(0.05)
+        slow_write(self, batch)
+        written.append(len(batch))
+
+    seen = []
+    save = checkpoints.Checkpoints.save
+
+    def checked(self, forecaster, final=False):
+        seen.append((self.state.accepted, sum(written)))
+        save(self, forecaster, final)
+
+    monkeypatch.setattr(writer.OutputWriter, "_write", lagging)
+    monkeypatch.setattr(checkpoints.Checkpoints, "save", checked)
+    state = tmp_path / "stream.state"
+    args = ["stream", "-m", str(model_path), "-q", "--state", str(state), "--batch-lines", "40"]
+    result = CliRunner().invoke(main, [*args, "--checkpoint-every", "50"], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    assert len(seen) >= 3 and all(accepted == out for accepted, out in seen), seen
+    assert len(result.stdout.splitlines()) == len(lines)

@@ -2,7 +2,7 @@
 
 In bulk, formatting a micro-batch's forecasts took as long as computing them, one after the other
 on one core. polars formats and torch computes with the GIL released, so a second thread makes the
-text of batch k while the main thread runs batch k + 1 (1.4-1.7x the lines per second in one
+text of batch k while the main thread runs batch k + 1 (1.35-1.6x the lines per second in one
 process on the 2-core machine, README). A batch of a few lines that finds the thread idle is written at
 once by the caller instead: one line at a time, a hand-over would only add its latency.
 

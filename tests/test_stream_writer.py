@@ -35,7 +35,7 @@ class SlowText:
     def format(self, batch: Lines) -> str:
         self.threads[batch.tag] = threading.current_thread().name
         if batch.n > SMALL_BATCH:
-            time.sleep(0.02)
+            time.sleep(0.2)  # long enough that the next batch arrives while this one is written
         return "".join(f"{batch.tag}:{i}\n" for i in range(batch.n))
 
 
@@ -52,6 +52,20 @@ def test_batches_come_out_in_order_with_one_header_whichever_thread_writes_them(
     # A few lines that find the thread idle are written at once; behind a big batch they queue.
     assert text.threads["a"] == threading.current_thread().name
     assert text.threads["b"] == text.threads["c"] == "streamcast-output"
+
+
+def test_what_follows_a_batch_runs_right_after_its_lines_in_whichever_thread_wrote_them():
+    """A batch's stderr messages and counts (`after`) must not run before its lines are out: a
+    reader of both streams would see a message ahead of the forecasts before it."""
+    out = io.BytesIO()
+    writer = OutputWriter(out, SlowText())
+    for tag, n in (("a", 1), ("b", 40), ("c", 2)):
+        writer.write(Lines(tag, n), after=lambda tag=tag: out.write(f"after {tag}\n".encode()))
+    writer.drain()
+    writer.close()
+    text = out.getvalue().decode().splitlines()
+    assert text.index("after a") == text.index("a:0") + 1
+    assert text.index("after b") == text.index("b:39") + 1 and text.index("after c") == len(text) - 1
 
 
 def test_drain_returns_only_when_every_batch_is_out():
@@ -98,10 +112,10 @@ def test_a_checkpoint_is_taken_only_once_the_output_of_every_line_it_covers_is_o
     written = []
     slow_write = writer.OutputWriter._write
 
-    def lagging(self, batch):
+    def lagging(self, batch, after):
         if len(batch) > SMALL_BATCH:
             time.sleep(0.05)
-        slow_write(self, batch)
+        slow_write(self, batch, after)
         written.append(len(batch))
 
     seen = []
@@ -119,3 +133,37 @@ def test_a_checkpoint_is_taken_only_once_the_output_of_every_line_it_covers_is_o
     assert result.exit_code == 0, result.output
     assert len(seen) >= 3 and all(accepted == out for accepted, out in seen), seen
     assert len(result.stdout.splitlines()) == len(lines)
+
+
+def test_a_batchs_latency_metric_runs_until_its_lines_are_written(model_path, monkeypatch):
+    """`streamcast_stream_batch_seconds` is from lines read to forecasts flushed: with the text
+    made in the second thread, it must still end at the flush, not at the hand-over."""
+    from click.testing import CliRunner
+
+    from streamcast.cli import main
+    from streamcast.stream import monitoring, writer
+    from tests.conftest import hourly_frame
+
+    lines = [
+        f"{sid},{ts:%Y-%m-%d %H:%M},{value:.3f}"
+        for sid, ts, value in hourly_frame(length=60).sort("timestamp", "series_id").iter_rows()
+    ]
+    slow_write = writer.OutputWriter._write
+
+    def lagging(self, batch, after):
+        time.sleep(0.2)
+        slow_write(self, batch, after)
+
+    latencies = []
+    finished = monitoring.StreamMetrics.finished
+
+    def timed(self, batch, series, read_at):
+        latencies.append(time.monotonic() - read_at)
+        finished(self, batch, series, read_at)
+
+    monkeypatch.setattr(writer.OutputWriter, "_write", lagging)
+    monkeypatch.setattr(monitoring.StreamMetrics, "finished", timed)
+    args = ["stream", "-m", str(model_path), "-q", "--batch-lines", "40", "--metrics-port", "127.0.0.1:0"]
+    result = CliRunner().invoke(main, args, input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    assert len(latencies) >= 3 and min(latencies) >= 0.2, latencies

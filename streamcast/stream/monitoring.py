@@ -101,11 +101,15 @@ class StreamMetrics:
         self.lines.inc(lines)
         self.read_at = time.monotonic() if lines else None
 
-    def finished(self, batch: StreamBatch, series: int) -> None:
-        """A micro-batch's forecasts are out."""
-        if self.read_at is not None:
-            self.latency.observe(time.monotonic() - self.read_at)
-            self.read_at = None
+    def handed_over(self) -> float | None:
+        """When the batch now handed to the output was read; its latency ends when it is out."""
+        read_at, self.read_at = self.read_at, None
+        return read_at
+
+    def finished(self, batch: StreamBatch, series: int, read_at: float | None) -> None:
+        """A micro-batch's forecasts are out (`read_at`: from `handed_over`)."""
+        if read_at is not None:
+            self.latency.observe(time.monotonic() - read_at)
         self.accepted.inc(batch.accepted)
         self.anomalies.inc(batch.anomalies)
         self.skipped.labels("replayed").inc(batch.replayed)

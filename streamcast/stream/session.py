@@ -147,6 +147,7 @@ class StreamSession:
     def _output_closed(self) -> None:
         """The reader of stdout has gone: the forecasts in hand were lost, so no final checkpoint
         (a restart replays from the last one), and a supervisor must see it."""
+        self.output.close()  # what it holds goes out first where stdout is still open (stderr closed)
         _silence_stdout(self.out)
         self.err.write(self.summary() + "\n")
         raise OutputClosed(
@@ -191,22 +192,23 @@ class StreamSession:
         gc.freeze()
 
     def _emit(self, batch: StreamBatch) -> None:
-        self.counts["anomalies"] += batch.anomalies
         if self.options.only_anomalies:
-            batch = anomalies_only(batch)
-        self.output.write(batch)
-        self.counts["accepted"] += batch.accepted
-        self.counts["replayed"] += batch.replayed
-        self.counts["evicted"] += batch.evicted
-        self.counts["other_partition"] += batch.other_partition
-        self.checkpoints.unsaved += batch.accepted
-        for event in batch.events:
-            self.counts[event.kind] += 1
+            batch = anomalies_only(batch)  # the same anomalies: only they are left
+        self.checkpoints.unsaved += batch.accepted  # due by what was taken in; saved after a drain
+        metrics = self.options.metrics
+        read_at = metrics.handed_over() if metrics is not None else None
+        series = len(self.state)
+        self.output.write(batch, lambda: self._written(batch, series, read_at))
+
+    def _written(self, batch: StreamBatch, series: int, read_at: float | None) -> None:
+        """A batch's lines are out: its counts, its messages on stderr and its metrics, in the
+        thread that wrote it, so that a closed stdout leaves them uncounted as before."""
+        _tally(self.counts, batch)
         if batch.events and not self.options.quiet:
             self.err.write("".join(f"{e.message}\n" for e in batch.events))
             self.err.flush()
         if self.options.metrics is not None:
-            self.options.metrics.finished(batch, len(self.state))
+            self.options.metrics.finished(batch, series, read_at)
 
     def summary(self) -> str:
         """One line of counts for stderr at the end of a run."""
@@ -250,6 +252,14 @@ class Signals:
         signal.set_wakeup_fd(wake)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _tally(counts: Counter[str], batch: StreamBatch) -> None:
+    """Add a batch to the run's counts (the summary line)."""
+    for name in ("anomalies", "accepted", "replayed", "evicted", "other_partition"):
+        counts[name] += getattr(batch, name)
+    for event in batch.events:
+        counts[event.kind] += 1
 
 
 def _silence_stdout(out: BinaryIO) -> None:

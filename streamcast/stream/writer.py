@@ -8,13 +8,16 @@ once by the caller instead: one line at a time, a hand-over would only add its l
 
 Order and the replay window stay exact: batches are written in the order handed over, and
 `drain` waits until every one of them is out and flushed, which the session does before each
-checkpoint, so a checkpoint never covers a line whose forecast is still in memory.
+checkpoint, so a checkpoint never covers a line whose forecast is still in memory. What belongs
+after a batch's lines (its stderr messages, its counts, its latency) runs right after them, in
+whichever thread wrote them, so a reader of both streams sees them in the order they had.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from streamcast.stream.engine import StreamBatch
@@ -31,25 +34,28 @@ class OutputWriter:
         self.text = text
         self.header_written = False
         self.error: BaseException | None = None  # the writer thread's, raised in the caller's
-        self._queue: queue.Queue[StreamBatch | None] = queue.Queue(maxsize=DEPTH)
+        self._queue: queue.Queue[tuple[StreamBatch, Callable[[], None]] | None] = queue.Queue(DEPTH)
         self._done = threading.Condition()
         self._pending = 0  # batches handed over and not yet written (guarded by _done)
         self._thread: threading.Thread | None = None
 
-    def write(self, batch: StreamBatch) -> None:
-        """Write `batch` after every batch before it; an error of an earlier write is raised here."""
-        self._raise()
+    def write(self, batch: StreamBatch, after: Callable[[], None] = lambda: None) -> None:
+        """Write `batch` after every batch before it, then call `after`; an error of an earlier
+        write is raised here."""
         with self._done:
             idle = self._pending == 0
+            error = self.error  # set before the count falls: seen here if the last write failed
+        if error is not None:
+            raise error
         if idle and len(batch) <= SMALL_BATCH:
-            self._write(batch)  # the thread is waiting for work, so this cannot overtake it
+            self._write(batch, after)  # the thread is waiting for work, so this cannot overtake it
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="streamcast-output", daemon=True)
             self._thread.start()
         with self._done:
             self._pending += 1
-        self._queue.put(batch)
+        self._queue.put((batch, after))
 
     def drain(self) -> None:
         """Return once every batch handed over is written and flushed; raise a write's error."""
@@ -59,7 +65,8 @@ class OutputWriter:
         self._raise()
 
     def close(self) -> None:
-        """Stop the thread after what it holds (written, or dropped after an error)."""
+        """Stop the thread after what it holds (written, or dropped after an error); no error is
+        raised here."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -70,10 +77,10 @@ class OutputWriter:
             raise self.error
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             try:
                 if self.error is None:  # after a failed write (a closed stdout) the rest is dropped
-                    self._write(batch)
+                    self._write(*item)
             except BaseException as exc:  # raised in the caller's thread at its next call
                 self.error = exc
             finally:
@@ -81,7 +88,7 @@ class OutputWriter:
                     self._pending -= 1
                     self._done.notify_all()
 
-    def _write(self, batch: StreamBatch) -> None:
+    def _write(self, batch: StreamBatch, after: Callable[[], None]) -> None:
         text = self.text.format(batch)
         if text:
             if not self.header_written:
@@ -89,3 +96,4 @@ class OutputWriter:
                 self.header_written = True
             self.out.write(text.encode())
             self.out.flush()
+        after()

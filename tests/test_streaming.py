@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -457,3 +458,38 @@ def test_calendar_rows_kept_from_earlier_micro_batches_equal_computing_them_afre
         np.testing.assert_array_equal(_calendar_by_distinct_time(part, names), calendar_features(part, names))
     naive = hours.dt.replace_time_zone(None)  # the same instants' digits without a zone: other rows
     np.testing.assert_array_equal(_calendar_by_distinct_time(naive, names), calendar_features(naive, names))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_one_step_of_each_series_is_served_exactly_as_the_general_walk_serves_it(cell, monkeypatch):
+    """A stream's line at a time takes a short path through `run_series` (every series one step
+    from a carried state, each forecast wanted): its forecasts, interval, naive blends and states
+    must be the general walk's, bit for bit, for an ensemble too."""
+    from streamcast import stepping
+    from streamcast.fallback import NaiveServing
+
+    data = sc.read_series(hourly_frame(series=4, length=80))
+    config = FitConfig(**{**TINY.__dict__, "cell": cell, "epochs": 1, "ensemble": 2, "intervals": (0.1, 0.9)})
+    model = sc.fit(data, config)
+    inputs = model.inputs(data.frame)
+    history = [np.zeros(0, dtype=np.int64)] * 4
+    # Every series but its last row: the carried states the last rows then step from.
+    cut = inputs.offsets[1:] - 1
+    keep = np.concatenate([np.arange(a, b) for a, b in zip(inputs.offsets[:-1], cut, strict=True)])
+    shorter = np.concatenate([[0], np.cumsum(cut - inputs.offsets[:-1])])
+    _, carried = run_series(model.net, inputs.inputs[keep], shorter, history)
+    last = inputs.inputs[cut]
+    one_each = np.arange(5)  # offsets: each series one row
+    serving = NaiveServing(
+        np.array([False, True, False, True]), model.net.config.season, 0, np.array([0, 1.0, 0, 0.4])
+    )
+    args = (model.net, last, one_each, [np.array([0])] * 4)
+    kwargs = {"initial": carried, "naive": serving, "intervals": model.intervals}
+    short_out, short_state = run_series(*args, **kwargs)
+    monkeypatch.setattr(stepping, "_one_step_each", lambda *a: False)  # the same batch, walked
+    walk_out, walk_state = run_series(*args, **kwargs)
+    assert model.intervals is not None and short_out.shape == (4, model.horizon, 3)
+    assert torch.equal(short_out, walk_out)
+    assert len(short_state) == len(walk_state) and all(
+        torch.equal(a, b) for a, b in zip(short_state, walk_state, strict=True)
+    )

@@ -49,6 +49,10 @@ def long_hourly(series: dict[str, np.ndarray]) -> pl.DataFrame:
     )
 
 
+# `fit`'s arguments for a tiny, quick model from the command line (no -q: the tests read its lines).
+CLI_TINY = ("--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1")
+
+
 def diverging_data():
     """Two series, one with an infinite value read past the reader's checks: every training step
     that sees it has a non-finite loss, so no epoch validates (a diverged run)."""

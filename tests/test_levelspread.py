@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 
 import numpy as np
-import polars as pl
 import pytest
 from click.testing import CliRunner
 
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.levelspread import LAMBDAS, MAX_SEASONS, logs_suit, series_lambdas
-from tests.conftest import TINY, hourly_frame
+from tests.conftest import CLI_TINY, TINY, hourly_frame, long_hourly
 
 
 def _flat(series: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,19 +85,11 @@ def test_series_with_no_say_are_nan_or_count_as_1():
     assert np.isfinite(yearly).all()
 
 
-def _frame(series: dict[str, np.ndarray]) -> pl.DataFrame:
-    steps = pl.int_range(pl.len()).over("series_id")
-    ids = [name for name, v in series.items() for _ in v]
-    return pl.DataFrame({"series_id": ids, "value": np.concatenate(list(series.values()))}).select(
-        "series_id", (pl.lit(datetime(2024, 1, 1)) + pl.duration(hours=steps)).alias("timestamp"), "value"
-    )
-
-
 @pytest.mark.parametrize("kind", ["multiplicative", "additive"])
 def test_fit_takes_logs_by_the_test_and_says_why(tmp_path, kind):
     rng = np.random.default_rng(3)
     make = _multiplicative if kind == "multiplicative" else _additive
-    data = sc.read_series(_frame({f"s{i}": make(rng, n=300) for i in range(4)}))
+    data = sc.read_series(long_hourly({f"s{i}": make(rng, n=300) for i in range(4)}))
     model = sc.fit(data, TINY)
     assert model.spec.transform == ("log" if kind == "multiplicative" else "none")
     auto = model.info["transform_auto"]
@@ -112,11 +102,10 @@ def test_fit_takes_logs_by_the_test_and_says_why(tmp_path, kind):
 def test_the_cli_says_which_transform_auto_took_and_why(tmp_path):
     rng = np.random.default_rng(4)
     path = tmp_path / "temps.csv"
-    _frame({f"t{i}": _additive(rng, n=300, level=280.0) for i in range(3)}).write_csv(path)  # kelvin
+    long_hourly({f"t{i}": _additive(rng, n=300, level=280.0) for i in range(3)}).write_csv(path)  # kelvin
     out = tmp_path / "m.streamcast"
-    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1"]
     runner = CliRunner()
-    result = runner.invoke(main, ["fit", str(path), *fast, "-o", str(out)])
+    result = runner.invoke(main, ["fit", str(path), *CLI_TINY, "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     assert (
         "transform: none (auto: the spread does not grow with the level, median Box-Cox lambda"

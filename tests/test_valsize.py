@@ -10,7 +10,7 @@ import streamcast as sc
 from streamcast.cli import main
 from streamcast.shortseries import needed_points
 from streamcast.valsize import default_val_size
-from tests.conftest import hourly_frame
+from tests.conftest import CLI_TINY, hourly_frame
 
 
 def test_many_short_series_keep_one_horizon_and_few_long_ones_get_more():
@@ -49,14 +49,13 @@ def test_fit_records_and_info_shows_the_validation_part(tmp_path):
     data = tmp_path / "d.csv"
     hourly_frame(series=2, length=1300, growth=0.0).write_csv(data)
     out = tmp_path / "m.streamcast"
-    fast = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1"]
     runner = CliRunner()
-    fitted = runner.invoke(main, ["fit", str(data), *fast, "-o", str(out)])
+    fitted = runner.invoke(main, ["fit", str(data), *CLI_TINY, "-o", str(out)])
     assert fitted.exit_code == 0
     assert "validation: the last 60 steps of each series, not trained on" in fitted.stderr
     assert sc.load(out).info["val_size"] == 300 // 5
     assert "the last 60 steps of each series" in runner.invoke(main, ["info", str(out)]).stdout
-    given = runner.invoke(main, ["fit", str(data), *fast, "--val-size", "12", "-o", str(out)])
+    given = runner.invoke(main, ["fit", str(data), *CLI_TINY, "--val-size", "12", "-o", str(out)])
     assert given.exit_code == 0 and sc.load(out).info["val_size"] == 12
     assert "validation:" not in given.stderr  # asked for: nothing to say
 

@@ -14,12 +14,12 @@ from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
     device_option,
+    glitch_ratio,
     model_option,
     threads_option,
     warn,
 )
 from streamcast.errors import DataError, UsageError
-from streamcast.glitches import recorded_ratio
 
 
 @click.command(context_settings=CONTEXT)
@@ -271,7 +271,7 @@ def stream(
                 time_zone=forecaster.time_zone,
                 future_covariates=cols.future_covariates,
                 static=forecaster.columns.static,
-                glitch_ratio=recorded_ratio(forecaster.info),
+                glitch_ratio=glitch_ratio(forecaster),  # stream has no --glitch-ratio: the model's
             )
             history, moved = forecaster.in_model_zone(history)
             if moved:

@@ -32,6 +32,7 @@ def ridge_weights(
     ar: int,
     horizon: int,
     cluster: Cluster | None = None,
+    units: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """(horizon, ar) highway weights: the ridge fit of the next `horizon` values on the last `ar`,
     both taken relative to the last value (NLinear), over every window of the training parts.
@@ -39,6 +40,8 @@ def ridge_weights(
     Relative to the last value, so that a series' level does not enter the fit and the weights
     carry over to levels not seen; the map is still linear in the window, so it is the
     highway's own weight. None when no series is long enough for a whole window and horizon.
+    `units`: each series' windows divided by its own (`naive_units`) before pooling, so that the
+    series weigh alike whatever their scaling (a series' scale does not change its own fit).
     """
     counts = np.maximum(train_lengths - ar - horizon + 1, 0)
     total = int(counts.sum()) if cluster is None else int(cluster.sum([counts.sum()])[0])
@@ -46,10 +49,12 @@ def ridge_weights(
         return None
     stride = max(1, -(-total // MAX_WINDOWS))
     gram, cross = np.zeros((ar, ar)), np.zeros((ar, horizon))
-    for start, length in zip(offsets[:-1].tolist(), train_lengths.tolist(), strict=True):
+    for i, (start, length) in enumerate(zip(offsets[:-1].tolist(), train_lengths.tolist(), strict=True)):
         if length < ar + horizon:
             continue
         part = values[start : start + length].astype(np.float64)
+        if units is not None and units[i] > 1e-12:
+            part /= units[i]
         windows = sliding_window_view(part, ar + horizon)[::stride]  # (n, ar + horizon), a view
         for block in range(0, len(windows), BLOCK):  # a block at a time: memory stays small
             relative = windows[block : block + BLOCK] - windows[block : block + BLOCK, ar - 1 : ar]
@@ -126,6 +131,7 @@ def choose_start(
     season: int,
     squared: bool,
     cluster: Cluster | None = None,
+    naive_pooled: bool = False,
 ) -> tuple[str, torch.Tensor | None, int]:
     """The start `--ar-start` asks for and its weights (None keeps the network's own seasonal
     naive start), and the window: `windows[0]`, or the longest of `windows` for least squares.
@@ -138,11 +144,20 @@ def choose_start(
     window is kept only where it scores `MEAN_MARGIN` lower than the mean (a shape that repeats
     beyond the shorter window, which the mean would half forget); `auto` then keeps seasonal
     naive unless least squares beats it. Data too short for a longer window keeps the shorter.
+
+    `naive_pooled`: the series pooled in their own seasonal naive units, not in their scaled
+    ones. With "spread" scaling (equal spreads) ETTm1's seven columns fitted a highway 4% worse
+    alone than with "mean" (which weighs them by their spread against their level); pooled in
+    naive units it did 1% better than either, and the whole model 0.6% (validation, seed 0).
     """
     ar = windows[0]
     if ar == 0 or requested == "naive":
         return "naive", None, ar
-    fitted = [(w, ridge_weights(values, offsets, train_lengths, w, horizon, cluster)) for w in windows]
+    units = naive_units(values, offsets, train_lengths, season)
+    pooled = units if naive_pooled else None
+    fitted = [
+        (w, ridge_weights(values, offsets, train_lengths, w, horizon, cluster, pooled)) for w in windows
+    ]
     fitted = [(w, r) for w, r in fitted if r is not None]
     if not fitted:
         return "naive", None, ar
@@ -152,7 +167,6 @@ def choose_start(
     if requested == "auto":
         candidates.insert(0, ("naive", ar, seasonal_naive_weights(ar, horizon, season).numpy()))
     if len(candidates) > 1:
-        units = naive_units(values, offsets, train_lengths, season)
         for reach in sorted({w for _, w, _ in candidates}, reverse=True):
             scoring = [c for c in candidates if c[1] <= reach]
             flat = [

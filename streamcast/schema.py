@@ -44,7 +44,7 @@ class FeatureSpecMeta(Struct, kw_only=True):
     covariates: list[Name]
     covariate_loc: list[float]
     covariate_scale: list[float]
-    scaling: Literal["mean", "std"] = "mean"
+    scaling: Literal["mean", "std", "spread"] = "mean"
     transform: Literal["none", "log"] = "none"
     floor: Annotated[float, Meta(ge=-1e300, le=1e300)] | None = None
     future_covariates: list[Name] = []

@@ -58,6 +58,7 @@ from streamcast.features import (
     fit_feature_spec,
     fit_scaler,
     nonnegative_series,
+    resolve_scaling,
     season_length,
     series_offsets,
     window_length,
@@ -130,7 +131,7 @@ class FitConfig:
     clip: float = 1.0
     clip_value: float = 0.0
     loss: str = "auto"  # mae on logs, mse otherwise (streamcast.losses.choose_loss)
-    scaling: str = "mean"
+    scaling: str = "auto"  # "spread" for data in its own units, "mean" in logs (resolve_scaling)
     head_scale: str = "auto"
     lag_inputs: str = "season"
     ar_start: str = "auto"
@@ -480,7 +481,7 @@ def prepare(
             train_frame,
             data.freq,
             covariates,
-            config.scaling,
+            resolve_scaling(config.scaling, transform),
             transform,
             future_covariates=tuple(config.future_covariates),
             holidays=config.holidays,
@@ -499,7 +500,9 @@ def prepare(
         transform, level_spread = _level_spread(
             transform, config.transform, raw, offsets, train_lengths, season, cluster
         )
-        spec = agree_feature_spec(cluster, train_frame, data.freq, covariates, config.scaling, transform)
+        spec = agree_feature_spec(
+            cluster, train_frame, data.freq, covariates, resolve_scaling(config.scaling, transform), transform
+        )
         spec = replace(spec, floor=agree_floor(cluster, raw, config.transform, transform))
     floor_series = _floored(raw, offsets, ids, spec, config.transform, cluster)
     config = replace(
@@ -507,7 +510,7 @@ def prepare(
     )  # as the file records
     static_values = _static_values(data, config.static)
     with _together(cluster):
-        scaler = fit_scaler(raw, offsets, ids, train_lengths, config.scaling, transform)
+        scaler = fit_scaler(raw, offsets, ids, train_lengths, spec.scaling, transform)
         inputs = build_inputs(frame, spec, scaler, static=static_values or None)
 
     model_config = ModelConfig(
@@ -558,6 +561,7 @@ def prepare(
         season,
         squared=config.loss == "mse",
         cluster=cluster,
+        naive_pooled=spec.scaling == "spread",
     )
     log.info(
         "the linear highway starts as %s over the last %d values",

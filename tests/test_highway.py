@@ -120,10 +120,12 @@ def test_fit_keeps_the_least_squares_start_fixed_and_records_it(drift_data):
     assert model.net.config.ar_start == "ridge" and not model.net.ar.weight.requires_grad
     naive = fit(drift_data, replace(config, ar_start="naive"))
     assert naive.net.config.ar_start == "naive" and naive.net.ar.weight.requires_grad
-    # The fixed start is the least-squares fit of the scaled training windows, byte for byte.
+    # The fixed start is the least-squares fit of the scaled training windows, byte for byte,
+    # each series pooled in its seasonal naive units (the default scaling, "spread").
     inputs = model.inputs(drift_data.frame)
     lengths = np.diff(inputs.offsets) - model.info["val_size"]
-    expected = ridge_weights(inputs.inputs[:, 0], inputs.offsets, lengths, 48, 12)
+    units = naive_units(inputs.inputs[:, 0], inputs.offsets, lengths, 24)
+    expected = ridge_weights(inputs.inputs[:, 0], inputs.offsets, lengths, 48, 12, units=units)
     assert torch.equal(model.net.ar.weight.detach(), torch.from_numpy(expected))
     assert not torch.equal(naive.net.ar.weight.detach(), torch.from_numpy(expected))
 

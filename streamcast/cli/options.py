@@ -278,10 +278,11 @@ def fit_options(f):
         ),
         click.option(
             "--scaling",
-            type=click.Choice(["mean", "std"]),
-            default="mean",
+            type=click.Choice(["auto", "mean", "std", "spread"]),
+            default="auto",
             show_default=True,
-            help="Per-series scale: mean absolute value or standard deviation.",
+            help="Per-series scale: mean absolute value, standard deviation, or twice it (spread); "
+            "auto: spread for data in its own units (the same forecasts in any units), mean in logs.",
         ),
         click.option(
             "--transform",

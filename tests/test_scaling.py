@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from streamcast.cli import main
-from streamcast.features import SPREAD_FLOOR, resolve_scaling, spread_of
+from streamcast.features import fit_scaler, resolve_scaling, spread_of
 from streamcast.highway import naive_units, ridge_weights
 from tests.conftest import CLI_TINY, hourly_frame, long_hourly
 
@@ -31,8 +31,14 @@ def test_auto_is_the_spread_in_own_units_and_the_mean_in_logs():
     assert resolve_scaling("auto", "log") == "mean"
     assert resolve_scaling("std", "none") == "std"  # what the user asked for stays
     assert spread_of(abs_mean=5.0, std=2.0, scaling="spread", transform="none") == 4.0
-    # A series almost constant in training keeps a scale of a hundredth of its level, not ~0.
-    assert spread_of(abs_mean=100.0, std=1e-6, scaling="spread", transform="none") == SPREAD_FLOOR * 100.0
+    # A series (almost) constant in training, or a new one of a single value, is scaled by its
+    # level, not by a spread near 0 that would make its first move a hundred units.
+    values = np.array([100.0, 100.0001, 99.9999, 100.0, 7.0, 9.0, 5.0, 42.0], dtype=np.float32)
+    offsets, lengths = np.array([0, 4, 7, 8]), np.array([4, 3, 1])
+    scaler = fit_scaler(values, offsets, ["flat", "moving", "one"], lengths, "spread")
+    assert scaler.scale["flat"] == pytest.approx(100.0, rel=1e-5)
+    assert scaler.scale["moving"] == pytest.approx(2 * np.std([7.0, 9.0, 5.0]), rel=1e-5)
+    assert scaler.scale["one"] == 42.0
 
 
 def test_pooled_in_naive_units_a_series_scale_no_longer_decides_the_shared_fit():

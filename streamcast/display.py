@@ -264,10 +264,11 @@ def _fallback(meta: dict) -> str:
 
 
 def _transform(spec: dict, info: dict) -> str:
-    """`log`, `none`, or `none, floor=0` for data that never went below zero; with why `auto`
-    chose it for positive data."""
+    """`log`, `none`, or `none, floor=0` for data that never went below zero, and the scaling;
+    with why `auto` chose the transform for positive data."""
     transform = spec.get("transform", "none")
     text = transform if spec.get("floor") is None else f"{transform}, floor={spec['floor']:g}"
+    text += f", scaling={spec.get('scaling', 'mean')}"
     return text + (f" ({_level_spread(info['transform_auto'])})" if "transform_auto" in info else "")
 
 

@@ -69,6 +69,7 @@ def _forecasts(runner: CliRunner, tmp_path, name: str, frame: pl.DataFrame) -> p
     assert served.exit_code == 0, served.output
     meta = json.loads(runner.invoke(main, ["info", str(model), "--json"]).stdout)
     assert meta["feature_spec"]["scaling"] == "spread"
+    assert "none, scaling=spread" in runner.invoke(main, ["info", str(model)]).stdout
     return pl.read_csv(out).sort("series_id", "timestamp")
 
 

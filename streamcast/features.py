@@ -394,8 +394,8 @@ def spread_of(abs_mean: float, std: float, scaling: str, transform: str) -> floa
     if scaling == "std":
         return std
     if scaling == "spread":
-        # Below a hundredth of its level a series is as good as constant: `_safe_scale` then takes
-        # the level, as "mean" would, not a spread that makes its next move a hundred units.
+        # Below SPREAD_FLOOR of its level a series is constant but for rounding: `_safe_scale`
+        # then takes the level, as "mean" would, not a spread that makes its next move huge.
         spread = SPREAD_STDS * std
         return spread if spread >= SPREAD_FLOOR * abs_mean else 0.0
     return 1.0 if transform == "log" else abs_mean
@@ -427,7 +427,9 @@ class Scaler:
 
 SCALINGS = ("auto", "mean", "std", "spread")
 SPREAD_STDS = 2.0  # "spread": this many standard deviations (1, 1.5, 2.5 and 3 did worse on ETT)
-SPREAD_FLOOR = 0.01  # of the mean absolute value: below it a series is scaled by its level
+SPREAD_FLOOR = (
+    1e-5  # of the mean absolute value: below it a series is constant to float32, scaled by its level
+)
 
 
 def resolve_scaling(scaling: str, transform: str) -> str:

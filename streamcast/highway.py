@@ -21,6 +21,7 @@ from streamcast.model import seasonal_naive_weights
 
 AR_STARTS = ("auto", *MODEL_STARTS)
 RIDGE = 0.01  # of the mean diagonal: the fit hardly moved between 0.001 and 0.1 on ETT validation
+POOLED_UNIT_FLOOR = 0.05  # naive units pooled by `choose_start`, in "spread"-scaled units
 MAX_WINDOWS = 200_000  # windows in the least-squares sums; a larger data set is strided
 BLOCK = 4096  # windows copied at a time
 
@@ -154,7 +155,9 @@ def choose_start(
     if ar == 0 or requested == "naive":
         return "naive", None, ar
     units = naive_units(values, offsets, train_lengths, season)
-    pooled = units if naive_pooled else None
+    # A series that repeats its season to rounding would outweigh all the others: its unit is
+    # floored at a tenth of its spread ("spread" scaling puts every standard deviation at 0.5).
+    pooled = np.maximum(units, POOLED_UNIT_FLOOR) if naive_pooled else None
     fitted = [
         (w, ridge_weights(values, offsets, train_lengths, w, horizon, cluster, pooled)) for w in windows
     ]

@@ -506,7 +506,7 @@ def prepare(
         spec = replace(spec, floor=agree_floor(cluster, raw, config.transform, transform))
     floor_series = _floored(raw, offsets, ids, spec, config.transform, cluster)
     config = replace(
-        config, loss=choose_loss(config.loss, transform, config.quantiles)
+        config, loss=choose_loss(config.loss, transform, config.quantiles), scaling=spec.scaling
     )  # as the file records
     static_values = _static_values(data, config.static)
     with _together(cluster):

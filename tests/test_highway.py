@@ -13,7 +13,14 @@ import torch
 from click.testing import CliRunner
 
 from streamcast.cli import main
-from streamcast.highway import MEAN_MARGIN, choose_start, naive_units, ridge_weights, validation_error
+from streamcast.highway import (
+    MEAN_MARGIN,
+    POOLED_UNIT_FLOOR,
+    choose_start,
+    naive_units,
+    ridge_weights,
+    validation_error,
+)
 from streamcast.model import seasonal_naive_weights
 from streamcast.reading import read_series
 from streamcast.training import fit
@@ -124,7 +131,7 @@ def test_fit_keeps_the_least_squares_start_fixed_and_records_it(drift_data):
     # each series pooled in its seasonal naive units (the default scaling, "spread").
     inputs = model.inputs(drift_data.frame)
     lengths = np.diff(inputs.offsets) - model.info["val_size"]
-    units = naive_units(inputs.inputs[:, 0], inputs.offsets, lengths, 24)
+    units = np.maximum(naive_units(inputs.inputs[:, 0], inputs.offsets, lengths, 24), POOLED_UNIT_FLOOR)
     expected = ridge_weights(inputs.inputs[:, 0], inputs.offsets, lengths, 48, 12, units=units)
     assert torch.equal(model.net.ar.weight.detach(), torch.from_numpy(expected))
     assert not torch.equal(naive.net.ar.weight.detach(), torch.from_numpy(expected))

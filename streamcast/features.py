@@ -427,9 +427,7 @@ class Scaler:
 
 SCALINGS = ("auto", "mean", "std", "spread")
 SPREAD_STDS = 2.0  # "spread": this many standard deviations (1, 1.5, 2.5 and 3 did worse on ETT)
-SPREAD_FLOOR = (
-    1e-5  # of the mean absolute value: below it a series is constant to float32, scaled by its level
-)
+SPREAD_FLOOR = 1e-5  # of the mean absolute value: a spread below it is rounding (spread_of)
 
 
 def resolve_scaling(scaling: str, transform: str) -> str:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from streamcast.cli import main
 from streamcast.features import fit_scaler, resolve_scaling, spread_of
-from streamcast.highway import naive_units, ridge_weights
+from streamcast.highway import choose_start, naive_units, ridge_weights
 from tests.conftest import CLI_TINY, hourly_frame, long_hourly
 
 
@@ -98,3 +98,32 @@ def test_the_older_scalings_stay_options(tmp_path, scaling):
     assert runner.invoke(main, args).exit_code == 0
     meta = json.loads(runner.invoke(main, ["info", str(model), "--json"]).stdout)
     assert meta["feature_spec"]["scaling"] == scaling
+
+
+def test_a_series_that_repeats_its_season_exactly_does_not_decide_the_pooled_highway():
+    """Its seasonal naive unit is ~0, so pooled in naive units it would weigh a million times the
+    others; floored, the shared fit still serves the other series about as well as their own."""
+    rng = np.random.default_rng(1)
+    t = np.arange(600)
+    exact = 0.7 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1e-7, 600)  # a day, repeated
+    waves = [0.7 * np.sin(2 * np.pi * (t + 17 * i) / 100) + rng.normal(0, 0.05, 600) for i in range(3)]
+    values = np.concatenate([exact, *waves]).astype(np.float32)
+    offsets, lengths = np.arange(0, 2401, 600), np.full(4, 500)
+    pooled = choose_start(
+        "ridge", values, offsets, lengths, [], (48,), 6, 24, squared=True, naive_pooled=True
+    )
+    weights = pooled[1].numpy()
+    alone = ridge_weights(values[600:], offsets[:4], lengths[:3], ar=48, horizon=6)
+    exact_alone = ridge_weights(values[:600], offsets[:2], lengths[:1], ar=48, horizon=6)
+
+    def error(w: np.ndarray) -> float:  # on the waves' held-out steps
+        errors = []
+        for start in offsets[1:4]:
+            origins = np.arange(start + 500, start + 594)
+            windows = np.stack([values[o - 48 : o] for o in origins])
+            future = np.stack([values[o : o + 6] for o in origins])
+            errors.append(np.abs(windows @ w.T - future).mean())
+        return float(np.mean(errors))
+
+    assert error(weights) < 1.5 * error(alone)
+    assert error(weights) < error(exact_alone) / 2

@@ -149,7 +149,8 @@ def choose_start(
     `naive_pooled`: the series pooled in their own seasonal naive units, not in their scaled
     ones. With "spread" scaling (equal spreads) ETTm1's seven columns fitted a highway 4% worse
     alone than with "mean" (which weighs them by their spread against their level); pooled in
-    naive units it did 1% better than the better of the two, and the whole model 0.6% (validation, seed 0).
+    naive units it did 1% better than the better of the two, and the whole model 6% better than
+    pooled in scaled units (0.3852 -> 0.3615, validation, seed 0).
     """
     ar = windows[0]
     if ar == 0 or requested == "naive":

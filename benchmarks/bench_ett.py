@@ -47,7 +47,13 @@ def long_frame(path, columns: list[str], rows: int, zscore_rows: int = 0) -> pl.
 
 
 def evaluate(
-    name: str, mode: str, horizon: int, overrides: dict, part: str = "test", zscore: bool = False
+    name: str,
+    mode: str,
+    horizon: int,
+    overrides: dict,
+    part: str = "test",
+    zscore: bool = False,
+    jobs: int | str = 1,
 ) -> dict:
     scale = 4 if name == "ETTm1" else 1
     train_end, val_end, test_end = 8640 * scale, 11520 * scale, 14400 * scale
@@ -71,7 +77,7 @@ def evaluate(
     )
     config = sc.FitConfig(horizon=horizon, val_size=val_end - train_end, **overrides)
     started = time.perf_counter()
-    model = sc.fit(fit_part, config)
+    model = sc.fit(fit_part, config, jobs=jobs)
     seconds = time.perf_counter() - started
 
     inputs = model.inputs(full.frame)

@@ -257,7 +257,10 @@ def _fallback(meta: dict) -> str:
         f"(validation error over {chosen['ratio']:g}x {yardstick})"
     )
     if chosen.get("blended"):
-        text += f", blended with it for {chosen['blended']} more (over {chosen['blend_from']:g}x)"
+        how = f"over {chosen['blend_from']:g}x"
+        if chosen.get("share") == "fitted":
+            how += ", or where a blend did better on the validation part"
+        text += f", blended with it for {chosen['blended']} more ({how})"
     if chosen.get("last_value"):
         text += f"; the last value for {chosen['last_value']} of them"
     return text

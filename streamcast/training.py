@@ -40,7 +40,9 @@ from streamcast.fallback import (
     BLEND_FROM,
     FALLBACK_TO,
     NAIVE_FALLBACK,
+    NAIVE_SHARES,
     badly_served,
+    fitted_shares,
     naive_at,
     served_point,
     toward_naive,
@@ -137,6 +139,7 @@ class FitConfig:
     ar_start: str = "auto"
     naive_fallback: float = NAIVE_FALLBACK  # 0 = off; streamcast.fallback
     fallback_to: str = "best"  # seasonal naive, or the last value where it did better (FALLBACK_TO)
+    naive_share: str = "fitted"  # the ratio's ramp, or fitted shares where larger (NAIVE_SHARES)
     transform: str = "auto"
     series_weight: str = "equal"
     val_size: int | None = None
@@ -160,6 +163,7 @@ class FitConfig:
                 "--naive-fallback must be 0 (off) or a ratio of at least 1, e.g. 2",
             ),
             (self.fallback_to in FALLBACK_TO, f"--fallback-to must be one of {', '.join(FALLBACK_TO)}"),
+            (self.naive_share in NAIVE_SHARES, f"--naive-share must be one of {', '.join(NAIVE_SHARES)}"),
             (
                 self.head_scale in ("auto", *HEAD_SCALES),
                 f"--head-scale must be one of auto, {', '.join(HEAD_SCALES)}",
@@ -744,14 +748,8 @@ def assemble(
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
     late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
     shares, at_last = np.zeros(len(work.val_positions)), np.zeros(len(work.val_positions), dtype=bool)
-    if checked and last_only:
-        shares, _ = badly_served(late.point, late.targets, late.last, late.counts, config.naive_fallback)
-        at_last = shares > 0
-    elif checked:
-        either = late.last if config.fallback_to == "best" else None
-        shares, at_last = badly_served(
-            late.point, late.targets, late.naive, late.counts, config.naive_fallback, either
-        )
+    if checked:
+        shares, at_last = _naive_shares(late, config, prepared.val_size / net.config.horizon, last_only)
     ids, _ = series_offsets(data.frame)
     naive = [s for s, share in zip(ids, shares.tolist(), strict=True) if share >= 1]
     blended = {s: share for s, share in zip(ids, shares.tolist(), strict=True) if 0 < share < 1}
@@ -766,6 +764,7 @@ def assemble(
         "blended": len(blended),
         "to": "last" if checked and last_only else config.fallback_to,  # last: no season in the window
         "last_value": len(last),
+        "share": config.naive_share,
     }
     if config.naive_fallback:
         info["naive_fallback"]["blend_from"] = round(BLEND_FROM * config.naive_fallback, 6)
@@ -797,6 +796,25 @@ def assemble(
         floor_series=prepared.floor_series,
         intervals=intervals,
     )
+
+
+def _naive_shares(late: LateValidation, config: FitConfig, horizons: float, last_only: bool):
+    """(S,) each series' share of naive and (S,) whether that naive is its last value: by the
+    ratio's ramp (`badly_served`), or with `--naive-share fitted` the fitted share
+    (`fitted_shares`) where it is larger; only the last value where the window holds no season."""
+    toward = late.last if last_only else late.naive
+    either = late.last if config.fallback_to == "best" and not last_only else None
+    share, at_last = badly_served(
+        late.point, late.targets, toward, late.counts, config.naive_fallback, either
+    )
+    if config.naive_share == "fitted":
+        squared = config.loss == "mse"
+        fitted, fitted_last = fitted_shares(
+            late.point, late.targets, toward, late.counts, squared, horizons, either
+        )
+        larger = fitted > share
+        share, at_last = np.where(larger, fitted, share), np.where(larger, fitted_last, at_last)
+    return share, (share > 0) if last_only else at_last
 
 
 def _floored(

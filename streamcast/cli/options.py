@@ -189,6 +189,13 @@ def fit_options(f):
             help="The naive of --naive-fallback. seasonal: seasonal naive; best: per series, seasonal naive or the last value, whichever did better on the validation part (short or seasonless data).",
         ),
         click.option(
+            "--naive-share",
+            type=click.Choice(["fitted", "ratio"]),
+            default="fitted",
+            show_default=True,
+            help="How much of its naive a series is served. ratio: by --naive-fallback alone; fitted: also the blend of network and naive that did best on the validation part, where that share is larger (shrunk as if 8 horizons of validation had said none: on a short validation part it stays small).",
+        ),
+        click.option(
             "--lag-inputs",
             type=click.Choice(["none", "season"]),
             default="season",

@@ -223,7 +223,7 @@ def fitted_shares(
     """(S,) each series' share of naive that gives the blend its lowest validation loss (squared
     or absolute errors, as the fit's loss), shrunk towards 0 by `horizons / (horizons +
     PRIOR_HORIZONS)`, and (S,) bool whether that naive is the last value (where `last` is given
-    and its best blend did better than seasonal naive's). `horizons`: the validation steps of a
+    and its blend, at the share served, did better than seasonal naive's). `horizons`: the validation steps of a
     series over the horizon; the other arguments as `badly_served`'s.
 
     A combination of forecasts is often better than either, and the ratio's ramp blends only a
@@ -240,32 +240,43 @@ def fitted_shares(
     known = ~torch.isnan(targets)
     series = np.repeat(np.arange(len(rows_per_series)), rows_per_series)
     count = len(rows_per_series)
+    scored = np.bincount(series, known.sum(dim=-1).numpy(), minlength=count) > 0
+    shrink = horizons / (horizons + PRIOR_HORIZONS)
 
     def per_series(values: torch.Tensor) -> np.ndarray:
         return np.bincount(series, values.sum(dim=-1).double().numpy(), minlength=count)
 
-    error = torch.where(known, point - targets, 0.0)
+    def loss(errors: torch.Tensor) -> torch.Tensor:
+        return errors * errors if squared else errors.abs()
 
-    def best_blend(toward: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """The best share towards `toward` and the blend's total loss at it, per series."""
+    error = torch.where(known, point - targets, 0.0)
+    alone = per_series(loss(error))
+
+    def blend(toward: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The share towards `toward` as served (fitted, shrunk, none under the minimum) and
+        the blend's total loss at it, per series."""
         gap = torch.where(known, toward - point, 0.0)
         if squared:
             along, size = per_series(error * gap), per_series(gap * gap)
+            # A gap that is rounding next to the error leaves the share to chance: none.
+            moves = (size > 1e-12 * alone) & np.isfinite(size)
             with np.errstate(divide="ignore", invalid="ignore"):
-                share = np.clip(np.where(size > 0, -along / size, 0.0), 0.0, 1.0)
-            return share, per_series(error * error) + 2 * share * along + share * share * size
-        grid = np.linspace(0.0, 1.0, SHARE_GRID + 1)
-        totals = np.stack([per_series((error + w * gap).abs()) for w in grid])  # (grid, S)
-        pick = totals.argmin(axis=0)  # the smallest share among equals: the network kept on a tie
-        return grid[pick], totals[pick, np.arange(count)]
+                share = np.clip(np.where(moves, -along / size, 0.0), 0.0, 1.0)
+        else:
+            grid = np.linspace(0.0, 1.0, SHARE_GRID + 1)
+            totals = np.stack([per_series(loss(error + w * gap)) for w in grid])  # (grid, S)
+            share = grid[totals.argmin(axis=0)]  # the smallest among equals: the network on a tie
+        share = share * shrink
+        share = np.where(scored & (share >= MIN_SHARE) & np.isfinite(share), share, 0.0)
+        # Compared at the shares served: a naive whose best blend is good only unshrunk loses.
+        served = torch.from_numpy(np.repeat(share, rows_per_series)).to(gap.dtype)[:, None]
+        total = per_series(loss(error + served * gap))
+        return share, np.where(share > 0, total, alone)
 
-    share, total = best_blend(naive)
+    share, total = blend(naive)
     at_last = np.zeros(count, dtype=bool)
     if last is not None:
-        share_last, total_last = best_blend(last)
+        share_last, total_last = blend(last)
         at_last = total_last < total
         share = np.where(at_last, share_last, share)
-    scored = np.bincount(series, known.sum(dim=-1).numpy(), minlength=count) > 0
-    share = share * horizons / (horizons + PRIOR_HORIZONS)
-    share = np.where(scored & (share >= MIN_SHARE), share, 0.0)
     return share, at_last & (share > 0)

@@ -808,7 +808,7 @@ def _naive_shares(late: LateValidation, config: FitConfig, horizons: float, last
         late.point, late.targets, toward, late.counts, config.naive_fallback, either
     )
     if config.naive_share == "fitted":
-        squared = config.loss == "mse"
+        squared = config.loss == "mse" and not config.quantiles  # a quantile model trains on pinball
         fitted, fitted_last = fitted_shares(
             late.point, late.targets, toward, late.counts, squared, horizons, either
         )

@@ -84,6 +84,23 @@ def test_each_series_gets_its_own_share_towards_the_naive_that_blends_best():
     assert shares[2] == 0.0  # nothing to fit on: the network
 
 
+def test_only_the_steps_inside_the_validation_part_count():
+    point, targets, naive = two_forecasts()
+    targets = targets.clone()
+    targets[::3, 1:] = np.nan  # as origins near the part's edges: some of their steps fall outside
+    targets[5:40] = np.nan
+    share, _ = fitted_shares(point, targets, naive, np.array([400]), squared=True, horizons=MANY)
+    known = ~torch.isnan(targets)
+    masked = [torch.where(known, x, 0.0) for x in (point, targets, naive)]
+    assert share[0] == pytest.approx(brute(*masked, 2, np.linspace(0, 1, 100_001)), abs=1e-5)
+
+
+def test_a_naive_within_rounding_of_the_network_gets_no_share():
+    point, targets, _ = two_forecasts()
+    share, _ = fitted_shares(point, targets, point + 1e-13, np.array([400]), squared=True, horizons=MANY)
+    assert share[0] == 0.0
+
+
 def test_a_share_under_the_minimum_is_none():
     point, targets, _ = two_forecasts()
     poor = targets + 30 * (point - targets)  # 30x the network's error: a share of about 1/900
@@ -122,7 +139,7 @@ def mixed_csv(tmp_path_factory):
 FIT = ["--horizon", "6", "--epochs", "2", "--hidden", "8", "--ensemble", "1", "--val-size", "120"]
 
 
-def test_fit_blends_a_series_by_its_fitted_share_and_every_command_serves_it(mixed_csv, tmp_path):
+def test_fit_blends_a_series_by_its_fitted_share_and_forecast_and_backtest_serve_it(mixed_csv, tmp_path):
     runner = CliRunner()
     fitted_path, ratio_path = tmp_path / "fitted.streamcast", tmp_path / "ratio.streamcast"
     fitted = runner.invoke(main, ["fit", str(mixed_csv), *FIT, "-o", str(fitted_path)])
@@ -158,3 +175,53 @@ def test_naive_share_must_be_a_known_rule():
         replace(TINY, naive_share="best")
     result = CliRunner().invoke(main, ["fit", "x.csv", "--naive-share", "best"])
     assert result.exit_code == 2 and "'best' is not one of 'fitted', 'ratio'" in result.output
+
+
+def test_the_fits_loss_decides_between_squared_and_absolute_errors():
+    # The network is exact but for a few large misses, naive a little off everywhere: squared
+    # errors want much of naive (the misses dominate), absolute errors want none.
+    rng = np.random.default_rng(3)
+    targets = torch.from_numpy(rng.normal(size=(400, 4)))
+    point = targets.clone()
+    point[::40] += 30.0
+    naive = targets + torch.from_numpy(rng.normal(size=(400, 4)))
+    late = late_validation(point, targets, naive, naive + 100.0, np.array([400]))
+    config = training.FitConfig(naive_fallback=1.5)
+    by_mse, _ = training._naive_shares(late, replace(config, loss="mse"), MANY, last_only=False)
+    by_mae, _ = training._naive_shares(late, replace(config, loss="mae"), MANY, last_only=False)
+    assert by_mse[0] > 0.5 and by_mae[0] == 0.0
+    quantiles = replace(config, loss="mse", quantiles=(0.1, 0.9))  # trains on pinball: absolute
+    assert training._naive_shares(late, quantiles, MANY, last_only=False)[0][0] == 0.0
+
+
+def test_a_fitted_blend_towards_the_last_value_replaces_a_ramp_towards_seasonal_naive():
+    # Seasonal naive's errors follow the network's (sd 1.0 against 1.3): the ramp blends a little
+    # towards it and no blend with it pays much. The last value's are independent (sd 1.1): half
+    # and half with it (1.69 / (1.69 + 1.21) = 0.58) takes the error variance from 1.69 to 0.71.
+    rng = np.random.default_rng(4)
+    shape = (4000, 4)
+    targets = torch.from_numpy(rng.normal(size=shape))
+    error = 1.3 * torch.from_numpy(rng.normal(size=shape))
+    point = targets + error
+    seasonal = targets + 0.75 * error + 0.3 * torch.from_numpy(rng.normal(size=shape))
+    last = targets + 1.1 * torch.from_numpy(rng.normal(size=shape))
+    late = late_validation(point, targets, seasonal, last, np.array([4000]))
+    config = training.FitConfig(naive_fallback=1.5, loss="mse")
+    ramp, ramp_last = training._naive_shares(late, replace(config, naive_share="ratio"), MANY, False)
+    assert 0.1 < ramp[0] < 0.45 and not ramp_last[0]  # about 1.27x seasonal naive's error
+    share, at_last = training._naive_shares(late, config, MANY, last_only=False)
+    assert at_last[0] and share[0] == pytest.approx(0.58, abs=0.04)
+
+
+def test_the_naive_is_chosen_by_its_blend_at_the_share_served_not_before_shrinking():
+    # The last value's best blend is near perfect at a share of 0.1, shrunk on one horizon to
+    # under the minimum (none); seasonal naive's best (0.92) shrunk to 0.10 still helps: served.
+    rng = np.random.default_rng(6)
+    shape = (4000, 4)
+    targets = torch.from_numpy(rng.normal(size=shape))
+    error = torch.from_numpy(rng.normal(size=shape))
+    point = targets + error
+    seasonal = targets + 0.3 * torch.from_numpy(rng.normal(size=shape))
+    last = point - 10 * error + 0.5 * torch.from_numpy(rng.normal(size=shape))
+    share, at_last = fitted_shares(point, targets, seasonal, np.array([4000]), True, horizons=1, last=last)
+    assert not at_last[0] and share[0] == pytest.approx(0.917 / (1 + PRIOR_HORIZONS), abs=0.01)

@@ -136,6 +136,9 @@ def main() -> None:
         help="score the test part (report), or the validation part (for tuning; test never read)",
     )
     parser.add_argument("--zscore", action="store_true", help="fit on columns z-scored first")
+    parser.add_argument(
+        "--jobs", default="1", help="members trained at once (fit --jobs; the same models for any N)"
+    )
     args = parser.parse_args()
     overrides = {}
     for pair in args.set:
@@ -143,8 +146,11 @@ def main() -> None:
         kind = type(getattr(sc.FitConfig(), key))
         overrides[key] = value if kind is str else float(value) if kind is float else int(value)
     datasets = ["ETTh1"] if os.environ.get("STREAMCAST_BENCH_QUICK") else args.datasets
+    jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
     rows = [
-        evaluate(d, m, args.horizon, overrides, args.part, args.zscore) for d in datasets for m in args.modes
+        evaluate(d, m, args.horizon, overrides, args.part, args.zscore, jobs)
+        for d in datasets
+        for m in args.modes
     ]
     report(
         ("ett" if args.part == "test" else "ett_validation") + ("_zscored" if args.zscore else ""),

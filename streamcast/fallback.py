@@ -236,8 +236,8 @@ def fitted_shares(
     """(S,) each series' share of naive that gives the blend its lowest validation loss (squared
     or absolute errors, as the fit's loss), shrunk towards 0 by `horizons / (horizons +
     PRIOR_HORIZONS)`, and (S,) bool whether that naive is the last value (where `last` is given
-    and its blend, at the share served, did better than seasonal naive's). `horizons`: the validation steps of a
-    series over the horizon; the other arguments as `badly_served`'s.
+    and its blend, at the share served, did better than seasonal naive's). `horizons`: the
+    validation steps of a series over the horizon; the other arguments as `badly_served`'s.
 
     A combination of forecasts is often better than either, and the ratio's ramp blends only a
     series the network serves worse than naive. On ETTh1's seven columns the network and the last

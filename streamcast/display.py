@@ -172,7 +172,9 @@ class FitProgress:
         if fallback.get("series") or fallback.get("blended"):
             others = info["data"]["series"] - fallback["series"] - fallback.get("blended", 0)
             stderr.print(
-                f"fallback: {_fallback({'info': info})}; the network serves the other {others}", markup=False
+                f"fallback: {_fallback({'info': info, 'naive_share': forecaster.naive_share})}; "
+                f"the network serves the other {others}",
+                markup=False,
             )
         for line in _choices(forecaster):
             stderr.print(line, markup=False)
@@ -260,6 +262,9 @@ def _fallback(meta: dict) -> str:
         how = f"over {chosen['blend_from']:g}x"
         if chosen.get("share") == "fitted":
             how += ", or where a blend did better on the validation part"
+        shares = sorted((meta.get("naive_share") or {}).values())
+        if shares:  # how far the blends move: a user reads 0.02-0.11 otherwise than 0.5-0.9
+            how += f"; share {shares[0]:.2g}" + (f"-{shares[-1]:.2g}" if len(shares) > 1 else "")
         text += f", blended with it for {chosen['blended']} more ({how})"
     if chosen.get("last_value"):
         text += f"; the last value for {chosen['last_value']} of them"

@@ -359,7 +359,8 @@ def test_info_says_how_many_series_are_blended(tmp_path):
     shown = CliRunner().invoke(main, ["info", str(out)]).stdout
     shown = " ".join(shown.replace("│", " ").split())
     assert (
-        "blended with it for 1 more (over 1.2x, or where a blend did better on the validation part)" in shown
+        "blended with it for 1 more (over 1.2x, or where a blend did better on the validation part; share 0.5)"
+        in shown
     )
     assert json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).stdout)["naive_share"] == {
         "noisy0": 0.5

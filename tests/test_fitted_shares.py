@@ -153,6 +153,8 @@ def test_fit_blends_a_series_by_its_fitted_share_and_forecast_and_backtest_serve
     # The same network (same seed); noisy1 (a day plus noise) is blended only by its fitted share.
     assert by_ratio.naive_share == {} and set(by_fit.naive_share) == {"noisy1"}
     share = by_fit.naive_share["noisy1"]
+    shown = f"for 1 more (over 1.2x, or where a blend did better on the validation part; share {share:.2g})"
+    assert shown in fitted.stderr
     assert MIN_SHARE <= share <= 20 / (20 + PRIOR_HORIZONS)  # 120 steps: 20 horizons, shrunk
     info = json.loads(runner.invoke(main, ["info", str(fitted_path), "--json"]).stdout)["info"]
     assert info["naive_fallback"]["share"] == "fitted" and info["naive_fallback"]["blended"] == 1

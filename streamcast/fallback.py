@@ -157,11 +157,7 @@ def move_onto(
     own = outputs[..., point : point + 1]
     target = naive.unsqueeze(-1).to(outputs.dtype)
     if share is not None:
-        shares = torch.from_numpy(share).to(outputs.device)[:, None, None]
-        if len(share) and ((share > 0) & (share < 1)).all():  # every row a blend: no choosing
-            target = own + shares.to(own.dtype) * (target - own)  # toward_naive's blend, as it is
-        else:
-            target = toward_naive(own, target, shares)
+        target = toward_naive(own, target, torch.from_numpy(share).to(outputs.device)[:, None, None])
     return outputs - own + target
 
 
@@ -199,12 +195,10 @@ def badly_served(
     series' `rows_per_series` of them in turn (`last`: the last value's forecasts from them); a
     series with no target keeps the network.
     """
-    known = ~torch.isnan(targets)
-    series = np.repeat(np.arange(len(rows_per_series)), rows_per_series)
+    known, per_series, scored = _by_series(targets, rows_per_series)
 
     def total(forecast: torch.Tensor) -> np.ndarray:
-        errors = torch.where(known, (forecast - targets).abs(), 0.0).sum(dim=-1).double().numpy()
-        return np.bincount(series, errors, minlength=len(rows_per_series))
+        return per_series(torch.where(known, (forecast - targets).abs(), 0.0))
 
     total_network, total_naive = total(point), total(naive)
     at_last = np.zeros(len(rows_per_series), dtype=bool)
@@ -212,7 +206,6 @@ def badly_served(
         total_last = total(last)
         at_last = total_last < total_naive
         total_naive = np.minimum(total_naive, total_last)
-    scored = np.bincount(series, known.sum(dim=-1).numpy(), minlength=len(rows_per_series)) > 0
     full = scored & (total_network > ratio * total_naive)
     start = BLEND_FROM * ratio
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -222,6 +215,19 @@ def badly_served(
     # Exactly at the ratio is not over it: the largest blend short of naive whole.
     share = np.where(full, 1.0, np.where(blended, np.minimum(share, np.nextafter(1.0, 0.0)), 0.0))
     return share, at_last & (share > 0)
+
+
+def _by_series(targets: torch.Tensor, rows_per_series: np.ndarray):
+    """What `badly_served` and `fitted_shares` both score by: which steps of the (R, H) targets
+    lie inside the validation part, a sum per series of (R, H) values (each series'
+    `rows_per_series` rows in turn), and (S,) whether a series has any step to score."""
+    known = ~torch.isnan(targets)
+    series = np.repeat(np.arange(len(rows_per_series)), rows_per_series)
+
+    def per_series(values: torch.Tensor) -> np.ndarray:
+        return np.bincount(series, values.sum(dim=-1).double().numpy(), minlength=len(rows_per_series))
+
+    return known, per_series, per_series(known) > 0
 
 
 def fitted_shares(
@@ -250,14 +256,9 @@ def fitted_shares(
     then lists only the series that a blend moves). Squared: the closed form, clipped to [0, 1];
     absolute: the best of a grid.
     """
-    known = ~torch.isnan(targets)
-    series = np.repeat(np.arange(len(rows_per_series)), rows_per_series)
+    known, per_series, scored = _by_series(targets, rows_per_series)
     count = len(rows_per_series)
-    scored = np.bincount(series, known.sum(dim=-1).numpy(), minlength=count) > 0
     shrink = horizons / (horizons + PRIOR_HORIZONS)
-
-    def per_series(values: torch.Tensor) -> np.ndarray:
-        return np.bincount(series, values.sum(dim=-1).double().numpy(), minlength=count)
 
     def loss(errors: torch.Tensor) -> torch.Tensor:
         return errors * errors if squared else errors.abs()

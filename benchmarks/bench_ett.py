@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import polars as pl
-from common import SHARED_DATA, report, require
+from common import SHARED_DATA, jobs_option, report, require
 
 import streamcast as sc
 from streamcast.stepping import run_series
@@ -137,7 +137,10 @@ def main() -> None:
     )
     parser.add_argument("--zscore", action="store_true", help="fit on columns z-scored first")
     parser.add_argument(
-        "--jobs", default="1", help="members trained at once (fit --jobs; the same models for any N)"
+        "--jobs",
+        type=jobs_option,
+        default="1",
+        help="members trained at once (fit --jobs; the same models for any N)",
     )
     args = parser.parse_args()
     overrides = {}
@@ -146,9 +149,8 @@ def main() -> None:
         kind = type(getattr(sc.FitConfig(), key))
         overrides[key] = value if kind is str else float(value) if kind is float else int(value)
     datasets = ["ETTh1"] if os.environ.get("STREAMCAST_BENCH_QUICK") else args.datasets
-    jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
     rows = [
-        evaluate(d, m, args.horizon, overrides, args.part, args.zscore, jobs)
+        evaluate(d, m, args.horizon, overrides, args.part, args.zscore, args.jobs)
         for d in datasets
         for m in args.modes
     ]

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 from bench_ett import evaluate as evaluate_ett
 from bench_m4 import HORIZON, SEASON, load_m4
-from common import SHARED_DATA, report, require
+from common import SHARED_DATA, jobs_option, report, require
 
 import streamcast as sc
 from streamcast.metrics import mase, mase_scale, smape
@@ -112,7 +112,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, 40 M4 series, ETTh1 S only")
     parser.add_argument("--zscore", action="store_true", help="ETT columns z-scored before fit")
     parser.add_argument(
-        "--jobs", default="1", help="members trained at once (fit --jobs; the same models for any N)"
+        "--jobs",
+        type=jobs_option,
+        default="1",
+        help="members trained at once (fit --jobs; the same models for any N)",
     )
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("STREAMCAST_BENCH_THREADS", "1")))
@@ -126,11 +129,10 @@ def main() -> None:
         runs = []
         for seed in seeds:
             overrides = {**LEVERS[lever], "seed": seed}
-            jobs = args.jobs if args.jobs == "auto" else int(args.jobs)
-            run = score_m4(split, overrides, jobs) if split else {}
+            run = score_m4(split, overrides, args.jobs) if split else {}
             for name, mode in ett:
                 result = evaluate_ett(
-                    name, mode, 96, overrides, part="validation", zscore=args.zscore, jobs=jobs
+                    name, mode, 96, overrides, part="validation", zscore=args.zscore, jobs=args.jobs
                 )
                 run[f"{name} {mode} MSE"] = result["validation MSE"]
             runs.append(run)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import polars as pl
-from common import SHARED_DATA, peak_child_rss_mb, peak_rss_mb, report, require
+from common import SHARED_DATA, jobs_option, peak_child_rss_mb, peak_rss_mb, report, require
 
 import streamcast as sc
 from streamcast.metrics import mase, mase_scale, smape
@@ -69,7 +69,10 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="FitConfig overrides, e.g. cell=lstm epochs=10")
     parser.add_argument("--series", type=int, default=0, help="use only the first N series (0 = all)")
     parser.add_argument(
-        "--jobs", default="auto", help="members trained at once (fit --jobs), as the CLI's default"
+        "--jobs",
+        type=jobs_option,
+        default="auto",
+        help="members trained at once (fit --jobs), as the CLI's default",
     )
     args = parser.parse_args()
     frame = load_m4(require(SHARED_DATA / "m4" / "Hourly-train.csv"))
@@ -84,7 +87,7 @@ def main() -> None:
     data = sc.read_series(train, id_col="series_id", time_col="timestamp", target="value")
     config = sc.FitConfig(horizon=HORIZON, **parse_overrides(args.set))
     started = time.perf_counter()
-    model = sc.fit(data, config, jobs=args.jobs if args.jobs == "auto" else int(args.jobs))
+    model = sc.fit(data, config, jobs=args.jobs)
     fit_seconds = time.perf_counter() - started
     forecast = sc.forecast(model, data)
 

@@ -81,3 +81,8 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
     return str(value)
+
+
+def jobs_option(value: str) -> int | str:
+    """`--jobs` as `fit --jobs` takes it (an argparse type): `auto`, or a count of members."""
+    return value if value == "auto" else int(value)

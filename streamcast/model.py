@@ -7,67 +7,24 @@ training loop carry it per lane and the stream keep it per series with plain ind
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-CELLS = ("rnn", "rnn-relu", "lstm", "gru")
-HEAD_SCALES = ("global", "window")
-LAG_INPUTS = ("none", "season")
-AR_STARTS = ("naive", "ridge")  # where the highway started (streamcast.highway)
-WINDOW_SCALE_FLOOR = 1e-5
+from streamcast.netconfig import (  # noqa: F401 (public here too)
+    AR_STARTS,
+    CELLS,
+    COMBINES,
+    HEAD_SCALES,
+    LAG_INPUTS,
+    WINDOW_SCALE_FLOOR,
+    ModelConfig,
+)
 
 State = tuple[torch.Tensor, ...]
 """(h, [c,] [conv,] [ar]): h and c are (B, num_layers, hidden_size); conv is (B, conv - 1,
 input_size); ar is (B, ar), the last `ar` scaled values. Input column 0 is always the scaled value."""
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The shape of the network; stored in the model file so that loading rebuilds it exactly."""
-
-    input_size: int
-    cell: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.0
-    horizon: int = 24
-    quantiles: tuple[float, ...] = field(default=())
-    conv: int = 0
-    ar: int = 0
-    season: int = 1
-    # Inputs known in advance (features.FeatureSpec.known_inputs): how many, and the input column
-    # where the first one's `horizon` columns start.
-    known: int = 0
-    known_at: int = 0
-    head_scale: str = "global"
-    lag_inputs: str = "none"
-    ar_start: str = "naive"
-
-    def __post_init__(self) -> None:
-        if self.ar_start not in AR_STARTS:
-            raise ValueError(f"ar_start must be one of {AR_STARTS}, not {self.ar_start!r}")
-        if self.lag_inputs not in LAG_INPUTS:
-            raise ValueError(f"lag_inputs must be one of {LAG_INPUTS}, not {self.lag_inputs!r}")
-        if self.head_scale not in HEAD_SCALES:
-            raise ValueError(f"head_scale must be one of {HEAD_SCALES}, not {self.head_scale!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, not {self.cell!r}")
-
-    @property
-    def outputs_per_step(self) -> int:
-        return max(1, len(self.quantiles))
-
-    @property
-    def lag_count(self) -> int:
-        """Inputs the network adds from its own window (`lag_inputs`): the change since the last
-        step and since one season back."""
-        return 2 if self.lag_inputs == "season" and self.ar > 1 else 0
-
-    @property
-    def rnn_input_size(self) -> int:
-        return self.input_size + self.lag_count
 
 
 @dataclass(frozen=True)
@@ -379,9 +336,6 @@ def read_head(window: torch.Tensor, head_scale: str) -> HeadRead:
         return HeadRead(shape)
     spread = shape.abs().mean(dim=-1, keepdim=True) + WINDOW_SCALE_FLOOR  # (..., 1)
     return HeadRead(shape / spread, spread)
-
-
-COMBINES = ("mean", "median")
 
 
 def mean_of_members(y: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """`streamcast stream` in both regimes, through real pipes to a real process.
 
 Bulk: a file of 100 interleaved hourly series piped in with `cat`, forecasts to /dev/null; ticks per
-second over the whole run and after subtracting the process start-up (importing torch), measured
-separately with empty input. Interactive: one line written at a time, the clock running from the
-write until its forecast line has been read back; p50/p90/p99 over `LATENCY_LINES` lines.
+second over the whole run and after subtracting the process start-up, measured separately with
+empty input. First forecast: from the process's start until the forecast of a one-line input is
+read back. Interactive: one line written at a time, the clock running from the write until its
+forecast line has been read back; p50/p90/p99 over `LATENCY_LINES` lines.
+Each regime is run by the default engine (`--device cpu`: numpy, torch never loaded) and by torch
+(`--device auto`, the CPU on a machine without a GPU), alternately, so that both see the same load.
 GRU, hidden 64, horizon 24 (one epoch of training: speed does not depend on the weights); arguments:
 MEMBERS (default 1) and `none` for a model without the default interval.
 """
@@ -29,17 +32,42 @@ LIVE = 3000  # ticks per series in the bulk file: 300,000 lines
 LATENCY_LINES = 1000
 
 
-def command(model: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "streamcast", "stream", "-m", str(model), "-q", *args]
+ENGINES = {"numpy": ("--device", "cpu"), "torch": ("--device", "auto")}
 
 
-def bulk(model: Path, lines: Path, n: int, output_format: str, startup: float) -> dict:
-    cmd = " ".join(command(model, "--output-format", output_format))
+def command(model: Path, engine: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "streamcast", "stream", "-m", str(model), "-q", *ENGINES[engine], *args]
+
+
+def startup(model: Path, engine: str) -> dict:
+    started = time.perf_counter()
+    subprocess.run(command(model, engine), input=b"", check=True, capture_output=True)
+    return {"regime": "start-up (empty input)", "engine": engine, "seconds": time.perf_counter() - started}
+
+
+def first_forecast(model: Path, engine: str, line: str) -> dict:
+    """From the process's start until the forecast of a one-line input is read back."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command(model, engine), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    proc.stdin.write(line.encode() + b"\n")
+    proc.stdin.flush()
+    proc.stdout.readline()
+    seconds = time.perf_counter() - started
+    proc.stdin.close()
+    proc.wait(60)
+    return {"regime": "first forecast of a one-line input", "engine": engine, "seconds": seconds}
+
+
+def bulk(model: Path, engine: str, lines: Path, n: int, output_format: str, startup: float) -> dict:
+    cmd = " ".join(command(model, engine, "--output-format", output_format))
     started = time.perf_counter()
     subprocess.run(f"cat {lines} | {cmd} > /dev/null", shell=True, check=True, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     return {
         "regime": f"bulk, {output_format} out",
+        "engine": engine,
         "lines": n,
         "seconds": seconds,
         "ticks/s": n / seconds,
@@ -47,9 +75,9 @@ def bulk(model: Path, lines: Path, n: int, output_format: str, startup: float) -
     }
 
 
-def interactive(model: Path, lines: list[str]) -> dict:
+def interactive(model: Path, engine: str, lines: list[str]) -> dict:
     proc = subprocess.Popen(
-        command(model), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        command(model, engine), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     latencies = []
     try:
@@ -67,6 +95,7 @@ def interactive(model: Path, lines: list[str]) -> dict:
     ms = np.array(latencies) * 1000
     return {
         "regime": "interactive, one line at a time",
+        "engine": engine,
         "lines": len(latencies),
         "p50 ms": float(np.percentile(ms, 50)),
         "p90 ms": float(np.percentile(ms, 90)),
@@ -95,12 +124,17 @@ def main() -> None:
         text = [f"{sid},{ts:%Y-%m-%d %H:%M},{v:.3f}" for sid, v, ts in ticks.iter_rows()]
         lines = Path(tmp) / "live.csv"
         lines.write_text("\n".join(text) + "\n")
-        started = time.perf_counter()
-        subprocess.run(command(model), input=b"", check=True, capture_output=True)
-        startup = time.perf_counter() - started
-        rows = [{"regime": "start-up (empty input)", "seconds": startup}]
-        rows += [bulk(model, lines, len(text), fmt, startup) for fmt in ("jsonl", "csv")]
-        rows.append(interactive(model, text[: LATENCY_LINES + 50]))
+        rows = []
+        for engine in ENGINES:
+            rows.append(startup(model, engine))
+        for engine in ENGINES:
+            rows.append(first_forecast(model, engine, text[0]))
+        for fmt in ("jsonl", "csv"):
+            for engine in ENGINES:
+                seconds = next(r["seconds"] for r in rows if r["engine"] == engine)
+                rows.append(bulk(model, engine, lines, len(text), fmt, seconds))
+        for engine in ENGINES:
+            rows.append(interactive(model, engine, text[: LATENCY_LINES + 50]))
     report(
         ("stream" if members == 1 else f"stream_ensemble{members}") + ("_points" if not intervals else ""),
         rows,

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 NAIVE_FALLBACK = 1.5  # the default ratio (streamcast.training._late_validation)
 BLEND_FROM = 0.8  # of the ratio: where a series' share of seasonal naive starts to grow from 0
@@ -97,25 +96,26 @@ def steps_back(horizon: int, season: int | np.ndarray) -> np.ndarray:
     return season * (steps // season + 1) - 1 - steps
 
 
-def naive_from_window(window: torch.Tensor, horizon: int, season: int | np.ndarray) -> torch.Tensor:
+def naive_from_window(window: np.ndarray, horizon: int, season: int | np.ndarray) -> np.ndarray:
     """(..., ar) recent values -> (..., horizon) the seasonal naive forecast; `season` (R,) per
     row of a (R, ar) window (1: the last value)."""
     ar = window.shape[-1]
     if not isinstance(season, np.ndarray):
-        positions = _window_positions(ar, horizon, min(max(int(season), 1), ar), window.device)
-        return window.index_select(-1, positions)
-    back = torch.from_numpy(steps_back(horizon, np.clip(season, 1, ar))).to(window.device)
-    return window.gather(-1, ar - 1 - back)
+        return window[..., _window_positions(ar, horizon, min(max(int(season), 1), ar))]
+    back = steps_back(horizon, np.clip(season, 1, ar))
+    return np.take_along_axis(window, ar - 1 - back, axis=-1)
 
 
 @lru_cache(maxsize=64)
-def _window_positions(ar: int, horizon: int, season: int, device: torch.device) -> torch.Tensor:
+def _window_positions(ar: int, horizon: int, season: int) -> np.ndarray:
     """Where in an `ar` window each step's seasonal naive value lies. Kept: `stream` reads it for
     every blended series at every tick, and making it took a quarter of serving the blend."""
-    return ar - 1 - torch.from_numpy(steps_back(horizon, season)).to(device)
+    positions = ar - 1 - steps_back(horizon, season)
+    positions.flags.writeable = False  # shared by every caller
+    return positions
 
 
-def naive_at(values: torch.Tensor, starts: np.ndarray, origins: np.ndarray, horizon: int, season: int):
+def naive_at(values: np.ndarray, starts: np.ndarray, origins: np.ndarray, horizon: int, season: int):
     """(R, horizon) the seasonal naive forecasts from `origins` (positions within the series that
     begin at `starts`), read straight from the values: what `naive_from_window` reads from the
     carried window, without building a window per origin. Before a series' first value the
@@ -123,20 +123,19 @@ def naive_at(values: torch.Tensor, starts: np.ndarray, origins: np.ndarray, hori
     return carried_at(values, starts, origins[:, None] - steps_back(horizon, season))
 
 
-def carried_at(values: torch.Tensor, starts: np.ndarray, at: np.ndarray) -> torch.Tensor:
+def carried_at(values: np.ndarray, starts: np.ndarray, at: np.ndarray) -> np.ndarray:
     """(R, K) the values at positions `at` (R, K) within the series that begin at `starts` (R,),
     as a carried window holds them: zeros before a series' first value."""
-    rows = torch.from_numpy(starts[:, None] + at.clip(0))
-    return torch.where(torch.from_numpy(at >= 0), values[rows], 0.0)
+    return np.where(at >= 0, values[starts[:, None] + at.clip(0)], values.dtype.type(0))
 
 
 def serve_naive(
-    outputs: torch.Tensor,
-    window: torch.Tensor,
+    outputs: np.ndarray,
+    window: np.ndarray,
     season: int | np.ndarray,
     point: int,
     share: np.ndarray | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """(R, H, Q) network outputs -> the seasonal naive forecast from each row's (R, ar) window,
     with the network's quantiles moved along with its point forecast (the interval keeps its width).
     `share` (R,): each row's share of seasonal naive, the rest the network's (None: all naive).
@@ -148,43 +147,43 @@ def serve_naive(
 
 
 def move_onto(
-    outputs: torch.Tensor, naive: torch.Tensor, point: int, share: np.ndarray | None = None
-) -> torch.Tensor:
+    outputs: np.ndarray, naive: np.ndarray, point: int, share: np.ndarray | None = None
+) -> np.ndarray:
     """(R, H, Q) outputs, their quantiles in order, moved so that the point is `naive` (R, H), or
     `share` (R,) of the way from the network's point to it."""
     if outputs.shape[-1] > 1:
-        outputs = outputs.sort(dim=-1).values
+        outputs = np.sort(outputs, axis=-1)
     own = outputs[..., point : point + 1]
-    target = naive.unsqueeze(-1).to(outputs.dtype)
+    target = naive[..., None].astype(outputs.dtype, copy=False)
     if share is not None:
-        target = toward_naive(own, target, torch.from_numpy(share).to(outputs.device)[:, None, None])
+        target = toward_naive(own, target, share[:, None, None])
     return outputs - own + target
 
 
-def toward_naive(point: torch.Tensor, naive: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+def toward_naive(point: np.ndarray, naive: np.ndarray, share: np.ndarray) -> np.ndarray:
     """`share` of the way from the network's `point` to `naive` (all three broadcast alike; the
     share compared in its own precision): naive exactly where the share is whole, the point
     exactly where it is none. What serving moves a blended series to, and what the interval is
     calibrated around."""
-    blend = point + share.to(point.dtype) * (naive - point)
-    return torch.where(share >= 1, naive, torch.where(share > 0, blend, point))
+    blend = point + share.astype(point.dtype) * (naive - point)
+    return np.where(share >= 1, naive, np.where(share > 0, blend, point))
 
 
-def served_point(outputs: torch.Tensor, point: int) -> torch.Tensor:
+def served_point(outputs: np.ndarray, point: int) -> np.ndarray:
     """(R, H, Q) network outputs -> (R, H) the point forecast as served: a quantile model's
     outputs put in order first (`Forecaster.point_and_quantiles`), then its median."""
     if outputs.shape[-1] > 1:
-        outputs = outputs.sort(dim=-1).values
+        outputs = np.sort(outputs, axis=-1)
     return outputs[..., point]
 
 
 def badly_served(
-    point: torch.Tensor,
-    targets: torch.Tensor,
-    naive: torch.Tensor,
+    point: np.ndarray,
+    targets: np.ndarray,
+    naive: np.ndarray,
     rows_per_series: np.ndarray,
     ratio: float,
-    last: torch.Tensor | None = None,
+    last: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(S,) each series' share of naive: 1 where its validation error is over `ratio` times
     naive's, growing from 0 at `BLEND_FROM` x `ratio` up to it, else 0; and (S,) bool whether that
@@ -197,8 +196,8 @@ def badly_served(
     """
     known, per_series, scored = _by_series(targets, rows_per_series)
 
-    def total(forecast: torch.Tensor) -> np.ndarray:
-        return per_series(torch.where(known, (forecast - targets).abs(), 0.0))
+    def total(forecast: np.ndarray) -> np.ndarray:
+        return per_series(np.where(known, np.abs(forecast - targets), 0.0))
 
     total_network, total_naive = total(point), total(naive)
     at_last = np.zeros(len(rows_per_series), dtype=bool)
@@ -217,27 +216,27 @@ def badly_served(
     return share, at_last & (share > 0)
 
 
-def _by_series(targets: torch.Tensor, rows_per_series: np.ndarray):
+def _by_series(targets: np.ndarray, rows_per_series: np.ndarray):
     """What `badly_served` and `fitted_shares` both score by: which steps of the (R, H) targets
     lie inside the validation part, a sum per series of (R, H) values (each series'
     `rows_per_series` rows in turn), and (S,) whether a series has any step to score."""
-    known = ~torch.isnan(targets)
+    known = ~np.isnan(targets)
     series = np.repeat(np.arange(len(rows_per_series)), rows_per_series)
 
-    def per_series(values: torch.Tensor) -> np.ndarray:
-        return np.bincount(series, values.sum(dim=-1).double().numpy(), minlength=len(rows_per_series))
+    def per_series(values: np.ndarray) -> np.ndarray:
+        return np.bincount(series, values.sum(axis=-1, dtype=np.float64), minlength=len(rows_per_series))
 
     return known, per_series, per_series(known) > 0
 
 
 def fitted_shares(
-    point: torch.Tensor,
-    targets: torch.Tensor,
-    naive: torch.Tensor,
+    point: np.ndarray,
+    targets: np.ndarray,
+    naive: np.ndarray,
     rows_per_series: np.ndarray,
     squared: bool,
     horizons: float,
-    last: torch.Tensor | None = None,
+    last: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(S,) each series' share of naive that gives the blend its lowest validation loss (squared
     or absolute errors, as the fit's loss), shrunk towards 0 by `horizons / (horizons +
@@ -260,16 +259,16 @@ def fitted_shares(
     count = len(rows_per_series)
     shrink = horizons / (horizons + PRIOR_HORIZONS)
 
-    def loss(errors: torch.Tensor) -> torch.Tensor:
-        return errors * errors if squared else errors.abs()
+    def loss(errors: np.ndarray) -> np.ndarray:
+        return errors * errors if squared else np.abs(errors)
 
-    error = torch.where(known, point - targets, 0.0)
+    error = np.where(known, point - targets, 0.0)
     alone = per_series(loss(error))
 
-    def blend(toward: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def blend(toward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The share towards `toward` as served (fitted, shrunk, none under the minimum) and
         the blend's total loss at it, per series."""
-        gap = torch.where(known, toward - point, 0.0)
+        gap = np.where(known, toward - point, 0.0)
         if squared:
             along, size = per_series(error * gap), per_series(gap * gap)
             # A gap that is rounding next to the error leaves the share to chance: none.
@@ -283,7 +282,7 @@ def fitted_shares(
         share = share * shrink
         share = np.where(scored & (share >= MIN_SHARE) & np.isfinite(share), share, 0.0)
         # Compared at the shares served: a naive whose best blend is good only unshrunk loses.
-        served = torch.from_numpy(np.repeat(share, rows_per_series)).to(gap.dtype)[:, None]
+        served = np.repeat(share, rows_per_series).astype(gap.dtype)[:, None]
         total = per_series(loss(error + served * gap))
         return share, np.where(share > 0, total, alone)
 

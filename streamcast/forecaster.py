@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from streamcast.errors import DataError
 from streamcast.fallback import NaiveServing, naive_serving
@@ -27,12 +26,15 @@ from streamcast.features import (
 )
 from streamcast.glitches import recorded_ratio
 from streamcast.intervals import Intervals
-from streamcast.model import Network
 from streamcast.reading import Columns, SeriesFrame, read_series
 from streamcast.zones import in_zone
 
 if TYPE_CHECKING:
+    import torch
+
     from streamcast.backtest import BacktestResult
+    from streamcast.model import Network
+    from streamcast.numpy_net import NumpyNetwork
     from streamcast.training import FitConfig
 
 
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 class Forecaster:
     """What `fit` returns, `save` writes and `load` reads back."""
 
-    net: Network
+    net: Network | NumpyNetwork
+    """torch's network, or its numpy mirror (`modelfile.load_numpy`, what `stream` serves)."""
     spec: FeatureSpec
     scaler: Scaler
     columns: Columns
@@ -93,6 +96,8 @@ class Forecaster:
 
         >>> forecast(load("model.streamcast").to("cuda"), data)  # doctest: +SKIP
         """
+        import torch
+
         from streamcast.devices import resolve_device
 
         self.net.to(device if isinstance(device, torch.device) else resolve_device(device))
@@ -175,11 +180,15 @@ class Forecaster:
         return naive_serving(*chosen, c.season, self.point_index, self.naive_last) if c.ar else None
 
     def point_and_quantiles(
-        self, scaled: torch.Tensor, loc: np.ndarray, scale: np.ndarray, floor: np.ndarray | None = None
+        self,
+        scaled: torch.Tensor | np.ndarray,
+        loc: np.ndarray,
+        scale: np.ndarray,
+        floor: np.ndarray | None = None,
     ) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing,
         within each row's `floor` (R,; `features.series_floors`) and the model's own."""
-        y = _in_order(scaled.double().numpy())
+        y = _in_order(np.asarray(scaled, dtype=np.float64))
         values = from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
         if floor is not None:
             values = np.maximum(values, floor[:, None, None])

@@ -261,14 +261,15 @@ def _forecast_history(
     if intervals is not None and horizon > forecaster.horizon:
         # The roll-out fed the points on; the whole forecast is widened from each origin's window.
         units = units_at(
-            torch.from_numpy(inputs.inputs[:, 0]),
+            inputs.inputs[:, 0],
             inputs.offsets[:-1],
             np.array(lengths) - 1,
             forecaster.net.config.ar,
             intervals.season,
             intervals.typical,
         )
-        scaled = intervals.widen(scaled, units)  # the roll-out returned the points alone
+        # the roll-out returned the points alone
+        scaled = torch.from_numpy(intervals.widen(scaled.numpy(), units))
     if naive is not None and horizon > forecaster.horizon:
         scaled = _naive_beyond(scaled, naive, inputs, forecaster.net.config.ar, forecaster.horizon)
     values = forecaster.point_and_quantiles(
@@ -326,7 +327,7 @@ def _naive_beyond(
     already."""
     rows = np.flatnonzero(naive.series)
     starts = inputs.offsets[rows]
-    values = torch.from_numpy(inputs.inputs[:, 0])
+    values = inputs.inputs[:, 0]
     forecasts = naive_at(
         values,
         starts,
@@ -335,8 +336,9 @@ def _naive_beyond(
         np.minimum(naive.seasons_of(rows), ar),
     )
     at = torch.from_numpy(rows)
-    beyond = scaled[at, trained:]
-    scaled[at, trained:] = move_onto(beyond, forecasts[:, trained:], naive.point, naive.share_of(rows))
+    beyond = scaled[at, trained:].numpy()
+    moved = move_onto(beyond, forecasts[:, trained:], naive.point, naive.share_of(rows))
+    scaled[at, trained:] = torch.from_numpy(moved)
     return scaled
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from streamcast.fallback import carried_at
 
@@ -37,7 +36,7 @@ UNIT_FLOOR = 1e-5  # in the model's scaled units: a window that never moved stil
 WIDEN = 1.1
 
 
-def window_unit(window: torch.Tensor, season: int, typical: float | None = None) -> torch.Tensor:
+def window_unit(window: np.ndarray, season: int, typical: float | None = None) -> np.ndarray:
     """(..., ar) recent values -> (...,) their mean absolute change over one season (one step
     where the window holds less than two seasons).
 
@@ -51,8 +50,7 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
     more than the arithmetic (a young row took 90 µs in torch, 22 µs here); training's calibration and every
     command serve through this one function, so their units agree to the bit.
     """
-    x = window.detach().cpu()
-    x = (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()  # numpy has no bfloat16
+    x = window if window.dtype in (np.float32, np.float64) else window.astype(np.float32)
     ar = x.shape[-1]
     lag = season if ar > 2 * season else 1
     changes = np.abs(x[..., lag:] - x[..., :-lag])
@@ -60,7 +58,7 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
         # Every window is its series' own from its first value (a stream's usual case): the
         # same sum and count as below, without finding where each one's values begin.
         unit = changes.sum(axis=-1) / (ar - lag) + UNIT_FLOOR
-        return torch.from_numpy(np.asarray(unit, dtype=x.dtype)).to(window.device, window.dtype)
+        return np.asarray(unit, dtype=window.dtype)
     own = x != 0
     first = np.where(own.any(axis=-1), own.argmax(axis=-1), ar)  # (...,)
     counted = np.arange(ar - lag) >= first[..., None]  # (..., ar - lag)
@@ -68,21 +66,21 @@ def window_unit(window: torch.Tensor, season: int, typical: float | None = None)
     unit = (changes * counted).sum(axis=-1) / np.maximum(count, 1).astype(x.dtype) + UNIT_FLOOR
     fallback = np.nan if typical is None else typical
     unit = np.where(count >= max(lag, MIN_CHANGES), unit, fallback)
-    return torch.from_numpy(np.asarray(unit, dtype=x.dtype)).to(window.device, window.dtype)
+    return np.asarray(unit, dtype=window.dtype)
 
 
 def units_at(
-    values: torch.Tensor,
+    values: np.ndarray,
     starts: np.ndarray,
     origins: np.ndarray,
     ar: int,
     season: int,
     typical: float | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """(R,) `window_unit` of the window each origin's forecast reads, straight from the values,
     zeros before a series' start as the carried window holds them; a block of rows at a time,
     so that long validation parts do not copy a whole window per origin at once."""
-    units = torch.empty(len(origins), dtype=values.dtype)
+    units = np.empty(len(origins), dtype=values.dtype)
     back = np.arange(-ar + 1, 1)
     for block in range(0, len(origins), 4096):
         at = origins[block : block + 4096, None] + back  # (n, ar) positions within each series
@@ -106,18 +104,18 @@ class Intervals:
         """The quantiles served: the levels and the point forecast as the median."""
         return tuple(sorted({*self.levels, 0.5}))
 
-    def widen(self, point: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    def widen(self, point: np.ndarray, units: np.ndarray) -> np.ndarray:
         """(R, H, 1) point forecasts and (R,) units -> (R, H, Q) with the levels around the point.
         Steps past the calibrated horizon keep the last step's offsets."""
         steps = point.shape[-2]
-        offsets = torch.from_numpy(self.offsets).to(point.dtype)
+        offsets = self.offsets.astype(point.dtype)
         if steps > len(offsets):
-            offsets = torch.cat([offsets, offsets[-1:].expand(steps - len(offsets), -1)])
-        around = point + offsets[:steps] * units.to(point.dtype)[:, None, None]  # (R, H, K)
+            offsets = np.concatenate([offsets, np.repeat(offsets[-1:], steps - len(offsets), axis=0)])
+        around = point + offsets[:steps] * units.astype(point.dtype)[:, None, None]  # (R, H, K)
         median = self.quantiles.index(0.5)
-        return torch.cat([around[..., :median], point, around[..., median:]], dim=-1)
+        return np.concatenate([around[..., :median], point, around[..., median:]], axis=-1)
 
-    def widen_from(self, point: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    def widen_from(self, point: np.ndarray, window: np.ndarray) -> np.ndarray:
         return self.widen(point, window_unit(window, self.season, self.typical))
 
     def to_meta(self) -> dict:

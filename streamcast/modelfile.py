@@ -7,26 +7,22 @@ elsewhere cannot run code. Per-series scales are tensors too, so 100,000 series 
 from __future__ import annotations
 
 import hashlib
-import math
 import platform
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import polars as pl
-import safetensors
 import torch
-from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 import streamcast
 from streamcast import safefile
 from streamcast.atomic import atomic_write_bytes
-from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
-from streamcast.features import FeatureSpec, Scaler
+from streamcast.errors import DAMAGED_FILE
 from streamcast.forecaster import Forecaster
-from streamcast.intervals import Intervals
-from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
+from streamcast.model import EnsembleForecaster, RecurrentForecaster
 from streamcast.modelheader import (  # noqa: F401 (read_metadata and the constants are public here too)
     BLENDED_FALLBACK,
     DEFAULT_MODEL_PATH,
@@ -40,7 +36,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     read_metadata,
     tensor_bytes,
 )
-from streamcast.reading import Columns
+from streamcast.modelparts import damaged, read_parts
 
 
 def save(forecaster: Forecaster, path: str | Path) -> Path:
@@ -132,70 +128,22 @@ def _format_version(forecaster: Forecaster) -> int:
 
 def load(path: str | Path) -> Forecaster:
     """Read a model file written by `save`; a missing, corrupt or foreign file is a ModelFileError."""
-    raw = read_file(path)
-    meta = metadata(raw, path)
+    parts = read_parts(path)
+    configs = parts.configs
+
+    def build() -> torch.nn.Module:
+        if len(configs) == 1:
+            return RecurrentForecaster(configs[0])
+        return EnsembleForecaster(configs, parts.combine)
+
     try:
-        tensors = load_bytes(raw)
-        configs = [_model_config(c) for c in meta.get("member_configs") or [meta["model_config"]]]
-        spec_fields = meta["feature_spec"]
-        spec = FeatureSpec(**{k: _tuples(v) for k, v in spec_fields.items()})
-        columns = Columns(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["columns"].items()})
-        weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-
-        def build() -> torch.nn.Module:
-            if len(configs) == 1:
-                return RecurrentForecaster(configs[0])
-            return EnsembleForecaster(configs, meta.get("ensemble_combine", "median"))
-
+        weights = {k: torch.from_numpy(np.array(v)) for k, v in parts.weights.items()}
         _check_shapes(build, weights)
         net = build()
         net.load_state_dict(weights)
-        ids = meta["series_ids"]
-        for name in ("scaler.loc", "scaler.scale"):
-            if tensors[name].dtype != torch.float64 or tuple(tensors[name].shape) != (len(ids),):
-                raise ValueError(f"tensor {name!r} does not hold one float64 per series")
-        loc = tensors["scaler.loc"].numpy().tolist()
-        scale = tensors["scaler.scale"].numpy().tolist()
-        if not all(math.isfinite(x) for x in loc) or not all(0 < x < math.inf for x in scale):
-            raise ValueError("a series scale is not finite and positive")
-        if not all(bool(torch.isfinite(v).all()) for v in tensors.values() if v.is_floating_point()):
-            raise ValueError("a weight is not finite")
-        scaler = Scaler(dict(zip(ids, loc, strict=True)), dict(zip(ids, scale, strict=True)))
-        info = dict(meta["info"])
-    except (*DAMAGED_FILE, safetensors.SafetensorError) as exc:
-        reason = first_line(exc)
-        raise ModelFileError(
-            f"{path}: the model file is damaged or from an incompatible version ({reason})"
-        ) from None
-    net.eval()
-    static = {k: tuple(v) for k, v in meta.get("static_values", {}).items()}
-    naive = frozenset(meta.get("naive_series", []))
-    blended = {k: float(v) for k, v in meta.get("naive_share", {}).items()}
-    last = frozenset(meta.get("naive_last", []))
-    floored = frozenset(meta.get("floor_series", []))
-    intervals = Intervals.from_meta(meta["intervals"]) if meta.get("intervals") else None
-    return Forecaster(
-        net=net,
-        spec=spec,
-        scaler=scaler,
-        columns=columns,
-        info=info,
-        static_values=static,
-        naive_series=naive,
-        naive_share=blended,
-        naive_last=last,
-        floor_series=floored,
-        intervals=intervals,
-    )
-
-
-def _tuples(value):
-    """JSON lists back to the tuples the frozen spec holds (lists of lists: the static levels)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _model_config(fields: dict) -> ModelConfig:
-    return ModelConfig(**{**fields, "quantiles": tuple(fields["quantiles"])})
+    except DAMAGED_FILE as exc:
+        raise damaged(path, exc) from None
+    return parts.forecaster(net.eval())
 
 
 def _check_shapes(build: Callable[[], torch.nn.Module], weights: dict[str, torch.Tensor]) -> None:

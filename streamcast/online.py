@@ -13,31 +13,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
 
-from streamcast.errors import UsageError
 from streamcast.forecaster import Forecaster
 from streamcast.losses import forecast_loss
 from streamcast.model import Network, State, concat_states, detach_state, select_state
-
-
-@dataclass(frozen=True)
-class LearnConfig:
-    """`--learn-rate`, `--learn-window`, `--learn-every` and the gradient clip."""
-
-    lr: float = 1e-3
-    window: int = 24
-    every: int = 256
-    clip: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.lr < math.inf:
-            raise UsageError("--learn-rate must be a positive number")
-        if self.window < 1 or self.every < 1:
-            raise UsageError("--learn-window and --learn-every must be at least 1")
+from streamcast.stream.config import LearnConfig
 
 
 class OnlineLearner:

@@ -848,11 +848,11 @@ class LateValidation:
     part (R, H, with the targets outside it NaN), seasonal naive's from the same origins, and
     each origin's window unit (NaN where too short: `intervals.window_unit`)."""
 
-    point: torch.Tensor
-    naive: torch.Tensor
-    last: torch.Tensor  # the last value's forecasts (naive without a season)
-    targets: torch.Tensor
-    units: torch.Tensor
+    point: np.ndarray
+    naive: np.ndarray
+    last: np.ndarray  # the last value's forecasts (naive without a season)
+    targets: np.ndarray
+    units: np.ndarray
     counts: np.ndarray  # origins per series
 
 
@@ -876,16 +876,14 @@ def _late_validation(net, work: _Work, val_size: int) -> LateValidation:
     origins = np.concatenate(positions) if len(positions) else np.zeros(0, dtype=np.int64)
     starts = np.repeat(work.offsets[:-1], counts)
     ends = np.repeat(np.array(trained), counts)
-    point = served_point(outputs, _point(net)).double()
-    naive = naive_at(work.values.cpu(), starts, origins, c.horizon, c.season).double()
-    last = naive_at(work.values.cpu(), starts, origins, c.horizon, 1).double()
+    point = served_point(outputs.numpy(), _point(net)).astype(np.float64)
+    values = work.values.cpu().numpy()
+    naive = naive_at(values, starts, origins, c.horizon, c.season).astype(np.float64)
+    last = naive_at(values, starts, origins, c.horizon, 1).astype(np.float64)
     at = origins[:, None] + np.arange(1, c.horizon + 1)  # (R, H) the position of each target
     inside = (at >= ends[:, None]) & (at < ends[:, None] + val_size)
-    values = work.values.cpu().double()
-    targets = torch.where(
-        torch.from_numpy(inside), values[torch.from_numpy(starts[:, None] + np.where(inside, at, 0))], np.nan
-    )
-    units = units_at(work.values.cpu(), starts, origins, c.ar, c.season).double()
+    targets = np.where(inside, values[starts[:, None] + np.where(inside, at, 0)].astype(np.float64), np.nan)
+    units = units_at(values, starts, origins, c.ar, c.season).astype(np.float64)
     return LateValidation(point, naive, last, targets, units, counts)
 
 
@@ -896,15 +894,15 @@ def _calibrated(
     serves: the last value for those `at_last`), from their errors on the validation part, each
     in units of its origin's window (`streamcast.intervals`)."""
     c = net.config
-    naive = torch.where(torch.from_numpy(np.repeat(at_last, late.counts))[:, None], late.last, late.naive)
-    served = toward_naive(late.point, naive, torch.from_numpy(np.repeat(shares, late.counts))[:, None])
-    own = late.units[~late.units.isnan()].numpy()
+    naive = np.where(np.repeat(at_last, late.counts)[:, None], late.last, late.naive)
+    served = toward_naive(late.point, naive, np.repeat(shares, late.counts)[:, None])
+    own = late.units[~np.isnan(late.units)]
     if work.cluster is not None:
         own = np.concatenate(work.cluster.gather(own))
     if not len(own):
         return None, f"no validation origin has {max(c.season, MIN_CHANGES)} steps of history in its window"
     typical = float(np.median(own))  # the unit of windows with too little history of their own
-    errors = ((late.targets - served) / late.units.nan_to_num(typical)[:, None]).numpy()
+    errors = (late.targets - served) / np.nan_to_num(late.units, nan=typical)[:, None]
     if work.cluster is not None:
         errors = np.concatenate(work.cluster.gather(errors))
     return calibrate(errors, tuple(sorted(config.intervals)), c.season, typical, config.interval_widen)

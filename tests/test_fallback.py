@@ -9,7 +9,6 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from click.testing import CliRunner
 
 import streamcast as sc
@@ -32,36 +31,36 @@ from tests.test_cli_stream import lines_for
 
 
 def test_the_naive_forecast_repeats_the_last_season_from_the_window():
-    window = torch.arange(48.0).reshape(1, 48)
+    window = np.arange(48.0).reshape(1, 48)
     naive = naive_from_window(window, horizon=30, season=24)
     assert naive.tolist() == [[*range(24, 48), *range(24, 30)]]
 
 
 def test_quantiles_move_with_the_point_forecast():
-    outputs = torch.tensor([[[1.0, 2.0, 4.0]] * 3])  # (1, H=3, Q=3), median at 1
-    window = torch.tensor([[5.0, 6.0, 7.0]])
+    outputs = np.array([[[1.0, 2.0, 4.0]] * 3])  # (1, H=3, Q=3), median at 1
+    window = np.array([[5.0, 6.0, 7.0]])
     served = serve_naive(outputs, window, season=3, point=1)
     assert served[0, :, 1].tolist() == [5.0, 6.0, 7.0]
     assert (served[0, :, 2] - served[0, :, 0]).tolist() == [3.0, 3.0, 3.0]
 
 
 def test_the_served_median_is_seasonal_naive_where_the_networks_quantiles_cross():
-    outputs = torch.tensor([[[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]]])  # (1, H=2, Q=3), out of order
-    window = torch.tensor([[5.0, 6.0]])
+    outputs = np.array([[[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]]])  # (1, H=2, Q=3), out of order
+    window = np.array([[5.0, 6.0]])
     served = serve_naive(outputs, window, season=2, point=1)
-    ordered = served.sort(dim=-1).values  # as Forecaster.point_and_quantiles serves them
+    ordered = np.sort(served, axis=-1)  # as Forecaster.point_and_quantiles serves them
     assert ordered[0, :, 1].tolist() == [5.0, 6.0]
     assert (ordered[0, :, 2] - ordered[0, :, 0]).tolist() == [2.0, 5.0]
 
 
 def test_a_series_is_chosen_over_ratio_times_worse_and_blended_a_little_under_it():
-    targets = torch.zeros(5, 2)
-    windows = torch.zeros(5, 4)
-    windows[:, -2:] = torch.tensor([[1.0, 1.0]] * 3 + [[0.0, 0.0]] * 2)  # naive error 1, 1, 1, 0, 0
-    points = torch.tensor([[1.9, 1.9], [2.1, 2.1], [1.5, 1.5], [0.1, 0.1], [0.0, 0.0]])
+    targets = np.zeros((5, 2))
+    windows = np.zeros((5, 4))
+    windows[:, -2:] = np.array([[1.0, 1.0]] * 3 + [[0.0, 0.0]] * 2)  # naive error 1, 1, 1, 0, 0
+    points = np.array([[1.9, 1.9], [2.1, 2.1], [1.5, 1.5], [0.1, 0.1], [0.0, 0.0]])
     naive = naive_from_window(windows, horizon=2, season=2)
     shares, at_last = badly_served(points, targets, naive, np.array([1, 1, 1, 1, 1, 0]), 2.0)
-    at_ratio, _ = badly_served(torch.full((1, 2), 2.0), torch.zeros(1, 2), naive[:1], np.array([1]), 2.0)
+    at_ratio, _ = badly_served(np.full((1, 2), 2.0), np.zeros((1, 2)), naive[:1], np.array([1]), 2.0)
     assert not at_last.any()  # no last value's forecasts given: seasonal naive for all
     assert 0.999 < at_ratio[0] < 1.0  # exactly at the ratio is not over it: blended, not naive whole
     assert BLEND_FROM * 2.0 == pytest.approx(1.6)
@@ -71,8 +70,8 @@ def test_a_series_is_chosen_over_ratio_times_worse_and_blended_a_little_under_it
 
 
 def test_a_blended_series_is_served_its_share_of_the_way_from_the_network_to_naive():
-    outputs = torch.tensor([[[1.0, 2.0, 4.0]] * 3, [[1.0, 2.0, 4.0]] * 3])  # (2, H=3, Q=3), median 2
-    window = torch.tensor([[5.0, 6.0, 7.0], [5.0, 6.0, 7.0]])
+    outputs = np.array([[[1.0, 2.0, 4.0]] * 3, [[1.0, 2.0, 4.0]] * 3])  # (2, H=3, Q=3), median 2
+    window = np.array([[5.0, 6.0, 7.0], [5.0, 6.0, 7.0]])
     served = serve_naive(outputs, window, season=3, point=1, share=np.array([0.25, 1.0]))
     assert served[0, :, 1].tolist() == [2.75, 3.0, 3.25]  # a quarter of the way to 5, 6, 7
     assert served[1, :, 1].tolist() == [5.0, 6.0, 7.0]  # a whole share is naive exactly
@@ -82,18 +81,18 @@ def test_a_blended_series_is_served_its_share_of_the_way_from_the_network_to_nai
 def test_only_steps_inside_the_validation_part_count():
     # One series, two origins: the second's last step lies past the validation part (NaN target)
     # and its huge error does not count; the steps that do count are 1.9 against 1 each.
-    targets = torch.tensor([[0.0, 0.0], [0.0, float("nan")]])
-    points = torch.tensor([[1.9, 1.9], [1.9, 100.0]])
-    naive = torch.ones(2, 2)
+    targets = np.array([[0.0, 0.0], [0.0, float("nan")]])
+    points = np.array([[1.9, 1.9], [1.9, 100.0]])
+    naive = np.ones((2, 2))
     np.testing.assert_allclose(badly_served(points, targets, naive, np.array([2]), 2.0)[0], [0.75])
     assert badly_served(points, targets, naive, np.array([2]), 1.5)[0].tolist() == [1.0]
 
 
 def test_the_naive_forecasts_read_from_the_values_equal_those_read_from_each_window():
-    values = torch.arange(1.0, 31.0)  # two series: 1..10 and 11..30
+    values = np.arange(1.0, 31.0)  # two series: 1..10 and 11..30
     starts, origins = np.array([0, 10, 10]), np.array([2, 9, 19])  # the first window runs off the start
-    windows = torch.stack(
-        [torch.cat([torch.zeros(5), values[0:3]]), values[12:20], values[22:30]]
+    windows = np.stack(
+        [np.concatenate([np.zeros(5), values[0:3]]), values[12:20], values[22:30]]
     )  # (3, ar=8): zeros before a series' first value, as the carried window holds them
     np.testing.assert_array_equal(
         naive_at(values, starts, origins, horizon=6, season=4), naive_from_window(windows, 6, 4)
@@ -101,9 +100,9 @@ def test_the_naive_forecasts_read_from_the_values_equal_those_read_from_each_win
 
 
 def test_a_quantile_model_is_scored_on_the_median_it_serves():
-    targets = torch.zeros(1, 2)
-    naive = torch.ones(1, 2)  # naive error 1
-    crossed = torch.tensor([[[0.5, 5.0, 0.0], [0.5, 5.0, 0.0]]])  # the raw middle output is 5, served 0.5
+    targets = np.zeros((1, 2))
+    naive = np.ones((1, 2))  # naive error 1
+    crossed = np.array([[[0.5, 5.0, 0.0], [0.5, 5.0, 0.0]]])  # the raw middle output is 5, served 0.5
     point = served_point(crossed, 1)
     assert point.tolist() == [[0.5, 0.5]]
     assert badly_served(point, targets, naive, np.array([1]), 2.0)[0].tolist() == [0.0]
@@ -381,9 +380,9 @@ def test_shares_follow_their_series_whatever_batches_the_series_are_walked_in(ti
     net, season = tiny_model.net, tiny_model.net.config.season
     own, _ = run_series(net, inputs.inputs, inputs.offsets, positions)
     share = np.array([0.2, 1.0, 0.0, 0.6])
-    values = torch.from_numpy(inputs.inputs[:, 0])
-    naive = naive_at(values, inputs.offsets[:-1], lengths - 1, own.shape[1], season)
-    expected = own[..., 0] + torch.from_numpy(share)[:, None].float() * (naive - own[..., 0])
+    naive = naive_at(inputs.inputs[:, 0], inputs.offsets[:-1], lengths - 1, own.shape[1], season)
+    point = own[..., 0].numpy()
+    expected = point + share[:, None].astype(np.float32) * (naive - point)
     serving = NaiveServing(share > 0, season, 0, share)
     for batch in (1, 2, 256):
         served, _ = run_series(
@@ -413,10 +412,10 @@ def test_fit_records_the_blended_series_and_calibrates_the_interval_on_what_it_s
 
 
 def test_the_last_value_is_the_yardstick_where_it_beats_seasonal_naive():
-    targets = torch.zeros(3, 2)
-    points = torch.tensor([[3.0, 3.0], [3.0, 3.0], [1.3, 1.3]])
-    seasonal = torch.tensor([[4.0, 4.0], [1.0, 1.0], [4.0, 4.0]])
-    last = torch.tensor([[1.0, 1.0], [4.0, 4.0], [1.0, 1.0]])
+    targets = np.zeros((3, 2))
+    points = np.array([[3.0, 3.0], [3.0, 3.0], [1.3, 1.3]])
+    seasonal = np.array([[4.0, 4.0], [1.0, 1.0], [4.0, 4.0]])
+    last = np.array([[1.0, 1.0], [4.0, 4.0], [1.0, 1.0]])
     shares, at_last = badly_served(points, targets, seasonal, np.array([1, 1, 1]), 1.5, last)
     # 3x the last value's error: naive whole, the last value; 3x seasonal naive's: seasonal naive;
     # 1.3x the last value's (0.3x seasonal naive's): a third of the way to the last value.
@@ -427,10 +426,10 @@ def test_the_last_value_is_the_yardstick_where_it_beats_seasonal_naive():
 
 
 def test_a_season_per_row_reads_the_last_value_or_the_last_season():
-    window = torch.arange(12.0).reshape(2, 6)
+    window = np.arange(12.0).reshape(2, 6)
     got = naive_from_window(window, horizon=4, season=np.array([1, 3]))
     assert got.tolist() == [[5.0] * 4, [9.0, 10.0, 11.0, 9.0]]
-    values, starts = torch.arange(12.0), np.array([0, 6])
+    values, starts = np.arange(12.0), np.array([0, 6])
     np.testing.assert_array_equal(naive_at(values, starts, np.array([5, 5]), 4, np.array([1, 3])), got)
 
 
@@ -503,8 +502,8 @@ def test_a_last_value_series_is_served_its_last_value_whatever_its_batch_row(tin
 
 
 def test_a_tie_keeps_seasonal_naive_and_only_a_served_series_is_marked_for_the_last_value():
-    targets, points = torch.zeros(2, 2), torch.tensor([[3.0, 3.0], [1.0, 1.0]])
-    seasonal = torch.tensor([[1.0, 1.0], [4.0, 4.0]])
-    last = torch.tensor([[1.0, 1.0], [2.0, 2.0]])  # a tie; better, but the network is better still
+    targets, points = np.zeros((2, 2)), np.array([[3.0, 3.0], [1.0, 1.0]])
+    seasonal = np.array([[1.0, 1.0], [4.0, 4.0]])
+    last = np.array([[1.0, 1.0], [2.0, 2.0]])  # a tie; better, but the network is better still
     shares, at_last = badly_served(points, targets, seasonal, np.array([1, 1]), 1.5, last)
     assert shares.tolist() == [1.0, 0.0] and at_last.tolist() == [False, False]

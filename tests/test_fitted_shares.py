@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from click.testing import CliRunner
 
 import streamcast as sc
@@ -27,15 +26,15 @@ def two_forecasts(rows: int = 400, horizon: int = 4, seed: int = 0):
     """Targets, and two forecasts of them whose errors are independent: the network's twice as
     large as naive's, so the best blend takes 4/5 of naive (variances 4 and 1)."""
     rng = np.random.default_rng(seed)
-    targets = torch.from_numpy(rng.normal(size=(rows, horizon)))
-    point = targets + 2 * torch.from_numpy(rng.normal(size=(rows, horizon)))
-    naive = targets + torch.from_numpy(rng.normal(size=(rows, horizon)))
+    targets = rng.normal(size=(rows, horizon))
+    point = targets + 2 * rng.normal(size=(rows, horizon))
+    naive = targets + rng.normal(size=(rows, horizon))
     return point, targets, naive
 
 
 def brute(point, targets, toward, power: int, grid: np.ndarray) -> float:
     """The share on `grid` with the lowest total error of the blend."""
-    losses = [((point + w * (toward - point) - targets).abs() ** power).sum().item() for w in grid]
+    losses = [float((np.abs(point + w * (toward - point) - targets) ** power).sum()) for w in grid]
     return float(grid[int(np.argmin(losses))])
 
 
@@ -71,7 +70,7 @@ def test_each_series_gets_its_own_share_towards_the_naive_that_blends_best():
     # last value far off; series 2: no target inside the validation part.
     last = targets + 0.1 * (seasonal - targets)
     last[100:200] += 50.0
-    targets = targets.clone()
+    targets = targets.copy()
     targets[200:] = np.nan
     shares, at_last = fitted_shares(
         point, targets, seasonal, np.array([100, 100, 100]), squared=True, horizons=MANY, last=last
@@ -86,12 +85,12 @@ def test_each_series_gets_its_own_share_towards_the_naive_that_blends_best():
 
 def test_only_the_steps_inside_the_validation_part_count():
     point, targets, naive = two_forecasts()
-    targets = targets.clone()
+    targets = targets.copy()
     targets[::3, 1:] = np.nan  # as origins near the part's edges: some of their steps fall outside
     targets[5:40] = np.nan
     share, _ = fitted_shares(point, targets, naive, np.array([400]), squared=True, horizons=MANY)
-    known = ~torch.isnan(targets)
-    masked = [torch.where(known, x, 0.0) for x in (point, targets, naive)]
+    known = ~np.isnan(targets)
+    masked = [np.where(known, x, 0.0) for x in (point, targets, naive)]
     assert share[0] == pytest.approx(brute(*masked, 2, np.linspace(0, 1, 100_001)), abs=1e-5)
 
 
@@ -109,7 +108,7 @@ def test_a_share_under_the_minimum_is_none():
 
 
 def late_validation(point, targets, naive, last, counts) -> training.LateValidation:
-    units = torch.ones(point.shape[0], dtype=torch.float64)
+    units = np.ones(point.shape[0])
     return training.LateValidation(point, naive, last, targets, units, counts)
 
 
@@ -119,7 +118,7 @@ def test_a_fitted_share_replaces_the_ratios_only_where_it_is_larger():
     # where half and half does better.
     point, targets, naive = two_forecasts(rows=800)
     point[:400] = targets[:400] + 3 * (naive[:400] - targets[:400])
-    point[400:] = targets[400:] + torch.from_numpy(np.random.default_rng(7).normal(size=(400, 4)))
+    point[400:] = targets[400:] + np.random.default_rng(7).normal(size=(400, 4))
     late = late_validation(point, targets, naive, naive + 100.0, np.array([400, 400]))
     config = replace(training.FitConfig(), loss="mse")
     ratio, _ = training._naive_shares(late, replace(config, naive_share="ratio"), 50.0, last_only=False)
@@ -183,10 +182,10 @@ def test_the_fits_loss_decides_between_squared_and_absolute_errors():
     # The network is exact but for a few large misses, naive a little off everywhere: squared
     # errors want much of naive (the misses dominate), absolute errors want none.
     rng = np.random.default_rng(3)
-    targets = torch.from_numpy(rng.normal(size=(400, 4)))
-    point = targets.clone()
+    targets = rng.normal(size=(400, 4))
+    point = targets.copy()
     point[::40] += 30.0
-    naive = targets + torch.from_numpy(rng.normal(size=(400, 4)))
+    naive = targets + rng.normal(size=(400, 4))
     late = late_validation(point, targets, naive, naive + 100.0, np.array([400]))
     config = training.FitConfig(naive_fallback=1.5)
     by_mse, _ = training._naive_shares(late, replace(config, loss="mse"), MANY, last_only=False)
@@ -202,11 +201,11 @@ def test_a_fitted_blend_towards_the_last_value_replaces_a_ramp_towards_seasonal_
     # and half with it (1.69 / (1.69 + 1.21) = 0.58) takes the error variance from 1.69 to 0.71.
     rng = np.random.default_rng(4)
     shape = (4000, 4)
-    targets = torch.from_numpy(rng.normal(size=shape))
-    error = 1.3 * torch.from_numpy(rng.normal(size=shape))
+    targets = rng.normal(size=shape)
+    error = 1.3 * rng.normal(size=shape)
     point = targets + error
-    seasonal = targets + 0.75 * error + 0.3 * torch.from_numpy(rng.normal(size=shape))
-    last = targets + 1.1 * torch.from_numpy(rng.normal(size=shape))
+    seasonal = targets + 0.75 * error + 0.3 * rng.normal(size=shape)
+    last = targets + 1.1 * rng.normal(size=shape)
     late = late_validation(point, targets, seasonal, last, np.array([4000]))
     config = training.FitConfig(naive_fallback=1.5, loss="mse")
     ramp, ramp_last = training._naive_shares(late, replace(config, naive_share="ratio"), MANY, False)
@@ -220,10 +219,10 @@ def test_the_naive_is_chosen_by_its_blend_at_the_share_served_not_before_shrinki
     # under the minimum (none); seasonal naive's best (0.92) shrunk to 0.10 still helps: served.
     rng = np.random.default_rng(6)
     shape = (4000, 4)
-    targets = torch.from_numpy(rng.normal(size=shape))
-    error = torch.from_numpy(rng.normal(size=shape))
+    targets = rng.normal(size=shape)
+    error = rng.normal(size=shape)
     point = targets + error
-    seasonal = targets + 0.3 * torch.from_numpy(rng.normal(size=shape))
-    last = point - 10 * error + 0.5 * torch.from_numpy(rng.normal(size=shape))
+    seasonal = targets + 0.3 * rng.normal(size=shape)
+    last = point - 10 * error + 0.5 * rng.normal(size=shape)
     share, at_last = fitted_shares(point, targets, seasonal, np.array([4000]), True, horizons=1, last=last)
     assert not at_last[0] and share[0] == pytest.approx(0.917 / (1 + PRIOR_HORIZONS), abs=0.01)

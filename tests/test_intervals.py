@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from click.testing import CliRunner
 
 import streamcast as sc
@@ -33,31 +32,29 @@ def noisy_days(series: int = 4, length: int = 600, noise: float = 1.0, seed: int
 
 
 def test_the_unit_is_the_mean_change_over_a_season_in_the_window():
-    window = torch.tensor([[2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0]])  # season 2
+    window = np.array([[2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0]])  # season 2
     # Changes over 2 steps: 1.5, 0, 2.5, 0, 2.5, 0, 1.5, 0: mean 1.0.
     assert window_unit(window, 2).item() == pytest.approx(1.0, abs=1e-4)
     # Shorter than two seasons: the change over one step.
-    assert window_unit(torch.tensor([[1.0, 3.0, 3.0, 5.0, 5.0, 7.0]]), 24).item() == pytest.approx(
-        1.2, abs=1e-4
-    )
+    assert window_unit(np.array([[1.0, 3.0, 3.0, 5.0, 5.0, 7.0]]), 24).item() == pytest.approx(1.2, abs=1e-4)
 
 
 def test_a_young_series_unit_counts_its_own_values_only_and_too_few_take_the_typical_one():
-    own = torch.tensor([2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0])
-    padded = torch.cat([torch.zeros(30), own]).unsqueeze(0)  # the carried window of a new series
-    assert window_unit(padded, 2).item() == pytest.approx(window_unit(own.unsqueeze(0), 2).item())
-    fresh = torch.cat([torch.zeros(36), own[:4]]).unsqueeze(0)  # two changes of its own
-    assert torch.isnan(window_unit(fresh, 2)).item()
+    own = np.array([2.0, 1.0, 0.5, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0])
+    padded = np.concatenate([np.zeros(30), own])[None]  # the carried window of a new series
+    assert window_unit(padded, 2).item() == pytest.approx(window_unit(own[None], 2).item())
+    fresh = np.concatenate([np.zeros(36), own[:4]])[None]  # two changes of its own
+    assert np.isnan(window_unit(fresh, 2)).item()
     assert window_unit(fresh, 2, typical=0.7).item() == pytest.approx(0.7)
-    assert window_unit(torch.zeros(1, 40), 2, typical=0.7).item() == pytest.approx(0.7)
+    assert window_unit(np.zeros((1, 40)), 2, typical=0.7).item() == pytest.approx(0.7)
 
 
 def test_units_read_from_the_values_equal_those_of_each_window():
-    values = torch.arange(1.0, 41.0) ** 1.5
+    values = np.arange(1.0, 41.0) ** 1.5
     starts, origins = np.array([0, 0, 10]), np.array([5, 9, 29])  # the first window runs off the start
     units = units_at(values, starts, origins, ar=8, season=2, typical=0.5)
-    windows = torch.stack([torch.cat([torch.zeros(2), values[0:6]]), values[2:10], values[32:40]])
-    torch.testing.assert_close(units, window_unit(windows, 2, typical=0.5))
+    windows = np.stack([np.concatenate([np.zeros(2), values[0:6]]), values[2:10], values[32:40]])
+    np.testing.assert_allclose(units, window_unit(windows, 2, typical=0.5), rtol=1e-12)
 
 
 def test_calibration_puts_each_level_where_its_share_of_errors_lies():
@@ -88,8 +85,8 @@ def test_an_interval_never_excludes_its_own_point_and_too_few_errors_give_none()
 
 def test_widening_keeps_the_point_and_holds_the_last_step_past_the_horizon():
     intervals = Intervals((0.1, 0.9), np.array([[-1.0, 2.0], [-3.0, 4.0]]), season=1)
-    point = torch.tensor([[[10.0], [20.0], [30.0]]])  # (1, H=3, 1): one step past the calibrated two
-    wide = intervals.widen(point, torch.tensor([0.5]))
+    point = np.array([[[10.0], [20.0], [30.0]]])  # (1, H=3, 1): one step past the calibrated two
+    wide = intervals.widen(point, np.array([0.5]))
     assert wide.tolist() == [[[9.5, 10.0, 11.0], [18.5, 20.0, 22.0], [28.5, 30.0, 32.0]]]
 
 
@@ -285,14 +282,12 @@ def test_the_watch_of_an_interval_model_flags_by_the_error_spread_as_a_point_mod
     assert with_interval.flagged == alarm_rate(replace(model, intervals=None), fresh).flagged
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_the_window_unit_keeps_its_windows_dtype_young_or_full(dtype):
-    """Worked in numpy, which has no bfloat16: the unit still comes back in the window's dtype."""
-    window = torch.zeros(2, 60)
-    window[0] = 1 + torch.arange(60.0) / 2  # full: a change of 12 over each season of 24 steps
+    """Worked in float32 at least: the unit still comes back in the window's dtype."""
+    window = np.zeros((2, 60))
+    window[0] = 1 + np.arange(60.0) / 2  # full: a change of 12 over each season of 24 steps
     window[1, -10:] = 1.0  # young: fewer than a season of its own changes, so `typical`
-    unit = window_unit(window.to(dtype), season=24, typical=0.5)
+    unit = window_unit(window.astype(dtype), season=24, typical=0.5)
     assert unit.dtype == dtype and unit.shape == (2,)
-    torch.testing.assert_close(
-        unit.double(), torch.tensor([12.0, 0.5], dtype=torch.float64), atol=1e-2, rtol=1e-2
-    )
+    np.testing.assert_allclose(unit.astype(np.float64), [12.0, 0.5], atol=1e-2, rtol=1e-2)

@@ -104,6 +104,28 @@ def _device(ctx: click.Context, param: click.Parameter, value: str):
     return resolve_device(value)
 
 
+def serve_device_option(f):
+    """`stream`'s `--device`: the CPU by default, where the numpy mirror of the network serves
+    without loading torch; any other device as every command's (`device_option`)."""
+    return click.option(
+        "--device",
+        default="cpu",
+        show_default=True,
+        metavar="cpu|auto|cuda|cuda:N|mps",
+        callback=_serve_device,
+        help="Where the network runs: cpu serves it with numpy, without loading torch (a first forecast "
+        "within a second of start); auto, cuda, cuda:N and mps serve it with torch (auto: a CUDA GPU "
+        "when torch sees one). --learn trains with torch on the CPU.",
+    )(f)
+
+
+def _serve_device(ctx: click.Context, param: click.Parameter, value: str):
+    """None for the CPU (numpy serves, torch is not loaded to check for a GPU), else the torch device."""
+    if str(value).strip().lower() == "cpu":
+        return None
+    return _device(ctx, param, value)
+
+
 def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
     return default_threads() if value is None else check_threads(value)
 

@@ -7,15 +7,14 @@ import sys
 from collections.abc import Iterator
 
 import click
-from click.core import ParameterSource
 
 import streamcast
 from streamcast.atomic import check_writable
 from streamcast.cli.options import (
     CONTEXT,
-    device_option,
     glitch_ratio,
     model_option,
+    serve_device_option,
     threads_option,
     warn,
 )
@@ -157,7 +156,7 @@ from streamcast.errors import DataError, UsageError
     help="Serve Prometheus metrics on this port (all interfaces unless HOST; needs streamcast[metrics]).",
 )
 @threads_option
-@device_option
+@serve_device_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-line reports on stderr (the summary stays).")
 def stream(
     source,
@@ -197,16 +196,14 @@ def stream(
     """
     from pathlib import Path
 
-    from streamcast.devices import resolve_device
-    from streamcast.online import LearnConfig
     from streamcast.reading import read_series
     from streamcast.shards import parse_shard
+    from streamcast.stream.config import LearnConfig
     from streamcast.stream.engine import StreamConfig, warm_up
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
     from streamcast.stream.state import StreamState
     from streamcast.stream.watch import WatchConfig
-    from streamcast.threads import set_process_threads
 
     watching = watch or only_anomalies or anomaly_z is not None
     watch_config = WatchConfig(**({"z": anomaly_z} if anomaly_z is not None else {})) if watching else None
@@ -226,13 +223,10 @@ def stream(
         if options[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     partition = parse_shard(options["partition"], "--partition") if options["partition"] else None
-    if learn and device.type != "cpu":
-        if click.get_current_context().get_parameter_source("device") is ParameterSource.COMMANDLINE:
-            raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
-        device = resolve_device("cpu")  # --device auto found a GPU, but the learner runs on the CPU
-    set_process_threads(threads)
+    if learn and device is not None and device.type != "cpu":
+        raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
     _ignore_hangup_until_serving()
-    forecaster = streamcast.load(model_path).to(device)
+    forecaster = _load(model_path, device, learn, threads)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
     metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     config = StreamConfig(
@@ -305,6 +299,23 @@ def stream(
             with open(source, "rb") as f:
                 code = session.run(f)
     sys.exit(code)
+
+
+def _load(model_path: str, device, learn: bool, threads: int):
+    """The model as `stream` serves it: by the numpy mirror of its network on the CPU (torch is
+    never loaded: its import alone took 1.3-1.8 s of a start-up that aims at a first forecast within
+    1 s), by torch on another device or where --learn trains it; on `threads` threads."""
+    from streamcast.threads import set_blas_threads, set_process_threads
+
+    if device is None and not learn:
+        from streamcast.modelparts import load_numpy
+
+        set_blas_threads(threads)
+        return load_numpy(model_path)
+    from streamcast.devices import resolve_device
+
+    set_process_threads(threads)
+    return streamcast.load(model_path).to(device if device is not None else resolve_device("cpu"))
 
 
 def _ignore_hangup_until_serving() -> None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, TextIO
 from streamcast import safefile
 from streamcast.errors import first_line
 from streamcast.forecaster import Forecaster
-from streamcast.modelfile import save as save_model
 from streamcast.stream.state import StreamState
 
 if TYPE_CHECKING:
@@ -57,6 +56,8 @@ class Checkpoints:
                 self._in_flight = self._writer.submit(_write, options.state_path, build)
                 self._in_flight.add_done_callback(lambda done: done.exception() or self._checkpointed())
         if options.save_model and self.state.learner is not None:
+            from streamcast.modelfile import save as save_model  # with --learn: torch is loaded
+
             save_model(self.state.learner.adapted(forecaster), options.save_model)
             if not options.state_path:
                 self._checkpointed()

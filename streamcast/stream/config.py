@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
 from streamcast.errors import UsageError
 from streamcast.features import season_length
 from streamcast.forecaster import Forecaster
-from streamcast.online import LearnConfig
 from streamcast.shards import Shard
 from streamcast.stream.watch import WatchConfig
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """`--learn-rate`, `--learn-window`, `--learn-every` and the gradient clip."""
+
+    lr: float = 1e-3
+    window: int = 24
+    every: int = 256
+    clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr < math.inf:
+            raise UsageError("--learn-rate must be a positive number")
+        if self.window < 1 or self.every < 1:
+            raise UsageError("--learn-window and --learn-every must be at least 1")
 
 
 @dataclass(frozen=True)

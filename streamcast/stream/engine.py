@@ -49,7 +49,7 @@ from streamcast.stream.rules import LineColumns, LineRules
 from streamcast.stream.state import StreamState
 from streamcast.stream.steady import steady_plan
 from streamcast.stream.watch import Watched, watch_for
-from streamcast.threads import torch_threads
+from streamcast.threads import compute_threads
 
 __all__ = [  # StreamConfig, Grid and default_warmup live in their own modules; importable here too
     "Forecast",
@@ -138,8 +138,8 @@ def stream(
 ) -> Iterator[StreamBatch]:
     """For each micro-batch of observations: advance every series over its ticks, yield the forecasts.
 
-    `threads`: torch threads while a batch is computed (default: `streamcast.threads.default_threads()`,
-    one); between batches the caller's own count holds.
+    `threads`: torch's and numpy's BLAS threads while a batch is computed (default:
+    `streamcast.threads.default_threads()`, one); between batches the caller's own count holds.
 
     >>> state = StreamState(model)  # doctest: +SKIP
     >>> for batch in stream(model, [Observations.from_records(rows, model)], state):
@@ -148,7 +148,7 @@ def stream(
     """
     engine = _Engine(forecaster, state if state is not None else StreamState(forecaster), config)
     for observations in batches:
-        with torch_threads(threads):
+        with compute_threads(threads):
             batch, error = engine.process(observations)
         batch.evicted = engine.evict()
         yield batch
@@ -316,7 +316,7 @@ def warm_up(
     inputs = forecaster.inputs(frame, future=future, static=history.static)
     empty = [np.zeros(0, dtype=np.int64)] * len(inputs.series_ids)
     net = state.learner.serving if state.learner is not None else forecaster.net
-    with torch_threads(threads):
+    with compute_threads(threads):
         _, final = run_series(net, inputs.inputs, inputs.offsets, empty)
     ends = inputs.offsets[1:] - 1
     stamps = frame["timestamp"]

@@ -13,6 +13,8 @@ from dataclasses import asdict
 
 from streamcast.errors import ModelFileError
 from streamcast.forecaster import Forecaster
+from streamcast.modelparts import load_numpy
+from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
 from streamcast.stream.state import StreamState, model_fingerprint
 
 
@@ -32,6 +34,15 @@ def mismatch(old: Forecaster, new: Forecaster) -> str | None:
     if asdict(old.net.config) | {"dropout": 0} != asdict(new.net.config) | {"dropout": 0}:
         return "its network is built differently"
     return None
+
+
+def load_like(old: Forecaster, path: str) -> Forecaster:
+    """The model file at `path`, served as `old` is: by the numpy mirror, or by torch on its device."""
+    if isinstance(old.net, NumpyForecaster | NumpyEnsemble):
+        return load_numpy(path)
+    from streamcast.modelfile import load
+
+    return load(path).to(next(old.net.parameters()).device)
 
 
 def adopt(state: StreamState, old: Forecaster, new: Forecaster, source: str) -> None:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from streamcast.errors import OutputClosed, StreamcastError, StrictStop, first_line
 from streamcast.forecaster import Forecaster
-from streamcast.modelfile import load as load_model
 from streamcast.stream import reload
 from streamcast.stream.checkpoints import Checkpoints
 from streamcast.stream.engine import StreamBatch, StreamConfig, stream
@@ -172,8 +171,7 @@ class StreamSession:
         self.signals.reload_due = False
         path = self.options.model_path
         try:
-            device = next(self.forecaster.net.parameters()).device
-            new = load_model(path).to(device)  # served where the old one was (--device)
+            new = reload.load_like(self.forecaster, path)
             reload.adopt(self.state, self.forecaster, new, path)
         except StreamcastError as exc:
             self.err.write(f"SIGHUP: {first_line(exc)}\n")

@@ -1,0 +1,485 @@
+"""The trained network's inference (eval mode) in numpy, so that `stream` can serve a model without
+importing torch: torch takes 1.3 s to import, the stream's first forecast is due within 1.0 s.
+
+A mirror of `streamcast.model`, formula for formula and in float32 like torch, with the same
+weights (keyed as its `state_dict()`), the same state layout and the same features: the rest of
+the serving code cannot tell the two apart. tests/test_numpy_net.py holds it to torch's numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from streamcast.netconfig import COMBINES, WINDOW_SCALE_FLOOR, ModelConfig
+
+State = tuple[np.ndarray, ...]
+"""(h, [c,] [conv,] [ar]), batch-first, exactly as `streamcast.model.State`."""
+
+_GATES = {"rnn": 1, "rnn-relu": 1, "lstm": 4, "gru": 3}
+
+
+@dataclass(frozen=True)
+class Features:
+    """What `encode` hands `decode` at each step, as `model.Features`: the top hidden state
+    (..., hidden_size), the last `ar` values (..., ar) as a strided view copied only where indexed,
+    and the inputs known for the steps ahead (..., known * horizon)."""
+
+    hidden: np.ndarray
+    window: np.ndarray | None = None
+    ahead: np.ndarray | None = None
+
+    def __getitem__(self, index) -> Features:
+        window = None if self.window is None else self.window[index]
+        return Features(self.hidden[index], window, None if self.ahead is None else self.ahead[index])
+
+
+@dataclass(frozen=True)
+class MemberFeatures:
+    """An ensemble's features: each member's, indexed together."""
+
+    members: tuple[Features, ...]
+
+    def __getitem__(self, index) -> MemberFeatures:
+        # Members that share the carried window hold the same array: index (copy) it once.
+        windows: dict[int, np.ndarray] = {}
+        picked = []
+        for f in self.members:
+            window = None
+            if f.window is not None:
+                window = windows.setdefault(id(f.window), f.window[index])
+            ahead = None if f.ahead is None else f.ahead[index]
+            picked.append(Features(f.hidden[index], window, ahead))
+        return MemberFeatures(tuple(picked))
+
+
+@dataclass(frozen=True)
+class WindowRead:
+    """A chunk's inputs with the lag inputs added, the window at each step (B, T, ar) and the
+    window carried on (B, ar); no window without `ar`."""
+
+    x: np.ndarray
+    windows: np.ndarray | None = None
+    carried: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class HeadRead:
+    """The window as the head reads it (`read_head`): its shape, and the spread that scales the
+    head's output, if the head works in units of it."""
+
+    shape: np.ndarray
+    spread: np.ndarray | None = None
+
+
+def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight's name and shape in a torch `RecurrentForecaster` of this config."""
+    c = config
+    gates = _GATES[c.cell] * c.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    if c.conv > 1:
+        shapes["conv.weight"] = (c.hidden_size, c.rnn_input_size, c.conv)
+        shapes["conv.bias"] = (c.hidden_size,)
+    rnn_input = c.hidden_size if c.conv > 1 else c.rnn_input_size
+    for k in range(c.num_layers):
+        shapes[f"rnn.weight_ih_l{k}"] = (gates, rnn_input if k == 0 else c.hidden_size)
+        shapes[f"rnn.weight_hh_l{k}"] = (gates, c.hidden_size)
+        shapes[f"rnn.bias_ih_l{k}"] = (gates,)
+        shapes[f"rnn.bias_hh_l{k}"] = (gates,)
+    shapes["head.0.weight"] = (c.hidden_size, c.hidden_size + c.ar)
+    shapes["head.0.bias"] = (c.hidden_size,)
+    shapes["head.2.weight"] = (c.horizon * c.outputs_per_step, c.hidden_size)
+    shapes["head.2.bias"] = (c.horizon * c.outputs_per_step,)
+    if c.ar > 0:
+        shapes["ar.weight"] = (c.horizon, c.ar)
+    if c.known > 0:
+        shapes["known"] = (c.known, c.horizon)
+    return shapes
+
+
+def _checked(weights: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The weights as float32, once their names and shapes match the config: a file's header
+    could describe another network than its weights."""
+    missing = sorted(shapes.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - shapes.keys())
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit the config: missing {missing}, unexpected {unexpected}")
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    wrong = [f"{k} {a.shape} (expected {shapes[k]})" for k, a in arrays.items() if a.shape != shapes[k]]
+    if wrong:
+        raise ValueError(f"the weights do not fit the config: {', '.join(wrong)}")
+    return arrays
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One recurrent layer's weights, transposed for `x @ w` and with the rows of every sigmoid
+    gate halved, so that one tanh serves all gates: sigmoid(a) = 0.5 + 0.5 * tanh(a / 2), and
+    halving is exact in floating point."""
+
+    w_ih: np.ndarray  # (input, gates * H)
+    bias: np.ndarray  # (gates * H,): both biases, but the GRU's recurrent one of n
+    w_hh: np.ndarray  # (H, gates * H)
+    b_hn: np.ndarray | None  # (H,): the GRU's recurrent bias of n, which r scales
+    scale: np.ndarray  # (gates * H,): 0.5 on a sigmoid gate, 1 on a tanh gate
+    shift: np.ndarray  # (gates * H,): 0.5 on a sigmoid gate, 0 on a tanh gate
+
+
+def _layer(weights: dict[str, np.ndarray], k: int, cell: str, hidden: int) -> _Layer:
+    halve = np.ones(_GATES[cell] * hidden, dtype=np.float32)
+    if cell == "lstm":  # gates i, f, g, o: g alone is a tanh
+        halve[: 2 * hidden] = halve[3 * hidden :] = 0.5
+    elif cell == "gru":  # gates r, z, n: n alone is a tanh
+        halve[: 2 * hidden] = 0.5
+    b_ih, b_hh = weights[f"rnn.bias_ih_l{k}"], weights[f"rnn.bias_hh_l{k}"]
+    b_hn = None
+    if cell == "gru":
+        b_hn = b_hh[2 * hidden :].copy()
+        b_hh = np.concatenate([b_hh[: 2 * hidden], np.zeros(hidden, dtype=np.float32)])
+    return _Layer(
+        w_ih=np.ascontiguousarray((weights[f"rnn.weight_ih_l{k}"] * halve[:, None]).T),
+        bias=(b_ih + b_hh) * halve,
+        w_hh=np.ascontiguousarray((weights[f"rnn.weight_hh_l{k}"] * halve[:, None]).T),
+        b_hn=b_hn,
+        scale=halve,
+        shift=0.5 * (halve != 1.0).astype(np.float32),
+    )
+
+
+def _rnn_steps(
+    layer: _Layer, xp: np.ndarray, h: np.ndarray, act: Callable[..., np.ndarray]
+) -> tuple[np.ndarray, State]:
+    """nn.RNN over the projected inputs xp (B, T, H): h = act(xp + h W_hh), act in place."""
+    out = np.empty(xp.shape, dtype=np.float32)  # (B, T, H)
+    for t in range(xp.shape[1]):
+        pre = h @ layer.w_hh
+        pre += xp[:, t]
+        h = act(pre, out=pre)
+        out[:, t] = h
+    return out, (h,)
+
+
+def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0, out=out)
+
+
+def _lstm_steps(layer: _Layer, xp: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, State]:
+    """nn.LSTM over the projected inputs xp (B, T, 4H), gates in torch's order i, f, g, o."""
+    size = h.shape[-1]
+    out = np.empty((*xp.shape[:2], size), dtype=np.float32)  # (B, T, H)
+    for t in range(xp.shape[1]):
+        gates = h @ layer.w_hh
+        gates += xp[:, t]
+        np.tanh(gates, out=gates)
+        gates *= layer.scale  # the sigmoid gates from their halved rows' tanh
+        gates += layer.shift
+        i, f, g, o = (gates[:, j * size : (j + 1) * size] for j in range(4))
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        out[:, t] = h
+    return out, (h, c)
+
+
+def _gru_steps(layer: _Layer, xp: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, State]:
+    """nn.GRU over the projected inputs xp (B, T, 3H), gates r, z, n with
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) and h' = (1 - z) * n + z * h."""
+    size = h.shape[-1]
+    out = np.empty((*xp.shape[:2], size), dtype=np.float32)  # (B, T, H)
+    for t in range(xp.shape[1]):
+        hh = h @ layer.w_hh  # (B, 3H)
+        x_t = xp[:, t]
+        rz = x_t[:, : 2 * size] + hh[:, : 2 * size]
+        np.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
+        n = hh[:, 2 * size :]
+        n += layer.b_hn
+        n *= rz[:, :size]
+        n += x_t[:, 2 * size :]
+        np.tanh(n, out=n)
+        h = n + rz[:, size:] * (h - n)
+        out[:, t] = h
+    return out, (h,)
+
+
+_STEPS = {
+    "rnn": partial(_rnn_steps, act=np.tanh),
+    "rnn-relu": partial(_rnn_steps, act=_relu),
+    "lstm": _lstm_steps,
+    "gru": _gru_steps,
+}
+
+
+def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """x (..., in) @ w (in, out) [+ b] as one matmul over every leading index."""
+    y = x.reshape(-1, w.shape[0]) @ w
+    if b is not None:
+        y += b
+    return y.reshape(*x.shape[:-1], w.shape[1])
+
+
+def _steps_of(a: np.ndarray, size: int) -> np.ndarray:
+    """(B, N, ...) -> (B, N - size + 1, ..., size): the last `size` rows at each step, a read-only
+    view (numpy's as_strided took a tenth of a one-step `encode`)."""
+    a = np.ascontiguousarray(a)
+    strides = (a.strides[0], a.strides[1], *a.strides[2:], a.strides[1])
+    shape = (a.shape[0], a.shape[1] - size + 1, *a.shape[2:], size)
+    view = np.ndarray(shape, a.dtype, buffer=a, strides=strides)
+    view.flags.writeable = False
+    return view
+
+
+def _lags(windows: np.ndarray, season: int) -> np.ndarray:
+    """(B, T, 2): each step's change since the step before and since one season back, in units
+    of its window's spread (`model._lags`)."""
+    size = windows.shape[-1]
+    latest = windows[..., -1:]
+    distance = windows - latest  # (B, T, ar)
+    spread = np.abs(distance, out=distance).sum(axis=-1, keepdims=True) / size + WINDOW_SCALE_FLOOR
+    back = min(season, size - 1)
+    lagged = windows[..., [size - 2, size - 1 - back]]  # (B, T, 2)
+    return (latest - lagged) / spread
+
+
+def read_head(window: np.ndarray, head_scale: str) -> HeadRead:
+    """The window as the head reads it, relative to the newest value, and with
+    `head_scale="window"` in units of its spread (`model.read_head`)."""
+    shape = window - window[..., -1:]
+    if head_scale != "window":
+        return HeadRead(shape)
+    spread = np.abs(shape).sum(axis=-1, keepdims=True) / shape.shape[-1] + WINDOW_SCALE_FLOOR  # (..., 1)
+    shape /= spread
+    return HeadRead(shape, spread)
+
+
+class NumpyForecaster:
+    """`model.RecurrentForecaster` in eval mode: (conv ->) RNN/LSTM/GRU -> head, with the `ar`
+    highway and the `known` path."""
+
+    def __init__(self, config: ModelConfig, weights: dict[str, np.ndarray]) -> None:
+        self.config = c = config
+        self._weights = _checked(weights, weight_shapes(config))
+        w = self._weights
+        self._layers = [_layer(w, k, c.cell, c.hidden_size) for k in range(c.num_layers)]
+        self._conv = self._conv_bias = None
+        if c.conv > 1:  # (F * conv, H): rows in the order of a (F, conv) window flattened
+            self._conv = np.ascontiguousarray(w["conv.weight"].reshape(c.hidden_size, -1).T)
+            self._conv_bias = w["conv.bias"]
+        self._head = (w["head.0.weight"].T.copy(), w["head.0.bias"], w["head.2.weight"].T.copy())
+        self._head_bias = w["head.2.bias"]
+        self._ar = w["ar.weight"].T.copy() if c.ar > 0 else None  # (ar, horizon)
+        self._known = w["known"][..., None] if c.known > 0 else None  # (K, horizon, 1)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return dict(self._weights)
+
+    def init_state(self, batch: int) -> State:
+        """The state of a series never seen: zeros, laid out as torch's."""
+        c = self.config
+        state = [np.zeros((batch, c.num_layers, c.hidden_size), dtype=np.float32)]
+        if c.cell == "lstm":
+            state.append(np.zeros((batch, c.num_layers, c.hidden_size), dtype=np.float32))
+        if c.conv > 1:
+            state.append(np.zeros((batch, c.conv - 1, c.rnn_input_size), dtype=np.float32))
+        if c.ar > 0:
+            state.append(np.zeros((batch, c.ar), dtype=np.float32))
+        return tuple(state)
+
+    def __call__(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """x: (B, T, input_size) -> forecasts (B, T, horizon, outputs_per_step) and the new state."""
+        features, state = self.encode(x, state)
+        return self.decode(features), state
+
+    def encode(self, x: np.ndarray, state: State) -> tuple[Features, State]:
+        """Advance the state over x (B, T, input_size): what the head needs at every step and
+        the new state; the state given is left as it was."""
+        parts = list(state)
+        x = np.asarray(x, dtype=np.float32)
+        read = self.read_window(x, parts.pop() if self.config.ar > 0 else None)
+        return self.encode_read(read, tuple(parts))
+
+    def read_window(self, x: np.ndarray, carried: np.ndarray | None) -> WindowRead:
+        """The carried window advanced over x and the lag inputs read from it (`model.read_window`)."""
+        c = self.config
+        if c.ar == 0:
+            return WindowRead(x)
+        history = np.concatenate([carried, x[..., 0]], axis=1)  # (B, ar + T)
+        windows = _steps_of(history, c.ar)[:, 1:]  # (B, T, ar)
+        if c.lag_count:
+            x = np.concatenate([x, _lags(windows, c.season)], axis=-1)
+        return WindowRead(x, windows, history[:, -c.ar :])
+
+    def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
+        """`encode` from a read window; `state` is this network's state without the window."""
+        c = self.config
+        x, parts = read.x, list(state)
+        ahead = x[..., c.known_at : c.known_at + c.known * c.horizon] if c.known else None
+        conv_state = []
+        if self._conv is not None:
+            window = np.concatenate([parts.pop(), x], axis=1)  # (B, conv - 1 + T, F)
+            x = self._convolve(window)
+            conv_state = [window[:, -(c.conv - 1) :]]
+        hidden, rnn_state = self._recur(x, parts)
+        new_state = (*rnn_state, *conv_state, *(() if read.carried is None else (read.carried,)))
+        return Features(hidden, read.windows, ahead), new_state
+
+    def _convolve(self, window: np.ndarray) -> np.ndarray:
+        """Conv1d then ReLU over (B, conv - 1 + T, F) -> (B, T, H): one matmul over every step's
+        (F, conv) window, unfolded as the weight's rows are."""
+        steps = _steps_of(window, self.config.conv)  # (B, T, F, conv), a view
+        x = steps.reshape(*steps.shape[:2], self._conv.shape[0])  # (B, T, F * conv), a copy
+        x = _linear(x, self._conv, self._conv_bias)
+        return np.maximum(x, 0, out=x)
+
+    def _recur(self, x: np.ndarray, parts: list[np.ndarray]) -> tuple[np.ndarray, State]:
+        """The stacked recurrent layers over x (B, T, F): the top layer's outputs (B, T, H) and
+        the final (h, [c]) as (B, num_layers, H) each. Each layer's input projection is one
+        matmul over all steps, as torch's."""
+        steps = _STEPS[self.config.cell]
+        finals = tuple(np.empty(p.shape, dtype=np.float32) for p in parts)  # (B, num_layers, H) each
+        for k, layer in enumerate(self._layers):
+            xp = _linear(x, layer.w_ih, layer.bias)  # (B, T, gates * H)
+            x, final = steps(layer, xp, *(p[:, k] for p in parts))
+            for into, part in zip(finals, final, strict=True):
+                into[:, k] = part
+        return x, finals
+
+    def decode(self, features: Features, read: HeadRead | None = None) -> np.ndarray:
+        """Features from `encode` (indexed or not) -> (..., horizon, outputs_per_step) scaled
+        forecasts; `read`: the window as `read_head` gives it, where an ensemble read it once."""
+        y = self._decode(features, read)
+        if features.ahead is None:
+            return y
+        c = self.config
+        ahead = features.ahead.reshape(*features.ahead.shape[:-1], c.known, c.horizon, 1)
+        return y + (self._known * ahead).sum(axis=-3)
+
+    def _decode(self, features: Features, read: HeadRead | None) -> np.ndarray:
+        c = self.config
+        hidden, window = features.hidden, features.window
+        shape = (*hidden.shape[:-1], c.horizon, c.outputs_per_step)
+        if window is None:
+            return self._run_head(hidden).reshape(shape)
+        read = read if read is not None else read_head(window, c.head_scale)
+        y = self._run_head(np.concatenate([hidden, read.shape], axis=-1))
+        if read.spread is not None:
+            y *= read.spread
+        return y.reshape(shape) + _linear(window, self._ar)[..., None]  # the same base for every quantile
+
+    def _run_head(self, x: np.ndarray) -> np.ndarray:
+        """Linear, ReLU, Linear."""
+        w0, b0, w2 = self._head
+        z = _linear(x, w0, b0)
+        return _linear(np.maximum(z, 0, out=z), w2, self._head_bias)
+
+
+class NumpyEnsemble:
+    """`model.EnsembleForecaster` in eval mode: members side by side in the state, members with
+    the same window carrying it once, last; the forecast is their mean or median."""
+
+    def __init__(self, configs: list[ModelConfig], weights: dict[str, np.ndarray], combine: str) -> None:
+        if combine not in COMBINES:
+            raise ValueError(f"an ensemble combines by {' or '.join(COMBINES)}, not {combine!r}")
+        if len({(c.input_size, c.horizon, c.quantiles) for c in configs}) != 1:
+            raise ValueError("ensemble members must share inputs, horizon and quantiles")
+        expected = {f"members.{i}.{k}": s for i, c in enumerate(configs) for k, s in weight_shapes(c).items()}
+        _checked(weights, expected)
+        self.combine = combine
+        self.config = configs[0]
+        self.members = tuple(NumpyForecaster(c, _member_weights(weights, i)) for i, c in enumerate(configs))
+        self._shared_window = (
+            len({(c.ar, c.season, c.lag_inputs) for c in configs}) == 1 and configs[0].ar > 0
+        )
+        drop = 1 if self._shared_window else 0
+        self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
+        self._same_head = len({c.head_scale for c in configs}) == 1
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"members.{i}.{k}": v for i, m in enumerate(self.members) for k, v in m.state_dict().items()}
+
+    def init_state(self, batch: int) -> State:
+        states = [m.init_state(batch) for m in self.members]
+        if not self._shared_window:
+            return tuple(s for state in states for s in state)
+        return (*(s for state in states for s in state[:-1]), states[0][-1])
+
+    def _split_state(self, state: State) -> list[State]:
+        """Each member's part of the state (without the shared window, which is the last part)."""
+        parts, at = [], 0
+        for size in self._state_sizes:
+            parts.append(tuple(state[at : at + size]))
+            at += size
+        return parts
+
+    def __call__(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        features, state = self.encode(x, state)
+        return self.decode(features), state
+
+    def encode(self, x: np.ndarray, state: State) -> tuple[MemberFeatures, State]:
+        """Each member over x, in turn; a shared window is read once and carried on once."""
+        x = np.asarray(x, dtype=np.float32)
+        parts = zip(self.members, self._split_state(state), strict=True)
+        if not self._shared_window:
+            pieces = [m.encode(x, part) for m, part in parts]
+            return MemberFeatures(tuple(f for f, _ in pieces)), tuple(p for _, s in pieces for p in s)
+        read = self.members[0].read_window(x, state[-1])
+        pieces = [m.encode_read(read, part) for m, part in parts]
+        new_state = [p for _, s in pieces for p in s[:-1]]
+        return MemberFeatures(tuple(f for f, _ in pieces)), (*new_state, read.carried)
+
+    def decode_members(self, features: MemberFeatures) -> np.ndarray:
+        """-> (..., members, horizon, outputs_per_step); a shared window read alike is read once."""
+        read = None
+        window = features.members[0].window
+        if self._shared_window and self._same_head and window is not None:
+            read = read_head(window, self.config.head_scale)
+        pieces = zip(self.members, features.members, strict=True)
+        return np.stack([m.decode(f, read) for m, f in pieces], axis=-3)
+
+    def decode(self, features: MemberFeatures) -> np.ndarray:
+        members = self.decode_members(features)
+        return mean_of_members(members) if self.combine == "mean" else median_of_members(members)
+
+
+def _member_weights(weights: dict[str, np.ndarray], member: int) -> dict[str, np.ndarray]:
+    """A member's weights from an ensemble's `state_dict()`, named as a single network's."""
+    prefix = f"members.{member}."
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def mean_of_members(y: np.ndarray) -> np.ndarray:
+    """(..., N, H, Q) -> (..., H, Q): the mean over members, each member's quantiles in order."""
+    if y.shape[-1] > 1:
+        y = np.sort(y, axis=-1)
+    return y.mean(axis=-3)
+
+
+def median_of_members(y: np.ndarray) -> np.ndarray:
+    """(..., N, H, Q) -> (..., H, Q): the median over members (the mean of the middle two for
+    even N), each member's quantiles in order first."""
+    if y.shape[-1] > 1:
+        y = np.sort(y, axis=-1)
+    ordered = np.sort(y, axis=-3)
+    n = y.shape[-3]
+    return (ordered[..., (n - 1) // 2, :, :] + ordered[..., n // 2, :, :]) / 2
+
+
+def numpy_network(
+    configs: list[ModelConfig], weights: dict[str, np.ndarray], combine: str | None = None
+) -> NumpyForecaster | NumpyEnsemble:
+    """The network of these configs with these weights (keyed as torch's `state_dict()`), ready
+    to serve: one config gives a single network, several an ensemble (combined by the median
+    when `combine` is None, as files from before the mean had it). Raises ValueError where the
+    weights do not fit the configs."""
+    if not configs:
+        raise ValueError("a network needs at least one config")
+    if len(configs) == 1:
+        return NumpyForecaster(configs[0], weights)
+    return NumpyEnsemble(list(configs), weights, combine if combine is not None else "median")
+
+
+NumpyNetwork = NumpyForecaster | NumpyEnsemble
+"""Either numpy network: what `modelparts.load_numpy` serves and `stepping.run_series` walks."""

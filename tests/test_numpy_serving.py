@@ -1,0 +1,143 @@
+"""`stream` on the CPU serves the numpy mirror of the network (`modelparts.load_numpy`), without
+importing torch: the forecasts must be torch's, the states and checkpoints interchangeable, and a
+real process must answer without ever loading torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.cli import main
+from streamcast.modelparts import load_numpy
+from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
+from streamcast.stepping import run_series
+from streamcast.stream.state import StreamState, model_fingerprint
+from tests.conftest import TINY, hourly_frame
+from tests.test_cli_stream import lines_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Served as by default: an interval around the point, a blend with naive for some series, and
+# an ensemble (two LSTMs, their window shared) or one GRU with conv and quantiles.
+MODELS = {
+    "ensemble": replace(TINY, ensemble=2, intervals=(0.1, 0.9), naive_fallback=1.5, ar=12),
+    "gru-quantiles": replace(TINY, cell="gru", conv=3, quantiles=(0.1, 0.5, 0.9), ar=12, intervals=()),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def saved(request, tmp_path_factory, tiny_data):
+    model = sc.fit(tiny_data, MODELS[request.param])
+    path = tmp_path_factory.mktemp("numpy") / f"{request.param}.streamcast"
+    sc.save(model, path)
+    return path
+
+
+def test_the_numpy_network_forecasts_what_torch_serves_with_interval_and_naive(saved, tiny_data):
+    torch_model, numpy_model = sc.load(saved), load_numpy(saved)
+    assert isinstance(numpy_model.net, NumpyForecaster | NumpyEnsemble)
+    inputs = torch_model.inputs(tiny_data.frame)
+    positions = [np.arange(0, n, 7) for n in inputs.lengths()]
+    got = {}
+    for name, model in (("torch", torch_model), ("numpy", numpy_model)):
+        naive = model.naive_serving(inputs.series_ids)
+        outputs, final = run_series(
+            model.net, inputs.inputs, inputs.offsets, positions, naive=naive, intervals=model.intervals
+        )
+        values = model.point_and_quantiles(
+            outputs, np.repeat(inputs.loc, [len(p) for p in positions]), np.repeat(inputs.scale, [len(p) for p in positions])
+        )
+        got[name] = (values, [np.asarray(p) for p in final])
+    assert got["numpy"][0].shape == got["torch"][0].shape and got["numpy"][0].shape[-1] == 3
+    np.testing.assert_allclose(got["numpy"][0], got["torch"][0], rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(got["numpy"][1], got["torch"][1], strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_both_loads_have_one_fingerprint_so_a_state_file_serves_either(saved):
+    torch_model, numpy_model = sc.load(saved), load_numpy(saved)
+    assert model_fingerprint(numpy_model) == model_fingerprint(torch_model)
+    assert [p.shape for p in StreamState(numpy_model).hidden] == [
+        tuple(p.shape) for p in StreamState(torch_model).hidden
+    ]
+
+
+def stream(path, args, text):
+    return CliRunner().invoke(main, ["stream", "-m", str(path), *args], input=text, catch_exceptions=False)
+
+
+def test_stream_on_the_cpu_prints_torchs_forecasts_and_either_engine_resumes_the_others_state(
+    saved, tmp_path
+):
+    text = lines_for(hourly_frame(length=40))
+    head, tail = "\n".join(text[:60]) + "\n", "\n".join(text[60:]) + "\n"
+    outs = {}
+    for first, then in (("cpu", "auto"), ("auto", "cpu")):
+        state = tmp_path / f"{first}.state"
+        a = stream(saved, ["--device", first, "--state", str(state)], head)
+        b = stream(saved, ["--device", then, "--state", str(state)], tail)
+        assert a.exit_code == b.exit_code == 0, a.stderr + b.stderr
+        assert "resumed 3 series" in b.stderr
+        outs[first] = [json.loads(line) for line in (a.stdout + b.stdout).splitlines()]
+    numpy_first, torch_first = outs["cpu"], outs["auto"]
+    assert len(numpy_first) == len(torch_first) == len(text)
+    for mine, theirs in zip(numpy_first, torch_first, strict=True):
+        assert (mine["series_id"], mine["timestamp"], mine["timestamps"]) == (
+            theirs["series_id"],
+            theirs["timestamp"],
+            theirs["timestamps"],
+        )
+        for key in [k for k in mine if k == "forecast" or k.startswith("q")]:
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-4)
+
+
+def test_a_stream_process_on_the_cpu_never_imports_torch(model_path):
+    """The whole run, from start to the summary, as the command runs it: one line in, one out."""
+    probe = (
+        "import sys\n"
+        "from streamcast.cli import main\n"
+        "try:\n"
+        f"    main(['stream', '-m', {str(model_path)!r}, '-q'])\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "sys.stderr.write(f'torch loaded: {\"torch\" in sys.modules}\\n')\n"
+        "sys.exit(code)\n"
+    )
+    line = lines_for(hourly_frame(series=1, length=1))[0]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], input=line + "\n", capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["series_id"] == "s0"
+    assert "torch loaded: False" in done.stderr
+    learning = subprocess.run(
+        [sys.executable, "-c", probe.replace("'-q'", "'-q', '--learn'")],
+        input=line + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert learning.returncode == 0, learning.stderr
+    assert "torch loaded: True" in learning.stderr  # --learn trains with torch
+
+
+def test_a_model_file_whose_weights_do_not_fit_its_header_is_refused_in_one_line(model_path, tmp_path):
+    from streamcast import modelfile
+
+    model = sc.load(model_path)
+    other = replace(model, net=sc.load(model_path).net)
+    other.net.head[0].bias.data = other.net.head[0].bias.data[:-1].clone()  # one weight short
+    bad = tmp_path / "bad.streamcast"
+    modelfile.save(other, bad)
+    result = stream(bad, [], "s0,2024-01-01 00:00,1.0\n")
+    assert result.exit_code != 0
+    assert result.stderr.count("\n") == 1 and "damaged" in result.stderr and "Traceback" not in result.stderr

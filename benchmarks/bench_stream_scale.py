@@ -57,7 +57,7 @@ def measure(model: sc.Forecaster, series: int, tmp: Path) -> dict:
     new_seconds = tick(model, state, first)
     gc.collect()
     held = rss_bytes() - before
-    tensor_bytes = sum(p[0].numel() * p.element_size() for p in state.hidden) * len(state)
+    tensor_bytes = sum(p[0].nbytes for p in state.hidden) * len(state)
     next_seconds = tick(model, state, second)
     path = tmp / "state.safetensors"
     saves = []

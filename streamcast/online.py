@@ -7,6 +7,9 @@ window from the anchor state, the state is carried on detached (exactly as `fit`
 chunk to chunk), and the anchor moves `window` ticks on. All series ready at an update share one
 batched step; updates happen every `every` observations, counted on the stream's own clock, so
 the result does not depend on how the input was cut into micro-batches.
+
+The stream keeps its states and checkpoints in numpy (`streamcast.stream.state`); the learner is
+torch inside, and converts where states and tensors cross into it and out of it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +26,9 @@ from streamcast.forecaster import Forecaster
 from streamcast.losses import forecast_loss
 from streamcast.model import Network, State, concat_states, detach_state, select_state
 from streamcast.stream.config import LearnConfig
+
+if TYPE_CHECKING:
+    from streamcast.stream.state import Hidden
 
 
 class OnlineLearner:
@@ -39,9 +46,10 @@ class OnlineLearner:
         self.steps = 0
 
     def observe(
-        self, series: list[int], fresh: list[bool], initial: State, inputs: np.ndarray, offsets: np.ndarray
+        self, series: list[int], fresh: list[bool], initial: Hidden, inputs: np.ndarray, offsets: np.ndarray
     ) -> None:
         """Record the inputs each run fed the network; a fresh run (new or reset series) re-anchors."""
+        initial = _torch_state(initial)
         for r, s in enumerate(series):
             rows = inputs[offsets[r] : offsets[r + 1]]
             if fresh[r] or s not in self.anchor:
@@ -50,9 +58,10 @@ class OnlineLearner:
             else:
                 self.buffer[s] = np.concatenate([self.buffer[s], rows])
 
-    def restart(self, series: list[int], states: State) -> None:
+    def restart(self, series: list[int], states: Hidden) -> None:
         """Drop what `series` buffered and re-anchor them at `states` (one row each): what came
         before is never trained on (`stream --watch` keeps anomalies from teaching the model)."""
+        states = _torch_state(states)
         width = self.net.config.input_size
         for j, s in enumerate(series):
             self.anchor[s] = tuple(p.clone() for p in select_state(states, slice(j, j + 1)))
@@ -107,36 +116,37 @@ class OnlineLearner:
         net = copy.deepcopy(self.serving)
         return replace(forecaster, net=net, info=info)
 
-    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """Everything needed to resume learning exactly: weights, Adam moments, windows and anchors."""
-        tensors = {f"net.{k}": v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
+    def to_tensors(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything needed to resume learning exactly: weights, Adam moments, windows and anchors,
+        as numpy copies for the state file."""
+        arrays = {
+            f"net.{k}": v.detach().clone().contiguous().numpy() for k, v in self.net.state_dict().items()
+        }
         opt = self.optimizer.state_dict()
         for i, entry in opt["state"].items():
             for name, value in entry.items():
-                tensors[f"adam.{i}.{name}"] = torch.as_tensor(value).clone().contiguous()
+                arrays[f"adam.{i}.{name}"] = torch.as_tensor(value).clone().contiguous().numpy()
         series = sorted(self.anchor)
-        tensors["series"] = torch.tensor(series, dtype=torch.int64)
-        tensors["lengths"] = torch.tensor([len(self.buffer[s]) for s in series], dtype=torch.int64)
+        arrays["series"] = np.array(series, dtype=np.int64)
+        arrays["lengths"] = np.array([len(self.buffer[s]) for s in series], dtype=np.int64)
         width = self.net.config.input_size
         rows = [self.buffer[s] for s in series]
-        tensors["buffer"] = torch.from_numpy(
-            np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
-        )
+        arrays["buffer"] = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
         if series:
             for j, part in enumerate(concat_states([self.anchor[s] for s in series])):
-                tensors[f"anchor.{j}"] = part.contiguous()
+                arrays[f"anchor.{j}"] = part.contiguous().numpy()
         meta = {
             "config": asdict(self.config),
             "loss": self.loss,
             "steps": self.steps,
             "param_groups": opt["param_groups"],
         }
-        return tensors, meta
+        return arrays, meta
 
     @classmethod
-    def from_tensors(
-        cls, forecaster: Forecaster, tensors: dict[str, torch.Tensor], meta: dict
-    ) -> OnlineLearner:
+    def from_tensors(cls, forecaster: Forecaster, arrays: dict[str, np.ndarray], meta: dict) -> OnlineLearner:
+        """The learner a state file holds (`to_tensors`' arrays, views of the file's buffer)."""
+        tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
         learner = cls(forecaster.net, meta["loss"], LearnConfig(**meta["config"]))
         weights = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         learner.net.load_state_dict(weights)
@@ -157,3 +167,8 @@ class OnlineLearner:
             learner.anchor[s] = tuple(p[j : j + 1].clone() for p in parts)
         learner.steps = meta["steps"]
         return learner
+
+
+def _torch_state(state: Hidden) -> State:
+    """A stream's numpy state as torch tensors sharing its memory (the learner clones what it keeps)."""
+    return tuple(torch.from_numpy(np.asarray(part)) for part in state)

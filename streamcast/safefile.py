@@ -7,6 +7,10 @@ zeros are replaced by the digest (same length, so nothing moves). Checking undoe
 Written and read here rather than by safetensors' own functions, which copy every tensor into a
 bytes object: a million series' stream state is a gigabyte, and each copy costs seconds to
 allocate. The files are plain safetensors all the same (tested against the library both ways).
+
+Tensors are read as numpy arrays, so that a stream serves and checkpoints without torch; they are
+written from numpy arrays or torch tensors alike (a model file's weights are torch's), the same
+bytes either way.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from streamcast.atomic import atomic_path
 
 if TYPE_CHECKING:
-    import torch
+    from collections.abc import Mapping
+
+    import numpy as np
 
 CHECKSUM_KEY = "file_sha256"
 _PLACEHOLDER = "0" * 64
@@ -34,14 +40,33 @@ class Damaged(ValueError):
     """The file's bytes do not hold together; the message says how."""
 
 
-def write(tensors: dict[str, torch.Tensor], meta: dict) -> bytes:
+# safetensors' name of each dtype, by numpy's and torch's name for it (without "torch."). bfloat16
+# has no numpy dtype: it is written from torch tensors only, and never read (no state file holds it).
+_NAMES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+_DTYPES = {name: dtype for dtype, name in _NAMES.items()}
+
+Tensor = Any  # a numpy array or a torch tensor: both are written, numpy arrays are read
+
+
+def write(tensors: Mapping[str, Tensor], meta: dict) -> bytes:
     """safetensors bytes with `meta` as JSON under the key "streamcast", sealed with their sha256."""
     out = io.BytesIO()
     dump(out, tensors, meta)
     return out.getvalue()
 
 
-def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def save(path: str | Path, tensors: Mapping[str, Tensor], meta: dict) -> None:
     """Write the sealed file atomically, straight from the tensors' memory: a million series'
     stream state is a gigabyte, which one more copy (or two, as safetensors' own serializer and a
     bytes object make) would take seconds to allocate."""
@@ -49,29 +74,22 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None
         dump(f, tensors, meta)
 
 
-def dump(f: BinaryIO, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def dump(f: BinaryIO, tensors: Mapping[str, Tensor], meta: dict) -> None:
     """Write a safetensors file into the seekable `f`, hashing as it goes, then put the digest in
     the placeholder it hashed in its place (same length, so nothing moves)."""
-    import torch  # only where tensors are written: `info` reads headers without it
-
     text = json.dumps({**meta, CHECKSUM_KEY: _PLACEHOLDER}, sort_keys=True)
+    laid = {name: _bytes_of(tensor) for name, tensor in tensors.items()}
     # As safetensors orders them: widest dtype first, so every tensor stays aligned to its size.
-    names = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    names = sorted(laid, key=lambda name: (-laid[name].itemsize, name))
     entries: dict = {"__metadata__": {"streamcast": text}}
-    dtype_names = _dtype_names()
     pieces = []
     offset = 0
     for name in names:
-        tensor = tensors[name].detach().cpu().contiguous()
-        size = tensor.numel() * tensor.element_size()
-        entries[name] = {
-            "dtype": dtype_names[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        if size:
-            pieces.append(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
-        offset += size
+        dtype, shape, _, data = laid[name]
+        entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + data.size]}
+        if data.size:
+            pieces.append(memoryview(data))
+        offset += data.size
     head = json.dumps(entries, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # the data starts aligned to 8 bytes
     start = f.tell()
@@ -84,6 +102,33 @@ def dump(f: BinaryIO, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     f.seek(start + at)
     f.write(digest.hexdigest().encode())
     f.seek(end)
+
+
+class _Laid(NamedTuple):
+    """A tensor as the file holds it: its dtype's name, shape, element size and raw bytes."""
+
+    dtype: str
+    shape: list[int]
+    itemsize: int
+    data: np.ndarray  # (bytes,) uint8, a view of the tensor's memory where it is contiguous
+
+
+def _bytes_of(tensor: Tensor) -> _Laid:
+    """The bytes of a numpy array or of a torch tensor (torch is imported only for one, which
+    its caller has imported already); a view, copied only where the memory is not contiguous."""
+    if type(tensor).__module__.startswith("torch"):
+        import torch
+
+        t = tensor.detach().cpu().contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy()  # bfloat16 too, which numpy cannot hold
+        return _Laid(_NAMES[str(t.dtype).removeprefix("torch.")], list(t.shape), t.element_size(), data)
+    import numpy as np  # here, not on top: `info` reads headers without it
+
+    array = np.asarray(tensor, order="C")  # np.ascontiguousarray would make a scalar 1-d
+    if not array.dtype.isnative:
+        raise ValueError(f"{array.dtype.str} is not in this machine's byte order, as safetensors is")
+    data = array.reshape(-1).view(np.uint8)
+    return _Laid(_NAMES[array.dtype.name], list(array.shape), array.itemsize, data)
 
 
 _CHUNK = 1 << 24
@@ -178,12 +223,13 @@ def check(raw: bytes, meta: dict, required: bool) -> bool:
     return True
 
 
-def read_tensors(raw: bytearray) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file held in `raw`, as views of its memory, not copies (a
+def read_tensors(raw: bytearray) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file held in `raw`, as numpy views of its memory, not copies (a
     state file of a million series is a gigabyte; safetensors' own loader copies every tensor).
     Checked as safetensors checks a file: known dtypes, shapes that fit their bytes, tensors
-    contiguous and in bounds; ValueError when they are not."""
-    import torch
+    contiguous and in bounds; ValueError when they are not, or when one is bfloat16 (no numpy
+    dtype holds it, and no state file does)."""
+    import numpy as np
 
     size = int.from_bytes(raw[:8], "little")
     try:
@@ -193,16 +239,18 @@ def read_tensors(raw: bytearray) -> dict[str, torch.Tensor]:
     if not isinstance(entries, dict):
         raise ValueError("the header is not a JSON object")
     entries.pop("__metadata__", None)
-    dtypes = {name: dtype for dtype, name in _dtype_names().items()}
     start = 8 + size
     placed = []
     for name, entry in entries.items():
         try:
-            dtype = dtypes[entry["dtype"]]
+            dtype_name = _DTYPES[entry["dtype"]]
             shape = [_integer(n) for n in entry["shape"]]
             begin, end = (_integer(n) for n in entry["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"tensor {name!r} is not described as safetensors describes one") from None
+        if dtype_name == "bfloat16":
+            raise ValueError(f"tensor {name!r} is BF16, which numpy cannot hold")
+        dtype = np.dtype(dtype_name)
         count = math.prod(shape)
         if min(shape, default=0) < 0 or end - begin != count * dtype.itemsize:
             raise ValueError(f"tensor {name!r}: its shape does not fit its bytes")
@@ -216,14 +264,12 @@ def read_tensors(raw: bytearray) -> dict[str, torch.Tensor]:
         offset = end
         at = start + begin
         if count == 0:
-            tensors[name] = torch.zeros(shape, dtype=dtype)
+            tensors[name] = np.zeros(shape, dtype=dtype)
         elif at % dtype.itemsize:  # a foreign file's unaligned tensor: copied into place
-            tensors[name] = torch.frombuffer(bytearray(raw[at : at + end - begin]), dtype=dtype).reshape(
-                shape
-            )
+            tensors[name] = np.frombuffer(bytearray(raw[at : at + end - begin]), dtype=dtype).reshape(shape)
         else:
-            tensors[name] = torch.frombuffer(raw, dtype=dtype, count=count, offset=at).reshape(shape)
-        if dtype == torch.bool and count and int(tensors[name].view(torch.uint8).max()) > 1:
+            tensors[name] = np.frombuffer(raw, dtype=dtype, count=count, offset=at).reshape(shape)
+        if dtype == np.bool_ and count and int(tensors[name].view(np.uint8).max()) > 1:
             raise ValueError(f"tensor {name!r} holds a bool that is neither 0 nor 1")
     if start + offset != len(raw):
         raise ValueError("the tensors do not fill the file")
@@ -235,23 +281,6 @@ def _integer(value) -> int:
     if type(value) is not int:
         raise ValueError(f"{value!r} is not an integer")
     return value
-
-
-def _dtype_names() -> dict:
-    import torch
-
-    return {
-        torch.float64: "F64",
-        torch.float32: "F32",
-        torch.float16: "F16",
-        torch.bfloat16: "BF16",
-        torch.int64: "I64",
-        torch.int32: "I32",
-        torch.int16: "I16",
-        torch.int8: "I8",
-        torch.uint8: "U8",
-        torch.bool: "BOOL",
-    }
 
 
 def _digest_at(raw: bytes, digest: str) -> int:

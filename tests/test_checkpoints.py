@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 import streamcast as sc
@@ -36,7 +37,7 @@ def test_a_background_checkpoint_holds_the_state_as_it_was_when_taken(tiny_model
     frame = hourly_frame(length=40)
     state = StreamState(tiny_model)
     feed(tiny_model, state, frame.head(60))
-    hidden = [p[: len(state)].clone() for p in state.hidden]
+    hidden = [p[: len(state)].copy() for p in state.hidden]
     accepted, columns = state.accepted, (list(state.last_value), list(state.ticks), list(state.welford))
     points = Checkpoints(state, SessionOptions(state_path=str(tmp_path / "s.state")), background_from=0)
     points.save(tiny_model)
@@ -51,7 +52,7 @@ def test_a_background_checkpoint_holds_the_state_as_it_was_when_taken(tiny_model
         != (state.last_value, state.ticks, state.welford)
     )
     for a, b in zip(back.hidden, hidden, strict=True):
-        assert a[: len(back)].equal(b)
+        np.testing.assert_array_equal(a[: len(back)], b)
 
 
 def test_the_next_checkpoint_waits_for_the_one_in_flight_and_raises_its_error(tiny_model, tmp_path):

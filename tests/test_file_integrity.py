@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import random
 import struct
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -18,11 +20,16 @@ from streamcast import safefile
 from streamcast.cli import main
 from streamcast.errors import ModelFileError
 from streamcast.modelfile import read_metadata
+from streamcast.stream.config import LearnConfig, StreamConfig
 from streamcast.stream.engine import stream
 from streamcast.stream.input import Observations
 from streamcast.stream.state import StreamState
+from streamcast.stream.watch import WatchConfig
 
 COMMITTED = Path(__file__).parent / "data" / "tiny-v1.streamcast"
+# The state of `committed_stream` after `committed_rows(0, 40)`, written by the streamcast that kept
+# states in torch tensors: learning online and watching, with an anomaly flagged (s1 at hour 36).
+COMMITTED_STATE = Path(__file__).parent / "data" / "tiny-v1-learned-watched.state"
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +171,7 @@ def test_state_with_any_bit_flipped_is_refused(tiny_model, state_path, tmp_path)
         (lambda m: {**m, "time_zone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         (
             lambda m: {**m, "series_ids": ["s0", "s1"]},
-            "tensor 'loc' is torch.float64 (3,), not torch.float64 (2,)",
+            "tensor 'loc' is float64 (3,), not float64 (2,)",
         ),
     ],
 )
@@ -190,6 +197,51 @@ def test_files_without_the_whole_file_checksum_keep_loading(tiny_data, tiny_mode
     meta["format_version"] = 1
     path.write_bytes(safetensors.torch.save(safetensors.torch.load(new), {"streamcast": json.dumps(meta)}))
     assert len(StreamState.load(path, tiny_model)) == 0
+
+
+def committed_rows(first: int, end: int) -> list[dict]:
+    """Four hourly series from 2024-01-01, hours `first` to `end`, with a spike in s1 at hour 36."""
+    start = datetime(2024, 1, 1)
+    return [
+        {
+            "series_id": f"s{i}",
+            "timestamp": start + timedelta(hours=h),
+            "value": 10.0 * (i + 1) + h % 5 + (100.0 if (i, h) == (1, 36) else 0.0),
+        }
+        for h in range(first, end)
+        for i in range(4)
+    ]
+
+
+def committed_stream(model, state: StreamState, rows: list[dict]) -> list[tuple]:
+    config = StreamConfig(warmup=8, learn=LearnConfig(lr=1e-2, window=4, every=8), watch=WatchConfig(z=3.0))
+    batches = stream(model, [Observations.from_records(rows, model)], state, config)
+    return [(f.series_id, f.forecast, f.anomaly) for batch in batches for f in batch]
+
+
+def test_a_committed_state_file_holds_and_writes_back_what_streaming_makes_today(tmp_path):
+    model = sc.load(COMMITTED)
+    old = StreamState.load(COMMITTED_STATE, model)  # the model's fingerprint is unchanged too
+    assert old.learner.steps == 8 and len(old.watch) == len(old) == 4
+    state = StreamState(model)
+    flagged = [row for row in committed_stream(model, state, committed_rows(0, 40)) if row[2]]
+    assert [row[0] for row in flagged] == ["s1"]
+    written = safetensors.torch.load_file(COMMITTED_STATE)
+    made = safetensors.torch.load_file(state.save(tmp_path / "new.state"))
+    assert sorted(made) == sorted(written)
+    for name, tensor in written.items():  # the same stream makes the same numbers, laid out alike
+        torch.testing.assert_close(made[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    raw, again = COMMITTED_STATE.read_bytes(), old.save(tmp_path / "again.state").read_bytes()
+    assert again[header_span(again) :] == raw[header_span(raw) :]  # loaded and saved: the same bytes
+    ignored = {"saved_at", "streamcast", safefile.CHECKSUM_KEY}
+    assert {k: v for k, v in safefile.header(again).items() if k not in ignored} == {
+        k: v for k, v in safefile.header(raw).items() if k not in ignored
+    }
+    # resumed from the old file, the stream goes on as from the state made today
+    resumed = committed_stream(model, old, committed_rows(40, 50))
+    today = committed_stream(model, state, committed_rows(40, 50))
+    assert [row[0] for row in resumed] == [row[0] for row in today]
+    np.testing.assert_allclose([row[1] for row in resumed], [row[1] for row in today], rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,9 @@ def test_the_numpy_network_forecasts_what_torch_serves_with_interval_and_naive(s
             model.net, inputs.inputs, inputs.offsets, positions, naive=naive, intervals=model.intervals
         )
         values = model.point_and_quantiles(
-            outputs, np.repeat(inputs.loc, [len(p) for p in positions]), np.repeat(inputs.scale, [len(p) for p in positions])
+            outputs,
+            np.repeat(inputs.loc, [len(p) for p in positions]),
+            np.repeat(inputs.scale, [len(p) for p in positions]),
         )
         got[name] = (values, [np.asarray(p) for p in final])
     assert got["numpy"][0].shape == got["torch"][0].shape and got["numpy"][0].shape[-1] == 3
@@ -113,7 +115,12 @@ def test_a_stream_process_on_the_cpu_never_imports_torch(model_path):
     )
     line = lines_for(hourly_frame(series=1, length=1))[0]
     done = subprocess.run(
-        [sys.executable, "-c", probe], input=line + "\n", capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-c", probe],
+        input=line + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["series_id"] == "s0"

@@ -1,12 +1,13 @@
 """The sealed safetensors container: written straight from the tensors' memory (a million series'
-stream state is a gigabyte), read back as views of one buffer, and refused when it does not hold
-together, as safetensors itself would refuse it."""
+stream state is a gigabyte), from torch tensors or numpy arrays alike, read back as numpy views of
+one buffer, and refused when it does not hold together, as safetensors itself would refuse it."""
 
 from __future__ import annotations
 
 import json
 import struct
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -22,6 +23,7 @@ MIXED = {
     "scalar": torch.tensor(2.5),
     "empty": torch.zeros((4, 0)),
 }
+READABLE = {name: t for name, t in MIXED.items() if t.dtype != torch.bfloat16}  # numpy has no bfloat16
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -29,6 +31,13 @@ def assert_same(a: dict, b: dict) -> None:
     for name in a:
         assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
         assert torch.equal(a[name], b[name]), name
+
+
+def assert_read_as(arrays: dict[str, np.ndarray], tensors: dict[str, torch.Tensor]) -> None:
+    assert sorted(arrays) == sorted(tensors)
+    for name, array in arrays.items():
+        assert isinstance(array, np.ndarray), name
+        np.testing.assert_array_equal(array, tensors[name].numpy(), strict=True)
 
 
 def test_the_written_file_is_plain_safetensors_sealed_with_its_sha256():
@@ -58,17 +67,31 @@ def test_save_writes_the_file_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.safetensors"]
 
 
-def test_tensors_are_read_as_views_of_the_buffer_they_came_in():
-    raw = bytearray(safefile.write(MIXED, {"format": "x"}))
-    tensors = safefile.read_tensors(raw)
-    assert_same(tensors, MIXED)
-    tensors["f32"][0] = 9.0  # the buffer is the storage: no copy was made
+def test_numpy_arrays_are_written_as_the_same_bytes_as_the_torch_tensors_they_equal():
+    tensors = {**READABLE, "transposed": torch.arange(6, dtype=torch.int32).reshape(2, 3).t()}
+    arrays = {name: t.numpy() for name, t in tensors.items()}
+    assert not arrays["transposed"].flags.c_contiguous  # laid out in order as it is written
+    assert safefile.write(arrays, {"format": "x"}) == safefile.write(tensors, {"format": "x"})
+
+
+def test_tensors_are_read_as_numpy_views_of_the_buffer_they_came_in():
+    raw = bytearray(safefile.write(READABLE, {"format": "x"}))
+    arrays = safefile.read_tensors(raw)
+    assert_read_as(arrays, READABLE)
+    arrays["f32"][0] = 9.0  # the buffer is the storage: no copy was made
     assert safetensors.torch.load(bytes(raw))["f32"][0] == 9.0
 
 
 def test_a_file_from_safetensors_itself_reads_the_same():
-    raw = bytearray(safetensors.torch.save(MIXED, metadata={"streamcast": "{}"}))
-    assert_same(safefile.read_tensors(raw), MIXED)
+    raw = bytearray(safetensors.torch.save(READABLE, metadata={"streamcast": "{}"}))
+    assert_read_as(safefile.read_tensors(raw), READABLE)
+
+
+def test_a_bfloat16_tensor_is_written_but_refused_when_read_by_name():
+    raw = bytearray(safefile.write(MIXED, {"format": "x"}))
+    assert_same(safetensors.torch.load(bytes(raw)), MIXED)  # model files may hold one
+    with pytest.raises(ValueError, match="tensor 'bf16' is BF16, which numpy cannot hold"):
+        safefile.read_tensors(raw)
 
 
 def rewritten(entries: dict, data: bytes) -> bytearray:

@@ -71,3 +71,13 @@ def test_public_api_still_imports_by_name():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout == "ok\n", result.stderr
+
+
+def test_stream_states_and_their_files_are_kept_without_importing_torch():
+    code = (
+        "import sys\n"
+        "import streamcast.safefile, streamcast.stream.state, streamcast.stream.watch\n"
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout == "['numpy']\n", result.stderr

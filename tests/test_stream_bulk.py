@@ -121,4 +121,4 @@ def test_steady_batches_planned_in_arrays_equal_the_rules_line_by_line(tiny_mode
     for name in StreamState._SERIES_LISTS:
         assert getattr(fast_state, name) == getattr(slow_state, name), name
     assert (fast_state.accepted, fast_state.newest) == (slow_state.accepted, slow_state.newest)
-    assert all(a.equal(b) for a, b in zip(fast_state.hidden, slow_state.hidden, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(fast_state.hidden, slow_state.hidden, strict=True))

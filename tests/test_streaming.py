@@ -96,7 +96,7 @@ def test_streaming_tick_by_tick_equals_run_series_over_the_same_history(cell, co
         )
     rows = state.rows([state.index[s] for s in inputs.series_ids], [False] * len(lengths))
     for part, want in zip(rows, final, strict=True):
-        np.testing.assert_allclose(part.numpy(), want.numpy(), atol=1e-5)
+        np.testing.assert_allclose(part, want.numpy(), atol=1e-5)
 
 
 def test_a_whole_micro_batch_equals_one_tick_at_a_time_through_every_rule(cov_model):
@@ -336,7 +336,7 @@ def test_state_save_and_load_round_trip(tiny_model, tmp_path_factory, series):
     ):
         assert getattr(back, name) == getattr(state, name), name
     for a, b in zip(back.hidden, state.hidden, strict=True):
-        assert a[: len(state)].equal(b[: len(state)])
+        np.testing.assert_array_equal(a[: len(state)], b[: len(state)])
 
 
 def test_online_learning_changes_the_weights_and_resumes_exactly(tiny_model, tmp_path):

@@ -78,13 +78,14 @@ class PlanRunner:
             inputs,
             offsets,
             positions,
-            initial=initial,
+            initial=tuple(torch.from_numpy(p) for p in initial),  # the stream keeps states in numpy
             series_batch=4096,
             naive=naive,
             intervals=f.intervals,
         )
+        final = tuple(p.numpy() for p in final)
         last_run = {s: r for r, s in enumerate(plan.run_series)}
-        st.set_rows(list(last_run), select_state(final, torch.tensor(list(last_run.values()))))
+        st.set_rows(list(last_run), select_state(final, np.array(list(last_run.values()))))
         if st.learner is not None and self.config.learn is not None:
             st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
         row_floor = None
@@ -128,5 +129,5 @@ class PlanRunner:
         )
         if st.learner is not None and self.config.learn is not None and watched.anomaly.any():
             flagged = sorted(set(run[wanted][watched.anomaly].tolist()))
-            st.learner.restart(flagged, select_state(final, torch.tensor([last_run[s] for s in flagged])))
+            st.learner.restart(flagged, select_state(final, np.array([last_run[s] for s in flagged])))
         return watched, emit[wanted] | watched.anomaly

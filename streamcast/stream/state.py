@@ -5,6 +5,9 @@ written atomically, so a kill at any moment leaves the previous checkpoint whole
 fingerprint of the model's weights and scales and refuses any other model. With online learning it
 also holds the adapted weights, the optimizer's moments and each series' learning window, so that a
 restart continues exactly where the checkpoint left off.
+
+Everything here is numpy: a stream keeps and checkpoints its states without torch, which only the
+online learner (imported when a checkpoint has one) needs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import contextlib
 import gc
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,18 +24,22 @@ from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 import streamcast
 from streamcast import safefile
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
-from streamcast.forecaster import Forecaster
-from streamcast.model import State
-from streamcast.online import OnlineLearner
 from streamcast.schema import StateMeta, validate
 from streamcast.stream.watch import SeriesWatch, check_watch_tensors, watch_for
+
+if TYPE_CHECKING:
+    from streamcast.forecaster import Forecaster
+    from streamcast.online import OnlineLearner
+
+Hidden = tuple[np.ndarray, ...]
+"""Hidden state parts as the network's `State` holds them, a row per series: (S, ...) each."""
 
 FORMAT = "streamcast-stream-state"
 FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
@@ -47,9 +53,17 @@ def model_fingerprint(forecaster: Forecaster) -> str:
     )
     for name, tensor in sorted(forecaster.net.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(to_numpy(tensor).tobytes())
     digest.update(json.dumps([forecaster.scaler.loc, forecaster.scaler.scale], sort_keys=True).encode())
     return "sha256:" + digest.hexdigest()[:32]
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor's values (on the CPU, out of any graph) or a numpy array, as a contiguous
+    numpy array, without importing torch: a network's weights and states are either."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().contiguous().numpy()
+    return np.asarray(value, order="C")
 
 
 _WRITTEN_LISTS = (  # the per-series lists a checkpoint holds (`_series_tensors`)
@@ -70,16 +84,16 @@ class StreamState:
     """Hidden state rows, scale, last time and value, and tick counts of every series seen so far.
 
     Scalars live in plain lists (the per-tick rules read them one at a time, where numpy scalars are
-    slow); hidden states live in one growing tensor per state part, a row per series.
+    slow); hidden states live in one growing numpy array per state part, a row per series.
     """
 
     def __init__(self, forecaster: Forecaster) -> None:
         self.fingerprint = model_fingerprint(forecaster)
         self._scaler = forecaster.scaler
-        self._template = tuple(p.cpu() for p in forecaster.net.init_state(1))  # states live on the CPU
+        self._template = tuple(to_numpy(p) for p in forecaster.net.init_state(1))  # states live on the CPU
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
-        self.hidden: State = tuple(p.new_zeros((16, *p.shape[1:])) for p in self._template)
+        self.hidden: Hidden = tuple(np.zeros((16, *p.shape[1:]), p.dtype) for p in self._template)
         self.loc: list[float] = []
         self.scale: list[float] = []
         self.frozen: list[bool] = []  # the scale is final (the model's, the warm-up data's, or warmed up)
@@ -115,7 +129,7 @@ class StreamState:
         s = self.index[series_id] = len(self.ids)
         self.ids.append(series_id)
         if s >= self.hidden[0].shape[0]:
-            self.hidden = tuple(torch.cat([p, torch.zeros_like(p)]) for p in self.hidden)
+            self.hidden = tuple(np.concatenate([p, np.zeros_like(p)]) for p in self.hidden)
         known = series_id in self._scaler.loc
         self.loc.append(self._scaler.loc[series_id] if known else 0.0)
         self.scale.append(self._scaler.scale[series_id] if known else 1.0)
@@ -140,11 +154,7 @@ class StreamState:
         for name in self._SERIES_LISTS:
             values = getattr(self, name)
             setattr(self, name, [values[s] for s in keep])
-        index = torch.tensor(keep, dtype=torch.long)
-        room = max(16, len(keep))  # a row for each series kept, and room to grow by doubling
-        self.hidden = tuple(
-            torch.cat([p[index], p.new_zeros((room - len(keep), *p.shape[1:]))]) for p in self.hidden
-        )
+        self.hidden = tuple(_rows_kept(p, keep) for p in self.hidden)
         self.index = {sid: s for s, sid in enumerate(self.ids)}
         self.jumps = {renumber[s]: t for s, t in self.jumps.items() if s in renumber}
         if self.learner is not None:
@@ -153,18 +163,22 @@ class StreamState:
             self.watch.ensure(len(gone) + len(keep))
             self.watch.keep(keep)
 
-    def rows(self, series: list[int], fresh: list[bool]) -> State:
-        """The states of `series` as one batch; rows marked fresh start from zero."""
-        index = torch.tensor(series, dtype=torch.long)
-        if not any(fresh):  # most micro-batches, and a line at a time: the rows as they are
-            return tuple(p[index] for p in self.hidden)
-        zero = torch.tensor(fresh, dtype=torch.bool)
-        return tuple(p[index].masked_fill(zero.view(-1, *[1] * (p.dim() - 1)), 0.0) for p in self.hidden)
+    def rows(self, series: list[int], fresh: list[bool]) -> Hidden:
+        """The states of `series` as one batch (copies); rows marked fresh start from zero."""
+        index = np.asarray(series, dtype=np.intp)
+        rows = tuple(p[index] for p in self.hidden)
+        if any(fresh):  # most micro-batches, and a line at a time, have none
+            zero = np.asarray(fresh, dtype=bool)
+            for part in rows:
+                part[zero] = 0.0
+        return rows
 
-    def set_rows(self, series: list[int], state: State) -> None:
-        index = torch.tensor(series, dtype=torch.long)
+    def set_rows(self, series: list[int], state: Hidden) -> None:
+        """Store each series' new state (one row each, in the order of `series`). Rows that are
+        CPU torch tensors are taken too: `np.asarray` reads their memory without importing torch."""
+        index = np.asarray(series, dtype=np.intp)
         for part, rows in zip(self.hidden, state, strict=True):
-            part[index] = rows
+            part[index] = np.asarray(rows)
 
     def check_model(self, forecaster: Forecaster) -> None:
         if model_fingerprint(forecaster) != self.fingerprint:
@@ -177,7 +191,7 @@ class StreamState:
         safefile.save(path, *self.snapshot()())
         return Path(path)
 
-    def snapshot(self, copy: bool = False) -> Callable[[], tuple[dict[str, torch.Tensor], dict]]:
+    def snapshot(self, copy: bool = False) -> Callable[[], tuple[dict[str, np.ndarray], dict]]:
         """A function that builds the checkpoint's tensors and metadata as the state is now.
 
         With `copy`, it builds them from copies taken here, so that a second thread can build and
@@ -187,7 +201,7 @@ class StreamState:
         at a million series, is then the writer's work and not the stream's."""
         n = len(self.ids)
         lists = {name: list(getattr(self, name)) if copy else getattr(self, name) for name in _WRITTEN_LISTS}
-        hidden = tuple(p[:n].clone() if copy else p[:n] for p in self.hidden)
+        hidden = tuple(p[:n].copy() if copy else p[:n] for p in self.hidden)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -198,7 +212,7 @@ class StreamState:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "streamcast": streamcast.__version__,
         }
-        extra: dict[str, torch.Tensor] = {}
+        extra: dict[str, np.ndarray] = {}
         if self.learner is not None:
             learned, meta["learner"] = self.learner.to_tensors()  # copies
             extra.update({f"learn.{k}": v for k, v in learned.items()})
@@ -207,7 +221,7 @@ class StreamState:
             extra.update(self.watch.to_tensors())  # copies
             meta["watch"] = {"quantiles": list(self.watch.quantiles)}
 
-        def build() -> tuple[dict[str, torch.Tensor], dict]:
+        def build() -> tuple[dict[str, np.ndarray], dict]:
             tensors = _series_tensors(SimpleNamespace(hidden=hidden, **lists))
             tensors.update(extra)
             return tensors, {**meta, "series_ids": lists["ids"]}
@@ -215,7 +229,16 @@ class StreamState:
         return build
 
 
-def _series_tensors(state: SimpleNamespace) -> dict[str, torch.Tensor]:
+def _rows_kept(part: np.ndarray, keep: list[int]) -> np.ndarray:
+    """The rows `keep` of a hidden part, gathered straight into a new array with room to grow by
+    doubling (no second copy: a million series' state is a gigabyte)."""
+    room = max(16, len(keep))
+    kept = np.zeros((room, *part.shape[1:]), part.dtype)
+    np.take(part, np.asarray(keep, dtype=np.intp), axis=0, out=kept[: len(keep)])
+    return kept
+
+
+def _series_tensors(state: SimpleNamespace) -> dict[str, np.ndarray]:
     """The hidden rows and per-series lists as the file's tensors (`load_state` reads them back)."""
     n = len(state.ids)
     tensors = {f"hidden.{j}": p[:n] for j, p in enumerate(state.hidden)}
@@ -241,9 +264,8 @@ def _series_tensors(state: SimpleNamespace) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _column(values: Iterable, dtype, count: int) -> torch.Tensor:
-    # numpy takes a million Python numbers at about twice torch.tensor's speed
-    return torch.from_numpy(np.fromiter(values, dtype=dtype, count=count))
+def _column(values: Iterable, dtype, count: int) -> np.ndarray:
+    return np.fromiter(values, dtype=dtype, count=count)
 
 
 def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
@@ -308,7 +330,7 @@ def _from_file(raw: bytearray, meta: dict, path: str | Path, forecaster: Forecas
     state.hidden = tuple(
         tensors[f"hidden.{j}"]
         if n >= 16
-        else torch.cat([tensors[f"hidden.{j}"], p.new_zeros((16 - n, *p.shape[1:]))])
+        else np.concatenate([tensors[f"hidden.{j}"], np.zeros((16 - n, *p.shape[1:]), p.dtype)])
         for j, p in enumerate(state.hidden)
     )
     with _no_collection():
@@ -318,6 +340,8 @@ def _from_file(raw: bytearray, meta: dict, path: str | Path, forecaster: Forecas
     state.lines = meta["lines"]
     state.accepted = meta["accepted"]
     if "learner" in meta:
+        from streamcast.online import OnlineLearner  # torch, needed only to go on learning
+
         learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}
         state.learner = OnlineLearner.from_tensors(forecaster, learned, meta["learner"])
     if "watch" in meta:
@@ -326,7 +350,7 @@ def _from_file(raw: bytearray, meta: dict, path: str | Path, forecaster: Forecas
     return state
 
 
-def _take_lists(state: StreamState, tensors: dict[str, torch.Tensor]) -> None:
+def _take_lists(state: StreamState, tensors: dict[str, np.ndarray]) -> None:
     n = len(state.ids)
     state.last_seen = [0] * n
     state.loc = tensors["loc"].tolist()
@@ -362,22 +386,23 @@ def _no_collection() -> Iterator[None]:
 
 # Each per-series tensor of a state file: its dtype, and its shape after the row per series
 # (None: any width, checked below).
+_F64, _BOOL, _I64 = np.dtype(np.float64), np.dtype(np.bool_), np.dtype(np.int64)
 _PER_SERIES = {
-    "loc": (torch.float64, ()),
-    "scale": (torch.float64, ()),
-    "last_value": (torch.float64, ()),
-    "frozen": (torch.bool, ()),
-    "timed": (torch.bool, ()),
-    "has_covariates": (torch.bool, ()),
-    "last_time": (torch.int64, ()),
-    "ticks": (torch.int64, ()),
-    "since_reset": (torch.int64, ()),
-    "welford": (torch.float64, (4,)),
-    "last_covariates": (torch.float64, None),
+    "loc": (_F64, ()),
+    "scale": (_F64, ()),
+    "last_value": (_F64, ()),
+    "frozen": (_BOOL, ()),
+    "timed": (_BOOL, ()),
+    "has_covariates": (_BOOL, ()),
+    "last_time": (_I64, ()),
+    "ticks": (_I64, ()),
+    "since_reset": (_I64, ()),
+    "welford": (_F64, (4,)),
+    "last_covariates": (_F64, None),
 }
 
 
-def _check_layout(tensors: dict[str, torch.Tensor], path, parts: int) -> None:
+def _check_layout(tensors: dict[str, np.ndarray], path, parts: int) -> None:
     """A whole file of another layout of the same model's state is not damaged: say what it is."""
     held = sum(1 for name in tensors if name.startswith("hidden."))
     if held != parts:
@@ -388,19 +413,19 @@ def _check_layout(tensors: dict[str, torch.Tensor], path, parts: int) -> None:
         )
 
 
-def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, template: State) -> None:
+def _check_tensors(tensors: dict[str, np.ndarray], n: int, n_covariates: int, template: Hidden) -> None:
     """Every per-series tensor of the right dtype with a row per series, hidden states shaped as
     the model's, finite numbers, counts that count, a learner that names held series only."""
     for name, (dtype, rest) in _PER_SERIES.items():
         tensor = tensors[name]
-        shape = (n, *rest) if rest is not None else (n, n_covariates if tensor.numel() else 0)
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, not {dtype} {shape}")
+        shape = (n, *rest) if rest is not None else (n, n_covariates if tensor.size else 0)
+        if tensor.dtype != dtype or tensor.shape != shape:
+            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tensor.shape}, not {dtype} {shape}")
     for j, part in enumerate(template):
         tensor = tensors[f"hidden.{j}"]
-        if tensor.dtype != part.dtype or tuple(tensor.shape) != (n, *part.shape[1:]):
+        if tensor.dtype != part.dtype or tensor.shape != (n, *part.shape[1:]):
             raise ValueError(f"tensor 'hidden.{j}' does not fit the model's state")
-    if any(v.is_floating_point() and v.numel() and not _finite(v) for v in tensors.values()):
+    if any(v.dtype.kind == "f" and not _finite(v) for v in tensors.values()):
         raise ValueError("a number is not finite")
     if not bool((tensors["scale"] > 0).all()):
         raise ValueError("a series scale is not positive")
@@ -410,17 +435,20 @@ def _check_tensors(tensors: dict[str, torch.Tensor], n: int, n_covariates: int, 
     series, lengths = tensors.get("learn.series"), tensors.get("learn.lengths")
     if series is None:
         return
-    if series.dtype != torch.int64 or series.dim() != 1 or lengths is None or lengths.shape != series.shape:
+    if series.dtype != _I64 or series.ndim != 1 or lengths is None or lengths.shape != series.shape:
         raise ValueError("the learner's series do not fit")
     if bool(((series < 0) | (series >= n)).any()) or bool((lengths < 0).any()):
         raise ValueError("the learner names a series the state does not hold")
 
 
-def _finite(tensor: torch.Tensor) -> bool:
-    """One pass with no temporary (isfinite makes a mask the size of the hidden states): NaN
-    carries through min and max, an infinity shows in one of them."""
-    low, high = torch.aminmax(tensor)
-    return math.isfinite(float(low)) and math.isfinite(float(high))
+_FINITE_CHUNK = 1 << 20  # numbers: a chunk and its mask stay in cache
+
+
+def _finite(values: np.ndarray) -> bool:
+    """In chunks: isfinite over the whole array would make a mask the size of the hidden states
+    (a gigabyte at a million series), and min and max would read them twice."""
+    flat = values.reshape(-1)
+    return all(np.isfinite(flat[i : i + _FINITE_CHUNK]).all() for i in range(0, flat.size, _FINITE_CHUNK))
 
 
 def _metadata(raw: bytes, path: str | Path) -> dict:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
-import torch
 
 from streamcast.errors import UsageError
 
@@ -179,34 +178,36 @@ class SeriesWatch:
             return None
         return z / -NormalDist().inv_cdf(low), z / NormalDist().inv_cdf(high)
 
-    def to_tensors(self) -> dict[str, torch.Tensor]:
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        """Copies of the rows, for a state file (written while the watch goes on)."""
         return {
-            "watch.target": torch.from_numpy(self.target.copy()),
-            "watch.pending": torch.from_numpy(self.pending.copy()),
-            "watch.spread": torch.from_numpy(self.spread.copy()),
-            "watch.scored": torch.from_numpy(self.scored.copy()),
+            "watch.target": self.target.copy(),
+            "watch.pending": self.pending.copy(),
+            "watch.spread": self.spread.copy(),
+            "watch.scored": self.scored.copy(),
         }
 
-    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Take the rows a state file holds (a file written without --watch holds none)."""
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        """Take the rows a state file holds (a file written without --watch holds none); copies,
+        so that the file's buffer is not kept alive by them."""
         if "watch.target" not in tensors:
             return
-        self.target = tensors["watch.target"].numpy().copy()
-        self.pending = tensors["watch.pending"].numpy().copy()
-        self.spread = tensors["watch.spread"].numpy().copy()
-        self.scored = tensors["watch.scored"].numpy().copy()
+        self.target = tensors["watch.target"].copy()
+        self.pending = tensors["watch.pending"].copy()
+        self.spread = tensors["watch.spread"].copy()
+        self.scored = tensors["watch.scored"].copy()
 
 
 # Each watch tensor of a state file: its dtype and its shape after the row per series.
 WATCH_TENSORS = {
-    "watch.target": (torch.int64, ()),
-    "watch.pending": (torch.float64, (3,)),
-    "watch.spread": (torch.float64, (2,)),
-    "watch.scored": (torch.int64, ()),
+    "watch.target": (np.dtype(np.int64), ()),
+    "watch.pending": (np.dtype(np.float64), (3,)),
+    "watch.spread": (np.dtype(np.float64), (2,)),
+    "watch.scored": (np.dtype(np.int64), ()),
 }
 
 
-def check_watch_tensors(tensors: dict[str, torch.Tensor], n: int) -> None:
+def check_watch_tensors(tensors: dict[str, np.ndarray], n: int) -> None:
     """All four watch tensors or none, each with a row per series; spreads that can be divided."""
     present = [name for name in WATCH_TENSORS if name in tensors]
     if not present:
@@ -215,13 +216,11 @@ def check_watch_tensors(tensors: dict[str, torch.Tensor], n: int) -> None:
         raise ValueError("the anomaly watch's tensors are incomplete")
     for name, (dtype, rest) in WATCH_TENSORS.items():
         tensor = tensors[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != (n, *rest):
-            raise ValueError(
-                f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, not {dtype} {(n, *rest)}"
-            )
+        if tensor.dtype != dtype or tensor.shape != (n, *rest):
+            raise ValueError(f"tensor {name!r} is {tensor.dtype} {tensor.shape}, not {dtype} {(n, *rest)}")
     spread = tensors["watch.spread"]
     if (
-        not bool(torch.isfinite(spread).all())
+        not bool(np.isfinite(spread).all())
         or bool((spread < 0).any())
         or bool((tensors["watch.scored"] < 0).any())
     ):

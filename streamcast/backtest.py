@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from streamcast import metrics
+from streamcast.column_names import quantile_column
 from streamcast.errors import DataError, UsageError
 from streamcast.features import (
     SeriesInputs,
@@ -27,7 +28,6 @@ from streamcast.features import (
     series_offsets,
 )
 from streamcast.forecaster import Forecaster
-from streamcast.forecasting import quantile_column
 from streamcast.reading import SeriesFrame
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads

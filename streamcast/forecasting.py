@@ -16,6 +16,7 @@ import torch
 
 from streamcast import known
 from streamcast.batches import BATCH_SERIES, BatchReader
+from streamcast.column_names import quantile_column  # noqa: F401 (public here too)
 from streamcast.errors import DataError, StreamcastWarning, UsageError
 from streamcast.fallback import NaiveServing, move_onto, naive_at
 from streamcast.features import SeriesInputs, calendar_features, series_floors
@@ -28,10 +29,6 @@ from streamcast.threads import torch_threads
 
 COLUMNS = ("series_id", "origin", "timestamp", "step", "forecast")
 MAX_HORIZON = 100_000  # steps; beyond it a roll-out is noise, and its table would not fit in memory
-
-
-def quantile_column(q: float) -> str:
-    return f"q{q:g}"
 
 
 def select_history(

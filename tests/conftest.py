@@ -11,7 +11,7 @@ import torch
 
 from streamcast.modelfile import save
 from streamcast.reading import read_series
-from streamcast.threads import DEFAULT_THREADS, ENV, set_process_threads
+from streamcast.threads import DEFAULT_THREADS, ENV, set_blas_threads, set_process_threads
 from streamcast.training import FitConfig, fit
 
 
@@ -109,3 +109,4 @@ def one_torch_thread(monkeypatch):
     `--threads 2` before it (the CLI sets the count of the whole process) left behind."""
     monkeypatch.delenv(ENV, raising=False)
     torch.set_num_threads(DEFAULT_THREADS)
+    set_blas_threads(DEFAULT_THREADS)

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Served as by default: an interval around the point, a blend with naive for some series, and
 # an ensemble (two LSTMs, their window shared) or one GRU with conv and quantiles.
 MODELS = {
-    "ensemble": replace(TINY, ensemble=2, intervals=(0.1, 0.9), naive_fallback=1.5, ar=12),
+    "ensemble": replace(TINY, ensemble=2, intervals=(0.1, 0.9), naive_fallback=1.5, ar=24, val_size=24),
     "gru-quantiles": replace(TINY, cell="gru", conv=3, quantiles=(0.1, 0.5, 0.9), ar=12, intervals=()),
 }
 
@@ -36,6 +36,8 @@ MODELS = {
 @pytest.fixture(scope="module", params=list(MODELS))
 def saved(request, tmp_path_factory, tiny_data):
     model = sc.fit(tiny_data, MODELS[request.param])
+    assert model.quantiles == (0.1, 0.5, 0.9)
+    assert request.param != "ensemble" or (model.intervals is not None and model.naive_share)
     path = tmp_path_factory.mktemp("numpy") / f"{request.param}.streamcast"
     sc.save(model, path)
     return path

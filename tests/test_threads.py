@@ -1,5 +1,6 @@
-"""Torch threads: one by default in every command and library entry point, `--threads N`,
-`threads=N` or STREAMCAST_THREADS for more, and a count below one refused on one line."""
+"""Torch threads (and numpy's BLAS threads, where `stream` serves the network's numpy mirror): one
+by default in every command and library entry point, `--threads N`, `threads=N` or
+STREAMCAST_THREADS for more, and a count below one refused on one line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.model import RecurrentForecaster
+from streamcast.numpy_net import NumpyForecaster
 from streamcast.stream.engine import Observations
+from streamcast.threads import _blas
 from tests.conftest import TINY, hourly_frame
 
 pytest.importorskip("matplotlib")
@@ -18,17 +21,23 @@ pytest.importorskip("matplotlib")
 FAST_FIT = ["--hidden", "8", "--epochs", "1", "--horizon", "6", "--bptt", "16", "--ensemble", "1", "-q"]
 
 
+def blas_threads() -> int:
+    (count,) = {lib.get_num_threads() for lib in _blas().lib_controllers}
+    return count
+
+
 @pytest.fixture
 def seen(monkeypatch) -> list[int]:
-    """Torch's thread count at every pass of the network's recurrent encoder, whoever runs it."""
+    """The thread count at every pass of the network's recurrent encoder, whoever runs it:
+    torch's for torch's network, numpy's BLAS's for its numpy mirror (`stream` on the CPU)."""
     counts: list[int] = []
-    encode = RecurrentForecaster.encode
+    for network, threads in ((RecurrentForecaster, torch.get_num_threads), (NumpyForecaster, blas_threads)):
 
-    def recording(self, *args, **kwargs):
-        counts.append(torch.get_num_threads())
-        return encode(self, *args, **kwargs)
+        def recording(self, *args, _encode=network.encode, _threads=threads, **kwargs):
+            counts.append(_threads())
+            return _encode(self, *args, **kwargs)
 
-    monkeypatch.setattr(RecurrentForecaster, "encode", recording)
+        monkeypatch.setattr(network, "encode", recording)
     return counts
 
 
@@ -65,12 +74,14 @@ def test_threads_option_reaches_torch_in_every_command(command, files, seen):
     result = invoke([*args, "--threads", "2"], stdin)
     assert result.exit_code == 0, result.stderr
     assert seen and set(seen) == {2}
-    assert torch.get_num_threads() == 2  # the CLI owns its process: the count holds after the run
+    # The CLI owns its process: the count holds after the run.
+    assert (blas_threads() if command == "stream" else torch.get_num_threads()) == 2
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_runs_on_one_thread_without_the_option(command, files, seen):
     torch.set_num_threads(2)  # torch's own default on 2 cores: the command must not inherit it
+    _blas().limit(limits=2)  # OpenBLAS's too
     args, stdin = commands(files)[command]
     result = invoke(args, stdin)
     assert result.exit_code == 0, result.stderr

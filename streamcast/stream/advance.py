@@ -6,11 +6,9 @@ learning, forecasts the rows that want one and, when watching, scores them."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from streamcast.features import input_rows, series_floors, static_rows, to_model_units
 from streamcast.forecaster import Forecaster
-from streamcast.model import select_state
 from streamcast.stepping import run_series
 from streamcast.stream.config import StreamConfig
 from streamcast.stream.rules import LineRules, Plan
@@ -78,14 +76,14 @@ class PlanRunner:
             inputs,
             offsets,
             positions,
-            initial=tuple(torch.from_numpy(p) for p in initial),  # the stream keeps states in numpy
+            initial=initial,
             series_batch=4096,
             naive=naive,
             intervals=f.intervals,
         )
-        final = tuple(p.numpy() for p in final)
+        final = tuple(np.asarray(p) for p in final)  # the stream keeps states in numpy (torch's: views)
         last_run = {s: r for r, s in enumerate(plan.run_series)}
-        st.set_rows(list(last_run), select_state(final, np.array(list(last_run.values()))))
+        st.set_rows(list(last_run), _rows(final, list(last_run.values())))
         if st.learner is not None and self.config.learn is not None:
             st.learner.observe(plan.run_series, plan.run_fresh, initial, inputs, offsets)
         row_floor = None
@@ -129,5 +127,11 @@ class PlanRunner:
         )
         if st.learner is not None and self.config.learn is not None and watched.anomaly.any():
             flagged = sorted(set(run[wanted][watched.anomaly].tolist()))
-            st.learner.restart(flagged, select_state(final, np.array([last_run[s] for s in flagged])))
+            st.learner.restart(flagged, _rows(final, [last_run[s] for s in flagged]))
         return watched, emit[wanted] | watched.anomaly
+
+
+def _rows(state: tuple[np.ndarray, ...], rows: list[int]) -> tuple[np.ndarray, ...]:
+    """These rows of every part of a state."""
+    index = np.array(rows, dtype=np.int64)
+    return tuple(p[index] for p in state)

@@ -36,7 +36,6 @@ import polars as pl
 from streamcast.errors import StrictStop
 from streamcast.forecaster import Forecaster
 from streamcast.known import known_table
-from streamcast.losses import choose_loss
 from streamcast.reading import SeriesFrame
 from streamcast.shards import Shard
 from streamcast.stepping import run_series
@@ -170,7 +169,8 @@ class _Engine:
         self.runner = PlanRunner(forecaster, state, config, self.rules)
         self._held: dict[str, bool] = {}  # series id -> in this partition (--partition)
         if config.learn is not None and state.learner is None:
-            from streamcast.online import OnlineLearner  # torch's training, for --learn only
+            from streamcast.losses import choose_loss  # torch's training, for --learn only
+            from streamcast.online import OnlineLearner
 
             # A file records the loss `fit` resolved; one edited by hand to "auto" resolves alike.
             loss = choose_loss(
@@ -319,7 +319,7 @@ def warm_up(
     net = state.learner.serving if state.learner is not None else forecaster.net
     with compute_threads(threads):
         _, final = run_series(net, inputs.inputs, inputs.offsets, empty)
-    final = tuple(p.numpy() for p in final)  # the stream keeps states in numpy
+    final = tuple(np.asarray(p) for p in final)  # the stream keeps states in numpy (torch's: views)
     ends = inputs.offsets[1:] - 1
     stamps = frame["timestamp"]
     if isinstance(stamps.dtype, pl.Datetime):

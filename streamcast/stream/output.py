@@ -22,8 +22,8 @@ import json
 import numpy as np
 import polars as pl
 
+from streamcast.column_names import quantile_column
 from streamcast.features import FEW_NEW_TIMES, TIMES_AHEAD
-from streamcast.forecasting import quantile_column
 from streamcast.stream.engine import StreamBatch
 
 OUTPUT_FORMATS = ("jsonl", "csv")

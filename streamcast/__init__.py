@@ -36,7 +36,8 @@ _PUBLIC = {
     "with_source_names": "streamcast.forecasting",
     "load": "streamcast.modelfile",
     "save": "streamcast.modelfile",
-    "LearnConfig": "streamcast.online",
+    "load_numpy": "streamcast.modelparts",
+    "LearnConfig": "streamcast.stream.config",
     "read_series": "streamcast.reading",
     "Observations": "streamcast.stream.engine",
     "StreamConfig": "streamcast.stream.engine",
@@ -75,6 +76,7 @@ __all__ = [
     "forecast_source",
     "holdout",
     "load",
+    "load_numpy",
     "read_batches",
     "read_series",
     "save",
@@ -141,7 +143,8 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from streamcast.forecaster import Forecaster
     from streamcast.forecasting import forecast, forecast_batches, forecast_source, with_source_names
     from streamcast.modelfile import load, save
-    from streamcast.online import LearnConfig
+    from streamcast.modelparts import load_numpy
+    from streamcast.stream.config import LearnConfig
     from streamcast.reading import read_series
     from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up
     from streamcast.stream.watch import WatchConfig

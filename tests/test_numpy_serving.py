@@ -103,13 +103,14 @@ def test_stream_on_the_cpu_prints_torchs_forecasts_and_either_engine_resumes_the
             np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-4)
 
 
-def test_a_stream_process_on_the_cpu_never_imports_torch(model_path):
-    """The whole run, from start to the summary, as the command runs it: one line in, one out."""
+def stream_process(model_path, *args: str) -> tuple[subprocess.CompletedProcess, bool]:
+    """A real `stream` process given one line, as the command runs it from start to summary, and
+    whether it had loaded torch by the end."""
     probe = (
         "import sys\n"
         "from streamcast.cli import main\n"
         "try:\n"
-        f"    main(['stream', '-m', {str(model_path)!r}, '-q'])\n"
+        f"    main(['stream', '-m', {str(model_path)!r}, '-q', *{list(args)!r}])\n"
         "except SystemExit as exit:\n"
         "    code = exit.code\n"
         "sys.stderr.write(f'torch loaded: {\"torch\" in sys.modules}\\n')\n"
@@ -126,17 +127,12 @@ def test_a_stream_process_on_the_cpu_never_imports_torch(model_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["series_id"] == "s0"
-    assert "torch loaded: False" in done.stderr
-    learning = subprocess.run(
-        [sys.executable, "-c", probe.replace("'-q'", "'-q', '--learn'")],
-        input=line + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert learning.returncode == 0, learning.stderr
-    assert "torch loaded: True" in learning.stderr  # --learn trains with torch
+    return done, "torch loaded: True" in done.stderr
+
+
+def test_a_stream_process_on_the_cpu_never_imports_torch(model_path):
+    assert stream_process(model_path)[1] is False
+    assert stream_process(model_path, "--learn")[1] is True  # --learn trains with torch
 
 
 def test_a_model_file_whose_weights_do_not_fit_its_header_is_refused_in_one_line(model_path, tmp_path):

@@ -144,8 +144,8 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from streamcast.forecasting import forecast, forecast_batches, forecast_source, with_source_names
     from streamcast.modelfile import load, save
     from streamcast.modelparts import load_numpy
-    from streamcast.stream.config import LearnConfig
     from streamcast.reading import read_series
+    from streamcast.stream.config import LearnConfig
     from streamcast.stream.engine import Observations, StreamConfig, StreamState, stream, warm_up
     from streamcast.stream.watch import WatchConfig
     from streamcast.training import FitConfig, fit

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from streamcast.errors import DataError
+from streamcast.errors import DataError, UsageError
 from streamcast.fallback import NaiveServing, naive_serving
 from streamcast.features import (
     FeatureSpec,
@@ -42,8 +42,7 @@ if TYPE_CHECKING:
 class Forecaster:
     """What `fit` returns, `save` writes and `load` reads back."""
 
-    net: Network | NumpyNetwork
-    """torch's network, or its numpy mirror (`modelfile.load_numpy`, what `stream` serves)."""
+    net: Network | NumpyNetwork  # torch's, or its numpy mirror (`load_numpy`: `stream` on the CPU)
     spec: FeatureSpec
     scaler: Scaler
     columns: Columns
@@ -100,6 +99,7 @@ class Forecaster:
 
         from streamcast.devices import resolve_device
 
+        require_torch(self, "moving it to a device")
         self.net.to(device if isinstance(device, torch.device) else resolve_device(device))
         return self
 
@@ -199,6 +199,22 @@ class Forecaster:
         """Which output is the point forecast: the median when quantiles are on."""
         q = self.quantiles
         return q.index(0.5) if q else 0
+
+
+def served_by_numpy(forecaster: Forecaster) -> bool:
+    """Whether the network is its numpy mirror (`load_numpy`), which serves `stream` only."""
+    from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
+
+    return isinstance(forecaster.net, NumpyForecaster | NumpyEnsemble)
+
+
+def require_torch(forecaster: Forecaster, what: str) -> None:
+    """A UsageError, before any work, where `what` needs torch's network and this is the mirror."""
+    if served_by_numpy(forecaster):
+        raise UsageError(
+            f"{what} needs the model loaded with torch: this one was loaded by load_numpy, "
+            "which serves stream alone; load it with streamcast.load"
+        )
 
 
 def _in_order(y: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from streamcast.column_names import quantile_column  # noqa: F401 (public here t
 from streamcast.errors import DataError, StreamcastWarning, UsageError
 from streamcast.fallback import NaiveServing, move_onto, naive_at
 from streamcast.features import SeriesInputs, calendar_features, series_floors
-from streamcast.forecaster import Forecaster
+from streamcast.forecaster import Forecaster, require_torch
 from streamcast.intervals import units_at
 from streamcast.model import State
 from streamcast.reading import Columns, SeriesFrame, periods_after
@@ -242,6 +242,7 @@ def _forecast_history(
 ) -> pl.DataFrame:
     """Warm every series of `frame` over its rows, then forecast `horizon` steps from its last
     (`data`: where the values known in advance and the static values come from)."""
+    require_torch(forecaster, "forecast")  # its roll-out past the trained horizon is torch's
     future = _known_future(forecaster, data, frame, horizon)
     inputs = forecaster.inputs(frame, future=future, static=data.static)
     lengths = inputs.lengths()

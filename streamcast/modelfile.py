@@ -21,7 +21,7 @@ import streamcast
 from streamcast import safefile
 from streamcast.atomic import atomic_write_bytes
 from streamcast.errors import DAMAGED_FILE
-from streamcast.forecaster import Forecaster
+from streamcast.forecaster import Forecaster, require_torch
 from streamcast.model import EnsembleForecaster, RecurrentForecaster
 from streamcast.modelheader import (  # noqa: F401 (read_metadata and the constants are public here too)
     BLENDED_FALLBACK,
@@ -41,6 +41,7 @@ from streamcast.modelparts import damaged, read_parts
 
 def save(forecaster: Forecaster, path: str | Path) -> Path:
     """Write the model atomically: weights and scales as tensors, everything else as JSON."""
+    require_torch(forecaster, "save")
     ids = list(forecaster.scaler.loc)
     # Weights leave the device they trained on: a file loads anywhere, to the CPU first.
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in forecaster.net.state_dict().items()}

@@ -146,3 +146,42 @@ def test_a_model_file_whose_weights_do_not_fit_its_header_is_refused_in_one_line
     result = stream(bad, [], "s0,2024-01-01 00:00,1.0\n")
     assert result.exit_code != 0
     assert result.stderr.count("\n") == 1 and "damaged" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_state_that_learned_resumes_without_learn_serving_its_learned_weights(model_path, tmp_path):
+    text = lines_for(hourly_frame(length=40))
+    head, tail = "\n".join(text[:90]) + "\n", "\n".join(text[90:]) + "\n"
+    learned = tmp_path / "learned.state"
+    first = stream(
+        model_path, ["--learn", "--learn-every", "8", "--learn-window", "4", "--state", str(learned)], head
+    )
+    assert first.exit_code == 0, first.stderr
+    outs = {}
+    for device in ("cpu", "auto"):
+        copy = tmp_path / f"{device}.state"
+        copy.write_bytes(learned.read_bytes())
+        result = stream(model_path, ["--device", device, "--state", str(copy)], tail)
+        assert result.exit_code == 0, result.stderr
+        assert "resumed 3 series" in result.stderr
+        outs[device] = result.stdout
+    assert outs["cpu"] == outs["auto"]  # both served by the learner's weights, with torch
+    # In Python, the numpy-served model says what to do instead of calling the file damaged.
+    with pytest.raises(sc.ModelFileError, match="holds an online learner .* resume it with --learn"):
+        StreamState.load(learned, load_numpy(model_path))
+
+
+def test_what_needs_torch_refuses_a_numpy_served_model_in_one_line(model_path, tiny_data, tmp_path):
+    model = load_numpy(model_path)
+    for call in (
+        lambda: sc.forecast(model, tiny_data),
+        lambda: sc.save(model, tmp_path / "copy.streamcast"),
+        lambda: model.to("cpu"),
+    ):
+        with pytest.raises(sc.UsageError, match="loaded by load_numpy, which serves stream alone"):
+            call()
+    # backtest serves either network: the same scores
+    mine = sc.backtest(model, tiny_data, windows=2).overall
+    theirs = sc.backtest(sc.load(model_path), tiny_data, windows=2).overall
+    assert mine.columns == theirs.columns and mine.height == theirs.height > 0
+    for column in [c for c, t in mine.schema.items() if t.is_float()]:
+        np.testing.assert_allclose(mine[column].to_numpy(), theirs[column].to_numpy(), rtol=1e-5)

@@ -202,7 +202,7 @@ def stream(
     from streamcast.stream.engine import StreamConfig, warm_up
     from streamcast.stream.input import parser_for
     from streamcast.stream.session import SessionOptions, StreamSession
-    from streamcast.stream.state import StreamState
+    from streamcast.stream.state import StreamState, holds_learner
     from streamcast.stream.watch import WatchConfig
 
     watching = watch or only_anomalies or anomaly_z is not None
@@ -226,7 +226,9 @@ def stream(
     if learn and device is not None and device.type != "cpu":
         raise UsageError(f"--learn trains on the CPU: leave out --device {device}, or give --device cpu")
     _ignore_hangup_until_serving()
-    forecaster = _load(model_path, device, learn, threads)
+    # A state with an online learner resumes with torch: the learner serves its adapted weights.
+    learned = bool(state_path) and holds_learner(state_path)
+    forecaster = _load(model_path, device, learn or learned, threads)
     learn_config = LearnConfig(learn_rate, learn_window, learn_every) if learn else None
     metrics = _serve_metrics(metrics_port) if metrics_port is not None else None
     config = StreamConfig(
@@ -304,7 +306,8 @@ def stream(
 def _load(model_path: str, device, learn: bool, threads: int):
     """The model as `stream` serves it: by the numpy mirror of its network on the CPU (torch is
     never loaded: its import alone took 1.3-1.8 s of a start-up that aims at a first forecast within
-    1 s), by torch on another device or where --learn trains it; on `threads` threads."""
+    1 s), by torch on another device or where a learner trains it or serves its adapted weights;
+    on `threads` threads."""
     from streamcast.threads import set_blas_threads, set_process_threads
 
     if device is None and not learn:

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from streamcast.errors import StrictStop
-from streamcast.forecaster import Forecaster
+from streamcast.forecaster import Forecaster, require_torch
 from streamcast.known import known_table
 from streamcast.reading import SeriesFrame
 from streamcast.shards import Shard
@@ -169,6 +169,7 @@ class _Engine:
         self.runner = PlanRunner(forecaster, state, config, self.rules)
         self._held: dict[str, bool] = {}  # series id -> in this partition (--partition)
         if config.learn is not None and state.learner is None:
+            require_torch(forecaster, "online learning (--learn)")
             from streamcast.losses import choose_loss  # torch's training, for --learn only
             from streamcast.online import OnlineLearner
 

@@ -303,6 +303,22 @@ def load_state(path: str | Path, forecaster: Forecaster) -> StreamState:
     return state
 
 
+def holds_learner(path: str | Path) -> bool:
+    """Whether the state file at `path` holds an online learner (`stream --learn`), read from its
+    header alone (a million series' file is a gigabyte): such a state resumes with torch, whose
+    learner serves its own adapted weights. False for a file that is not there or not readable:
+    loading it says why."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size > os.fstat(f.fileno()).st_size:
+                return False
+            meta = safefile.header(size.to_bytes(8, "little") + f.read(size))
+    except (OSError, safefile.Damaged):
+        return False
+    return "learner" in meta
+
+
 def _read(path: str | Path) -> bytearray:
     """The whole file in one writable buffer, which the loaded hidden states then share."""
     with open(path, "rb") as f:
@@ -340,6 +356,13 @@ def _from_file(raw: bytearray, meta: dict, path: str | Path, forecaster: Forecas
     state.lines = meta["lines"]
     state.accepted = meta["accepted"]
     if "learner" in meta:
+        from streamcast.forecaster import served_by_numpy
+
+        if served_by_numpy(forecaster):
+            raise ModelFileError(
+                f"{path}: this state file holds an online learner (stream --learn), which serves its "
+                "own adapted weights with torch: resume it with --learn, or with --device auto"
+            )
         from streamcast.online import OnlineLearner  # torch, needed only to go on learning
 
         learned = {k[6:]: v for k, v in tensors.items() if k.startswith("learn.")}

@@ -70,6 +70,9 @@ LEVERS = {
     "+ --loss auto (MSE on data left in its own units, MAE on logs)": MEAN,
     "+ --scaling auto (twice the std in own units, highway pooled in naive units)": RATIO,
     "defaults: + --naive-share fitted (each series' blend with naive fitted on validation)": {},
+    "+ members of two cells in turn (--ensemble-cells lstm,gru: LSTM, GRU, LSTM)": {
+        "ensemble_cells": ("lstm", "gru")
+    },
 }
 
 

@@ -203,9 +203,9 @@ class Forecaster:
 
 def served_by_numpy(forecaster: Forecaster) -> bool:
     """Whether the network is its numpy mirror (`load_numpy`), which serves `stream` only."""
-    from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
+    from streamcast.numpy_net import NumpyNetwork
 
-    return isinstance(forecaster.net, NumpyForecaster | NumpyEnsemble)
+    return isinstance(forecaster.net, NumpyNetwork)
 
 
 def require_torch(forecaster: Forecaster, what: str) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from streamcast.fallback import NaiveServing, serve_naive
 from streamcast.intervals import Intervals
-from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
+from streamcast.numpy_net import NumpyNetwork
 
 if TYPE_CHECKING:
     import torch
@@ -220,7 +220,7 @@ def _window(features):
 
 def _arrays(net) -> _NumpyArrays | _TorchArrays:
     """The arrays of the network's own library."""
-    return _NumpyArrays() if isinstance(net, NumpyForecaster | NumpyEnsemble) else _TorchArrays(net)
+    return _NumpyArrays() if isinstance(net, NumpyNetwork) else _TorchArrays(net)
 
 
 class _NumpyArrays:

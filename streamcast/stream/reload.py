@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from streamcast.errors import ModelFileError
-from streamcast.forecaster import Forecaster
+from streamcast.forecaster import Forecaster, served_by_numpy
 from streamcast.modelparts import load_numpy
-from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
 from streamcast.stream.state import StreamState, model_fingerprint
 
 
@@ -38,7 +37,7 @@ def mismatch(old: Forecaster, new: Forecaster) -> str | None:
 
 def load_like(old: Forecaster, path: str) -> Forecaster:
     """The model file at `path`, served as `old` is: by the numpy mirror, or by torch on its device."""
-    if isinstance(old.net, NumpyForecaster | NumpyEnsemble):
+    if served_by_numpy(old):
         return load_numpy(path)
     from streamcast.modelfile import load
 

@@ -151,8 +151,7 @@ def move_onto(
 ) -> np.ndarray:
     """(R, H, Q) outputs, their quantiles in order, moved so that the point is `naive` (R, H), or
     `share` (R,) of the way from the network's point to it."""
-    if outputs.shape[-1] > 1:
-        outputs = np.sort(outputs, axis=-1)
+    outputs = in_order(outputs)
     own = outputs[..., point : point + 1]
     target = naive[..., None].astype(outputs.dtype, copy=False)
     if share is not None:
@@ -172,9 +171,20 @@ def toward_naive(point: np.ndarray, naive: np.ndarray, share: np.ndarray) -> np.
 def served_point(outputs: np.ndarray, point: int) -> np.ndarray:
     """(R, H, Q) network outputs -> (R, H) the point forecast as served: a quantile model's
     outputs put in order first (`Forecaster.point_and_quantiles`), then its median."""
-    if outputs.shape[-1] > 1:
-        outputs = np.sort(outputs, axis=-1)
-    return outputs[..., point]
+    return in_order(outputs)[..., point]
+
+
+def in_order(y: np.ndarray) -> np.ndarray:
+    """(..., Q) outputs with their quantiles in order: `y` itself where they already are, as a
+    calibrated interval's always are. Sorting three numbers at a time cost `stream` a tenth of its
+    time; the check, one column against the next, costs a twentieth of a sort."""
+    q = y.shape[-1]
+    if q < 2:
+        return y
+    flat = y.reshape(-1, q)
+    if all(np.greater_equal(flat[:, k + 1], flat[:, k]).all() for k in range(q - 1)):
+        return y
+    return np.sort(y, axis=-1)
 
 
 def badly_served(

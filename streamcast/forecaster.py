@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from streamcast.errors import DataError, UsageError
-from streamcast.fallback import NaiveServing, naive_serving
+from streamcast.fallback import NaiveServing, in_order, naive_serving
 from streamcast.features import (
     FeatureSpec,
     Scaler,
@@ -188,7 +188,7 @@ class Forecaster:
     ) -> np.ndarray:
         """(R, H, Q) scaled outputs -> (R, H, Q) in the series' own units, quantiles non-crossing,
         within each row's `floor` (R,; `features.series_floors`) and the model's own."""
-        y = _in_order(np.asarray(scaled, dtype=np.float64))
+        y = in_order(np.asarray(scaled, dtype=np.float64))
         values = from_model_units(y * scale[:, None, None] + loc[:, None, None], self.spec.transform)
         if floor is not None:
             values = np.maximum(values, floor[:, None, None])
@@ -215,14 +215,6 @@ def require_torch(forecaster: Forecaster, what: str) -> None:
             f"{what} needs the model loaded with torch: this one was loaded by load_numpy, "
             "which serves stream alone; load it with streamcast.load"
         )
-
-
-def _in_order(y: np.ndarray) -> np.ndarray:
-    """(..., Q) outputs with their quantiles in order. A calibrated interval's always are, and
-    sorting three numbers at a time cost `stream` 5% of its time: checked first, sorted if not."""
-    if y.shape[-1] > 1 and not (y[..., 1:] >= y[..., :-1]).all():
-        return np.sort(y, axis=-1)
-    return y
 
 
 def _static_for(

@@ -19,6 +19,7 @@ from streamcast.fallback import (
     NAIVE_FALLBACK,
     NaiveServing,
     badly_served,
+    in_order,
     naive_at,
     naive_from_window,
     serve_naive,
@@ -51,6 +52,21 @@ def test_the_served_median_is_seasonal_naive_where_the_networks_quantiles_cross(
     ordered = np.sort(served, axis=-1)  # as Forecaster.point_and_quantiles serves them
     assert ordered[0, :, 1].tolist() == [5.0, 6.0]
     assert (ordered[0, :, 2] - ordered[0, :, 0]).tolist() == [2.0, 5.0]
+
+
+@pytest.mark.parametrize("q", [2, 3, 4])
+def test_one_crossed_pair_anywhere_puts_the_outputs_in_order_and_ordered_ones_are_left_as_they_are(q):
+    ordered = np.sort(np.random.default_rng(q).standard_normal((50, 6, q)), axis=-1)
+    assert in_order(ordered) is ordered
+    for k in range(q - 1):  # each neighbouring pair crossed, in one place of many
+        crossed = ordered.copy()
+        crossed[37, 5, [k, k + 1]] = crossed[37, 5, [k + 1, k]]
+        np.testing.assert_array_equal(in_order(crossed), ordered)
+    with_nan = ordered.copy()
+    with_nan[3, 2, 0] = np.nan
+    np.testing.assert_array_equal(in_order(with_nan), np.sort(with_nan, axis=-1))  # NaN last, as before
+    single = ordered[..., :1]
+    assert in_order(single) is single
 
 
 def test_a_series_is_chosen_over_ratio_times_worse_and_blended_a_little_under_it():

@@ -4,6 +4,7 @@ must not be able to tell which (the same bytes either way)."""
 from __future__ import annotations
 
 import importlib
+import json
 
 import numpy as np
 import pytest
@@ -68,6 +69,30 @@ def test_a_batch_written_row_by_row_is_the_bytes_polars_writes_for_it(
 
     by_rows, by_columns = text(output.SMALL_BATCH), text(-1)
     assert by_rows == by_columns
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv"])
+def test_many_lines_with_ids_beyond_ascii_are_written_as_the_same_utf8_as_a_few(
+    tiny_model, output_format, monkeypatch
+):
+    """A big batch's text is the bytes of polars' column, cut at its rows' offsets: ids of several
+    bytes a character must come out whole, as a few lines' Python text encodes them."""
+    names = {"s0": "東京-é", "s1": 'quote"d,id'}
+    lines = [
+        json.dumps({"series_id": names.get(sid, sid), "timestamp": f"{ts:%Y-%m-%dT%H:%M}", "value": v})
+        for sid, ts, v in hourly_frame(length=30).sort("timestamp", "series_id").iter_rows()
+    ]
+    parser = parser_for(tiny_model)
+    (batch,) = stream(tiny_model, [parser.parse(lines, 1)], StreamState(tiny_model))
+    assert len(batch) > output.SMALL_BATCH and set(names.values()) <= set(batch.series_ids)
+
+    def text(small: int) -> bytes:
+        monkeypatch.setattr(output, "SMALL_BATCH", small)
+        return bytes(formatter(output_format, tiny_model.horizon, tiny_model.quantiles).render(batch))
+
+    by_columns, by_rows = text(-1), text(len(batch))
+    assert by_columns == by_rows and by_columns.count(b"\n") == len(batch)
+    assert "東京-é".encode() in by_columns
 
 
 def test_times_and_calendar_rows_made_ahead_are_those_made_when_their_time_comes(tiny_model, monkeypatch):

@@ -32,11 +32,11 @@ class SlowText:
     def header(self) -> str:
         return "header\n"
 
-    def format(self, batch: Lines) -> str:
+    def render(self, batch: Lines) -> bytes:
         self.threads[batch.tag] = threading.current_thread().name
         if batch.n > SMALL_BATCH:
             time.sleep(0.2)  # long enough that the next batch arrives while this one is written
-        return "".join(f"{batch.tag}:{i}\n" for i in range(batch.n))
+        return "".join(f"{batch.tag}:{i}\n" for i in range(batch.n)).encode()
 
 
 def test_batches_come_out_in_order_with_one_header_whichever_thread_writes_them():

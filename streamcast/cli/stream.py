@@ -196,6 +196,10 @@ def stream(
     """
     from pathlib import Path
 
+    from streamcast.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before polars is imported: a long run's batches reuse memory (allocator.py)
+
     from streamcast.reading import read_series
     from streamcast.shards import parse_shard
     from streamcast.stream.config import LearnConfig

@@ -60,9 +60,20 @@ class _Columns:
         return pl.Series(np.where(flags, "true", "false"), dtype=pl.String)
 
     @staticmethod
-    def join(parts: list) -> str:
+    def join(parts: list) -> memoryview:
+        """The rows' texts, concatenated, as UTF-8: the bytes of the Arrow column itself. Python
+        strings of each row, joined and encoded, cost 12x as long, with the GIL held, which the
+        network's thread then waits for (8 ms against 116 ms for 100,000 rows)."""
+        import pyarrow as pa  # here: a stream of a line at a time never needs it (its start-up)
+
         row = pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
-        return "".join(pl.select(row).to_series().to_list())
+        array = pl.select(row).to_series().to_arrow()
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        array = array.cast(pa.large_string())  # a no-op for polars' own type
+        _, offsets, data = array.buffers()
+        at = np.frombuffer(offsets, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+        return memoryview(data)[int(at[0]) : int(at[-1])]
 
 
 class _Rows:
@@ -92,9 +103,11 @@ class _Rows:
         return ["true" if f else "false" for f in flags.tolist()]
 
     @staticmethod
-    def join(parts: list) -> str:
+    def join(parts: list) -> bytes:
         rows = next(len(p) for p in parts if not isinstance(p, str))
-        return "".join("".join(p if isinstance(p, str) else p[r] for p in parts) for r in range(rows))
+        return "".join(
+            "".join(p if isinstance(p, str) else p[r] for p in parts) for r in range(rows)
+        ).encode()
 
 
 def kit_for(batch: StreamBatch) -> type[_Columns] | type[_Rows]:
@@ -110,6 +123,14 @@ class _Text:
     def __init__(self) -> None:
         self.ids: dict[str, str] = {}
         self.stamps: dict[tuple, list[str]] = {}  # (time, steps, zone) -> its text and the steps' after
+
+    def format(self, batch: StreamBatch) -> str:
+        """The batch's lines as text (`render`'s bytes, decoded)."""
+        return bytes(self.render(batch)).decode()
+
+    def render(self, batch: StreamBatch) -> bytes | memoryview:
+        """The batch's lines, UTF-8 encoded, as they are written."""
+        raise NotImplementedError
 
     def numbers(self, values: np.ndarray) -> list[str]:
         """(R, K) floats -> R strings "v1,v2,...,vK"."""
@@ -186,10 +207,10 @@ class JsonLines(_Text):
     def header(self) -> str:
         return ""
 
-    def format(self, batch: StreamBatch) -> str:
+    def render(self, batch: StreamBatch) -> bytes | memoryview:
         n = len(batch)
         if n == 0:
-            return ""
+            return b""
         horizon = batch.values.shape[1]
         inverse, stamps = self.times(batch, horizon)
         indexed = batch.grid.indexed
@@ -242,9 +263,9 @@ class Csv(_Text):
             cols += ["error", "score", "anomaly"]
         return ",".join(cols) + "\n"
 
-    def format(self, batch: StreamBatch) -> str:
+    def render(self, batch: StreamBatch) -> bytes | memoryview:
         if len(batch) == 0:
-            return ""
+            return b""
         inverse, stamps = self.times(batch, 0)
         kit = kit_for(batch)
         times = kit.gather([texts[0] for texts in stamps], inverse)

@@ -89,11 +89,11 @@ class OutputWriter:
                     self._done.notify_all()
 
     def _write(self, batch: StreamBatch, after: Callable[[], None]) -> None:
-        text = self.text.format(batch)
-        if text:
+        text = self.text.render(batch)
+        if len(text):
             if not self.header_written:
-                text = self.text.header() + text
+                self.out.write(self.text.header().encode())
                 self.header_written = True
-            self.out.write(text.encode())
+            self.out.write(text)
             self.out.flush()
         after()

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from streamcast.backtest import BacktestResult
     from streamcast.model import Network
-    from streamcast.numpy_net import NumpyNetwork
+    from streamcast.numpy_ensemble import NumpyNetwork
     from streamcast.training import FitConfig
 
 
@@ -203,7 +203,7 @@ class Forecaster:
 
 def served_by_numpy(forecaster: Forecaster) -> bool:
     """Whether the network is its numpy mirror (`load_numpy`), which serves `stream` only."""
-    from streamcast.numpy_net import NumpyNetwork
+    from streamcast.numpy_ensemble import NumpyNetwork
 
     return isinstance(forecaster.net, NumpyNetwork)
 

@@ -82,7 +82,7 @@ def read_parts(path: str | Path) -> ModelParts:
 
 def load_numpy(path: str | Path) -> Forecaster:
     """The model served by the numpy mirror of its network (`streamcast.numpy_net`): no torch."""
-    from streamcast.numpy_net import numpy_network
+    from streamcast.numpy_ensemble import numpy_network
 
     parts = read_parts(path)
     try:

@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from streamcast.netconfig import COMBINES, WINDOW_SCALE_FLOOR, ModelConfig
+from streamcast.netconfig import WINDOW_SCALE_FLOOR, ModelConfig
 
 State = tuple[np.ndarray, ...]
 """(h, [c,] [conv,] [ar]), batch-first, exactly as `streamcast.model.State`."""
@@ -35,25 +35,6 @@ class Features:
     def __getitem__(self, index) -> Features:
         window = None if self.window is None else self.window[index]
         return Features(self.hidden[index], window, None if self.ahead is None else self.ahead[index])
-
-
-@dataclass(frozen=True)
-class MemberFeatures:
-    """An ensemble's features: each member's, indexed together."""
-
-    members: tuple[Features, ...]
-
-    def __getitem__(self, index) -> MemberFeatures:
-        # Members that share the carried window hold the same array: index (copy) it once.
-        windows: dict[int, np.ndarray] = {}
-        picked = []
-        for f in self.members:
-            window = None
-            if f.window is not None:
-                window = windows.setdefault(id(f.window), f.window[index])
-            ahead = None if f.ahead is None else f.ahead[index]
-            picked.append(Features(f.hidden[index], window, ahead))
-        return MemberFeatures(tuple(picked))
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,7 @@ def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _checked(weights: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def checked(weights: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """The weights as float32, once their names and shapes match the config: a file's header
     could describe another network than its weights."""
     missing = sorted(shapes.keys() - weights.keys())
@@ -152,13 +133,14 @@ def _layer(weights: dict[str, np.ndarray], k: int, cell: str, hidden: int) -> _L
 def _rnn_steps(
     layer: _Layer, xp: np.ndarray, h: np.ndarray, act: Callable[..., np.ndarray]
 ) -> tuple[np.ndarray, State]:
-    """nn.RNN over the projected inputs xp (B, T, H): h = act(xp + h W_hh), act in place."""
-    out = np.empty(xp.shape, dtype=np.float32)  # (B, T, H)
-    for t in range(xp.shape[1]):
+    """nn.RNN over the projected inputs xp (..., B, T, H): h = act(xp + h W_hh), act in place.
+    Any axes before B (an ensemble's members, `numpy_ensemble`) go along, the weights' with them."""
+    out = np.empty(xp.shape, dtype=np.float32)  # (..., B, T, H)
+    for t in range(xp.shape[-2]):
         pre = h @ layer.w_hh
-        pre += xp[:, t]
+        pre += xp[..., t, :]
         h = act(pre, out=pre)
-        out[:, t] = h
+        out[..., t, :] = h
     return out, (h,)
 
 
@@ -167,19 +149,19 @@ def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def _lstm_steps(layer: _Layer, xp: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, State]:
-    """nn.LSTM over the projected inputs xp (B, T, 4H), gates in torch's order i, f, g, o."""
+    """nn.LSTM over the projected inputs xp (..., B, T, 4H), gates in torch's order i, f, g, o."""
     size = h.shape[-1]
-    out = np.empty((*xp.shape[:2], size), dtype=np.float32)  # (B, T, H)
-    for t in range(xp.shape[1]):
+    out = np.empty((*xp.shape[:-1], size), dtype=np.float32)  # (..., B, T, H)
+    for t in range(xp.shape[-2]):
         gates = h @ layer.w_hh
-        gates += xp[:, t]
+        gates += xp[..., t, :]
         np.tanh(gates, out=gates)
         gates *= layer.scale  # the sigmoid gates from their halved rows' tanh
         gates += layer.shift
-        i, f, g, o = (gates[:, j * size : (j + 1) * size] for j in range(4))
+        i, f, g, o = (gates[..., j * size : (j + 1) * size] for j in range(4))
         c = f * c + i * g
         h = o * np.tanh(c)
-        out[:, t] = h
+        out[..., t, :] = h
     return out, (h, c)
 
 
@@ -187,25 +169,25 @@ def _gru_steps(layer: _Layer, xp: np.ndarray, h: np.ndarray) -> tuple[np.ndarray
     """nn.GRU over the projected inputs xp (B, T, 3H), gates r, z, n with
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)) and h' = (1 - z) * n + z * h."""
     size = h.shape[-1]
-    out = np.empty((*xp.shape[:2], size), dtype=np.float32)  # (B, T, H)
-    for t in range(xp.shape[1]):
-        hh = h @ layer.w_hh  # (B, 3H)
-        x_t = xp[:, t]
-        rz = x_t[:, : 2 * size] + hh[:, : 2 * size]
+    out = np.empty((*xp.shape[:-1], size), dtype=np.float32)  # (..., B, T, H)
+    for t in range(xp.shape[-2]):
+        hh = h @ layer.w_hh  # (..., B, 3H)
+        x_t = xp[..., t, :]
+        rz = x_t[..., : 2 * size] + hh[..., : 2 * size]
         np.tanh(rz, out=rz)
         rz *= 0.5
         rz += 0.5
-        n = hh[:, 2 * size :]
+        n = hh[..., 2 * size :]
         n += layer.b_hn
-        n *= rz[:, :size]
-        n += x_t[:, 2 * size :]
+        n *= rz[..., :size]
+        n += x_t[..., 2 * size :]
         np.tanh(n, out=n)
-        h = n + rz[:, size:] * (h - n)
-        out[:, t] = h
+        h = n + rz[..., size:] * (h - n)
+        out[..., t, :] = h
     return out, (h,)
 
 
-_STEPS = {
+STEPS = {  # each cell's walk over the steps of a chunk
     "rnn": partial(_rnn_steps, act=np.tanh),
     "rnn-relu": partial(_rnn_steps, act=_relu),
     "lstm": _lstm_steps,
@@ -261,7 +243,7 @@ class NumpyForecaster:
 
     def __init__(self, config: ModelConfig, weights: dict[str, np.ndarray]) -> None:
         self.config = c = config
-        self._weights = _checked(weights, weight_shapes(config))
+        self._weights = checked(weights, weight_shapes(config))
         w = self._weights
         self._layers = [_layer(w, k, c.cell, c.hidden_size) for k in range(c.num_layers)]
         self._conv = self._conv_bias = None
@@ -275,6 +257,11 @@ class NumpyForecaster:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return dict(self._weights)
+
+    def serving_arrays(self) -> tuple[list[_Layer], tuple[np.ndarray, ...], np.ndarray, np.ndarray | None]:
+        """The weights as serving reads them (transposed, sigmoid rows halved): the recurrent
+        layers, the head's (w0, b0, w2), its last bias and the highway; what an ensemble stacks."""
+        return self._layers, self._head, self._head_bias, self._ar
 
     def init_state(self, batch: int) -> State:
         """The state of a series never seen: zeros, laid out as torch's."""
@@ -338,7 +325,7 @@ class NumpyForecaster:
         """The stacked recurrent layers over x (B, T, F): the top layer's outputs (B, T, H) and
         the final (h, [c]) as (B, num_layers, H) each. Each layer's input projection is one
         matmul over all steps, as torch's."""
-        steps = _STEPS[self.config.cell]
+        steps = STEPS[self.config.cell]
         finals = tuple(np.empty(p.shape, dtype=np.float32) for p in parts)  # (B, num_layers, H) each
         for k, layer in enumerate(self._layers):
             xp = _linear(x, layer.w_ih, layer.bias)  # (B, T, gates * H)
@@ -374,112 +361,3 @@ class NumpyForecaster:
         w0, b0, w2 = self._head
         z = _linear(x, w0, b0)
         return _linear(np.maximum(z, 0, out=z), w2, self._head_bias)
-
-
-class NumpyEnsemble:
-    """`model.EnsembleForecaster` in eval mode: members side by side in the state, members with
-    the same window carrying it once, last; the forecast is their mean or median."""
-
-    def __init__(self, configs: list[ModelConfig], weights: dict[str, np.ndarray], combine: str) -> None:
-        if combine not in COMBINES:
-            raise ValueError(f"an ensemble combines by {' or '.join(COMBINES)}, not {combine!r}")
-        if len({(c.input_size, c.horizon, c.quantiles) for c in configs}) != 1:
-            raise ValueError("ensemble members must share inputs, horizon and quantiles")
-        expected = {f"members.{i}.{k}": s for i, c in enumerate(configs) for k, s in weight_shapes(c).items()}
-        _checked(weights, expected)
-        self.combine = combine
-        self.config = configs[0]
-        self.members = tuple(NumpyForecaster(c, _member_weights(weights, i)) for i, c in enumerate(configs))
-        self._shared_window = (
-            len({(c.ar, c.season, c.lag_inputs) for c in configs}) == 1 and configs[0].ar > 0
-        )
-        drop = 1 if self._shared_window else 0
-        self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
-        self._same_head = len({c.head_scale for c in configs}) == 1
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {f"members.{i}.{k}": v for i, m in enumerate(self.members) for k, v in m.state_dict().items()}
-
-    def init_state(self, batch: int) -> State:
-        states = [m.init_state(batch) for m in self.members]
-        if not self._shared_window:
-            return tuple(s for state in states for s in state)
-        return (*(s for state in states for s in state[:-1]), states[0][-1])
-
-    def _split_state(self, state: State) -> list[State]:
-        """Each member's part of the state (without the shared window, which is the last part)."""
-        parts, at = [], 0
-        for size in self._state_sizes:
-            parts.append(tuple(state[at : at + size]))
-            at += size
-        return parts
-
-    def __call__(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        features, state = self.encode(x, state)
-        return self.decode(features), state
-
-    def encode(self, x: np.ndarray, state: State) -> tuple[MemberFeatures, State]:
-        """Each member over x, in turn; a shared window is read once and carried on once."""
-        x = np.asarray(x, dtype=np.float32)
-        parts = zip(self.members, self._split_state(state), strict=True)
-        if not self._shared_window:
-            pieces = [m.encode(x, part) for m, part in parts]
-            return MemberFeatures(tuple(f for f, _ in pieces)), tuple(p for _, s in pieces for p in s)
-        read = self.members[0].read_window(x, state[-1])
-        pieces = [m.encode_read(read, part) for m, part in parts]
-        new_state = [p for _, s in pieces for p in s[:-1]]
-        return MemberFeatures(tuple(f for f, _ in pieces)), (*new_state, read.carried)
-
-    def decode_members(self, features: MemberFeatures) -> np.ndarray:
-        """-> (..., members, horizon, outputs_per_step); a shared window read alike is read once."""
-        read = None
-        window = features.members[0].window
-        if self._shared_window and self._same_head and window is not None:
-            read = read_head(window, self.config.head_scale)
-        pieces = zip(self.members, features.members, strict=True)
-        return np.stack([m.decode(f, read) for m, f in pieces], axis=-3)
-
-    def decode(self, features: MemberFeatures) -> np.ndarray:
-        members = self.decode_members(features)
-        return mean_of_members(members) if self.combine == "mean" else median_of_members(members)
-
-
-def _member_weights(weights: dict[str, np.ndarray], member: int) -> dict[str, np.ndarray]:
-    """A member's weights from an ensemble's `state_dict()`, named as a single network's."""
-    prefix = f"members.{member}."
-    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-
-
-def mean_of_members(y: np.ndarray) -> np.ndarray:
-    """(..., N, H, Q) -> (..., H, Q): the mean over members, each member's quantiles in order."""
-    if y.shape[-1] > 1:
-        y = np.sort(y, axis=-1)
-    return y.mean(axis=-3)
-
-
-def median_of_members(y: np.ndarray) -> np.ndarray:
-    """(..., N, H, Q) -> (..., H, Q): the median over members (the mean of the middle two for
-    even N), each member's quantiles in order first."""
-    if y.shape[-1] > 1:
-        y = np.sort(y, axis=-1)
-    ordered = np.sort(y, axis=-3)
-    n = y.shape[-3]
-    return (ordered[..., (n - 1) // 2, :, :] + ordered[..., n // 2, :, :]) / 2
-
-
-def numpy_network(
-    configs: list[ModelConfig], weights: dict[str, np.ndarray], combine: str | None = None
-) -> NumpyForecaster | NumpyEnsemble:
-    """The network of these configs with these weights (keyed as torch's `state_dict()`), ready
-    to serve: one config gives a single network, several an ensemble (combined by the median
-    when `combine` is None, as files from before the mean had it). Raises ValueError where the
-    weights do not fit the configs."""
-    if not configs:
-        raise ValueError("a network needs at least one config")
-    if len(configs) == 1:
-        return NumpyForecaster(configs[0], weights)
-    return NumpyEnsemble(list(configs), weights, combine if combine is not None else "median")
-
-
-NumpyNetwork = NumpyForecaster | NumpyEnsemble
-"""Either numpy network: what `modelparts.load_numpy` serves and `stepping.run_series` walks."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from streamcast.fallback import NaiveServing, serve_naive
 from streamcast.intervals import Intervals
-from streamcast.numpy_net import NumpyNetwork
+from streamcast.numpy_ensemble import NumpyNetwork
 
 if TYPE_CHECKING:
     import torch

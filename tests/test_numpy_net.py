@@ -14,7 +14,8 @@ import torch
 
 import streamcast.numpy_net
 from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster
-from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster, numpy_network
+from streamcast.numpy_ensemble import NumpyEnsemble, numpy_network
+from streamcast.numpy_net import NumpyForecaster
 
 HORIZON = 3
 QUANTILES = (0.1, 0.5, 0.9)
@@ -151,6 +152,43 @@ def test_numpy_ensemble_serves_what_torch_serves(members, combine):
     assert isinstance(ours, NumpyEnsemble)
     assert (ours.combine, ours.config, len(ours.members)) == (combine, members[0], len(members))
     assert_serves_alike(net, ours)
+
+
+ALIKE = {
+    # Members of one config (the default ensemble's case) run stacked on a member axis.
+    "lstm-x3-points": [make_config("lstm", known=0, quantiles=())] * 3,
+    "gru-x2-two-layers-quantiles": [make_config("gru", num_layers=2, known=0)] * 2,
+    "rnn-relu-x3-global-head": [make_config("rnn-relu", window=(12, "none", "global"), known=0)] * 3,
+    "rnn-x4-window-head": [make_config("rnn", window=(12, "season", "window"), known=0, quantiles=())] * 4,
+}
+
+
+@pytest.mark.parametrize("combine", ["mean", "median"])
+@pytest.mark.parametrize("members", ALIKE.values(), ids=ALIKE.keys())
+def test_members_of_one_config_run_stacked_serve_what_torch_serves_and_each_member_alone(members, combine):
+    net = torch_net(members, combine)
+    ours, in_turn = twin(net, combine), twin(net, combine)
+    in_turn.stacked = None  # the members one after the other, as for members of different configs
+    assert ours.stacked is not None
+    assert_serves_alike(net, ours)
+    rng = np.random.default_rng(2)
+    state = tuple(rng.standard_normal(s.shape).astype(np.float32) for s in ours.init_state(4))
+    for steps in (1, 6):
+        x = rng.standard_normal((4, steps, members[0].input_size)).astype(np.float32)
+        (stacked, new), (alone, new_alone) = ours.encode(x, state), in_turn.encode(x, state)
+        rows, at = np.array([3, 0, 0, 2]), np.array([0, steps - 1, 0, steps // 2])
+        for a, b in ((stacked, alone), (stacked[rows, at], alone[rows, at])):
+            np.testing.assert_array_equal(ours.decode_members(a), in_turn.decode_members(b))
+            np.testing.assert_array_equal(ours.decode(a), in_turn.decode(b))
+        assert len(new) == len(new_alone) and all(map(np.array_equal, new, new_alone))
+        state = new
+
+
+@pytest.mark.parametrize("members", ENSEMBLES.values(), ids=ENSEMBLES.keys())
+def test_members_of_different_configs_or_with_conv_or_known_inputs_run_in_turn(members):
+    assert twin(torch_net(members)).stacked is None
+    assert twin(torch_net([make_config("gru", conv=3, known=0)] * 2)).stacked is None
+    assert twin(torch_net([make_config("gru", known=2)] * 2)).stacked is None
 
 
 def test_members_sharing_a_window_index_it_once():

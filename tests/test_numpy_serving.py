@@ -17,7 +17,8 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.modelparts import load_numpy
-from streamcast.numpy_net import NumpyEnsemble, NumpyForecaster
+from streamcast.numpy_ensemble import NumpyEnsemble
+from streamcast.numpy_net import NumpyForecaster
 from streamcast.stepping import run_series
 from streamcast.stream.state import StreamState, model_fingerprint
 from tests.conftest import TINY, hourly_frame

@@ -109,11 +109,12 @@ def steady_lines() -> list[str]:
     return lines
 
 
+@pytest.mark.parametrize("batch", [17, 1], ids=["batches", "a-line-at-a-time"])
 @pytest.mark.parametrize("watch", [None, WatchConfig(z=1.0)], ids=["plain", "watch"])
-def test_steady_batches_planned_in_arrays_equal_the_rules_line_by_line(tiny_model, monkeypatch, watch):
+def test_steady_batches_planned_in_arrays_equal_the_rules_line_by_line(tiny_model, monkeypatch, watch, batch):
     lines = steady_lines()
-    fast, fast_state = forecasts(tiny_model, lines, monkeypatch, steady=True, batch=17, watch=watch)
-    slow, slow_state = forecasts(tiny_model, lines, monkeypatch, steady=False, batch=17, watch=watch)
+    fast, fast_state = forecasts(tiny_model, lines, monkeypatch, steady=True, batch=batch, watch=watch)
+    slow, slow_state = forecasts(tiny_model, lines, monkeypatch, steady=False, batch=batch, watch=watch)
     if watch is not None:  # every observation scored, and some flagged at z=1
         scored = [row for row in fast if row[0] != "events"]
         assert any(row[6] for row in scored) and all(row[4] is not None for row in scored if not row[2])

@@ -21,7 +21,10 @@ def steady_plan(rules: LineRules, obs: Observations) -> Plan | None:
     series = np.fromiter((index.get(sid, -1) for sid in obs.series_ids), dtype=np.int64, count=n)
     if series.min() < 0 or (rules.transform == "log" and obs.values.min() <= 0):
         return None
-    held, run, counts = np.unique(series, return_inverse=True, return_counts=True)
+    if n == 1:  # a line at a time: np.unique's sort was a tenth of such a line's plan
+        held, run, counts = series, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64)
+    else:
+        held, run, counts = np.unique(series, return_inverse=True, return_counts=True)
     held_list = held.tolist()
     last = [st.last_time[u] for u in held_list]
     if None in last or any(st.resumed[u] or not st.frozen[u] or u in st.jumps for u in held_list):

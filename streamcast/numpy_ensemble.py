@@ -107,9 +107,12 @@ class StackedMembers:
     def decode(self, features: StackedFeatures, read: HeadRead) -> np.ndarray:
         """-> (members, ..., horizon, outputs_per_step), as each member's `decode` gives it."""
         c, hidden = self.config, features.hidden
-        shape = np.broadcast_to(read.shape, (len(hidden), *read.shape.shape))
+        size = hidden.shape[-1]
+        head_in = np.empty((*hidden.shape[:-1], size + read.shape.shape[-1]), dtype=np.float32)
+        head_in[..., :size] = hidden  # the hidden state and the window side by side, as each member reads them
+        head_in[..., size:] = read.shape  # one window for every member
         w0, b0, w2, b2 = self._head
-        z = _stacked_linear(np.concatenate([hidden, shape], axis=-1), w0, b0)
+        z = _stacked_linear(head_in, w0, b0)
         y = _stacked_linear(np.maximum(z, 0, out=z), w2, b2)
         if read.spread is not None:
             y *= read.spread

@@ -109,7 +109,9 @@ class StackedMembers:
         c, hidden = self.config, features.hidden
         size = hidden.shape[-1]
         head_in = np.empty((*hidden.shape[:-1], size + read.shape.shape[-1]), dtype=np.float32)
-        head_in[..., :size] = hidden  # the hidden state and the window side by side, as each member reads them
+        head_in[..., :size] = (
+            hidden  # the hidden state and the window side by side, as each member reads them
+        )
         head_in[..., size:] = read.shape  # one window for every member
         w0, b0, w2, b2 = self._head
         z = _stacked_linear(head_in, w0, b0)

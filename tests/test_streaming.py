@@ -460,6 +460,31 @@ def test_calendar_rows_kept_from_earlier_micro_batches_equal_computing_them_afre
     np.testing.assert_array_equal(_calendar_by_distinct_time(naive, names), calendar_features(naive, names))
 
 
+@pytest.mark.parametrize("zone", [None, "Europe/Berlin"])
+def test_times_handed_over_as_integers_give_the_calendar_rows_of_their_polars_column(zone):
+    """`stream` hands its micro-batch's times to the features as int64 and their type
+    (`TimeColumn`), without a polars Series per batch: the rows must be those of the Series."""
+    from streamcast.features import _RECENT_CALENDAR, TimeColumn, _calendar_by_distinct_time, calendar_names
+    from streamcast.stream.grid import Grid
+
+    names = calendar_names("1h")
+    grid = Grid("1h")
+    start = int(datetime(2024, 3, 30, 20).timestamp() * 1e6)  # over Berlin's change to summer time
+    ints = start + grid.step * np.array([0, 1, 1, 5, 2, 9, 9, 30, 3])
+    for part in (ints[:1], ints[1:2], ints, ints[::-1], ints[7:8]):  # new times, kept ones, repeats
+        column = grid.column(part, zone)
+        series = pl.Series("timestamp", part).cast(pl.Datetime("us", zone))
+        assert column.series().equals(series)
+        _RECENT_CALENDAR.clear()
+        from_series = _calendar_by_distinct_time(series, names, grid.step)
+        _RECENT_CALENDAR.clear()
+        np.testing.assert_array_equal(_calendar_by_distinct_time(column, names, grid.step), from_series)
+        np.testing.assert_array_equal(_calendar_by_distinct_time(column, names, grid.step), from_series)
+    steps = Grid("1i").column(np.array([4, 7]), None)
+    assert steps.dtype == pl.Int64 and steps.series().to_list() == [4, 7]
+    assert isinstance(steps, TimeColumn) and len(steps) == 2
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_one_step_of_each_series_is_served_exactly_as_the_general_walk_serves_it(cell, monkeypatch):
     """A stream's line at a time takes a short path through `run_series` (every series one step

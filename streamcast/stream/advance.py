@@ -56,7 +56,7 @@ class PlanRunner:
         loc = np.asarray(plan.row_loc)[order]
         scale = np.asarray(plan.row_scale)[order]
         scaled = (to_model_units(np.asarray(plan.row_value)[order], self.transform) - loc) / scale
-        stamps = self.grid.series(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
+        stamps = self.grid.column(np.asarray(plan.row_time, dtype=np.int64)[order], st.time_zone)
         cov = np.asarray(plan.row_cov, dtype=np.float64)[order] if self.cov_loc else None
         # the grid's step is 0 for months, which are not made ahead
         inputs = input_rows(

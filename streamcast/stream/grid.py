@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
-from streamcast.features import freq_seconds
+from streamcast.features import TimeColumn, freq_seconds
 from streamcast.reading import periods_after
 
 EPOCH = datetime(1970, 1, 1)
@@ -62,6 +62,10 @@ class Grid:
         """int64 times as the polars column that features and formatting take."""
         s = pl.Series("timestamp", times, dtype=pl.Int64)
         return s if self.indexed else s.cast(pl.Datetime("us", time_zone))
+
+    def column(self, times: np.ndarray, time_zone: str | None) -> TimeColumn:
+        """int64 times as `features.input_rows` reads them, without a polars Series per batch."""
+        return TimeColumn(times, pl.Int64 if self.indexed else pl.Datetime("us", time_zone))
 
     def to_python(self, times: np.ndarray, time_zone: str | None) -> list:
         return self.series(times, time_zone).to_list()

@@ -73,6 +73,9 @@ LEVERS = {
     "+ members of two cells in turn (--ensemble-cells lstm,gru: LSTM, GRU, LSTM)": {
         "ensemble_cells": ("lstm", "gru")
     },
+    "+ --lr-schedule warmup-cosine (a warm-up epoch, then a cosine decay to 1% of --lr)": {
+        "lr_schedule": "warmup-cosine"
+    },
 }
 
 

@@ -76,6 +76,7 @@ LEVERS = {
     "+ --lr-schedule warmup-cosine (a warm-up epoch, then a cosine decay to 1% of --lr)": {
         "lr_schedule": "warmup-cosine"
     },
+    "+ --bptt 24 (truncated BPTT over chunks of 24 steps instead of 48)": {"bptt": 24},
 }
 
 

@@ -77,6 +77,8 @@ LEVERS = {
         "lr_schedule": "warmup-cosine"
     },
     "+ --bptt 24 (truncated BPTT over chunks of 24 steps instead of 48)": {"bptt": 24},
+    "+ --layers 2 (two stacked LSTM layers in each member)": {"num_layers": 2},
+    "+ --cell gru (three GRU members instead of LSTMs)": {"cell": "gru"},
 }
 
 

@@ -565,7 +565,7 @@ class TimeColumn:
     """int64 times (microseconds, or steps) and the polars type they stand for: what `input_rows`
     reads a micro-batch's times from. The calendar rows of known times come from a cache keyed by
     the integers, so one line at a time the polars Series is made only for a new time; making it
-    for every line (from numpy, then cast) was a tenth of the network's share of a line."""
+    for every line (from numpy, then cast) was a tenth of the engine's time for a line."""
 
     ints: np.ndarray
     dtype: pl.DataType

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamcast.fallback import in_order
 from streamcast.netconfig import COMBINES, ModelConfig
 from streamcast.numpy_net import (
     STEPS,
@@ -181,13 +182,14 @@ class NumpyEnsemble:
     def encode(self, x: np.ndarray, state: State) -> tuple[MemberFeatures | StackedFeatures, State]:
         """Each member over x, stacked or in turn; a shared window is read once and carried on once."""
         x = np.asarray(x, dtype=np.float32)
-        parts = zip(self.members, self._split_state(state), strict=True)
+        member_states = self._split_state(state)
+        parts = zip(self.members, member_states, strict=True)
         if not self._shared_window:
             pieces = [m.encode(x, part) for m, part in parts]
             return MemberFeatures(tuple(f for f, _ in pieces)), tuple(p for _, s in pieces for p in s)
         read = self.members[0].read_window(x, state[-1])
         if self.stacked is not None:
-            features, new_parts = self.stacked.encode_read(read, self._split_state(state))
+            features, new_parts = self.stacked.encode_read(read, member_states)
             return features, (*(p for part in new_parts for p in part), read.carried)
         pieces = [m.encode_read(read, part) for m, part in parts]
         new_state = [p for _, s in pieces for p in s[:-1]]
@@ -218,17 +220,13 @@ def _member_weights(weights: dict[str, np.ndarray], member: int) -> dict[str, np
 
 def mean_of_members(y: np.ndarray) -> np.ndarray:
     """(..., N, H, Q) -> (..., H, Q): the mean over members, each member's quantiles in order."""
-    if y.shape[-1] > 1:
-        y = np.sort(y, axis=-1)
-    return y.mean(axis=-3)
+    return in_order(y).mean(axis=-3)
 
 
 def median_of_members(y: np.ndarray) -> np.ndarray:
     """(..., N, H, Q) -> (..., H, Q): the median over members (the mean of the middle two for
     even N), each member's quantiles in order first."""
-    if y.shape[-1] > 1:
-        y = np.sort(y, axis=-1)
-    ordered = np.sort(y, axis=-3)
+    ordered = np.sort(in_order(y), axis=-3)
     n = y.shape[-3]
     return (ordered[..., (n - 1) // 2, :, :] + ordered[..., n // 2, :, :]) / 2
 

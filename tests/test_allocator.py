@@ -62,7 +62,7 @@ def test_elsewhere_nothing_is_changed(monkeypatch):
         allocator.keep_freed_memory.cache_clear()
 
 
-def test_the_stream_command_sets_them_before_it_reads_anything(model_path, monkeypatch):
+def test_the_stream_command_sets_them_once(model_path, monkeypatch):
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append("set") or True)
     result = CliRunner().invoke(main, ["stream", "-m", str(model_path), "-q"], input="")

@@ -7,6 +7,7 @@ import errno
 import glob
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +61,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, target)
+        replaced = _held(target)
+        try:
+            os.replace(tmp_path, target)
+        finally:
+            if replaced is not None:
+                threading.Thread(target=os.close, args=(replaced,), name="streamcast-release").start()
     except OSError as exc:
         if exc.errno not in _FULL:
             raise
@@ -70,6 +76,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         ) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+RELEASE_FROM = 64 << 20  # bytes of a replaced file from which it is let go on a second thread
+
+
+def _held(target: Path) -> int | None:
+    """A descriptor of the large file about to be replaced, so that freeing its blocks (0.2 s for
+    a million series' gigabyte checkpoint on a disk mounted with `discard`) happens when a second
+    thread closes it, after the new file is in place, rather than inside the rename."""
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except OSError:
+        return None
+    if os.fstat(fd).st_size >= RELEASE_FROM:
+        return fd
+    os.close(fd)
+    return None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

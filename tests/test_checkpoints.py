@@ -161,3 +161,28 @@ def test_an_idle_stream_stops_soon_after_its_background_write_failed(model_path,
     finally:
         proc.kill()
         proc.stdin.close()
+
+
+def test_each_checkpoint_names_the_series_held_then_through_new_and_evicted_series(tiny_model, tmp_path):
+    # The ids a checkpoint encoded are reused by the next one: series added since, and a state
+    # renumbered by eviction, must still be named exactly, in order.
+    path = tmp_path / "s.state"
+    frame = hourly_frame(series=3, length=4)
+    ids = frame["series_id"].unique(maintain_order=True).to_list()
+    state = StreamState(tiny_model)
+    feed(tiny_model, state, frame.filter(frame["series_id"] != ids[2]))
+    state.save(path)
+    assert StreamState.load(path, tiny_model).ids == ids[:2]
+    feed(tiny_model, state, frame.filter(frame["series_id"] == ids[2]))
+    state.save(path)
+    back = StreamState.load(path, tiny_model)
+    assert back.ids == ids and back.index == {sid: s for s, sid in enumerate(ids)}
+    state.evict([0])
+    points = Checkpoints(state, SessionOptions(state_path=str(path)), background_from=0)
+    points.save(tiny_model)
+    points.close()
+    back = StreamState.load(path, tiny_model)
+    assert back.ids == ids[1:]
+    np.testing.assert_array_equal(back.hidden[0][:2], state.hidden[0][:2])
+    back.save(path)  # a loaded state encodes its ids afresh
+    assert StreamState.load(path, tiny_model).ids == ids[1:]

@@ -126,3 +126,66 @@ def rewritten(entries: dict, data: bytes) -> bytearray:
 def test_a_file_that_does_not_hold_together_is_refused(entries, data, message):
     with pytest.raises(ValueError, match=message):
         safefile.read_tensors(rewritten(entries, data))
+
+
+def _offsets(raw: bytes) -> dict[str, list[int]]:
+    size = int.from_bytes(raw[:8], "little")
+    entries = json.loads(raw[8 : 8 + size])
+    entries.pop("__metadata__")
+    return {name: e["data_offsets"] for name, e in entries.items()}
+
+
+def test_tensors_built_later_are_written_after_the_others_and_read_back_the_same(monkeypatch):
+    # A checkpoint's columns are built while its hidden rows are written: they come last in the
+    # file, still aligned, and the file holds what building them first would have held.
+    monkeypatch.setattr(safefile, "_CHUNK", 64)  # the threaded writing path
+    rows = np.arange(64, dtype=np.float32).reshape(8, 8)
+    loc = np.linspace(0.0, 1.0, 8)
+    ticks = np.arange(8, dtype=np.int64)
+    built = []
+
+    def build(array):
+        return lambda: built.append(1) or array
+
+    lazy = {
+        "hidden": rows,
+        "loc": safefile.Later("float64", (8,), build(loc)),
+        "ticks": safefile.Later("int64", (8,), build(ticks)),
+    }
+    raw = safefile.write(lazy, {"format": "x"})
+    assert len(built) == 2
+    offsets = _offsets(raw)
+    assert offsets["hidden"] == [0, 256] and min(offsets["loc"][0], offsets["ticks"][0]) == 256
+    read = safefile.read_tensors(bytearray(raw))
+    eager = {"hidden": rows, "loc": loc, "ticks": ticks}
+    for name, array in eager.items():
+        np.testing.assert_array_equal(read[name], array, strict=True)
+    assert safefile.check(raw, safefile.header(raw), required=True)
+    assert_same(safetensors.torch.load(raw), {k: torch.from_numpy(v) for k, v in eager.items()})
+
+
+def test_tensors_built_later_that_would_lose_their_alignment_are_built_first():
+    odd = np.ones(3, dtype=np.float32)  # 12 bytes: a float64 after it would sit unaligned
+    lazy = {"odd": odd, "loc": safefile.Later("float64", (2,), lambda: np.array([1.5, 2.5]))}
+    raw = safefile.write(lazy, {"format": "x"})
+    assert _offsets(raw) == {"loc": [0, 16], "odd": [16, 28]}  # widest first, as safetensors lays them
+    np.testing.assert_array_equal(safefile.read_tensors(bytearray(raw))["loc"], [1.5, 2.5])
+
+
+def test_a_tensor_built_otherwise_than_announced_is_refused():
+    lazy = {"loc": safefile.Later("float64", (3,), lambda: np.zeros(2))}
+    with pytest.raises(ValueError, match="'loc' was built float64 \\(2,\\), not float64 \\(3,\\)"):
+        safefile.write(lazy, {"format": "x"})
+
+
+@pytest.mark.parametrize("start", [0, 2, 5])
+def test_a_list_encoded_in_parts_makes_the_same_file_as_the_list_itself(start):
+    # A stream encodes its series' ids once and adds the new ones at each checkpoint.
+    ids = ["a", 'quote"d', "back\\slash", "naïve", "日本", "\u2028", "", "z"][: start + 3]
+    tensors = {"x": np.arange(3, dtype=np.float32)}
+    plain = safefile.write(tensors, {"format": "x", "series_ids": ids, "lines": 3})
+    before = safefile.encoded_list(ids[:start]) if start else None
+    parts = safefile.encoded_list(ids, before, start)
+    assert safefile.write(tensors, {"format": "x", "series_ids": parts, "lines": 3}) == plain
+    assert safefile.header(plain)["series_ids"] == ids
+    assert safefile.encoded_list(ids, parts, len(ids)) is parts

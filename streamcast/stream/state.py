@@ -112,6 +112,9 @@ class StreamState:
         self.accepted = 0  # observations taken overall (online learning runs on this clock)
         self.learner: OnlineLearner | None = None
         self.watch: SeriesWatch | None = None  # pending forecasts and error spreads (--watch)
+        # The ids as the last checkpoint's header held them, for the next to reuse: (the list
+        # they were read from, how many, their encoding). `evict` makes a new list.
+        self._ids_encoded: tuple[list[str], int, safefile.Encoded] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -191,7 +194,9 @@ class StreamState:
         safefile.save(path, *self.snapshot()())
         return Path(path)
 
-    def snapshot(self, copy: bool = False) -> Callable[[], tuple[dict[str, np.ndarray], dict]]:
+    def snapshot(
+        self, copy: bool = False
+    ) -> Callable[[], tuple[dict[str, np.ndarray | safefile.Later], dict]]:
         """A function that builds the checkpoint's tensors and metadata as the state is now.
 
         With `copy`, it builds them from copies taken here, so that a second thread can build and
@@ -221,10 +226,17 @@ class StreamState:
             extra.update(self.watch.to_tensors())  # copies
             meta["watch"] = {"quantiles": list(self.watch.quantiles)}
 
-        def build() -> tuple[dict[str, np.ndarray], dict]:
+        live, cached = self.ids, self._ids_encoded
+        if cached is not None and cached[0] is not live:
+            cached = None
+
+        def build() -> tuple[dict[str, np.ndarray | safefile.Later], dict]:
             tensors = _series_tensors(SimpleNamespace(hidden=hidden, **lists))
             tensors.update(extra)
-            return tensors, {**meta, "series_ids": lists["ids"]}
+            before, start = (cached[2], cached[1]) if cached is not None else (None, 0)
+            ids = safefile.encoded_list(lists["ids"], before, start)
+            self._ids_encoded = (live, n, ids)  # the next snapshot waits for this one's build
+            return tensors, {**meta, "series_ids": ids}
 
         return build
 
@@ -238,29 +250,38 @@ def _rows_kept(part: np.ndarray, keep: list[int]) -> np.ndarray:
     return kept
 
 
-def _series_tensors(state: SimpleNamespace) -> dict[str, np.ndarray]:
-    """The hidden rows and per-series lists as the file's tensors (`load_state` reads them back)."""
+def _series_tensors(state: SimpleNamespace) -> dict[str, np.ndarray | safefile.Later]:
+    """The hidden rows and per-series lists as the file's tensors (`load_state` reads them back).
+    The lists' columns are built while the hidden rows are written (`safefile.Later`)."""
     n = len(state.ids)
-    tensors = {f"hidden.{j}": p[:n] for j, p in enumerate(state.hidden)}
-    width = max((len(c) for c in state.last_covariates if c is not None), default=0)
-    covs = _column(
-        chain.from_iterable(c or [0.0] * width for c in state.last_covariates), np.float64, n * width
+    tensors: dict[str, np.ndarray | safefile.Later] = {
+        f"hidden.{j}": p[:n] for j, p in enumerate(state.hidden)
+    }
+    covariates = state.last_covariates
+    width = 0 if covariates.count(None) == n else max(len(c) for c in covariates if c is not None)
+
+    def later(name: str, dtype, values: Callable[[], Iterable], per_row: int = 1) -> None:
+        shape = (n, per_row) if name in ("welford", "last_covariates") else (n,)
+        tensors[name] = safefile.Later(
+            np.dtype(dtype).name, shape, lambda: _column(values(), dtype, n * per_row).reshape(shape)
+        )
+
+    later("loc", np.float64, lambda: state.loc)
+    later("scale", np.float64, lambda: state.scale)
+    later("frozen", np.bool_, lambda: state.frozen)
+    later("welford", np.float64, lambda: chain.from_iterable(state.welford), 4)
+    later("timed", np.bool_, lambda: (t is not None for t in state.last_time))
+    later("last_time", np.int64, lambda: (t or 0 for t in state.last_time))
+    later("last_value", np.float64, lambda: state.last_value)
+    later("has_covariates", np.bool_, lambda: (c is not None for c in covariates))
+    later(
+        "last_covariates",
+        np.float64,
+        lambda: chain.from_iterable(c or [0.0] * width for c in covariates),
+        width,
     )
-    tensors.update(
-        {
-            "loc": _column(state.loc, np.float64, n),
-            "scale": _column(state.scale, np.float64, n),
-            "frozen": _column(state.frozen, np.bool_, n),
-            "welford": _column(chain.from_iterable(state.welford), np.float64, 4 * n).reshape(n, 4),
-            "timed": _column((t is not None for t in state.last_time), np.bool_, n),
-            "last_time": _column((t or 0 for t in state.last_time), np.int64, n),
-            "last_value": _column(state.last_value, np.float64, n),
-            "has_covariates": _column((c is not None for c in state.last_covariates), np.bool_, n),
-            "last_covariates": covs.reshape(n, width),
-            "ticks": _column(state.ticks, np.int64, n),
-            "since_reset": _column(state.since_reset, np.int64, n),
-        }
-    )
+    later("ticks", np.int64, lambda: state.ticks)
+    later("since_reset", np.int64, lambda: state.since_reset)
     return tensors
 
 

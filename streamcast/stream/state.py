@@ -113,7 +113,7 @@ class StreamState:
         self.learner: OnlineLearner | None = None
         self.watch: SeriesWatch | None = None  # pending forecasts and error spreads (--watch)
         # The ids as the last checkpoint's header held them, for the next to reuse: (the list
-        # they were read from, how many, their encoding). `evict` makes a new list.
+        # they were read from, how many, their encoding). `evict` makes a new list and drops it.
         self._ids_encoded: tuple[list[str], int, safefile.Encoded] | None = None
 
     def __len__(self) -> int:
@@ -159,6 +159,7 @@ class StreamState:
             setattr(self, name, [values[s] for s in keep])
         self.hidden = tuple(_rows_kept(p, keep) for p in self.hidden)
         self.index = {sid: s for s, sid in enumerate(self.ids)}
+        self._ids_encoded = None  # and the old list with it
         self.jumps = {renumber[s]: t for s, t in self.jumps.items() if s in renumber}
         if self.learner is not None:
             self.learner.renumber(renumber)

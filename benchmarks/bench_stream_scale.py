@@ -4,8 +4,9 @@ a plain file of the same size (the floor under any checkpoint's landing).
 
 For each count of series: every series gets a first observation (a new series: the rules line by
 line) and a second one through `stream` in micro-batches of 8,192 lines, then the state file is
-written four times over (as a stream checkpoints again and again; the first write also pays for the
-file's fresh pages), twice more as `stream` checkpoints (from 100,000 series a second thread writes
+written six times over (as a stream checkpoints again and again; the first writes of a process also
+pay for fresh pages: on this project's virtual machines the first gigabytes a process writes took
+3-4 s where the later took 1.1-1.5 s), twice more as `stream` checkpoints (from 100,000 series a second thread writes
 a copy: how long the stream is held, and when the file has landed), and read back twice. Memory is the resident size the held states add, split into the hidden-state
 tensors (their rows; the tensor grows by doubling) and everything else (ids, index, scales, clocks).
 GRU hidden 64, horizon 24. Usage: python bench_stream_scale.py [MAX_SERIES] [MEMBERS] (default
@@ -30,7 +31,7 @@ from streamcast.stream.input import parser_for
 from streamcast.stream.session import SessionOptions
 
 BATCH = 8192
-SAVES = 4
+SAVES = 6
 
 
 def rss_bytes() -> int:
@@ -111,6 +112,7 @@ def measure(model: sc.Forecaster, series: int, tmp: Path) -> dict:
         "next tick: ticks/s": series / next_seconds,
         "checkpoint save s, first": saves[0],
         "checkpoint save s, median of the next": statistics.median(saves[1:]),
+        "checkpoint save s, last": saves[-1],
         "stream held s (background from 100k)": max(stalls),
         "background write lands s": max(lands),
         "checkpoint load s, first / second": f"{loads[0]:.2f} / {loads[1]:.2f}",

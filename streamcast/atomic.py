@@ -6,6 +6,7 @@ import contextlib
 import errno
 import glob
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -86,13 +87,19 @@ def _held(target: Path) -> int | None:
     a million series' gigabyte checkpoint on a disk mounted with `discard`) happens when a second
     thread closes it, after the new file is in place, rather than inside the rename."""
     try:
-        fd = os.open(target, os.O_RDONLY)
+        if not _large_file(os.stat(target)):  # a FIFO or a device is never opened here
+            return None
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
-    if os.fstat(fd).st_size >= RELEASE_FROM:
+    if _large_file(os.fstat(fd)):  # still the file stat saw
         return fd
     os.close(fd)
     return None
+
+
+def _large_file(status: os.stat_result) -> bool:
+    return stat.S_ISREG(status.st_mode) and status.st_size >= RELEASE_FROM
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -54,3 +54,13 @@ def test_a_failed_replace_keeps_the_old_file_and_closes_what_it_held(tmp_path, m
     assert path.read_bytes() == b"old"
     assert _open_descriptors() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_in_the_way_is_replaced_without_being_opened(tmp_path, monkeypatch):
+    # Opening a FIFO to read would wait for a writer forever; it is replaced like any file.
+    monkeypatch.setattr(atomic, "RELEASE_FROM", 0)
+    path = tmp_path / "out.bin"
+    os.mkfifo(path)
+    atomic.atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new" and _releases() == []

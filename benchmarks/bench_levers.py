@@ -79,6 +79,7 @@ LEVERS = {
     "+ --bptt 24 (truncated BPTT over chunks of 24 steps instead of 48)": {"bptt": 24},
     "+ --layers 2 (two stacked LSTM layers in each member)": {"num_layers": 2},
     "+ --cell gru (three GRU members instead of LSTMs)": {"cell": "gru"},
+    "+ --val-size 96 (M4: two horizons of validation, for early stopping and the fallback)": {"val_size": 96},
 }
 
 

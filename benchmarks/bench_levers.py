@@ -80,6 +80,7 @@ LEVERS = {
     "+ --layers 2 (two stacked LSTM layers in each member)": {"num_layers": 2},
     "+ --cell gru (three GRU members instead of LSTMs)": {"cell": "gru"},
     "+ --val-size 96 (M4: two horizons of validation, for early stopping and the fallback)": {"val_size": 96},
+    "+ --ar 336 (M4: a fortnight of window for the head and the lags instead of a week)": {"ar": 336},
 }
 
 

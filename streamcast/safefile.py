@@ -96,11 +96,11 @@ class Encoded(NamedTuple):
 
 def encoded_list(items: list, before: Encoded | None = None, start: int = 0) -> Encoded:
     """The list `items` encoded, reusing `before`, the encoding of `items[:start]`."""
+    if before is not None and start and start == len(items):
+        return before
     new = json.dumps(json.dumps(items[start:])[1:-1])[1:-1]
     if before is None or start == 0:
         return Encoded(f"[{new}]")
-    if start == len(items):
-        return before
     return Encoded(f"{before.escaped[:-1]}, {new}]")
 
 

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -261,10 +262,10 @@ def _series_tensors(state: SimpleNamespace) -> dict[str, np.ndarray | safefile.L
     covariates = state.last_covariates
     width = 0 if covariates.count(None) == n else max(len(c) for c in covariates if c is not None)
 
-    def later(name: str, dtype, values: Callable[[], Iterable], per_row: int = 1) -> None:
-        shape = (n, per_row) if name in ("welford", "last_covariates") else (n,)
+    def later(name: str, dtype, values: Callable[[], Iterable], per_row: int | None = None) -> None:
+        shape = (n,) if per_row is None else (n, per_row)
         tensors[name] = safefile.Later(
-            np.dtype(dtype).name, shape, lambda: _column(values(), dtype, n * per_row).reshape(shape)
+            np.dtype(dtype).name, shape, lambda: _column(values(), dtype, math.prod(shape)).reshape(shape)
         )
 
     later("loc", np.float64, lambda: state.loc)

@@ -81,6 +81,7 @@ LEVERS = {
     "+ --cell gru (three GRU members instead of LSTMs)": {"cell": "gru"},
     "+ --val-size 96 (M4: two horizons of validation, for early stopping and the fallback)": {"val_size": 96},
     "+ --ar 336 (M4: a fortnight of window for the head and the lags instead of a week)": {"ar": 336},
+    "+ --ensemble 4 (a fourth member: two rounds of two members at --jobs 2, as three take)": {"ensemble": 4},
 }
 
 

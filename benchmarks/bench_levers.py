@@ -23,8 +23,10 @@ from common import SHARED_DATA, jobs_option, report, require
 import streamcast as sc
 from streamcast.metrics import mase, mase_scale, smape
 
+# Rows measured before --lag-inputs auto (smoothed lags in logs) keep the plain lags:
+PLAIN_LAGS = {"lag_inputs": "season"}
 # Rows measured before --naive-share fitted keep the ratio's ramp alone:
-RATIO = {"naive_share": "ratio"}
+RATIO = {**PLAIN_LAGS, "naive_share": "ratio"}
 # Rows measured before --scaling auto keep the mean absolute value (logs: no change):
 MEAN = {**RATIO, "scaling": "mean"}
 # Rows measured before --ar-start and --naive-fallback pin what those options did then (ETTm1's
@@ -69,19 +71,33 @@ LEVERS = {
     "+ seasonal naive for the series served badly (--naive-fallback), MAE loss": {**MEAN, "loss": "mae"},
     "+ --loss auto (MSE on data left in its own units, MAE on logs)": MEAN,
     "+ --scaling auto (twice the std in own units, highway pooled in naive units)": RATIO,
-    "defaults: + --naive-share fitted (each series' blend with naive fitted on validation)": {},
+    "+ --naive-share fitted (each series' blend with naive fitted on validation)": PLAIN_LAGS,
     "+ members of two cells in turn (--ensemble-cells lstm,gru: LSTM, GRU, LSTM)": {
-        "ensemble_cells": ("lstm", "gru")
+        **PLAIN_LAGS,
+        "ensemble_cells": ("lstm", "gru"),
     },
     "+ --lr-schedule warmup-cosine (a warm-up epoch, then a cosine decay to 1% of --lr)": {
-        "lr_schedule": "warmup-cosine"
+        **PLAIN_LAGS,
+        "lr_schedule": "warmup-cosine",
     },
-    "+ --bptt 24 (truncated BPTT over chunks of 24 steps instead of 48)": {"bptt": 24},
-    "+ --layers 2 (two stacked LSTM layers in each member)": {"num_layers": 2},
-    "+ --cell gru (three GRU members instead of LSTMs)": {"cell": "gru"},
-    "+ --val-size 96 (M4: two horizons of validation, for early stopping and the fallback)": {"val_size": 96},
-    "+ --ar 336 (M4: a fortnight of window for the head and the lags instead of a week)": {"ar": 336},
-    "+ --ensemble 4 (a fourth member: two rounds of two members at --jobs 2, as three take)": {"ensemble": 4},
+    "+ --bptt 24 (truncated BPTT over chunks of 24 steps instead of 48)": {**PLAIN_LAGS, "bptt": 24},
+    "+ --layers 2 (two stacked LSTM layers in each member)": {**PLAIN_LAGS, "num_layers": 2},
+    "+ --cell gru (three GRU members instead of LSTMs)": {**PLAIN_LAGS, "cell": "gru"},
+    "+ --val-size 96 (M4: two horizons of validation, for early stopping and the fallback)": {
+        **PLAIN_LAGS,
+        "val_size": 96,
+    },
+    "+ --ar 336 (M4: a fortnight of window for the head and the lags instead of a week)": {
+        **PLAIN_LAGS,
+        "ar": 336,
+    },
+    "+ --ensemble 4 (a fourth member: two rounds of two members at --jobs 2, as three take)": {
+        **PLAIN_LAGS,
+        "ensemble": 4,
+    },
+    "+ --lag-inputs smoothed everywhere (ES-style level and seasonal profile beside the plain lags; auto, the default, takes it for data in logs)": {
+        "lag_inputs": "smoothed"
+    },
 }
 
 

@@ -110,6 +110,10 @@ class RecurrentForecaster(nn.Module):
             **extra,
         )
         self._remember_by_default()
+        if config.lag_inputs == "smoothed" and config.lag_count:
+            # The smoothing of the level and of the seasonal profile, as logits of their decays:
+            # 0 starts both at a half per step (per season) back, and training moves them.
+            self.lag_decay = nn.Parameter(torch.zeros(2))
         self.dropout = nn.Dropout(config.dropout)
         head_in = config.hidden_size + config.ar
         self.head = nn.Sequential(
@@ -181,8 +185,12 @@ class RecurrentForecaster(nn.Module):
         return self.encode_read(read, tuple(parts))
 
     def read_window(self, x: torch.Tensor, carried: torch.Tensor | None) -> WindowRead:
-        """The carried window of the last `ar` values advanced over x, and the lag inputs read from
-        it: the same for every member of an ensemble that shares the window, so read once."""
+        """The carried window of the last `ar` values advanced over x, and the lag inputs read from it."""
+        return self.own_read(self.read_shared(x, carried))
+
+    def read_shared(self, x: torch.Tensor, carried: torch.Tensor | None) -> WindowRead:
+        """The window advanced over x and the plain lags read from it: the same for every member
+        of an ensemble that shares the window, so read once."""
         c = self.config
         if c.ar == 0:
             return WindowRead(x)
@@ -191,6 +199,14 @@ class RecurrentForecaster(nn.Module):
         if c.lag_count:
             x = torch.cat([x, _lags(windows, c.season)], dim=-1)
         return WindowRead(x, windows, history[:, -c.ar :])
+
+    def own_read(self, read: WindowRead) -> WindowRead:
+        """A shared read with this network's smoothed lags added: they depend on its learned rates."""
+        c = self.config
+        if c.lag_inputs != "smoothed" or not c.lag_count:
+            return read
+        x = torch.cat([read.x, smoothed_lags(read.windows, c.season, self.lag_decay)], dim=-1)
+        return WindowRead(x, read.windows, read.carried)
 
     def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
         """`encode` from a read window; `state` is this network's state without the window."""
@@ -295,9 +311,10 @@ class EnsembleForecaster(nn.Module):
                 m.encode(x, part) for m, part in zip(self.members, self._split_state(state), strict=True)
             ]
             return MemberFeatures(tuple(f for f, _ in pieces)), tuple(p for _, s in pieces for p in s)
-        read = self.members[0].read_window(x, state[-1])
+        read = self.members[0].read_shared(x, state[-1])
         pieces = [
-            m.encode_read(read, part) for m, part in zip(self.members, self._split_state(state), strict=True)
+            m.encode_read(m.own_read(read), part)
+            for m, part in zip(self.members, self._split_state(state), strict=True)
         ]
         new_state = [p for _, s in pieces for p in s[:-1]]
         return MemberFeatures(tuple(f for f, _ in pieces)), (*new_state, read.carried)
@@ -378,6 +395,35 @@ def _lags(windows: torch.Tensor, season: int) -> torch.Tensor:
     back = min(season, windows.shape[-1] - 1)
     lagged = torch.cat([windows[..., -2:-1], windows[..., -1 - back : windows.shape[-1] - back]], dim=-1)
     return (latest - lagged) / spread
+
+
+def smoothed_lags(windows: torch.Tensor, season: int, decay_logits: torch.Tensor) -> torch.Tensor:
+    """(B, T, 2): each step's change since an exponentially smoothed level of the steps before it
+    and since its phase's smoothed profile over the seasons before, in units of its window's
+    spread: ES-RNN's level and seasonality, with the rates learned, but read from the carried
+    window, so that they need no state of their own and serving computes them as training did.
+    A rate of 1 is the plain lag (`_lags`); lower ones average over more of the past."""
+    level_weights, profile_weights, phases = smoothing_weights(
+        torch.sigmoid(decay_logits), windows.shape[-1], season
+    )
+    latest = windows[..., -1:]
+    spread = (windows - latest).abs().sum(dim=-1, keepdim=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
+    level = windows[..., :-1] @ level_weights  # (B, T, 1)
+    profile = windows[..., phases] @ profile_weights  # (B, T, 1)
+    return (latest - torch.cat([level, profile], dim=-1)) / spread
+
+
+def smoothing_weights(
+    decays: torch.Tensor, size: int, season: int
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The level's weights over a window's `size - 1` older values (oldest first), the profile's
+    over its phase's values one, two, ... seasons back (as `phases` lists their positions), each
+    decaying by its `decays` per step (season) back and summing to one; (n, 1) columns."""
+    back = max(1, min(season, size - 1))
+    phases = [size - 1 - back * j for j in range(1, (size - 1) // back + 1)]
+    level = decays[0] ** torch.arange(size - 2, -1, -1, dtype=decays.dtype)
+    profile = decays[1] ** torch.arange(len(phases), dtype=decays.dtype)
+    return (level / level.sum()).unsqueeze(-1), (profile / profile.sum()).unsqueeze(-1), phases
 
 
 def seasonal_naive_weights(window: int, horizon: int, season: int) -> torch.Tensor:

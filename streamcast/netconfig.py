@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 CELLS = ("rnn", "rnn-relu", "lstm", "gru")
 HEAD_SCALES = ("global", "window")
-LAG_INPUTS = ("none", "season")
+LAG_INPUTS = ("none", "season", "smoothed")
 AR_STARTS = ("naive", "ridge")  # where the highway started (streamcast.highway)
 WINDOW_SCALE_FLOOR = 1e-5
 
@@ -51,8 +51,11 @@ class ModelConfig:
     @property
     def lag_count(self) -> int:
         """Inputs the network adds from its own window (`lag_inputs`): the change since the last
-        step and since one season back."""
-        return 2 if self.lag_inputs == "season" and self.ar > 1 else 0
+        step and since one season back, and with `smoothed` also since the smoothed level and
+        seasonal profile (`model.smoothed_lags`)."""
+        if self.ar <= 1 or self.lag_inputs == "none":
+            return 0
+        return 4 if self.lag_inputs == "smoothed" else 2
 
     @property
     def rnn_input_size(self) -> int:

@@ -28,6 +28,7 @@ from streamcast.numpy_net import (
     WindowRead,
     checked,
     read_head,
+    smoothed_lag_sets,
     weight_shapes,
 )
 
@@ -86,6 +87,8 @@ class StackedMembers:
         w0, b0, w2 = (np.stack(ws) for ws in zip(*(a[1] for a in arrays), strict=True))
         self._head = (w0, b0[:, None], w2, np.stack([a[2] for a in arrays])[:, None])
         self._ar = np.stack([a[3] for a in arrays])  # (members, ar, horizon)
+        # Smoothed lags differ by member (each learned its rates): their inputs are stacked too.
+        self._smoothings = [m.smoothing for m in members] if members[0].smoothing is not None else None
 
     @staticmethod
     def stackable(configs: list[ModelConfig]) -> bool:
@@ -97,13 +100,28 @@ class StackedMembers:
         each, as `NumpyForecaster.encode_read` takes them; the new ones alike."""
         stacked = [np.stack(kind) for kind in zip(*parts, strict=True)]  # (members, B, layers, H)
         finals = [np.empty_like(kind) for kind in stacked]
-        x, steps = read.x, STEPS[self.config.cell]
+        x, steps, shared = read.x, STEPS[self.config.cell], self._smoothings is None
+        if not shared:
+            x = self._member_inputs(read)
         for k, layer in enumerate(self._layers):
-            xp = _stacked_linear(x, layer.w_ih, layer.bias, shared=k == 0)  # (members, B, T, gates)
+            xp = _stacked_linear(
+                x, layer.w_ih, layer.bias, shared=shared and k == 0
+            )  # (members, B, T, gates)
             x, final = steps(layer, xp, *(kind[:, :, k] for kind in stacked))
             for into, part in zip(finals, final, strict=True):
                 into[:, :, k] = part
         return StackedFeatures(x, read.windows), [tuple(f[m] for f in finals) for m in range(len(x))]
+
+    def _member_inputs(self, read: WindowRead) -> np.ndarray:
+        """(members, B, T, F): the inputs the members share, then each member's smoothed lags,
+        as each member's `own_read` gives them."""
+        keep = read.x.shape[-1]  # the inputs and the plain lags
+        sets = smoothed_lag_sets(read.windows, self._smoothings)
+        x = np.empty((len(sets), *read.x.shape[:-1], keep + 2), dtype=np.float32)
+        x[..., :keep] = read.x
+        for into, lags in zip(x, sets, strict=True):
+            into[..., keep:] = lags
+        return x
 
     def decode(self, features: StackedFeatures, read: HeadRead) -> np.ndarray:
         """-> (members, ..., horizon, outputs_per_step), as each member's `decode` gives it."""
@@ -187,11 +205,11 @@ class NumpyEnsemble:
         if not self._shared_window:
             pieces = [m.encode(x, part) for m, part in parts]
             return MemberFeatures(tuple(f for f, _ in pieces)), tuple(p for _, s in pieces for p in s)
-        read = self.members[0].read_window(x, state[-1])
+        read = self.members[0].read_shared(x, state[-1])
         if self.stacked is not None:
             features, new_parts = self.stacked.encode_read(read, member_states)
             return features, (*(p for part in new_parts for p in part), read.carried)
-        pieces = [m.encode_read(read, part) for m, part in parts]
+        pieces = [m.encode_read(m.own_read(read), part) for m, part in parts]
         new_state = [p for _, s in pieces for p in s[:-1]]
         return MemberFeatures(tuple(f for f, _ in pieces)), (*new_state, read.carried)
 

@@ -78,6 +78,8 @@ def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes["ar.weight"] = (c.horizon, c.ar)
     if c.known > 0:
         shapes["known"] = (c.known, c.horizon)
+    if c.lag_inputs == "smoothed" and c.lag_count:
+        shapes["lag_decay"] = (2,)
     return shapes
 
 
@@ -226,6 +228,28 @@ def _lags(windows: np.ndarray, season: int) -> np.ndarray:
     return (latest - lagged) / spread
 
 
+def smoothing_weights(decays: np.ndarray, size: int, season: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The level's and the profile's weights and the profile's positions (`model.smoothing_weights`)."""
+    back = max(1, min(season, size - 1))
+    phases = [size - 1 - back * j for j in range(1, (size - 1) // back + 1)]
+    level = decays[0] ** np.arange(size - 2, -1, -1, dtype=np.float32)
+    profile = decays[1] ** np.arange(len(phases), dtype=np.float32)
+    return (level / level.sum())[:, None], (profile / profile.sum())[:, None], phases
+
+
+def smoothed_lag_sets(windows: np.ndarray, smoothings: list[tuple]) -> list[np.ndarray]:
+    """(B, T, 2) for each `smoothing_weights` given (of the same phases): the change since the
+    smoothed level and seasonal profile (`model.smoothed_lags`). The window's spread and its
+    phases are read once for all, each set by the same operations as alone, so the same bits."""
+    latest = windows[..., -1:]
+    spread = np.abs(windows - latest).sum(axis=-1, keepdims=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
+    older, seasons = windows[..., :-1], windows[..., smoothings[0][2]]
+    return [
+        (latest - np.concatenate([older @ level, seasons @ profile], axis=-1)) / spread
+        for level, profile, _ in smoothings
+    ]
+
+
 def read_head(window: np.ndarray, head_scale: str) -> HeadRead:
     """The window as the head reads it, relative to the newest value, and with
     `head_scale="window"` in units of its spread (`model.read_head`)."""
@@ -254,6 +278,10 @@ class NumpyForecaster:
         self._head_bias = w["head.2.bias"]
         self._ar = w["ar.weight"].T.copy() if c.ar > 0 else None  # (ar, horizon)
         self._known = w["known"][..., None] if c.known > 0 else None  # (K, horizon, 1)
+        self._smoothing = None
+        if "lag_decay" in w:  # the smoothed lags' weights are fixed once the rates are
+            decays = (1 / (1 + np.exp(-w["lag_decay"]))).astype(np.float32)
+            self._smoothing = smoothing_weights(decays, c.ar, c.season)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return dict(self._weights)
@@ -290,6 +318,10 @@ class NumpyForecaster:
 
     def read_window(self, x: np.ndarray, carried: np.ndarray | None) -> WindowRead:
         """The carried window advanced over x and the lag inputs read from it (`model.read_window`)."""
+        return self.own_read(self.read_shared(x, carried))
+
+    def read_shared(self, x: np.ndarray, carried: np.ndarray | None) -> WindowRead:
+        """The window advanced over x and the plain lags, as every member sharing it reads them."""
         c = self.config
         if c.ar == 0:
             return WindowRead(x)
@@ -298,6 +330,18 @@ class NumpyForecaster:
         if c.lag_count:
             x = np.concatenate([x, _lags(windows, c.season)], axis=-1)
         return WindowRead(x, windows, history[:, -c.ar :])
+
+    @property
+    def smoothing(self) -> tuple | None:
+        """The smoothed lags' weights (`smoothing_weights`), None without them."""
+        return self._smoothing
+
+    def own_read(self, read: WindowRead) -> WindowRead:
+        """A shared read with this network's smoothed lags added (`model.own_read`)."""
+        if self._smoothing is None:
+            return read
+        x = np.concatenate([read.x, *smoothed_lag_sets(read.windows, [self._smoothing])], axis=-1)
+        return WindowRead(x, read.windows, read.carried)
 
     def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
         """`encode` from a read window; `state` is this network's state without the window."""

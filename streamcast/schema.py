@@ -34,7 +34,7 @@ class ModelConfigMeta(Struct, kw_only=True):
     known: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     known_at: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
     head_scale: Literal["global", "window"] = "global"
-    lag_inputs: Literal["none", "season"] = "none"
+    lag_inputs: Literal["none", "season", "smoothed"] = "none"
     ar_start: Literal["naive", "ridge"] = "naive"
 
 

@@ -135,7 +135,7 @@ class FitConfig:
     loss: str = "auto"  # mae on logs, mse otherwise (streamcast.losses.choose_loss)
     scaling: str = "auto"  # "spread" for data in its own units, "mean" in logs (resolve_scaling)
     head_scale: str = "auto"
-    lag_inputs: str = "season"
+    lag_inputs: str = "auto"
     ar_start: str = "auto"
     naive_fallback: float = NAIVE_FALLBACK  # 0 = off; streamcast.fallback
     fallback_to: str = "best"  # seasonal naive, or the last value where it did better (FALLBACK_TO)
@@ -156,7 +156,10 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSS_CHOICES, f"--loss must be one of {', '.join(LOSS_CHOICES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
-            (self.lag_inputs in LAG_INPUTS, f"--lag-inputs must be one of {', '.join(LAG_INPUTS)}"),
+            (
+                self.lag_inputs in ("auto", *LAG_INPUTS),
+                f"--lag-inputs must be one of auto, {', '.join(LAG_INPUTS)}",
+            ),
             (self.ar_start in AR_STARTS, f"--ar-start must be one of {', '.join(AR_STARTS)}"),
             (
                 self.naive_fallback == 0 or 1 <= self.naive_fallback < math.inf,
@@ -424,6 +427,19 @@ def choose_head_scale(requested: str, transform: str) -> str:
     return "window" if transform == "log" else "global"
 
 
+def choose_lag_inputs(requested: str, transform: str) -> str:
+    """`--lag-inputs auto`: smoothed for log-transformed data, season otherwise.
+
+    Chosen on validation parts over 3 seeds (three networks each, `bench_levers.py`): on M4 Hourly
+    (logs) the smoothed level and seasonal profile beside the plain lags cut sMAPE 9.831 -> 9.676
+    and MASE 0.8505 -> 0.8204, better on every seed; on ETT (its own units) they moved the four
+    tasks by -0.2% to +1.9% (ETTm1's seven columns 0.3595 -> 0.3665), so plain lags stay there.
+    """
+    if requested != "auto":
+        return requested
+    return "smoothed" if transform == "log" else "season"
+
+
 def prepare(
     data: SeriesFrame,
     config: FitConfig,
@@ -510,7 +526,10 @@ def prepare(
         spec = replace(spec, floor=agree_floor(cluster, raw, config.transform, transform))
     floor_series = _floored(raw, offsets, ids, spec, config.transform, cluster)
     config = replace(
-        config, loss=choose_loss(config.loss, transform, config.quantiles), scaling=spec.scaling
+        config,
+        loss=choose_loss(config.loss, transform, config.quantiles),
+        scaling=spec.scaling,
+        lag_inputs=choose_lag_inputs(config.lag_inputs, transform),
     )  # as the file records
     static_values = _static_values(data, config.static)
     with _together(cluster):

@@ -18,9 +18,10 @@ from tests.conftest import TINY, hourly_frame
 def test_candidates_change_one_thing_at_a_time_from_the_defaults(tiny_data):
     plans = candidate_plans(prepare(tiny_data, TINY))
     base = plans[0].model
-    # The defaults, with what `prepare` resolved: --loss auto is MAE and --scaling auto the mean
-    # for the positive tiny series (in logs).
-    assert plans[0].config == replace(TINY, loss="mae", scaling="mean") and plans[0].seed == TINY.seed
+    # The defaults, with what `prepare` resolved: --loss auto is MAE, --scaling auto the mean and
+    # --lag-inputs auto the smoothed lags for the positive tiny series (in logs).
+    resolved = replace(TINY, loss="mae", scaling="mean", lag_inputs="smoothed")
+    assert plans[0].config == resolved and plans[0].seed == TINY.seed
     assert plans[1].model.cell == "gru"
     assert plans[2].model.hidden_size == 2 * base.hidden_size
     assert plans[3].config.lr == pytest.approx(TINY.lr / 3)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
+import polars as pl
 import pytest
+import torch
 from click.testing import CliRunner
 
 import streamcast
@@ -252,3 +257,43 @@ def test_val_size_is_checked_against_the_horizon_taken_from_the_data(tmp_path):
     assert streamcast.load(tmp_path / "d").horizon == 14
     short = CliRunner().invoke(main, [*args, "--val-size", "10"])
     assert short.exit_code == 2 and "--val-size must be >= --horizon (10 < 14)" in short.output
+
+
+def test_fit_learns_smoothed_lags_that_forecast_and_stream_serve(tmp_path, csv_path):
+    out = tmp_path / "smoothed.streamcast"
+    result = run(
+        [
+            "fit",
+            str(csv_path),
+            *FAST[:-3],
+            "--ensemble",
+            "2",
+            "--lag-inputs",
+            "smoothed",
+            "-q",
+            "-o",
+            str(out),
+        ]
+    )
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads(run(["info", str(out), "--json"]).stdout)
+    assert meta["model_config"]["lag_inputs"] == "smoothed"
+    model = streamcast.load(out)
+    decays = [m.lag_decay.detach() for m in model.net.members]
+    assert all(d.shape == (2,) and d.abs().min() > 0 for d in decays)  # trained from 0, each its own
+    assert not torch.equal(decays[0], decays[1])
+    forecast = run(["forecast", "-m", str(out), str(csv_path), "-o", str(tmp_path / "f.csv")])
+    assert forecast.exit_code == 0, forecast.stderr
+    assert pl.read_csv(tmp_path / "f.csv")["forecast"].is_finite().all()
+    lines = "".join(f"s{i % 2},2024-01-06 {i // 2:02d}:00,{10 + i}\n" for i in range(8))
+    served = {}
+    for device in ("cpu", "auto"):  # numpy's twin and torch serve the same forecasts
+        done = subprocess.run(
+            [sys.executable, "-m", "streamcast", "stream", "-m", str(out), "--device", device, "-q"],
+            input=lines.encode(),
+            capture_output=True,
+            check=True,
+        )
+        served[device] = [json.loads(line)["forecast"] for line in done.stdout.splitlines()]
+    assert len(served["cpu"]) == 8
+    np.testing.assert_allclose(served["cpu"], served["auto"], rtol=1e-4)

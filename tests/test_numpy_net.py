@@ -56,7 +56,7 @@ def torch_net(configs: list[ModelConfig], combine: str = "mean"):
     net = RecurrentForecaster(configs[0]) if len(configs) == 1 else EnsembleForecaster(configs, combine)
     with torch.no_grad():
         for name, p in net.named_parameters():
-            if "bias" in name or name.endswith(("known", "ar.weight")):
+            if "bias" in name or name.endswith(("known", "ar.weight", "lag_decay")):
                 p.add_(0.3 * torch.randn_like(p))
     return net.eval()
 
@@ -113,6 +113,14 @@ def test_numpy_network_serves_what_torch_serves(cell, conv, num_layers, window, 
     assert_serves_alike(net, ours)
 
 
+@pytest.mark.parametrize("head_scale", ["global", "window"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_smoothed_lags_are_served_as_torch_serves_them(cell, head_scale):
+    net = torch_net([make_config(cell, window=(12, "smoothed", head_scale))])
+    assert net.lag_decay.shape == (2,) and net.rnn.input_size == 9 + 4
+    assert_serves_alike(net, twin(net))
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_an_empty_batch_is_served_as_torch_serves_it(cell):
     net = torch_net([make_config(cell, conv=3)])
@@ -135,6 +143,11 @@ ENSEMBLES = {
     "shared-window-two-heads": [
         make_config("gru", window=(12, "season", "global")),
         make_config("rnn-relu", window=(12, "season", "window")),
+    ],
+    # Smoothed lags are each member's own (their rates learned apart), the window still shared.
+    "shared-window-smoothed": [
+        make_config("lstm", window=(12, "smoothed", "window")),
+        make_config("gru", window=(12, "smoothed", "window")),
     ],
     "own-windows": [
         make_config("lstm", window=(12, "none", "window")),
@@ -160,6 +173,7 @@ ALIKE = {
     "gru-x2-two-layers-quantiles": [make_config("gru", num_layers=2, known=0)] * 2,
     "rnn-relu-x3-global-head": [make_config("rnn-relu", window=(12, "none", "global"), known=0)] * 3,
     "rnn-x4-window-head": [make_config("rnn", window=(12, "season", "window"), known=0, quantiles=())] * 4,
+    "lstm-x3-smoothed": [make_config("lstm", window=(12, "smoothed", "window"), known=0)] * 3,
 }
 
 

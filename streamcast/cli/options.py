@@ -219,10 +219,10 @@ def fit_options(f):
         ),
         click.option(
             "--lag-inputs",
-            type=click.Choice(["none", "season"]),
-            default="season",
+            type=click.Choice(["auto", "none", "season", "smoothed"]),
+            default="auto",
             show_default=True,
-            help="season: the recurrent cell also sees each step's change since the step before and since one season back, in units of its --ar window's spread (read from the carried window).",
+            help="season: the recurrent cell also sees each step's change since the step before and since one season back, in units of its --ar window's spread (read from the carried window). smoothed: also the change since an exponentially smoothed level and since its phase's smoothed seasonal profile (ES-RNN's level and seasonality), both smoothing rates learned. auto: smoothed for data in logs (--transform), season otherwise.",
         ),
         click.option(
             "--horizon",

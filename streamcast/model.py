@@ -109,7 +109,7 @@ class RecurrentForecaster(nn.Module):
             batch_first=True,
             **extra,
         )
-        self._remember_by_default()
+        _remember_by_default(self.rnn, config)
         if config.lag_inputs == "smoothed" and config.lag_count:
             # The smoothing of the level and of the seasonal profile, as logits of their decays:
             # 0 starts both at a half per step (per season) back, and training moves them.
@@ -137,19 +137,6 @@ class RecurrentForecaster(nn.Module):
             # at zero (the network starts as without it): load responds to the temperature of its
             # own hour, a prior the recurrent path would have to learn from few examples.
             self.known = nn.Parameter(torch.zeros(config.known, config.horizon))
-
-    def _remember_by_default(self) -> None:
-        """Start the LSTM forget gate and the GRU update gate biased towards keeping the state
-        (Jozefowicz et al., 2015): the gradient then reaches further back from the first epoch."""
-        c = self.config
-        if c.cell not in ("lstm", "gru"):
-            return
-        # The forget gate (LSTM gates: i, f, g, o) or the update gate (GRU gates: r, z, n).
-        gate = slice(c.hidden_size, 2 * c.hidden_size)
-        with torch.no_grad():
-            for name, bias in self.rnn.named_parameters():
-                if name.startswith("bias_hh"):
-                    bias[gate] = 1.0
 
     def init_state(self, batch: int) -> State:
         """The state of a series never seen: zeros, as every lane starts in training."""
@@ -253,6 +240,19 @@ class RecurrentForecaster(nn.Module):
             y = y * read.spread
         y = y.unflatten(-1, (c.horizon, c.outputs_per_step))
         return y + self.ar(window).unsqueeze(-1)  # the same base for every quantile
+
+
+def _remember_by_default(rnn: nn.Module, c: ModelConfig) -> None:
+    """Start the LSTM forget gate and the GRU update gate biased towards keeping the state
+    (Jozefowicz et al., 2015): the gradient then reaches further back from the first epoch."""
+    if c.cell not in ("lstm", "gru"):
+        return
+    # The forget gate (LSTM gates: i, f, g, o) or the update gate (GRU gates: r, z, n).
+    gate = slice(c.hidden_size, 2 * c.hidden_size)
+    with torch.no_grad():
+        for name, bias in rnn.named_parameters():
+            if name.startswith("bias_hh"):
+                bias[gate] = 1.0
 
 
 class EnsembleForecaster(nn.Module):

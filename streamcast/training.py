@@ -105,6 +105,9 @@ SCHEDULES = ("plateau", "cosine", "warmup-cosine", "none")
 log = logging.getLogger(__name__)  # progress for library users: logging.basicConfig(level=logging.INFO)
 
 
+LAG_CHOICES = ("auto", *LAG_INPUTS)  # --lag-inputs: auto is resolved by `choose_lag_inputs`
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Every `fit` option; the CLI flags mirror these fields one to one."""
@@ -156,10 +159,7 @@ class FitConfig:
             (self.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSS_CHOICES, f"--loss must be one of {', '.join(LOSS_CHOICES)}"),
             (self.scaling in SCALINGS, f"--scaling must be one of {', '.join(SCALINGS)}"),
-            (
-                self.lag_inputs in ("auto", *LAG_INPUTS),
-                f"--lag-inputs must be one of auto, {', '.join(LAG_INPUTS)}",
-            ),
+            (self.lag_inputs in LAG_CHOICES, f"--lag-inputs must be one of {', '.join(LAG_CHOICES)}"),
             (self.ar_start in AR_STARTS, f"--ar-start must be one of {', '.join(AR_STARTS)}"),
             (
                 self.naive_fallback == 0 or 1 <= self.naive_fallback < math.inf,

@@ -112,6 +112,7 @@ def test_transform_and_head_scale_are_fit_options_shown_by_info(tmp_path):
     assert "transform" in info and "none" in info
     # The CLI's default --loss is auto: MSE for data left in its own units, and info says so.
     assert sc.load(out).info["fit_config"]["loss"] == "mse" and "(mse, scaled)" in info
+    assert sc.load(out).net.config.lag_inputs == "season"  # --lag-inputs auto: plain lags in own units
     windowed = runner.invoke(
         main, ["fit", str(data), *fast, "--head-scale", "window", "--lag-inputs", "season", "-o", str(out)]
     )

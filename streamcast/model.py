@@ -7,6 +7,7 @@ training loop carry it per lane and the stream keep it per series with plain ind
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -49,11 +50,13 @@ class Features:
 @dataclass(frozen=True)
 class WindowRead:
     """A chunk's inputs with the lag inputs added, the window at each step (B, T, ar) and the
-    window carried on (B, ar); no window without `ar`."""
+    window carried on (B, ar); no window without `ar`. `spread` (B, T, 1): each window's, the
+    unit of its lag inputs (`window_spread`), read once for the plain and the smoothed lags."""
 
     x: torch.Tensor
     windows: torch.Tensor | None = None
     carried: torch.Tensor | None = None
+    spread: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -183,17 +186,19 @@ class RecurrentForecaster(nn.Module):
             return WindowRead(x)
         history = torch.cat([carried, x[..., 0]], dim=1)  # (B, ar + T)
         windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
-        if c.lag_count:
-            x = torch.cat([x, _lags(windows, c.season)], dim=-1)
-        return WindowRead(x, windows, history[:, -c.ar :])
+        if not c.lag_count:
+            return WindowRead(x, windows, history[:, -c.ar :])
+        spread = window_spread(windows)
+        x = torch.cat([x, _lags(windows, c.season, spread)], dim=-1)
+        return WindowRead(x, windows, history[:, -c.ar :], spread)
 
     def own_read(self, read: WindowRead) -> WindowRead:
         """A shared read with this network's smoothed lags added: they depend on its learned rates."""
         c = self.config
         if c.lag_inputs != "smoothed" or not c.lag_count:
             return read
-        x = torch.cat([read.x, smoothed_lags(read.windows, c.season, self.lag_decay)], dim=-1)
-        return WindowRead(x, read.windows, read.carried)
+        lags = smoothed_lags(read.windows, c.season, self.lag_decay, read.spread)
+        return dataclasses.replace(read, x=torch.cat([read.x, lags], dim=-1))
 
     def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
         """`encode` from a read window; `state` is this network's state without the window."""
@@ -384,30 +389,35 @@ def median_of_members(y: torch.Tensor) -> torch.Tensor:
 Network = RecurrentForecaster | EnsembleForecaster
 
 
-def _lags(windows: torch.Tensor, season: int) -> torch.Tensor:
+def window_spread(windows: torch.Tensor) -> torch.Tensor:
+    """(B, T, 1): each window's mean distance from its newest value, the unit of the lag inputs."""
+    # This runs at every step of every warm-up: one buffer, made absolute in place, halves its cost.
+    distance = windows - windows[..., -1:]  # (B, T, ar)
+    return distance.abs_().sum(dim=-1, keepdim=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
+
+
+def _lags(windows: torch.Tensor, season: int, spread: torch.Tensor) -> torch.Tensor:
     """(B, T, 2): each step's change since the step before and since one season back, in units of
-    its window's spread, as DeepAR feeds lagged values: read from the carried window, so serving
+    its window's `spread`, as DeepAR feeds lagged values: read from the carried window, so serving
     computes them exactly as training did, with no extra state."""
     latest = windows[..., -1:]
-    # This runs at every step of every warm-up: one buffer, made absolute in place, halves its cost.
-    distance = windows - latest  # (B, T, ar)
-    spread = distance.abs_().sum(dim=-1, keepdim=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
     back = min(season, windows.shape[-1] - 1)
     lagged = torch.cat([windows[..., -2:-1], windows[..., -1 - back : windows.shape[-1] - back]], dim=-1)
     return (latest - lagged) / spread
 
 
-def smoothed_lags(windows: torch.Tensor, season: int, decay_logits: torch.Tensor) -> torch.Tensor:
+def smoothed_lags(
+    windows: torch.Tensor, season: int, decay_logits: torch.Tensor, spread: torch.Tensor
+) -> torch.Tensor:
     """(B, T, 2): each step's change since an exponentially smoothed level of the steps before it
     and since its phase's smoothed profile over the seasons before, in units of its window's
-    spread: ES-RNN's level and seasonality, with the rates learned, but read from the carried
+    `spread`: ES-RNN's level and seasonality, with the rates learned, but read from the carried
     window, so that they need no state of their own and serving computes them as training did.
     A rate of 1 is the plain lag (`_lags`); lower ones average over more of the past."""
     level_weights, profile_weights, phases = smoothing_weights(
         torch.sigmoid(decay_logits), windows.shape[-1], season
     )
     latest = windows[..., -1:]
-    spread = (windows - latest).abs().sum(dim=-1, keepdim=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
     level = windows[..., :-1] @ level_weights  # (B, T, 1)
     profile = windows[..., phases] @ profile_weights  # (B, T, 1)
     return (latest - torch.cat([level, profile], dim=-1)) / spread

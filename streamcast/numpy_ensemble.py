@@ -116,7 +116,7 @@ class StackedMembers:
         """(members, B, T, F): the inputs the members share, then each member's smoothed lags,
         as each member's `own_read` gives them."""
         keep = read.x.shape[-1]  # the inputs and the plain lags
-        sets = smoothed_lag_sets(read.windows, self._smoothings)
+        sets = smoothed_lag_sets(read.windows, self._smoothings, read.spread)
         x = np.empty((len(sets), *read.x.shape[:-1], keep + 2), dtype=np.float32)
         x[..., :keep] = read.x
         for into, lags in zip(x, sets, strict=True):

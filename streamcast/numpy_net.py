@@ -8,6 +8,7 @@ the serving code cannot tell the two apart. tests/test_numpy_net.py holds it to 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,11 +41,13 @@ class Features:
 @dataclass(frozen=True)
 class WindowRead:
     """A chunk's inputs with the lag inputs added, the window at each step (B, T, ar) and the
-    window carried on (B, ar); no window without `ar`."""
+    window carried on (B, ar); no window without `ar`; each window's spread (B, T, 1), the unit
+    of its lag inputs, read once for the plain and the smoothed lags (`model.WindowRead`)."""
 
     x: np.ndarray
     windows: np.ndarray | None = None
     carried: np.ndarray | None = None
+    spread: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -216,13 +219,17 @@ def _steps_of(a: np.ndarray, size: int) -> np.ndarray:
     return view
 
 
-def _lags(windows: np.ndarray, season: int) -> np.ndarray:
+def window_spread(windows: np.ndarray) -> np.ndarray:
+    """(B, T, 1): each window's mean distance from its newest value (`model.window_spread`)."""
+    distance = windows - windows[..., -1:]  # (B, T, ar)
+    return np.abs(distance, out=distance).sum(axis=-1, keepdims=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
+
+
+def _lags(windows: np.ndarray, season: int, spread: np.ndarray) -> np.ndarray:
     """(B, T, 2): each step's change since the step before and since one season back, in units
-    of its window's spread (`model._lags`)."""
+    of its window's `spread` (`model._lags`)."""
     size = windows.shape[-1]
     latest = windows[..., -1:]
-    distance = windows - latest  # (B, T, ar)
-    spread = np.abs(distance, out=distance).sum(axis=-1, keepdims=True) / size + WINDOW_SCALE_FLOOR
     back = min(season, size - 1)
     lagged = windows[..., [size - 2, size - 1 - back]]  # (B, T, 2)
     return (latest - lagged) / spread
@@ -237,12 +244,11 @@ def smoothing_weights(decays: np.ndarray, size: int, season: int) -> tuple[np.nd
     return (level / level.sum())[:, None], (profile / profile.sum())[:, None], phases
 
 
-def smoothed_lag_sets(windows: np.ndarray, smoothings: list[tuple]) -> list[np.ndarray]:
+def smoothed_lag_sets(windows: np.ndarray, smoothings: list[tuple], spread: np.ndarray) -> list[np.ndarray]:
     """(B, T, 2) for each `smoothing_weights` given (of the same phases): the change since the
-    smoothed level and seasonal profile (`model.smoothed_lags`). The window's spread and its
-    phases are read once for all, each set by the same operations as alone, so the same bits."""
+    smoothed level and seasonal profile, in units of the windows' `spread` (`model.smoothed_lags`).
+    The phases are read once for all, each set by the same operations as alone, so the same bits."""
     latest = windows[..., -1:]
-    spread = np.abs(windows - latest).sum(axis=-1, keepdims=True) / windows.shape[-1] + WINDOW_SCALE_FLOOR
     older, seasons = windows[..., :-1], windows[..., smoothings[0][2]]
     return [
         (latest - np.concatenate([older @ level, seasons @ profile], axis=-1)) / spread
@@ -278,10 +284,10 @@ class NumpyForecaster:
         self._head_bias = w["head.2.bias"]
         self._ar = w["ar.weight"].T.copy() if c.ar > 0 else None  # (ar, horizon)
         self._known = w["known"][..., None] if c.known > 0 else None  # (K, horizon, 1)
-        self._smoothing = None
-        if "lag_decay" in w:  # the smoothed lags' weights are fixed once the rates are
+        self.smoothing = None  # the smoothed lags' weights (`smoothing_weights`), fixed with the rates
+        if "lag_decay" in w:
             decays = (1 / (1 + np.exp(-w["lag_decay"]))).astype(np.float32)
-            self._smoothing = smoothing_weights(decays, c.ar, c.season)
+            self.smoothing = smoothing_weights(decays, c.ar, c.season)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return dict(self._weights)
@@ -327,21 +333,18 @@ class NumpyForecaster:
             return WindowRead(x)
         history = np.concatenate([carried, x[..., 0]], axis=1)  # (B, ar + T)
         windows = _steps_of(history, c.ar)[:, 1:]  # (B, T, ar)
-        if c.lag_count:
-            x = np.concatenate([x, _lags(windows, c.season)], axis=-1)
-        return WindowRead(x, windows, history[:, -c.ar :])
-
-    @property
-    def smoothing(self) -> tuple | None:
-        """The smoothed lags' weights (`smoothing_weights`), None without them."""
-        return self._smoothing
+        if not c.lag_count:
+            return WindowRead(x, windows, history[:, -c.ar :])
+        spread = window_spread(windows)
+        x = np.concatenate([x, _lags(windows, c.season, spread)], axis=-1)
+        return WindowRead(x, windows, history[:, -c.ar :], spread)
 
     def own_read(self, read: WindowRead) -> WindowRead:
         """A shared read with this network's smoothed lags added (`model.own_read`)."""
-        if self._smoothing is None:
+        if self.smoothing is None:
             return read
-        x = np.concatenate([read.x, *smoothed_lag_sets(read.windows, [self._smoothing])], axis=-1)
-        return WindowRead(x, read.windows, read.carried)
+        lags = smoothed_lag_sets(read.windows, [self.smoothing], read.spread)
+        return dataclasses.replace(read, x=np.concatenate([read.x, *lags], axis=-1))
 
     def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
         """`encode` from a read window; `state` is this network's state without the window."""

@@ -179,10 +179,10 @@ def test_unknown_head_scale_is_refused():
 
 
 def test_lag_inputs_are_the_changes_since_a_step_and_a_season_back_in_window_spreads():
-    from streamcast.model import _lags
+    from streamcast.model import _lags, window_spread
 
     values = torch.arange(12.0).pow(2)  # one window of 12 values, the newest last
-    lags = _lags(values.view(1, 1, 12), season=4)
+    lags = _lags(values.view(1, 1, 12), 4, window_spread(values.view(1, 1, 12)))
     spread = (values - values[-1]).abs().mean()
     expected = torch.stack([values[-1] - values[-2], values[-1] - values[-5]]) / (spread + 1e-5)
     torch.testing.assert_close(lags.view(2), expected)
@@ -190,18 +190,21 @@ def test_lag_inputs_are_the_changes_since_a_step_and_a_season_back_in_window_spr
 
 
 def test_smoothed_lags_at_full_rates_are_the_plain_lags_and_weigh_the_past_by_their_decay():
-    from streamcast.model import _lags, smoothed_lags
+    from streamcast.model import _lags, smoothed_lags, window_spread
 
     values = torch.arange(12.0).pow(2).view(1, 1, 12)  # one window of 12 values, the newest last
+    spread = window_spread(values)
     # Decays of almost nothing: the level is the step before, the profile the same phase a season back.
-    torch.testing.assert_close(smoothed_lags(values, 4, torch.full((2,), -40.0)), _lags(values, season=4))
+    torch.testing.assert_close(
+        smoothed_lags(values, 4, torch.full((2,), -40.0), spread), _lags(values, 4, spread)
+    )
     v = values.view(12)
-    lags = smoothed_lags(values, 4, torch.zeros(2))  # decays of a half
+    lags = smoothed_lags(values, 4, torch.zeros(2), spread)  # decays of a half
     level_weights = 0.5 ** torch.arange(10.0, -1.0, -1.0)  # the 11 older values, the newest of them 1
     level = (v[:-1] * level_weights).sum() / level_weights.sum()
     profile = (v[7] * 1.0 + v[3] * 0.5) / 1.5  # the same phase one and two seasons back
-    spread = (v - v[-1]).abs().mean() + 1e-5
-    torch.testing.assert_close(lags.view(2), torch.stack([v[-1] - level, v[-1] - profile]) / spread)
+    by_hand = (v - v[-1]).abs().mean() + 1e-5  # the window's spread
+    torch.testing.assert_close(lags.view(2), torch.stack([v[-1] - level, v[-1] - profile]) / by_hand)
     net = window_net("window", "smoothed")
     assert net.rnn.input_size == 3 + 2 + 2  # the inputs, the plain lags, the smoothed ones
     assert torch.equal(net.lag_decay.detach(), torch.zeros(2))

@@ -59,7 +59,15 @@ def test_a_members_error_in_its_process_is_raised_in_the_caller():
 def test_auto_takes_the_cores_other_work_leaves_free_and_one_for_a_short_fit(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     long = memberjobs.AUTO_FROM
-    for busy, members, expected in [(0.2, 3, 2), (0.6, 3, 1), (1.3, 3, 1), (0.0, 1, 1), (0.0, 2, 2)]:
+    # Three members on two free cores all start: two rounds would leave a core idle for the last.
+    for busy, members, expected in [
+        (0.2, 3, 3),
+        (0.2, 4, 2),
+        (0.6, 3, 1),
+        (1.3, 3, 1),
+        (0.0, 1, 1),
+        (0.0, 2, 2),
+    ]:
         monkeypatch.setattr(memberjobs, "busy_cores", lambda cores, busy=busy: busy)
         assert memberjobs.resolve_jobs("auto", members, 1, long) == expected, (busy, members)
     monkeypatch.setattr(memberjobs, "busy_cores", lambda cores: 0.0)
@@ -70,6 +78,16 @@ def test_auto_takes_the_cores_other_work_leaves_free_and_one_for_a_short_fit(mon
     for bad in (0, "0", "two"):
         with pytest.raises(UsageError, match="--jobs must be"):
             memberjobs.resolve_jobs(bad, 3)
+
+
+def test_balanced_jobs_keep_every_slot_busy_in_the_last_round():
+    # (members, free slots) -> processes: the fewest at least `slots` whose last round fills them.
+    cases = {(3, 2): 3, (4, 2): 2, (5, 2): 3, (7, 2): 4, (63, 2): 3, (9, 4): 5, (2, 4): 2, (3, 1): 1}
+    for (members, slots), expected in cases.items():
+        jobs = memberjobs.balanced_jobs(members, min(members, slots))
+        assert jobs == expected, (members, slots)
+        left = members % jobs
+        assert left == 0 or left >= min(members, slots)
 
 
 def test_busy_cores_counts_a_spinning_process(tmp_path):

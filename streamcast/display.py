@@ -328,7 +328,9 @@ def print_info(meta: dict, path: str) -> None:
         ("horizon", str(cfg["horizon"])),
         (
             "head",
-            f"window={cfg.get('ar', 0)} scale={cfg.get('head_scale', 'global')}"
+            f"window={cfg.get('ar', 0)}"
+            + (f" (the network reads {cfg['net_window']})" if cfg.get("net_window") else "")
+            + f" scale={cfg.get('head_scale', 'global')}"
             f" lags={cfg.get('lag_inputs', 'none')} start={cfg.get('ar_start', 'naive')}",
         ),
         ("transform", _transform(meta["feature_spec"], info)),

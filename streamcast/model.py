@@ -118,7 +118,7 @@ class RecurrentForecaster(nn.Module):
             # 0 starts both at a half per step (per season) back, and training moves them.
             self.lag_decay = nn.Parameter(torch.zeros(2))
         self.dropout = nn.Dropout(config.dropout)
-        head_in = config.hidden_size + config.ar
+        head_in = config.hidden_size + config.net_reads
         self.head = nn.Sequential(
             nn.Linear(head_in, config.hidden_size),
             nn.ReLU(),
@@ -188,8 +188,9 @@ class RecurrentForecaster(nn.Module):
         windows = history.unfold(1, c.ar, 1)[:, 1:]  # (B, T, ar): the last ar values at each step
         if not c.lag_count:
             return WindowRead(x, windows, history[:, -c.ar :])
-        spread = window_spread(windows)
-        x = torch.cat([x, _lags(windows, c.season, spread)], dim=-1)
+        read = windows[..., -c.net_reads :]  # what the network reads of it; the highway reads all
+        spread = window_spread(read)
+        x = torch.cat([x, _lags(read, c.season, spread)], dim=-1)
         return WindowRead(x, windows, history[:, -c.ar :], spread)
 
     def own_read(self, read: WindowRead) -> WindowRead:
@@ -197,7 +198,7 @@ class RecurrentForecaster(nn.Module):
         c = self.config
         if c.lag_inputs != "smoothed" or not c.lag_count:
             return read
-        lags = smoothed_lags(read.windows, c.season, self.lag_decay, read.spread)
+        lags = smoothed_lags(read.windows[..., -c.net_reads :], c.season, self.lag_decay, read.spread)
         return dataclasses.replace(read, x=torch.cat([read.x, lags], dim=-1))
 
     def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
@@ -239,7 +240,7 @@ class RecurrentForecaster(nn.Module):
         hidden, window = features.hidden, features.window
         if window is None:
             return self.head(self.dropout(hidden)).unflatten(-1, (c.horizon, c.outputs_per_step))
-        read = read if read is not None else read_head(window, c.head_scale)
+        read = read if read is not None else read_head(window[..., -c.net_reads :], c.head_scale)
         y = self.head(self.dropout(torch.cat([hidden, read.shape], dim=-1)))
         if read.spread is not None:
             y = y * read.spread
@@ -280,7 +281,7 @@ class EnsembleForecaster(nn.Module):
         if len(shared) != 1:
             raise ValueError("ensemble members must share inputs, horizon and quantiles")
         self.config = configs[0]
-        windows = {(c.ar, c.season, c.lag_inputs) for c in configs}
+        windows = {(c.ar, c.net_reads, c.season, c.lag_inputs) for c in configs}
         self._shared_window = len(windows) == 1 and configs[0].ar > 0
         drop = 1 if self._shared_window else 0
         self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
@@ -331,7 +332,7 @@ class EnsembleForecaster(nn.Module):
         read = None
         window = features.members[0].window
         if self._shared_window and self._same_head and window is not None:
-            read = read_head(window, self.config.head_scale)
+            read = read_head(window[..., -self.config.net_reads :], self.config.head_scale)
         pieces = zip(self.members, features.members, strict=True)
         return torch.stack([m.decode(f, read) for m, f in pieces], dim=-3)
 

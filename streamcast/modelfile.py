@@ -31,6 +31,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     FORMAT_VERSION,
     LAST_VALUE_FALLBACK,
     MEAN_OF_MEMBERS,
+    NETWORK_WINDOW,
     metadata,
     read_file,
     read_metadata,
@@ -105,7 +106,7 @@ _KNOWN_SPEC = {
 }
 
 
-_KNOWN_MODEL = {"known": 0, "known_at": 0}
+_KNOWN_MODEL = {"known": 0, "known_at": 0, "net_window": 0}
 
 
 def _mean_of_members(net) -> bool:
@@ -118,6 +119,9 @@ def _without_defaults(fields: dict, defaults: dict) -> dict:
 
 def _format_version(forecaster: Forecaster) -> int:
     """The oldest version whose readers serve this file as written: older readers refuse it."""
+    net = forecaster.net
+    if any(m.config.net_window for m in getattr(net, "members", [net])):
+        return NETWORK_WINDOW
     if forecaster.naive_last:
         return LAST_VALUE_FALLBACK
     if forecaster.floor_series:

@@ -33,8 +33,14 @@ class ModelConfig:
     head_scale: str = "global"
     lag_inputs: str = "none"
     ar_start: str = "naive"
+    # How many of the window's newest values the network reads (the head and the lag inputs); 0:
+    # all `ar`. The highway reads the whole window: averaged over several lengths it wants a longer
+    # one than the network does (`streamcast.highway.highway_windows`).
+    net_window: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.net_window <= self.ar:
+            raise ValueError(f"net_window must be between 0 and ar ({self.ar}), not {self.net_window}")
         if self.ar_start not in AR_STARTS:
             raise ValueError(f"ar_start must be one of {AR_STARTS}, not {self.ar_start!r}")
         if self.lag_inputs not in LAG_INPUTS:
@@ -53,9 +59,14 @@ class ModelConfig:
         """Inputs the network adds from its own window (`lag_inputs`): the change since the last
         step and since one season back, and with `smoothed` also since the smoothed level and
         seasonal profile (`model.smoothed_lags`)."""
-        if self.ar <= 1 or self.lag_inputs == "none":
+        if self.net_reads <= 1 or self.lag_inputs == "none":
             return 0
         return 4 if self.lag_inputs == "smoothed" else 2
+
+    @property
+    def net_reads(self) -> int:
+        """The newest values of the window that the head and the lag inputs read."""
+        return self.net_window or self.ar
 
     @property
     def rnn_input_size(self) -> int:

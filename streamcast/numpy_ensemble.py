@@ -116,7 +116,8 @@ class StackedMembers:
         """(members, B, T, F): the inputs the members share, then each member's smoothed lags,
         as each member's `own_read` gives them."""
         keep = read.x.shape[-1]  # the inputs and the plain lags
-        sets = smoothed_lag_sets(read.windows, self._smoothings, read.spread)
+        windows = read.windows[..., -self.config.net_reads :]
+        sets = smoothed_lag_sets(windows, self._smoothings, read.spread)
         x = np.empty((len(sets), *read.x.shape[:-1], keep + 2), dtype=np.float32)
         x[..., :keep] = read.x
         for into, lags in zip(x, sets, strict=True):
@@ -169,7 +170,7 @@ class NumpyEnsemble:
         self.config = configs[0]
         self.members = tuple(NumpyForecaster(c, _member_weights(weights, i)) for i, c in enumerate(configs))
         self._shared_window = (
-            len({(c.ar, c.season, c.lag_inputs) for c in configs}) == 1 and configs[0].ar > 0
+            len({(c.ar, c.net_reads, c.season, c.lag_inputs) for c in configs}) == 1 and configs[0].ar > 0
         )
         drop = 1 if self._shared_window else 0
         self._state_sizes = [len(m.init_state(1)) - drop for m in self.members]
@@ -216,12 +217,12 @@ class NumpyEnsemble:
     def decode_members(self, features: MemberFeatures | StackedFeatures) -> np.ndarray:
         """-> (..., members, horizon, outputs_per_step); a shared window read alike is read once."""
         if isinstance(features, StackedFeatures):
-            read = read_head(features.window, self.config.head_scale)
+            read = read_head(features.window[..., -self.config.net_reads :], self.config.head_scale)
             return np.ascontiguousarray(np.moveaxis(self.stacked.decode(features, read), 0, -3))
         read = None
         window = features.members[0].window
         if self._shared_window and self._same_head and window is not None:
-            read = read_head(window, self.config.head_scale)
+            read = read_head(window[..., -self.config.net_reads :], self.config.head_scale)
         pieces = zip(self.members, features.members, strict=True)
         return np.stack([m.decode(f, read) for m, f in pieces], axis=-3)
 

@@ -73,7 +73,7 @@ def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"rnn.weight_hh_l{k}"] = (gates, c.hidden_size)
         shapes[f"rnn.bias_ih_l{k}"] = (gates,)
         shapes[f"rnn.bias_hh_l{k}"] = (gates,)
-    shapes["head.0.weight"] = (c.hidden_size, c.hidden_size + c.ar)
+    shapes["head.0.weight"] = (c.hidden_size, c.hidden_size + c.net_reads)
     shapes["head.0.bias"] = (c.hidden_size,)
     shapes["head.2.weight"] = (c.horizon * c.outputs_per_step, c.hidden_size)
     shapes["head.2.bias"] = (c.horizon * c.outputs_per_step,)
@@ -287,7 +287,7 @@ class NumpyForecaster:
         self.smoothing = None  # the smoothed lags' weights (`smoothing_weights`), fixed with the rates
         if "lag_decay" in w:
             decays = (1 / (1 + np.exp(-w["lag_decay"]))).astype(np.float32)
-            self.smoothing = smoothing_weights(decays, c.ar, c.season)
+            self.smoothing = smoothing_weights(decays, c.net_reads, c.season)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return dict(self._weights)
@@ -335,15 +335,16 @@ class NumpyForecaster:
         windows = _steps_of(history, c.ar)[:, 1:]  # (B, T, ar)
         if not c.lag_count:
             return WindowRead(x, windows, history[:, -c.ar :])
-        spread = window_spread(windows)
-        x = np.concatenate([x, _lags(windows, c.season, spread)], axis=-1)
+        read = windows[..., -c.net_reads :]  # what the network reads of it; the highway reads all
+        spread = window_spread(read)
+        x = np.concatenate([x, _lags(read, c.season, spread)], axis=-1)
         return WindowRead(x, windows, history[:, -c.ar :], spread)
 
     def own_read(self, read: WindowRead) -> WindowRead:
         """A shared read with this network's smoothed lags added (`model.own_read`)."""
         if self.smoothing is None:
             return read
-        lags = smoothed_lag_sets(read.windows, [self.smoothing], read.spread)
+        lags = smoothed_lag_sets(read.windows[..., -self.config.net_reads :], [self.smoothing], read.spread)
         return dataclasses.replace(read, x=np.concatenate([read.x, *lags], axis=-1))
 
     def encode_read(self, read: WindowRead, state: State) -> tuple[Features, State]:
@@ -397,7 +398,7 @@ class NumpyForecaster:
         shape = (*hidden.shape[:-1], c.horizon, c.outputs_per_step)
         if window is None:
             return self._run_head(hidden).reshape(shape)
-        read = read if read is not None else read_head(window, c.head_scale)
+        read = read if read is not None else read_head(window[..., -c.net_reads :], c.head_scale)
         y = self._run_head(np.concatenate([hidden, read.shape], axis=-1))
         if read.spread is not None:
             y *= read.spread

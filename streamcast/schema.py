@@ -36,6 +36,7 @@ class ModelConfigMeta(Struct, kw_only=True):
     head_scale: Literal["global", "window"] = "global"
     lag_inputs: Literal["none", "season", "smoothed"] = "none"
     ar_start: Literal["naive", "ridge"] = "naive"
+    net_window: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
 
 
 class FeatureSpecMeta(Struct, kw_only=True):

@@ -67,7 +67,7 @@ from streamcast.features import (
 )
 from streamcast.forecaster import Forecaster
 from streamcast.health import GradientHealth, gradient_reach
-from streamcast.highway import AR_STARTS, choose_start
+from streamcast.highway import AR_STARTS, choose_start, highway_windows, network_window
 from streamcast.intervals import INTERVALS, MIN_CHANGES, WIDEN, Intervals, calibrate, units_at
 from streamcast.known import holiday_calendar
 from streamcast.lanes import (
@@ -571,8 +571,8 @@ def prepare(
         row_weight = torch.from_numpy(np.repeat(weights, lengths).astype(np.float32))
         val_rows = torch.from_numpy(np.concatenate([offsets[i] + p for i, p in enumerate(val_positions)]))
         val_weight = row_weight[val_rows]
-    # The default window may grow to twice its length where least squares does better with it.
-    windows = (model_config.ar, 2 * model_config.ar) if config.ar is None else (model_config.ar,)
+    # Left to its default, a least-squares highway is the mean of fits over several lengths.
+    windows = highway_windows(model_config.ar) if config.ar is None else (model_config.ar,)
     start, ar_start, window = choose_start(
         config.ar_start,
         inputs.inputs[:, 0],
@@ -591,7 +591,12 @@ def prepare(
         "least squares" if start == "ridge" else "seasonal naive",
         window,
     )
-    model_config = replace(model_config, ar_start=start, ar=window)
+    model_config = replace(
+        model_config,
+        ar_start=start,
+        ar=window,
+        net_window=network_window(model_config.ar, window) if config.ar is None else 0,
+    )
     # Training reads its rows on the device; validation runs through `run_series` and scores on the CPU.
     work = _Work(
         table.to(device),

@@ -135,7 +135,20 @@ def mixed_csv(tmp_path_factory):
     return path
 
 
-FIT = ["--horizon", "6", "--epochs", "2", "--hidden", "8", "--ensemble", "1", "--val-size", "120"]
+FIT = [
+    "--horizon",
+    "6",
+    "--epochs",
+    "2",
+    "--hidden",
+    "8",
+    "--ensemble",
+    "1",
+    "--val-size",
+    "120",
+    "--ar",
+    "168",
+]
 
 
 def test_fit_blends_a_series_by_its_fitted_share_and_forecast_and_backtest_serve_it(mixed_csv, tmp_path):

@@ -17,11 +17,14 @@ from streamcast.highway import (
     MEAN_MARGIN,
     POOLED_UNIT_FLOOR,
     choose_start,
+    highway_windows,
     naive_units,
     ridge_weights,
     validation_error,
 )
 from streamcast.model import seasonal_naive_weights
+from streamcast.modelfile import load
+from streamcast.modelparts import load_numpy
 from streamcast.reading import read_series
 from streamcast.training import fit
 from tests.conftest import TINY
@@ -143,6 +146,32 @@ def test_ensemble_members_all_start_from_the_same_least_squares_highway(drift_da
     assert torch.equal(first, second)
 
 
+def test_a_network_reading_part_of_its_window_is_saved_served_and_shown(tmp_path):
+    data = tmp_path / "repeating.csv"
+    frame_of({f"r{i}": repeating(900, seed=i) for i in range(3)}).write_csv(data)
+    runner = CliRunner()
+    model = tmp_path / "m.streamcast"
+    common = ["--horizon", "12", "--epochs", "1", "--hidden", "8", "--ensemble", "2", "--val-size", "60"]
+    fitted = runner.invoke(main, ["fit", str(data), *common, "--quiet", "-o", str(model)])
+    assert fitted.exit_code == 0, fitted.output
+    meta = json.loads(runner.invoke(main, ["info", str(model), "--json"]).stdout)
+    assert meta["format_version"] == 9  # a reader of 8 would misbuild the head: it refuses
+    assert [m["net_window"] for m in meta["member_configs"]] == [336, 336]
+    assert "window=672 (the network reads 336)" in runner.invoke(main, ["info", str(model)]).stdout
+    path = tmp_path / "forecast.csv"
+    result = runner.invoke(main, ["forecast", str(data), "--model", str(model), "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(path).height == 3 * 12
+    # `stream`'s numpy network serves what torch serves over a whole series.
+    served, mirrored = load(model), load_numpy(model)
+    inputs = served.inputs(read_series(pl.read_csv(data, try_parse_dates=True)).frame)
+    x = inputs.inputs[None, : inputs.offsets[1]]
+    theirs = mirrored.net(x, mirrored.net.init_state(1))[0]
+    with torch.no_grad():
+        ours = served.net(torch.from_numpy(x), served.net.init_state(1))[0].numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
 def test_cli_fit_ar_start_is_an_option_and_info_shows_the_start(tmp_path):
     data = tmp_path / "drift.csv"
     frame_of({f"d{i}": drifting(400, i) for i in range(2)}).write_csv(data)
@@ -217,10 +246,19 @@ def test_the_highway_is_the_mean_of_the_fits_where_no_window_is_clearly_better()
     assert min(scores[:2]) > (1 - MEAN_MARGIN) * scores[2]
 
 
-def test_fit_takes_the_longer_window_only_when_the_window_is_left_to_it():
+def test_default_highway_windows_are_half_to_four_times_the_window_the_window_first():
+    assert highway_windows(168) == (168, 84, 336, 672)
+    assert highway_windows(3) == (3, 6, 12) and highway_windows(1) == (1, 2, 4)
+    assert highway_windows(0) == (0,)
+
+
+def test_fit_takes_the_longer_windows_only_when_the_window_is_left_to_it():
     data = read_series(frame_of({f"r{i}": repeating(900, seed=i) for i in range(3)}))
-    config = replace(TINY, horizon=12, epochs=1, val_size=60)
+    config = replace(TINY, horizon=12, epochs=1, val_size=60, ar=None)
     chosen = fit(data, config)
-    assert chosen.net.config.ar == 2 * 168 and chosen.net.config.ar_start == "ridge"
+    # The mean of the fits over 84 to 672 values, read from the longest window; the network reads
+    # its newest 336, as it read twice the window before the highway took four times it.
+    assert chosen.net.config.ar == 4 * 168 and chosen.net.config.ar_start == "ridge"
+    assert chosen.net.config.net_window == 2 * 168 and chosen.net.head[0].in_features == 8 + 2 * 168
     assert fit(data, replace(config, ar=168)).net.config.ar == 168
     assert fit(data, replace(config, ar_start="naive")).net.config.ar == 168

@@ -30,6 +30,7 @@ def make_config(
     window: tuple[int, str, str] = (12, "season", "window"),
     quantiles: tuple[float, ...] = QUANTILES,
     known: int = 2,
+    net_window: int = 0,
 ) -> ModelConfig:
     ar, lag_inputs, head_scale = window
     return ModelConfig(
@@ -46,6 +47,7 @@ def make_config(
         known_at=2 if known else 0,
         head_scale=head_scale,
         lag_inputs=lag_inputs,
+        net_window=net_window,
     )
 
 
@@ -121,6 +123,26 @@ def test_smoothed_lags_are_served_as_torch_serves_them(cell, head_scale):
     assert_serves_alike(net, twin(net))
 
 
+@pytest.mark.parametrize("lags", ["season", "smoothed"])
+@pytest.mark.parametrize("head_scale", ["global", "window"])
+def test_a_network_reading_part_of_a_longer_highway_window_is_served_as_torch_serves_it(lags, head_scale):
+    net = torch_net([make_config("lstm", window=(16, lags, head_scale), net_window=8)])
+    assert net.head[0].in_features == 8 + 8 and net.ar.in_features == 16
+    assert_serves_alike(net, twin(net))
+    # Values older than the network's 8 reach the forecast through the highway alone.
+    with torch.no_grad():
+        net.ar.weight.zero_()
+        x = torch.randn(2, 3, net.config.input_size)
+        state = list(net.init_state(2))
+        state[-1] = torch.randn(2, 16)
+        older = [s.clone() for s in state]
+        older[-1][:, :5] += 10.0  # 5 + 3 new steps: out of the network's 8 by the last step
+        late = net(x, tuple(state))[0][:, -1]
+        assert torch.equal(net(x, tuple(older))[0][:, -1], late)
+        older[-1][:, 5:] += 1.0
+        assert not torch.equal(net(x, tuple(older))[0][:, -1], late)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_an_empty_batch_is_served_as_torch_serves_it(cell):
     net = torch_net([make_config(cell, conv=3)])
@@ -149,6 +171,11 @@ ENSEMBLES = {
         make_config("lstm", window=(12, "smoothed", "window")),
         make_config("gru", window=(12, "smoothed", "window")),
     ],
+    # The network reads the newest 8 of a 16-value window that its highway reads whole.
+    "shared-window-read-in-part": [
+        make_config("lstm", window=(16, "season", "window"), net_window=8),
+        make_config("gru", conv=3, window=(16, "season", "window"), net_window=8),
+    ],
     "own-windows": [
         make_config("lstm", window=(12, "none", "window")),
         make_config("gru", conv=3, window=(8, "season", "global")),
@@ -174,6 +201,10 @@ ALIKE = {
     "rnn-relu-x3-global-head": [make_config("rnn-relu", window=(12, "none", "global"), known=0)] * 3,
     "rnn-x4-window-head": [make_config("rnn", window=(12, "season", "window"), known=0, quantiles=())] * 4,
     "lstm-x3-smoothed": [make_config("lstm", window=(12, "smoothed", "window"), known=0)] * 3,
+    "lstm-x3-part-of-the-window": [
+        make_config("lstm", window=(16, "smoothed", "window"), known=0, net_window=8)
+    ]
+    * 3,
 }
 
 

@@ -159,7 +159,9 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
     data = read_series(hourly_frame(series=4, length=600))
     reach = {}
     for cell in ("rnn", "lstm", "gru"):
-        model = fit(data, FitConfig(cell=cell, epochs=1, bptt=96, horizon=6, val_size=6, hidden_size=32))
+        model = fit(
+            data, FitConfig(cell=cell, epochs=1, bptt=96, horizon=6, val_size=6, hidden_size=32, ar=168)
+        )
         reach[cell] = model.info["gradient_health"]["gradient_reach"]
     assert reach["rnn"] * 2 <= min(reach["lstm"], reach["gru"])
 

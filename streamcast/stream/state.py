@@ -49,9 +49,9 @@ FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
 def model_fingerprint(forecaster: Forecaster) -> str:
     """Changes whenever the weights, shape, features or scales do: a state only fits its own model."""
     digest = hashlib.sha256()
-    digest.update(
-        json.dumps([asdict(forecaster.net.config), asdict(forecaster.spec)], sort_keys=True).encode()
-    )
+    # A field added later counts only where set, so that the states of older models still fit them.
+    config = {k: v for k, v in asdict(forecaster.net.config).items() if not (k == "net_window" and v == 0)}
+    digest.update(json.dumps([config, asdict(forecaster.spec)], sort_keys=True).encode())
     for name, tensor in sorted(forecaster.net.state_dict().items()):
         digest.update(name.encode())
         digest.update(to_numpy(tensor).tobytes())

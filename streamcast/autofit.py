@@ -50,7 +50,7 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
         (replace(base, cell=other_cell), config),
         (replace(base, hidden_size=base.hidden_size * 2), config),
         (base, replace(config, lr=config.lr / 3)),
-        (replace(base, ar=base.ar * 2), config) if base.ar else None,
+        (replace(base, ar=base.ar * 2, net_window=base.net_window * 2), config) if base.ar else None,
         (base, config),  # the defaults again under another seed
     ]
     plans = [v for v in variants if v is not None]

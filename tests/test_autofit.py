@@ -25,7 +25,7 @@ def test_candidates_change_one_thing_at_a_time_from_the_defaults(tiny_data):
     assert plans[1].model.cell == "gru"
     assert plans[2].model.hidden_size == 2 * base.hidden_size
     assert plans[3].config.lr == pytest.approx(TINY.lr / 3)
-    assert plans[4].model.ar == 2 * base.ar
+    assert plans[4].model.ar == 2 * base.ar and plans[4].model.net_window == 2 * base.net_window
     assert plans[5].model == base and plans[5].seed != plans[0].seed
     assert len({p.seed for p in plans}) == len(plans)
 

@@ -187,7 +187,11 @@ def choose_start(
         else:
             candidates = candidates[:1]
     kind, window, weights = candidates[0]
-    return ("naive", None, window) if kind == "naive" else ("ridge", torch.from_numpy(weights), window)
+    if kind == "naive":
+        return "naive", None, window
+    if window < ar:  # a shorter fit is read from the default window, which the network reads whole
+        window, weights = ar, padded(weights, ar)
+    return "ridge", torch.from_numpy(weights), window
 
 
 MEAN_MARGIN = 0.05  # how much lower a single window must score than the mean of the fits
@@ -222,9 +226,16 @@ def mean_of_fits(fitted: list[tuple[int, np.ndarray]]) -> tuple[int, np.ndarray]
     fit reads the newest values of the window, so it is padded with zeros on the older side."""
     window = max(w for w, _ in fitted)
     total = np.zeros((fitted[0][1].shape[0], window))
-    for w, weights in fitted:
-        total[:, window - w :] += weights
+    for _, weights in fitted:
+        total += padded(weights, window)
     return window, (total / len(fitted)).astype(np.float32)
+
+
+def padded(weights: np.ndarray, window: int) -> np.ndarray:
+    """(horizon, w) highway weights as a map over a longer `window`: zeros for its older values."""
+    out = np.zeros((weights.shape[0], window), dtype=weights.dtype)
+    out[:, window - weights.shape[1] :] = weights
+    return out
 
 
 def _preferred(scoring: list[tuple[str, int, np.ndarray]], means: list[float]) -> tuple[str, int, np.ndarray]:

@@ -246,6 +246,19 @@ def test_the_highway_is_the_mean_of_the_fits_where_no_window_is_clearly_better()
     assert min(scores[:2]) > (1 - MEAN_MARGIN) * scores[2]
 
 
+def test_a_fit_shorter_than_the_default_window_is_read_from_the_default_window():
+    # Too short for the default 96 values and a horizon, long enough for half of them: the half's
+    # fit, padded with zeros for the older values, so the network still reads the default window.
+    values, offsets = layout([repeating(150, seed=s) for s in range(3)])
+    lengths, positions = np.full(3, 100), [np.arange(99, 138)] * 3
+    start, weights, window = choose_start(
+        "ridge", values, offsets, lengths, positions, (96, 48), 12, 24, squared=False
+    )
+    half = ridge_weights(values, offsets, lengths, 48, 12)
+    assert (start, window) == ("ridge", 96) and ridge_weights(values, offsets, lengths, 96, 12) is None
+    assert torch.equal(weights[:, 48:], torch.from_numpy(half)) and not weights[:, :48].any()
+
+
 def test_default_highway_windows_are_half_to_four_times_the_window_the_window_first():
     assert highway_windows(168) == (168, 84, 336, 672)
     assert highway_windows(3) == (3, 6, 12) and highway_windows(1) == (1, 2, 4)

@@ -68,7 +68,8 @@ from streamcast.modelheader import DEFAULT_MODEL_PATH
     callback=lambda ctx, param, value: _jobs(value),
     help="Members of the ensemble (or --auto candidates) trained at once, each in its own process; "
     "an ensemble is the same for any N (--auto's budget may let more candidates train). "
-    "auto: as many as the cores other work leaves free (one for a short fit).",
+    "auto: as many as the cores other work leaves free, or a few more where the members do not "
+    "divide evenly among them, so that no core idles at the end (one for a short fit).",
 )
 @threads_option
 @device_option

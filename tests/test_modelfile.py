@@ -125,6 +125,10 @@ def test_weights_damaged_on_disk_fail_their_checksum(tmp_path, tiny_model):
         (lambda meta: {**meta, "format_version": "2"}, "format version '2'"),
         (lambda meta: {**meta, "series_ids": meta["series_ids"][:1]}, "damaged or from an incompatible"),
         (lambda meta: {k: v for k, v in meta.items() if k != "info"}, "damaged or from an incompatible"),
+        (  # a network said to read more of the window than the window holds
+            lambda meta: {**meta, "model_config": {**meta["model_config"], "net_window": 10_000}},
+            "damaged or from an incompatible",
+        ),
     ],
 )
 def test_metadata_that_does_not_fit_its_tensors_is_refused_in_one_line(tmp_path, tiny_model, change, message):

@@ -38,6 +38,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     tensor_bytes,
 )
 from streamcast.modelparts import damaged, read_parts
+from streamcast.netconfig import LATER_FIELDS
 
 
 def save(forecaster: Forecaster, path: str | Path) -> Path:
@@ -106,7 +107,7 @@ _KNOWN_SPEC = {
 }
 
 
-_KNOWN_MODEL = {"known": 0, "known_at": 0, "net_window": 0}
+_KNOWN_MODEL = {"known": 0, "known_at": 0, **LATER_FIELDS}
 
 
 def _mean_of_members(net) -> bool:

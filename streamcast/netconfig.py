@@ -3,13 +3,16 @@ it reads, importable without torch (the numpy server, `info`, the stream's start
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 CELLS = ("rnn", "rnn-relu", "lstm", "gru")
 HEAD_SCALES = ("global", "window")
 LAG_INPUTS = ("none", "season", "smoothed")
 AR_STARTS = ("naive", "ridge")  # where the highway started (streamcast.highway)
 WINDOW_SCALE_FLOOR = 1e-5
+# Fields added after model files and stream states were first written, with their defaults: left
+# out where at their default, so that older models read, and fingerprint, as they always did.
+LATER_FIELDS = {"net_window": 0}
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,8 @@ class ModelConfig:
 
 
 COMBINES = ("mean", "median")
+
+
+def recorded_fields(config: ModelConfig) -> dict:
+    """The config's fields as model files and stream-state fingerprints record them (`LATER_FIELDS`)."""
+    return {k: v for k, v in asdict(config).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}

@@ -595,7 +595,7 @@ def prepare(
         model_config,
         ar_start=start,
         ar=window,
-        net_window=network_window(model_config.ar, window) if config.ar is None else 0,
+        net_window=network_window(model_config.ar, window),  # 0 for a window given (`--ar`)
     )
     # Training reads its rows on the device; validation runs through `run_series` and scores on the CPU.
     work = _Work(

@@ -32,6 +32,7 @@ import numpy as np
 import streamcast
 from streamcast import safefile
 from streamcast.errors import DAMAGED_FILE, ModelFileError, first_line
+from streamcast.netconfig import recorded_fields
 from streamcast.schema import StateMeta, validate
 from streamcast.stream.watch import SeriesWatch, check_watch_tensors, watch_for
 
@@ -49,8 +50,7 @@ FORMAT_VERSION = 2  # 2: a sha256 of the whole file in the header
 def model_fingerprint(forecaster: Forecaster) -> str:
     """Changes whenever the weights, shape, features or scales do: a state only fits its own model."""
     digest = hashlib.sha256()
-    # A field added later counts only where set, so that the states of older models still fit them.
-    config = {k: v for k, v in asdict(forecaster.net.config).items() if not (k == "net_window" and v == 0)}
+    config = recorded_fields(forecaster.net.config)  # the states of older models still fit them
     digest.update(json.dumps([config, asdict(forecaster.spec)], sort_keys=True).encode())
     for name, tensor in sorted(forecaster.net.state_dict().items()):
         digest.update(name.encode())

@@ -32,8 +32,9 @@ UNIT_FLOOR = 1e-5  # in the model's scaled units: a window that never moved stil
 # they come from are those of the epoch, fallback and blend chosen on the same points, and of
 # forecasts made right after the training data, so they promise less than later forecasts miss:
 # the 80% interval covered 72.8-77.5% of the points of five validation parts (M4 Hourly, ETT's
-# four tasks); widened by 1.1, 76.3-80.9%.
-WIDEN = 1.1
+# four tasks); widened by 1.1, 76.3-80.9%. The highway over four window lengths left ETTh1's two
+# tasks at 74.0% and 74.7% with 1.1 (all five 74.0-81.8%); 1.15 covers 76.1-83.1% (seed 0).
+WIDEN = 1.15
 
 
 def window_unit(window: np.ndarray, season: int, typical: float | None = None) -> np.ndarray:

@@ -248,7 +248,7 @@ def fit_options(f):
         click.option(
             "--interval-widen",
             type=float,
-            default=1.1,
+            default=1.15,
             show_default=True,
             help="The calibrated interval's distances from the point, times this: errors measured "
             "on the validation part the model was chosen on promise too little (1 = as measured).",

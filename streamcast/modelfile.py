@@ -38,7 +38,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     tensor_bytes,
 )
 from streamcast.modelparts import damaged, read_parts
-from streamcast.netconfig import LATER_FIELDS
+from streamcast.netconfig import LATER_FIELDS, without_defaults
 
 
 def save(forecaster: Forecaster, path: str | Path) -> Path:
@@ -53,9 +53,9 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
     meta = {
         "format": FORMAT,
         "format_version": _format_version(forecaster),
-        "model_config": _without_defaults(asdict(net.config), _KNOWN_MODEL),
-        "feature_spec": _without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
-        "columns": _without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
+        "model_config": without_defaults(asdict(net.config), _KNOWN_MODEL),
+        "feature_spec": without_defaults(asdict(forecaster.spec), _KNOWN_SPEC),
+        "columns": without_defaults(asdict(forecaster.columns), {"future_covariates": (), "static": ()}),
         "series_ids": ids,
         **(
             {"static_values": {k: list(v) for k, v in forecaster.static_values.items()}}
@@ -70,7 +70,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
         "info": forecaster.info,
         **(
             {
-                "member_configs": [_without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members],
+                "member_configs": [without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members],
                 "ensemble_combine": net.combine,
             }
             if isinstance(net, EnsembleForecaster)
@@ -112,10 +112,6 @@ _KNOWN_MODEL = {"known": 0, "known_at": 0, **LATER_FIELDS}
 
 def _mean_of_members(net) -> bool:
     return isinstance(net, EnsembleForecaster) and net.combine == "mean"
-
-
-def _without_defaults(fields: dict, defaults: dict) -> dict:
-    return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
 
 
 def _format_version(forecaster: Forecaster) -> int:

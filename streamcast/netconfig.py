@@ -79,6 +79,13 @@ class ModelConfig:
 COMBINES = ("mean", "median")
 
 
+def without_defaults(fields: dict, defaults: dict) -> dict:
+    """`fields` less those at their value in `defaults`: what a file written before they existed
+    holds, so that it reads (and fingerprints) as it always did."""
+    return {k: v for k, v in fields.items() if k not in defaults or v != defaults[k]}
+
+
 def recorded_fields(config: ModelConfig) -> dict:
-    """The config's fields as model files and stream-state fingerprints record them (`LATER_FIELDS`)."""
-    return {k: v for k, v in asdict(config).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+    """The config's fields as stream-state fingerprints hash them (`LATER_FIELDS` left out at their
+    defaults); model files also leave out the known-input fields (`modelfile._KNOWN_MODEL`)."""
+    return without_defaults(asdict(config), LATER_FIELDS)

@@ -98,8 +98,12 @@ LEVERS = {
     "+ --lag-inputs smoothed everywhere (ES-style level and seasonal profile beside the plain lags; auto, the default, takes it for data in logs)": {
         "lag_inputs": "smoothed"
     },
-    # The defaults since the highway averages four window lengths (ETT; M4 keeps seasonal naive).
-    "+ the highway as the mean of fits over 1/2, 1, 2 and 4 windows, the network reading 2": {},
+    # The defaults from when the highway averaged four window lengths (ETT; M4 keeps seasonal naive)
+    # until each member served the mean of its best epochs' weights.
+    "+ the highway as the mean of fits over 1/2, 1, 2 and 4 windows, the network reading 2": {
+        "average_epochs": 1
+    },
+    "+ --average-epochs 3 (each member's three best epochs' weights averaged, where that validates better)": {},
 }
 
 

@@ -147,6 +147,8 @@ class FitProgress:
             f"train_loss={_fmt(best['train_loss'])}",
             markup=False,
         )
+        if averaged := _averaged(info):
+            stderr.print(f"weights: {averaged}", markup=False)
         stderr.print(
             f"gradient health: norm p50={_fmt(health['grad_norm_median'], 3)} max={_fmt(health['grad_norm_max'], 3)} "
             f"clipped={health['clipped_share']:.0%} skipped={health['skipped_steps']} "
@@ -378,6 +380,8 @@ def print_info(meta: dict, path: str) -> None:
             f"{_fmt(best['val_loss'])} ({loss}, scaled)",
         )
     )
+    if averaged := _averaged(info):
+        rows.append(("weights", averaged))
     if "members" in info:
         cells = ", ".join(m["cell"] for m in info["members"])
         rows.append(
@@ -398,6 +402,21 @@ def print_info(meta: dict, path: str) -> None:
     for key, value in rows:
         table.add_row(key, value)
     Console(highlight=False).print(table)
+
+
+def _averaged(info: dict) -> str:
+    """Whose weights are the mean of their best epochs' (`fit --average-epochs`); empty where
+    none are, or for a file from before the option."""
+    if "members" in info:
+        members = info["members"]
+        count = sum(bool(m.get("averaged")) for m in members)
+        if not count:
+            return ""
+        return f"the mean of their best epochs' in {count} of {len(members)} members (--average-epochs)"
+    if not info.get("averaged"):
+        return ""
+    epochs = ", ".join(str(e) for e in info["averaged"])
+    return f"the mean of epochs {epochs}, val_loss={_fmt(info['averaged_val_loss'])} (--average-epochs)"
 
 
 _METRIC_LABELS = {"mae": "MAE", "rmse": "RMSE", "smape": "sMAPE %", "mase": "MASE", "pinball": "pinball"}

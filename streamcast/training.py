@@ -22,6 +22,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from streamcast.averaging import AVERAGE_EPOCHS, BestEpochs
 from streamcast.dataparallel import (
     GlobalLanes,
     agree_feature_spec,
@@ -147,6 +148,7 @@ class FitConfig:
     series_weight: str = "equal"
     val_size: int | None = None
     patience: int = 5
+    average_epochs: int = AVERAGE_EPOCHS  # a member's weights: the mean of its best K epochs' (averaging.py)
     seed: int = 0
     ensemble: int = 3  # members; 3 cut M4's sMAPE by 3% and MASE by 10% against one, over 3 seeds
     ensemble_cells: tuple[str, ...] = ()
@@ -197,6 +199,7 @@ class FitConfig:
             (0 < self.lr < math.inf, "--lr must be a positive number"),
             (0 <= self.weight_decay < math.inf, "--weight-decay must be >= 0"),
             (self.patience >= 1, "--patience must be at least 1 epoch"),
+            (self.average_epochs >= 1, "--average-epochs must be at least 1 (1: the best epoch alone)"),
             (0 <= self.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
             (1 <= self.ensemble <= 64, "--ensemble must be between 1 and 64 members"),
             (self.ensemble_combine in COMBINES, f"--ensemble-combine must be one of {', '.join(COMBINES)}"),
@@ -212,10 +215,7 @@ class FitConfig:
                 len(set(self.future_covariates)) == len(self.future_covariates),
                 "each --future-covariate may be given once",
             ),
-            (
-                self.clip >= 0 and self.clip_value >= 0,
-                "--clip and --clip-value must be >= 0 (0 = off)",
-            ),
+            (self.clip >= 0 and self.clip_value >= 0, "--clip and --clip-value must be >= 0 (0 = off)"),
             (
                 all(0 < q < 1 for q in self.quantiles),
                 "--quantiles must lie strictly between 0 and 1",
@@ -232,10 +232,7 @@ class FitConfig:
                 0 < self.interval_widen < math.inf,
                 "--interval-widen must be a factor above 0 (1 = the validation errors' own quantiles)",
             ),
-            (
-                self.conv == 0 or self.conv >= 2,
-                "--conv must be 0 (off) or a kernel size of at least 2",
-            ),
+            (self.conv == 0 or self.conv >= 2, "--conv must be 0 (off) or a kernel size of at least 2"),
             (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
             (
                 self.val_size is None or self.horizon is None or self.val_size >= self.horizon,
@@ -297,10 +294,15 @@ class FitResult:
     history: list[EpochStats] = field(default_factory=list)
     best_epoch: int = 0
     interrupted: bool = False
+    averaged: tuple[int, ...] = ()  # the epochs whose mean weights were kept (`--average-epochs`)
+    averaged_val_loss: float | None = None
 
     @property
     def best_val_loss(self) -> float:
-        """The validation loss of the weights kept (those of the best epoch)."""
+        """The validation loss of the weights kept: the best epoch's, or its mean with the next
+        best epochs' where that scored better."""
+        if self.averaged_val_loss is not None:
+            return self.averaged_val_loss
         return self.history[self.best_epoch - 1].val_loss
 
 
@@ -739,6 +741,8 @@ def assemble(
         "history": [asdict(s) for s in result.history],
         "gradient_health": health_summary(result.history, result.best_epoch),
         "best_epoch": result.best_epoch,
+        "averaged": list(result.averaged),  # epochs whose mean weights member 1 serves (none: the best's)
+        "averaged_val_loss": result.averaged_val_loss,
         "interrupted": any(r.interrupted for *_, r in trained),
         "val_size": prepared.val_size,
         "batch_size": work.batch_size,
@@ -757,6 +761,7 @@ def assemble(
                 "lr": plan.config.lr,
                 "seed": plan.seed,
                 "best_epoch": r.best_epoch,
+                "averaged": list(r.averaged),
                 "val_loss": r.best_val_loss,
                 "history": [asdict(s) for s in r.history],
             }
@@ -1023,6 +1028,7 @@ def _train_member(
     train_epoch = _train_epoch if work.cluster is None else _train_epoch_sharded
     result = FitResult()
     best_val, best_weights, waited = math.inf, copy.deepcopy(net.state_dict()), 0
+    best_epochs = BestEpochs(config.average_epochs)
     try:
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
@@ -1043,6 +1049,7 @@ def _train_member(
                 )
             else:
                 waited += 1
+            best_epochs.offer(val_loss, epoch, net.state_dict())
             stats = EpochStats(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -1082,8 +1089,28 @@ def _train_member(
             "non-finite loss or gradient); lower --lr, keep --clip on, or check the data for extreme values"
         )
     net.load_state_dict(best_weights)
+    if not result.interrupted:  # Ctrl-C asked to stop now: not one more validation pass
+        _average_best(net, best_epochs, work, config, result, member)
     net.eval()
     return net, result
+
+
+def _average_best(
+    net: RecurrentForecaster, best: BestEpochs, work: _Work, config: FitConfig, result: FitResult, member: int
+) -> None:
+    """Serve the mean of the best epochs' weights where it scores better on the validation part
+    than the best epoch's alone (`net` holds those); otherwise leave them."""
+    mean = best.mean()
+    if mean is None:
+        return
+    alone = copy.deepcopy(net.state_dict())
+    net.load_state_dict(mean)
+    loss = validation_loss(net, work, config)
+    if loss < result.best_val_loss:
+        result.averaged, result.averaged_val_loss = best.epochs, loss
+        log.info("member %d: the mean of epochs %s scored val_loss=%.4g", member, best.epochs, loss)
+    else:
+        net.load_state_dict(alone)
 
 
 def _absolute(source: str) -> str:

@@ -412,7 +412,7 @@ def _averaged(info: dict) -> str:
         count = sum(bool(m.get("averaged")) for m in members)
         if not count:
             return ""
-        return f"the mean of their best epochs' in {count} of {len(members)} members (--average-epochs)"
+        return f"the mean of the best epochs in {count} of {len(members)} members (--average-epochs)"
     if not info.get("averaged"):
         return ""
     epochs = ", ".join(str(e) for e in info["averaged"])

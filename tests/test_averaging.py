@@ -132,3 +132,16 @@ def test_average_epochs_under_1_is_a_usage_error(tmp_path, count):
     result = CliRunner().invoke(main, ["fit", str(path), *CLI, "--average-epochs", count])
     assert result.exit_code == 2
     assert result.stderr == "Error: --average-epochs must be at least 1 (1: the best epoch alone)\n"
+
+
+def test_fit_counts_the_members_that_serve_a_mean(tmp_path):
+    path = tmp_path / "load.csv"
+    hourly_frame(series=3, seed=1).write_csv(path)
+    out = tmp_path / "m.safetensors"
+    args = ["fit", str(path), *CLI, "--ensemble", "3", "--jobs", "1", "-o", str(out)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    members = load_model(out).info["members"]
+    count = sum(bool(m["averaged"]) for m in members)
+    assert count >= 1  # member 1 is the single model above, which serves a mean
+    assert f"weights: the mean of the best epochs in {count} of 3 members (--average-epochs)" in result.stderr

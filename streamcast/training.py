@@ -1090,20 +1090,25 @@ def _train_member(
         )
     net.load_state_dict(best_weights)
     if not result.interrupted:  # Ctrl-C asked to stop now: not one more validation pass
-        _average_best(net, best_epochs, work, config, result, member)
+        _average_best(net, best_epochs, best_weights, work, config, result, member)
     net.eval()
     return net, result
 
 
 def _average_best(
-    net: RecurrentForecaster, best: BestEpochs, work: _Work, config: FitConfig, result: FitResult, member: int
+    net: RecurrentForecaster,
+    best: BestEpochs,
+    alone: dict[str, torch.Tensor],
+    work: _Work,
+    config: FitConfig,
+    result: FitResult,
+    member: int,
 ) -> None:
     """Serve the mean of the best epochs' weights where it scores better on the validation part
-    than the best epoch's alone (`net` holds those); otherwise leave them."""
+    than the best epoch's weights `alone` (which `net` holds); otherwise leave those."""
     mean = best.mean()
     if mean is None:
         return
-    alone = copy.deepcopy(net.state_dict())
     net.load_state_dict(mean)
     loss = validation_loss(net, work, config)
     if loss < result.best_val_loss:

@@ -53,7 +53,10 @@ def reach_profile(net, x: torch.Tensor) -> np.ndarray:
     net.eval()
     x = x.detach().clone().requires_grad_(True)
     features, _ = net.encode(x, net.init_state(x.shape[0]))
-    features.hidden[:, -1].sum().backward()
+    if features.hidden.shape[-1]:
+        features.hidden[:, -1].sum().backward()
+    else:  # a segrnn member has no hidden state: its forecast reads the window, its only path
+        net.decode(features[:, -1]).sum().backward()
     net.zero_grad(set_to_none=True)
     net.train(was_training)
     per_step = x.grad.norm(dim=-1).mean(dim=0).flip(0).double().cpu().numpy()  # (T,) k = 0 is the last step

@@ -19,9 +19,11 @@ from streamcast.netconfig import (  # noqa: F401 (public here too)
     COMBINES,
     HEAD_SCALES,
     LAG_INPUTS,
+    STEP_CELLS,
     WINDOW_SCALE_FLOOR,
     ModelConfig,
 )
+from streamcast.segments import SegmentRecurrence
 
 State = tuple[torch.Tensor, ...]
 """(h, [c,] [conv,] [ar]): h and c are (B, num_layers, hidden_size); conv is (B, conv - 1,
@@ -97,44 +99,11 @@ class RecurrentForecaster(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        rnn_input = config.rnn_input_size
-        if config.conv > 1:
-            # Causal: no padding here, the carried buffer of the last conv - 1 inputs plays its part.
-            self.conv = nn.Conv1d(config.rnn_input_size, config.hidden_size, config.conv)
-            rnn_input = config.hidden_size
-        rnn_class = {"rnn": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
-        extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
-        self.rnn = rnn_class(
-            rnn_input,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
-            **extra,
-        )
-        _remember_by_default(self.rnn, config)
-        if config.lag_inputs == "smoothed" and config.lag_count:
-            # The smoothing of the level and of the seasonal profile, as logits of their decays:
-            # 0 starts both at a half per step (per season) back, and training moves them.
-            self.lag_decay = nn.Parameter(torch.zeros(2))
-        self.dropout = nn.Dropout(config.dropout)
-        head_in = config.hidden_size + config.net_reads
-        self.head = nn.Sequential(
-            nn.Linear(head_in, config.hidden_size),
-            nn.ReLU(),
-            nn.Linear(config.hidden_size, config.horizon * config.outputs_per_step),
-        )
-        if config.ar > 0:
-            # LSTNet's linear "highway": a direct map from the last `ar` values to the forecast,
-            # started as the seasonal naive forecast, so the recurrent part learns corrections.
-            self.ar = nn.Linear(config.ar, config.horizon, bias=False)
-            with torch.no_grad():
-                self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
-                self.head[-1].weight.mul_(0.1)
-            # A least-squares start is kept as fitted, in training and in online learning alike:
-            # it is already the best linear map, and Adam's steps, the same size for every
-            # weight, only shake it (on ETTh1 OT a trained one lost half its gain in an epoch).
-            self.ar.weight.requires_grad_(config.ar_start != "ridge")
+        if config.cell == "segrnn":
+            # No recurrence over the steps: its forecast is read from the carried window alone.
+            self.segments = SegmentRecurrence(config)
+        else:
+            _build_steps(self, config)
         if config.known > 0:
             # A direct path from each known input at step t+h to the forecast of step t+h, started
             # at zero (the network starts as without it): load responds to the temperature of its
@@ -144,6 +113,8 @@ class RecurrentForecaster(nn.Module):
     def init_state(self, batch: int) -> State:
         """The state of a series never seen: zeros, as every lane starts in training."""
         c = self.config
+        if c.cell == "segrnn":  # its state is the window alone
+            return (self.segments.out.weight.new_zeros(batch, c.ar),)
         zeros = self.head[-1].weight.new_zeros
         state = [zeros(batch, c.num_layers, c.hidden_size)]
         if c.cell == "lstm":
@@ -196,7 +167,7 @@ class RecurrentForecaster(nn.Module):
     def own_read(self, read: WindowRead) -> WindowRead:
         """A shared read with this network's smoothed lags added: they depend on its learned rates."""
         c = self.config
-        if c.lag_inputs != "smoothed" or not c.lag_count:
+        if c.lag_inputs != "smoothed" or not c.lag_count or c.cell == "segrnn":
             return read
         lags = smoothed_lags(read.windows[..., -c.net_reads :], c.season, self.lag_decay, read.spread)
         return dataclasses.replace(read, x=torch.cat([read.x, lags], dim=-1))
@@ -207,6 +178,8 @@ class RecurrentForecaster(nn.Module):
         x, parts = read.x, list(state)
         new_state: list[torch.Tensor] = []
         ahead = x[..., c.known_at : c.known_at + c.known * c.horizon] if c.known else None
+        if c.cell == "segrnn":  # nothing to step: no hidden state, the window carried on
+            return Features(x[..., :0], read.windows, ahead), (read.carried,)
         if c.conv > 1:
             buffer = parts.pop()
             window = torch.cat([buffer, x], dim=1)  # (B, conv - 1 + T, F)
@@ -241,11 +214,55 @@ class RecurrentForecaster(nn.Module):
         if window is None:
             return self.head(self.dropout(hidden)).unflatten(-1, (c.horizon, c.outputs_per_step))
         read = read if read is not None else read_head(window[..., -c.net_reads :], c.head_scale)
+        if c.cell == "segrnn":  # the newest value, and the segments' forecast relative to it
+            return self.segments(window, read.spread) + window[..., -1:, None]
         y = self.head(self.dropout(torch.cat([hidden, read.shape], dim=-1)))
         if read.spread is not None:
             y = y * read.spread
         y = y.unflatten(-1, (c.horizon, c.outputs_per_step))
         return y + self.ar(window).unsqueeze(-1)  # the same base for every quantile
+
+
+def _build_steps(self: RecurrentForecaster, config: ModelConfig) -> None:
+    """The modules of a cell that recurs over the steps: (conv ->) RNN/LSTM/GRU -> head, and the highway."""
+    rnn_input = config.rnn_input_size
+    if config.conv > 1:
+        # Causal: no padding here, the carried buffer of the last conv - 1 inputs plays its part.
+        self.conv = nn.Conv1d(config.rnn_input_size, config.hidden_size, config.conv)
+        rnn_input = config.hidden_size
+    rnn_class = {"rnn": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+    extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
+    self.rnn = rnn_class(
+        rnn_input,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout if config.num_layers > 1 else 0.0,
+        batch_first=True,
+        **extra,
+    )
+    _remember_by_default(self.rnn, config)
+    if config.lag_inputs == "smoothed" and config.lag_count:
+        # The smoothing of the level and of the seasonal profile, as logits of their decays:
+        # 0 starts both at a half per step (per season) back, and training moves them.
+        self.lag_decay = nn.Parameter(torch.zeros(2))
+    self.dropout = nn.Dropout(config.dropout)
+    head_in = config.hidden_size + config.net_reads
+    self.head = nn.Sequential(
+        nn.Linear(head_in, config.hidden_size),
+        nn.ReLU(),
+        nn.Linear(config.hidden_size, config.horizon * config.outputs_per_step),
+    )
+    if config.ar > 0:
+        # LSTNet's linear "highway": a direct map from the last `ar` values to the forecast,
+        # started as the seasonal naive forecast, so the recurrent part learns corrections.
+        self.ar = nn.Linear(config.ar, config.horizon, bias=False)
+        with torch.no_grad():
+            self.ar.weight.copy_(seasonal_naive_weights(config.ar, config.horizon, config.season))
+            self.head[-1].weight.mul_(0.1)
+        # A least-squares start is kept as fitted, in training and in online learning alike:
+        # it is already the best linear map, and Adam's steps, the same size for every
+        # weight, only shake it (on ETTh1 OT a trained one lost half its gain in an epoch).
+        self.ar.weight.requires_grad_(config.ar_start != "ridge")
 
 
 def _remember_by_default(rnn: nn.Module, c: ModelConfig) -> None:

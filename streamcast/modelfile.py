@@ -32,6 +32,7 @@ from streamcast.modelheader import (  # noqa: F401 (read_metadata and the consta
     LAST_VALUE_FALLBACK,
     MEAN_OF_MEMBERS,
     NETWORK_WINDOW,
+    SEGMENT_MEMBERS,
     metadata,
     read_file,
     read_metadata,
@@ -117,7 +118,10 @@ def _mean_of_members(net) -> bool:
 def _format_version(forecaster: Forecaster) -> int:
     """The oldest version whose readers serve this file as written: older readers refuse it."""
     net = forecaster.net
-    if any(m.config.net_window for m in getattr(net, "members", [net])):
+    configs = [m.config for m in getattr(net, "members", [net])]
+    if any(c.cell == "segrnn" for c in configs):
+        return SEGMENT_MEMBERS
+    if any(c.net_window for c in configs):
         return NETWORK_WINDOW
     if forecaster.naive_last:
         return LAST_VALUE_FALLBACK

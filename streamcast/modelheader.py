@@ -24,14 +24,16 @@ FORMAT = "streamcast-model"
 # 0 on their own (`floor_series`), which a reader of 6 would forecast below 0; 8: series whose
 # fallback is the last value (`naive_last`), which a reader of 7 would serve seasonal naive; 9: a
 # network that reads only the newest part of its highway's window (`net_window`), which a reader of
-# 8 would build with a head over the whole window and refuse as damaged.
+# 8 would build with a head over the whole window and refuse as damaged; 10: segrnn members
+# (`segments`), whose cell a reader of 9 does not know.
 # An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 MEAN_OF_MEMBERS = 5
 BLENDED_FALLBACK = 6
 FLOORED_SERIES = 7
 LAST_VALUE_FALLBACK = 8
 NETWORK_WINDOW = 9
+SEGMENT_MEMBERS = 10
 WHOLE_FILE_CHECKSUM = 3
 DEFAULT_MODEL_PATH = "model.streamcast"
 

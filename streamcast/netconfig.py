@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-CELLS = ("rnn", "rnn-relu", "lstm", "gru")
+CELLS = ("rnn", "rnn-relu", "lstm", "gru", "segrnn")
+STEP_CELLS = CELLS[:4]  # recurrent over the steps; segrnn recurs over the window's segments (segments.py)
 HEAD_SCALES = ("global", "window")
 LAG_INPUTS = ("none", "season", "smoothed")
 AR_STARTS = ("naive", "ridge")  # where the highway started (streamcast.highway)
 WINDOW_SCALE_FLOOR = 1e-5
 # Fields added after model files and stream states were first written, with their defaults: left
 # out where at their default, so that older models read, and fingerprint, as they always did.
-LATER_FIELDS = {"net_window": 0}
+LATER_FIELDS = {"net_window": 0, "segment": 0}
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,16 @@ class ModelConfig:
     # all `ar`. The highway reads the whole window: averaged over several lengths it wants a longer
     # one than the network does (`streamcast.highway.highway_windows`).
     net_window: int = 0
+    # A segrnn member's segment length in steps (a season where the window holds two; `segment_length`).
+    segment: int = 0
 
     def __post_init__(self) -> None:
+        if self.cell == "segrnn" and not 0 < self.segment <= self.ar:
+            raise ValueError(f"a segrnn cell needs a window (ar) and a segment within it, not {self.segment}")
+        if self.cell == "segrnn" and self.conv > 1:
+            raise ValueError("a segrnn cell reads the window alone: it takes no conv")
+        if self.segment and self.cell != "segrnn":
+            raise ValueError("only a segrnn cell has segments")
         if not 0 <= self.net_window <= self.ar:
             raise ValueError(f"net_window must be between 0 and ar ({self.ar}), not {self.net_window}")
         if self.ar_start not in AR_STARTS:
@@ -89,3 +98,11 @@ def recorded_fields(config: ModelConfig) -> dict:
     """The config's fields as stream-state fingerprints hash them (`LATER_FIELDS` left out at their
     defaults); model files also leave out the known-input fields (`modelfile._KNOWN_MODEL`)."""
     return without_defaults(asdict(config), LATER_FIELDS)
+
+
+def segment_length(ar: int, season: int) -> int:
+    """A segrnn member's segment: a season, as SegRNN cuts ETTh1 into days, where the window holds
+    two of them; otherwise a quarter of the window."""
+    if season > 1 and 2 * season <= ar:
+        return season
+    return max(1, ar // 4)

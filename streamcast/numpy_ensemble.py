@@ -93,7 +93,8 @@ class StackedMembers:
     @staticmethod
     def stackable(configs: list[ModelConfig]) -> bool:
         c = configs[0]
-        return all(other == c for other in configs) and c.ar > 0 and c.conv <= 1 and c.known == 0
+        same = all(other == c for other in configs)
+        return same and c.ar > 0 and c.conv <= 1 and c.known == 0 and c.cell != "segrnn"
 
     def encode_read(self, read: WindowRead, parts: list[State]) -> tuple[StackedFeatures, list[State]]:
         """Every member over the read window; `parts`: each member's (h, [c]), (B, layers, H)

@@ -20,7 +20,7 @@ from streamcast.netconfig import WINDOW_SCALE_FLOOR, ModelConfig
 State = tuple[np.ndarray, ...]
 """(h, [c,] [conv,] [ar]), batch-first, exactly as `streamcast.model.State`."""
 
-_GATES = {"rnn": 1, "rnn-relu": 1, "lstm": 4, "gru": 3}
+_GATES = {"rnn": 1, "rnn-relu": 1, "lstm": 4, "gru": 3, "segrnn": 3}  # segrnn: a GRU over segments
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,18 @@ def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     c = config
     gates = _GATES[c.cell] * c.hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
+    if c.cell == "segrnn":  # streamcast.segments
+        shapes["segments.embed.weight"] = (c.hidden_size, c.segment)
+        shapes["segments.embed.bias"] = (c.hidden_size,)
+        for name, shape in (("weight_ih", (gates, c.hidden_size)), ("weight_hh", (gates, c.hidden_size))):
+            shapes[f"segments.rnn.{name}_l0"] = shape
+        shapes["segments.rnn.bias_ih_l0"] = shapes["segments.rnn.bias_hh_l0"] = (gates,)
+        shapes["segments.position"] = (-(-c.horizon // c.segment), c.hidden_size)
+        shapes["segments.out.weight"] = (c.segment * c.outputs_per_step, c.hidden_size)
+        shapes["segments.out.bias"] = (c.segment * c.outputs_per_step,)
+        if c.known > 0:
+            shapes["known"] = (c.known, c.horizon)
+        return shapes
     if c.conv > 1:
         shapes["conv.weight"] = (c.hidden_size, c.rnn_input_size, c.conv)
         shapes["conv.bias"] = (c.hidden_size,)
@@ -114,21 +126,21 @@ class _Layer:
     shift: np.ndarray  # (gates * H,): 0.5 on a sigmoid gate, 0 on a tanh gate
 
 
-def _layer(weights: dict[str, np.ndarray], k: int, cell: str, hidden: int) -> _Layer:
+def _layer(weights: dict[str, np.ndarray], k: int, cell: str, hidden: int, prefix: str = "rnn") -> _Layer:
     halve = np.ones(_GATES[cell] * hidden, dtype=np.float32)
     if cell == "lstm":  # gates i, f, g, o: g alone is a tanh
         halve[: 2 * hidden] = halve[3 * hidden :] = 0.5
     elif cell == "gru":  # gates r, z, n: n alone is a tanh
         halve[: 2 * hidden] = 0.5
-    b_ih, b_hh = weights[f"rnn.bias_ih_l{k}"], weights[f"rnn.bias_hh_l{k}"]
+    b_ih, b_hh = weights[f"{prefix}.bias_ih_l{k}"], weights[f"{prefix}.bias_hh_l{k}"]
     b_hn = None
     if cell == "gru":
         b_hn = b_hh[2 * hidden :].copy()
         b_hh = np.concatenate([b_hh[: 2 * hidden], np.zeros(hidden, dtype=np.float32)])
     return _Layer(
-        w_ih=np.ascontiguousarray((weights[f"rnn.weight_ih_l{k}"] * halve[:, None]).T),
+        w_ih=np.ascontiguousarray((weights[f"{prefix}.weight_ih_l{k}"] * halve[:, None]).T),
         bias=(b_ih + b_hh) * halve,
-        w_hh=np.ascontiguousarray((weights[f"rnn.weight_hh_l{k}"] * halve[:, None]).T),
+        w_hh=np.ascontiguousarray((weights[f"{prefix}.weight_hh_l{k}"] * halve[:, None]).T),
         b_hn=b_hn,
         scale=halve,
         shift=0.5 * (halve != 1.0).astype(np.float32),
@@ -275,6 +287,11 @@ class NumpyForecaster:
         self.config = c = config
         self._weights = checked(weights, weight_shapes(config))
         w = self._weights
+        self._known = w["known"][..., None] if c.known > 0 else None  # (K, horizon, 1)
+        self.smoothing = None  # the smoothed lags' weights (`smoothing_weights`), fixed with the rates
+        if c.cell == "segrnn":
+            self._segments = NumpySegments(c, w)
+            return
         self._layers = [_layer(w, k, c.cell, c.hidden_size) for k in range(c.num_layers)]
         self._conv = self._conv_bias = None
         if c.conv > 1:  # (F * conv, H): rows in the order of a (F, conv) window flattened
@@ -283,8 +300,6 @@ class NumpyForecaster:
         self._head = (w["head.0.weight"].T.copy(), w["head.0.bias"], w["head.2.weight"].T.copy())
         self._head_bias = w["head.2.bias"]
         self._ar = w["ar.weight"].T.copy() if c.ar > 0 else None  # (ar, horizon)
-        self._known = w["known"][..., None] if c.known > 0 else None  # (K, horizon, 1)
-        self.smoothing = None  # the smoothed lags' weights (`smoothing_weights`), fixed with the rates
         if "lag_decay" in w:
             decays = (1 / (1 + np.exp(-w["lag_decay"]))).astype(np.float32)
             self.smoothing = smoothing_weights(decays, c.net_reads, c.season)
@@ -300,6 +315,8 @@ class NumpyForecaster:
     def init_state(self, batch: int) -> State:
         """The state of a series never seen: zeros, laid out as torch's."""
         c = self.config
+        if c.cell == "segrnn":  # its state is the window alone
+            return (np.zeros((batch, c.ar), dtype=np.float32),)
         state = [np.zeros((batch, c.num_layers, c.hidden_size), dtype=np.float32)]
         if c.cell == "lstm":
             state.append(np.zeros((batch, c.num_layers, c.hidden_size), dtype=np.float32))
@@ -352,6 +369,8 @@ class NumpyForecaster:
         c = self.config
         x, parts = read.x, list(state)
         ahead = x[..., c.known_at : c.known_at + c.known * c.horizon] if c.known else None
+        if c.cell == "segrnn":  # nothing to step: no hidden state, the window carried on
+            return Features(x[..., :0], read.windows, ahead), (read.carried,)
         conv_state = []
         if self._conv is not None:
             window = np.concatenate([parts.pop(), x], axis=1)  # (B, conv - 1 + T, F)
@@ -399,6 +418,8 @@ class NumpyForecaster:
         if window is None:
             return self._run_head(hidden).reshape(shape)
         read = read if read is not None else read_head(window[..., -c.net_reads :], c.head_scale)
+        if c.cell == "segrnn":  # the newest value, and the segments' forecast relative to it
+            return self._segments(window, read.spread) + window[..., -1:, None]
         y = self._run_head(np.concatenate([hidden, read.shape], axis=-1))
         if read.spread is not None:
             y *= read.spread
@@ -409,3 +430,36 @@ class NumpyForecaster:
         w0, b0, w2 = self._head
         z = _linear(x, w0, b0)
         return _linear(np.maximum(z, 0, out=z), w2, self._head_bias)
+
+
+class NumpySegments:
+    """`segments.SegmentRecurrence` in eval mode (no dropout), formula for formula."""
+
+    def __init__(self, config: ModelConfig, weights: dict[str, np.ndarray]) -> None:
+        self.config = config
+        self._embed = (weights["segments.embed.weight"].T.copy(), weights["segments.embed.bias"])
+        self._layer = _layer(weights, 0, "gru", config.hidden_size, prefix="segments.rnn")
+        # Each position's input projection is the same for every window: made once.
+        self._position = _linear(weights["segments.position"], self._layer.w_ih, self._layer.bias)
+        self._out = (weights["segments.out.weight"].T.copy(), weights["segments.out.bias"])
+
+    def __call__(self, window: np.ndarray, spread: np.ndarray | None) -> np.ndarray:
+        """window (..., ar), spread (..., 1) or None -> (..., horizon, outputs_per_step)."""
+        c = self.config
+        count = c.ar // c.segment
+        x = window[..., -count * c.segment :] - window[..., -1:]
+        if spread is not None:
+            x = x / spread
+        lead = x.shape[:-1]
+        x = x.reshape(-1, count, c.segment)
+        embedded = _linear(x, *self._embed)
+        xp = _linear(np.maximum(embedded, 0, out=embedded), self._layer.w_ih, self._layer.bias)
+        _, (last,) = _gru_steps(self._layer, xp, np.zeros((len(x), c.hidden_size), dtype=np.float32))
+        ahead = len(self._position)
+        position = np.broadcast_to(self._position[:, None, None], (ahead, len(x), 1, self._position.shape[-1]))
+        _, (decoded,) = _gru_steps(self._layer, position, np.broadcast_to(last, (ahead, *last.shape)))
+        y = _linear(decoded, *self._out)  # (ahead, N, segment * outputs)
+        y = y.reshape(ahead, len(x), c.segment, c.outputs_per_step).transpose(1, 0, 2, 3)
+        y = y.reshape(len(x), ahead * c.segment, c.outputs_per_step)[:, : c.horizon]
+        y = y.reshape(*lead, c.horizon, c.outputs_per_step)
+        return y if spread is None else y * spread[..., None]

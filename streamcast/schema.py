@@ -22,7 +22,7 @@ _MAX_SIZE = 1 << 16  # hidden size, inputs, horizon: far beyond any model this t
 
 class ModelConfigMeta(Struct, kw_only=True):
     input_size: Annotated[int, Meta(ge=1, le=_MAX_SIZE)]
-    cell: Literal["rnn", "rnn-relu", "lstm", "gru"] = "lstm"
+    cell: Literal["rnn", "rnn-relu", "lstm", "gru", "segrnn"] = "lstm"
     hidden_size: Annotated[int, Meta(ge=1, le=_MAX_SIZE)] = 64
     num_layers: Annotated[int, Meta(ge=1, le=64)] = 1
     dropout: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.0
@@ -37,6 +37,7 @@ class ModelConfigMeta(Struct, kw_only=True):
     lag_inputs: Literal["none", "season", "smoothed"] = "none"
     ar_start: Literal["naive", "ridge"] = "naive"
     net_window: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
+    segment: Annotated[int, Meta(ge=0, le=_MAX_SIZE)] = 0
 
 
 class FeatureSpecMeta(Struct, kw_only=True):

@@ -7,7 +7,7 @@ import torch
 
 from streamcast.health import reach_profile
 from streamcast.model import (
-    CELLS,
+    STEP_CELLS,
     Features,
     ModelConfig,
     RecurrentForecaster,
@@ -16,7 +16,7 @@ from streamcast.model import (
     select_state,
 )
 
-CASES = [(cell, conv) for cell in CELLS for conv in (0, 3)]
+CASES = [(cell, conv) for cell in STEP_CELLS for conv in (0, 3)]
 
 
 def make_net(cell: str, conv: int = 0, quantiles=()) -> RecurrentForecaster:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import streamcast.numpy_net
-from streamcast.model import CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster
+from streamcast.model import STEP_CELLS, EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.numpy_ensemble import NumpyEnsemble, numpy_network
 from streamcast.numpy_net import NumpyForecaster
 
@@ -107,7 +107,7 @@ def assert_serves_alike(net, ours, batch: int = 3, chunks: tuple[int, ...] = (5,
 @pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "-".join(map(str, w)))
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("conv", [0, 3])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", STEP_CELLS)
 def test_numpy_network_serves_what_torch_serves(cell, conv, num_layers, window, quantiles, known):
     net = torch_net([make_config(cell, conv, num_layers, window, quantiles, known)])
     ours = twin(net)
@@ -116,7 +116,7 @@ def test_numpy_network_serves_what_torch_serves(cell, conv, num_layers, window, 
 
 
 @pytest.mark.parametrize("head_scale", ["global", "window"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", STEP_CELLS)
 def test_smoothed_lags_are_served_as_torch_serves_them(cell, head_scale):
     net = torch_net([make_config(cell, window=(12, "smoothed", head_scale))])
     assert net.lag_decay.shape == (2,) and net.rnn.input_size == 9 + 4

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import streamcast as sc
 from streamcast.errors import DataError, ModelFileError
-from streamcast.model import CELLS
+from streamcast.model import STEP_CELLS
 from streamcast.online import LearnConfig
 from streamcast.reading import Columns, SeriesFrame
 from streamcast.stepping import run_series
@@ -66,7 +66,7 @@ def cov_model():
 
 
 @pytest.mark.parametrize("conv", [0, 3])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", STEP_CELLS)
 def test_streaming_tick_by_tick_equals_run_series_over_the_same_history(cell, conv):
     data = sc.read_series(hourly_frame(series=2, length=60))
     model = sc.fit(data, FitConfig(**{**TINY.__dict__, "cell": cell, "conv": conv, "epochs": 1}))

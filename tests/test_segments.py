@@ -1,0 +1,201 @@
+"""segrnn members (SegRNN's segment recurrence over the carried window): the numpy server's
+numbers, a state that is the window alone, the default mix of cells, and the commands end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+import streamcast as sc
+from streamcast.cli import main
+from streamcast.features import FeatureSpec
+from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
+from streamcast.modelfile import load, save
+from streamcast.modelheader import read_metadata
+from streamcast.numpy_ensemble import numpy_network
+from streamcast.numpy_net import NumpyForecaster
+from streamcast.reading import read_series
+from streamcast.training import member_cells
+from tests.conftest import CLI_TINY, TINY, hourly_frame
+
+SEG = ModelConfig(input_size=3, cell="segrnn", hidden_size=8, horizon=10, ar=48, season=12, segment=12)
+
+
+def numpy_of(net: torch.nn.Module):
+    return NumpyForecaster(net.config, {k: v.detach().numpy() for k, v in net.state_dict().items()})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SEG,
+        replace(SEG, head_scale="window"),
+        replace(SEG, quantiles=(0.1, 0.5, 0.9)),
+        replace(SEG, horizon=7, segment=5, ar=23),  # a last segment cut short, a window of 4 segments and 3 steps
+    ],
+)
+def test_the_numpy_server_gives_torchs_forecasts_and_state(config):
+    torch.manual_seed(0)
+    net = RecurrentForecaster(config).eval()
+    x = torch.randn(4, 60, 3)
+    with torch.no_grad():
+        y, state = net(x, net.init_state(4))
+    served = numpy_of(net)
+    y_np, state_np = served(x.numpy(), served.init_state(4))
+    assert y.shape == (4, 60, config.horizon, config.outputs_per_step)
+    np.testing.assert_allclose(y_np, y.numpy(), rtol=1e-5, atol=1e-5)
+    assert len(state) == len(state_np) == 1
+    np.testing.assert_array_equal(state_np[0], state[0].numpy())
+
+
+def test_the_state_is_the_window_alone_and_ticks_equal_one_pass():
+    torch.manual_seed(1)
+    net = RecurrentForecaster(SEG).eval()
+    x = torch.randn(2, 70, 3)
+    with torch.no_grad():
+        batched, final = net(x, net.init_state(2))
+        state, ticks = net.init_state(2), []
+        for t in range(70):
+            y, state = net(x[:, t : t + 1], state)
+            ticks.append(y)
+    assert [s.shape for s in final] == [(2, 48)]
+    torch.testing.assert_close(final[0], x[:, -48:, 0])  # the last `ar` values, nothing else
+    torch.testing.assert_close(torch.cat(ticks, dim=1), batched, rtol=1e-5, atol=1e-6)
+
+
+def test_the_forecast_is_the_newest_value_plus_what_the_segments_add():
+    """Zero output weights: the segments add nothing, and the forecast is the last value."""
+    net = RecurrentForecaster(SEG).eval()
+    with torch.no_grad():
+        net.segments.out.weight.zero_()
+        net.segments.out.bias.zero_()
+        x = torch.randn(3, 50, 3)
+        y, _ = net(x, net.init_state(3))
+    expected = x[:, :, 0, None].expand(3, 50, 10)
+    torch.testing.assert_close(y[..., 0], expected)
+
+
+def test_a_mixed_ensemble_is_served_by_numpy_as_by_torch():
+    torch.manual_seed(2)
+    lstm = replace(SEG, cell="lstm", segment=0)
+    net = EnsembleForecaster([lstm, SEG, SEG], "mean").eval()
+    x = torch.randn(3, 30, 3)
+    with torch.no_grad():
+        y, state = net(x, net.init_state(3))
+    served = numpy_network(
+        [m.config for m in net.members], {k: v.numpy() for k, v in net.state_dict().items()}, "mean"
+    )
+    y_np, state_np = served(x.numpy(), served.init_state(3))
+    assert served.stacked is None  # the members differ: each in turn
+    np.testing.assert_allclose(y_np, y.numpy(), rtol=1e-5, atol=1e-5)
+    assert len(state) == 3  # the LSTM's h and c, and the one window all three share
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"segment": 0}, "a segrnn cell needs a window"),
+        ({"segment": 49}, "a segrnn cell needs a window"),
+        ({"conv": 3}, "it takes no conv"),
+        ({"cell": "lstm"}, "only a segrnn cell has segments"),
+    ],
+)
+def test_a_config_that_cannot_be_built_is_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        replace(SEG, **changes)
+
+
+def spec(**fields) -> FeatureSpec:
+    return FeatureSpec(freq="1h", calendar=(), covariates=(), covariate_loc=(), covariate_scale=(), **fields)
+
+
+@pytest.mark.parametrize(
+    ("config", "fields", "ar", "cells"),
+    [
+        (TINY, {}, 168, ("lstm",)),  # one member
+        (replace(TINY, ensemble=3), {}, 168, ("lstm", "segrnn", "segrnn")),
+        (replace(TINY, ensemble=3, cell="gru"), {}, 168, ("gru", "segrnn", "segrnn")),
+        (replace(TINY, ensemble=3), {"transform": "log"}, 168, ("lstm",)),  # in logs (M4)
+        (replace(TINY, ensemble=3), {"static": ("region",)}, 168, ("lstm",)),  # reads more than the window
+        (replace(TINY, ensemble=3), {"future_steps": 6}, 168, ("lstm",)),
+        (replace(TINY, ensemble=3), {}, 0, ("lstm",)),  # no window to cut
+        (replace(TINY, ensemble=3, ensemble_cells=("lstm",)), {}, 168, ("lstm",)),
+    ],
+)
+def test_the_default_mixes_two_segrnn_members_in_three_where_the_data_suits(config, fields, ar, cells):
+    model = ModelConfig(input_size=1, ar=ar, season=24)
+    assert member_cells(config, spec(**fields), model) == cells
+
+
+@pytest.fixture(scope="module")
+def level_data():
+    """Hourly series around a fixed level: `--transform auto` keeps them in their own units."""
+    return read_series(hourly_frame(series=3, length=240, growth=0.0))
+
+
+@pytest.fixture(scope="module")
+def mixed(level_data):
+    return sc.fit(level_data, replace(TINY, ensemble=3))
+
+
+def test_fit_trains_an_lstm_and_two_segrnn_members_by_default(mixed):
+    assert mixed.spec.transform == "none"
+    cells = [m.config.cell for m in mixed.net.members]
+    assert cells == ["lstm", "segrnn", "segrnn"]
+    assert [m.config.segment for m in mixed.net.members] == [0, 24, 24]  # a day of hourly data
+    assert all(m["best_epoch"] >= 1 for m in mixed.info["members"])
+
+
+def test_the_model_file_is_format_10_and_loads_to_the_same_forecasts(mixed, level_data, tmp_path):
+    path = save(mixed, tmp_path / "m.streamcast")
+    loaded = load(path)
+    assert read_metadata(path)["format_version"] == 10  # a reader of 9 says "upgrade streamcast"
+    assert [m.config.cell for m in loaded.net.members] == ["lstm", "segrnn", "segrnn"]
+    before = sc.forecast(mixed, level_data)
+    after = sc.forecast(loaded, level_data)
+    np.testing.assert_allclose(after["forecast"].to_numpy(), before["forecast"].to_numpy(), rtol=1e-5)
+
+
+def test_cli_fit_info_forecast_and_stream_with_segrnn_members(tmp_path):
+    data = tmp_path / "level.csv"
+    hourly_frame(series=2, length=240, growth=0.0).write_csv(data)
+    model = tmp_path / "m.streamcast"
+    runner = CliRunner()
+    fitted = runner.invoke(main, ["fit", str(data), "-o", str(model), *CLI_TINY, "--ensemble", "3", "-q"])
+    assert fitted.exit_code == 0, fitted.output
+    info = runner.invoke(main, ["info", str(model)])
+    assert "3 members (lstm, segrnn, segrnn)" in info.stdout
+    out = tmp_path / "f.csv"
+    forecast = runner.invoke(main, ["forecast", str(data), "-m", str(model), "-o", str(out)])
+    assert forecast.exit_code == 0, forecast.output
+    assert pl.read_csv(out).height == 2 * 6
+    lines = "".join(f"s0,2024-01-{1 + h // 24:02d} {h % 24:02d}:00,{10 + np.sin(h / 4):.3f}\n" for h in range(60))
+    streamed = subprocess.run(
+        [sys.executable, "-m", "streamcast", "stream", "-m", str(model)],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert streamed.returncode == 0, streamed.stderr
+    rows = [json.loads(line) for line in streamed.stdout.splitlines()]
+    assert len(rows) == 60 and all(len(r["forecast"]) == 6 for r in rows)
+    assert all(np.isfinite(r["forecast"]).all() for r in rows)
+
+
+def test_a_segrnn_cell_without_a_window_is_a_usage_error(tmp_path):
+    data = tmp_path / "level.csv"
+    hourly_frame(series=1, length=120, growth=0.0).write_csv(data)
+    result = CliRunner().invoke(main, ["fit", str(data), *CLI_TINY, "--cell", "segrnn", "--ar", "0"])
+    assert result.exit_code == 2
+    assert "segrnn" in result.stderr and "--ar" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output

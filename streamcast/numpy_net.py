@@ -456,7 +456,9 @@ class NumpySegments:
         xp = _linear(np.maximum(embedded, 0, out=embedded), self._layer.w_ih, self._layer.bias)
         _, (last,) = _gru_steps(self._layer, xp, np.zeros((len(x), c.hidden_size), dtype=np.float32))
         ahead = len(self._position)
-        position = np.broadcast_to(self._position[:, None, None], (ahead, len(x), 1, self._position.shape[-1]))
+        position = np.broadcast_to(
+            self._position[:, None, None], (ahead, len(x), 1, self._position.shape[-1])
+        )
         _, (decoded,) = _gru_steps(self._layer, position, np.broadcast_to(last, (ahead, *last.shape)))
         y = _linear(decoded, *self._out)  # (ahead, N, segment * outputs)
         y = y.reshape(ahead, len(x), c.segment, c.outputs_per_step).transpose(1, 0, 2, 3)

@@ -39,7 +39,9 @@ def numpy_of(net: torch.nn.Module):
         SEG,
         replace(SEG, head_scale="window"),
         replace(SEG, quantiles=(0.1, 0.5, 0.9)),
-        replace(SEG, horizon=7, segment=5, ar=23),  # a last segment cut short, a window of 4 segments and 3 steps
+        replace(
+            SEG, horizon=7, segment=5, ar=23
+        ),  # a last segment cut short, a window of 4 segments and 3 steps
     ],
 )
 def test_the_numpy_server_gives_torchs_forecasts_and_state(config):
@@ -177,7 +179,9 @@ def test_cli_fit_info_forecast_and_stream_with_segrnn_members(tmp_path):
     forecast = runner.invoke(main, ["forecast", str(data), "-m", str(model), "-o", str(out)])
     assert forecast.exit_code == 0, forecast.output
     assert pl.read_csv(out).height == 2 * 6
-    lines = "".join(f"s0,2024-01-{1 + h // 24:02d} {h % 24:02d}:00,{10 + np.sin(h / 4):.3f}\n" for h in range(60))
+    lines = "".join(
+        f"s0,2024-01-{1 + h // 24:02d} {h % 24:02d}:00,{10 + np.sin(h / 4):.3f}\n" for h in range(60)
+    )
     streamed = subprocess.run(
         [sys.executable, "-m", "streamcast", "stream", "-m", str(model)],
         input=lines,

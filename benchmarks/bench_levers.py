@@ -101,9 +101,14 @@ LEVERS = {
     # The defaults from when the highway averaged four window lengths (ETT; M4 keeps seasonal naive)
     # until each member served the mean of its best epochs' weights.
     "+ the highway as the mean of fits over 1/2, 1, 2 and 4 windows, the network reading 2": {
-        "average_epochs": 1
+        "average_epochs": 1,
+        "ensemble_cells": ("lstm",),
     },
-    "+ --average-epochs 3 (each member's three best epochs' weights averaged, where that validates better)": {},
+    # The defaults from --average-epochs until segrnn members joined the ensemble.
+    "+ --average-epochs 3 (each member's three best epochs' weights averaged, where that validates better)": {
+        "ensemble_cells": ("lstm",)
+    },
+    "+ segrnn members: an LSTM and two segrnn members where the data stays in its own units (ETT; M4 in logs keeps three LSTMs)": {},
 }
 
 

@@ -141,7 +141,8 @@ def test_fit_keeps_the_least_squares_start_fixed_and_records_it(drift_data):
 
 
 def test_ensemble_members_all_start_from_the_same_least_squares_highway(drift_data):
-    model = fit(drift_data, replace(TINY, horizon=12, val_size=12, ar=48, epochs=2, ensemble=2))
+    config = replace(TINY, horizon=12, val_size=12, ar=48, epochs=2, ensemble=2, ensemble_cells=("lstm",))
+    model = fit(drift_data, config)  # LSTM members: a segrnn member has no highway (test_segments.py)
     first, second = (m.ar.weight.detach() for m in model.net.members)
     assert torch.equal(first, second)
 
@@ -152,6 +153,7 @@ def test_a_network_reading_part_of_its_window_is_saved_served_and_shown(tmp_path
     runner = CliRunner()
     model = tmp_path / "m.streamcast"
     common = ["--horizon", "12", "--epochs", "1", "--hidden", "8", "--ensemble", "2", "--val-size", "60"]
+    common += ["--ensemble-cells", "lstm"]  # with a segrnn member the file is format 10 (test_segments.py)
     fitted = runner.invoke(main, ["fit", str(data), *common, "--quiet", "-o", str(model)])
     assert fitted.exit_code == 0, fitted.output
     meta = json.loads(runner.invoke(main, ["info", str(model), "--json"]).stdout)

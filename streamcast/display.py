@@ -170,6 +170,8 @@ class FitProgress:
                 f"(members {', '.join(_fmt(m['val_loss']) for m in info['members'])})",
                 markup=False,
             )
+        if "segment_share" in info:
+            stderr.print(f"mean: {_segment_share(info)} (fitted on the validation part)", markup=False)
         fallback = info.get("naive_fallback", {})
         if fallback.get("series") or fallback.get("blended"):
             others = info["data"]["series"] - fallback["series"] - fallback.get("blended", 0)
@@ -199,6 +201,11 @@ def _choices(forecaster: Forecaster) -> list[str]:
     if "transform_auto" in info:
         lines.append(f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})")
     return lines
+
+
+def _segment_share(info: dict) -> str:
+    share = info["segment_share"]["share"]
+    return f"{share:.0%} to the segrnn members, {1 - share:.0%} to the others"
 
 
 def _reach_hint(reach: int, config: dict) -> str:
@@ -384,10 +391,13 @@ def print_info(meta: dict, path: str) -> None:
         rows.append(("weights", averaged))
     if "members" in info:
         cells = ", ".join(m["cell"] for m in info["members"])
+        combine = meta.get("ensemble_combine", "median")
+        if "segment_share" in info:
+            combine = f"mean ({_segment_share(info)})"
         rows.append(
             (
                 "ensemble",
-                f"{len(info['members'])} members ({cells}), their {meta.get('ensemble_combine', 'median')}"
+                f"{len(info['members'])} members ({cells}), their {combine}"
                 f" served, val loss {_fmt(info['ensemble_val_loss'])}",
             )
         )

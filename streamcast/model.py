@@ -22,6 +22,7 @@ from streamcast.netconfig import (  # noqa: F401 (public here too)
     STEP_CELLS,
     WINDOW_SCALE_FLOOR,
     ModelConfig,
+    member_weights,
 )
 from streamcast.segments import SegmentRecurrence
 
@@ -288,11 +289,14 @@ class EnsembleForecaster(nn.Module):
     every member, and it is most of a series' state (672 of the default member's 1,184 bytes).
     """
 
-    def __init__(self, configs: list[ModelConfig], combine: str = "median") -> None:
+    def __init__(
+        self, configs: list[ModelConfig], combine: str = "median", weights: tuple[float, ...] | None = None
+    ) -> None:
         super().__init__()
         if combine not in COMBINES:
             raise ValueError(f"an ensemble combines by {' or '.join(COMBINES)}, not {combine!r}")
         self.combine = combine  # files from before the mean was the default have the median
+        self.weights = member_weights(weights, len(configs))  # the mean's, fitted (`cellshare`); None: equal
         self.members = nn.ModuleList(RecurrentForecaster(c) for c in configs)
         shared = {(c.input_size, c.horizon, c.quantiles) for c in configs}
         if len(shared) != 1:
@@ -305,9 +309,11 @@ class EnsembleForecaster(nn.Module):
         self._same_head = len({c.head_scale for c in configs}) == 1
 
     @classmethod
-    def of(cls, nets: list[RecurrentForecaster], combine: str) -> EnsembleForecaster:
+    def of(
+        cls, nets: list[RecurrentForecaster], combine: str, weights: tuple[float, ...] | None = None
+    ) -> EnsembleForecaster:
         """The ensemble of trained networks (their weights copied), ready to serve."""
-        ensemble = cls([n.config for n in nets], combine)
+        ensemble = cls([n.config for n in nets], combine, weights)
         for member, net in zip(ensemble.members, nets, strict=True):
             member.load_state_dict(net.state_dict())
         return ensemble.eval()
@@ -355,7 +361,9 @@ class EnsembleForecaster(nn.Module):
 
     def decode(self, features: MemberFeatures) -> torch.Tensor:
         members = self.decode_members(features)
-        return mean_of_members(members) if self.combine == "mean" else median_of_members(members)
+        if self.combine == "median":
+            return median_of_members(members)
+        return mean_of_members(members, self.weights)
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         features, state = self.encode(x, state)
@@ -378,8 +386,9 @@ def read_head(window: torch.Tensor, head_scale: str) -> HeadRead:
     return HeadRead(shape / spread, spread)
 
 
-def mean_of_members(y: torch.Tensor) -> torch.Tensor:
-    """(..., N, H, Q) -> (..., H, Q): the mean over members, each member's quantiles in order.
+def mean_of_members(y: torch.Tensor, weights: tuple[float, ...] | None = None) -> torch.Tensor:
+    """(..., N, H, Q) -> (..., H, Q): the mean over members (weighted by `weights`, summing to
+    1), each member's quantiles in order.
 
     The default: on M4 Hourly's validation part it scored MASE 0.816 against the median's 0.822
     over 3 seeds, and within 1% either way on ETT; three members that mostly agree gain more
@@ -387,7 +396,9 @@ def mean_of_members(y: torch.Tensor) -> torch.Tensor:
     """
     if y.shape[-1] > 1:
         y = y.sort(dim=-1).values
-    return y.mean(dim=-3)
+    if weights is None:
+        return y.mean(dim=-3)
+    return (y * y.new_tensor(weights)[:, None, None]).sum(dim=-3)
 
 
 def median_of_members(y: torch.Tensor) -> torch.Tensor:

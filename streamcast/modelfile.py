@@ -73,6 +73,7 @@ def save(forecaster: Forecaster, path: str | Path) -> Path:
             {
                 "member_configs": [without_defaults(asdict(m.config), _KNOWN_MODEL) for m in net.members],
                 "ensemble_combine": net.combine,
+                **({"member_weights": list(net.weights)} if net.weights else {}),
             }
             if isinstance(net, EnsembleForecaster)
             else {}
@@ -140,7 +141,7 @@ def load(path: str | Path) -> Forecaster:
     def build() -> torch.nn.Module:
         if len(configs) == 1:
             return RecurrentForecaster(configs[0])
-        return EnsembleForecaster(configs, parts.combine)
+        return EnsembleForecaster(configs, parts.combine, parts.mean_weights)
 
     try:
         weights = {k: torch.from_numpy(np.array(v)) for k, v in parts.weights.items()}

@@ -34,6 +34,7 @@ class ModelParts:
     combine: str | None  # an ensemble's (None: one network)
     weights: dict[str, np.ndarray]  # the network's, named as its state_dict
     fields: dict[str, Any]
+    mean_weights: tuple[float, ...] | None = None  # the members' in their mean (None: equal)
 
     def forecaster(self, net) -> Forecaster:
         return Forecaster(net=net, **self.fields)
@@ -77,7 +78,8 @@ def read_parts(path: str | Path) -> ModelParts:
         "intervals": Intervals.from_meta(meta["intervals"]) if meta.get("intervals") else None,
     }
     combine = meta.get("ensemble_combine", "median") if len(configs) > 1 else None
-    return ModelParts(configs, combine, weights, fields)
+    mean_weights = tuple(meta["member_weights"]) if meta.get("member_weights") else None
+    return ModelParts(configs, combine, weights, fields, mean_weights)
 
 
 def load_numpy(path: str | Path) -> Forecaster:
@@ -86,7 +88,7 @@ def load_numpy(path: str | Path) -> Forecaster:
 
     parts = read_parts(path)
     try:
-        net = numpy_network(parts.configs, parts.weights, parts.combine)
+        net = numpy_network(parts.configs, parts.weights, parts.combine, parts.mean_weights)
     except DAMAGED_FILE as exc:
         raise damaged(path, exc) from None
     return parts.forecaster(net)

@@ -100,6 +100,17 @@ def recorded_fields(config: ModelConfig) -> dict:
     return without_defaults(asdict(config), LATER_FIELDS)
 
 
+def member_weights(weights, members: int) -> tuple[float, ...] | None:
+    """An ensemble's weights for its mean, checked: one per member, each in [0, 1], summing to 1
+    (None: all equal, as every file before weights were fitted)."""
+    if weights is None:
+        return None
+    weights = tuple(float(w) for w in weights)
+    if len(weights) != members or not all(0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"an ensemble of {members} members takes {members} weights in [0, 1] summing to 1")
+    return weights
+
+
 def segment_length(ar: int, season: int) -> int:
     """A segrnn member's segment: a season, as SegRNN cuts ETTh1 into days, where the window holds
     two of them; otherwise a quarter of the window."""

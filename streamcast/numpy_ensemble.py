@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamcast.fallback import in_order
-from streamcast.netconfig import COMBINES, ModelConfig
+from streamcast.netconfig import COMBINES, ModelConfig, member_weights
 from streamcast.numpy_net import (
     STEPS,
     Features,
@@ -160,7 +160,13 @@ class NumpyEnsemble:
     """`model.EnsembleForecaster` in eval mode: members side by side in the state, members with
     the same window carrying it once, last; the forecast is their mean or median."""
 
-    def __init__(self, configs: list[ModelConfig], weights: dict[str, np.ndarray], combine: str) -> None:
+    def __init__(
+        self,
+        configs: list[ModelConfig],
+        weights: dict[str, np.ndarray],
+        combine: str,
+        mean_weights: tuple[float, ...] | None = None,
+    ) -> None:
         if combine not in COMBINES:
             raise ValueError(f"an ensemble combines by {' or '.join(COMBINES)}, not {combine!r}")
         if len({(c.input_size, c.horizon, c.quantiles) for c in configs}) != 1:
@@ -168,6 +174,7 @@ class NumpyEnsemble:
         expected = {f"members.{i}.{k}": s for i, c in enumerate(configs) for k, s in weight_shapes(c).items()}
         checked(weights, expected)
         self.combine = combine
+        self.weights = member_weights(mean_weights, len(configs))
         self.config = configs[0]
         self.members = tuple(NumpyForecaster(c, _member_weights(weights, i)) for i, c in enumerate(configs))
         self._shared_window = (
@@ -229,7 +236,9 @@ class NumpyEnsemble:
 
     def decode(self, features: MemberFeatures | StackedFeatures) -> np.ndarray:
         members = self.decode_members(features)
-        return mean_of_members(members) if self.combine == "mean" else median_of_members(members)
+        if self.combine == "median":
+            return median_of_members(members)
+        return mean_of_members(members, self.weights)
 
 
 def _member_weights(weights: dict[str, np.ndarray], member: int) -> dict[str, np.ndarray]:
@@ -238,9 +247,12 @@ def _member_weights(weights: dict[str, np.ndarray], member: int) -> dict[str, np
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
-def mean_of_members(y: np.ndarray) -> np.ndarray:
-    """(..., N, H, Q) -> (..., H, Q): the mean over members, each member's quantiles in order."""
-    return in_order(y).mean(axis=-3)
+def mean_of_members(y: np.ndarray, weights: tuple[float, ...] | None = None) -> np.ndarray:
+    """(..., N, H, Q) -> (..., H, Q): the mean over members (weighted by `weights`), each
+    member's quantiles in order."""
+    if weights is None:
+        return in_order(y).mean(axis=-3)
+    return (in_order(y) * np.asarray(weights, dtype=y.dtype)[:, None, None]).sum(axis=-3)
 
 
 def median_of_members(y: np.ndarray) -> np.ndarray:
@@ -252,7 +264,10 @@ def median_of_members(y: np.ndarray) -> np.ndarray:
 
 
 def numpy_network(
-    configs: list[ModelConfig], weights: dict[str, np.ndarray], combine: str | None = None
+    configs: list[ModelConfig],
+    weights: dict[str, np.ndarray],
+    combine: str | None = None,
+    mean_weights: tuple[float, ...] | None = None,
 ) -> NumpyForecaster | NumpyEnsemble:
     """The network of these configs with these weights (keyed as torch's `state_dict()`), ready
     to serve: one config gives a single network, several an ensemble (combined by the median
@@ -262,7 +277,7 @@ def numpy_network(
         raise ValueError("a network needs at least one config")
     if len(configs) == 1:
         return NumpyForecaster(configs[0], weights)
-    return NumpyEnsemble(list(configs), weights, combine if combine is not None else "median")
+    return NumpyEnsemble(list(configs), weights, combine if combine is not None else "median", mean_weights)
 
 
 NumpyNetwork = NumpyForecaster | NumpyEnsemble

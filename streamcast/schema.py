@@ -145,6 +145,7 @@ class ModelMeta(Struct, kw_only=True):
     tensors_sha256: str | None = None
     member_configs: Annotated[list[ModelConfigMeta], Meta(max_length=64)] | None = None
     ensemble_combine: Literal["mean", "median"] = "median"  # files from before it was kept: the median
+    member_weights: Annotated[list[Annotated[float, Meta(ge=0, le=1)]], Meta(max_length=64)] | None = None
     static_values: dict[str, list[Any]] = {}
     naive_series: list[Name] = []
     naive_share: dict[Name, Annotated[float, Meta(gt=0, lt=1)]] = {}

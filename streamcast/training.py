@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from streamcast.averaging import AVERAGE_EPOCHS, BestEpochs
+from streamcast.cellshare import segment_share, share_weights
 from streamcast.dataparallel import (
     GlobalLanes,
     agree_feature_spec,
@@ -804,6 +805,9 @@ def assemble(
     checked = bool(config.naive_fallback) and (seasonal or last_only)
     calibrated = bool(config.intervals) and not config.quantiles and net.config.ar > 0
     if len(trained) > 1:
+        nets = [n for _, n, _ in trained]
+        if config.ensemble_combine == "mean" and len({n.config.cell == "segrnn" for n in nets}) == 2:
+            net, info["segment_share"] = _fit_segment_share(nets, work, config)
         outputs = validation_outputs(net, work)
         info["ensemble_val_loss"] = validation_score(outputs, work, config, net.config.quantiles)
     late = _late_validation(net, work, prepared.val_size) if checked or calibrated else None
@@ -1387,6 +1391,20 @@ def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:
 def validation_loss(net, work: _Work, config: FitConfig) -> float:
     """The state is warmed over each series' training part first, exactly as `forecast` serves it."""
     return validation_score(validation_outputs(net, work), work, config, net.config.quantiles)
+
+
+def _fit_segment_share(nets: list[RecurrentForecaster], work: _Work, config: FitConfig):
+    """The ensemble served with the segrnn members' share of its mean fitted on the validation
+    part (`cellshare`), and the share for the file's info."""
+    groups = [[n for n in nets if (n.config.cell == "segrnn") == kind] for kind in (False, True)]
+    step, segment = (
+        validation_outputs(g[0] if len(g) == 1 else EnsembleForecaster.of(g, "mean"), work) for g in groups
+    )
+    quantiles = nets[0].config.quantiles
+    share, scores = segment_share(step, segment, lambda y: validation_score(y, work, config, quantiles))
+    weights = share_weights([n.config.cell for n in nets], share)
+    log.info("segrnn members' share of the mean: %.3f (fitted on the validation part)", share)
+    return EnsembleForecaster.of(nets, "mean", weights), {"share": share, "val_losses": scores}
 
 
 def validation_outputs(net, work: _Work) -> torch.Tensor:

@@ -15,11 +15,13 @@ import torch
 from click.testing import CliRunner
 
 import streamcast as sc
+from streamcast.cellshare import segment_share, share_weights
 from streamcast.cli import main
 from streamcast.features import FeatureSpec
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.modelfile import load, save
 from streamcast.modelheader import read_metadata
+from streamcast.modelparts import load_numpy
 from streamcast.numpy_ensemble import numpy_network
 from streamcast.numpy_net import NumpyForecaster
 from streamcast.reading import read_series
@@ -175,6 +177,7 @@ def test_cli_fit_info_forecast_and_stream_with_segrnn_members(tmp_path):
     assert fitted.exit_code == 0, fitted.output
     info = runner.invoke(main, ["info", str(model)])
     assert "3 members (lstm, segrnn, segrnn)" in info.stdout
+    assert "to the segrnn members" in info.stdout  # the fitted share of their mean
     out = tmp_path / "f.csv"
     forecast = runner.invoke(main, ["forecast", str(data), "-m", str(model), "-o", str(out)])
     assert forecast.exit_code == 0, forecast.output
@@ -203,3 +206,52 @@ def test_a_segrnn_cell_without_a_window_is_a_usage_error(tmp_path):
     assert "segrnn" in result.stderr and "--ar" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_the_segrnn_share_is_the_one_whose_blend_scores_best_on_validation():
+    rng = np.random.default_rng(0)
+    step, segment = (
+        torch.from_numpy(rng.normal(size=(50, 6, 1))),
+        torch.from_numpy(rng.normal(size=(50, 6, 1))),
+    )
+    truth = 0.25 * step + 0.75 * segment
+    share, scores = segment_share(step, segment, lambda y: float(((y - truth) ** 2).mean()))
+    assert share == 0.75
+    assert len(scores) == 13 and min(scores) == scores[9] < 1e-12
+
+
+def test_the_share_is_split_among_the_members_of_each_kind():
+    assert share_weights(["lstm", "segrnn", "segrnn"], 0.5) == (0.5, 0.25, 0.25)
+    assert share_weights(["lstm", "segrnn", "segrnn", "lstm"], 0.0) == (0.5, 0.0, 0.0, 0.5)
+
+
+def test_a_weighted_mean_is_served_alike_by_torch_numpy_and_the_file(mixed, tmp_path):
+    weights = mixed.net.weights
+    share = mixed.info["segment_share"]["share"]
+    assert weights == pytest.approx(share_weights(["lstm", "segrnn", "segrnn"], share))
+    assert len(mixed.info["segment_share"]["val_losses"]) == 13
+    x = torch.randn(2, 40, mixed.net.config.input_size)
+    with torch.no_grad():
+        features, _ = mixed.net.encode(x, mixed.net.init_state(2))
+        members = mixed.net.decode_members(features)
+        served = mixed.net.decode(features)
+    expected = sum(w * members[..., m, :, :] for m, w in enumerate((0.2, 0.3, 0.5)))
+    reweighted = EnsembleForecaster.of(list(mixed.net.members), "mean", (0.2, 0.3, 0.5))
+    with torch.no_grad():
+        torch.testing.assert_close(reweighted.decode(features), expected)
+    torch.testing.assert_close(served, sum(w * members[..., m, :, :] for m, w in enumerate(weights)))
+    path = save(mixed, tmp_path / "weighted.streamcast")
+    assert read_metadata(path)["member_weights"] == pytest.approx(list(weights))
+    assert load(path).net.weights == pytest.approx(weights)
+    numpy_served = load_numpy(path)
+    assert numpy_served.net.weights == pytest.approx(weights)
+    with torch.no_grad():
+        y, _ = mixed.net(x, mixed.net.init_state(2))
+    y_np, _ = numpy_served.net(x.numpy(), numpy_served.net.init_state(2))
+    np.testing.assert_allclose(y_np, y.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.5, 0.6, -0.1), (0.2, 0.2, 0.2)])
+def test_weights_that_do_not_make_a_mean_are_refused(weights):
+    with pytest.raises(ValueError, match="weights in \\[0, 1\\] summing to 1"):
+        EnsembleForecaster([SEG, SEG, SEG], "mean", weights)

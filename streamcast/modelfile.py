@@ -120,8 +120,8 @@ def _format_version(forecaster: Forecaster) -> int:
     """The oldest version whose readers serve this file as written: older readers refuse it."""
     net = forecaster.net
     configs = [m.config for m in getattr(net, "members", [net])]
-    if any(c.cell == "segrnn" for c in configs):
-        return SEGMENT_MEMBERS
+    if any(c.cell == "segrnn" for c in configs) or getattr(net, "weights", None):
+        return SEGMENT_MEMBERS  # segrnn members, or a weighted mean (`member_weights`), came together
     if any(c.net_window for c in configs):
         return NETWORK_WINDOW
     if forecaster.naive_last:

@@ -25,7 +25,8 @@ FORMAT = "streamcast-model"
 # fallback is the last value (`naive_last`), which a reader of 7 would serve seasonal naive; 9: a
 # network that reads only the newest part of its highway's window (`net_window`), which a reader of
 # 8 would build with a head over the whole window and refuse as damaged; 10: segrnn members
-# (`segments`), whose cell a reader of 9 does not know.
+# (`segments`), whose cell a reader of 9 does not know, and a weighted mean of the members
+# (`member_weights`), which it would serve unweighted.
 # An older reader refuses a newer file with "upgrade streamcast" instead of misreading it.
 FORMAT_VERSION = 10
 MEAN_OF_MEMBERS = 5

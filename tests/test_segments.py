@@ -18,6 +18,7 @@ import streamcast as sc
 from streamcast.cellshare import segment_share, share_weights
 from streamcast.cli import main
 from streamcast.features import FeatureSpec
+from streamcast.forecaster import Forecaster
 from streamcast.model import EnsembleForecaster, ModelConfig, RecurrentForecaster
 from streamcast.modelfile import load, save
 from streamcast.modelheader import read_metadata
@@ -255,3 +256,13 @@ def test_a_weighted_mean_is_served_alike_by_torch_numpy_and_the_file(mixed, tmp_
 def test_weights_that_do_not_make_a_mean_are_refused(weights):
     with pytest.raises(ValueError, match="weights in \\[0, 1\\] summing to 1"):
         EnsembleForecaster([SEG, SEG, SEG], "mean", weights)
+
+
+def test_a_weighted_mean_alone_makes_the_file_format_10(tiny_model, tmp_path):
+    """A reader of 9 would serve the members unweighted: it must refuse the file instead."""
+    lstm = tiny_model.net.config
+    net = EnsembleForecaster([lstm, lstm], "mean", (0.25, 0.75))
+    model = Forecaster(net, tiny_model.spec, tiny_model.scaler, tiny_model.columns, tiny_model.info)
+    path = save(model, tmp_path / "weighted.streamcast")
+    assert read_metadata(path)["format_version"] == 10
+    assert load(path).net.weights == (0.25, 0.75)

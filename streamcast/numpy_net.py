@@ -67,8 +67,7 @@ def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     if c.cell == "segrnn":  # streamcast.segments
         shapes["segments.embed.weight"] = (c.hidden_size, c.segment)
         shapes["segments.embed.bias"] = (c.hidden_size,)
-        for name, shape in (("weight_ih", (gates, c.hidden_size)), ("weight_hh", (gates, c.hidden_size))):
-            shapes[f"segments.rnn.{name}_l0"] = shape
+        shapes["segments.rnn.weight_ih_l0"] = shapes["segments.rnn.weight_hh_l0"] = (gates, c.hidden_size)
         shapes["segments.rnn.bias_ih_l0"] = shapes["segments.rnn.bias_hh_l0"] = (gates,)
         shapes["segments.position"] = (-(-c.horizon // c.segment), c.hidden_size)
         shapes["segments.out.weight"] = (c.segment * c.outputs_per_step, c.hidden_size)

@@ -109,6 +109,9 @@ LEVERS = {
         "ensemble_cells": ("lstm",)
     },
     "+ segrnn members: an LSTM and two segrnn members where the data stays in its own units (ETT; M4 in logs keeps three LSTMs)": {},
+    "--segment-stride 4 (each segrnn member's loss at every 4th step of a chunk; not the default)": {
+        "segment_stride": 4
+    },
 }
 
 

@@ -204,8 +204,9 @@ def _choices(forecaster: Forecaster) -> list[str]:
 
 
 def _segment_share(info: dict) -> str:
-    share = info["segment_share"]["share"]
-    return f"{share:.0%} to the segrnn members, {1 - share:.0%} to the others"
+    share, stride = info["segment_share"]["share"], info["fit_config"].get("segment_stride", 1)
+    trained = f", trained on one step in {stride}" if stride > 1 else ""
+    return f"{share:.0%} to the segrnn members{trained}, {1 - share:.0%} to the others"
 
 
 def _reach_hint(reach: int, config: dict) -> str:

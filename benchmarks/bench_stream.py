@@ -8,7 +8,10 @@ forecast line has been read back; p50/p90/p99 over `LATENCY_LINES` lines.
 Each regime is run by the default engine (`--device cpu`: numpy, torch never loaded) and by torch
 (`--device auto`, the CPU on a machine without a GPU), alternately, so that both see the same load.
 GRU, hidden 64, horizon 24 (one epoch of training: speed does not depend on the weights); arguments:
-MEMBERS (default 1) and `none` for a model without the default interval.
+MEMBERS (default 1), `none` for a model without the default interval (`intervals` keeps it), and
+the members' cells (`gru` for three GRUs, as before segrnn members; default: the fit's default
+cells, a GRU and two segrnn members for this data in its own units), so both can be run on one
+machine under one load.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ def main() -> None:
     # `none` as the second argument: point forecasts alone (`fit --intervals none`), else the
     # default calibrated interval, whose q0.1/q0.5/q0.9 triple the numbers of every line.
     intervals = () if sys.argv[2:3] == ["none"] else sc.FitConfig().intervals
+    cells = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ()
     quick = bool(os.environ.get("STREAMCAST_BENCH_QUICK"))
     live = 500 if quick else LIVE
     frame = synthetic(SERIES, HISTORY + live)
@@ -117,7 +121,13 @@ def main() -> None:
         model = Path(tmp) / "gru64.streamcast"
         history = sc.read_series(frame.filter(pl.col("timestamp") < cutoff))
         config = sc.FitConfig(
-            cell="gru", hidden_size=64, horizon=24, epochs=1, ensemble=members, intervals=intervals
+            cell="gru",
+            hidden_size=64,
+            horizon=24,
+            epochs=1,
+            ensemble=members,
+            intervals=intervals,
+            ensemble_cells=cells,
         )
         sc.save(sc.fit(history, config), model)
         ticks = frame.filter(pl.col("timestamp") >= cutoff).sort("timestamp", "series_id")
@@ -136,10 +146,12 @@ def main() -> None:
         for engine in ENGINES:
             rows.append(interactive(model, engine, text[: LATENCY_LINES + 50]))
     report(
-        ("stream" if members == 1 else f"stream_ensemble{members}") + ("_points" if not intervals else ""),
+        ("stream" if members == 1 else f"stream_ensemble{members}")
+        + ("_points" if not intervals else "")
+        + ("_" + "_".join(cells) if cells else ""),
         rows,
         note=f"{SERIES} interleaved series, GRU hidden 64 x {members} members, horizon 24, "
-        f"intervals {intervals or 'none'}; {machine()}",
+        f"intervals {intervals or 'none'}, cells {','.join(cells) if cells else 'the default'}; {machine()}",
     )
 
 

@@ -109,9 +109,11 @@ LEVERS = {
         "ensemble_cells": ("lstm",)
     },
     "+ segrnn members: an LSTM and two segrnn members where the data stays in its own units (ETT; M4 in logs keeps three LSTMs)": {},
-    "--segment-stride 4 (each segrnn member's loss at every 4th step of a chunk; not the default)": {
+    "--segment-stride 4 (each segrnn member trained on every 4th step, shifted each epoch)": {
         "segment_stride": 4
     },
+    "--segment-stride 8": {"segment_stride": 8},
+    "--segment-stride 2": {"segment_stride": 2},
 }
 
 

@@ -191,7 +191,7 @@ class FitProgress:
 
 def _choices(forecaster: Forecaster) -> list[str]:
     """What `fit` chose from the data where it was not told: the validation part's size (where
-    it is over the horizon) and the transform for positive data."""
+    it is over the horizon) and the transform for positive data; and a `--segment-stride`."""
     info, lines = forecaster.info, []
     if info.get("val_size_chosen") and info["val_size"] > info["fit_config"]["horizon"]:
         lines.append(
@@ -200,13 +200,26 @@ def _choices(forecaster: Forecaster) -> list[str]:
         )
     if "transform_auto" in info:
         lines.append(f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})")
+    if stride := _segment_stride(info, _cells(info, info["fit_config"]["cell"])):
+        lines.append(f"training: {stride}")
     return lines
 
 
 def _segment_share(info: dict) -> str:
-    share, stride = info["segment_share"]["share"], info["fit_config"].get("segment_stride", 1)
-    trained = f", trained on one step in {stride}" if stride > 1 else ""
-    return f"{share:.0%} to the segrnn members{trained}, {1 - share:.0%} to the others"
+    share = info["segment_share"]["share"]
+    return f"{share:.0%} to the segrnn members, {1 - share:.0%} to the others"
+
+
+def _segment_stride(info: dict, cells: list[str]) -> str:
+    """How the segrnn members were trained (`--segment-stride`); other cells train on every step."""
+    if "segrnn" not in cells:
+        return ""
+    stride = info["fit_config"].get("segment_stride", 1)  # files before it: every step
+    return f"segrnn trained on {'every step' if stride == 1 else f'one step in {stride}'} (--segment-stride)"
+
+
+def _cells(info: dict, cell: str) -> list[str]:
+    return [m["cell"] for m in info["members"]] if "members" in info else [cell]
 
 
 def _reach_hint(reach: int, config: dict) -> str:
@@ -402,6 +415,8 @@ def print_info(meta: dict, path: str) -> None:
                 f" served, val loss {_fmt(info['ensemble_val_loss'])}",
             )
         )
+    if stride := _segment_stride(info, _cells(info, cfg["cell"])):
+        rows.append(("training", stride))
     health = info["gradient_health"]
     rows.append(
         (

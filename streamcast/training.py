@@ -130,7 +130,7 @@ class FitConfig:
     holidays: str = ""  # a country code (e.g. "DE"): holiday flags of the next `horizon` steps
     static: tuple[str, ...] = ()  # one value per series (region, size): one-hot or scaled inputs
     bptt: int = 48
-    segment_stride: int = 1  # a segrnn member's loss at every Nth step of a chunk (`_scored_forward`)
+    segment_stride: int = 4  # a segrnn member trains on every Nth step (`_scored_forward`)
     batch_size: int = 32
     epochs: int = 30
     lr: float = 3e-3
@@ -568,6 +568,7 @@ def prepare(
         scaler = fit_scaler(raw, offsets, ids, train_lengths, spec.scaling, transform)
         inputs = build_inputs(frame, spec, scaler, static=static_values or None)
 
+    ar = window_length(data.freq) if config.ar is None else config.ar
     model_config = ModelConfig(
         input_size=spec.input_size,
         cell=config.cell,
@@ -576,9 +577,10 @@ def prepare(
         dropout=config.dropout,
         horizon=config.horizon,
         quantiles=config.model_quantiles,
-        conv=config.conv,
-        ar=window_length(data.freq) if config.ar is None else config.ar,
+        conv=0 if config.cell == "segrnn" else config.conv,  # `member_config`: as every segrnn member's
+        ar=ar,
         season=season,
+        segment=segment_length(ar, season) if config.cell == "segrnn" else 0,
         known=len(spec.known_inputs) if spec.future_steps else 0,
         known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
         head_scale=choose_head_scale(config.head_scale, transform),
@@ -1066,7 +1068,7 @@ def _train_member(
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
             health = GradientHealth(config.clip)
-            train_loss, timesteps = train_epoch(net, optimizer, work, config, rng, health, scheduler)
+            train_loss, timesteps = train_epoch(net, optimizer, work, config, rng, health, scheduler, epoch)
             reach = gradient_reach(net, work.table, work.values, work.lanes, config)
             if work.cluster is not None:
                 reach = int(work.cluster.gather(reach)[0])  # rank 0's lanes, as one process's first
@@ -1269,7 +1271,9 @@ def _steps_per_epoch(work: _Work, bptt: int) -> int:
     return max(1, -(-count // work.batch_size) * int(chunks.max()))
 
 
-def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler) -> tuple[float, int]:
+def _train_epoch(
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int = 1
+) -> tuple[float, int]:
     """One pass over every lane, in shuffled groups of `batch_size` lanes, state carried per group."""
     table, values, lanes, batch_size = work.table, work.values, work.lanes, work.batch_size
     net.train()
@@ -1285,8 +1289,9 @@ def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, sc
         for start in range(0, width, config.bptt):
             chunk_rows = rows[:, start : start + config.bptt]
             timesteps += int(chunk_rows.numel())
-            phase = g // batch_size + start // config.bptt
-            y, state, scored = _scored_forward(net, table[chunk_rows], state, config.segment_stride, phase)
+            y, state, scored = _scored_forward(
+                net, table[chunk_rows], state, config.segment_stride, start + epoch
+            )
             chunk_rows, chunk_mask = chunk_rows[:, scored], mask[:, start : start + config.bptt][:, scored]
             # Truncated BPTT: the state's values flow on to the next chunk, its gradient does not.
             state = detach_state(state)
@@ -1311,9 +1316,12 @@ def _train_epoch(net, optimizer, work: _Work, config: FitConfig, rng, health, sc
     return (total_loss / total_weight if total_weight else math.nan), timesteps
 
 
-def _scored_forward(net: RecurrentForecaster, x: torch.Tensor, state, stride: int, phase: int):
+def _scored_forward(net: RecurrentForecaster, x: torch.Tensor, state, stride: int, step: int):
     """A chunk's forecasts at the steps its loss scores, the new state, and which steps those are:
-    every step, or a segrnn network's every `stride`th from `phase` (each chunk its own phase).
+    every step, or a segrnn network's every `stride`th lane step, `step` being the chunk's first
+    lane step plus the epoch: evenly spaced across the chunks, shifted by one each epoch, so that
+    every step is trained on once in `stride` epochs (each lane alike: a chunk's lanes are one
+    tensor).
 
     A segrnn network runs its GRU over the whole window at every step it forecasts, where an LSTM
     steps once, and neighbouring windows differ by one value: scoring every 4th step cut ETTh1's
@@ -1323,7 +1331,7 @@ def _scored_forward(net: RecurrentForecaster, x: torch.Tensor, state, stride: in
         y, state = net(x, state)
         return y, state, slice(None)
     features, state = net.encode(x, state)
-    scored = slice(phase % stride, None, stride)
+    scored = slice(-step % stride, None, stride)
     return net.decode(features[:, scored]), state, scored
 
 
@@ -1344,7 +1352,7 @@ def _step(optimizer, params, config: FitConfig, health, scheduler, loss: float) 
 
 
 def _train_epoch_sharded(
-    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int = 1
 ) -> tuple[float, int]:
     """`_train_epoch` with each batch's lanes trained by the ranks that hold them.
 
@@ -1371,9 +1379,8 @@ def _train_epoch_sharded(
             terms = [torch.zeros((), device=work.device)] * 3  # loss sum, its divisor, loss steps
             if chunk_rows.numel():  # this rank holds lanes of the batch that reach this far
                 timesteps += int(chunk_rows.numel())
-                phase = g // work.batch_size + start // bptt  # as in `_train_epoch`, on every rank alike
                 y, state, scored = _scored_forward(
-                    net, work.table[chunk_rows], state, config.segment_stride, phase
+                    net, work.table[chunk_rows], state, config.segment_stride, start + epoch
                 )
                 chunk_rows, chunk_mask = chunk_rows[:, scored], chunk_mask[:, scored]
                 state = detach_state(state)

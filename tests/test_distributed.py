@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,48 @@ def test_two_gloo_ranks_train_the_weights_one_process_trains(dataset, tmp_path):
     assert (two.info["world_size"], two.info["device"]) == (2, "cpu")
     assert two.info["data"]["source"] == str(dataset.resolve())
     assert two.info["data"]["series"] == 6 and two.info["lanes"] == one.info["lanes"]
+
+
+SPY = """
+import json, os, sys
+from streamcast import training
+from streamcast.cli import main
+real = training._scored_forward
+def spy(net, x, state, stride, step):
+    y, state, scored = real(net, x, state, stride, step)
+    with open(os.path.join(os.environ["SPY_DIR"], os.environ.get("RANK", "0")), "a") as f:
+        f.write(json.dumps([net.config.cell, step]) + "\\n")
+    return y, state, scored
+training._scored_forward = spy
+main()
+"""
+
+
+def test_two_gloo_ranks_score_a_strided_segrnn_on_one_processs_steps(dataset, tmp_path):
+    """`--segment-stride` under torchrun: each rank scores its lanes' chunks from the same lane
+    steps (shifted by the same epoch) as one process, so the batches train the same steps.
+    (The weights agree only in distribution: a segrnn member's dropout draws differ per process.)"""
+    spy = tmp_path / "spy.py"
+    spy.write_text(SPY)
+    ranks, alone = tmp_path / "ranks", tmp_path / "alone"
+    ranks.mkdir(), alone.mkdir()
+    config = [str(dataset), "--cell", "segrnn", "--segment-stride", "3", *FAST, "-o", str(tmp_path / "m")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STREAMCAST_DIST_TIMEOUT": "60", "SPY_DIR": str(ranks)}
+    done = subprocess.run([*command, str(spy), "fit", *config], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    env = {**env, "SPY_DIR": str(alone)}
+    done = subprocess.run([sys.executable, str(spy), "fit", *config], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+
+    def steps(folder):
+        calls = [json.loads(line) for f in sorted(folder.iterdir()) for line in f.read_text().splitlines()]
+        return sorted({step for cell, step in calls if cell == "segrnn"})
+
+    assert len(list(ranks.iterdir())) == 2  # both ranks trained lanes
+    assert steps(ranks) == steps(alone)
+    assert len(steps(alone)) > 2  # chunks at several lane steps, over two epochs
+    assert streamcast.load(tmp_path / "m").info["fit_config"]["segment_stride"] == 3
 
 
 def test_a_failing_rank_stops_every_rank_with_one_line_each(dataset, tmp_path):

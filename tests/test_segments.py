@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 import streamcast as sc
+from streamcast import training
 from streamcast.cellshare import segment_share, share_weights
 from streamcast.cli import main
 from streamcast.features import FeatureSpec
@@ -76,8 +77,8 @@ def test_the_state_is_the_window_alone_and_ticks_equal_one_pass():
     torch.testing.assert_close(torch.cat(ticks, dim=1), batched, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stride, phase", [(4, 0), (4, 5), (3, 1)])
-def test_a_strided_segrnn_is_scored_at_every_nth_step_and_its_window_still_walks_all(stride, phase):
+@pytest.mark.parametrize("stride, step", [(4, 0), (4, 5), (3, 1)])
+def test_a_strided_segrnn_is_scored_at_every_nth_step_and_its_window_still_walks_all(stride, step):
     """The scored steps' forecasts are the full pass's at those steps, and the state is the full
     pass's, so the next chunk starts where it would have; an LSTM is scored at every step."""
     torch.manual_seed(3)
@@ -85,15 +86,39 @@ def test_a_strided_segrnn_is_scored_at_every_nth_step_and_its_window_still_walks
     net = RecurrentForecaster(SEG).eval()
     with torch.no_grad():
         full, full_state = net(x, net.init_state(2))
-        y, state, scored = _scored_forward(net, x, net.init_state(2), stride, phase)
-    steps = list(range(phase % stride, 48, stride))
+        y, state, scored = _scored_forward(net, x, net.init_state(2), stride, step)
+    steps = [i for i in range(48) if (step + i) % stride == 0]  # lane steps on the stride's grid
     assert list(range(48))[scored] == steps
     torch.testing.assert_close(y, full[:, steps])
     torch.testing.assert_close(state[0], full_state[0])
     lstm = RecurrentForecaster(replace(SEG, cell="lstm", segment=0)).eval()
     with torch.no_grad():
-        y, _, scored = _scored_forward(lstm, x, lstm.init_state(2), stride, phase)
+        y, _, scored = _scored_forward(lstm, x, lstm.init_state(2), stride, step)
     assert y.shape[1] == 48 and scored == slice(None)
+
+
+def test_over_stride_epochs_a_segrnn_member_trains_once_on_every_step(level_data, monkeypatch):
+    """Each epoch a different third of the steps (evenly spaced, across chunk boundaries), so
+    that three epochs of `--segment-stride 3` cover every step of every lane exactly once."""
+    scored_by_epoch: list[list[int]] = [[], [], []]
+    epochs: list = []
+
+    def spy(net, x, state, stride, step):
+        y, state, scored = _scored_forward(net, x, state, stride, step)
+        start = step - (len(epochs) + 1)  # the chunk's first lane step
+        scored_by_epoch[len(epochs)].extend(start + i for i in range(x.shape[1])[scored])
+        return y, state, scored
+
+    monkeypatch.setattr(training, "_scored_forward", spy)
+    config = replace(TINY, cell="segrnn", segment_stride=3, epochs=3, patience=10, batch_size=64)
+    sc.fit(level_data, config, on_epoch=epochs.append)
+    assert len(epochs) == 3
+    seen = [set(steps) for steps in scored_by_epoch]
+    width = max(max(s) for s in seen) + 1
+    assert width > config.bptt  # several chunks per lane
+    for epoch, steps in enumerate(seen, 1):
+        assert steps == {t for t in range(width) if (t + epoch) % 3 == 0}
+    assert set().union(*seen) == set(range(width))
 
 
 def test_segment_stride_trains_the_segrnn_members_alone_on_fewer_steps(level_data):
@@ -257,14 +282,47 @@ def test_cli_segment_stride_fits_says_so_in_info_and_refuses_zero(tmp_path):
     hourly_frame(series=2, length=240, growth=0.0).write_csv(data)
     model = tmp_path / "m.streamcast"
     runner = CliRunner()
-    args = ["fit", str(data), "-o", str(model), *CLI_TINY, "--ensemble", "3", "-q"]
-    fitted = runner.invoke(main, [*args, "--segment-stride", "4"])
-    assert fitted.exit_code == 0, fitted.output
-    info = "".join(runner.invoke(main, ["info", str(model)]).stdout.replace("│", " ").split())
-    assert "tothesegrnnmembers,trainedononestepin4," in info
+    args = ["fit", str(data), "-o", str(model), *CLI_TINY, "--ensemble", "3"]
+    for stride, said in (("4", "one step in 4"), ("1", "every step")):
+        fitted = runner.invoke(main, [*args, "--segment-stride", stride])
+        assert fitted.exit_code == 0, fitted.output
+        assert f"training: segrnn trained on {said} (--segment-stride)" in fitted.stderr
+        info = " ".join(runner.invoke(main, ["info", str(model)]).stdout.replace("│", " ").split())
+        assert f"training segrnn trained on {said} (--segment-stride)" in info
+    assert read_metadata(model)["info"]["fit_config"]["segment_stride"] == 1
     refused = runner.invoke(main, [*args, "--segment-stride", "0"])
     assert refused.exit_code == 2
     assert refused.stderr.strip() == "Error: --bptt and --segment-stride must be at least 1"
+
+
+def test_cli_fits_and_serves_a_single_segrnn_network(tmp_path):
+    """`--cell segrnn --ensemble 1`: one segrnn network, forecast from the file like any other."""
+    data = tmp_path / "level.csv"
+    hourly_frame(series=2, length=240, growth=0.0).write_csv(data)
+    model, out = tmp_path / "m.streamcast", tmp_path / "f.csv"
+    runner = CliRunner()
+    fitted = runner.invoke(main, ["fit", str(data), "-o", str(model), *CLI_TINY, "--cell", "segrnn", "-q"])
+    assert fitted.exit_code == 0, fitted.output
+    assert read_metadata(model)["model_config"]["cell"] == "segrnn"
+    forecast = runner.invoke(main, ["forecast", str(data), "-m", str(model), "-o", str(out), "-q"])
+    assert forecast.exit_code == 0, forecast.output
+    frame = pl.read_csv(out)
+    assert frame.height == 2 * 6 and frame["forecast"].is_finite().all()
+
+
+def test_cli_a_model_without_segrnn_members_says_nothing_of_the_stride(tmp_path):
+    """Other cells train on every step whatever `--segment-stride` says: nothing to report."""
+    data = tmp_path / "level.csv"
+    hourly_frame(series=2, length=240, growth=0.0).write_csv(data)
+    model = tmp_path / "m.streamcast"
+    runner = CliRunner()
+    args = ["fit", str(data), "-o", str(model), *CLI_TINY, "--ensemble", "2", "--ensemble-cells", "lstm"]
+    fitted = runner.invoke(main, args)
+    assert fitted.exit_code == 0, fitted.output
+    assert "wrote" in fitted.stderr and "segment-stride" not in fitted.stderr
+    info = runner.invoke(main, ["info", str(model)])
+    assert info.exit_code == 0 and "2 members (lstm, lstm)" in info.stdout
+    assert "segment-stride" not in info.stdout
 
 
 def test_the_segrnn_share_is_the_one_whose_blend_scores_best_on_validation():

@@ -29,6 +29,7 @@ from streamcast.training import (
     Prepared,
     around_training,
     assemble,
+    member_config,
     member_jobs,
     member_seed,
     prepare,
@@ -47,10 +48,12 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
     other_cell = "gru" if base.cell != "gru" else "lstm"
     variants = [
         (base, config),
-        (replace(base, cell=other_cell), config),
+        (member_config(base, other_cell), config),  # a segrnn base's segment goes, or comes
         (replace(base, hidden_size=base.hidden_size * 2), config),
         (base, replace(config, lr=config.lr / 3)),
-        (replace(base, ar=base.ar * 2, net_window=base.net_window * 2), config) if base.ar else None,
+        (member_config(replace(base, ar=base.ar * 2, net_window=base.net_window * 2), base.cell), config)
+        if base.ar
+        else None,
         (base, config),  # the defaults again under another seed
     ]
     plans = [v for v in variants if v is not None]

@@ -200,7 +200,7 @@ def _choices(forecaster: Forecaster) -> list[str]:
         )
     if "transform_auto" in info:
         lines.append(f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})")
-    if stride := _segment_stride(info, _cells(info, info["fit_config"]["cell"])):
+    if stride := _segment_stride(info, _cells(info, forecaster.net.config.cell)):
         lines.append(f"training: {stride}")
     return lines
 

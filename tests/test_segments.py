@@ -295,15 +295,33 @@ def test_cli_segment_stride_fits_says_so_in_info_and_refuses_zero(tmp_path):
     assert refused.stderr.strip() == "Error: --bptt and --segment-stride must be at least 1"
 
 
-def test_cli_fits_and_serves_a_single_segrnn_network(tmp_path):
-    """`--cell segrnn --ensemble 1`: one segrnn network, forecast from the file like any other."""
+@pytest.mark.parametrize(
+    ("args", "cells"),
+    [
+        (["--cell", "segrnn"], ["segrnn"]),  # one segrnn network
+        (["--ensemble-cells", "segrnn"], ["segrnn"]),
+        (["--cell", "segrnn", "--ensemble", "2", "--ensemble-cells", "lstm,segrnn"], ["lstm", "segrnn"]),
+        (["--cell", "segrnn", "--auto", "--time-budget", "5"], None),  # tries a GRU beside it
+    ],
+)
+def test_cli_fits_and_serves_segrnn_as_the_cell(tmp_path, args, cells):
+    """`--cell segrnn` (or a segrnn member beside another cell): fitted and forecast from the
+    file like any other cell, not a traceback."""
     data = tmp_path / "level.csv"
     hourly_frame(series=2, length=240, growth=0.0).write_csv(data)
     model, out = tmp_path / "m.streamcast", tmp_path / "f.csv"
     runner = CliRunner()
-    fitted = runner.invoke(main, ["fit", str(data), "-o", str(model), *CLI_TINY, "--cell", "segrnn", "-q"])
+    tiny = CLI_TINY[:-2] if "--auto" in args else CLI_TINY  # --auto chooses the members itself
+    fitted = runner.invoke(main, ["fit", str(data), "-o", str(model), *tiny, *args, "-q"])
     assert fitted.exit_code == 0, fitted.output
-    assert read_metadata(model)["model_config"]["cell"] == "segrnn"
+    meta = read_metadata(model)
+    served = (
+        [m["cell"] for m in meta["info"]["members"]]
+        if "members" in meta["info"]
+        else [meta["model_config"]["cell"]]
+    )
+    if cells is not None:
+        assert served == cells
     forecast = runner.invoke(main, ["forecast", str(data), "-m", str(model), "-o", str(out), "-q"])
     assert forecast.exit_code == 0, forecast.output
     frame = pl.read_csv(out)

@@ -111,9 +111,11 @@ def member_weights(weights, members: int) -> tuple[float, ...] | None:
     return weights
 
 
-def segment_length(ar: int, season: int) -> int:
+def segment_length(cell: str, ar: int, season: int) -> int:
     """A segrnn member's segment: a season, as SegRNN cuts ETTh1 into days, where the window holds
-    two of them; otherwise a quarter of the window."""
+    two of them; otherwise a quarter of the window. Other cells have none (0)."""
+    if cell != "segrnn":
+        return 0
     if season > 1 and 2 * season <= ar:
         return season
     return max(1, ar // 4)

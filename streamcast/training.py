@@ -413,9 +413,8 @@ def member_cells(config: FitConfig, spec: FeatureSpec, model: ModelConfig) -> tu
 
 def member_config(model: ModelConfig, cell: str) -> ModelConfig:
     """A member's shape: a segrnn member reads the window in segments of about a season."""
-    if cell != "segrnn":
-        return replace(model, cell=cell, segment=0)
-    return replace(model, cell=cell, conv=0, segment=segment_length(model.ar, model.season))
+    conv = 0 if cell == "segrnn" else model.conv  # a segrnn cell takes no conv
+    return replace(model, cell=cell, conv=conv, segment=segment_length(cell, model.ar, model.season))
 
 
 @dataclass(frozen=True)
@@ -580,7 +579,7 @@ def prepare(
         conv=0 if config.cell == "segrnn" else config.conv,  # `member_config`: as every segrnn member's
         ar=ar,
         season=season,
-        segment=segment_length(ar, season) if config.cell == "segrnn" else 0,
+        segment=segment_length(config.cell, ar, season),
         known=len(spec.known_inputs) if spec.future_steps else 0,
         known_at=1 + len(spec.calendar) + len(spec.covariates) if spec.future_steps else 0,
         head_scale=choose_head_scale(config.head_scale, transform),
@@ -630,7 +629,7 @@ def prepare(
         ar_start=start,
         ar=window,
         net_window=network_window(model_config.ar, window),  # 0 for a window given (`--ar`)
-        segment=segment_length(window, season) if config.cell == "segrnn" else 0,  # as `member_config`'s
+        segment=segment_length(config.cell, window, season),  # as `member_config`'s
     )
     # Training reads its rows on the device; validation runs through `run_series` and scores on the CPU.
     work = _Work(
@@ -1273,7 +1272,7 @@ def _steps_per_epoch(work: _Work, bptt: int) -> int:
 
 
 def _train_epoch(
-    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int = 1
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int
 ) -> tuple[float, int]:
     """One pass over every lane, in shuffled groups of `batch_size` lanes, state carried per group."""
     table, values, lanes, batch_size = work.table, work.values, work.lanes, work.batch_size
@@ -1353,7 +1352,7 @@ def _step(optimizer, params, config: FitConfig, health, scheduler, loss: float) 
 
 
 def _train_epoch_sharded(
-    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int = 1
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int
 ) -> tuple[float, int]:
     """`_train_epoch` with each batch's lanes trained by the ranks that hold them.
 

@@ -62,6 +62,22 @@ def test_the_numpy_server_gives_torchs_forecasts_and_state(config):
     np.testing.assert_array_equal(state_np[0], state[0].numpy())
 
 
+def test_the_numpy_server_reads_more_windows_than_a_block_as_torch_does():
+    """`stream` hands the segments thousands of windows at once, served in blocks of 512: the
+    windows across a block's edge, and in a last block cut short, forecast as torch's, each
+    as when served alone."""
+    torch.manual_seed(2)
+    net = RecurrentForecaster(replace(SEG, quantiles=(0.1, 0.5, 0.9))).eval()
+    x = torch.randn(23, 60, 3)  # 1,380 windows: blocks of 512, 512 and 356
+    with torch.no_grad():
+        y, _ = net(x, net.init_state(23))
+    served = numpy_of(net)
+    y_np, _ = served(x.numpy(), served.init_state(23))
+    np.testing.assert_allclose(y_np, y.numpy(), rtol=1e-5, atol=1e-5)
+    alone, _ = served(x[8:9].numpy(), served.init_state(1))  # windows 480-539, across the first edge
+    np.testing.assert_allclose(y_np[8:9], alone, rtol=1e-6, atol=1e-6)
+
+
 def test_the_state_is_the_window_alone_and_ticks_equal_one_pass():
     torch.manual_seed(1)
     net = RecurrentForecaster(SEG).eval()

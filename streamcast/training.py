@@ -191,10 +191,7 @@ class FitConfig:
             ),
             (self.bptt >= 1 and self.segment_stride >= 1, "--bptt and --segment-stride must be at least 1"),
             (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden and --layers must be at least 1"),
-            (
-                self.batch_size >= 1 and self.epochs >= 1,
-                "--batch-size and --epochs must be at least 1",
-            ),
+            (self.batch_size >= 1 and self.epochs >= 1, "--batch-size and --epochs must be at least 1"),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
             (0 < self.lr < math.inf, "--lr must be a positive number"),
             (0 <= self.weight_decay < math.inf, "--weight-decay must be >= 0"),
@@ -237,6 +234,10 @@ class FitConfig:
                 "--interval-widen must be a factor above 0 (1 = the validation errors' own quantiles)",
             ),
             (self.conv == 0 or self.conv >= 2, "--conv must be 0 (off) or a kernel size of at least 2"),
+            (
+                self.conv == 0 or set(self.ensemble_cells or (self.cell,)) != {"segrnn"},
+                "a segrnn cell reads its window in segments and takes no --conv: drop --conv, or add another cell",
+            ),
             (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
             (
                 self.val_size is None or self.horizon is None or self.val_size >= self.horizon,

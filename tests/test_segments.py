@@ -293,6 +293,26 @@ def test_a_segrnn_cell_without_a_window_is_a_usage_error(tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "cells", [["--cell", "segrnn"], ["--cell", "segrnn", "--ensemble", "1"], ["--ensemble-cells", "segrnn"]]
+)
+def test_conv_on_segrnn_cells_alone_is_a_usage_error_and_beside_another_cell_is_kept(tmp_path, cells):
+    data = tmp_path / "level.csv"
+    hourly_frame(series=1, length=120, growth=0.0).write_csv(data)
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["fit", str(data), *CLI_TINY, *cells, "--conv", "3", "-o", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2
+    assert "segrnn" in result.stderr and "--conv" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+    model = tmp_path / "mixed.streamcast"
+    mixed = ["--ensemble", "2", "--ensemble-cells", "lstm,segrnn", "--conv", "3", "-o", str(model)]
+    assert runner.invoke(main, ["fit", str(data), *CLI_TINY, *mixed]).exit_code == 0
+    convs = [m["conv"] for m in read_metadata(model)["member_configs"]]
+    assert convs == [3, 0]  # the LSTM convolves, the segrnn member reads its window
+
+
 def test_cli_segment_stride_fits_says_so_in_info_and_refuses_zero(tmp_path):
     data = tmp_path / "level.csv"
     hourly_frame(series=2, length=240, growth=0.0).write_csv(data)

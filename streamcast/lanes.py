@@ -4,7 +4,7 @@ As in PyTorch's word_language_model `batchify`, every lane is a contiguous stret
 walked in consecutive chunks with the hidden state carried between them. Unlike `batchify`, a lane
 never crosses from one series into the next (their states have nothing to say to each other), and
 a lane that starts mid-series first replays `warmup` earlier steps with the loss masked, so its
-state is not cold when its loss starts counting. Lanes are independent rows, so under torchrun
+state is not cold when its loss starts counting, and its window starts full (`window_rows`). Lanes are independent rows, so under torchrun
 each process makes the lanes of its own series (`streamcast.dataparallel` lays them out as one
 process would).
 """
@@ -23,6 +23,7 @@ class Lanes:
     rows: np.ndarray  # (N, L) int64 index of the input row at each lane step; padding repeats a row
     loss_mask: np.ndarray  # (N, L) bool: this step's H targets are known and it is not warm-up
     lengths: np.ndarray  # (N,) real steps per lane
+    origins: np.ndarray  # (N,) the row where each lane's series begins
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -49,7 +50,7 @@ def make_lanes(
     offsets: np.ndarray, train_lengths: np.ndarray, horizon: int, lane_length: int, warmup: int
 ) -> Lanes:
     """Cut each series' training part into lanes of `lane_length` loss steps (plus warm-up)."""
-    starts, stops, loss_starts = [], [], []
+    starts, stops, loss_starts, origins = [], [], [], []
     for i, n in enumerate(train_lengths.tolist()):
         last_origin = n - 1 - horizon  # the last step whose H targets lie in the training part
         for begin in range(0, last_origin + 1, lane_length):
@@ -58,7 +59,10 @@ def make_lanes(
             starts.append(offsets[i] + first)
             stops.append(offsets[i] + end)
             loss_starts.append(offsets[i] + begin)
-    starts_a, stops_a, loss_a = (np.asarray(a, dtype=np.int64) for a in (starts, stops, loss_starts))
+            origins.append(offsets[i])
+    starts_a, stops_a, loss_a, origins_a = (
+        np.asarray(a, dtype=np.int64) for a in (starts, stops, loss_starts, origins)
+    )
     lengths = stops_a - starts_a
     width = int(lengths.max()) if len(lengths) else 0
     steps = np.arange(width, dtype=np.int64)
@@ -66,7 +70,22 @@ def make_lanes(
     real = steps[None, :] < lengths[:, None]
     loss_mask = real & (rows >= loss_a[:, None])
     rows = np.where(real, rows, (stops_a - 1)[:, None])
-    return Lanes(rows, loss_mask, lengths)
+    return Lanes(rows, loss_mask, lengths, origins_a)
+
+
+def window_rows(lanes: Lanes, which: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the `size` steps before each of these lanes' first step, oldest first, and
+    which of them lie in the lane's series (the others are before its start: zeros, as a
+    series' first steps are served).
+
+    A lane's window must start as serving's stands at that step. The warm-up replays only
+    `warmup` steps (one BPTT chunk), far fewer than a window of weeks: started from zeros, the
+    window of a lane starting mid-series held zeros for its first `size` steps, a series'
+    start that serving never shows there (18% of the training steps on ETTh1's and ETTm1's
+    seven columns)."""
+    before = lanes.rows[which, :1] - size + np.arange(size)  # (N, size)
+    inside = before >= lanes.origins[which, None]
+    return np.where(inside, before, lanes.origins[which, None]), inside
 
 
 def lanes_per_series(train_lengths: np.ndarray, horizon: int, lane_length: int) -> np.ndarray:

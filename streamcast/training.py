@@ -79,6 +79,7 @@ from streamcast.lanes import (
     lanes_per_series,
     loss_chunks,
     make_lanes,
+    window_rows,
 )
 from streamcast.levelspread import LOG_BELOW, logs_suit, series_lambdas
 from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
@@ -1286,7 +1287,7 @@ def _train_epoch(
         rows = torch.from_numpy(lanes.rows[group]).to(work.device)
         mask = torch.from_numpy(lanes.loss_mask[group]).to(work.device)
         width = int(lanes.lengths[group].max())
-        state = net.init_state(len(group))
+        state = lane_state(net, values, lanes, group)
         for start in range(0, width, config.bptt):
             chunk_rows = rows[:, start : start + config.bptt]
             timesteps += int(chunk_rows.numel())
@@ -1315,6 +1316,18 @@ def _train_epoch(
             total_weight += weight
     # Every step skipped (a diverged run) has no loss to report, not a perfect one.
     return (total_loss / total_weight if total_weight else math.nan), timesteps
+
+
+def lane_state(net: RecurrentForecaster, values: torch.Tensor, lanes: Lanes, which: np.ndarray):
+    """These lanes' state as they start: zeros, but the window, which holds the values before each
+    lane's first step, as serving's holds them there (`lanes.window_rows`)."""
+    state = net.init_state(len(which))
+    if net.config.ar == 0:
+        return state
+    rows, inside = window_rows(lanes, which, net.config.ar)
+    window = values[torch.from_numpy(rows).to(values.device)]
+    window = torch.where(torch.from_numpy(inside).to(values.device), window, torch.zeros_like(window))
+    return (*state[:-1], window.to(state[-1].dtype))
 
 
 def _scored_forward(net: RecurrentForecaster, x: torch.Tensor, state, stride: int, step: int):
@@ -1373,7 +1386,7 @@ def _train_epoch_sharded(
         mine = layout.mine(group, cluster.rank)
         rows = torch.from_numpy(lanes.rows[mine]).to(work.device)
         mask = torch.from_numpy(lanes.loss_mask[mine]).to(work.device)
-        state = net.init_state(len(mine))
+        state = lane_state(net, work.values, lanes, mine)
         for start in range(0, int(layout.lengths[group].max()), bptt):
             chunk_rows, chunk_mask = rows[:, start : start + bptt], mask[:, start : start + bptt]
             optimizer.zero_grad(set_to_none=True)

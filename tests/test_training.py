@@ -10,12 +10,14 @@ import polars as pl
 import pytest
 import torch
 
+from streamcast import training
 from streamcast.errors import DataError, UsageError
 from streamcast.features import window_length
-from streamcast.lanes import make_lanes
+from streamcast.lanes import make_lanes, window_rows
 from streamcast.losses import forecast_loss
+from streamcast.model import ModelConfig, RecurrentForecaster
 from streamcast.reading import read_series
-from streamcast.training import FitConfig, fit, mase_weights
+from streamcast.training import FitConfig, fit, lane_state, mase_weights
 from tests.conftest import TINY, diverging_data, hourly_frame
 
 
@@ -149,6 +151,58 @@ def test_lanes_never_cross_series_and_mask_warmup_steps():
     # loss positions cover every step whose 5 targets are known, exactly once
     covered = np.sort(np.concatenate([r[m] for r, m in zip(lanes.rows, lanes.loss_mask, strict=True)]))
     assert covered.tolist() == list(range(0, 95)) + list(range(100, 145))
+
+
+def test_a_lane_starts_with_the_window_serving_holds_at_its_first_step():
+    """Training as served: a lane cut from mid-series starts with the values before it in its
+    window, not zeros (zeros only before its series' start), so its forecasts are those of
+    a walk from the series' start; the recurrent state still starts cold and warms up."""
+    offsets = np.array([0, 300, 420])  # two series, of 300 and 120 steps
+    lanes = make_lanes(offsets, np.array([300, 120]), horizon=4, lane_length=96, warmup=12)
+    torch.manual_seed(0)
+    values = torch.randn(420)
+    table = torch.stack([values, torch.randn(420)], dim=-1)
+    assert [int(s) for s in lanes.rows[:, 0]] == [0, 84, 180, 276, 300, 384]
+    rows, inside = window_rows(lanes, np.arange(len(lanes)), 96)
+    assert not inside[0].any() and not inside[4].any()  # lanes at their series' start
+    assert inside[1].sum() == 84 and inside[5].sum() == 84  # 12 steps before their series' start
+    np.testing.assert_array_equal(rows[3][inside[3]], np.arange(276 - 96, 276))
+    config = ModelConfig(input_size=2, hidden_size=8, horizon=4, ar=96, season=24)
+    for cell in ("segrnn", "lstm"):
+        net = RecurrentForecaster(replace(config, cell=cell, segment=24 if cell == "segrnn" else 0)).eval()
+        with torch.no_grad():
+            _, walked = net(table[None, :276], net.init_state(1))  # series 0, from its start
+            state = lane_state(net, values, lanes, np.array([3, 5]))  # lanes from rows 276 and 384
+            torch.testing.assert_close(state[-1][:1], walked[-1])  # the window serving holds there
+            torch.testing.assert_close(state[-1][1], torch.cat([torch.zeros(12), values[300:384]]))
+            assert all(not part.any() for part in state[:-1])  # h and c start cold
+            if cell == "segrnn":  # its window is its whole state: the lane forecasts as the walk
+                lane, _ = net(table[None, 276:290], lane_state(net, values, lanes, np.array([3])))
+                full, _ = net(table[None, :290], net.init_state(1))
+                torch.testing.assert_close(lane[0], full[0, 276:290])
+
+
+def test_fit_starts_each_lane_from_its_series_values_not_an_empty_window(monkeypatch):
+    """In a real fit, lanes cut from mid-series begin with their window full of the series'
+    values (never cold); only a lane at a series' start begins with zeros."""
+    first_windows: list[torch.Tensor] = []
+
+    def spy(net, x, state, stride, step):
+        if step == 1:  # the first chunk of each batch of lanes, in epoch 1
+            first_windows.append(state[-1].clone())
+        return original(net, x, state, stride, step)
+
+    original = training._scored_forward
+    monkeypatch.setattr(training, "_scored_forward", spy)
+    data = read_series(hourly_frame(series=1, length=3000, growth=0.0))
+    config = FitConfig(
+        cell="segrnn", ensemble=1, bptt=12, epochs=1, horizon=6, val_size=6, hidden_size=8, ar=48
+    )
+    fit(data, config)
+    windows = torch.cat(first_windows)
+    empty = (windows == 0).all(dim=1)
+    assert len(windows) == 3 and int(empty.sum()) == 1  # three lanes, one at the series' start
+    assert (windows[~empty] != 0).all()
 
 
 def test_validation_loss_is_finite_and_recorded(tiny_model):

@@ -48,10 +48,15 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
     other_cell = "gru" if base.cell != "gru" else "lstm"
     variants = [
         (base, config),
-        (member_config(base, other_cell), config),  # a segrnn base's segment goes, or comes
+        (member_config(base, other_cell, config.conv), config),  # a segrnn base's segment goes, or comes
         (replace(base, hidden_size=base.hidden_size * 2), config),
         (base, replace(config, lr=config.lr / 3)),
-        (member_config(replace(base, ar=base.ar * 2, net_window=base.net_window * 2), base.cell), config)
+        (
+            member_config(
+                replace(base, ar=base.ar * 2, net_window=base.net_window * 2), base.cell, base.conv
+            ),
+            config,
+        )
         if base.ar
         else None,
         (base, config),  # the defaults again under another seed

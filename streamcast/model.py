@@ -112,7 +112,8 @@ class RecurrentForecaster(nn.Module):
             self.known = nn.Parameter(torch.zeros(config.known, config.horizon))
 
     def init_state(self, batch: int) -> State:
-        """The state of a series never seen: zeros, as every lane starts in training."""
+        """The state of a series never seen: zeros, as a series' first lane starts in training
+        (a lane cut from mid-series starts with its window full: `training.lane_state`)."""
         c = self.config
         if c.cell == "segrnn":  # its state is the window alone
             return (self.segments.out.weight.new_zeros(batch, c.ar),)

@@ -236,7 +236,7 @@ class FitConfig:
             ),
             (self.conv == 0 or self.conv >= 2, "--conv must be 0 (off) or a kernel size of at least 2"),
             (
-                self.conv == 0 or set(self.ensemble_cells or (self.cell,)) != {"segrnn"},
+                self.conv == 0 or set((self.ensemble_cells or (self.cell,))[: self.ensemble]) != {"segrnn"},
                 "a segrnn cell reads its window in segments and takes no --conv: drop --conv, or add another cell",
             ),
             (self.ar is None or self.ar >= 0, "--ar must be >= 0 (0 = off)"),
@@ -384,7 +384,7 @@ def _fit(
     cells = member_cells(config, prepared.spec, prepared.model_config)
     plans = [
         MemberPlan(
-            member_config(prepared.model_config, cells[m % len(cells)]),
+            member_config(prepared.model_config, cells[m % len(cells)], prepared.config.conv),
             prepared.config,  # with what `prepare` resolved from the data (`--loss auto`)
             member_seed(config.seed, m),
         )
@@ -413,9 +413,10 @@ def member_cells(config: FitConfig, spec: FeatureSpec, model: ModelConfig) -> tu
     return (config.cell, "segrnn", "segrnn")
 
 
-def member_config(model: ModelConfig, cell: str) -> ModelConfig:
-    """A member's shape: a segrnn member reads the window in segments of about a season."""
-    conv = 0 if cell == "segrnn" else model.conv  # a segrnn cell takes no conv
+def member_config(model: ModelConfig, cell: str, conv: int) -> ModelConfig:
+    """A member's shape: a segrnn member reads the window in segments of about a season, and
+    takes no `conv` (the `--conv` asked for, which a segrnn base had to drop)."""
+    conv = 0 if cell == "segrnn" else conv
     return replace(model, cell=cell, conv=conv, segment=segment_length(cell, model.ar, model.season))
 
 
@@ -578,7 +579,7 @@ def prepare(
         dropout=config.dropout,
         horizon=config.horizon,
         quantiles=config.model_quantiles,
-        conv=0 if config.cell == "segrnn" else config.conv,  # `member_config`: as every segrnn member's
+        conv=0 if config.cell == "segrnn" else config.conv,  # `member_config` gives it to other cells
         ar=ar,
         season=season,
         segment=segment_length(config.cell, ar, season),

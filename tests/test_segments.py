@@ -294,7 +294,13 @@ def test_a_segrnn_cell_without_a_window_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "cells", [["--cell", "segrnn"], ["--cell", "segrnn", "--ensemble", "1"], ["--ensemble-cells", "segrnn"]]
+    "cells",
+    [
+        ["--cell", "segrnn"],
+        ["--cell", "segrnn", "--ensemble", "1"],
+        ["--ensemble-cells", "segrnn"],
+        ["--ensemble", "1", "--ensemble-cells", "segrnn,lstm"],  # one member: the segrnn alone
+    ],
 )
 def test_conv_on_segrnn_cells_alone_is_a_usage_error_and_beside_another_cell_is_kept(tmp_path, cells):
     data = tmp_path / "level.csv"
@@ -307,8 +313,8 @@ def test_conv_on_segrnn_cells_alone_is_a_usage_error_and_beside_another_cell_is_
     assert "segrnn" in result.stderr and "--conv" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
     model = tmp_path / "mixed.streamcast"
-    mixed = ["--ensemble", "2", "--ensemble-cells", "lstm,segrnn", "--conv", "3", "-o", str(model)]
-    assert runner.invoke(main, ["fit", str(data), *CLI_TINY, *mixed]).exit_code == 0
+    mixed = ["--cell", "segrnn", "--ensemble", "2", "--ensemble-cells", "lstm,segrnn", "--conv", "3"]
+    assert runner.invoke(main, ["fit", str(data), *CLI_TINY, *mixed, "-o", str(model)]).exit_code == 0
     convs = [m["conv"] for m in read_metadata(model)["member_configs"]]
     assert convs == [3, 0]  # the LSTM convolves, the segrnn member reads its window
 

@@ -4,9 +4,9 @@ As in PyTorch's word_language_model `batchify`, every lane is a contiguous stret
 walked in consecutive chunks with the hidden state carried between them. Unlike `batchify`, a lane
 never crosses from one series into the next (their states have nothing to say to each other), and
 a lane that starts mid-series first replays `warmup` earlier steps with the loss masked, so its
-state is not cold when its loss starts counting, and its window starts full (`window_rows`). Lanes are independent rows, so under torchrun
-each process makes the lanes of its own series (`streamcast.dataparallel` lays them out as one
-process would).
+state is not cold when its loss starts counting, and its window starts full (`window_rows`).
+Lanes are independent rows, so under torchrun each process makes the lanes of its own series
+(`streamcast.dataparallel` lays them out as one process would).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def window_rows(lanes: Lanes, which: np.ndarray, size: int) -> tuple[np.ndarray,
 
     A lane's window must start as serving's stands at that step. The warm-up replays only
     `warmup` steps (one BPTT chunk), far fewer than a window of weeks: started from zeros, the
-    window of a lane starting mid-series held zeros for its first `size` steps, a series'
-    start that serving never shows there (18% of the training steps on ETTh1's and ETTm1's
+    window of a lane starting mid-series held zeros for most of its first `size` steps, a
+    series' start that serving never shows there (18% of the training steps on ETTh1's and ETTm1's
     seven columns)."""
     before = lanes.rows[which, :1] - size + np.arange(size)  # (N, size)
     inside = before >= lanes.origins[which, None]

@@ -434,7 +434,7 @@ class NumpyForecaster:
 _BLOCK = 512
 """Windows a segrnn member reads in one pass: its GRU's arrays for 512 windows stay in a core's
 cache, where `stream`'s thousands at once spilled to memory, each fresh array paying its page
-faults (this and `_GateSplit` halved the time per window, README, Benchmarks)."""
+faults (this and `_GateSplit` halved the time per window: README, segrnn members)."""
 
 
 @dataclass(frozen=True)

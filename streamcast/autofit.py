@@ -53,7 +53,7 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
         (base, replace(config, lr=config.lr / 3)),
         (
             member_config(
-                replace(base, ar=base.ar * 2, net_window=base.net_window * 2), base.cell, base.conv
+                replace(base, ar=base.ar * 2, net_window=base.net_window * 2), base.cell, config.conv
             ),
             config,
         )

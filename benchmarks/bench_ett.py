@@ -115,12 +115,19 @@ def evaluate(
         "horizon": horizon,
         f"{part} MSE": float(np.mean((predicted - actual) ** 2)),
         f"{part} MAE": float(np.mean(np.abs(predicted - actual))),
+        f"{part} MSE by series (worst first)": _by_series(inputs.series_ids, predicted, actual),
         f"{part} 80% interval coverage": covered,
         "best val loss": model.info["history"][model.info["best_epoch"] - 1]["val_loss"],
         "epochs": len(model.info["history"]),
         "fit s": seconds,
         "published (MSE/MAE)": PUBLISHED[(name, mode)],
     }
+
+
+def _by_series(ids, predicted: np.ndarray, actual: np.ndarray) -> str:
+    """Each column's MSE, the worst first: the mean over columns hides which of them lag."""
+    errors = ((predicted - actual) ** 2).mean(axis=(1, 2))
+    return ", ".join(f"{ids[i]} {errors[i]:.4f}" for i in np.argsort(-errors))
 
 
 def main() -> None:

@@ -200,9 +200,24 @@ def _choices(forecaster: Forecaster) -> list[str]:
         )
     if "transform_auto" in info:
         lines.append(f"transform: {forecaster.spec.transform} ({_level_spread(info['transform_auto'])})")
+    if weights := _series_weight(info):
+        lines.append(f"series weights: {weights}")
     if stride := _segment_stride(info, _cells(info, forecaster.net.config.cell)):
         lines.append(f"training: {stride}")
     return lines
+
+
+def _series_weight(info: dict) -> str:
+    """How each series' loss was weighted, where not equally (`--series-weight`)."""
+    weight = info["fit_config"].get("series_weight", "equal")
+    if weight == "mase":
+        return "mase (each series' loss by 1 / its in-sample seasonal naive error; --series-weight)"
+    if weight == "soft-mase":
+        return (
+            "soft-mase (each series' loss by the fourth root of 1 / its in-sample seasonal naive "
+            "error: the default on logs; --series-weight equal to weigh them alike)"
+        )
+    return ""
 
 
 def _segment_share(info: dict) -> str:
@@ -395,10 +410,13 @@ def print_info(meta: dict, path: str) -> None:
     ]
     best = info["history"][info["best_epoch"] - 1]
     loss = "pinball" if cfg.get("quantiles") else info["fit_config"]["loss"]  # quantiles train on pinball
+    weight = info["fit_config"].get("series_weight", "equal")
     rows.append(
         (
             "val loss" + of_member,
-            f"{_fmt(best['val_loss'])} ({loss}, scaled)",
+            f"{_fmt(best['val_loss'])} ({loss}, scaled"
+            + (f", series weighted {weight}" if weight != "equal" else "")
+            + ")",
         )
     )
     if averaged := _averaged(info):

@@ -6,7 +6,10 @@ import torch
 
 LOSSES = ("mae", "mse", "huber")
 LOSS_CHOICES = ("auto", *LOSSES)
-SERIES_WEIGHTS = ("equal", "mase")
+SERIES_WEIGHTS = ("equal", "mase", "soft-mase")
+SERIES_WEIGHT_CHOICES = ("auto", *SERIES_WEIGHTS)
+# The power each weighting raises MASE's weights to (`training.mase_weights`); "equal" has none.
+SERIES_WEIGHT_POWERS = {"mase": 1.0, "soft-mase": 0.25}
 
 
 def choose_loss(requested: str, transform: str, quantiles: tuple[float, ...] = ()) -> str:
@@ -24,6 +27,24 @@ def choose_loss(requested: str, transform: str, quantiles: tuple[float, ...] = (
     if requested != "auto":
         return requested
     return "mae" if transform == "log" or quantiles else "mse"
+
+
+def choose_series_weight(requested: str, transform: str) -> str:
+    """`--series-weight auto`: `soft-mase` on logs, `equal` on data left in its own units.
+
+    In logs the loss is a relative error, so a series that barely moves (a temperature, 0.5% a
+    day) counts as little as its errors are small, while MASE, which users and the M4 rules judge
+    by, divides its error by how much it moves in a season: such a series is where MASE is lost.
+    MASE's own weights (`mase`) let the smoothest series lead the loss, and sMAPE suffered (M4
+    Hourly, seed 0: 13.37 against 9.76); their square root still cost sMAPE 0.1-0.3, and their
+    fourth root (within 1.8x of the median) cut MASE on M4 Hourly's validation part by 3.7% and
+    its worst run by 6% over five seeds on two CPUs, at 0.2% of sMAPE (README, the levers table). Data in its own units is scaled by its
+    spread and mostly scored by squared error on that scale (ETT): weighted, ETTh1's seven
+    columns scored 1.5% worse, so it keeps equal weights.
+    """
+    if requested != "auto":
+        return requested
+    return "soft-mase" if transform == "log" else "equal"
 
 
 def forecast_loss(

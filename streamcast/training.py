@@ -82,7 +82,15 @@ from streamcast.lanes import (
     window_rows,
 )
 from streamcast.levelspread import LOG_BELOW, logs_suit, series_lambdas
-from streamcast.losses import LOSS_CHOICES, SERIES_WEIGHTS, choose_loss, forecast_loss, loss_terms
+from streamcast.losses import (
+    LOSS_CHOICES,
+    SERIES_WEIGHT_CHOICES,
+    SERIES_WEIGHT_POWERS,
+    choose_loss,
+    choose_series_weight,
+    forecast_loss,
+    loss_terms,
+)
 from streamcast.memberjobs import NoRoom, resolve_jobs, train_in_processes, work_bytes
 from streamcast.model import (
     CELLS,
@@ -149,7 +157,7 @@ class FitConfig:
     fallback_to: str = "best"  # seasonal naive, or the last value where it did better (FALLBACK_TO)
     naive_share: str = "fitted"  # the ratio's ramp, or fitted shares where larger (NAIVE_SHARES)
     transform: str = "auto"
-    series_weight: str = "equal"
+    series_weight: str = "auto"  # soft-mase in logs, equal otherwise (losses.choose_series_weight)
     val_size: int | None = None
     patience: int = 5
     average_epochs: int = AVERAGE_EPOCHS  # a member's weights: the mean of its best K epochs' (averaging.py)
@@ -179,8 +187,8 @@ class FitConfig:
             ),
             (self.transform in TRANSFORMS, f"--transform must be one of {', '.join(TRANSFORMS)}"),
             (
-                self.series_weight in SERIES_WEIGHTS,
-                f"--series-weight must be one of {', '.join(SERIES_WEIGHTS)}",
+                self.series_weight in SERIES_WEIGHT_CHOICES,
+                f"--series-weight must be one of {', '.join(SERIES_WEIGHT_CHOICES)}",
             ),
             (
                 self.horizon is None or 1 <= self.horizon <= 100_000,
@@ -564,6 +572,7 @@ def prepare(
         loss=choose_loss(config.loss, transform, config.quantiles),
         scaling=spec.scaling,
         lag_inputs=choose_lag_inputs(config.lag_inputs, transform),
+        series_weight=choose_series_weight(config.series_weight, transform),
     )  # as the file records
     static_values = _static_values(data, config.static)
     with _together(cluster):
@@ -602,8 +611,9 @@ def prepare(
     val_positions = [np.arange(n - 1, n + val_size - config.horizon) for n in train_lengths.tolist()]
     val_targets = _val_targets(values, offsets, val_positions, config.horizon)
     row_weight = val_weight = None
-    if config.series_weight == "mase":
-        weights = mase_weights(inputs.inputs[:, 0], offsets, train_lengths, season, cluster)
+    if config.series_weight != "equal":
+        power = SERIES_WEIGHT_POWERS[config.series_weight]
+        weights = mase_weights(inputs.inputs[:, 0], offsets, train_lengths, season, cluster, power)
         row_weight = torch.from_numpy(np.repeat(weights, lengths).astype(np.float32))
         val_rows = torch.from_numpy(np.concatenate([offsets[i] + p for i, p in enumerate(val_positions)]))
         val_weight = row_weight[val_rows]
@@ -991,12 +1001,15 @@ def mase_weights(
     train_lengths: np.ndarray,
     season: int,
     cluster: Cluster | None = None,
+    power: float = 1.0,
 ) -> np.ndarray:
     """`--series-weight mase`: each series' loss divided by its in-sample seasonal naive error, so that
     the loss is the MASE that users and the M4 rules judge by, not a relative error.
 
     A very smooth series would then outweigh all others (a 0.5% error can be a MASE of 9), so the
-    weights stay within MAX_WEIGHT_RATIO of their median either way.
+    weights stay within MAX_WEIGHT_RATIO of their median either way. `power` (`soft-mase`: 1/4)
+    tilts the loss toward MASE without letting the smoothest series lead it
+    (`losses.choose_series_weight`).
     """
     weights = np.empty(len(train_lengths))
     for i, n in enumerate(train_lengths.tolist()):
@@ -1009,7 +1022,7 @@ def mase_weights(
         middle = float(np.median(finite)) if finite.size else 1.0
     else:
         middle = agree_median(cluster, weights)
-    return np.clip(weights / middle, 1 / MAX_WEIGHT_RATIO, MAX_WEIGHT_RATIO)
+    return np.clip(weights / middle, 1 / MAX_WEIGHT_RATIO, MAX_WEIGHT_RATIO) ** power
 
 
 def member_seed(seed: int, member: int) -> int:

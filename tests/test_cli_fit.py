@@ -204,7 +204,7 @@ def test_info_json_is_strict_json_even_after_a_diverged_epoch(tmp_path, csv_path
 def test_info_names_the_pinball_loss_of_a_quantile_model(tmp_path, csv_path):
     out = tmp_path / "q.streamcast"
     assert run(["fit", str(csv_path), "-o", str(out), *FAST, "--quantiles", "0.1,0.9"]).exit_code == 0
-    assert "(pinball, scaled)" in run(["info", str(out)]).stdout
+    assert "(pinball, scaled, series weighted soft-mase)" in run(["info", str(out)]).stdout
 
 
 def test_the_live_table_shows_skipped_steps_lr_and_an_eta():

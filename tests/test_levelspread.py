@@ -111,9 +111,27 @@ def test_the_cli_says_which_transform_auto_took_and_why(tmp_path):
         "transform: none (auto: the spread does not grow with the level, median Box-Cox lambda"
         in result.stderr
     )
+    assert "series weights:" not in result.stderr  # in its own units every series weighs alike
     info = runner.invoke(main, ["info", str(out)]).stdout
-    assert "Guerrero" in info
+    assert "Guerrero" in info and "series weighted" not in info
     assert sc.load(out).spec.transform == "none"
+
+
+def test_the_cli_says_that_log_data_weighs_its_series_by_soft_mase(tmp_path):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "sales.csv"
+    long_hourly({f"s{i}": _multiplicative(rng, n=300) for i in range(3)}).write_csv(path)
+    out = tmp_path / "m.streamcast"
+    runner = CliRunner()
+    result = runner.invoke(main, ["fit", str(path), *CLI_TINY, "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "series weights: soft-mase (each series' loss by the fourth root" in result.stderr
+    shown = " ".join(runner.invoke(main, ["info", str(out)]).stdout.replace("│", " ").split())
+    assert "mae, scaled, series weighted soft-mase)" in shown
+    equal = tmp_path / "equal.streamcast"
+    result = runner.invoke(main, ["fit", str(path), *CLI_TINY, "--series-weight", "equal", "-o", str(equal)])
+    assert result.exit_code == 0 and "series weights:" not in result.stderr
+    assert sc.load(equal).info["fit_config"]["series_weight"] == "equal"
 
 
 def test_with_no_two_seasons_to_test_positive_data_keeps_logs_and_info_says_so(tmp_path):

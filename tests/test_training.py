@@ -14,7 +14,7 @@ from streamcast import training
 from streamcast.errors import DataError, UsageError
 from streamcast.features import window_length
 from streamcast.lanes import make_lanes, window_rows
-from streamcast.losses import forecast_loss
+from streamcast.losses import SERIES_WEIGHT_POWERS, choose_series_weight, forecast_loss
 from streamcast.model import ModelConfig, RecurrentForecaster
 from streamcast.reading import read_series
 from streamcast.training import FitConfig, fit, lane_state, mase_weights
@@ -271,6 +271,25 @@ def test_mase_weights_favour_smooth_series_within_ten_times_the_median():
     assert weights[0] == 10.0  # capped, not the ~100x its error would give
     assert weights[1] == 1.0  # the median series
     assert 0.1 <= weights[2] < 1.0
+
+
+def test_soft_mase_weights_are_the_fourth_root_of_mases_and_stay_near_the_median():
+    rng = np.random.default_rng(0)
+    t = np.arange(96)
+    scaled = np.concatenate([np.sin(2 * np.pi * t / 24) + s * rng.normal(size=96) for s in (0.001, 0.1, 3.0)])
+    offsets, lengths = np.array([0, 96, 192, 288]), np.array([96, 96, 96])
+    full = mase_weights(scaled, offsets, lengths, season=24)
+    soft = mase_weights(scaled, offsets, lengths, season=24, power=SERIES_WEIGHT_POWERS["soft-mase"])
+    np.testing.assert_allclose(soft, full**0.25)
+    assert soft[0] == pytest.approx(10**0.25) and soft[1] == 1.0 and soft[2] < 1.0
+    assert soft.max() / soft.min() <= 10**0.5 + 1e-9  # within 1.8x of the median either way
+
+
+def test_series_weight_auto_is_soft_mase_on_logs_and_equal_in_the_datas_units():
+    assert choose_series_weight("auto", "log") == "soft-mase"
+    assert choose_series_weight("auto", "none") == "equal"
+    assert choose_series_weight("mase", "none") == "mase"  # asked for: kept
+    assert choose_series_weight("equal", "log") == "equal"
 
 
 def test_weighted_loss_is_the_weighted_mean_of_the_steps():

@@ -50,6 +50,9 @@ def test_fit_records_the_transform_and_head_scale_it_chose(tiny_model):
     absolute = sc.fit(sc.read_series(shifted), replace(TINY, loss="mae"))
     assert absolute.info["fit_config"]["loss"] == "mae"  # asked for: kept, and trained otherwise
     assert not torch.equal(absolute.net.rnn.weight_hh_l0, model.net.rnn.weight_hh_l0)
+    # --series-weight auto: the fourth root of MASE's weights in logs, equal weights in the data's units.
+    assert tiny_model.info["fit_config"]["series_weight"] == "soft-mase"
+    assert model.info["fit_config"]["series_weight"] == "equal"
     # A quantile model trains on pinball loss; auto stays MAE for it, as before.
     quantiles = sc.fit(sc.read_series(shifted), replace(TINY, quantiles=(0.1, 0.9)))
     assert quantiles.info["fit_config"]["loss"] == "mae"

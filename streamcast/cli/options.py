@@ -322,10 +322,10 @@ def fit_options(f):
         ),
         click.option(
             "--series-weight",
-            type=click.Choice(["equal", "mase"]),
-            default="equal",
+            type=click.Choice(["auto", "equal", "mase", "soft-mase"]),
+            default="auto",
             show_default=True,
-            help="mase: weigh each series' loss by 1 / its in-sample seasonal naive error (the loss becomes MASE; weights kept within 10x of their median).",
+            help="mase: weigh each series' loss by 1 / its in-sample seasonal naive error (the loss becomes MASE; weights kept within 10x of their median); soft-mase: the fourth root of those weights; auto: soft-mase on log-transformed data, equal on data in its own units.",
         ),
         click.option(
             "--ensemble",

@@ -6,6 +6,7 @@ Full BPTT's gradients vanish or explode; these numbers let a user see which, epo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,16 +44,18 @@ class GradientHealth:
         return float(np.mean(np.asarray(self.norms) > self.clip))
 
 
-def reach_profile(net, x: torch.Tensor) -> np.ndarray:
+def reach_profile(net, x: torch.Tensor, state=None) -> np.ndarray:
     """|d hidden state at the last step / d input k steps back|, relative to k = 0, for k = 0..T-1.
 
     Measured through the recurrent memory only (the AR highway's direct path to recent inputs would
-    hide vanishing), from a zero state, so it shows what one chunk of BPTT can learn.
+    hide vanishing), from a zero hidden state, so it shows what one chunk of BPTT can learn. `state`:
+    where the chunk starts (None: `init_state`, an empty window too); training passes each lane's
+    own window, as its first chunk sees it, since an empty window is one no forecast reads.
     """
     was_training = net.training
     net.eval()
     x = x.detach().clone().requires_grad_(True)
-    features, _ = net.encode(x, net.init_state(x.shape[0]))
+    features, _ = net.encode(x, net.init_state(x.shape[0]) if state is None else state)
     if features.hidden.shape[-1]:
         features.hidden[:, -1].sum().backward()
     else:  # a segrnn member has no hidden state: its forecast reads the window, its only path
@@ -63,11 +66,16 @@ def reach_profile(net, x: torch.Tensor) -> np.ndarray:
     return per_step / max(per_step[0], 1e-30)
 
 
-def gradient_reach(net, table: torch.Tensor, values: torch.Tensor, lanes, config) -> int:
-    """Steps back at which the gradient falls below 1% of its value at the last step (bptt = never)."""
-    take = min(len(lanes), 64)
+REACH_LANES = 64  # lanes the reach is measured on, the first of the epoch's lanes
+
+
+def gradient_reach(net, table: torch.Tensor, lanes, config, start: Callable | None = None) -> int:
+    """Steps back at which the gradient falls below 1% of its value at the last step (bptt = never).
+    `start(which)`: the state lanes `which` start from (`training.lane_state`); None: zeros."""
+    take = min(len(lanes), REACH_LANES)
     width = min(config.bptt, int(lanes.lengths[:take].min()))
     rows = torch.from_numpy(lanes.rows[:take, :width])
-    profile = reach_profile(net, table[rows])
+    state = None if start is None else start(np.arange(take))
+    profile = reach_profile(net, table[rows], state)
     below = np.flatnonzero(profile < REACH_THRESHOLD)
     return int(below[0]) if len(below) else width

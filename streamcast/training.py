@@ -1085,7 +1085,13 @@ def _train_member(
             started = time.perf_counter()
             health = GradientHealth(config.clip)
             train_loss, timesteps = train_epoch(net, optimizer, work, config, rng, health, scheduler, epoch)
-            reach = gradient_reach(net, work.table, work.values, work.lanes, config)
+            reach = gradient_reach(
+                net,
+                work.table,
+                work.lanes,
+                config,
+                lambda which: lane_state(net, work.values, work.lanes, which),
+            )
             if work.cluster is not None:
                 reach = int(work.cluster.gather(reach)[0])  # rank 0's lanes, as one process's first
             val_loss = validation_loss(net, work, config)

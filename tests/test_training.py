@@ -205,6 +205,32 @@ def test_fit_starts_each_lane_from_its_series_values_not_an_empty_window(monkeyp
     assert (windows[~empty] != 0).all()
 
 
+def test_gradient_reach_is_measured_from_each_lanes_own_window(monkeypatch):
+    """The reach `fit` reports is measured on the lanes' first chunks as training walks them:
+    a lane cut from mid-series starts with its window full of the series' values, not empty
+    (an empty window, which no forecast reads, gave a segrnn member a gradient of another scale)."""
+    from streamcast import health
+
+    seen: list[torch.Tensor] = []
+
+    def spy(net, x, state=None):
+        seen.append(state[-1].clone())
+        return original(net, x, state)
+
+    original = health.reach_profile
+    monkeypatch.setattr(health, "reach_profile", spy)
+    data = read_series(hourly_frame(series=1, length=3000, growth=0.0))
+    config = FitConfig(
+        cell="segrnn", ensemble=1, bptt=12, epochs=1, horizon=6, val_size=6, hidden_size=8, ar=48
+    )
+    model = fit(data, config)
+    (windows,) = seen  # one epoch, one measurement over its lanes
+    empty = (windows == 0).all(dim=1)
+    assert len(windows) == 3 and int(empty.sum()) == 1  # three lanes, one at the series' start
+    assert (windows[~empty] != 0).all()
+    assert 1 <= model.info["history"][0]["gradient_reach"] <= config.bptt
+
+
 def test_validation_loss_is_finite_and_recorded(tiny_model):
     best = tiny_model.info["history"][tiny_model.info["best_epoch"] - 1]
     assert math.isfinite(best["val_loss"])

@@ -1026,8 +1026,14 @@ def mase_weights(
 
 
 def member_seed(seed: int, member: int) -> int:
-    """Member m (from 0) trains under --seed + m, wrapped into the seeds numpy takes."""
-    return (seed + member) % 2**32
+    """Member 0 trains under --seed itself, so a one-member fit is the single model of that seed;
+    member m >= 1 under a seed drawn from (--seed, m), so that fits under two seeds share no
+    member. Under --seed + m, as until 2026-12-02, --seed 0 and --seed 1 shared two of their three
+    members, and a spread measured over successive seeds understated the noise it was to gauge."""
+    seed %= 2**32
+    if member == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, member]).generate_state(1)[0])
 
 
 @dataclass

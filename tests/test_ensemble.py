@@ -21,6 +21,7 @@ from streamcast.stepping import run_series
 from streamcast.stream.engine import StreamConfig, stream
 from streamcast.stream.input import Observations
 from streamcast.stream.state import StreamState
+from streamcast.training import member_seed
 from tests.conftest import TINY, hourly_frame
 
 ENSEMBLE = replace(TINY, ensemble=3, ensemble_cells=("lstm", "gru"), quantiles=(0.1, 0.9))
@@ -36,12 +37,22 @@ def member(model: Forecaster, m: int) -> Forecaster:
     return Forecaster(model.net.members[m], model.spec, model.scaler, model.columns, model.info)
 
 
-def test_members_take_the_cells_in_turn_and_successive_seeds(ensemble):
+def test_members_take_the_cells_in_turn_and_seeds_of_their_own(ensemble):
     assert isinstance(ensemble.net, EnsembleForecaster)
     assert [m.config.cell for m in ensemble.net.members] == ["lstm", "gru", "lstm"]
-    assert [m["seed"] for m in ensemble.info["members"]] == [0, 1, 2]
+    seeds = [m["seed"] for m in ensemble.info["members"]]
+    assert seeds[0] == ENSEMBLE.seed and len(set(seeds)) == 3  # the first member: --seed itself
     assert all(m["best_epoch"] >= 1 for m in ensemble.info["members"])
     assert np.isfinite(ensemble.info["ensemble_val_loss"])
+
+
+def test_fits_under_different_seeds_share_no_member():
+    """Under --seed + m, --seed 0 and --seed 1 shared two of three members, so a spread over
+    successive seeds looked narrower than the noise it was to measure."""
+    seeds = [member_seed(seed, m) for seed in range(200) for m in range(10)]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= s < 2**32 for s in seeds)
+    assert [member_seed(7, 0), member_seed(-1, 0)] == [7, 2**32 - 1]  # wrapped as numpy takes seeds
 
 
 def test_the_first_member_is_the_single_model_of_the_same_seed(tiny_data, ensemble):
@@ -250,7 +261,8 @@ def test_fit_trains_an_ensemble_of_three_by_default(tmp_path):
     result = run(["fit", str(data), *FAST, "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     meta = json.loads(run(["info", "--json", str(out)]).stdout)
-    assert [m["seed"] for m in meta["info"]["members"]] == [0, 1, 2]
+    seeds = [m["seed"] for m in meta["info"]["members"]]
+    assert seeds == [member_seed(0, m) for m in range(3)] and seeds[0] == 0 and len(set(seeds)) == 3
 
 
 def test_fit_logs_which_member_each_epoch_trained(tmp_path):

@@ -332,7 +332,7 @@ def fit_options(f):
             type=int,
             default=3,
             show_default=True,
-            help="Train N members (seeds --seed, --seed+1, ..) and forecast their mean (see --ensemble-combine); every command serves the one file. Three cut M4 Hourly's validation MASE by a tenth against one; 1 trains a single network.",
+            help="Train N members (the first under --seed, each other under a seed of its own) and forecast their mean (see --ensemble-combine); every command serves the one file. Three cut M4 Hourly's validation MASE by a tenth against one; 1 trains a single network.",
         ),
         click.option(
             "--ensemble-combine",

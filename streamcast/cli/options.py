@@ -364,7 +364,7 @@ def fit_options(f):
         click.option(
             "--patience",
             type=int,
-            default=5,
+            default=10,
             show_default=True,
             help="Epochs without improvement before stopping.",
         ),

@@ -66,7 +66,7 @@ def reach_profile(net, x: torch.Tensor, state=None) -> np.ndarray:
     return per_step / max(per_step[0], 1e-30)
 
 
-REACH_LANES = 64  # lanes the reach is measured on, the first of the epoch's lanes
+REACH_LANES = 64  # lanes the reach is measured on: the first ones cut, series by series
 
 
 def gradient_reach(net, table: torch.Tensor, lanes, config, start: Callable | None = None) -> int:

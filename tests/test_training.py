@@ -207,8 +207,8 @@ def test_fit_starts_each_lane_from_its_series_values_not_an_empty_window(monkeyp
 
 def test_gradient_reach_is_measured_from_each_lanes_own_window(monkeypatch):
     """The reach `fit` reports is measured on the lanes' first chunks as training walks them:
-    a lane cut from mid-series starts with its window full of the series' values, not empty
-    (an empty window, which no forecast reads, gave a segrnn member a gradient of another scale)."""
+    a lane cut from mid-series starts with its window full of the series' values, not empty (an
+    empty window is one no forecast reads, and a segrnn member's gradient flows through it alone)."""
     from streamcast import health
 
     seen: list[torch.Tensor] = []

@@ -69,13 +69,12 @@ def reach_profile(net, x: torch.Tensor, state=None) -> np.ndarray:
 REACH_LANES = 64  # lanes the reach is measured on: the first ones cut, series by series
 
 
-def gradient_reach(net, table: torch.Tensor, lanes, config, start: Callable | None = None) -> int:
+def gradient_reach(net, table: torch.Tensor, lanes, config, start: Callable) -> int:
     """Steps back at which the gradient falls below 1% of its value at the last step (bptt = never).
-    `start(which)`: the state lanes `which` start from (`training.lane_state`); None: zeros."""
+    `start(which)`: the state lanes `which` start from (`training.lane_state`)."""
     take = min(len(lanes), REACH_LANES)
     width = min(config.bptt, int(lanes.lengths[:take].min()))
     rows = torch.from_numpy(lanes.rows[:take, :width])
-    state = None if start is None else start(np.arange(take))
-    profile = reach_profile(net, table[rows], state)
+    profile = reach_profile(net, table[rows], start(np.arange(take)))
     below = np.flatnonzero(profile < REACH_THRESHOLD)
     return int(below[0]) if len(below) else width

@@ -114,6 +114,13 @@ LEVERS = {
     },
     "--segment-stride 8": {"segment_stride": 8},
     "--segment-stride 2": {"segment_stride": 2},
+    "--segment-batches lanes (every segrnn member walks lanes; the defaults until 2026-12-02)": {
+        "segment_batches": "lanes"
+    },
+    "--segment-batches random (every segrnn member on random windows)": {"segment_batches": "random"},
+    "--segment-batches mixed (the first segrnn member on lanes, the second random)": {
+        "segment_batches": "mixed"
+    },
 }
 
 

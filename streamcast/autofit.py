@@ -36,6 +36,7 @@ from streamcast.training import (
     train_members,
     validation_loss,
 )
+from streamcast.windowbatches import member_batches
 
 DEFAULT_BUDGET = 300.0  # seconds: "a few minutes" of a 2-core machine
 KEEP = 3  # the best few that may form the ensemble
@@ -62,7 +63,11 @@ def candidate_plans(prepared: Prepared) -> list[MemberPlan]:
         (base, config),  # the defaults again under another seed
     ]
     plans = [v for v in variants if v is not None]
-    return [MemberPlan(model, cfg, member_seed(config.seed, i)) for i, (model, cfg) in enumerate(plans)]
+    batches = member_batches(config.segment_batches, [model.cell for model, _ in plans])
+    return [
+        MemberPlan(model, replace(cfg, segment_batches=batches[i]), member_seed(config.seed, i))
+        for i, (model, cfg) in enumerate(plans)
+    ]
 
 
 def check_budget(time_budget: float) -> None:

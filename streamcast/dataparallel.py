@@ -108,6 +108,7 @@ class GlobalLanes:
     local: np.ndarray  # (G,) index into the owner's Lanes
     lengths: np.ndarray  # (G,) real steps per lane
     chunks_with_loss: np.ndarray  # (G,)
+    firsts: np.ndarray  # (G,) each lane's first loss step (after its warm-up), for random windows
 
     def __len__(self) -> int:
         return len(self.owner)
@@ -122,18 +123,23 @@ def global_lanes(
 ) -> GlobalLanes:
     """Lay every rank's lanes out as one process would: series by series in sorted id order (the
     order `read_series` gives), each series' lanes in time order."""
-    parts = cluster.gather((series_ids, lanes_per_series, lanes.lengths, loss_chunks(lanes, bptt)))
+    firsts = lanes.lengths - lanes.loss_mask.sum(axis=1)  # a lane's loss steps run to its end
+    parts = cluster.gather((series_ids, lanes_per_series, lanes.lengths, loss_chunks(lanes, bptt), firsts))
     entries = []  # (series id, rank, first local lane, lanes)
-    for rank, (ids, per_series, _, _) in enumerate(parts):
+    for rank, (ids, per_series, *_) in enumerate(parts):
         starts = np.concatenate([[0], np.cumsum(per_series)])
         entries.extend((sid, rank, int(starts[i]), int(per_series[i])) for i, sid in enumerate(ids))
     entries.sort(key=lambda e: e[0])
-    owner, local, lengths, chunks = [], [], [], []
+    owner, local, lengths, chunks, loss_from = [], [], [], [], []
     for _, rank, first, count in entries:
         owner.append(np.full(count, rank, dtype=np.int64))
         local.append(np.arange(first, first + count, dtype=np.int64))
         lengths.append(parts[rank][2][first : first + count])
         chunks.append(parts[rank][3][first : first + count])
+        loss_from.append(parts[rank][4][first : first + count])
     return GlobalLanes(
-        *(np.concatenate(a) if a else np.zeros(0, dtype=np.int64) for a in (owner, local, lengths, chunks))
+        *(
+            np.concatenate(a) if a else np.zeros(0, dtype=np.int64)
+            for a in (owner, local, lengths, chunks, loss_from)
+        )
     )

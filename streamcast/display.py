@@ -230,7 +230,29 @@ def _segment_stride(info: dict, cells: list[str]) -> str:
     if "segrnn" not in cells:
         return ""
     stride = info["fit_config"].get("segment_stride", 1)  # files before it: every step
-    return f"segrnn trained on {'every step' if stride == 1 else f'one step in {stride}'} (--segment-stride)"
+    trained = (
+        f"segrnn trained on {'every step' if stride == 1 else f'one step in {stride}'} (--segment-stride)"
+    )
+    return trained + _segment_batches(info)
+
+
+def _segment_batches(info: dict) -> str:
+    """Which segrnn members drew random windows (`--segment-batches`); files from before the option
+    walked lanes."""
+    if "members" not in info:
+        random = info["fit_config"].get("segment_batches") == "random"
+        return " on random windows (--segment-batches)" if random else ""
+    members = info["members"]
+    drawn = [
+        str(i) for i, m in enumerate(members, 1) if m["cell"] == "segrnn" and m.get("batches") == "random"
+    ]
+    if not drawn:
+        return ""
+    walked = [
+        str(i) for i, m in enumerate(members, 1) if m["cell"] == "segrnn" and m.get("batches") != "random"
+    ]
+    lanes = f"member {', '.join(walked)} on lanes, " if walked else ""
+    return f", {lanes}member {', '.join(drawn)} on random windows (--segment-batches)"
 
 
 def _cells(info: dict, cell: str) -> list[str]:

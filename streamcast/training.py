@@ -108,6 +108,17 @@ from streamcast.shortseries import LeftOut, needed_points, serve_short, split_sh
 from streamcast.stepping import run_series
 from streamcast.threads import torch_threads
 from streamcast.valsize import default_val_size
+from streamcast.windowbatches import (
+    SEGMENT_BATCHES,
+    epoch_draw,
+    global_steps,
+    loss_steps,
+    member_batches,
+    mine,
+    window_forecasts,
+    windows_at,
+    windows_per_batch,
+)
 from streamcast.zones import zone_of
 
 CPU = torch.device("cpu")
@@ -122,6 +133,7 @@ log = logging.getLogger(__name__)  # progress for library users: logging.basicCo
 # bettered to the 30th (ETTh1's seven columns 0.6386 -> 0.6318 over seeds 0-2; README).
 PATIENCE = 10
 LAG_CHOICES = ("auto", *LAG_INPUTS)  # --lag-inputs: auto is resolved by `choose_lag_inputs`
+BATCHES_MESSAGE = f"--segment-batches must be one of {', '.join(SEGMENT_BATCHES)}"
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,7 @@ class FitConfig:
     static: tuple[str, ...] = ()  # one value per series (region, size): one-hot or scaled inputs
     bptt: int = 48
     segment_stride: int = 4  # a segrnn member trains on every Nth step (`_scored_forward`)
+    segment_batches: str = "mixed"  # segrnn members' batches: lanes or random windows (windowbatches)
     batch_size: int = 32
     epochs: int = 30
     lr: float = 3e-3
@@ -203,6 +216,7 @@ class FitConfig:
                 "--hidden must be at most 65,536 and --layers at most 64 (what a model file may hold)",
             ),
             (self.bptt >= 1 and self.segment_stride >= 1, "--bptt and --segment-stride must be at least 1"),
+            (self.segment_batches in SEGMENT_BATCHES, BATCHES_MESSAGE),
             (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden and --layers must be at least 1"),
             (self.batch_size >= 1 and self.epochs >= 1, "--batch-size and --epochs must be at least 1"),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
@@ -221,10 +235,7 @@ class FitConfig:
                 self.ar != 0 or "segrnn" not in (self.cell, *self.ensemble_cells),
                 "a segrnn cell reads the --ar window in segments: give --ar 2 or more, not 0",
             ),
-            (
-                len(set(self.covariates)) == len(self.covariates),
-                "each --covariate may be given once",
-            ),
+            (len(set(self.covariates)) == len(self.covariates), "each --covariate may be given once"),
             (
                 len(set(self.future_covariates)) == len(self.future_covariates),
                 "each --future-covariate may be given once",
@@ -394,10 +405,13 @@ def _fit(
     if jobs > 1:
         log.info("training %d members at a time, each in its own process", jobs)
     cells = member_cells(config, prepared.spec, prepared.model_config)
+    cells = [cells[m % len(cells)] for m in range(config.ensemble)]
+    batches = member_batches(config.segment_batches, cells)
     plans = [
         MemberPlan(
-            member_config(prepared.model_config, cells[m % len(cells)], prepared.config.conv),
-            prepared.config,  # with what `prepare` resolved from the data (`--loss auto`)
+            member_config(prepared.model_config, cells[m], prepared.config.conv),
+            # with what `prepare` resolved from the data (`--loss auto`) and the member's batches
+            replace(prepared.config, segment_batches=batches[m]),
             member_seed(config.seed, m),
         )
         for m in range(config.ensemble)
@@ -808,6 +822,7 @@ def assemble(
                 "hidden_size": n.config.hidden_size,
                 "ar": n.config.ar,
                 "lr": plan.config.lr,
+                "batches": plan.config.segment_batches,  # lanes, or random windows (windowbatches)
                 "seed": plan.seed,
                 "best_epoch": r.best_epoch,
                 "averaged": list(r.averaged),
@@ -1085,8 +1100,9 @@ def _train_member(
             net.ar.weight.copy_(work.ar_start)
     net = net.to(work.device)
     optimizer = _optimizer(net, config)
-    scheduler = _scheduler(optimizer, config, _steps_per_epoch(work, config.bptt))
-    train_epoch = _train_epoch if work.cluster is None else _train_epoch_sharded
+    random_windows = model_config.cell == "segrnn" and config.segment_batches == "random"
+    scheduler = _scheduler(optimizer, config, _steps_per_epoch(work, config, random_windows))
+    train_epoch = _epoch_trainer(work, random_windows)
     result = FitResult()
     best_val, best_weights, waited = math.inf, copy.deepcopy(net.state_dict()), 0
     best_epochs = BestEpochs(config.average_epochs)
@@ -1290,10 +1306,15 @@ def chunk_targets(values: torch.Tensor, rows: torch.Tensor, horizon: int) -> tor
     return values[ahead.clamp_(max=len(values) - 1)]
 
 
-def _steps_per_epoch(work: _Work, bptt: int) -> int:
+def _steps_per_epoch(work: _Work, config: FitConfig, random_windows: bool = False) -> int:
     """Optimizer steps in one epoch: groups of lanes x the chunks that hold a loss step (a lane's
-    warm-up chunk holds none and takes no step); over all ranks' lanes under torchrun."""
-    lanes, layout = work.lanes, work.layout
+    warm-up chunk holds none and takes no step), or batches of random windows; over all ranks'
+    lanes under torchrun."""
+    lanes, layout, bptt = work.lanes, work.layout, config.bptt
+    if random_windows:
+        steps = int(global_steps(layout.lengths, layout.firsts)[-1]) if layout else int(lanes.loss_mask.sum())
+        drawn = max(1, steps // config.segment_stride)
+        return -(-drawn // windows_per_batch(work.batch_size, bptt, config.segment_stride))
     if layout is not None:
         chunks, count = layout.chunks_with_loss, len(layout)
     else:
@@ -1301,6 +1322,14 @@ def _steps_per_epoch(work: _Work, bptt: int) -> int:
     if not count:
         return 1
     return max(1, -(-count // work.batch_size) * int(chunks.max()))
+
+
+def _epoch_trainer(work: _Work, random_windows: bool) -> Callable:
+    """How a member's epoch walks the data: lanes in chunks, or (a segrnn member, `--segment-batches`)
+    random windows; alone or with the other ranks under torchrun."""
+    if random_windows:
+        return _train_epoch_windows if work.cluster is None else _train_epoch_windows_sharded
+    return _train_epoch if work.cluster is None else _train_epoch_sharded
 
 
 def _train_epoch(
@@ -1346,6 +1375,79 @@ def _train_epoch(
             total_weight += weight
     # Every step skipped (a diverged run) has no loss to report, not a perfect one.
     return (total_loss / total_weight if total_weight else math.nan), timesteps
+
+
+def _train_epoch_windows(
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int
+) -> tuple[float, int]:
+    """A segrnn member's epoch on windows drawn at random from every lane step of every series
+    (`streamcast.windowbatches`): as many as a strided lane epoch scores, in batches of as many
+    as a group of lanes scores in one chunk, so it costs what a lane epoch does."""
+    rows, origins = loss_steps(work.lanes)
+    drawn = epoch_draw(rng, len(rows), config.segment_stride)
+    size = windows_per_batch(work.batch_size, config.bptt, config.segment_stride)
+    net.train()
+    total_loss, total_weight = 0.0, 0
+    params = [p for p in net.parameters() if p.requires_grad]
+    for b in range(0, len(drawn), size):
+        picked = drawn[b : b + size]
+        loss_sum, divisor = _window_loss_terms(net, work, config, rows[picked], origins[picked])
+        loss = loss_sum / divisor
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not _step(optimizer, params, config, health, scheduler, loss.item()):
+            continue
+        total_loss += loss.item() * len(picked)
+        total_weight += len(picked)
+    return (total_loss / total_weight if total_weight else math.nan), len(drawn)
+
+
+def _train_epoch_windows_sharded(
+    net, optimizer, work: _Work, config: FitConfig, rng, health, scheduler, epoch: int
+) -> tuple[float, int]:
+    """`_train_epoch_windows` with each batch's windows trained by the ranks that hold their
+    series: every rank draws one process's positions over all ranks' lanes, in its order, and
+    scores those of its own lanes; the step is one process's (`_sum_and_step`)."""
+    cluster, layout, lanes = work.cluster, work.layout, work.lanes
+    assert cluster is not None and layout is not None
+    starts = global_steps(layout.lengths, layout.firsts)
+    drawn = epoch_draw(rng, int(starts[-1]), config.segment_stride)
+    size = windows_per_batch(work.batch_size, config.bptt, config.segment_stride)
+    net.train()
+    total_loss, total_weight = 0.0, 0.0
+    params = [p for p in net.parameters() if p.requires_grad]
+    for b in range(0, len(drawn), size):
+        lane, step = mine(
+            drawn[b : b + size], starts, layout.owner, layout.local, layout.firsts, cluster.rank
+        )
+        optimizer.zero_grad(set_to_none=True)
+        terms = [torch.zeros((), device=work.device)] * 3  # loss sum, its divisor, windows
+        if len(lane):
+            loss_sum, divisor = _window_loss_terms(
+                net, work, config, lanes.rows[lane, step], lanes.origins[lane]
+            )
+            loss_sum.backward()
+            terms = [loss_sum.detach(), divisor.detach(), torch.tensor(float(len(lane)), device=work.device)]
+        loss, weight = _sum_and_step(cluster, params, terms, optimizer, config, health, scheduler)
+        total_loss += loss * weight
+        total_weight += weight
+    return (total_loss / total_weight if total_weight else math.nan), len(drawn)
+
+
+def _window_loss_terms(
+    net, work: _Work, config: FitConfig, rows: np.ndarray, origins: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of the forecasts from the windows ending at these rows, as a sum and its divisor."""
+    forecasts = window_forecasts(net, windows_at(work.values, rows, origins, net.config.ar))
+    at = torch.from_numpy(rows[:, None]).to(work.device)  # (B, 1)
+    return loss_terms(
+        forecasts,
+        chunk_targets(work.values, at, config.horizon),
+        torch.ones(len(rows), 1, dtype=torch.bool, device=work.device),
+        config.loss,
+        net.config.quantiles,
+        work.row_weight[at] if work.row_weight is not None else None,
+    )
 
 
 def lane_state(net: RecurrentForecaster, values: torch.Tensor, lanes: Lanes, which: np.ndarray):
@@ -1435,22 +1537,32 @@ def _train_epoch_sharded(
                 )
                 loss_sum.backward()
                 terms = [loss_sum.detach(), divisor.detach(), chunk_mask.sum().float()]
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = cluster.sum_(torch.cat([*(g.reshape(-1) for g in grads), *(t.reshape(1) for t in terms)]))
-            divisor, weight = float(flat[-2]), float(flat[-1])
-            if weight == 0:
-                continue
-            loss = float(flat[-3]) / divisor
-            offset = 0
-            for p in params:
-                p.grad = (flat[offset : offset + p.numel()] / divisor).view_as(p)
-                offset += p.numel()
-            if not _step(optimizer, params, config, health, scheduler, loss):
-                continue
+            loss, weight = _sum_and_step(cluster, params, terms, optimizer, config, health, scheduler)
             total_loss += loss * weight
             total_weight += weight
     timesteps = int(cluster.sum([timesteps])[0])
     return (total_loss / total_weight if total_weight else math.nan), timesteps
+
+
+def _sum_and_step(
+    cluster: Cluster, params: list, terms: list, optimizer, config: FitConfig, health, scheduler
+) -> tuple[float, float]:
+    """One all-reduce adds up every rank's gradients and `terms` (its loss sum, the sum's divisor,
+    its loss steps); each rank divides by the whole batch's divisor, the gradient of one process's
+    mean loss, and steps. The batch's loss and steps, (0, 0) where none held a loss or it was skipped."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = cluster.sum_(torch.cat([*(g.reshape(-1) for g in grads), *(t.reshape(1) for t in terms)]))
+    divisor, weight = float(flat[-2]), float(flat[-1])
+    if weight == 0:
+        return 0.0, 0.0
+    loss = float(flat[-3]) / divisor
+    offset = 0
+    for p in params:
+        p.grad = (flat[offset : offset + p.numel()] / divisor).view_as(p)
+        offset += p.numel()
+    if not _step(optimizer, params, config, health, scheduler, loss):
+        return 0.0, 0.0
+    return loss, weight
 
 
 def _val_targets(values, offsets, positions, horizon) -> torch.Tensor:

@@ -20,8 +20,15 @@ def test_candidates_change_one_thing_at_a_time_from_the_defaults(tiny_data):
     base = plans[0].model
     # The defaults, with what `prepare` resolved: --loss auto is MAE, --scaling auto the mean and
     # --lag-inputs auto the smoothed lags and --series-weight auto soft-mase for the positive tiny
-    # series (in logs).
-    resolved = replace(TINY, loss="mae", scaling="mean", lag_inputs="smoothed", series_weight="soft-mase")
+    # series (in logs); an LSTM walks lanes (`--segment-batches` is for segrnn members).
+    resolved = replace(
+        TINY,
+        loss="mae",
+        scaling="mean",
+        lag_inputs="smoothed",
+        series_weight="soft-mase",
+        segment_batches="lanes",
+    )
     assert plans[0].config == resolved and plans[0].seed == TINY.seed
     assert plans[1].model.cell == "gru"
     assert plans[2].model.hidden_size == 2 * base.hidden_size

@@ -115,6 +115,61 @@ def test_two_gloo_ranks_score_a_strided_segrnn_on_one_processs_steps(dataset, tm
     assert streamcast.load(tmp_path / "m").info["fit_config"]["segment_stride"] == 3
 
 
+WINDOW_SPY = """
+import json, os
+from streamcast import training
+from streamcast.cli import main
+real, real_mine = training.windows_at, training.mine
+batch, calls = [-1], [0]
+def spy_mine(*args):
+    batch[0] += 1  # every rank reaches every batch, holding windows of it or not
+    return real_mine(*args)
+def spy(values, rows, origins, ar):
+    windows = real(values, rows, origins, ar)
+    seen = sorted([round(float(w.sum()), 4), round(float(w[-1]), 5)] for w in windows)
+    index = batch[0] if batch[0] >= 0 else calls[0]
+    calls[0] += 1
+    with open(os.path.join(os.environ["SPY_DIR"], os.environ.get("RANK", "0")), "a") as f:
+        f.write(json.dumps([index, seen]) + "\\n")
+    return windows
+training.windows_at, training.mine = spy, spy_mine
+main()
+"""
+
+
+def test_two_gloo_ranks_draw_one_processs_random_windows(dataset, tmp_path):
+    """`--segment-batches random` under torchrun: every rank draws one process's positions over
+    all ranks' lanes and scores those of its series, so each batch holds the windows one
+    process's batch holds, split between the ranks."""
+    spy = tmp_path / "spy.py"
+    spy.write_text(WINDOW_SPY)
+    ranks, alone = tmp_path / "ranks", tmp_path / "alone"
+    ranks.mkdir(), alone.mkdir()
+    random = ["--cell", "segrnn", "--segment-batches", "random", "--ar", "24"]
+    config = [str(dataset), *random, *FAST, "-o", str(tmp_path / "m")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STREAMCAST_DIST_TIMEOUT": "60", "SPY_DIR": str(ranks)}
+    done = subprocess.run([*command, str(spy), "fit", *config], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    env = {**env, "SPY_DIR": str(alone)}
+    done = subprocess.run([sys.executable, str(spy), "fit", *config], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+
+    def batches(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    one = dict(batches(alone / "0"))
+    assert len(one) > 4  # batches over two epochs
+    joined: dict[int, list] = {}
+    for rank in ("0", "1"):
+        held = batches(ranks / rank)
+        assert held  # both ranks' series are drawn
+        for index, seen in held:
+            joined.setdefault(index, []).extend(seen)
+    assert {i: sorted(seen) for i, seen in joined.items()} == one
+    assert streamcast.load(tmp_path / "m").info["fit_config"]["segment_batches"] == "random"
+
+
 def test_a_failing_rank_stops_every_rank_with_one_line_each(dataset, tmp_path):
     short = pl.read_parquet(dataset / "part-0.parquet").filter(pl.col("series_id") == "s1").head(10)
     frame = pl.read_parquet(dataset / "part-0.parquet").filter(pl.col("series_id") != "s1")

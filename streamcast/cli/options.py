@@ -356,6 +356,15 @@ def fit_options(f):
             "every step); other cells train on every step. 4 fit ETTh1 2.6x faster than 1, and as well.",
         ),
         click.option(
+            "--segment-batches",
+            type=click.Choice(["mixed", "lanes", "random"]),
+            default="mixed",
+            show_default=True,
+            help="How segrnn members draw their training windows: lanes walked in chunks, as other cells "
+            "train; random, each batch from all over the data; mixed, the segrnn members in turn (the first "
+            "on lanes, the second random). Mixed beat either on ETT's seven columns.",
+        ),
+        click.option(
             "--val-size",
             type=int,
             help="Validation steps at the end of each series [default: about 40,000 points over all series, "

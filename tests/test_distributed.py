@@ -88,15 +88,13 @@ main()
 """
 
 
-def test_two_gloo_ranks_score_a_strided_segrnn_on_one_processs_steps(dataset, tmp_path):
-    """`--segment-stride` under torchrun: each rank scores its lanes' chunks from the same lane
-    steps (shifted by the same epoch) as one process, so the batches train the same steps.
-    (The weights agree only in distribution: a segrnn member's dropout draws differ per process.)"""
+def fit_spied(spy_code: str, config: list[str], tmp_path) -> tuple:
+    """`fit` run by `spy_code` under 2 gloo ranks, then in one process: the folders where each
+    wrote what it saw, a file per rank."""
     spy = tmp_path / "spy.py"
-    spy.write_text(SPY)
+    spy.write_text(spy_code)
     ranks, alone = tmp_path / "ranks", tmp_path / "alone"
     ranks.mkdir(), alone.mkdir()
-    config = [str(dataset), "--cell", "segrnn", "--segment-stride", "3", *FAST, "-o", str(tmp_path / "m")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "STREAMCAST_DIST_TIMEOUT": "60", "SPY_DIR": str(ranks)}
     done = subprocess.run([*command, str(spy), "fit", *config], capture_output=True, text=True, env=env)
@@ -104,6 +102,15 @@ def test_two_gloo_ranks_score_a_strided_segrnn_on_one_processs_steps(dataset, tm
     env = {**env, "SPY_DIR": str(alone)}
     done = subprocess.run([sys.executable, str(spy), "fit", *config], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+    return ranks, alone
+
+
+def test_two_gloo_ranks_score_a_strided_segrnn_on_one_processs_steps(dataset, tmp_path):
+    """`--segment-stride` under torchrun: each rank scores its lanes' chunks from the same lane
+    steps (shifted by the same epoch) as one process, so the batches train the same steps.
+    (The weights agree only in distribution: a segrnn member's dropout draws differ per process.)"""
+    config = [str(dataset), "--cell", "segrnn", "--segment-stride", "3", *FAST, "-o", str(tmp_path / "m")]
+    ranks, alone = fit_spied(SPY, config, tmp_path)
 
     def steps(folder):
         calls = [json.loads(line) for f in sorted(folder.iterdir()) for line in f.read_text().splitlines()]
@@ -141,19 +148,8 @@ def test_two_gloo_ranks_draw_one_processs_random_windows(dataset, tmp_path):
     """`--segment-batches random` under torchrun: every rank draws one process's positions over
     all ranks' lanes and scores those of its series, so each batch holds the windows one
     process's batch holds, split between the ranks."""
-    spy = tmp_path / "spy.py"
-    spy.write_text(WINDOW_SPY)
-    ranks, alone = tmp_path / "ranks", tmp_path / "alone"
-    ranks.mkdir(), alone.mkdir()
     random = ["--cell", "segrnn", "--segment-batches", "random", "--ar", "24"]
-    config = [str(dataset), *random, *FAST, "-o", str(tmp_path / "m")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "STREAMCAST_DIST_TIMEOUT": "60", "SPY_DIR": str(ranks)}
-    done = subprocess.run([*command, str(spy), "fit", *config], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    env = {**env, "SPY_DIR": str(alone)}
-    done = subprocess.run([sys.executable, str(spy), "fit", *config], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    ranks, alone = fit_spied(WINDOW_SPY, [str(dataset), *random, *FAST, "-o", str(tmp_path / "m")], tmp_path)
 
     def batches(path):
         return [json.loads(line) for line in path.read_text().splitlines()]

@@ -1312,7 +1312,11 @@ def _steps_per_epoch(work: _Work, config: FitConfig, random_windows: bool = Fals
     lanes under torchrun."""
     lanes, layout, bptt = work.lanes, work.layout, config.bptt
     if random_windows:
-        steps = int(global_steps(layout.lengths, layout.firsts)[-1]) if layout else int(lanes.loss_mask.sum())
+        steps = (
+            int(lanes.loss_mask.sum())
+            if layout is None
+            else int(global_steps(layout.lengths, layout.firsts)[-1])
+        )
         drawn = max(1, steps // config.segment_stride)
         return -(-drawn // windows_per_batch(work.batch_size, bptt, config.segment_stride))
     if layout is not None:
@@ -1438,8 +1442,9 @@ def _window_loss_terms(
     net, work: _Work, config: FitConfig, rows: np.ndarray, origins: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of the forecasts from the windows ending at these rows, as a sum and its divisor."""
-    forecasts = window_forecasts(net, windows_at(work.values, rows, origins, net.config.ar))
     at = torch.from_numpy(rows[:, None]).to(work.device)  # (B, 1)
+    windows = windows_at(work.values, rows, origins, net.config.ar)
+    forecasts = window_forecasts(net, windows, work.table[at[:, 0]])
     return loss_terms(
         forecasts,
         chunk_targets(work.values, at, config.horizon),

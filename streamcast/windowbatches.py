@@ -62,10 +62,13 @@ def windows_at(values: torch.Tensor, rows: np.ndarray, origins: np.ndarray, ar: 
     return torch.where(inside, window, torch.zeros_like(window))
 
 
-def window_forecasts(net: RecurrentForecaster, windows: torch.Tensor) -> torch.Tensor:
-    """(B, ar) windows -> (B, 1, horizon, outputs_per_step): the segrnn forecast from each, the
-    one `decode` gives at that step of a lane."""
-    return net.decode(Features(windows.new_zeros(len(windows), 1, 0), windows[:, None, :], None))
+def window_forecasts(net: RecurrentForecaster, windows: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """(B, ar) windows and (B, F) the input rows at their steps -> (B, 1, horizon, outputs_per_step):
+    the segrnn forecast from each, the one `decode` gives at that step of a lane (with the inputs
+    known ahead, where the model reads them)."""
+    c = net.config
+    ahead = inputs[:, None, c.known_at : c.known_at + c.known * c.horizon] if c.known else None
+    return net.decode(Features(windows.new_zeros(len(windows), 1, 0), windows[:, None, :], ahead))
 
 
 def global_steps(lengths: np.ndarray, firsts: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from click.testing import CliRunner
@@ -34,14 +35,22 @@ def test_mixed_alternates_the_segrnn_members_and_leaves_other_cells_on_lanes():
     assert member_batches("mixed", ["segrnn"]) == ["lanes"]  # one segrnn network trains as before
 
 
-def test_a_drawn_window_forecasts_what_the_lane_forecasts_at_that_step():
+@pytest.mark.parametrize("known", [False, True])
+def test_a_drawn_window_forecasts_what_the_lane_forecasts_at_that_step(known):
     """The window is the one a lane carries to that step: the values before it, zeros before its
-    series' start, for lanes starting at a series' start and mid-series alike."""
-    data = read_series(hourly_frame(series=3, length=1200, growth=0.0))
+    series' start, for lanes starting at a series' start and mid-series alike; with the inputs
+    known ahead (a future covariate) where the model reads them."""
+    frame = hourly_frame(series=3, length=1200, growth=0.0)
+    frame = frame.with_columns(temperature=(pl.col("value") * 0.1).sin())
+    data = read_series(frame, target="value", future_covariates=["temperature"] if known else [])
     prepared = training.prepare(data, replace(TINY, cell="segrnn", ar=48, bptt=4, batch_size=6))
     model = training.member_config(prepared.model_config, "segrnn", 0)
+    assert (model.known > 0) == known
     torch.manual_seed(0)
     net = RecurrentForecaster(model).eval()
+    if known:
+        with torch.no_grad():
+            net.known.normal_()  # started at zero: make the known inputs count
     work, lanes = prepared.work, prepared.work.lanes
     assert len(lanes) > len(data.series_ids)  # some lanes start mid-series
     which = np.arange(len(lanes))
@@ -50,12 +59,13 @@ def test_a_drawn_window_forecasts_what_the_lane_forecasts_at_that_step():
         walked, _ = net(work.table[rows], training.lane_state(net, work.values, lanes, which))
         steps = lanes.rows[which].reshape(-1)
         origins = np.repeat(lanes.origins[which], lanes.rows.shape[1])
-        drawn = window_forecasts(net, windows_at(work.values, steps, origins, model.ar))
+        windows = windows_at(work.values, steps, origins, model.ar)
+        drawn = window_forecasts(net, windows, work.table[torch.from_numpy(steps)])
     real = torch.from_numpy((np.arange(lanes.rows.shape[1]) < lanes.lengths[:, None]).reshape(-1))
     assert (~real).any()  # the padding of shorter lanes repeats a row: no window to compare
     walked = walked.reshape(-1, *walked.shape[2:])
     torch.testing.assert_close(drawn[real, 0], walked[real], rtol=0, atol=1e-6)
-    assert (windows_at(work.values, steps[:1], origins[:1], model.ar) == 0).any()  # a series' start
+    assert (windows[0] == 0).any()  # a series' start
 
 
 def test_an_epoch_draws_a_strided_epochs_count_from_every_series(level_data, monkeypatch):

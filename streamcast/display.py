@@ -242,15 +242,11 @@ def _segment_batches(info: dict) -> str:
     if "members" not in info:
         random = info["fit_config"].get("segment_batches") == "random"
         return " on random windows (--segment-batches)" if random else ""
-    members = info["members"]
-    drawn = [
-        str(i) for i, m in enumerate(members, 1) if m["cell"] == "segrnn" and m.get("batches") == "random"
-    ]
+    segrnn = [(str(i), m.get("batches")) for i, m in enumerate(info["members"], 1) if m["cell"] == "segrnn"]
+    drawn = [i for i, batches in segrnn if batches == "random"]
     if not drawn:
         return ""
-    walked = [
-        str(i) for i, m in enumerate(members, 1) if m["cell"] == "segrnn" and m.get("batches") != "random"
-    ]
+    walked = [i for i, batches in segrnn if batches != "random"]
     lanes = f"member {', '.join(walked)} on lanes, " if walked else ""
     return f", {lanes}member {', '.join(drawn)} on random windows (--segment-batches)"
 

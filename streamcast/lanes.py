@@ -73,19 +73,20 @@ def make_lanes(
     return Lanes(rows, loss_mask, lengths, origins_a)
 
 
-def window_rows(lanes: Lanes, which: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of the `size` steps before each of these lanes' first step, oldest first, and
-    which of them lie in the lane's series (the others are before its start: zeros, as a
-    series' first steps are served).
+def window_rows(last: np.ndarray, origins: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) rows and the rows where their series begin -> (B, size): the rows of the `size` steps
+    up to each row, oldest first, and which of them lie in its series (the others are before its
+    start: zeros, as a series' first steps are served); those outside point at the origin.
 
-    A lane's window must start as serving's stands at that step. The warm-up replays only
+    A lane's window must start as serving's stands at that step (its rows up to the step before
+    the lane's first), and so must a window drawn for a segrnn member (`windowbatches`). The warm-up replays only
     `warmup` steps (one BPTT chunk), far fewer than a window of weeks: started from zeros, the
     window of a lane starting mid-series held zeros for most of its first `size` steps, a
     series' start that serving never shows there (18% of the training steps on ETTh1's and ETTm1's
     seven columns)."""
-    before = lanes.rows[which, :1] - size + np.arange(size)  # (N, size)
-    inside = before >= lanes.origins[which, None]
-    return np.where(inside, before, lanes.origins[which, None]), inside
+    before = last[:, None] - size + 1 + np.arange(size)  # (B, size)
+    inside = before >= origins[:, None]
+    return np.where(inside, before, origins[:, None]), inside
 
 
 def lanes_per_series(train_lengths: np.ndarray, horizon: int, lane_length: int) -> np.ndarray:

@@ -79,7 +79,6 @@ from streamcast.lanes import (
     lanes_per_series,
     loss_chunks,
     make_lanes,
-    window_rows,
 )
 from streamcast.levelspread import LOG_BELOW, logs_suit, series_lambdas
 from streamcast.losses import (
@@ -1421,9 +1420,7 @@ def _train_epoch_windows_sharded(
     total_loss, total_weight = 0.0, 0.0
     params = [p for p in net.parameters() if p.requires_grad]
     for b in range(0, len(drawn), size):
-        lane, step = mine(
-            drawn[b : b + size], starts, layout.owner, layout.local, layout.firsts, cluster.rank
-        )
+        lane, step = mine(layout, starts, drawn[b : b + size], cluster.rank)
         optimizer.zero_grad(set_to_none=True)
         terms = [torch.zeros((), device=work.device)] * 3  # loss sum, its divisor, windows
         if len(lane):
@@ -1461,9 +1458,7 @@ def lane_state(net: RecurrentForecaster, values: torch.Tensor, lanes: Lanes, whi
     state = net.init_state(len(which))
     if net.config.ar == 0:
         return state
-    rows, inside = window_rows(lanes, which, net.config.ar)
-    window = values[torch.from_numpy(rows).to(values.device)]
-    window = torch.where(torch.from_numpy(inside).to(values.device), window, torch.zeros_like(window))
+    window = windows_at(values, lanes.rows[which, 0] - 1, lanes.origins[which], net.config.ar)
     return (*state[:-1], window.to(state[-1].dtype))
 
 

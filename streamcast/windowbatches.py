@@ -4,8 +4,8 @@ A segrnn member has no state beside its window: its forecast at a step is a func
 `--ar` values up to it, the same in `fit`, `forecast` and `stream`. So it need not walk lanes in
 chunks as a recurrent cell must; it may train on windows drawn from anywhere, each batch from all
 over the data, as SegRNN itself trains. The window is the one serving holds at that step: the
-series' values before it, zeros before the series' start (`lanes.window_rows` for a lane's first
-step). Drawn so, a segrnn member's errors differ from those of one that walks lanes, and an
+series' values before it, zeros before the series' start (`lanes.window_rows`, as a lane's
+window starts). Drawn so, a segrnn member's errors differ from those of one that walks lanes, and an
 ensemble of one of each gained on ETT's seven columns (README, the levers table).
 """
 
@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from streamcast.lanes import Lanes
+from streamcast.dataparallel import GlobalLanes
+from streamcast.lanes import Lanes, window_rows
 from streamcast.model import Features, RecurrentForecaster
 
 SEGMENT_BATCHES = ("mixed", "lanes", "random")
@@ -55,11 +56,10 @@ def windows_per_batch(lanes_per_batch: int, bptt: int, stride: int) -> int:
 
 def windows_at(values: torch.Tensor, rows: np.ndarray, origins: np.ndarray, ar: int) -> torch.Tensor:
     """(B,) rows -> (B, ar): the last `ar` scaled values up to each row, oldest first, zeros before
-    its series' start, as serving's window holds them there."""
-    before = rows[:, None] - ar + 1 + np.arange(ar)  # (B, ar)
-    inside = torch.from_numpy(before >= origins[:, None]).to(values.device)
-    window = values[torch.from_numpy(np.maximum(before, origins[:, None])).to(values.device)]
-    return torch.where(inside, window, torch.zeros_like(window))
+    its series' start, as serving's window holds them there (`lanes.window_rows`)."""
+    before, inside = window_rows(rows, origins, ar)
+    window = values[torch.from_numpy(before).to(values.device)]
+    return torch.where(torch.from_numpy(inside).to(values.device), window, torch.zeros_like(window))
 
 
 def window_forecasts(net: RecurrentForecaster, windows: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -78,16 +78,11 @@ def global_steps(lengths: np.ndarray, firsts: np.ndarray) -> np.ndarray:
 
 
 def mine(
-    picked: np.ndarray,
-    starts: np.ndarray,
-    owner: np.ndarray,
-    local: np.ndarray,
-    firsts: np.ndarray,
-    rank: int,
+    layout: GlobalLanes, starts: np.ndarray, picked: np.ndarray, rank: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Of one process's positions `picked`, those whose lane this rank holds: (its own lane, the
-    step within it), in batch order."""
+    """Of one process's positions `picked` (`starts`: `global_steps` of the layout), those whose
+    lane this rank holds: (its own lane, the step within it), in batch order."""
     lane = np.searchsorted(starts, picked, side="right") - 1
-    ours = owner[lane] == rank
+    ours = layout.owner[lane] == rank
     lane, picked = lane[ours], picked[ours]
-    return local[lane], firsts[lane] + picked - starts[lane]
+    return layout.local[lane], layout.firsts[lane] + picked - starts[lane]

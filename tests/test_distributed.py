@@ -126,20 +126,21 @@ WINDOW_SPY = """
 import json, os
 from streamcast import training
 from streamcast.cli import main
-real, real_mine = training.windows_at, training.mine
+from streamcast.windowbatches import windows_at
+real, real_mine = training._window_loss_terms, training.mine
 batch, calls = [-1], [0]
 def spy_mine(*args):
     batch[0] += 1  # every rank reaches every batch, holding windows of it or not
     return real_mine(*args)
-def spy(values, rows, origins, ar):
-    windows = real(values, rows, origins, ar)
+def spy(net, work, config, rows, origins):  # the loss of one batch of drawn windows
+    windows = windows_at(work.values, rows, origins, net.config.ar)
     seen = sorted([round(float(w.sum()), 4), round(float(w[-1]), 5)] for w in windows)
     index = batch[0] if batch[0] >= 0 else calls[0]
     calls[0] += 1
     with open(os.path.join(os.environ["SPY_DIR"], os.environ.get("RANK", "0")), "a") as f:
         f.write(json.dumps([index, seen]) + "\\n")
-    return windows
-training.windows_at, training.mine = spy, spy_mine
+    return real(net, work, config, rows, origins)
+training._window_loss_terms, training.mine = spy, spy_mine
 main()
 """
 

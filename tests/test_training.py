@@ -163,7 +163,7 @@ def test_a_lane_starts_with_the_window_serving_holds_at_its_first_step():
     values = torch.randn(420)
     table = torch.stack([values, torch.randn(420)], dim=-1)
     assert [int(s) for s in lanes.rows[:, 0]] == [0, 84, 180, 276, 300, 384]
-    rows, inside = window_rows(lanes, np.arange(len(lanes)), 96)
+    rows, inside = window_rows(lanes.rows[:, 0] - 1, lanes.origins, 96)  # up to each lane's first step
     assert not inside[0].any() and not inside[4].any()  # lanes at their series' start
     assert inside[1].sum() == 84 and inside[5].sum() == 84  # 12 steps before their series' start
     np.testing.assert_array_equal(rows[3][inside[3]], np.arange(276 - 96, 276))

@@ -71,11 +71,13 @@ def test_a_drawn_window_forecasts_what_the_lane_forecasts_at_that_step(known):
 def test_an_epoch_draws_a_strided_epochs_count_from_every_series(level_data, monkeypatch):
     calls: list[np.ndarray] = []
 
-    def spy(values, rows, origins, ar):
-        calls.append(rows.copy())
-        return windows_at(values, rows, origins, ar)
+    real = training._window_loss_terms  # the loss of one batch of drawn windows
 
-    monkeypatch.setattr(training, "windows_at", spy)
+    def spy(net, work, config, rows, origins):
+        calls.append(rows.copy())
+        return real(net, work, config, rows, origins)
+
+    monkeypatch.setattr(training, "_window_loss_terms", spy)
     config = replace(TINY, cell="segrnn", segment_batches="random", segment_stride=3, epochs=1, ar=48)
     fitted = sc.fit(level_data, config)
     rows, _ = loss_steps(training.prepare(level_data, config).work.lanes)

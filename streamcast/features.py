@@ -45,7 +45,14 @@ def freq_seconds(freq: str) -> float | None:
 
 
 def season_length(freq: str) -> int:
-    """The main seasonal period in steps (a day for sub-daily data, a week for daily), for MASE."""
+    """The main seasonal period in steps: a day of sub-daily data, a week of daily data, a year
+    of weekly to half-yearly data (52 weeks, 12 months, 4 quarters, 2 halves); 1 for yearly data
+    and a step index. The lags, seasonal naive, MASE and the series weights all read it: quarters
+    once took 12 (a month's), so their seasonal naive repeated the quarters of three years ago.
+
+    >>> season_length("3mo")
+    4
+    """
     seconds = freq_seconds(freq)
     if seconds is None:
         return 1
@@ -53,9 +60,9 @@ def season_length(freq: str) -> int:
         return max(1, round(_DAY / seconds))
     if seconds < 7 * _DAY:
         return max(1, round(7 * _DAY / seconds))
-    if seconds < 28 * _DAY:
+    if seconds < 365 * _DAY:
         return max(1, round(365.25 * _DAY / seconds))
-    return 12 if seconds < 365 * _DAY else 1
+    return 1
 
 
 MAX_WINDOW = 336

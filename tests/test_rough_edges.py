@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.errors import StreamcastWarning
-from streamcast.features import default_horizon
+from streamcast.features import default_horizon, season_length
 from tests.conftest import TINY, hourly_frame
 
 FAST = ["--hidden", "4", "--epochs", "1", "--bptt", "8", "--ensemble", "1"]
@@ -82,6 +82,62 @@ def test_the_long_gap_note_names_the_option_that_sets_it(tmp_path):
 )
 def test_the_default_horizon_follows_the_frequency(freq, steps):
     assert default_horizon(freq)[0] == steps
+
+
+@pytest.mark.parametrize(
+    ("freq", "season"),
+    [
+        ("1h", 24),
+        ("15m", 96),
+        ("1d", 7),
+        ("1w", 52),
+        ("4w", 13),
+        ("1mo", 12),
+        ("3mo", 4),
+        ("6mo", 2),
+        ("1y", 1),
+        ("1i", 1),
+    ],
+)
+def test_the_season_is_a_day_a_week_or_a_year_of_the_data(freq, season):
+    assert season_length(freq) == season
+
+
+def test_quarterly_data_repeats_its_year_of_four_quarters(tmp_path):
+    """Seasonal naive, MASE and the network's lags read four quarters back, not twelve."""
+    rng = np.random.default_rng(1)
+    quarters = 48
+    pattern = np.tile([20.0, -10.0, 5.0, -15.0], quarters // 4)
+    starts = [date(2010 + k // 4, 1 + 3 * (k % 4), 1) for k in range(quarters)]
+    frame = pl.DataFrame(
+        {
+            "region": ["n"] * quarters + ["s"] * quarters,
+            "quarter": starts * 2,
+            "visitors": np.concatenate([100 + pattern, 300 + 2 * pattern]) + rng.normal(0, 1, 2 * quarters),
+        }
+    )
+    path = tmp_path / "quarterly.csv"
+    frame.write_csv(path)
+    out, forecasts = tmp_path / "m.streamcast", tmp_path / "forecasts.csv"
+    fitted = run(["fit", str(path), *FAST, "--horizon", "4", "-o", str(out)])
+    assert fitted.exit_code == 0, fitted.stderr
+    assert sc.load(out).net.config.season == 4
+    scored = run(
+        ["backtest", "-m", str(out), str(path), "--windows", "2", "--json", "--save-forecasts", str(forecasts)]
+    )
+    assert scored.exit_code == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["season"] == 4
+    mae = report["overall"]["mae"]
+    assert mae["seasonal_naive"] < 0.2 * mae["naive"]  # a year back is the same quarter
+    rows = pl.read_csv(forecasts, try_parse_dates=True).join(
+        frame.rename({"region": "series_id", "quarter": "timestamp"}).with_columns(
+            pl.col("timestamp").dt.offset_by("1y").alias("timestamp")
+        ),
+        on=["series_id", "timestamp"],
+    )
+    assert rows.height == 2 * 2 * 4
+    assert np.allclose(rows["seasonal_naive"], rows["visitors"])  # the value four quarters earlier
 
 
 def test_daily_data_gets_a_daily_horizon_said_aloud_and_dates_back(tmp_path):

@@ -140,6 +140,29 @@ def test_quarterly_data_repeats_its_year_of_four_quarters(tmp_path):
     assert np.allclose(rows["seasonal_naive"], rows["visitors"])  # the value four quarters earlier
 
 
+def test_yearly_data_is_forecast_by_segrnn_members_that_follow_its_trend(tmp_path):
+    """An LSTM carried yearly trends back toward each series' mean (README, Yearly data)."""
+    years = 40
+    frame = pl.DataFrame(
+        {
+            "country": ["a"] * years + ["b"] * years,
+            "year": [date(1980 + k, 1, 1) for k in range(years)] * 2,
+            "gdp": np.concatenate([100 + 5.0 * np.arange(years), 900 - 8.0 * np.arange(years)]),
+        }
+    )
+    path = tmp_path / "yearly.csv"
+    frame.write_csv(path)
+    out = tmp_path / "m.streamcast"
+    fast = ["--hidden", "4", "--epochs", "1", "--bptt", "8"]
+    fitted = run(["fit", str(path), *fast, "--ensemble", "2", "-o", str(out)])
+    assert fitted.exit_code == 0, fitted.stderr
+    model = sc.load(out)
+    assert [m["cell"] for m in model.info["members"]] == ["segrnn", "segrnn"]
+    forecast = run(["forecast", "-m", str(out), "-q"])
+    assert forecast.exit_code == 0, forecast.stderr
+    assert len(forecast.stdout.splitlines()) == 1 + 2 * 6  # six years of each
+
+
 def test_daily_data_gets_a_daily_horizon_said_aloud_and_dates_back(tmp_path):
     path = daily_csv(tmp_path)
     out = tmp_path / "m.streamcast"

@@ -224,6 +224,21 @@ def test_the_default_mixes_two_segrnn_members_in_three_where_the_data_suits(conf
     assert member_cells(config, spec(**fields), model) == cells
 
 
+@pytest.mark.parametrize(
+    ("config", "fields", "cells"),
+    [
+        (replace(TINY, ensemble=3), {}, ("segrnn",)),
+        (replace(TINY, ensemble=3), {"transform": "log"}, ("segrnn",)),  # logs too
+        (replace(TINY, ensemble=3), {"static": ("region",)}, ("lstm",)),  # the window alone would lose it
+        (TINY, {}, ("lstm",)),  # one network: --cell
+        (replace(TINY, ensemble=3, ensemble_cells=("gru",)), {}, ("gru",)),
+    ],
+)
+def test_yearly_data_takes_segrnn_members_alone(config, fields, cells):
+    yearly = FeatureSpec(freq="1y", calendar=(), covariates=(), covariate_loc=(), covariate_scale=(), **fields)
+    assert member_cells(config, yearly, ModelConfig(input_size=1, ar=8, season=1)) == cells
+
+
 @pytest.fixture(scope="module")
 def level_data():
     """Hourly series around a fixed level: `--transform auto` keeps them in their own units."""

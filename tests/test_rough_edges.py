@@ -123,7 +123,17 @@ def test_quarterly_data_repeats_its_year_of_four_quarters(tmp_path):
     assert fitted.exit_code == 0, fitted.stderr
     assert sc.load(out).net.config.season == 4
     scored = run(
-        ["backtest", "-m", str(out), str(path), "--windows", "2", "--json", "--save-forecasts", str(forecasts)]
+        [
+            "backtest",
+            "-m",
+            str(out),
+            str(path),
+            "--windows",
+            "2",
+            "--json",
+            "--save-forecasts",
+            str(forecasts),
+        ]
     )
     assert scored.exit_code == 0, scored.stderr
     report = json.loads(scored.stdout)

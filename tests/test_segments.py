@@ -235,7 +235,9 @@ def test_the_default_mixes_two_segrnn_members_in_three_where_the_data_suits(conf
     ],
 )
 def test_yearly_data_takes_segrnn_members_alone(config, fields, cells):
-    yearly = FeatureSpec(freq="1y", calendar=(), covariates=(), covariate_loc=(), covariate_scale=(), **fields)
+    yearly = FeatureSpec(
+        freq="1y", calendar=(), covariates=(), covariate_loc=(), covariate_scale=(), **fields
+    )
     assert member_cells(config, yearly, ModelConfig(input_size=1, ar=8, season=1)) == cells
 
 

@@ -65,6 +65,12 @@ def season_length(freq: str) -> int:
     return 1
 
 
+def is_yearly(freq: str) -> bool:
+    """One step a year or longer: short series that trend, with no season (`member_cells`)."""
+    seconds = freq_seconds(freq)
+    return seconds is not None and seconds >= 365 * _DAY
+
+
 MAX_WINDOW = 336
 
 

@@ -61,7 +61,7 @@ from streamcast.features import (
     default_horizon,
     fit_feature_spec,
     fit_scaler,
-    freq_seconds,
+    is_yearly,
     nonnegative_series,
     resolve_scaling,
     season_length,
@@ -420,9 +420,6 @@ def _fit(
     return assemble(prepared, trained, jobs)
 
 
-YEAR_SECONDS = 365 * 86400  # a step this long or longer: yearly data (`member_cells`)
-
-
 def member_cells(config: FitConfig, spec: FeatureSpec, model: ModelConfig) -> tuple[str, ...]:
     """The cells the members take in turn: `--ensemble-cells`, or by default `--cell` and two
     segrnn members of every three where the data stays in its own units and the network reads
@@ -445,7 +442,7 @@ def member_cells(config: FitConfig, spec: FeatureSpec, model: ModelConfig) -> tu
     reads_more = spec.covariates or spec.future_steps or spec.static
     if config.ensemble == 1 or reads_more or model.ar < 2:
         return (config.cell,)
-    if (freq_seconds(spec.freq) or 0) >= YEAR_SECONDS:
+    if is_yearly(spec.freq):
         return ("segrnn",)
     if spec.transform == "log":
         return (config.cell,)

@@ -150,7 +150,7 @@ def test_quarterly_data_repeats_its_year_of_four_quarters(tmp_path):
     assert np.allclose(rows["seasonal_naive"], rows["visitors"])  # the value four quarters earlier
 
 
-def test_yearly_data_is_forecast_by_segrnn_members_that_follow_its_trend(tmp_path):
+def test_yearly_data_is_forecast_by_segrnn_members_alone(tmp_path):
     """An LSTM carried yearly trends back toward each series' mean (README, Yearly data)."""
     years = 40
     frame = pl.DataFrame(

@@ -113,23 +113,39 @@ def default_horizon(freq: str) -> tuple[int, str]:
     if seconds < _DAY:
         span = (_DAY, "a day") if _DAY / seconds <= 96 else (3600, "an hour")
         return max(1, round(span[0] / seconds)), f"{span[1]} of {_step_words(freq)} data"
-    for limit, steps, words in (
+    bands = (
         (_DAY, 14, "two weeks of daily data"),
         (7 * _DAY, 13, "a quarter of weekly data"),
         (31 * _DAY, 18, "18 months of monthly data"),
         (92 * _DAY, 8, "two years of quarterly data"),
-    ):
-        if seconds <= limit:
-            return steps, words
-    return 6, "six years of yearly data"
+    )
+    steps, words = next(
+        ((n, w) for limit, n, w in bands if seconds <= limit), (6, "six years of yearly data")
+    )
+    # The words name the band's own step; another step in the band ("2w", "6mo") is counted.
+    return steps, words if freq in _NAMED_STEPS else f"{steps} steps of {_step_words(freq)} data"
+
+
+_NAMED_STEPS = ("1d", "1w", "1mo", "3mo", "1y")
+_UNIT_WORDS = {
+    "s": "second",
+    "m": "minute",
+    "h": "hour",
+    "ms": "millisecond",
+    "us": "microsecond",
+    "d": "day",
+    "w": "week",
+    "mo": "month",
+    "y": "year",
+}
 
 
 def _step_words(freq: str) -> str:
-    """ "hourly", "15-minute", "30-second": a sub-daily step as a person says it."""
+    """ "hourly", "15-minute", "2-week": a step as a person says it."""
     if freq == "1h":
         return "hourly"
     count, unit = re.fullmatch(r"(\d+)(\D+)", freq).groups()
-    return f"{count}-{dict(s='second', m='minute', h='hour', ms='millisecond', us='microsecond').get(unit, unit)}"
+    return f"{count}-{_UNIT_WORDS.get(unit, unit)}"
 
 
 def calendar_names(freq: str) -> tuple[str, ...]:

@@ -85,6 +85,21 @@ def test_the_default_horizon_follows_the_frequency(freq, steps):
 
 
 @pytest.mark.parametrize(
+    ("freq", "words"),
+    [
+        ("30m", "a day of 30-minute data"),
+        ("1d", "two weeks of daily data"),
+        ("2w", "18 steps of 2-week data"),
+        ("3mo", "two years of quarterly data"),
+        ("6mo", "6 steps of 6-month data"),
+        ("1y", "six years of yearly data"),
+    ],
+)
+def test_the_default_horizon_is_said_in_the_datas_own_steps(freq, words):
+    assert default_horizon(freq)[1] == words
+
+
+@pytest.mark.parametrize(
     ("freq", "season"),
     [
         ("1h", 24),

@@ -77,14 +77,16 @@ MAX_WINDOW = 336
 def window_length(freq: str) -> int:
     """How many past values the forecast head sees by default (`--ar`): a week when it fits in
     `MAX_WINDOW` steps (168 hourly, 336 half-hourly), else `MAX_WINDOW` steps (3.5 days of
-    15-minute data), four weeks for daily, a year for weekly, two years for monthly, 32 steps
-    without a time axis.
+    15-minute data), four weeks for daily, a year for weekly, two years for monthly, three years
+    for quarterly and half-yearly (12 and 6 steps), 8 years, 32 steps without a time axis.
 
     Chosen on validation parts only: on M4 Hourly a week cut the sMAPE by a tenth against a day, and
     on ETTh1 the validation loss by 7% (S) and 8% (M). On 15-minute ETTm1, with the least-squares
     highway start (`--ar-start`), 336 steps beat a day (96) for OT alone on both seeds tried
     (0.0514 / 0.0513 against 0.0538 / 0.0542) and for the seven columns on average (0.371 / 0.373
     against 0.379 / 0.371); from a seasonal naive start a week (672) had been 25% worse for them.
+    Quarterly data had taken the monthly 24 steps (six years): 12 scored better or as well on
+    four public quarterly sets (README, the `--ar` row), 148 US employment series by 9% in sMAPE.
     """
     seconds = freq_seconds(freq)
     if seconds is None:
@@ -96,7 +98,9 @@ def window_length(freq: str) -> int:
         return max(1, round(28 * _DAY / seconds))
     if seconds < 28 * _DAY:
         return max(1, round(365.25 * _DAY / seconds))
-    return 24 if seconds < 365 * _DAY else 8
+    if seconds <= 31 * _DAY:
+        return 24
+    return max(1, round(3 * 365.25 * _DAY / seconds)) if seconds < 365 * _DAY else 8
 
 
 def default_horizon(freq: str) -> tuple[int, str]:

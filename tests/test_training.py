@@ -259,6 +259,8 @@ def test_a_tanh_rnn_shows_the_vanishing_gradient_that_lstm_and_gru_do_not():
         ("1d", 28),
         ("1w", 52),
         ("1mo", 24),
+        ("3mo", 12),
+        ("6mo", 6),
         ("1y", 8),
         ("1i", 32),
     ],

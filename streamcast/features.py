@@ -103,6 +103,20 @@ def window_length(freq: str) -> int:
     return max(1, round(3 * 365.25 * _DAY / seconds)) if seconds < 365 * _DAY else 8
 
 
+def short_series_window(window: int, season: int, freq: str, median_length: float) -> int:
+    """The default window of monthly to half-yearly data, cut to whole seasons within a quarter of
+    the series' median length, never under one season. Their series are often a few years long,
+    and a window of half a series leaves its network few full windows to learn from: US
+    employment cut to its last 72 months scored sMAPE 1.818 with 12 months against 2.622 with 24,
+    and to its last 40 quarters 1.802 with 8 quarters against 1.892 with 12 (README, the `--ar`
+    row); the long series keep the frequency's window. Weekly and finer data, and yearly data
+    (measured worse at 4 years than 8), keep theirs."""
+    seconds = freq_seconds(freq)
+    if seconds is None or seconds <= 7 * _DAY or season < 2:
+        return window
+    return max(season, min(window, int(median_length // 4) // season * season))
+
+
 def default_horizon(freq: str) -> tuple[int, str]:
     """The horizon `fit` takes when none is given, and how to say it: one day of sub-daily data
     (at most 96 steps, an hour of finer data), then the M4 competition's horizons: two weeks of

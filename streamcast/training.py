@@ -66,6 +66,7 @@ from streamcast.features import (
     resolve_scaling,
     season_length,
     series_offsets,
+    short_series_window,
     window_length,
 )
 from streamcast.forecaster import Forecaster
@@ -608,6 +609,11 @@ def prepare(
         inputs = build_inputs(frame, spec, scaler, static=static_values or None)
 
     ar = window_length(data.freq) if config.ar is None else config.ar
+    if config.ar is None:  # every rank the same window, from the median length of every series
+        median = (
+            float(np.median(lengths)) if cluster is None else agree_median(cluster, lengths.astype(float))
+        )
+        ar = short_series_window(ar, season, data.freq, median)
     model_config = ModelConfig(
         input_size=spec.input_size,
         cell=config.cell,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import streamcast as sc
 from streamcast.cli import main
 from streamcast.errors import StreamcastWarning
-from streamcast.features import default_horizon, season_length
+from streamcast.features import default_horizon, season_length, short_series_window
 from tests.conftest import TINY, hourly_frame
 
 FAST = ["--hidden", "4", "--epochs", "1", "--bptt", "8", "--ensemble", "1"]
@@ -163,6 +163,47 @@ def test_quarterly_data_repeats_its_year_of_four_quarters(tmp_path):
     )
     assert rows.height == 2 * 2 * 4
     assert np.allclose(rows["seasonal_naive"], rows["visitors"])  # the value four quarters earlier
+
+
+@pytest.mark.parametrize(
+    ("window", "season", "freq", "median", "expected"),
+    [
+        (24, 12, "1mo", 54, 12),  # a quarter of 54 months holds one year
+        (24, 12, "1mo", 321, 24),  # long series keep the frequency's window
+        (24, 12, "1mo", 30, 12),  # never under a season
+        (12, 4, "3mo", 32, 8),
+        (12, 4, "3mo", 103, 12),
+        (8, 1, "1y", 14, 8),  # yearly data keeps its window
+        (52, 52, "1w", 60, 52),
+        (168, 24, "1h", 200, 168),  # hourly data keeps its week
+    ],
+)
+def test_short_coarse_series_get_a_window_of_whole_seasons_within_a_quarter_of_them(
+    window, season, freq, median, expected
+):
+    assert short_series_window(window, season, freq, median) == expected
+
+
+def test_short_monthly_series_take_a_window_of_one_year(tmp_path):
+    rng = np.random.default_rng(2)
+    months = 60
+    starts = [date(2019 + k // 12, 1 + k % 12, 1) for k in range(months)]
+    frame = pl.DataFrame(
+        {
+            "store": ["a"] * months + ["b"] * months,
+            "month": starts * 2,
+            "sales": 100 + rng.normal(0, 5, 2 * months),
+        }
+    )
+    path = tmp_path / "monthly.csv"
+    frame.write_csv(path)
+    out = tmp_path / "m.streamcast"
+    fitted = run(["fit", str(path), *FAST, "-o", str(out)])
+    assert fitted.exit_code == 0, fitted.stderr
+    assert sc.load(out).net.config.ar == 12  # a quarter of 60 months holds one year, not the usual two
+    told = run(["fit", str(path), *FAST, "--ar", "24", "-o", str(out)])
+    assert told.exit_code == 0, told.stderr
+    assert sc.load(out).net.config.ar == 24
 
 
 def test_yearly_data_is_forecast_by_segrnn_members_alone(tmp_path):
